@@ -1,0 +1,255 @@
+//! One client request understood: which command it is (from the command table), whether its
+//! arity is right, where its keys are, and which slot they hash to.
+//!
+//! Everything here is pure and works on a parsed [`Request`]; it never does I/O and never
+//! allocates for a command with up to eight keys.
+
+pub mod multi;
+pub mod table;
+
+use smallvec::SmallVec;
+
+use crate::protocol::Request;
+use crate::router::key_slot;
+pub use table::{CommandSpec, Entry, Local, Merge, Route, Table};
+
+/// Argument positions of a request's keys.
+pub type KeyPositions = SmallVec<[u32; 8]>;
+
+/// Why a request is answered with an error before it reaches any backend. `Display` gives the
+/// exact error line (without the leading `-`) that Redis would send.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("ERR unknown command '{name}', with args beginning with: {args}")]
+    UnknownCommand { name: String, args: String },
+    #[error("ERR unknown subcommand '{sub}'. Try {container} HELP.")]
+    UnknownSubcommand { sub: String, container: String },
+    #[error("ERR wrong number of arguments for '{0}' command")]
+    WrongArity(String),
+    #[error("CROSSSLOT Keys in request don't hash to the same slot (slots {slots}); put the keys in one slot with a {{hash tag}}")]
+    CrossSlot { slots: String },
+    #[error("ERR '{name}' is not supported by slotgate: {reason}")]
+    Refused { name: String, reason: &'static str },
+}
+
+fn lossy(b: &[u8], max: usize) -> String {
+    String::from_utf8_lossy(b.get(..b.len().min(max)).unwrap_or_default()).into_owned()
+}
+
+/// Finds the table entry for `req`, descending into subcommands, and checks its arity.
+pub fn lookup<'t>(table: &'t Table, req: &Request) -> Result<&'t Entry, Rejection> {
+    let name = req.arg(0).unwrap_or_default();
+    let Some(entry) = table.get(name) else {
+        let mut args = String::new();
+        for i in 1..req.argc() {
+            if args.len() >= 128 {
+                break;
+            }
+            let room = 128 - args.len();
+            args.push('\'');
+            args.push_str(&lossy(req.arg(i).unwrap_or_default(), room));
+            args.push_str("' ");
+        }
+        return Err(Rejection::UnknownCommand {
+            name: lossy(name, 128),
+            args,
+        });
+    };
+    let entry = if entry.has_subcommands() && req.argc() >= 2 {
+        let sub = req.arg(1).unwrap_or_default();
+        match entry.subcommand(sub) {
+            Some(s) => s,
+            None => {
+                return Err(Rejection::UnknownSubcommand {
+                    sub: lossy(sub, 128),
+                    container: entry.spec.name.to_ascii_uppercase(),
+                });
+            }
+        }
+    } else {
+        entry
+    };
+    let arity = i64::from(entry.spec.arity);
+    let argc = req.argc() as i64;
+    if (arity > 0 && argc != arity) || argc < -arity {
+        return Err(Rejection::WrongArity(entry.spec.name.to_string()));
+    }
+    Ok(entry)
+}
+
+/// Collects the argument positions of `req`'s keys following the entry's key specs, the way
+/// Redis' `getKeysUsingKeySpecs` does. A spec that does not match the arguments yields no keys
+/// (the backend then reports the syntax error itself).
+pub fn key_positions(spec: &CommandSpec, req: &Request, out: &mut KeyPositions) {
+    use table::{BeginSearch, FindKeys};
+    let argc = req.argc() as i64;
+    for ks in spec.key_specs {
+        let first = match ks.begin {
+            BeginSearch::Index(i) => i64::from(i),
+            BeginSearch::Keyword { keyword, start_from } => {
+                let start_from = i64::from(start_from);
+                let (mut i, end, step) = if start_from > 0 {
+                    (start_from, argc - 1, 1)
+                } else {
+                    (argc + start_from, 1, -1)
+                };
+                let mut found = None;
+                while (step > 0 && i <= end) || (step < 0 && i >= end) {
+                    if i < 1 || i >= argc {
+                        break;
+                    }
+                    if req.arg(i as usize).is_some_and(|a| a.eq_ignore_ascii_case(keyword.as_bytes())) {
+                        found = Some(i + 1);
+                        break;
+                    }
+                    i += step;
+                }
+                match found {
+                    Some(f) => f,
+                    None => continue,
+                }
+            }
+            BeginSearch::Unknown => continue,
+        };
+        let (first, last, step) = match ks.find {
+            FindKeys::Range { last_key, step, limit } => {
+                let last_key = i64::from(last_key);
+                let last = if last_key >= 0 {
+                    first + last_key
+                } else if limit == 0 {
+                    argc + last_key
+                } else {
+                    first + ((argc - first) / i64::from(limit) + last_key)
+                };
+                (first, last, i64::from(step))
+            }
+            FindKeys::KeyNum { key_num_idx, first_key, step } => {
+                let idx = first + i64::from(key_num_idx);
+                if idx >= argc {
+                    continue;
+                }
+                let Some(n) = req
+                    .arg(idx as usize)
+                    .and_then(crate::protocol::parse_int)
+                    .filter(|&n| n >= 0)
+                else {
+                    continue;
+                };
+                let first = first + i64::from(first_key);
+                let step = i64::from(step).max(1);
+                (first, first + (n - 1) * step, step)
+            }
+            FindKeys::Unknown => continue,
+        };
+        if last >= argc || last < first || first >= argc || step <= 0 {
+            continue;
+        }
+        let mut i = first;
+        while i <= last {
+            out.push(i as u32);
+            i += step;
+        }
+    }
+}
+
+/// The one slot every key of `req` hashes to, `None` for a request without keys, or the
+/// CROSSSLOT rejection naming the distinct slots.
+pub fn common_slot(req: &Request, keys: &[u32]) -> Result<Option<u16>, Rejection> {
+    let mut slot: Option<u16> = None;
+    let mut cross = false;
+    for &k in keys {
+        let s = key_slot(req.arg(k as usize).unwrap_or_default());
+        match slot {
+            None => slot = Some(s),
+            Some(prev) if prev != s => cross = true,
+            Some(_) => {}
+        }
+    }
+    if !cross {
+        return Ok(slot);
+    }
+    let mut seen: Vec<u16> = Vec::new();
+    for &k in keys {
+        let s = key_slot(req.arg(k as usize).unwrap_or_default());
+        if !seen.contains(&s) {
+            seen.push(s);
+        }
+    }
+    let mut slots = String::new();
+    for (i, s) in seen.iter().take(8).enumerate() {
+        if i > 0 {
+            slots.push_str(", ");
+        }
+        slots.push_str(&s.to_string());
+    }
+    if seen.len() > 8 {
+        slots.push_str(", ...");
+    }
+    Err(Rejection::CrossSlot { slots })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys_of(args: &[&str]) -> Vec<String> {
+        let table = Table::redis70();
+        let req = Request::from_args(args);
+        let entry = lookup(&table, &req).unwrap_or_else(|e| panic!("{e}"));
+        let mut pos = KeyPositions::new();
+        key_positions(entry.spec, &req, &mut pos);
+        pos.iter().map(|&p| args[p as usize].to_string()).collect()
+    }
+
+    #[test]
+    fn should_find_keys_of_fixed_position_commands() {
+        assert_eq!(keys_of(&["GET", "a"]), ["a"]);
+        assert_eq!(keys_of(&["set", "a", "1", "EX", "10"]), ["a"]);
+        assert_eq!(keys_of(&["MSET", "a", "1", "b", "2"]), ["a", "b"]);
+        assert_eq!(keys_of(&["DEL", "a", "b", "c"]), ["a", "b", "c"]);
+        assert_eq!(keys_of(&["OBJECT", "ENCODING", "k"]), ["k"]);
+        assert_eq!(keys_of(&["RENAME", "a", "b"]), ["a", "b"]);
+    }
+
+    #[test]
+    fn should_find_keys_of_numkeys_commands() {
+        assert_eq!(keys_of(&["EVAL", "return 1", "2", "a", "b", "x"]), ["a", "b"]);
+        assert_eq!(keys_of(&["EVAL", "return 1", "0"]), Vec::<String>::new());
+        assert_eq!(keys_of(&["ZUNIONSTORE", "d", "2", "a", "b"]), ["d", "a", "b"]);
+    }
+
+    #[test]
+    fn should_find_keys_after_keywords() {
+        assert_eq!(keys_of(&["XREAD", "COUNT", "2", "STREAMS", "s1", "s2", "0", "0"]), ["s1", "s2"]);
+    }
+
+    #[test]
+    fn should_reject_unknown_commands_like_redis() {
+        let table = Table::redis70();
+        let e = lookup(&table, &Request::from_args(&["foo", "a", "b"])).err();
+        assert_eq!(
+            e.map(|e| e.to_string()),
+            Some("ERR unknown command 'foo', with args beginning with: 'a' 'b' ".to_string())
+        );
+        let e = lookup(&table, &Request::from_args(&["object", "nope", "k"])).err();
+        assert_eq!(e.map(|e| e.to_string()), Some("ERR unknown subcommand 'nope'. Try OBJECT HELP.".to_string()));
+        let e = lookup(&table, &Request::from_args(&["get"])).err();
+        assert_eq!(e.map(|e| e.to_string()), Some("ERR wrong number of arguments for 'get' command".to_string()));
+        let e = lookup(&table, &Request::from_args(&["object", "encoding"])).err();
+        assert_eq!(
+            e.map(|e| e.to_string()),
+            Some("ERR wrong number of arguments for 'object|encoding' command".to_string())
+        );
+    }
+
+    #[test]
+    fn should_report_crossslot_with_the_slots() {
+        let req = Request::from_args(&["RENAME", "foo", "bar"]);
+        assert_eq!(
+            common_slot(&req, &[1, 2]).err().map(|e| e.to_string()),
+            Some("CROSSSLOT Keys in request don't hash to the same slot (slots 12182, 5061); put the keys in one slot with a {hash tag}".to_string())
+        );
+        let req = Request::from_args(&["RENAME", "{u}a", "{u}b"]);
+        assert!(matches!(common_slot(&req, &[1, 2]), Ok(Some(_))));
+    }
+}

@@ -1,0 +1,292 @@
+//! Split and merge of multi-key commands (MGET, MSET, DEL, UNLINK, EXISTS, TOUCH) and of
+//! fan-out replies (DBSIZE, INFO).
+//!
+//! A split request is rebuilt from the original arguments' wire bytes (no re-encoding of keys or
+//! values), one request per slot, since Redis Cluster refuses multi-key commands across slots even
+//! on one node. Merging must produce exactly the reply Redis would give for the whole request, and
+//! must never panic or mis-frame on a reply it did not expect: it answers an error instead.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use smallvec::SmallVec;
+
+use super::table::Merge;
+use crate::protocol::{Limits, ReplyScanner, Request, encode, parse_int};
+use crate::router::key_slot;
+
+/// One per-slot piece of a split request.
+#[derive(Debug, Clone)]
+pub struct Part {
+    pub slot: u16,
+    pub request: Bytes,
+    /// For each key of this part, its index among the request's keys (for ordered merges).
+    pub key_indexes: SmallVec<[u32; 8]>,
+}
+
+/// Splits `req`, whose keys are at `keys` (each followed by `step - 1` value arguments), into one
+/// request per distinct slot, in the order slots first appear.
+pub fn split(req: &Request, keys: &[u32], step: u8) -> Vec<Part> {
+    let step = u32::from(step.max(1));
+    let mut groups: Vec<(u16, SmallVec<[u32; 8]>)> = Vec::new();
+    for (i, &k) in keys.iter().enumerate() {
+        let slot = key_slot(req.arg(k as usize).unwrap_or_default());
+        match groups.iter_mut().find(|(s, _)| *s == slot) {
+            Some((_, v)) => v.push(i as u32),
+            None => groups.push((slot, SmallVec::from_slice(&[i as u32]))),
+        }
+    }
+    let name = req.arg_wire(0).unwrap_or_default();
+    groups
+        .into_iter()
+        .map(|(slot, key_indexes)| {
+            let mut buf = BytesMut::new();
+            encode::array_header(&mut buf, 1 + key_indexes.len() * step as usize);
+            buf.put_slice(name);
+            for &ki in &key_indexes {
+                let Some(&pos) = keys.get(ki as usize) else { continue };
+                for j in 0..step {
+                    buf.put_slice(req.arg_wire((pos + j) as usize).unwrap_or_default());
+                }
+            }
+            Part {
+                slot,
+                request: buf.freeze(),
+                key_indexes,
+            }
+        })
+        .collect()
+}
+
+fn first_error(replies: &[Bytes]) -> Option<&Bytes> {
+    replies.iter().find(|r| matches!(r.first(), Some(b'-' | b'!')))
+}
+
+fn unexpected(out: &mut BytesMut, what: &str) {
+    encode::error(out, &format!("ERR slotgate: unexpected backend reply while merging {what}"));
+}
+
+/// Merges the replies of a split request's parts (in part order) into `out`.
+pub fn merge(kind: Merge, parts: &[Part], replies: &[Bytes], total_keys: usize, out: &mut BytesMut) {
+    if let Some(e) = first_error(replies) {
+        out.put_slice(e);
+        return;
+    }
+    match kind {
+        Merge::Sum => merge_sum(replies, out),
+        Merge::AllOk => {
+            if let Some(r) = replies.iter().find(|r| r.as_ref() != b"+OK\r\n") {
+                out.put_slice(r);
+            } else {
+                encode::ok(out);
+            }
+        }
+        Merge::Ordered => merge_ordered(parts, replies, total_keys, out),
+        Merge::Info => unexpected(out, "INFO"),
+    }
+}
+
+/// Sums integer replies (DEL, EXISTS, DBSIZE, ...).
+pub fn merge_sum(replies: &[Bytes], out: &mut BytesMut) {
+    if let Some(e) = first_error(replies) {
+        out.put_slice(e);
+        return;
+    }
+    let mut sum: i64 = 0;
+    for r in replies {
+        let n = r
+            .strip_prefix(b":")
+            .and_then(|r| r.strip_suffix(b"\r\n"))
+            .and_then(parse_int);
+        match n {
+            Some(n) => sum = sum.saturating_add(n),
+            None => return unexpected(out, "integers"),
+        }
+    }
+    encode::integer(out, sum);
+}
+
+fn merge_ordered(parts: &[Part], replies: &[Bytes], total_keys: usize, out: &mut BytesMut) {
+    let mut slots: Vec<Option<Bytes>> = vec![None; total_keys];
+    for (part, reply) in parts.iter().zip(replies) {
+        let Some(elems) = array_elements(reply) else {
+            return unexpected(out, "an array");
+        };
+        if elems.len() != part.key_indexes.len() {
+            return unexpected(out, "an array");
+        }
+        for (e, &ki) in elems.into_iter().zip(&part.key_indexes) {
+            if let Some(s) = slots.get_mut(ki as usize) {
+                *s = Some(e);
+            }
+        }
+    }
+    encode::array_header(out, total_keys);
+    for s in slots {
+        match s {
+            Some(e) => out.put_slice(&e),
+            None => return unexpected(out, "an array"),
+        }
+    }
+}
+
+/// The elements of a RESP array reply, each as its own slice.
+fn array_elements(reply: &Bytes) -> Option<Vec<Bytes>> {
+    let body = reply.strip_prefix(b"*")?;
+    let cr = body.iter().position(|&b| b == b'\r')?;
+    let n = parse_int(body.get(..cr)?)?;
+    let mut off = 1 + cr + 2;
+    let mut out = Vec::with_capacity(usize::try_from(n).ok()?);
+    let mut scanner = ReplyScanner::new(Limits::default());
+    for _ in 0..n {
+        let rest = reply.get(off..)?;
+        let len = scanner.scan(rest).ok()??;
+        out.push(reply.slice(off..off + len));
+        off += len;
+    }
+    Some(out)
+}
+
+/// Merges the INFO texts of every master: the first master's sections, with the `# Keyspace`
+/// counts summed over all of them, the cluster fields rewritten to what a standalone server says,
+/// and `proxy_section` appended.
+pub fn merge_info(replies: &[Bytes], proxy_section: &str) -> Result<String, Bytes> {
+    if let Some(e) = first_error(replies) {
+        return Err(e.clone());
+    }
+    let texts: Vec<String> = replies.iter().filter_map(|r| bulk_text(r)).collect();
+    let first = texts.first().cloned().unwrap_or_default();
+    let mut keyspace: Vec<(String, [i64; 3])> = Vec::new();
+    for t in &texts {
+        let mut in_ks = false;
+        for line in t.lines() {
+            if line.starts_with('#') {
+                in_ks = line.trim() == "# Keyspace";
+                continue;
+            }
+            if !in_ks {
+                continue;
+            }
+            let Some((db, rest)) = line.trim().split_once(':') else { continue };
+            let mut vals = [0i64; 3];
+            for kv in rest.split(',') {
+                let Some((k, v)) = kv.split_once('=') else { continue };
+                let v: i64 = v.parse().unwrap_or(0);
+                match k {
+                    "keys" => vals[0] = v,
+                    "expires" => vals[1] = v,
+                    "avg_ttl" => vals[2] = v,
+                    _ => {}
+                }
+            }
+            match keyspace.iter_mut().find(|(d, _)| d == db) {
+                Some((_, acc)) => {
+                    acc[0] += vals[0];
+                    acc[1] += vals[1];
+                    acc[2] = acc[2].max(vals[2]);
+                }
+                None => keyspace.push((db.to_string(), vals)),
+            }
+        }
+    }
+    let mut out = String::with_capacity(first.len() + 256);
+    let mut in_ks = false;
+    for line in first.lines() {
+        if line.starts_with('#') {
+            in_ks = line.trim() == "# Keyspace";
+            out.push_str(line);
+            out.push_str("\r\n");
+            if in_ks {
+                for (db, v) in &keyspace {
+                    out.push_str(&format!("{db}:keys={},expires={},avg_ttl={}\r\n", v[0], v[1], v[2]));
+                }
+            }
+            continue;
+        }
+        if in_ks {
+            continue;
+        }
+        let line = match line.trim_end() {
+            "redis_mode:cluster" => "redis_mode:standalone",
+            "cluster_enabled:1" => "cluster_enabled:0",
+            other => other,
+        };
+        out.push_str(line);
+        out.push_str("\r\n");
+    }
+    if !out.is_empty() && !out.ends_with("\r\n\r\n") {
+        out.push_str("\r\n");
+    }
+    out.push_str(proxy_section);
+    Ok(out)
+}
+
+/// The text of a bulk string or verbatim reply.
+pub fn bulk_text(reply: &[u8]) -> Option<String> {
+    let t = *reply.first()?;
+    if t != b'$' && t != b'=' {
+        return None;
+    }
+    let cr = reply.iter().position(|&b| b == b'\r')?;
+    let n = usize::try_from(parse_int(reply.get(1..cr)?)?).ok()?;
+    let body = reply.get(cr + 2..cr + 2 + n)?;
+    let body = if t == b'=' { body.get(4..)? } else { body };
+    Some(String::from_utf8_lossy(body).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn should_split_per_slot_keeping_values_with_their_keys() {
+        let req = Request::from_args(&["MSET", "foo", "1", "bar", "2", "{foo}x", "3"]);
+        let parts = split(&req, &[1, 3, 5], 2);
+        assert_eq!(parts.len(), 2);
+        assert_eq!(&parts[0].request[..], b"*5\r\n$4\r\nMSET\r\n$3\r\nfoo\r\n$1\r\n1\r\n$6\r\n{foo}x\r\n$1\r\n3\r\n");
+        assert_eq!(parts[0].key_indexes.as_slice(), &[0, 2]);
+        assert_eq!(&parts[1].request[..], b"*3\r\n$4\r\nMSET\r\n$3\r\nbar\r\n$1\r\n2\r\n");
+    }
+
+    #[test]
+    fn should_merge_mget_in_original_key_order() {
+        let req = Request::from_args(&["MGET", "foo", "bar", "{foo}x"]);
+        let parts = split(&req, &[1, 2, 3], 1);
+        let replies = [Bytes::from_static(b"*2\r\n$1\r\na\r\n$-1\r\n"), Bytes::from_static(b"*1\r\n$1\r\nb\r\n")];
+        let mut out = BytesMut::new();
+        merge(Merge::Ordered, &parts, &replies, 3, &mut out);
+        assert_eq!(&out[..], b"*3\r\n$1\r\na\r\n$1\r\nb\r\n$-1\r\n");
+    }
+
+    #[test]
+    fn should_sum_counts_and_pass_the_first_error() {
+        let mut out = BytesMut::new();
+        merge_sum(&[Bytes::from_static(b":2\r\n"), Bytes::from_static(b":3\r\n")], &mut out);
+        assert_eq!(&out[..], b":5\r\n");
+        let mut out = BytesMut::new();
+        merge(Merge::AllOk, &[], &[Bytes::from_static(b"+OK\r\n"), Bytes::from_static(b"-ERR x\r\n")], 0, &mut out);
+        assert_eq!(&out[..], b"-ERR x\r\n");
+    }
+
+    #[test]
+    fn should_answer_an_error_for_a_malformed_part() {
+        let req = Request::from_args(&["MGET", "foo", "bar"]);
+        let parts = split(&req, &[1, 2], 1);
+        let mut out = BytesMut::new();
+        merge(Merge::Ordered, &parts, &[Bytes::from_static(b"+OK\r\n"), Bytes::from_static(b"*1\r\n$1\r\nb\r\n")], 2, &mut out);
+        assert!(out.starts_with(b"-ERR slotgate"));
+    }
+
+    #[test]
+    fn should_sum_keyspace_in_info() {
+        let bulk = |t: &str| {
+            let mut b = BytesMut::new();
+            encode::bulk(&mut b, t.as_bytes());
+            b.freeze()
+        };
+        let a = bulk("# Server\r\nredis_mode:cluster\r\n# Keyspace\r\ndb0:keys=2,expires=0,avg_ttl=0\r\n");
+        let b = bulk("# Server\r\nredis_mode:cluster\r\n# Keyspace\r\ndb0:keys=3,expires=1,avg_ttl=5\r\n");
+        let text = merge_info(&[a, b], "# Proxy\r\nx:1\r\n").unwrap_or_default();
+        assert!(text.contains("redis_mode:standalone"), "{text}");
+        assert!(text.contains("db0:keys=5,expires=1,avg_ttl=5"), "{text}");
+        assert!(text.ends_with("# Proxy\r\nx:1\r\n"), "{text}");
+    }
+}

@@ -1,0 +1,394 @@
+//! The command table as data: every Redis 7.0 command with its arity, flags and key specs
+//! (generated from Redis' own `COMMAND` output into `table/redis70.rs`), and the routing policy
+//! slotgate applies to it (written here, by hand, as data).
+//!
+//! Lookups are case-insensitive and allocate nothing. This module must never route: it only
+//! says how a command is to be routed.
+
+#[rustfmt::skip]
+mod redis70;
+
+use std::collections::HashMap;
+
+/// Command flags, as `COMMAND INFO` names them.
+pub mod flags {
+    pub const WRITE: u32 = 1 << 0;
+    pub const READONLY: u32 = 1 << 1;
+    pub const DENYOOM: u32 = 1 << 2;
+    pub const ADMIN: u32 = 1 << 3;
+    pub const PUBSUB: u32 = 1 << 4;
+    pub const NOSCRIPT: u32 = 1 << 5;
+    pub const BLOCKING: u32 = 1 << 6;
+    pub const LOADING: u32 = 1 << 7;
+    pub const STALE: u32 = 1 << 8;
+    pub const FAST: u32 = 1 << 9;
+    pub const NO_AUTH: u32 = 1 << 10;
+    pub const MAY_REPLICATE: u32 = 1 << 11;
+    pub const NO_MANDATORY_KEYS: u32 = 1 << 12;
+    pub const MOVABLEKEYS: u32 = 1 << 13;
+    pub const NO_MULTI: u32 = 1 << 14;
+    pub const ALLOW_BUSY: u32 = 1 << 15;
+    pub const SKIP_MONITOR: u32 = 1 << 16;
+    pub const SKIP_SLOWLOG: u32 = 1 << 17;
+    pub const ASKING: u32 = 1 << 18;
+    pub const PROTECTED: u32 = 1 << 19;
+    pub const NO_ASYNC_LOADING: u32 = 1 << 20;
+
+    /// Flag names in bit order, for documentation.
+    pub const NAMES: &[(u32, &str)] = &[
+        (WRITE, "write"),
+        (READONLY, "readonly"),
+        (DENYOOM, "denyoom"),
+        (ADMIN, "admin"),
+        (PUBSUB, "pubsub"),
+        (NOSCRIPT, "noscript"),
+        (BLOCKING, "blocking"),
+        (LOADING, "loading"),
+        (STALE, "stale"),
+        (FAST, "fast"),
+        (NO_AUTH, "no_auth"),
+        (MAY_REPLICATE, "may_replicate"),
+        (NO_MANDATORY_KEYS, "no_mandatory_keys"),
+        (MOVABLEKEYS, "movablekeys"),
+        (NO_MULTI, "no_multi"),
+        (ALLOW_BUSY, "allow_busy"),
+        (SKIP_MONITOR, "skip_monitor"),
+        (SKIP_SLOWLOG, "skip_slowlog"),
+        (ASKING, "asking"),
+        (PROTECTED, "protected"),
+        (NO_ASYNC_LOADING, "no_async_loading"),
+    ];
+}
+
+/// Where the search for a key spec's first key starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BeginSearch {
+    Index(i16),
+    Keyword { keyword: &'static str, start_from: i16 },
+    Unknown,
+}
+
+/// How a key spec's keys run on from the first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FindKeys {
+    Range { last_key: i16, step: i16, limit: i16 },
+    KeyNum { key_num_idx: i16, first_key: i16, step: i16 },
+    Unknown,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeySpec {
+    pub begin: BeginSearch,
+    pub find: FindKeys,
+}
+
+/// One command or subcommand as Redis describes it. Subcommand names are `container|sub`.
+#[derive(Debug)]
+pub struct CommandSpec {
+    pub name: &'static str,
+    pub arity: i16,
+    pub flags: u32,
+    pub key_specs: &'static [KeySpec],
+    pub subcommands: &'static [CommandSpec],
+}
+
+impl CommandSpec {
+    pub fn has(&self, flag: u32) -> bool {
+        self.flags & flag != 0
+    }
+}
+
+/// How the replies of a fan-out are merged into the one reply the client gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Merge {
+    /// MGET: one array, each element at its key's original position.
+    Ordered,
+    /// DEL, UNLINK, EXISTS, TOUCH, DBSIZE: the integers summed.
+    Sum,
+    /// MSET: `+OK` when every part said OK, else the first error.
+    AllOk,
+    /// INFO: the first master's text with the keyspace summed and a `# Proxy` section.
+    Info,
+}
+
+/// Commands the proxy answers itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Local {
+    Ping,
+    Echo,
+    Quit,
+    Select,
+    Hello,
+    Auth,
+    Reset,
+    ClientSetName,
+    ClientGetName,
+    ClientId,
+    ClientSetInfo,
+    ClientNoEvict,
+    ClientNoTouch,
+    ClusterKeySlot,
+    /// What a Redis without cluster support says to CLUSTER, READONLY and READWRITE.
+    ClusterDisabled,
+}
+
+/// What slotgate does with a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// To the master of the keys' slot; CROSSSLOT if they span slots; any master if no keys.
+    Keyed,
+    /// Like `Keyed`, but keys in many slots are split per slot and the replies merged
+    /// (unless the multi-key policy is strict). `step` is the stride of key arguments.
+    Split { merge: Merge, step: u8 },
+    /// To one master; the reply does not depend on which.
+    AnyMaster,
+    /// To every master, replies merged.
+    AllMasters(Merge),
+    /// Answered by the proxy.
+    Local(Local),
+    /// Refused by name, with the reason.
+    Refuse(&'static str),
+}
+
+impl Route {
+    /// One line describing the route, for the supported-commands page.
+    pub fn describe(&self) -> String {
+        match self {
+            Route::Keyed => "routed by key slot; CROSSSLOT if keys span slots".into(),
+            Route::Split { merge, .. } => format!("split per slot across masters, merged ({merge:?})"),
+            Route::AnyMaster => "sent to any master".into(),
+            Route::AllMasters(m) => format!("sent to every master, merged ({m:?})"),
+            Route::Local(l) => format!("answered by slotgate ({l:?})"),
+            Route::Refuse(r) => format!("refused: {r}"),
+        }
+    }
+}
+
+/// A command with its route, and its subcommands if it is a container.
+#[derive(Debug)]
+pub struct Entry {
+    pub spec: &'static CommandSpec,
+    pub route: Route,
+    subs: HashMap<&'static str, Entry, foldhash::fast::RandomState>,
+}
+
+impl Entry {
+    pub fn has_subcommands(&self) -> bool {
+        !self.subs.is_empty()
+    }
+
+    /// The subcommand named `sub` (case-insensitive).
+    pub fn subcommand(&self, sub: &[u8]) -> Option<&Entry> {
+        let mut buf = [0u8; 32];
+        let lower = lowercase(sub, &mut buf)?;
+        self.subs.get(lower)
+    }
+
+    pub fn subcommands(&self) -> impl Iterator<Item = &Entry> {
+        self.subs.values()
+    }
+}
+
+fn lowercase<'b>(name: &[u8], buf: &'b mut [u8; 32]) -> Option<&'b str> {
+    let dst = buf.get_mut(..name.len())?;
+    for (d, s) in dst.iter_mut().zip(name) {
+        *d = s.to_ascii_lowercase();
+    }
+    std::str::from_utf8(dst).ok()
+}
+
+/// The command table slotgate routes with.
+#[derive(Debug)]
+pub struct Table {
+    commands: HashMap<&'static str, Entry, foldhash::fast::RandomState>,
+}
+
+const BLOCKING: &str = "blocking commands are not supported yet (they need a dedicated backend connection)";
+const TRANSACTIONS: &str = "transactions are not supported yet";
+const PUBSUB: &str = "pub/sub is not supported yet";
+const KEYSPACE: &str = "keyspace-wide commands are not supported yet";
+const ADMIN: &str = "administrative commands are not passed through a proxy";
+const FLEET: &str = "fleet-wide scripting and function management is not supported yet";
+const REPLICATION: &str = "replication commands are not passed through a proxy";
+
+/// The routes written by hand. Everything not named here follows [`default_route`].
+fn named_route(name: &str) -> Option<Route> {
+    use Route::*;
+    Some(match name {
+        "ping" => Local(self::Local::Ping),
+        "echo" => Local(self::Local::Echo),
+        "quit" => Local(self::Local::Quit),
+        "select" => Local(self::Local::Select),
+        "hello" => Local(self::Local::Hello),
+        "auth" => Local(self::Local::Auth),
+        "reset" => Local(self::Local::Reset),
+        "readonly" | "readwrite" => Local(self::Local::ClusterDisabled),
+        "client|setname" => Local(self::Local::ClientSetName),
+        "client|getname" => Local(self::Local::ClientGetName),
+        "client|id" => Local(self::Local::ClientId),
+        "client|setinfo" => Local(self::Local::ClientSetInfo),
+        "client|no-evict" => Local(self::Local::ClientNoEvict),
+        "client|no-touch" => Local(self::Local::ClientNoTouch),
+        "cluster|keyslot" => Local(self::Local::ClusterKeySlot),
+        "mget" => Split { merge: Merge::Ordered, step: 1 },
+        "mset" => Split { merge: Merge::AllOk, step: 2 },
+        "del" | "unlink" | "exists" | "touch" => Split { merge: Merge::Sum, step: 1 },
+        "dbsize" => AllMasters(Merge::Sum),
+        "info" => AllMasters(Merge::Info),
+        "command" | "command|count" | "command|info" | "command|docs" | "command|list" | "command|getkeys"
+        | "command|getkeysandflags" | "command|help" => AnyMaster,
+        "time" | "lolwut" | "config|get" | "publish" | "memory|usage" => {
+            if name == "memory|usage" {
+                Keyed
+            } else {
+                AnyMaster
+            }
+        }
+        "eval" | "evalsha" | "eval_ro" | "evalsha_ro" | "fcall" | "fcall_ro" => Keyed,
+        "xread" | "xreadgroup" => Keyed,
+        "multi" | "exec" | "discard" | "watch" | "unwatch" => Refuse(TRANSACTIONS),
+        "wait" => Refuse(BLOCKING),
+        "keys" | "scan" | "randomkey" => Refuse(KEYSPACE),
+        "flushall" | "flushdb" | "swapdb" | "move" => Refuse(ADMIN),
+        "sync" | "psync" | "replconf" | "replicaof" | "slaveof" | "failover" => Refuse(REPLICATION),
+        "monitor" => Refuse("MONITOR would stream every backend's traffic; not supported"),
+        "spublish" => Keyed,
+        _ => return None,
+    })
+}
+
+fn default_route(spec: &CommandSpec) -> Route {
+    let name = spec.name;
+    if name.starts_with("cluster") {
+        return Route::Local(Local::ClusterDisabled);
+    }
+    if name.starts_with("client") {
+        return Route::Refuse("this CLIENT subcommand is not supported through a proxy yet");
+    }
+    if name.starts_with("script") || name.starts_with("function") {
+        return Route::Refuse(FLEET);
+    }
+    if spec.has(flags::PUBSUB) {
+        return Route::Refuse(PUBSUB);
+    }
+    if spec.has(flags::BLOCKING) {
+        return Route::Refuse(BLOCKING);
+    }
+    if !spec.key_specs.is_empty() {
+        return Route::Keyed;
+    }
+    if spec.has(flags::ADMIN) || spec.has(flags::NOSCRIPT) {
+        return Route::Refuse(ADMIN);
+    }
+    Route::Refuse("a keyless command with no defined route in a cluster")
+}
+
+fn route_for(spec: &CommandSpec) -> Route {
+    named_route(spec.name).unwrap_or_else(|| default_route(spec))
+}
+
+fn build_entry(spec: &'static CommandSpec) -> Entry {
+    let mut subs = HashMap::with_hasher(foldhash::fast::RandomState::default());
+    for sub in spec.subcommands {
+        let short = sub.name.split_once('|').map_or(sub.name, |(_, s)| s);
+        subs.insert(short, build_entry(sub));
+    }
+    Entry {
+        spec,
+        route: route_for(spec),
+        subs,
+    }
+}
+
+impl Table {
+    /// The table for Redis 7.0.
+    pub fn redis70() -> Table {
+        let mut commands = HashMap::with_hasher(foldhash::fast::RandomState::default());
+        for spec in redis70::COMMANDS {
+            commands.insert(spec.name, build_entry(spec));
+        }
+        Table { commands }
+    }
+
+    /// The command named `name` (case-insensitive).
+    pub fn get(&self, name: &[u8]) -> Option<&Entry> {
+        let mut buf = [0u8; 32];
+        let lower = lowercase(name, &mut buf)?;
+        self.commands.get(lower)
+    }
+
+    pub fn len(&self) -> usize {
+        self.commands.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.commands.is_empty()
+    }
+
+    /// The supported-commands page (Markdown), generated from the table.
+    pub fn supported_commands_page(&self) -> String {
+        let mut rows: Vec<(&str, String, &CommandSpec)> = Vec::new();
+        for e in self.commands.values() {
+            if e.has_subcommands() {
+                for s in e.subcommands() {
+                    rows.push((s.spec.name, s.route.describe(), s.spec));
+                }
+                if !matches!(e.spec.arity, -2 | 2) {
+                    rows.push((e.spec.name, e.route.describe(), e.spec));
+                }
+            } else {
+                rows.push((e.spec.name, e.route.describe(), e.spec));
+            }
+        }
+        rows.sort_by(|a, b| a.0.cmp(b.0));
+        let mut out = String::from(
+            "# Commands through slotgate\n\n\
+             Generated from slotgate's command table (`slotgate --commands`); do not edit by hand.\n\
+             The table is derived from Redis 7.0's own `COMMAND` output.\n\n\
+             | command | arity | flags | what slotgate does |\n|---|---|---|---|\n",
+        );
+        for (name, route, spec) in rows {
+            let flag_names: Vec<&str> = flags::NAMES
+                .iter()
+                .filter(|(bit, _)| spec.has(*bit))
+                .map(|(_, n)| *n)
+                .collect();
+            out.push_str(&format!(
+                "| `{}` | {} | {} | {} |\n",
+                name.replace('|', " "),
+                spec.arity,
+                flag_names.join(", "),
+                route.replace('|', "\\|")
+            ));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn should_hold_every_redis70_command() {
+        let t = Table::redis70();
+        assert!(t.len() > 200, "{}", t.len());
+        assert!(t.get(b"GET").is_some());
+        assert!(t.get(b"gEt").is_some());
+        assert!(t.get(b"nope").is_none());
+        assert!(t.get(&[b'a'; 40]).is_none());
+    }
+
+    #[test]
+    fn should_route_by_policy() {
+        let t = Table::redis70();
+        let route = |n: &[u8]| t.get(n).map(|e| e.route);
+        assert_eq!(route(b"get"), Some(Route::Keyed));
+        assert_eq!(route(b"mget"), Some(Route::Split { merge: Merge::Ordered, step: 1 }));
+        assert_eq!(route(b"blpop"), Some(Route::Refuse(BLOCKING)));
+        assert_eq!(route(b"subscribe"), Some(Route::Refuse(PUBSUB)));
+        assert_eq!(route(b"ping"), Some(Route::Local(Local::Ping)));
+        let client = t.get(b"client");
+        assert_eq!(client.and_then(|c| c.subcommand(b"SETNAME")).map(|e| e.route), Some(Route::Local(Local::ClientSetName)));
+    }
+}

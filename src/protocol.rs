@@ -1,0 +1,151 @@
+//! RESP on the wire: the client request parser, the backend reply scanner and the few encoders
+//! the proxy needs for the replies it makes itself.
+//!
+//! Frames stay views into the bytes they arrived in: a parsed request is a `Bytes` of its exact
+//! wire form plus argument offsets, and a reply is a `Bytes` that is forwarded as is. Every
+//! length read off the wire is checked against a named limit in [`Limits`]. This module must
+//! never trust a peer's length, recurse on peer input, or rescan bytes it has already accepted.
+
+pub mod encode;
+pub mod reply;
+pub mod request;
+
+pub use reply::{ReplyKind, ReplyScanner};
+pub use request::{Request, RequestParser};
+
+/// Redis' `proto-max-bulk-len` default: 512 MiB.
+pub const DEFAULT_MAX_BULK_LEN: usize = 512 * 1024 * 1024;
+/// Redis' `PROTO_INLINE_MAX_SIZE`: 64 KiB for an inline command or a length line.
+pub const DEFAULT_MAX_INLINE_LEN: usize = 64 * 1024;
+/// Largest number of arguments in one request (Redis allows up to `INT_MAX`; a proxy is stricter).
+pub const DEFAULT_MAX_ARGS: usize = 1024 * 1024;
+/// Largest single request, all arguments together.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 512 * 1024 * 1024 + 64 * 1024;
+/// Deepest aggregate nesting accepted in a backend reply (hiredis uses the same cap).
+pub const DEFAULT_MAX_REPLY_DEPTH: usize = 1024;
+
+/// Limits on everything a peer can make the proxy buffer or count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest bulk string, in a request or in a reply.
+    pub max_bulk_len: usize,
+    /// Longest inline command line or length line.
+    pub max_inline_len: usize,
+    /// Most arguments in one request.
+    pub max_args: usize,
+    /// Largest request in bytes (must fit in `u32`).
+    pub max_request_bytes: usize,
+    /// Deepest nesting of aggregates in a reply.
+    pub max_reply_depth: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_bulk_len: DEFAULT_MAX_BULK_LEN,
+            max_inline_len: DEFAULT_MAX_INLINE_LEN,
+            max_args: DEFAULT_MAX_ARGS,
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            max_reply_depth: DEFAULT_MAX_REPLY_DEPTH,
+        }
+    }
+}
+
+/// Malformed or over-limit input. The `Display` text is what Redis itself says, so it can be
+/// sent to the client as `-ERR <text>` before the connection is closed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("Protocol error: invalid multibulk length")]
+    InvalidMultibulkLength,
+    #[error("Protocol error: invalid bulk length")]
+    InvalidBulkLength,
+    #[error("Protocol error: expected '$', got '{0}'")]
+    ExpectedBulk(char),
+    #[error("Protocol error: too big inline request")]
+    InlineTooBig,
+    #[error("Protocol error: too big mbulk count string")]
+    MultibulkCountTooBig,
+    #[error("Protocol error: too big bulk count string")]
+    BulkCountTooBig,
+    #[error("Protocol error: unbalanced quotes in request")]
+    UnbalancedQuotes,
+    #[error("Protocol error: request larger than {0} bytes")]
+    RequestTooBig(usize),
+    #[error("Protocol error: bad reply type byte {0:#04x}")]
+    BadReplyType(u8),
+    #[error("Protocol error: bad length in reply")]
+    BadReplyLength,
+    #[error("Protocol error: reply nested deeper than {0} levels")]
+    ReplyTooDeep(usize),
+    #[error("Protocol error: reply line not terminated by CRLF")]
+    BadReplyTerminator,
+}
+
+/// Position of the first `\r\n` in `buf` at or after `from`.
+pub(crate) fn find_crlf(buf: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
+    loop {
+        let rest = buf.get(i..)?;
+        let cr = rest.iter().position(|&b| b == b'\r')?;
+        let at = i + cr;
+        match buf.get(at + 1) {
+            Some(b'\n') => return Some(at),
+            Some(_) => i = at + 1,
+            None => return None,
+        }
+    }
+}
+
+/// Parses a decimal integer the way Redis' `string2ll` does: optional `-`, digits only, no
+/// leading `+`, no leading zeros except `0` itself, no overflow.
+pub(crate) fn parse_int(s: &[u8]) -> Option<i64> {
+    let (neg, digits) = match s.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, s),
+    };
+    if digits.is_empty() || digits.len() > 19 {
+        return None;
+    }
+    if digits.len() > 1 && digits.first() == Some(&b'0') {
+        return None;
+    }
+    let mut v: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?;
+        let d = i64::from(d - b'0');
+        v = if neg { v.checked_sub(d)? } else { v.checked_add(d)? };
+    }
+    if neg && v == 0 {
+        return None;
+    }
+    Some(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn should_parse_ints_like_string2ll() {
+        assert_eq!(parse_int(b"0"), Some(0));
+        assert_eq!(parse_int(b"-1"), Some(-1));
+        assert_eq!(parse_int(b"9223372036854775807"), Some(i64::MAX));
+        assert_eq!(parse_int(b"-9223372036854775808"), Some(i64::MIN));
+        assert_eq!(parse_int(b"9223372036854775808"), None);
+        assert_eq!(parse_int(b"01"), None);
+        assert_eq!(parse_int(b"+1"), None);
+        assert_eq!(parse_int(b"-0"), None);
+        assert_eq!(parse_int(b""), None);
+        assert_eq!(parse_int(b"1a"), None);
+    }
+
+    #[test]
+    fn should_find_crlf_past_lone_cr() {
+        assert_eq!(find_crlf(b"ab\rc\r\n", 0), Some(4));
+        assert_eq!(find_crlf(b"ab\r", 0), None);
+        assert_eq!(find_crlf(b"\r\n\r\n", 1), Some(2));
+    }
+}

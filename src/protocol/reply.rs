@@ -1,0 +1,242 @@
+//! The backend reply scanner: finds where each complete RESP2/RESP3 reply ends, without
+//! decoding it, so the reply can be handed on as one `Bytes` slice.
+//!
+//! The scanner keeps its place inside a partial reply (a small stack of how many elements each
+//! open aggregate still needs), so a large reply arriving in many reads is scanned once. It must
+//! never recurse, never accept nesting beyond its limit, and never wait for more bytes than a
+//! configured bulk length.
+
+use super::{Limits, ProtocolError, find_crlf, parse_int};
+
+/// What the first byte of a complete reply says about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyKind {
+    /// `-` or `!`: an error; the session looks for MOVED, ASK and TRYAGAIN here.
+    Error,
+    /// Anything else.
+    Value,
+}
+
+impl ReplyKind {
+    pub fn of(reply: &[u8]) -> ReplyKind {
+        match reply.first() {
+            Some(b'-' | b'!') => ReplyKind::Error,
+            _ => ReplyKind::Value,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Open {
+    remaining: u64,
+    /// An attribute map (`|`) precedes the element it annotates and does not count as one.
+    attribute: bool,
+}
+
+/// Resumable reply boundary scanner; one per backend connection.
+#[derive(Debug)]
+pub struct ReplyScanner {
+    limits: Limits,
+    /// Offset of the next unscanned element header in the current reply.
+    pos: usize,
+    stack: Vec<Open>,
+}
+
+impl ReplyScanner {
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            limits,
+            pos: 0,
+            stack: Vec::new(),
+        }
+    }
+
+    /// Returns the length of the complete reply at the front of `buf`, or `Ok(None)` if more
+    /// bytes are needed. After `Some(n)` the caller must remove exactly `n` bytes from the front
+    /// of `buf` before calling again; after `None` it must only append.
+    pub fn scan(&mut self, buf: &[u8]) -> Result<Option<usize>, ProtocolError> {
+        loop {
+            let Some(&t) = buf.get(self.pos) else {
+                return Ok(None);
+            };
+            let Some(cr) = find_crlf(buf, self.pos + 1) else {
+                if buf.len() - self.pos > self.limits.max_bulk_len.max(self.limits.max_inline_len) {
+                    return Err(ProtocolError::BadReplyTerminator);
+                }
+                return Ok(None);
+            };
+            let line = buf.get(self.pos + 1..cr).unwrap_or_default();
+            let after_line = cr + 2;
+            match t {
+                b'+' | b'-' | b':' | b'_' | b'#' | b',' | b'(' => self.pos = after_line,
+                b'$' | b'!' | b'=' => {
+                    let len = parse_int(line).ok_or(ProtocolError::BadReplyLength)?;
+                    if len == -1 && t == b'$' {
+                        self.pos = after_line;
+                    } else {
+                        if len < 0 || len as u64 > self.limits.max_bulk_len as u64 {
+                            return Err(ProtocolError::BadReplyLength);
+                        }
+                        let end = after_line + len as usize + 2;
+                        if buf.len() < end {
+                            return Ok(None);
+                        }
+                        if buf.get(end - 2..end) != Some(b"\r\n") {
+                            return Err(ProtocolError::BadReplyTerminator);
+                        }
+                        self.pos = end;
+                    }
+                }
+                b'*' | b'~' | b'>' | b'%' | b'|' => {
+                    let n = parse_int(line).ok_or(ProtocolError::BadReplyLength)?;
+                    self.pos = after_line;
+                    if n == -1 && t == b'*' {
+                        // RESP2 null array: a complete element.
+                    } else if n < 0 {
+                        return Err(ProtocolError::BadReplyLength);
+                    } else if n > 0 {
+                        if self.stack.len() >= self.limits.max_reply_depth {
+                            return Err(ProtocolError::ReplyTooDeep(self.limits.max_reply_depth));
+                        }
+                        let per = if matches!(t, b'%' | b'|') { 2 } else { 1 };
+                        self.stack.push(Open {
+                            remaining: n as u64 * per,
+                            attribute: t == b'|',
+                        });
+                        continue;
+                    } else if t == b'|' {
+                        // An empty attribute annotates the element that follows.
+                        continue;
+                    }
+                }
+                other => return Err(ProtocolError::BadReplyType(other)),
+            }
+            // One element is complete: close every aggregate it completes.
+            loop {
+                let Some(top) = self.stack.last_mut() else {
+                    let n = self.pos;
+                    self.pos = 0;
+                    return Ok(Some(n));
+                };
+                top.remaining -= 1;
+                if top.remaining > 0 {
+                    break;
+                }
+                let attribute = top.attribute;
+                self.stack.pop();
+                if attribute {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn scan_all(input: &[u8]) -> Result<Vec<usize>, ProtocolError> {
+        let mut s = ReplyScanner::new(Limits::default());
+        let mut out = Vec::new();
+        let mut off = 0;
+        while let Some(n) = s.scan(&input[off..])? {
+            out.push(n);
+            off += n;
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn should_find_every_resp2_and_resp3_type() {
+        let input: &[&[u8]] = &[
+            b"+OK\r\n",
+            b"-ERR x\r\n",
+            b":12\r\n",
+            b"$3\r\nfoo\r\n",
+            b"$-1\r\n",
+            b"*-1\r\n",
+            b"*0\r\n",
+            b"*2\r\n$1\r\na\r\n*1\r\n:1\r\n",
+            b"_\r\n",
+            b"#t\r\n",
+            b",1.5\r\n",
+            b"(123\r\n",
+            b"!3\r\nerr\r\n",
+            b"=7\r\ntxt:abc\r\n",
+            b"%1\r\n+k\r\n*1\r\n+v\r\n",
+            b"~2\r\n+a\r\n+b\r\n",
+            b">2\r\n+message\r\n+x\r\n",
+            b"|1\r\n+ttl\r\n:3\r\n+value\r\n",
+            b"*2\r\n|1\r\n+a\r\n+b\r\n+c\r\n+d\r\n",
+        ];
+        let joined: Vec<u8> = input.concat();
+        let lens: Vec<usize> = input.iter().map(|p| p.len()).collect();
+        assert_eq!(scan_all(&joined), Ok(lens.clone()));
+        // Split at every byte: never a wrong boundary, never an error.
+        for cut in 0..joined.len() {
+            let mut s = ReplyScanner::new(Limits::default());
+            let mut got = Vec::new();
+            let mut buf = joined[..cut].to_vec();
+            let mut off = 0;
+            while let Some(n) = s.scan(&buf[off..]).unwrap_or(None) {
+                got.push(n);
+                off += n;
+            }
+            buf.extend_from_slice(&joined[cut..]);
+            while let Some(n) = s.scan(&buf[off..]).unwrap_or(None) {
+                got.push(n);
+                off += n;
+            }
+            assert_eq!(got, lens, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn should_reject_hostile_replies() {
+        let deep = b"*1\r\n".repeat(2000);
+        assert_eq!(scan_all(&deep), Err(ProtocolError::ReplyTooDeep(1024)));
+        let deep3 = b"%1\r\n".repeat(2000);
+        assert_eq!(scan_all(&deep3), Err(ProtocolError::ReplyTooDeep(1024)));
+        assert_eq!(scan_all(b"$999999999999\r\n"), Err(ProtocolError::BadReplyLength));
+        assert_eq!(scan_all(b"$3\r\nfooXX"), Err(ProtocolError::BadReplyTerminator));
+        assert_eq!(scan_all(b"?x\r\n"), Err(ProtocolError::BadReplyType(b'?')));
+        assert_eq!(scan_all(b"*?\r\n"), Err(ProtocolError::BadReplyLength));
+        assert_eq!(scan_all(b"$-2\r\n"), Err(ProtocolError::BadReplyLength));
+    }
+
+    #[test]
+    fn should_classify_errors() {
+        assert_eq!(ReplyKind::of(b"-MOVED 1 a:1\r\n"), ReplyKind::Error);
+        assert_eq!(ReplyKind::of(b"!1\r\nx\r\n"), ReplyKind::Error);
+        assert_eq!(ReplyKind::of(b"+OK\r\n"), ReplyKind::Value);
+    }
+
+    proptest! {
+        #[test]
+        fn should_agree_with_redis_protocol_on_resp2_frames(depth in 0usize..4, width in 0usize..5, chunk in 1usize..9) {
+            fn build(d: usize, w: usize) -> Vec<u8> {
+                if d == 0 { return b"$5\r\nhello\r\n".to_vec(); }
+                let mut v = format!("*{w}\r\n").into_bytes();
+                for _ in 0..w { v.extend(build(d - 1, w)); }
+                v
+            }
+            let wire = build(depth, width);
+            let oracle = redis_protocol::resp2::decode::decode(&wire).ok().flatten().map(|(_, n)| n);
+            let mut s = ReplyScanner::new(Limits::default());
+            let mut buf = Vec::new();
+            let mut got = None;
+            for piece in wire.chunks(chunk) {
+                buf.extend_from_slice(piece);
+                if let Some(n) = s.scan(&buf).map_err(|e| TestCaseError::fail(e.to_string()))? { got = Some(n); }
+            }
+            prop_assert_eq!(got, oracle);
+        }
+
+        #[test]
+        fn should_never_panic_on_garbage(input in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = scan_all(&input);
+        }
+    }
+}

@@ -1,0 +1,476 @@
+//! The client request parser: RESP multibulk and inline commands, resumable across reads.
+//!
+//! A request is returned as the exact bytes it arrived in (inline commands are rewritten once as
+//! multibulk, since a backend must not re-split them) plus the offsets of each argument. The
+//! parser keeps its position inside a partial request, so bytes already accepted are never read
+//! again. It must never allocate in proportion to a length the client announced but did not send.
+
+use bytes::{Bytes, BytesMut};
+use smallvec::SmallVec;
+
+use super::{Limits, ProtocolError, find_crlf, parse_int};
+
+/// Where one argument sits inside [`Request::raw`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Arg {
+    /// Offset of the `$` of the argument's header.
+    header: u32,
+    /// Offset of the first data byte.
+    start: u32,
+    /// Data length.
+    len: u32,
+}
+
+/// One complete client command: its wire bytes and where each argument lies in them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    raw: Bytes,
+    args: SmallVec<[Arg; 6]>,
+}
+
+impl Request {
+    /// The whole command in multibulk form, ready to forward unchanged.
+    pub fn raw(&self) -> &Bytes {
+        &self.raw
+    }
+
+    /// Number of arguments, the command name included.
+    pub fn argc(&self) -> usize {
+        self.args.len()
+    }
+
+    /// The data of argument `i` (0 is the command name).
+    pub fn arg(&self, i: usize) -> Option<&[u8]> {
+        let a = self.args.get(i)?;
+        self.raw.get(a.start as usize..(a.start + a.len) as usize)
+    }
+
+    /// Argument `i` as its complete wire form `$<len>\r\n<data>\r\n`, for re-assembling a
+    /// request from some of its arguments without re-encoding them.
+    pub fn arg_wire(&self, i: usize) -> Option<&[u8]> {
+        let a = self.args.get(i)?;
+        self.raw.get(a.header as usize..(a.start + a.len) as usize + 2)
+    }
+
+    /// Builds a request from argument strings (used for the proxy's own commands and tests).
+    pub fn from_args<A: AsRef<[u8]>>(args: &[A]) -> Request {
+        let mut buf = BytesMut::new();
+        super::encode::array_header(&mut buf, args.len());
+        let mut offsets = SmallVec::new();
+        for a in args {
+            let a = a.as_ref();
+            let header = buf.len() as u32;
+            super::encode::bulk(&mut buf, a);
+            let len = a.len() as u32;
+            let start = (buf.len() - 2 - a.len()) as u32;
+            offsets.push(Arg { header, start, len });
+        }
+        Request {
+            raw: buf.freeze(),
+            args: offsets,
+        }
+    }
+}
+
+#[derive(Debug)]
+enum State {
+    /// Between requests. `inline_scanned` is how much of a partial inline line was searched.
+    Idle { inline_scanned: usize },
+    /// Inside a multibulk of `expected` arguments; `pos` is the next unread byte.
+    Multibulk {
+        expected: usize,
+        pos: usize,
+        args: SmallVec<[Arg; 6]>,
+    },
+}
+
+/// Resumable request parser; one per client connection.
+#[derive(Debug)]
+pub struct RequestParser {
+    limits: Limits,
+    state: State,
+    /// Bytes the current partial request needs in the buffer before it can progress.
+    want: usize,
+}
+
+impl RequestParser {
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            limits,
+            state: State::Idle { inline_scanned: 0 },
+            want: 0,
+        }
+    }
+
+    /// How many bytes the buffer must hold before the next call can make progress, so the
+    /// reader can reserve once for a large bulk string instead of growing step by step.
+    pub fn want(&self) -> usize {
+        self.want
+    }
+
+    /// Takes the next complete request off the front of `buf`. `Ok(None)` means more bytes are
+    /// needed; nothing is consumed from a partial request. Empty commands (`*0`, `*-1`, blank
+    /// inline lines) are skipped as Redis skips them.
+    pub fn parse(&mut self, buf: &mut BytesMut) -> Result<Option<Request>, ProtocolError> {
+        loop {
+            match &mut self.state {
+                State::Idle { inline_scanned } => {
+                    let Some(&first) = buf.first() else {
+                        return Ok(None);
+                    };
+                    if first == b'*' {
+                        let Some(cr) = find_crlf(buf, 1) else {
+                            if buf.len() > self.limits.max_inline_len {
+                                return Err(ProtocolError::MultibulkCountTooBig);
+                            }
+                            return Ok(None);
+                        };
+                        let n = buf
+                            .get(1..cr)
+                            .and_then(parse_int)
+                            .ok_or(ProtocolError::InvalidMultibulkLength)?;
+                        if n > self.limits.max_args as i64 {
+                            return Err(ProtocolError::InvalidMultibulkLength);
+                        }
+                        if n <= 0 {
+                            let _ = buf.split_to(cr + 2);
+                            continue;
+                        }
+                        self.state = State::Multibulk {
+                            expected: n as usize,
+                            pos: cr + 2,
+                            args: SmallVec::new(),
+                        };
+                    } else {
+                        let from = *inline_scanned;
+                        let Some(nl) = buf.get(from..).and_then(|r| r.iter().position(|&b| b == b'\n'))
+                        else {
+                            if buf.len() > self.limits.max_inline_len {
+                                return Err(ProtocolError::InlineTooBig);
+                            }
+                            *inline_scanned = buf.len();
+                            return Ok(None);
+                        };
+                        let nl = from + nl;
+                        if nl > self.limits.max_inline_len {
+                            return Err(ProtocolError::InlineTooBig);
+                        }
+                        let line_end = if nl > 0 && buf.get(nl - 1) == Some(&b'\r') { nl - 1 } else { nl };
+                        let words = split_inline(buf.get(..line_end).unwrap_or_default())?;
+                        let _ = buf.split_to(nl + 1);
+                        self.state = State::Idle { inline_scanned: 0 };
+                        if words.is_empty() {
+                            continue;
+                        }
+                        if words.len() > self.limits.max_args {
+                            return Err(ProtocolError::InvalidMultibulkLength);
+                        }
+                        return Ok(Some(Request::from_args(&words)));
+                    }
+                }
+                State::Multibulk {
+                    expected,
+                    pos,
+                    args,
+                } => {
+                    while args.len() < *expected {
+                        let Some(&t) = buf.get(*pos) else {
+                            self.want = *pos + 1;
+                            return Ok(None);
+                        };
+                        if t != b'$' {
+                            return Err(ProtocolError::ExpectedBulk(char::from(t)));
+                        }
+                        let Some(cr) = find_crlf(buf, *pos + 1) else {
+                            if buf.len() - *pos > self.limits.max_inline_len {
+                                return Err(ProtocolError::BulkCountTooBig);
+                            }
+                            self.want = buf.len() + 1;
+                            return Ok(None);
+                        };
+                        let len = buf
+                            .get(*pos + 1..cr)
+                            .and_then(parse_int)
+                            .filter(|&l| l >= 0 && l as u64 <= self.limits.max_bulk_len as u64)
+                            .ok_or(ProtocolError::InvalidBulkLength)? as usize;
+                        let start = cr + 2;
+                        let end = start + len + 2;
+                        if end > self.limits.max_request_bytes {
+                            return Err(ProtocolError::RequestTooBig(self.limits.max_request_bytes));
+                        }
+                        if buf.len() < end {
+                            self.want = end;
+                            return Ok(None);
+                        }
+                        args.push(Arg {
+                            header: *pos as u32,
+                            start: start as u32,
+                            len: len as u32,
+                        });
+                        *pos = end;
+                    }
+                    let raw = buf.split_to(*pos).freeze();
+                    let args = std::mem::take(args);
+                    self.state = State::Idle { inline_scanned: 0 };
+                    self.want = 0;
+                    return Ok(Some(Request { raw, args }));
+                }
+            }
+        }
+    }
+}
+
+/// Splits an inline command line as Redis' `sdssplitargs` does: whitespace separates words,
+/// `"..."` understands `\n \r \t \b \a \\ \" \xHH`, `'...'` understands `\'`, and a closing
+/// quote must be followed by whitespace or the end of the line.
+fn split_inline(line: &[u8]) -> Result<Vec<Vec<u8>>, ProtocolError> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    let at = |i: usize| line.get(i).copied();
+    loop {
+        while at(i).is_some_and(is_space) {
+            i += 1;
+        }
+        if i >= line.len() {
+            return Ok(out);
+        }
+        let mut word = Vec::new();
+        let mut in_dq = false;
+        let mut in_sq = false;
+        loop {
+            let c = at(i);
+            if in_dq {
+                match c {
+                    None => return Err(ProtocolError::UnbalancedQuotes),
+                    Some(b'\\') if at(i + 1) == Some(b'x') && at(i + 2).is_some_and(|h| h.is_ascii_hexdigit()) && at(i + 3).is_some_and(|h| h.is_ascii_hexdigit()) => {
+                        let hi = hex(at(i + 2).unwrap_or(b'0'));
+                        let lo = hex(at(i + 3).unwrap_or(b'0'));
+                        word.push(hi * 16 + lo);
+                        i += 3;
+                    }
+                    Some(b'\\') if at(i + 1).is_some() => {
+                        i += 1;
+                        word.push(match at(i).unwrap_or(b'\\') {
+                            b'n' => b'\n',
+                            b'r' => b'\r',
+                            b't' => b'\t',
+                            b'b' => 8,
+                            b'a' => 7,
+                            other => other,
+                        });
+                    }
+                    Some(b'"') => {
+                        if at(i + 1).is_some_and(|n| !is_space(n)) {
+                            return Err(ProtocolError::UnbalancedQuotes);
+                        }
+                        i += 1;
+                        break;
+                    }
+                    Some(b) => word.push(b),
+                }
+            } else if in_sq {
+                match c {
+                    None => return Err(ProtocolError::UnbalancedQuotes),
+                    Some(b'\\') if at(i + 1) == Some(b'\'') => {
+                        i += 1;
+                        word.push(b'\'');
+                    }
+                    Some(b'\'') => {
+                        if at(i + 1).is_some_and(|n| !is_space(n)) {
+                            return Err(ProtocolError::UnbalancedQuotes);
+                        }
+                        i += 1;
+                        break;
+                    }
+                    Some(b) => word.push(b),
+                }
+            } else {
+                match c {
+                    None => break,
+                    Some(b) if is_space(b) => break,
+                    Some(b'"') => in_dq = true,
+                    Some(b'\'') => in_sq = true,
+                    Some(b) => word.push(b),
+                }
+            }
+            i += 1;
+        }
+        out.push(word);
+    }
+}
+
+fn is_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)
+}
+
+fn hex(b: u8) -> u8 {
+    match b {
+        b'0'..=b'9' => b - b'0',
+        b'a'..=b'f' => b - b'a' + 10,
+        b'A'..=b'F' => b - b'A' + 10,
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn parse_all(input: &[u8]) -> Result<Vec<Vec<Vec<u8>>>, ProtocolError> {
+        let mut p = RequestParser::new(Limits::default());
+        let mut buf = BytesMut::from(input);
+        let mut out = Vec::new();
+        while let Some(r) = p.parse(&mut buf)? {
+            out.push((0..r.argc()).map(|i| r.arg(i).unwrap_or_default().to_vec()).collect());
+        }
+        Ok(out)
+    }
+
+    /// Feeds `input` in two pieces split at every byte and checks the result is the same.
+    fn parse_split_everywhere(input: &[u8]) -> Vec<Vec<Vec<u8>>> {
+        let whole = parse_all(input).unwrap_or_default();
+        for cut in 0..=input.len() {
+            let mut p = RequestParser::new(Limits::default());
+            let mut buf = BytesMut::from(input.get(..cut).unwrap_or_default());
+            let mut got = Vec::new();
+            while let Ok(Some(r)) = p.parse(&mut buf) {
+                got.push((0..r.argc()).map(|i| r.arg(i).unwrap_or_default().to_vec()).collect::<Vec<_>>());
+            }
+            buf.extend_from_slice(input.get(cut..).unwrap_or_default());
+            while let Ok(Some(r)) = p.parse(&mut buf) {
+                got.push((0..r.argc()).map(|i| r.arg(i).unwrap_or_default().to_vec()).collect::<Vec<_>>());
+            }
+            assert_eq!(got, whole, "split at {cut}");
+        }
+        whole
+    }
+
+    #[test]
+    fn should_parse_multibulk_split_at_every_byte() {
+        let input = b"*3\r\n$3\r\nSET\r\n$3\r\nfoo\r\n$0\r\n\r\n*1\r\n$4\r\nPING\r\n";
+        let got = parse_split_everywhere(input);
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0], vec![b"SET".to_vec(), b"foo".to_vec(), b"".to_vec()]);
+    }
+
+    #[test]
+    fn should_parse_inline_split_at_every_byte() {
+        let got = parse_split_everywhere(b"set \"a b\" 'c\\'d' \"\\x41\\n\"\r\nPING\n");
+        assert_eq!(got[0], vec![b"set".to_vec(), b"a b".to_vec(), b"c'd".to_vec(), b"A\n".to_vec()]);
+        assert_eq!(got[1], vec![b"PING".to_vec()]);
+    }
+
+    #[test]
+    fn should_keep_raw_bytes_of_multibulk_unchanged() {
+        let input = b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\nrest";
+        let mut buf = BytesMut::from(&input[..]);
+        let mut p = RequestParser::new(Limits::default());
+        let r = p.parse(&mut buf).ok().flatten().unwrap_or_else(|| Request::from_args(&["x"]));
+        assert_eq!(&r.raw()[..], &input[..input.len() - 4]);
+        assert_eq!(r.arg_wire(1), Some(&b"$1\r\nk\r\n"[..]));
+        assert_eq!(&buf[..], b"rest");
+    }
+
+    #[test]
+    fn should_skip_empty_commands() {
+        assert_eq!(parse_all(b"*0\r\n*-1\r\n\r\n   \n*1\r\n$4\r\nPING\r\n").map(|v| v.len()), Ok(1));
+    }
+
+    #[test]
+    fn should_accept_non_crlf_after_bulk_like_redis() {
+        assert_eq!(parse_all(b"*1\r\n$4\r\nPINGXX").map(|v| v.len()), Ok(1));
+    }
+
+    #[test]
+    fn should_reject_hostile_inputs_with_redis_errors() {
+        assert_eq!(parse_all(b"*1\r\n$999999999999\r\n"), Err(ProtocolError::InvalidBulkLength));
+        assert_eq!(parse_all(b"*1\r\n$-5\r\n"), Err(ProtocolError::InvalidBulkLength));
+        assert_eq!(parse_all(b"*99999999999\r\n"), Err(ProtocolError::InvalidMultibulkLength));
+        assert_eq!(parse_all(b"*1\r\n*1\r\n$1\r\na\r\n"), Err(ProtocolError::ExpectedBulk('*')));
+        assert_eq!(parse_all(b"*1\r\n:1\r\n"), Err(ProtocolError::ExpectedBulk(':')));
+        assert_eq!(parse_all(b"*x\r\n"), Err(ProtocolError::InvalidMultibulkLength));
+        assert_eq!(parse_all(b"set \"a\r\n"), Err(ProtocolError::UnbalancedQuotes));
+        assert_eq!(parse_all(b"set \"a\"b\r\n"), Err(ProtocolError::UnbalancedQuotes));
+        let deep = b"*1\r\n".repeat(100_000);
+        assert_eq!(parse_all(&deep), Err(ProtocolError::ExpectedBulk('*')));
+        let long = vec![b'a'; 70 * 1024];
+        assert_eq!(parse_all(&long), Err(ProtocolError::InlineTooBig));
+        let mut long_count = b"*".to_vec();
+        long_count.extend(std::iter::repeat_n(b'1', 70 * 1024));
+        assert_eq!(parse_all(&long_count), Err(ProtocolError::MultibulkCountTooBig));
+    }
+
+    #[test]
+    fn should_enforce_configured_limits() {
+        let limits = Limits { max_bulk_len: 4, max_args: 2, max_request_bytes: 64, ..Limits::default() };
+        let mut p = RequestParser::new(limits);
+        let mut buf = BytesMut::from(&b"*1\r\n$5\r\nhello\r\n"[..]);
+        assert_eq!(p.parse(&mut buf), Err(ProtocolError::InvalidBulkLength));
+        let mut p = RequestParser::new(limits);
+        let mut buf = BytesMut::from(&b"*3\r\n"[..]);
+        assert_eq!(p.parse(&mut buf), Err(ProtocolError::InvalidMultibulkLength));
+        let mut p = RequestParser::new(Limits { max_request_bytes: 16, ..Limits::default() });
+        let mut buf = BytesMut::from(&b"*1\r\n$20\r\n"[..]);
+        assert_eq!(p.parse(&mut buf), Err(ProtocolError::RequestTooBig(16)));
+    }
+
+    #[test]
+    fn should_ask_for_the_whole_bulk_at_once() {
+        let mut p = RequestParser::new(Limits::default());
+        let mut buf = BytesMut::from(&b"*1\r\n$100000\r\nab"[..]);
+        assert_eq!(p.parse(&mut buf), Ok(None));
+        assert_eq!(p.want(), 4 + 9 + 100_000 + 2);
+    }
+
+    proptest! {
+        #[test]
+        fn should_round_trip_any_args_through_any_chunking(
+            args in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 1..8),
+            chunk in 1usize..17,
+        ) {
+            let req = Request::from_args(&args);
+            let wire = req.raw().clone();
+            let mut p = RequestParser::new(Limits::default());
+            let mut buf = BytesMut::new();
+            let mut got = None;
+            for piece in wire.chunks(chunk) {
+                buf.extend_from_slice(piece);
+                if let Some(r) = p.parse(&mut buf).map_err(|e| TestCaseError::fail(e.to_string()))? {
+                    got = Some(r);
+                }
+            }
+            let got = got.ok_or_else(|| TestCaseError::fail("no request"))?;
+            prop_assert_eq!(got.raw(), &wire);
+            for (i, a) in args.iter().enumerate() {
+                prop_assert_eq!(got.arg(i), Some(&a[..]));
+            }
+        }
+
+        #[test]
+        fn should_agree_with_redis_protocol_on_flat_requests(
+            args in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..30), 1..6),
+        ) {
+            use redis_protocol::resp2::{decode::decode_bytes, types::BytesFrame};
+            let wire = Request::from_args(&args).raw().clone();
+            let oracle = decode_bytes(&wire).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let Some((BytesFrame::Array(items), used)) = oracle else {
+                return Err(TestCaseError::fail("oracle did not decode an array"));
+            };
+            prop_assert_eq!(used, wire.len());
+            let mut buf = BytesMut::from(&wire[..]);
+            let mine = RequestParser::new(Limits::default()).parse(&mut buf).map_err(|e| TestCaseError::fail(e.to_string()))?
+                .ok_or_else(|| TestCaseError::fail("incomplete"))?;
+            prop_assert_eq!(items.len(), mine.argc());
+            for (i, item) in items.iter().enumerate() {
+                let BytesFrame::BulkString(b) = item else { return Err(TestCaseError::fail("not bulk")); };
+                prop_assert_eq!(Some(&b[..]), mine.arg(i));
+            }
+        }
+
+        #[test]
+        fn should_never_panic_on_garbage(input in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = parse_all(&input);
+        }
+    }
+}

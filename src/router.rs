@@ -1,0 +1,11 @@
+//! Pure routing decisions, no I/O: which slot a key hashes to, which node owns a slot in a
+//! snapshot, and what to do with a MOVED, ASK or TRYAGAIN reply.
+//!
+//! Everything here is a function of its arguments. It must never touch a socket, a lock, a
+//! clock or the global topology.
+
+pub mod redirect;
+pub mod slot;
+
+pub use redirect::{Redirect, RedirectDecision, decide};
+pub use slot::{SLOTS, key_slot};

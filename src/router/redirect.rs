@@ -1,0 +1,123 @@
+//! What a MOVED, ASK, TRYAGAIN or CLUSTERDOWN error reply means for the request that got it.
+//!
+//! `decide` reads the reply's first line only and returns an enum; the session acts on it.
+//! It must never follow a redirect more times than the budget it is given.
+
+/// A redirect parsed from an error reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Redirect {
+    /// `-MOVED <slot> <host:port>`: the slot lives elsewhere for good.
+    Moved { slot: u16, addr: String },
+    /// `-ASK <slot> <host:port>`: ask that node once, with `ASKING` first.
+    Ask { slot: u16, addr: String },
+    /// `-TRYAGAIN ...`: a multi-key request during resharding; retry later.
+    TryAgain,
+}
+
+/// What the session does with a reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedirectDecision {
+    /// Not a redirect, or the budget is spent: hand the reply to the client as it is.
+    Deliver,
+    /// Send again to the node named, patch the slot map, ask for a refresh.
+    FollowMoved { slot: u16, addr: String },
+    /// Send `ASKING` + the request to the node named, leave the map alone.
+    FollowAsk { addr: String },
+    /// Wait, then send again to the same slot owner.
+    RetryLater,
+}
+
+/// Parses the redirect in an error reply's bytes (`-MOVED 3999 127.0.0.1:6381\r\n`).
+pub fn parse(reply: &[u8]) -> Option<Redirect> {
+    let line = reply.strip_prefix(b"-")?;
+    let line = line.strip_suffix(b"\r\n").unwrap_or(line);
+    if line.starts_with(b"TRYAGAIN") {
+        return Some(Redirect::TryAgain);
+    }
+    let (moved, rest) = if let Some(r) = line.strip_prefix(b"MOVED ") {
+        (true, r)
+    } else if let Some(r) = line.strip_prefix(b"ASK ") {
+        (false, r)
+    } else {
+        return None;
+    };
+    let rest = std::str::from_utf8(rest).ok()?;
+    let (slot, addr) = rest.split_once(' ')?;
+    let slot: u16 = slot.parse().ok().filter(|&s: &u16| (s as usize) < super::SLOTS)?;
+    if addr.is_empty() || addr.contains(' ') {
+        return None;
+    }
+    let addr = addr.to_string();
+    Some(if moved {
+        Redirect::Moved { slot, addr }
+    } else {
+        Redirect::Ask { slot, addr }
+    })
+}
+
+/// Decides what to do with `reply`, given how many redirects this request has already followed
+/// and the most it may follow.
+pub fn decide(reply: &[u8], redirects_so_far: u32, max_redirects: u32) -> RedirectDecision {
+    if reply.first() != Some(&b'-') {
+        return RedirectDecision::Deliver;
+    }
+    let Some(redirect) = parse(reply) else {
+        return RedirectDecision::Deliver;
+    };
+    if redirects_so_far >= max_redirects {
+        return RedirectDecision::Deliver;
+    }
+    match redirect {
+        Redirect::Moved { slot, addr } => RedirectDecision::FollowMoved { slot, addr },
+        Redirect::Ask { addr, .. } => RedirectDecision::FollowAsk { addr },
+        Redirect::TryAgain => RedirectDecision::RetryLater,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn should_follow_moved_and_patch_the_slot() {
+        assert_eq!(
+            decide(b"-MOVED 3999 127.0.0.1:6381\r\n", 0, 5),
+            RedirectDecision::FollowMoved { slot: 3999, addr: "127.0.0.1:6381".into() }
+        );
+    }
+
+    #[test]
+    fn should_follow_ask_once_without_updating_the_map() {
+        assert_eq!(
+            decide(b"-ASK 1 10.0.0.1:7000\r\n", 0, 5),
+            RedirectDecision::FollowAsk { addr: "10.0.0.1:7000".into() }
+        );
+    }
+
+    #[test]
+    fn should_retry_later_on_tryagain() {
+        assert_eq!(
+            decide(b"-TRYAGAIN Multiple keys request during rehashing of slot\r\n", 1, 5),
+            RedirectDecision::RetryLater
+        );
+    }
+
+    #[test]
+    fn should_deliver_when_the_budget_is_spent() {
+        assert_eq!(decide(b"-MOVED 1 a:1\r\n", 5, 5), RedirectDecision::Deliver);
+    }
+
+    #[test]
+    fn should_deliver_clusterdown_and_other_errors() {
+        assert_eq!(decide(b"-CLUSTERDOWN The cluster is down\r\n", 0, 5), RedirectDecision::Deliver);
+        assert_eq!(decide(b"-ERR wrong\r\n", 0, 5), RedirectDecision::Deliver);
+        assert_eq!(decide(b"+OK\r\n", 0, 5), RedirectDecision::Deliver);
+    }
+
+    #[test]
+    fn should_deliver_malformed_redirects() {
+        assert_eq!(decide(b"-MOVED 99999 a:1\r\n", 0, 5), RedirectDecision::Deliver);
+        assert_eq!(decide(b"-MOVED x a:1\r\n", 0, 5), RedirectDecision::Deliver);
+        assert_eq!(decide(b"-MOVED 1\r\n", 0, 5), RedirectDecision::Deliver);
+    }
+}
