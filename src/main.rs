@@ -1,1 +1,96 @@
-fn main(){}
+//! The slotgate binary: parse flags, load and validate the config, set up logging, run.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser;
+use slotgate::config::{Config, Overrides};
+
+/// slotgate: one Redis endpoint in front of a Redis Cluster.
+///
+/// Plain Redis clients connect to slotgate as if it were a single server; slotgate routes each
+/// command to the master that owns its keys' slot, follows MOVED/ASK, and splits MGET/MSET/DEL
+/// across slots. Flags override the config file; with no file, --seed is required.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about)]
+struct Cli {
+    /// TOML config file (see conf/ for examples).
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Validate FILE and exit: 0 when valid, 1 with the reason when not.
+    #[arg(long, value_name = "FILE")]
+    check_config: Option<PathBuf>,
+
+    /// Address to accept clients on [default: 127.0.0.1:6380].
+    #[arg(short, long, value_name = "IP:PORT")]
+    listen: Option<String>,
+
+    /// A cluster node to learn the topology from; repeat for several.
+    #[arg(short, long = "seed", value_name = "HOST:PORT")]
+    seeds: Vec<String>,
+
+    /// Multi-key commands across slots: "split" (split and merge MGET/MSET/DEL/UNLINK/EXISTS/TOUCH)
+    /// or "strict" (CROSSSLOT, as Redis Cluster does).
+    #[arg(long, value_name = "POLICY")]
+    multi_key: Option<String>,
+
+    /// Most client connections at once.
+    #[arg(long, value_name = "N")]
+    max_clients: Option<usize>,
+
+    /// Log filter (e.g. info, debug, slotgate=trace); RUST_LOG overrides it.
+    #[arg(long, value_name = "FILTER")]
+    log: Option<String>,
+
+    /// Print the supported-commands page (Markdown) generated from the command table and exit.
+    #[arg(long)]
+    commands: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if cli.commands {
+        print!("{}", slotgate::command::Table::redis70().supported_commands_page());
+        return ExitCode::SUCCESS;
+    }
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("slotgate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let overrides = Overrides {
+        listen: cli.listen,
+        seeds: cli.seeds,
+        multi_key: cli.multi_key,
+        max_clients: cli.max_clients,
+        log: cli.log,
+    };
+    if let Some(path) = cli.check_config {
+        Config::load(Some(&path), &overrides)?;
+        println!("{}: ok", path.display());
+        return Ok(());
+    }
+    let config = Config::load(cli.config.as_deref(), &overrides).context("invalid configuration")?;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log))
+        .context("invalid log filter")?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(slotgate::app::run(config))?;
+    Ok(())
+}

@@ -287,11 +287,31 @@ fn route_for(spec: &CommandSpec) -> Route {
     named_route(spec.name).unwrap_or_else(|| default_route(spec))
 }
 
+/// Subcommands newer clients send on connect that Redis 7.0 lacks (added in 7.2); slotgate
+/// answers them itself.
+static CLIENT_EXTRAS: &[CommandSpec] = &[
+    CommandSpec {
+        name: "client|setinfo",
+        arity: 4,
+        flags: flags::NOSCRIPT | flags::LOADING | flags::STALE,
+        key_specs: &[],
+        subcommands: &[],
+    },
+    CommandSpec {
+        name: "client|no-touch",
+        arity: 3,
+        flags: flags::NOSCRIPT | flags::LOADING | flags::STALE,
+        key_specs: &[],
+        subcommands: &[],
+    },
+];
+
 fn build_entry(spec: &'static CommandSpec) -> Entry {
     let mut subs = HashMap::with_hasher(foldhash::fast::RandomState::default());
-    for sub in spec.subcommands {
+    let extras: &'static [CommandSpec] = if spec.name == "client" { CLIENT_EXTRAS } else { &[] };
+    for sub in spec.subcommands.iter().chain(extras) {
         let short = sub.name.split_once('|').map_or(sub.name, |(_, s)| s);
-        subs.insert(short, build_entry(sub));
+        subs.entry(short).or_insert_with(|| build_entry(sub));
     }
     Entry {
         spec,

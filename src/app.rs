@@ -1,0 +1,148 @@
+//! Wiring: builds the backends, learns the first topology, starts the refresher and the
+//! listener, and owns graceful shutdown (stop accepting, let sessions finish their replies,
+//! give up after the drain deadline). The only module that knows every other.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Instant;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::backend::Backends;
+use crate::command::Table;
+use crate::config::Config;
+use crate::error::TopologyError;
+use crate::frontend::{self, Context, ProxyStats};
+use crate::topology::cluster::ClusterSource;
+use crate::topology::refresh::{self, RefreshStats};
+use crate::topology::{Layout, Topology, TopologyHandle, TopologySource};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("could not learn the cluster topology from seeds {seeds:?} within {secs}s: {source}")]
+    Discovery { seeds: Vec<String>, secs: u64, source: TopologyError },
+}
+
+/// A running proxy: its address and the token that stops it.
+pub struct Running {
+    pub local_addr: SocketAddr,
+    pub shutdown: CancellationToken,
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops accepting, drains sessions (bounded by the drain timeout) and returns.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.done.await;
+    }
+}
+
+async fn first_layout(source: &ClusterSource, config: &Config) -> Result<Layout, AppError> {
+    let deadline = Instant::now() + config.startup_timeout;
+    loop {
+        match source.discover(&[]).await {
+            Ok(l) => return Ok(l),
+            Err(e) if Instant::now() >= deadline => {
+                return Err(AppError::Discovery {
+                    seeds: config.seeds.clone(),
+                    secs: config.startup_timeout.as_secs(),
+                    source: e,
+                });
+            }
+            Err(e) => {
+                warn!(error = %e, "topology not available yet; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+        }
+    }
+}
+
+/// Binds, discovers and starts serving; returns once clients can connect.
+pub async fn start(config: Config) -> Result<Running, AppError> {
+    let listener = TcpListener::bind(config.listen).await.map_err(|source| AppError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let local_addr = listener.local_addr().map_err(|source| AppError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let backends = Arc::new(Backends::new(config.backend.clone()));
+    let source = ClusterSource::new(config.seeds.clone(), config.discovery_timeout);
+    let layout = first_layout(&source, &config).await?;
+    let topology = Topology::build(&layout, &backends, 1);
+    info!(
+        masters = topology.masters().len(),
+        version = %topology.version,
+        "learned the cluster topology"
+    );
+    let (handle, hints) = TopologyHandle::new(topology);
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let refresh_stats = Arc::new(RefreshStats::default());
+    tokio::spawn(refresh::run(
+        source,
+        handle.clone(),
+        backends.clone(),
+        hints,
+        config.refresh,
+        refresh_stats.clone(),
+        shutdown.clone(),
+    ));
+    let ctx = Arc::new(Context {
+        table: Box::leak(Box::new(Table::redis70())),
+        topology: handle,
+        backends,
+        config: config.session.clone(),
+        stats: ProxyStats::default(),
+        refresh: refresh_stats,
+        started: Instant::now(),
+        next_client_id: AtomicU64::new(1),
+    });
+    let drain = config.drain_timeout;
+    let token = shutdown.clone();
+    let done = tokio::spawn(async move {
+        frontend::serve(listener, ctx, token, tracker.clone()).await;
+        tracker.close();
+        if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
+            warn!(?drain, "drain deadline passed; closing remaining clients");
+        }
+    });
+    info!(listen = %local_addr, "slotgate ready");
+    Ok(Running {
+        local_addr,
+        shutdown,
+        done,
+    })
+}
+
+/// Runs until SIGINT or SIGTERM, then drains.
+pub async fn run(config: Config) -> Result<(), AppError> {
+    let running = start(config).await?;
+    wait_for_signal().await;
+    info!("shutting down: draining clients");
+    running.stop().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

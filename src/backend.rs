@@ -1,0 +1,228 @@
+//! Backend nodes: the only way a session talks to a Redis node.
+//!
+//! A [`Node`] owns a small, fixed set of shared, pipelined connections per protocol (RESP2 and
+//! RESP3); a session always uses the same one per node, so its commands to one node stay in
+//! order. Requests are queued on a bounded channel; a full queue or a node known to be down fails
+//! fast. [`Backends`] keeps one `Node` per address across topology snapshots. Nothing here
+//! decides routing, and nothing here blocks a session on a slow node beyond the queue bound.
+
+pub mod connection;
+pub mod stream;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::error::BackendError;
+use crate::protocol::Limits;
+use crate::protocol::encode::Proto;
+
+/// Where a reply goes: the session's reply channel and the tag that places it.
+#[derive(Debug, Clone)]
+pub struct ReplyTo {
+    pub tx: mpsc::UnboundedSender<BackendReply>,
+    pub tag: u64,
+}
+
+/// A reply (or failure) for one request, tagged as the session asked.
+#[derive(Debug)]
+pub struct BackendReply {
+    pub tag: u64,
+    pub result: Result<Bytes, BackendError>,
+}
+
+impl ReplyTo {
+    pub fn send(self, result: Result<Bytes, BackendError>) {
+        // A closed channel means the client left; its replies are no longer wanted.
+        let _ = self.tx.send(BackendReply { tag: self.tag, result });
+    }
+}
+
+/// One request for a backend: the frame to write, whether `ASKING` goes first, where the reply
+/// goes.
+#[derive(Debug)]
+pub struct BackendRequest {
+    pub frame: Bytes,
+    pub asking: bool,
+    pub reply_to: ReplyTo,
+}
+
+/// Settings shared by every backend connection.
+#[derive(Debug, Clone)]
+pub struct BackendConfig {
+    pub connections_per_node: usize,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub queue_depth: usize,
+    pub max_in_flight: usize,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    pub limits: Limits,
+}
+
+impl Default for BackendConfig {
+    fn default() -> Self {
+        Self {
+            connections_per_node: 2,
+            connect_timeout: Duration::from_secs(1),
+            read_timeout: Duration::from_secs(5),
+            queue_depth: 4096,
+            max_in_flight: 8192,
+            backoff_min: Duration::from_millis(50),
+            backoff_max: Duration::from_secs(2),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Connection state as sessions see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum LinkState {
+    Connecting = 0,
+    Up = 1,
+    Down = 2,
+}
+
+/// The sending side of one backend connection.
+#[derive(Debug)]
+pub struct Link {
+    tx: mpsc::Sender<BackendRequest>,
+    state: Arc<AtomicU8>,
+}
+
+impl Link {
+    pub fn state(&self) -> LinkState {
+        match self.state.load(Ordering::Relaxed) {
+            0 => LinkState::Connecting,
+            1 => LinkState::Up,
+            _ => LinkState::Down,
+        }
+    }
+}
+
+/// A backend Redis node.
+#[derive(Debug)]
+pub struct Node {
+    addr: Arc<str>,
+    resp2: Vec<Link>,
+    resp3: Mutex<Option<Arc<Vec<Link>>>>,
+    config: Arc<BackendConfig>,
+}
+
+impl Node {
+    fn new(addr: Arc<str>, config: Arc<BackendConfig>) -> Node {
+        let resp2 = Self::links(&addr, Proto::Resp2, &config);
+        Node {
+            addr,
+            resp2,
+            resp3: Mutex::new(None),
+            config,
+        }
+    }
+
+    fn links(addr: &Arc<str>, proto: Proto, config: &Arc<BackendConfig>) -> Vec<Link> {
+        (0..config.connections_per_node.max(1))
+            .map(|_| connection::spawn(addr.clone(), proto, config.clone()))
+            .collect()
+    }
+
+    pub fn addr(&self) -> &Arc<str> {
+        &self.addr
+    }
+
+    /// Queues `req` on the connection this session uses for this node. Fails fast, handing the
+    /// request back through its `ReplyTo`, when the node is down or its queue is full.
+    pub fn send(&self, proto: Proto, session: u64, req: BackendRequest) {
+        match proto {
+            Proto::Resp2 => self.send_on(&self.resp2, session, req),
+            Proto::Resp3 => {
+                let links = self.resp3_links();
+                self.send_on(&links, session, req)
+            }
+        }
+    }
+
+    fn resp3_links(&self) -> Arc<Vec<Link>> {
+        let mut guard = match self.resp3.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        guard
+            .get_or_insert_with(|| Arc::new(Self::links(&self.addr, Proto::Resp3, &self.config)))
+            .clone()
+    }
+
+    fn send_on(&self, links: &[Link], session: u64, req: BackendRequest) {
+        let n = links.len().max(1);
+        let Some(link) = links.get((session % n as u64) as usize) else {
+            req.reply_to.send(Err(BackendError::Down(self.addr.clone())));
+            return;
+        };
+        if link.state() == LinkState::Down {
+            req.reply_to.send(Err(BackendError::Down(self.addr.clone())));
+            return;
+        }
+        if let Err(e) = link.tx.try_send(req) {
+            let (req, err) = match e {
+                mpsc::error::TrySendError::Full(r) => (r, BackendError::Overloaded(self.addr.clone())),
+                mpsc::error::TrySendError::Closed(r) => (r, BackendError::Down(self.addr.clone())),
+            };
+            req.reply_to.send(Err(err));
+        }
+    }
+
+    /// True when every RESP2 connection is up.
+    pub fn is_up(&self) -> bool {
+        self.resp2.iter().all(|l| l.state() == LinkState::Up)
+    }
+}
+
+/// Every backend node slotgate knows, by address. Nodes outlive topology snapshots, so a
+/// refresh that keeps a node keeps its connections.
+#[derive(Debug)]
+pub struct Backends {
+    config: Arc<BackendConfig>,
+    nodes: Mutex<HashMap<Arc<str>, Arc<Node>>>,
+}
+
+impl Backends {
+    pub fn new(config: BackendConfig) -> Backends {
+        Backends {
+            config: Arc::new(config),
+            nodes: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The node at `addr`, created (and its connections started) on first use.
+    pub fn node(&self, addr: &str) -> Arc<Node> {
+        let mut nodes = match self.nodes.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(n) = nodes.get(addr) {
+            return n.clone();
+        }
+        let addr: Arc<str> = Arc::from(addr);
+        let node = Arc::new(Node::new(addr.clone(), self.config.clone()));
+        nodes.insert(addr, node.clone());
+        node
+    }
+
+    /// Forgets nodes not in `keep`; their connections close once no snapshot holds them.
+    pub fn retain(&self, keep: &[Arc<str>]) {
+        let mut nodes = match self.nodes.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        nodes.retain(|addr, _| keep.iter().any(|k| k == addr));
+    }
+
+    pub fn config(&self) -> &BackendConfig {
+        &self.config
+    }
+}

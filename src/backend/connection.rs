@@ -1,0 +1,242 @@
+//! One multiplexed, pipelined connection to a backend node.
+//!
+//! A single task owns the socket. It takes queued requests from many sessions, appends them to
+//! one write buffer (so many requests leave in one `write`), and matches replies to requests in
+//! FIFO order with the reply scanner. It reconnects with exponential backoff and, while a node
+//! is down, fails queued requests at once. It must never reorder replies, never hold more than
+//! `max_in_flight` requests, and never buffer more than one write batch beyond that.
+
+use std::collections::VecDeque;
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::task::Poll;
+
+use bytes::{Buf, BufMut, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{Instrument, debug, info_span, warn};
+
+use super::stream::{self, BackendStream};
+use super::{BackendConfig, BackendRequest, Link, LinkState, ReplyTo};
+use crate::error::BackendError;
+use crate::protocol::ReplyScanner;
+use crate::protocol::encode::Proto;
+
+const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
+const HELLO3: &[u8] = b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n";
+/// Stop taking new requests while this much is still unwritten.
+const WRITE_HIGH_WATER: usize = 256 * 1024;
+const READ_CHUNK: usize = 32 * 1024;
+/// Rounds of the poll loop before yielding to other tasks.
+const POLL_BUDGET: usize = 64;
+
+#[derive(Debug)]
+enum Pending {
+    Reply(ReplyTo),
+    /// The `+OK` of an `ASKING` sent before a redirected request.
+    Asking,
+}
+
+/// Starts the connection task for `addr` and returns its sending side.
+pub(super) fn spawn(addr: Arc<str>, proto: Proto, config: Arc<BackendConfig>) -> Link {
+    let (tx, rx) = mpsc::channel(config.queue_depth.max(1));
+    let state = Arc::new(AtomicU8::new(LinkState::Connecting as u8));
+    let span = info_span!("backend", node = %addr, proto = ?proto);
+    tokio::spawn(run(addr, proto, config, rx, state.clone()).instrument(span));
+    Link { tx, state }
+}
+
+async fn run(
+    addr: Arc<str>,
+    proto: Proto,
+    config: Arc<BackendConfig>,
+    mut rx: mpsc::Receiver<BackendRequest>,
+    state: Arc<AtomicU8>,
+) {
+    let mut backoff = config.backoff_min;
+    loop {
+        match open(&addr, proto, &config).await {
+            Ok(stream) => {
+                state.store(LinkState::Up as u8, Ordering::Relaxed);
+                backoff = config.backoff_min;
+                debug!("connected");
+                match serve(stream, &mut rx, &addr, &config).await {
+                    Ok(()) => return,
+                    Err(e) => warn!(error = %e, "backend connection closed"),
+                }
+            }
+            Err(e) => warn!(error = %e, "backend connect failed"),
+        }
+        state.store(LinkState::Down as u8, Ordering::Relaxed);
+        let deadline = Instant::now() + backoff;
+        loop {
+            tokio::select! {
+                req = rx.recv() => match req {
+                    Some(req) => req.reply_to.send(Err(BackendError::Down(addr.clone()))),
+                    None => return,
+                },
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        backoff = (backoff * 2).min(config.backoff_max);
+    }
+}
+
+/// Connects and runs the per-protocol handshake (`HELLO 3` for RESP3 connections).
+async fn open(addr: &Arc<str>, proto: Proto, config: &BackendConfig) -> Result<BackendStream, BackendError> {
+    let mut s = stream::connect(addr, config.connect_timeout)
+        .await
+        .map_err(|_| BackendError::Down(addr.clone()))?;
+    if proto == Proto::Resp3 {
+        let handshake = async {
+            s.write_all(HELLO3).await?;
+            let mut buf = BytesMut::with_capacity(1024);
+            let mut scanner = ReplyScanner::new(config.limits);
+            loop {
+                if s.read_buf(&mut buf).await? == 0 {
+                    return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed"));
+                }
+                match scanner.scan(&buf) {
+                    Ok(Some(_)) if buf.first() == Some(&b'%') => return Ok(()),
+                    Ok(Some(_)) => {
+                        return Err(std::io::Error::other(String::from_utf8_lossy(&buf).into_owned()));
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Err(std::io::Error::other(e)),
+                }
+            }
+        };
+        match tokio::time::timeout(config.read_timeout, handshake).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                warn!(error = %e, "HELLO 3 refused by backend");
+                return Err(BackendError::Down(addr.clone()));
+            }
+            Err(_) => return Err(BackendError::Timeout(addr.clone(), config.read_timeout)),
+        }
+    }
+    Ok(s)
+}
+
+/// Runs one established connection until it breaks (`Err`) or every sender is gone (`Ok`).
+async fn serve(
+    mut stream: BackendStream,
+    rx: &mut mpsc::Receiver<BackendRequest>,
+    addr: &Arc<str>,
+    config: &BackendConfig,
+) -> Result<(), BackendError> {
+    let mut wbuf = BytesMut::with_capacity(16 * 1024);
+    let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
+    let mut inflight: VecDeque<Pending> = VecDeque::with_capacity(256);
+    let mut scanner = ReplyScanner::new(config.limits);
+    let mut batch: Vec<BackendRequest> = Vec::with_capacity(64);
+    let mut rx_closed = false;
+    let mut need_flush = false;
+    let timer = tokio::time::sleep(config.read_timeout);
+    tokio::pin!(timer);
+
+    let result = poll_fn(|cx| {
+        for _ in 0..POLL_BUDGET {
+            let mut progress = false;
+
+            if !rx_closed && inflight.len() < config.max_in_flight && wbuf.len() < WRITE_HIGH_WATER {
+                let room = (config.max_in_flight - inflight.len()).min(256);
+                match rx.poll_recv_many(cx, &mut batch, room) {
+                    Poll::Ready(0) => rx_closed = true,
+                    Poll::Ready(_) => {
+                        if inflight.is_empty() {
+                            timer.as_mut().reset(Instant::now() + config.read_timeout);
+                        }
+                        for req in batch.drain(..) {
+                            if req.asking {
+                                wbuf.put_slice(ASKING);
+                                inflight.push_back(Pending::Asking);
+                            }
+                            wbuf.put_slice(&req.frame);
+                            inflight.push_back(Pending::Reply(req.reply_to));
+                        }
+                        progress = true;
+                    }
+                    Poll::Pending => {}
+                }
+            }
+
+            if !wbuf.is_empty() {
+                match Pin::new(&mut stream).poll_write(cx, &wbuf) {
+                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Err(BackendError::Lost(addr.clone()))),
+                    Poll::Ready(Ok(n)) => {
+                        wbuf.advance(n);
+                        need_flush = true;
+                        progress = true;
+                    }
+                    Poll::Pending => {}
+                }
+            }
+            if need_flush && wbuf.is_empty() {
+                match Pin::new(&mut stream).poll_flush(cx) {
+                    Poll::Ready(Ok(())) => need_flush = false,
+                    Poll::Ready(Err(_)) => return Poll::Ready(Err(BackendError::Lost(addr.clone()))),
+                    Poll::Pending => {}
+                }
+            }
+
+            if rbuf.capacity() - rbuf.len() < 4096 {
+                rbuf.reserve(READ_CHUNK);
+            }
+            match tokio_util::io::poll_read_buf(Pin::new(&mut stream), cx, &mut rbuf) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Err(BackendError::Lost(addr.clone()))),
+                Poll::Ready(Ok(_)) => {
+                    progress = true;
+                    loop {
+                        match scanner.scan(&rbuf) {
+                            Ok(Some(n)) => {
+                                let reply = rbuf.split_to(n).freeze();
+                                match inflight.pop_front() {
+                                    Some(Pending::Reply(to)) => to.send(Ok(reply)),
+                                    Some(Pending::Asking) => {}
+                                    None if reply.first() == Some(&b'>') => {
+                                        debug!("ignoring a push message on a shared connection");
+                                    }
+                                    None => {
+                                        warn!("reply with no request outstanding");
+                                        return Poll::Ready(Err(BackendError::Lost(addr.clone())));
+                                    }
+                                }
+                            }
+                            Ok(None) => break,
+                            Err(e) => return Poll::Ready(Err(BackendError::Protocol(addr.clone(), e))),
+                        }
+                    }
+                    timer.as_mut().reset(Instant::now() + config.read_timeout);
+                }
+                Poll::Pending => {}
+            }
+
+            if rx_closed && inflight.is_empty() && wbuf.is_empty() {
+                return Poll::Ready(Ok(()));
+            }
+            if !progress {
+                if !inflight.is_empty() && timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Err(BackendError::Timeout(addr.clone(), config.read_timeout)));
+                }
+                return Poll::Pending;
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await;
+
+    if let Err(e) = &result {
+        for p in inflight.drain(..) {
+            if let Pending::Reply(to) = p {
+                to.send(Err(e.clone()));
+            }
+        }
+        let _ = stream.shutdown().await;
+    }
+    result
+}

@@ -1,0 +1,230 @@
+//! The validated internal configuration: addresses parsed, durations as `Duration`, limits
+//! checked against each other. Built from the TOML file (`config/file.rs`) with command-line
+//! flags layered on top. Nothing outside this module reads the file schema.
+
+pub mod file;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::backend::BackendConfig;
+use crate::frontend::{MultiKeyPolicy, SessionConfig};
+use crate::protocol::Limits;
+use crate::topology::refresh::RefreshConfig;
+pub use file::FileConfig;
+
+/// Everything slotgate runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub seeds: Vec<String>,
+    pub log: String,
+    pub session: SessionConfig,
+    pub backend: BackendConfig,
+    pub refresh: RefreshConfig,
+    pub discovery_timeout: Duration,
+    pub startup_timeout: Duration,
+    pub drain_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path}: {source}")]
+    Parse { path: String, source: Box<toml::de::Error> },
+    #[error("invalid {field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+}
+
+/// Values given on the command line; each one overrides the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub seeds: Vec<String>,
+    pub multi_key: Option<String>,
+    pub max_clients: Option<usize>,
+    pub log: Option<String>,
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field,
+        reason: reason.into(),
+    }
+}
+
+fn ms(v: Option<u64>, default: Duration) -> Duration {
+    v.map(Duration::from_millis).unwrap_or(default)
+}
+
+fn positive(field: &'static str, v: Option<usize>, default: usize) -> Result<usize, ConfigError> {
+    match v {
+        Some(0) => Err(invalid(field, "must be at least 1")),
+        Some(n) => Ok(n),
+        None => Ok(default),
+    }
+}
+
+/// Checks a `host:port` seed address.
+fn check_addr(field: &'static str, s: &str) -> Result<(), ConfigError> {
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err(invalid(field, format!("'{s}' is not host:port")));
+    };
+    if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
+        return Err(invalid(field, format!("'{s}' is not host:port")));
+    }
+    Ok(())
+}
+
+impl Config {
+    /// Reads and validates a config file, with `overrides` on top.
+    pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let file = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.display().to_string(),
+                    source,
+                })?;
+                toml::from_str::<FileConfig>(&text).map_err(|source| ConfigError::Parse {
+                    path: p.display().to_string(),
+                    source: Box::new(source),
+                })?
+            }
+            None => FileConfig::default(),
+        };
+        Config::from_file(file, overrides)
+    }
+
+    pub fn from_file(f: FileConfig, o: &Overrides) -> Result<Config, ConfigError> {
+        let listen_s = o.listen.clone().or(f.listen).unwrap_or_else(|| "127.0.0.1:6380".into());
+        let listen: SocketAddr = listen_s
+            .parse()
+            .map_err(|_| invalid("listen", format!("'{listen_s}' is not an ip:port socket address")))?;
+        let seeds = if o.seeds.is_empty() { f.seeds.unwrap_or_default() } else { o.seeds.clone() };
+        if seeds.is_empty() {
+            return Err(invalid("seeds", "at least one seed node is needed (--seed HOST:PORT)"));
+        }
+        for s in &seeds {
+            check_addr("seeds", s)?;
+        }
+        let multi_key = match o.multi_key.clone().or(f.multi_key).as_deref() {
+            None | Some("split") => MultiKeyPolicy::Split,
+            Some("strict") => MultiKeyPolicy::Strict,
+            Some(other) => return Err(invalid("multi_key", format!("'{other}' is neither 'split' nor 'strict'"))),
+        };
+        let d = Limits::default();
+        let l = &f.limits;
+        let limits = Limits {
+            max_bulk_len: positive("limits.max_bulk_bytes", l.max_bulk_bytes, d.max_bulk_len)?,
+            max_inline_len: positive("limits.max_inline_bytes", l.max_inline_bytes, d.max_inline_len)?,
+            max_args: positive("limits.max_args", l.max_args, d.max_args)?,
+            max_request_bytes: positive("limits.max_request_bytes", l.max_request_bytes, d.max_request_bytes)?,
+            max_reply_depth: positive("limits.max_reply_depth", l.max_reply_depth, d.max_reply_depth)?,
+        };
+        if limits.max_request_bytes > u32::MAX as usize / 2 {
+            return Err(invalid("limits.max_request_bytes", "must be below 2 GiB"));
+        }
+        if limits.max_reply_depth > 4096 {
+            return Err(invalid("limits.max_reply_depth", "must be at most 4096"));
+        }
+        let sd = SessionConfig::default();
+        let c = &f.clients;
+        let session = SessionConfig {
+            limits,
+            max_pipeline: positive("clients.max_pipeline", c.max_pipeline, sd.max_pipeline)?,
+            max_clients: positive("clients.max_clients", o.max_clients.or(c.max_clients), sd.max_clients)?,
+            max_redirects: c.max_redirects.unwrap_or(sd.max_redirects),
+            tryagain_delay: ms(c.tryagain_delay_ms, sd.tryagain_delay),
+            multi_key,
+        };
+        if session.max_pipeline >= 1 << 40 {
+            return Err(invalid("clients.max_pipeline", "too large"));
+        }
+        let bd = BackendConfig::default();
+        let b = &f.backend;
+        let backend = BackendConfig {
+            connections_per_node: positive("backend.connections_per_node", b.connections_per_node, bd.connections_per_node)?,
+            connect_timeout: ms(b.connect_timeout_ms, bd.connect_timeout),
+            read_timeout: ms(b.read_timeout_ms, bd.read_timeout),
+            queue_depth: positive("backend.queue_depth", b.queue_depth, bd.queue_depth)?,
+            max_in_flight: positive("backend.max_in_flight", b.max_in_flight, bd.max_in_flight)?,
+            backoff_min: ms(b.backoff_min_ms, bd.backoff_min),
+            backoff_max: ms(b.backoff_max_ms, bd.backoff_max),
+            limits,
+        };
+        if backend.connections_per_node > 64 {
+            return Err(invalid("backend.connections_per_node", "must be at most 64"));
+        }
+        if backend.connect_timeout.is_zero() || backend.read_timeout.is_zero() {
+            return Err(invalid("backend timeouts", "must be above zero"));
+        }
+        if backend.backoff_min > backend.backoff_max {
+            return Err(invalid("backend.backoff_min_ms", "must not exceed backoff_max_ms"));
+        }
+        let rd = RefreshConfig::default();
+        let t = &f.topology;
+        let refresh = RefreshConfig {
+            interval: ms(t.refresh_interval_ms, rd.interval),
+            debounce: ms(t.refresh_debounce_ms, rd.debounce),
+            min_gap: ms(t.refresh_min_gap_ms, rd.min_gap),
+        };
+        if refresh.interval < Duration::from_millis(100) {
+            return Err(invalid("topology.refresh_interval_ms", "must be at least 100"));
+        }
+        Ok(Config {
+            listen,
+            seeds,
+            log: o.log.clone().or(f.log).unwrap_or_else(|| "info".into()),
+            session,
+            backend,
+            refresh,
+            discovery_timeout: ms(t.discovery_timeout_ms, Duration::from_secs(2)),
+            startup_timeout: ms(t.startup_timeout_ms, Duration::from_secs(10)),
+            drain_timeout: ms(c.drain_timeout_ms, Duration::from_secs(5)),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        let f: FileConfig = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: "test".into(),
+            source: Box::new(source),
+        })?;
+        Config::from_file(f, &Overrides::default())
+    }
+
+    #[test]
+    fn should_accept_a_minimal_file_with_defaults() {
+        let c = parse("seeds = [\"127.0.0.1:7000\"]").map_err(|e| e.to_string());
+        assert!(c.is_ok(), "{c:?}");
+    }
+
+    #[test]
+    fn should_refuse_unknown_fields_and_bad_values() {
+        assert!(parse("seeds = [\"a:1\"]\nnope = 1").is_err());
+        assert!(parse("seeds = []").is_err());
+        assert!(parse("seeds = [\"noport\"]").is_err());
+        assert!(parse("seeds = [\"a:1\"]\nmulti_key = \"loose\"").is_err());
+        assert!(parse("seeds = [\"a:1\"]\n[backend]\nconnections_per_node = 0").is_err());
+        assert!(parse("seeds = [\"a:1\"]\nlisten = \"localhost\"").is_err());
+    }
+
+    #[test]
+    fn should_let_flags_override_the_file() {
+        let f: FileConfig = toml::from_str("seeds = [\"a:1\"]\nlisten = \"127.0.0.1:1\"").unwrap_or_default();
+        let o = Overrides {
+            listen: Some("127.0.0.1:2".into()),
+            seeds: vec!["b:2".into()],
+            ..Overrides::default()
+        };
+        let c = Config::from_file(f, &o).map_err(|e| e.to_string());
+        assert_eq!(c.as_ref().map(|c| c.listen.port()), Ok(2));
+        assert_eq!(c.map(|c| c.seeds), Ok(vec!["b:2".to_string()]));
+    }
+}

@@ -1,0 +1,68 @@
+//! The TOML schema of `conf/*.toml`, exactly as operators write it. Every field is optional and
+//! unknown fields are errors. Units are in the field names (`_ms`, `_bytes`); conversion and
+//! validation happen in `config.rs`, never here.
+
+use serde::Deserialize;
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Address clients connect to, e.g. "127.0.0.1:6380".
+    pub listen: Option<String>,
+    /// Cluster nodes to learn the topology from.
+    pub seeds: Option<Vec<String>>,
+    /// "split" (default) or "strict".
+    pub multi_key: Option<String>,
+    /// Log filter, e.g. "info" or "slotgate=debug".
+    pub log: Option<String>,
+    #[serde(default)]
+    pub clients: ClientsFile,
+    #[serde(default)]
+    pub backend: BackendFile,
+    #[serde(default)]
+    pub topology: TopologyFile,
+    #[serde(default)]
+    pub limits: LimitsFile,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientsFile {
+    pub max_clients: Option<usize>,
+    pub max_pipeline: Option<usize>,
+    pub max_redirects: Option<u32>,
+    pub tryagain_delay_ms: Option<u64>,
+    pub drain_timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendFile {
+    pub connections_per_node: Option<usize>,
+    pub connect_timeout_ms: Option<u64>,
+    pub read_timeout_ms: Option<u64>,
+    pub queue_depth: Option<usize>,
+    pub max_in_flight: Option<usize>,
+    pub backoff_min_ms: Option<u64>,
+    pub backoff_max_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopologyFile {
+    pub refresh_interval_ms: Option<u64>,
+    pub refresh_debounce_ms: Option<u64>,
+    pub refresh_min_gap_ms: Option<u64>,
+    pub discovery_timeout_ms: Option<u64>,
+    pub startup_timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    pub max_bulk_bytes: Option<usize>,
+    pub max_inline_bytes: Option<usize>,
+    pub max_args: Option<usize>,
+    pub max_request_bytes: Option<usize>,
+    pub max_reply_depth: Option<usize>,
+}

@@ -1,0 +1,57 @@
+//! The proxy's error types, each saying which side failed and whether a retry is safe.
+//!
+//! Errors become a RESP error line once, at the session, through `Display`. Nothing in the
+//! library matches on error text; callers match on these variants.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::protocol::ProtocolError;
+
+/// A request that could not be completed by a backend node.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BackendError {
+    /// The node is known down: the request was refused before it was written.
+    #[error("ERR slotgate: backend {0} is unreachable")]
+    Down(Arc<str>),
+    /// The node's queue is full: the request was refused before it was written.
+    #[error("ERR slotgate: backend {0} is overloaded (queue full)")]
+    Overloaded(Arc<str>),
+    /// The connection broke after the request may have been written.
+    #[error("ERR slotgate: connection to backend {0} lost")]
+    Lost(Arc<str>),
+    /// No reply within the read timeout; the connection is closed.
+    #[error("ERR slotgate: backend {0} did not reply within {1:?}")]
+    Timeout(Arc<str>, Duration),
+    /// The node sent bytes that are not RESP; the connection is closed.
+    #[error("ERR slotgate: backend {0} sent a malformed reply ({1})")]
+    Protocol(Arc<str>, ProtocolError),
+}
+
+impl BackendError {
+    /// True when the request certainly never reached the node, so sending it again (to this or
+    /// another node) cannot apply it twice.
+    pub fn retry_safe(&self) -> bool {
+        matches!(self, BackendError::Down(_) | BackendError::Overloaded(_))
+    }
+
+    /// True when the node itself seems gone, so the topology is worth refreshing.
+    pub fn suggests_refresh(&self) -> bool {
+        !matches!(self, BackendError::Overloaded(_))
+    }
+}
+
+/// Why a topology could not be learned from a node.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TopologyError {
+    #[error("cannot reach {addr}: {reason}")]
+    Unreachable { addr: String, reason: String },
+    #[error("{addr} answered {what} with an error: {reply}")]
+    ErrorReply { addr: String, what: &'static str, reply: String },
+    #[error("{addr} sent an unreadable {what} reply")]
+    Malformed { addr: String, what: &'static str },
+    #[error("the slot map from {addr} covers {covered} of 16384 slots")]
+    Incomplete { addr: String, covered: usize },
+    #[error("no node answered: {0}")]
+    NoNodeAnswered(String),
+}

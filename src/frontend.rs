@@ -1,0 +1,130 @@
+//! Client-facing side: the listener, its accept loop with the connection limit, and the shared
+//! [`Context`] every session reads.
+//!
+//! The accept loop refuses connections beyond `max_clients` with Redis' own error and never
+//! blocks on a session. Sessions live in `frontend/session.rs`; local command answers in
+//! `frontend/local.rs`.
+
+pub mod local;
+pub mod session;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, info_span, warn};
+
+use crate::backend::Backends;
+use crate::command::Table;
+use crate::protocol::Limits;
+use crate::topology::TopologyHandle;
+use crate::topology::refresh::RefreshStats;
+
+/// What sessions do with multi-key commands whose keys span slots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MultiKeyPolicy {
+    /// MGET, MSET, DEL, UNLINK, EXISTS, TOUCH are split per slot and merged.
+    Split,
+    /// Every multi-key command across slots gets CROSSSLOT, as in Redis Cluster.
+    Strict,
+}
+
+/// Settings every session follows.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub limits: Limits,
+    /// Most requests a client may have outstanding before the proxy stops reading from it.
+    pub max_pipeline: usize,
+    pub max_clients: usize,
+    /// Most MOVED/ASK/TRYAGAIN a request follows before its error reaches the client.
+    pub max_redirects: u32,
+    pub tryagain_delay: Duration,
+    pub multi_key: MultiKeyPolicy,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            limits: Limits::default(),
+            max_pipeline: 1024,
+            max_clients: 10_000,
+            max_redirects: 5,
+            tryagain_delay: Duration::from_millis(20),
+            multi_key: MultiKeyPolicy::Split,
+        }
+    }
+}
+
+/// Counters for INFO's `# Proxy` section.
+#[derive(Debug, Default)]
+pub struct ProxyStats {
+    pub connections_received: AtomicU64,
+    pub connections_current: AtomicU64,
+    pub connections_rejected: AtomicU64,
+    pub commands: AtomicU64,
+    pub redirects_moved: AtomicU64,
+    pub redirects_ask: AtomicU64,
+    pub redirects_tryagain: AtomicU64,
+    pub crossslot_rejected: AtomicU64,
+    pub backend_errors: AtomicU64,
+}
+
+/// Everything a session needs, shared by all of them.
+#[derive(Debug)]
+pub struct Context {
+    pub table: &'static Table,
+    pub topology: Arc<TopologyHandle>,
+    pub backends: Arc<Backends>,
+    pub config: SessionConfig,
+    pub stats: ProxyStats,
+    pub refresh: Arc<RefreshStats>,
+    pub started: Instant,
+    pub next_client_id: AtomicU64,
+}
+
+/// Accepts clients until `shutdown`, one session task each, tracked by `tracker` for drain.
+pub async fn serve(listener: TcpListener, ctx: Arc<Context>, shutdown: CancellationToken, tracker: TaskTracker) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        let (mut stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and similar: back off instead of spinning.
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        ctx.stats.connections_received.fetch_add(1, Ordering::Relaxed);
+        let current = ctx.stats.connections_current.load(Ordering::Relaxed);
+        if current >= ctx.config.max_clients as u64 {
+            ctx.stats.connections_rejected.fetch_add(1, Ordering::Relaxed);
+            warn!(%peer, max = ctx.config.max_clients, "refusing client: max number of clients reached");
+            tokio::spawn(async move {
+                let _ = stream.write_all(b"-ERR max number of clients reached\r\n").await;
+            });
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        ctx.stats.connections_current.fetch_add(1, Ordering::Relaxed);
+        let id = ctx.next_client_id.fetch_add(1, Ordering::Relaxed);
+        let ctx2 = ctx.clone();
+        let token = shutdown.clone();
+        tracker.spawn(
+            async move {
+                debug!("client connected");
+                session::run(stream, ctx2.clone(), id, token).await;
+                ctx2.stats.connections_current.fetch_sub(1, Ordering::Relaxed);
+                debug!("client gone");
+            }
+            .instrument(info_span!("session", id, %peer)),
+        );
+    }
+}

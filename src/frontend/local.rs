@@ -1,0 +1,217 @@
+//! Commands slotgate answers itself, with the replies (and error strings) a Redis 7 standalone
+//! server gives: PING, ECHO, QUIT, SELECT, HELLO, AUTH, RESET, CLIENT SETNAME/GETNAME/ID/SETINFO,
+//! CLUSTER KEYSLOT, and the cluster-disabled answer to the rest of CLUSTER, READONLY, READWRITE.
+//!
+//! Answers depend only on the request, the client's own state and the context's counters; this
+//! module must never do I/O.
+
+use std::sync::atomic::Ordering;
+
+use bytes::{BufMut, BytesMut};
+
+use super::Context;
+use crate::command::Local;
+use crate::protocol::encode::{self, Proto};
+use crate::protocol::{Request, parse_int};
+use crate::router::key_slot;
+
+/// Per-client state the proxy keeps itself.
+#[derive(Debug)]
+pub struct ClientState {
+    pub id: u64,
+    pub proto: Proto,
+    pub name: Option<Vec<u8>>,
+    pub lib_name: Option<Vec<u8>>,
+    pub lib_ver: Option<Vec<u8>>,
+    /// Set by QUIT or a protocol error: answer what is queued, then close.
+    pub closing: bool,
+}
+
+impl ClientState {
+    pub fn new(id: u64) -> Self {
+        Self {
+            id,
+            proto: Proto::Resp2,
+            name: None,
+            lib_name: None,
+            lib_ver: None,
+            closing: false,
+        }
+    }
+}
+
+const CLUSTER_DISABLED: &str = "ERR This instance has cluster support disabled";
+
+/// Writes the answer to a local command into `out`.
+pub fn answer(local: Local, req: &Request, client: &mut ClientState, ctx: &Context, out: &mut BytesMut) {
+    let arg = |i: usize| req.arg(i).unwrap_or_default();
+    match local {
+        Local::Ping => match req.argc() {
+            1 => encode::simple(out, "PONG"),
+            2 => encode::bulk(out, arg(1)),
+            _ => encode::error(out, "ERR wrong number of arguments for 'ping' command"),
+        },
+        Local::Echo => encode::bulk(out, arg(1)),
+        Local::Quit => {
+            client.closing = true;
+            encode::ok(out);
+        }
+        Local::Select => match parse_int(arg(1)) {
+            Some(0) => encode::ok(out),
+            Some(n) if i32::try_from(n).is_ok() => encode::error(out, "ERR SELECT is not allowed in cluster mode"),
+            _ => encode::error(out, "ERR invalid DB index"),
+        },
+        Local::Hello => hello(req, client, ctx, out),
+        Local::Auth => {
+            if req.argc() == 2 {
+                encode::error(
+                    out,
+                    "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
+                );
+            } else {
+                encode::error(out, "WRONGPASS invalid username-password pair or user is disabled.");
+            }
+        }
+        Local::Reset => {
+            client.proto = Proto::Resp2;
+            client.name = None;
+            encode::simple(out, "RESET");
+        }
+        Local::ClientSetName => {
+            let name = arg(2);
+            if name.iter().any(|&b| !(b'!'..=b'~').contains(&b)) {
+                encode::error(out, "ERR Client names cannot contain spaces, newlines or special characters.");
+            } else {
+                client.name = if name.is_empty() { None } else { Some(name.to_vec()) };
+                encode::ok(out);
+            }
+        }
+        Local::ClientGetName => match &client.name {
+            Some(n) => encode::bulk(out, n),
+            None => encode::null(out, client.proto),
+        },
+        Local::ClientId => encode::integer(out, client.id as i64),
+        Local::ClientSetInfo => {
+            let value = arg(3);
+            if value.iter().any(|&b| !(b'!'..=b'~').contains(&b)) {
+                encode::error(
+                    out,
+                    "ERR lib-name cannot contain spaces, newlines or special characters.",
+                );
+                return;
+            }
+            if arg(2).eq_ignore_ascii_case(b"lib-name") {
+                client.lib_name = Some(value.to_vec());
+                encode::ok(out);
+            } else if arg(2).eq_ignore_ascii_case(b"lib-ver") {
+                client.lib_ver = Some(value.to_vec());
+                encode::ok(out);
+            } else {
+                encode::error(out, &format!("ERR Unrecognized option '{}'", String::from_utf8_lossy(arg(2))));
+            }
+        }
+        Local::ClientNoEvict | Local::ClientNoTouch => {
+            if arg(2).eq_ignore_ascii_case(b"on") || arg(2).eq_ignore_ascii_case(b"off") {
+                encode::ok(out);
+            } else {
+                encode::error(out, "ERR syntax error");
+            }
+        }
+        Local::ClusterKeySlot => encode::integer(out, i64::from(key_slot(arg(2)))),
+        Local::ClusterDisabled => encode::error(out, CLUSTER_DISABLED),
+    }
+}
+
+/// `HELLO [protover [AUTH user pass] [SETNAME name]]`, as Redis 7 answers it.
+fn hello(req: &Request, client: &mut ClientState, ctx: &Context, out: &mut BytesMut) {
+    let arg = |i: usize| req.arg(i).unwrap_or_default();
+    let mut proto = client.proto;
+    let mut i = 1;
+    if req.argc() >= 2 {
+        match parse_int(arg(1)) {
+            Some(2) => proto = Proto::Resp2,
+            Some(3) => proto = Proto::Resp3,
+            Some(_) => return encode::error(out, "NOPROTO unsupported protocol version"),
+            None => return encode::error(out, "ERR Protocol version is not an integer or out of range"),
+        }
+        i = 2;
+    }
+    let mut setname: Option<Vec<u8>> = None;
+    while i < req.argc() {
+        let opt = arg(i);
+        let more = req.argc() - i - 1;
+        if opt.eq_ignore_ascii_case(b"AUTH") && more >= 2 {
+            return encode::error(
+                out,
+                "ERR slotgate: HELLO AUTH is not supported yet (no proxy users are configured)",
+            );
+        } else if opt.eq_ignore_ascii_case(b"SETNAME") && more >= 1 {
+            let name = arg(i + 1);
+            if name.iter().any(|&b| !(b'!'..=b'~').contains(&b)) {
+                return encode::error(out, "ERR Client names cannot contain spaces, newlines or special characters.");
+            }
+            setname = Some(name.to_vec());
+            i += 2;
+        } else {
+            return encode::error(
+                out,
+                &format!("ERR Syntax error in HELLO option '{}'", String::from_utf8_lossy(opt)),
+            );
+        }
+    }
+    client.proto = proto;
+    if let Some(n) = setname {
+        client.name = if n.is_empty() { None } else { Some(n) };
+    }
+    let version = ctx.topology.load_full().version.clone();
+    encode::map_header(out, proto, 7);
+    encode::bulk(out, b"server");
+    encode::bulk(out, b"redis");
+    encode::bulk(out, b"version");
+    encode::bulk(out, version.as_bytes());
+    encode::bulk(out, b"proto");
+    encode::integer(out, if proto == Proto::Resp3 { 3 } else { 2 });
+    encode::bulk(out, b"id");
+    encode::integer(out, client.id as i64);
+    encode::bulk(out, b"mode");
+    encode::bulk(out, b"standalone");
+    encode::bulk(out, b"role");
+    encode::bulk(out, b"master");
+    encode::bulk(out, b"modules");
+    encode::array_header(out, 0);
+}
+
+/// The `# Proxy` section INFO gains.
+pub fn proxy_info_section(ctx: &Context) -> String {
+    let s = &ctx.stats;
+    let topo = ctx.topology.load_full();
+    let r = &ctx.refresh;
+    let mut out = BytesMut::new();
+    let mut line = |k: &str, v: String| {
+        out.put_slice(k.as_bytes());
+        out.put_u8(b':');
+        out.put_slice(v.as_bytes());
+        out.put_slice(b"\r\n");
+    };
+    line("proxy", "slotgate".into());
+    line("proxy_version", env!("CARGO_PKG_VERSION").into());
+    line("proxy_uptime_in_seconds", ctx.started.elapsed().as_secs().to_string());
+    line("proxy_connected_clients", s.connections_current.load(Ordering::Relaxed).to_string());
+    line("proxy_total_connections_received", s.connections_received.load(Ordering::Relaxed).to_string());
+    line("proxy_rejected_connections", s.connections_rejected.load(Ordering::Relaxed).to_string());
+    line("proxy_total_commands", s.commands.load(Ordering::Relaxed).to_string());
+    line("proxy_redirects_moved", s.redirects_moved.load(Ordering::Relaxed).to_string());
+    line("proxy_redirects_ask", s.redirects_ask.load(Ordering::Relaxed).to_string());
+    line("proxy_redirects_tryagain", s.redirects_tryagain.load(Ordering::Relaxed).to_string());
+    line("proxy_crossslot_rejected", s.crossslot_rejected.load(Ordering::Relaxed).to_string());
+    line("proxy_backend_errors", s.backend_errors.load(Ordering::Relaxed).to_string());
+    line("topology_epoch", topo.epoch.to_string());
+    line("topology_age_seconds", topo.created.elapsed().as_secs().to_string());
+    line("topology_masters", topo.masters().len().to_string());
+    line("topology_slots_covered", topo.covered().to_string());
+    line("topology_refreshes", r.refreshes.load(Ordering::Relaxed).to_string());
+    line("topology_refresh_failures", r.failures.load(Ordering::Relaxed).to_string());
+    let mut text = String::from("# Proxy\r\n");
+    text.push_str(&String::from_utf8_lossy(&out));
+    text
+}

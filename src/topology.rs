@@ -1,0 +1,233 @@
+//! The topology: an immutable snapshot of which master serves each slot (and which replicas
+//! follow it), published atomically with arc-swap and replaced whole by the refresher.
+//!
+//! The request path only reads snapshots. A MOVED patches one slot through [`TopologyHandle::
+//! patch_slot`] and asks for a debounced background refresh; nothing on the request path ever
+//! waits for a refresh. A [`TopologySource`] (Redis Cluster today; Sentinel and standalone
+//! beside it) says what the layout is; this module never talks to a node itself.
+
+pub mod cluster;
+pub mod refresh;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use tokio::sync::mpsc;
+
+use crate::backend::{Backends, Node};
+use crate::error::TopologyError;
+use crate::router::SLOTS;
+
+/// One shard as a topology source reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardLayout {
+    pub master: String,
+    pub replicas: Vec<String>,
+    /// Inclusive slot ranges.
+    pub ranges: Vec<(u16, u16)>,
+}
+
+/// What a topology source learned: every shard, its master and its slots.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Layout {
+    pub shards: Vec<ShardLayout>,
+    /// `redis_version` of the node that answered, for HELLO and INFO.
+    pub version: Option<String>,
+}
+
+impl Layout {
+    /// How many slots have a master.
+    pub fn covered(&self) -> usize {
+        let mut seen = vec![false; SLOTS];
+        for s in &self.shards {
+            for &(lo, hi) in &s.ranges {
+                for slot in lo..=hi {
+                    if let Some(x) = seen.get_mut(slot as usize) {
+                        *x = true;
+                    }
+                }
+            }
+        }
+        seen.iter().filter(|&&x| x).count()
+    }
+}
+
+/// Where a topology comes from. Implementations do I/O; they must bound every wait.
+pub trait TopologySource: Send + Sync + 'static {
+    /// Learns the layout, asking `candidates` first (in order), then the source's own seeds.
+    fn discover(&self, candidates: &[String]) -> impl Future<Output = Result<Layout, TopologyError>> + Send;
+
+    /// Seed addresses, for logging and as the last candidates.
+    fn seeds(&self) -> &[String];
+}
+
+const NO_NODE: u16 = u16::MAX;
+
+/// An immutable routing snapshot.
+#[derive(Debug)]
+pub struct Topology {
+    pub epoch: u64,
+    pub created: Instant,
+    masters: Vec<Arc<Node>>,
+    replicas: Vec<Vec<Arc<str>>>,
+    /// For each slot, an index into `masters` (or `NO_NODE`).
+    slots: Box<[u16]>,
+    pub version: String,
+}
+
+impl Topology {
+    /// Builds a snapshot from a layout, taking node handles from `backends`.
+    pub fn build(layout: &Layout, backends: &Backends, epoch: u64) -> Topology {
+        let mut masters = Vec::with_capacity(layout.shards.len());
+        let mut replicas = Vec::with_capacity(layout.shards.len());
+        let mut slots = vec![NO_NODE; SLOTS].into_boxed_slice();
+        for shard in &layout.shards {
+            let idx = masters.len() as u16;
+            masters.push(backends.node(&shard.master));
+            replicas.push(shard.replicas.iter().map(|r| Arc::<str>::from(r.as_str())).collect());
+            for &(lo, hi) in &shard.ranges {
+                for s in lo..=hi {
+                    if let Some(x) = slots.get_mut(s as usize) {
+                        *x = idx;
+                    }
+                }
+            }
+        }
+        Topology {
+            epoch,
+            created: Instant::now(),
+            masters,
+            replicas,
+            slots,
+            version: layout.version.clone().unwrap_or_else(|| "7.0.0".into()),
+        }
+    }
+
+    /// The master serving `slot`.
+    pub fn master_for_slot(&self, slot: u16) -> Option<&Arc<Node>> {
+        let idx = *self.slots.get(slot as usize)?;
+        self.masters.get(idx as usize)
+    }
+
+    pub fn masters(&self) -> &[Arc<Node>] {
+        &self.masters
+    }
+
+    /// Every node address in the snapshot, masters first.
+    pub fn addresses(&self) -> Vec<Arc<str>> {
+        let mut v: Vec<Arc<str>> = self.masters.iter().map(|m| m.addr().clone()).collect();
+        for r in self.replicas.iter().flatten() {
+            v.push(r.clone());
+        }
+        v
+    }
+
+    /// How many slots have a master.
+    pub fn covered(&self) -> usize {
+        self.slots.iter().filter(|&&i| i != NO_NODE).count()
+    }
+
+    /// A copy with `slot` served by `node` (after a MOVED).
+    pub fn with_slot_moved(&self, slot: u16, node: Arc<Node>) -> Topology {
+        let mut masters = self.masters.clone();
+        let mut replicas = self.replicas.clone();
+        let idx = match masters.iter().position(|m| m.addr() == node.addr()) {
+            Some(i) => i,
+            None => {
+                masters.push(node);
+                replicas.push(Vec::new());
+                masters.len() - 1
+            }
+        };
+        let mut slots = self.slots.clone();
+        if let Some(x) = slots.get_mut(slot as usize) {
+            *x = idx as u16;
+        }
+        Topology {
+            epoch: self.epoch + 1,
+            created: Instant::now(),
+            masters,
+            replicas,
+            slots,
+            version: self.version.clone(),
+        }
+    }
+
+    /// True when both snapshots route every slot to the same address and list the same replicas.
+    pub fn same_routes(&self, other: &Topology) -> bool {
+        if self.replicas_sorted() != other.replicas_sorted() {
+            return false;
+        }
+        self.slots.iter().zip(other.slots.iter()).all(|(&a, &b)| {
+            let a = self.masters.get(a as usize).map(|n| n.addr());
+            let b = other.masters.get(b as usize).map(|n| n.addr());
+            a == b
+        })
+    }
+
+    fn replicas_sorted(&self) -> Vec<(Arc<str>, Vec<Arc<str>>)> {
+        let mut v: Vec<(Arc<str>, Vec<Arc<str>>)> = self
+            .masters
+            .iter()
+            .zip(&self.replicas)
+            .map(|(m, r)| {
+                let mut r = r.clone();
+                r.sort();
+                (m.addr().clone(), r)
+            })
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+/// The shared, swappable current topology plus the channel that asks for a refresh.
+#[derive(Debug)]
+pub struct TopologyHandle {
+    current: Arc<ArcSwap<Topology>>,
+    hints: mpsc::Sender<Option<Arc<str>>>,
+}
+
+impl TopologyHandle {
+    pub fn new(initial: Topology) -> (Arc<TopologyHandle>, mpsc::Receiver<Option<Arc<str>>>) {
+        let (tx, rx) = mpsc::channel(64);
+        (
+            Arc::new(TopologyHandle {
+                current: Arc::new(ArcSwap::from_pointee(initial)),
+                hints: tx,
+            }),
+            rx,
+        )
+    }
+
+    /// A per-session cache: loads cost a pointer compare until the snapshot changes.
+    pub fn cache(&self) -> arc_swap::Cache<Arc<ArcSwap<Topology>>, Arc<Topology>> {
+        arc_swap::Cache::new(self.current.clone())
+    }
+
+    pub fn load_full(&self) -> Arc<Topology> {
+        self.current.load_full()
+    }
+
+    pub fn store(&self, t: Topology) {
+        self.current.store(Arc::new(t));
+    }
+
+    /// Asks the refresher for a refresh, optionally starting at `hint` (the node that said
+    /// MOVED). Never waits: if a refresh is already queued, this one is dropped.
+    pub fn request_refresh(&self, hint: Option<&Arc<str>>) {
+        let _ = self.hints.try_send(hint.cloned());
+    }
+
+    /// Routes `slot` to `node` at once (a MOVED said so).
+    pub fn patch_slot(&self, slot: u16, node: Arc<Node>) {
+        self.current.rcu(|t| {
+            if t.master_for_slot(slot).is_some_and(|m| m.addr() == node.addr()) {
+                return t.clone();
+            }
+            Arc::new(t.with_slot_moved(slot, node.clone()))
+        });
+    }
+}

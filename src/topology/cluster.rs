@@ -1,0 +1,338 @@
+//! Redis Cluster as a topology source: asks a node for `CLUSTER SHARDS` (falling back to
+//! `CLUSTER SLOTS` on servers without it) over a short-lived control connection.
+//!
+//! Only nodes whose `health` is `online` serve a shard. A layout that does not cover all 16384
+//! slots is an error, so the caller keeps its last good map. Control replies are bounded by the
+//! reply scanner (depth 16) before redis-protocol decodes them; this module must never decode
+//! unbounded bytes.
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use redis_protocol::resp2::decode::decode;
+use redis_protocol::resp2::types::OwnedFrame;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::{Layout, ShardLayout, TopologySource};
+use crate::error::TopologyError;
+use crate::protocol::{Limits, ReplyScanner};
+use crate::router::SLOTS;
+
+const CLUSTER_SHARDS: &[u8] = b"*2\r\n$7\r\nCLUSTER\r\n$6\r\nSHARDS\r\n";
+const CLUSTER_SLOTS: &[u8] = b"*2\r\n$7\r\nCLUSTER\r\n$5\r\nSLOTS\r\n";
+const INFO_SERVER: &[u8] = b"*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n";
+
+/// Learns a Redis Cluster's layout from its nodes.
+#[derive(Debug, Clone)]
+pub struct ClusterSource {
+    seeds: Vec<String>,
+    timeout: Duration,
+    max_reply_bytes: usize,
+}
+
+impl ClusterSource {
+    pub fn new(seeds: Vec<String>, timeout: Duration) -> Self {
+        Self {
+            seeds,
+            timeout,
+            max_reply_bytes: 64 * 1024 * 1024,
+        }
+    }
+
+    /// Asks one node for the layout.
+    pub async fn query(&self, addr: &str) -> Result<Layout, TopologyError> {
+        let fut = async {
+            let mut conn = Control::connect(addr).await?;
+            let frame = conn.call(CLUSTER_SHARDS, "CLUSTER SHARDS", self.max_reply_bytes).await?;
+            let mut layout = match frame {
+                OwnedFrame::Error(e) if e.contains("unknown subcommand") => {
+                    let frame = conn.call(CLUSTER_SLOTS, "CLUSTER SLOTS", self.max_reply_bytes).await?;
+                    parse_slots(&frame, addr)?
+                }
+                other => parse_shards(&other, addr)?,
+            };
+            if let Ok(OwnedFrame::BulkString(info)) = conn.call(INFO_SERVER, "INFO", self.max_reply_bytes).await {
+                layout.version = String::from_utf8_lossy(&info)
+                    .lines()
+                    .find_map(|l| l.strip_prefix("redis_version:").map(|v| v.trim().to_string()));
+            }
+            Ok(layout)
+        };
+        let layout = tokio::time::timeout(self.timeout, fut)
+            .await
+            .map_err(|_| TopologyError::Unreachable {
+                addr: addr.to_string(),
+                reason: format!("no answer within {:?}", self.timeout),
+            })??;
+        let covered = layout.covered();
+        if covered != SLOTS {
+            return Err(TopologyError::Incomplete {
+                addr: addr.to_string(),
+                covered,
+            });
+        }
+        Ok(layout)
+    }
+}
+
+impl TopologySource for ClusterSource {
+    async fn discover(&self, candidates: &[String]) -> Result<Layout, TopologyError> {
+        let mut tried: Vec<&str> = Vec::new();
+        let mut errors = Vec::new();
+        for addr in candidates.iter().chain(self.seeds.iter()) {
+            if tried.contains(&addr.as_str()) {
+                continue;
+            }
+            tried.push(addr);
+            match self.query(addr).await {
+                Ok(layout) => return Ok(layout),
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        Err(TopologyError::NoNodeAnswered(errors.join("; ")))
+    }
+
+    fn seeds(&self) -> &[String] {
+        &self.seeds
+    }
+}
+
+/// A plain request/reply connection for control commands.
+struct Control {
+    addr: String,
+    stream: TcpStream,
+    buf: BytesMut,
+}
+
+impl Control {
+    async fn connect(addr: &str) -> Result<Control, TopologyError> {
+        let stream = TcpStream::connect(addr).await.map_err(|e| TopologyError::Unreachable {
+            addr: addr.to_string(),
+            reason: e.to_string(),
+        })?;
+        Ok(Control {
+            addr: addr.to_string(),
+            stream,
+            buf: BytesMut::with_capacity(16 * 1024),
+        })
+    }
+
+    async fn call(&mut self, req: &[u8], what: &'static str, max: usize) -> Result<OwnedFrame, TopologyError> {
+        let unreachable = |e: std::io::Error, addr: &str| TopologyError::Unreachable {
+            addr: addr.to_string(),
+            reason: e.to_string(),
+        };
+        self.stream.write_all(req).await.map_err(|e| unreachable(e, &self.addr))?;
+        let limits = Limits {
+            max_reply_depth: 16,
+            max_bulk_len: max,
+            ..Limits::default()
+        };
+        let mut scanner = ReplyScanner::new(limits);
+        let malformed = || TopologyError::Malformed {
+            addr: self.addr.clone(),
+            what,
+        };
+        let n = loop {
+            match scanner.scan(&self.buf) {
+                Ok(Some(n)) => break n,
+                Ok(None) => {}
+                Err(_) => return Err(malformed()),
+            }
+            if self.buf.len() > max {
+                return Err(malformed());
+            }
+            let read = self.stream.read_buf(&mut self.buf).await.map_err(|e| unreachable(e, &self.addr))?;
+            if read == 0 {
+                return Err(unreachable(std::io::ErrorKind::UnexpectedEof.into(), &self.addr));
+            }
+        };
+        let reply = self.buf.split_to(n);
+        match decode(&reply) {
+            Ok(Some((frame, _))) => Ok(frame),
+            _ => Err(malformed()),
+        }
+    }
+}
+
+fn text(f: &OwnedFrame) -> Option<String> {
+    match f {
+        OwnedFrame::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        OwnedFrame::SimpleString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        OwnedFrame::Integer(i) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
+fn int(f: &OwnedFrame) -> Option<i64> {
+    match f {
+        OwnedFrame::Integer(i) => Some(*i),
+        other => text(other)?.parse().ok(),
+    }
+}
+
+fn field<'f>(kv: &'f [OwnedFrame], name: &str) -> Option<&'f OwnedFrame> {
+    kv.chunks(2)
+        .find(|p| p.first().and_then(text).as_deref() == Some(name))
+        .and_then(|p| p.get(1))
+}
+
+/// The address a node is reached at: its `endpoint` (or `ip`) and `port`. A node that announces
+/// no usable endpoint (`?` or empty) is reached at the host of the node we asked.
+fn node_addr(kv: &[OwnedFrame], asked: &str) -> Option<String> {
+    let port = field(kv, "port").and_then(int)?;
+    let host = field(kv, "endpoint")
+        .and_then(text)
+        .filter(|h| !h.is_empty() && h != "?")
+        .or_else(|| field(kv, "ip").and_then(text).filter(|h| !h.is_empty() && h != "?"))
+        .or_else(|| asked.rsplit_once(':').map(|(h, _)| h.to_string()))?;
+    Some(join_host_port(&host, port))
+}
+
+fn join_host_port(host: &str, port: i64) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// Parses a `CLUSTER SHARDS` reply (RESP2 shape: shards as flat key/value arrays).
+pub fn parse_shards(frame: &OwnedFrame, asked: &str) -> Result<Layout, TopologyError> {
+    let malformed = || TopologyError::Malformed {
+        addr: asked.to_string(),
+        what: "CLUSTER SHARDS",
+    };
+    let shards = match frame {
+        OwnedFrame::Array(a) => a,
+        OwnedFrame::Error(e) => {
+            return Err(TopologyError::ErrorReply {
+                addr: asked.to_string(),
+                what: "CLUSTER SHARDS",
+                reply: e.clone(),
+            });
+        }
+        _ => return Err(malformed()),
+    };
+    let mut layout = Layout::default();
+    for shard in shards {
+        let OwnedFrame::Array(kv) = shard else { return Err(malformed()) };
+        let Some(OwnedFrame::Array(slots)) = field(kv, "slots") else { return Err(malformed()) };
+        let Some(OwnedFrame::Array(nodes)) = field(kv, "nodes") else { return Err(malformed()) };
+        let mut ranges = Vec::new();
+        for pair in slots.chunks(2) {
+            let (Some(lo), Some(hi)) = (pair.first().and_then(int), pair.get(1).and_then(int)) else {
+                return Err(malformed());
+            };
+            if lo < 0 || hi < lo || hi >= SLOTS as i64 {
+                return Err(malformed());
+            }
+            ranges.push((lo as u16, hi as u16));
+        }
+        let mut master = None;
+        let mut replicas = Vec::new();
+        for node in nodes {
+            let OwnedFrame::Array(nkv) = node else { return Err(malformed()) };
+            let online = field(nkv, "health").and_then(text).as_deref() == Some("online");
+            let Some(addr) = node_addr(nkv, asked) else { continue };
+            match field(nkv, "role").and_then(text).as_deref() {
+                Some("master") if online => master = Some(addr),
+                Some("replica") if online => replicas.push(addr),
+                _ => {}
+            }
+        }
+        if let Some(master) = master {
+            if !ranges.is_empty() {
+                layout.shards.push(ShardLayout { master, replicas, ranges });
+            }
+        }
+    }
+    Ok(layout)
+}
+
+/// Parses a `CLUSTER SLOTS` reply: `[start, end, [ip, port, id], [replica...]...]` per range.
+pub fn parse_slots(frame: &OwnedFrame, asked: &str) -> Result<Layout, TopologyError> {
+    let malformed = || TopologyError::Malformed {
+        addr: asked.to_string(),
+        what: "CLUSTER SLOTS",
+    };
+    let OwnedFrame::Array(ranges) = frame else { return Err(malformed()) };
+    let mut layout = Layout::default();
+    for r in ranges {
+        let OwnedFrame::Array(items) = r else { return Err(malformed()) };
+        let (Some(lo), Some(hi)) = (items.first().and_then(int), items.get(1).and_then(int)) else {
+            return Err(malformed());
+        };
+        if lo < 0 || hi < lo || hi >= SLOTS as i64 {
+            return Err(malformed());
+        }
+        let addr_of = |f: &OwnedFrame| -> Option<String> {
+            let OwnedFrame::Array(n) = f else { return None };
+            let host = n.first().and_then(text).filter(|h| !h.is_empty() && h != "?");
+            let host = host.or_else(|| asked.rsplit_once(':').map(|(h, _)| h.to_string()))?;
+            Some(join_host_port(&host, n.get(1).and_then(int)?))
+        };
+        let Some(master) = items.get(2).and_then(addr_of) else { return Err(malformed()) };
+        let replicas: Vec<String> = items.iter().skip(3).filter_map(addr_of).collect();
+        match layout.shards.iter_mut().find(|s| s.master == master) {
+            Some(s) => s.ranges.push((lo as u16, hi as u16)),
+            None => layout.shards.push(ShardLayout {
+                master,
+                replicas,
+                ranges: vec![(lo as u16, hi as u16)],
+            }),
+        }
+    }
+    Ok(layout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_all(wire: &[u8]) -> OwnedFrame {
+        decode(wire).ok().flatten().map(|(f, _)| f).unwrap_or(OwnedFrame::Null)
+    }
+
+    fn node(id: &str, port: i64, role: &str, health: &str) -> String {
+        format!(
+            "*14\r\n$2\r\nid\r\n${}\r\n{id}\r\n$4\r\nport\r\n:{port}\r\n$2\r\nip\r\n$9\r\n127.0.0.1\r\n$8\r\nendpoint\r\n$9\r\n127.0.0.1\r\n$4\r\nrole\r\n${}\r\n{role}\r\n$18\r\nreplication-offset\r\n:0\r\n$6\r\nhealth\r\n${}\r\n{health}\r\n",
+            id.len(),
+            role.len(),
+            health.len()
+        )
+    }
+
+    #[test]
+    fn should_parse_cluster_shards_and_skip_failed_nodes() {
+        let wire = format!(
+            "*2\r\n*4\r\n$5\r\nslots\r\n*2\r\n:0\r\n:8191\r\n$5\r\nnodes\r\n*2\r\n{}{}*4\r\n$5\r\nslots\r\n*2\r\n:8192\r\n:16383\r\n$5\r\nnodes\r\n*2\r\n{}{}",
+            node("a", 7000, "master", "online"),
+            node("b", 7001, "replica", "online"),
+            node("c", 7002, "master", "fail"),
+            node("d", 7003, "replica", "online"),
+        );
+        let layout = parse_shards(&decode_all(wire.as_bytes()), "127.0.0.1:7000").unwrap_or_default();
+        assert_eq!(layout.shards.len(), 1);
+        assert_eq!(layout.shards[0].master, "127.0.0.1:7000");
+        assert_eq!(layout.shards[0].replicas, vec!["127.0.0.1:7001".to_string()]);
+        assert_eq!(layout.covered(), 8192);
+    }
+
+    #[test]
+    fn should_parse_cluster_slots() {
+        let wire = b"*1\r\n*4\r\n:0\r\n:16383\r\n*3\r\n$9\r\n127.0.0.1\r\n:7000\r\n$1\r\na\r\n*3\r\n$0\r\n\r\n:7001\r\n$1\r\nb\r\n";
+        let layout = parse_slots(&decode_all(wire), "10.0.0.9:7000").unwrap_or_default();
+        assert_eq!(layout.shards.len(), 1);
+        assert_eq!(layout.shards[0].master, "127.0.0.1:7000");
+        assert_eq!(layout.shards[0].replicas, vec!["10.0.0.9:7001".to_string()]);
+        assert_eq!(layout.covered(), SLOTS);
+    }
+
+    #[test]
+    fn should_reject_out_of_range_slots() {
+        let wire = b"*1\r\n*3\r\n:0\r\n:16384\r\n*2\r\n$9\r\n127.0.0.1\r\n:7000\r\n";
+        assert!(parse_slots(&decode_all(wire), "x:1").is_err());
+    }
+}

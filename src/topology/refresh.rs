@@ -1,0 +1,103 @@
+//! The refresher: one background task that re-learns the topology periodically and on request
+//! (a MOVED, a lost connection), debounced, and publishes a new snapshot only when routes change.
+//!
+//! It asks the node that said MOVED first, then every node of the current snapshot, then the
+//! seeds, so losing a seed never blinds the proxy. It must never publish a map that does not
+//! cover every slot, and never run two refreshes at once.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::{Topology, TopologyHandle, TopologySource};
+use crate::backend::Backends;
+
+/// When and how often to refresh.
+#[derive(Debug, Clone, Copy)]
+pub struct RefreshConfig {
+    pub interval: Duration,
+    pub debounce: Duration,
+    pub min_gap: Duration,
+}
+
+impl Default for RefreshConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(10),
+            debounce: Duration::from_millis(50),
+            min_gap: Duration::from_millis(200),
+        }
+    }
+}
+
+/// Counters the refresher keeps (read by INFO).
+#[derive(Debug, Default)]
+pub struct RefreshStats {
+    pub refreshes: AtomicU64,
+    pub failures: AtomicU64,
+    pub changes: AtomicU64,
+}
+
+pub async fn run<S: TopologySource>(
+    source: S,
+    handle: Arc<TopologyHandle>,
+    backends: Arc<Backends>,
+    mut hints: mpsc::Receiver<Option<Arc<str>>>,
+    config: RefreshConfig,
+    stats: Arc<RefreshStats>,
+    shutdown: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(config.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    let mut last = Instant::now();
+    loop {
+        let mut hint: Option<Arc<str>> = None;
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+            h = hints.recv() => {
+                let Some(h) = h else { return };
+                hint = h;
+                tokio::time::sleep(config.debounce).await;
+                let gap = last + config.min_gap;
+                tokio::time::sleep_until(gap).await;
+                while let Ok(h) = hints.try_recv() {
+                    if hint.is_none() { hint = h; }
+                }
+            }
+        }
+        last = Instant::now();
+        let current = handle.load_full();
+        let mut candidates: Vec<String> = Vec::new();
+        if let Some(h) = &hint {
+            candidates.push(h.to_string());
+        }
+        candidates.extend(current.addresses().iter().map(|a| a.to_string()));
+        stats.refreshes.fetch_add(1, Ordering::Relaxed);
+        match source.discover(&candidates).await {
+            Ok(layout) => {
+                let next = Topology::build(&layout, &backends, current.epoch + 1);
+                let now = handle.load_full();
+                if next.same_routes(&now) {
+                    debug!("topology unchanged");
+                    continue;
+                }
+                info!(epoch = next.epoch, masters = next.masters().len(), "topology changed");
+                stats.changes.fetch_add(1, Ordering::Relaxed);
+                let keep = next.addresses();
+                handle.store(next);
+                backends.retain(&keep);
+            }
+            Err(e) => {
+                stats.failures.fetch_add(1, Ordering::Relaxed);
+                warn!(error = %e, "topology refresh failed; keeping the last good map");
+            }
+        }
+    }
+}
