@@ -24,9 +24,16 @@ use crate::topology::{Layout, Topology, TopologyHandle, TopologySource};
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("could not learn the cluster topology from seeds {seeds:?} within {secs}s: {source}")]
-    Discovery { seeds: Vec<String>, secs: u64, source: TopologyError },
+    Discovery {
+        seeds: Vec<String>,
+        secs: u64,
+        source: TopologyError,
+    },
 }
 
 /// A running proxy: its address and the token that stops it.
@@ -66,10 +73,12 @@ async fn first_layout(source: &ClusterSource, config: &Config) -> Result<Layout,
 
 /// Binds, discovers and starts serving; returns once clients can connect.
 pub async fn start(config: Config) -> Result<Running, AppError> {
-    let listener = TcpListener::bind(config.listen).await.map_err(|source| AppError::Bind {
-        addr: config.listen,
-        source,
-    })?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| AppError::Bind {
+            addr: config.listen,
+            source,
+        })?;
     let local_addr = listener.local_addr().map_err(|source| AppError::Bind {
         addr: config.listen,
         source,

@@ -38,7 +38,10 @@ pub struct BackendReply {
 impl ReplyTo {
     pub fn send(self, result: Result<Bytes, BackendError>) {
         // A closed channel means the client left; its replies are no longer wanted.
-        let _ = self.tx.send(BackendReply { tag: self.tag, result });
+        let _ = self.tx.send(BackendReply {
+            tag: self.tag,
+            result,
+        });
     }
 }
 
@@ -160,16 +163,20 @@ impl Node {
     fn send_on(&self, links: &[Link], session: u64, req: BackendRequest) {
         let n = links.len().max(1);
         let Some(link) = links.get((session % n as u64) as usize) else {
-            req.reply_to.send(Err(BackendError::Down(self.addr.clone())));
+            req.reply_to
+                .send(Err(BackendError::Down(self.addr.clone())));
             return;
         };
         if link.state() == LinkState::Down {
-            req.reply_to.send(Err(BackendError::Down(self.addr.clone())));
+            req.reply_to
+                .send(Err(BackendError::Down(self.addr.clone())));
             return;
         }
         if let Err(e) = link.tx.try_send(req) {
             let (req, err) = match e {
-                mpsc::error::TrySendError::Full(r) => (r, BackendError::Overloaded(self.addr.clone())),
+                mpsc::error::TrySendError::Full(r) => {
+                    (r, BackendError::Overloaded(self.addr.clone()))
+                }
                 mpsc::error::TrySendError::Closed(r) => (r, BackendError::Down(self.addr.clone())),
             };
             req.reply_to.send(Err(err));

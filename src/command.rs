@@ -26,7 +26,9 @@ pub enum Rejection {
     UnknownSubcommand { sub: String, container: String },
     #[error("ERR wrong number of arguments for '{0}' command")]
     WrongArity(String),
-    #[error("CROSSSLOT Keys in request don't hash to the same slot (slots {slots}); put the keys in one slot with a {{hash tag}}")]
+    #[error(
+        "CROSSSLOT Keys in request don't hash to the same slot (slots {slots}); put the keys in one slot with a {{hash tag}}"
+    )]
     CrossSlot { slots: String },
     #[error("ERR '{name}' is not supported by slotgate: {reason}")]
     Refused { name: String, reason: &'static str },
@@ -86,7 +88,10 @@ pub fn key_positions(spec: &CommandSpec, req: &Request, out: &mut KeyPositions) 
     for ks in spec.key_specs {
         let first = match ks.begin {
             BeginSearch::Index(i) => i64::from(i),
-            BeginSearch::Keyword { keyword, start_from } => {
+            BeginSearch::Keyword {
+                keyword,
+                start_from,
+            } => {
                 let start_from = i64::from(start_from);
                 let (mut i, end, step) = if start_from > 0 {
                     (start_from, argc - 1, 1)
@@ -98,7 +103,10 @@ pub fn key_positions(spec: &CommandSpec, req: &Request, out: &mut KeyPositions) 
                     if i < 1 || i >= argc {
                         break;
                     }
-                    if req.arg(i as usize).is_some_and(|a| a.eq_ignore_ascii_case(keyword.as_bytes())) {
+                    if req
+                        .arg(i as usize)
+                        .is_some_and(|a| a.eq_ignore_ascii_case(keyword.as_bytes()))
+                    {
                         found = Some(i + 1);
                         break;
                     }
@@ -112,7 +120,11 @@ pub fn key_positions(spec: &CommandSpec, req: &Request, out: &mut KeyPositions) 
             BeginSearch::Unknown => continue,
         };
         let (first, last, step) = match ks.find {
-            FindKeys::Range { last_key, step, limit } => {
+            FindKeys::Range {
+                last_key,
+                step,
+                limit,
+            } => {
                 let last_key = i64::from(last_key);
                 let last = if last_key >= 0 {
                     first + last_key
@@ -123,7 +135,11 @@ pub fn key_positions(spec: &CommandSpec, req: &Request, out: &mut KeyPositions) 
                 };
                 (first, last, i64::from(step))
             }
-            FindKeys::KeyNum { key_num_idx, first_key, step } => {
+            FindKeys::KeyNum {
+                key_num_idx,
+                first_key,
+                step,
+            } => {
                 let idx = first + i64::from(key_num_idx);
                 if idx >= argc {
                     continue;
@@ -213,14 +229,23 @@ mod tests {
 
     #[test]
     fn should_find_keys_of_numkeys_commands() {
-        assert_eq!(keys_of(&["EVAL", "return 1", "2", "a", "b", "x"]), ["a", "b"]);
+        assert_eq!(
+            keys_of(&["EVAL", "return 1", "2", "a", "b", "x"]),
+            ["a", "b"]
+        );
         assert_eq!(keys_of(&["EVAL", "return 1", "0"]), Vec::<String>::new());
-        assert_eq!(keys_of(&["ZUNIONSTORE", "d", "2", "a", "b"]), ["d", "a", "b"]);
+        assert_eq!(
+            keys_of(&["ZUNIONSTORE", "d", "2", "a", "b"]),
+            ["d", "a", "b"]
+        );
     }
 
     #[test]
     fn should_find_keys_after_keywords() {
-        assert_eq!(keys_of(&["XREAD", "COUNT", "2", "STREAMS", "s1", "s2", "0", "0"]), ["s1", "s2"]);
+        assert_eq!(
+            keys_of(&["XREAD", "COUNT", "2", "STREAMS", "s1", "s2", "0", "0"]),
+            ["s1", "s2"]
+        );
     }
 
     #[test]
@@ -232,9 +257,15 @@ mod tests {
             Some("ERR unknown command 'foo', with args beginning with: 'a' 'b' ".to_string())
         );
         let e = lookup(&table, &Request::from_args(&["object", "nope", "k"])).err();
-        assert_eq!(e.map(|e| e.to_string()), Some("ERR unknown subcommand 'nope'. Try OBJECT HELP.".to_string()));
+        assert_eq!(
+            e.map(|e| e.to_string()),
+            Some("ERR unknown subcommand 'nope'. Try OBJECT HELP.".to_string())
+        );
         let e = lookup(&table, &Request::from_args(&["get"])).err();
-        assert_eq!(e.map(|e| e.to_string()), Some("ERR wrong number of arguments for 'get' command".to_string()));
+        assert_eq!(
+            e.map(|e| e.to_string()),
+            Some("ERR wrong number of arguments for 'get' command".to_string())
+        );
         let e = lookup(&table, &Request::from_args(&["object", "encoding"])).err();
         assert_eq!(
             e.map(|e| e.to_string()),

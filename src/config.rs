@@ -31,9 +31,15 @@ pub struct Config {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path}: {source}")]
-    Parse { path: String, source: Box<toml::de::Error> },
+    Parse {
+        path: String,
+        source: Box<toml::de::Error>,
+    },
     #[error("invalid {field}: {reason}")]
     Invalid { field: &'static str, reason: String },
 }
@@ -98,13 +104,27 @@ impl Config {
     }
 
     pub fn from_file(f: FileConfig, o: &Overrides) -> Result<Config, ConfigError> {
-        let listen_s = o.listen.clone().or(f.listen).unwrap_or_else(|| "127.0.0.1:6380".into());
-        let listen: SocketAddr = listen_s
-            .parse()
-            .map_err(|_| invalid("listen", format!("'{listen_s}' is not an ip:port socket address")))?;
-        let seeds = if o.seeds.is_empty() { f.seeds.unwrap_or_default() } else { o.seeds.clone() };
+        let listen_s = o
+            .listen
+            .clone()
+            .or(f.listen)
+            .unwrap_or_else(|| "127.0.0.1:6380".into());
+        let listen: SocketAddr = listen_s.parse().map_err(|_| {
+            invalid(
+                "listen",
+                format!("'{listen_s}' is not an ip:port socket address"),
+            )
+        })?;
+        let seeds = if o.seeds.is_empty() {
+            f.seeds.unwrap_or_default()
+        } else {
+            o.seeds.clone()
+        };
         if seeds.is_empty() {
-            return Err(invalid("seeds", "at least one seed node is needed (--seed HOST:PORT)"));
+            return Err(invalid(
+                "seeds",
+                "at least one seed node is needed (--seed HOST:PORT)",
+            ));
         }
         for s in &seeds {
             check_addr("seeds", s)?;
@@ -112,16 +132,33 @@ impl Config {
         let multi_key = match o.multi_key.clone().or(f.multi_key).as_deref() {
             None | Some("split") => MultiKeyPolicy::Split,
             Some("strict") => MultiKeyPolicy::Strict,
-            Some(other) => return Err(invalid("multi_key", format!("'{other}' is neither 'split' nor 'strict'"))),
+            Some(other) => {
+                return Err(invalid(
+                    "multi_key",
+                    format!("'{other}' is neither 'split' nor 'strict'"),
+                ));
+            }
         };
         let d = Limits::default();
         let l = &f.limits;
         let limits = Limits {
             max_bulk_len: positive("limits.max_bulk_bytes", l.max_bulk_bytes, d.max_bulk_len)?,
-            max_inline_len: positive("limits.max_inline_bytes", l.max_inline_bytes, d.max_inline_len)?,
+            max_inline_len: positive(
+                "limits.max_inline_bytes",
+                l.max_inline_bytes,
+                d.max_inline_len,
+            )?,
             max_args: positive("limits.max_args", l.max_args, d.max_args)?,
-            max_request_bytes: positive("limits.max_request_bytes", l.max_request_bytes, d.max_request_bytes)?,
-            max_reply_depth: positive("limits.max_reply_depth", l.max_reply_depth, d.max_reply_depth)?,
+            max_request_bytes: positive(
+                "limits.max_request_bytes",
+                l.max_request_bytes,
+                d.max_request_bytes,
+            )?,
+            max_reply_depth: positive(
+                "limits.max_reply_depth",
+                l.max_reply_depth,
+                d.max_reply_depth,
+            )?,
         };
         if limits.max_request_bytes > u32::MAX as usize / 2 {
             return Err(invalid("limits.max_request_bytes", "must be below 2 GiB"));
@@ -134,8 +171,13 @@ impl Config {
         let session = SessionConfig {
             limits,
             max_pipeline: positive("clients.max_pipeline", c.max_pipeline, sd.max_pipeline)?,
-            max_clients: positive("clients.max_clients", o.max_clients.or(c.max_clients), sd.max_clients)?,
+            max_clients: positive(
+                "clients.max_clients",
+                o.max_clients.or(c.max_clients),
+                sd.max_clients,
+            )?,
             max_redirects: c.max_redirects.unwrap_or(sd.max_redirects),
+            max_tryagain: c.max_tryagain.unwrap_or(sd.max_tryagain),
             tryagain_delay: ms(c.tryagain_delay_ms, sd.tryagain_delay),
             multi_key,
         };
@@ -145,7 +187,11 @@ impl Config {
         let bd = BackendConfig::default();
         let b = &f.backend;
         let backend = BackendConfig {
-            connections_per_node: positive("backend.connections_per_node", b.connections_per_node, bd.connections_per_node)?,
+            connections_per_node: positive(
+                "backend.connections_per_node",
+                b.connections_per_node,
+                bd.connections_per_node,
+            )?,
             connect_timeout: ms(b.connect_timeout_ms, bd.connect_timeout),
             read_timeout: ms(b.read_timeout_ms, bd.read_timeout),
             queue_depth: positive("backend.queue_depth", b.queue_depth, bd.queue_depth)?,
@@ -155,13 +201,19 @@ impl Config {
             limits,
         };
         if backend.connections_per_node > 64 {
-            return Err(invalid("backend.connections_per_node", "must be at most 64"));
+            return Err(invalid(
+                "backend.connections_per_node",
+                "must be at most 64",
+            ));
         }
         if backend.connect_timeout.is_zero() || backend.read_timeout.is_zero() {
             return Err(invalid("backend timeouts", "must be above zero"));
         }
         if backend.backoff_min > backend.backoff_max {
-            return Err(invalid("backend.backoff_min_ms", "must not exceed backoff_max_ms"));
+            return Err(invalid(
+                "backend.backoff_min_ms",
+                "must not exceed backoff_max_ms",
+            ));
         }
         let rd = RefreshConfig::default();
         let t = &f.topology;
@@ -171,7 +223,10 @@ impl Config {
             min_gap: ms(t.refresh_min_gap_ms, rd.min_gap),
         };
         if refresh.interval < Duration::from_millis(100) {
-            return Err(invalid("topology.refresh_interval_ms", "must be at least 100"));
+            return Err(invalid(
+                "topology.refresh_interval_ms",
+                "must be at least 100",
+            ));
         }
         Ok(Config {
             listen,
@@ -217,7 +272,8 @@ mod tests {
 
     #[test]
     fn should_let_flags_override_the_file() {
-        let f: FileConfig = toml::from_str("seeds = [\"a:1\"]\nlisten = \"127.0.0.1:1\"").unwrap_or_default();
+        let f: FileConfig =
+            toml::from_str("seeds = [\"a:1\"]\nlisten = \"127.0.0.1:1\"").unwrap_or_default();
         let o = Overrides {
             listen: Some("127.0.0.1:2".into()),
             seeds: vec!["b:2".into()],

@@ -47,7 +47,11 @@ pub enum TopologyError {
     #[error("cannot reach {addr}: {reason}")]
     Unreachable { addr: String, reason: String },
     #[error("{addr} answered {what} with an error: {reply}")]
-    ErrorReply { addr: String, what: &'static str, reply: String },
+    ErrorReply {
+        addr: String,
+        what: &'static str,
+        reply: String,
+    },
     #[error("{addr} sent an unreadable {what} reply")]
     Malformed { addr: String, what: &'static str },
     #[error("the slot map from {addr} covers {covered} of 16384 slots")]

@@ -42,6 +42,8 @@ pub struct SessionConfig {
     pub max_clients: usize,
     /// Most MOVED/ASK/TRYAGAIN a request follows before its error reaches the client.
     pub max_redirects: u32,
+    /// Most TRYAGAIN retries of one request (with backoff from `tryagain_delay` to 100 ms).
+    pub max_tryagain: u32,
     pub tryagain_delay: Duration,
     pub multi_key: MultiKeyPolicy,
 }
@@ -53,6 +55,7 @@ impl Default for SessionConfig {
             max_pipeline: 1024,
             max_clients: 10_000,
             max_redirects: 5,
+            max_tryagain: 30,
             tryagain_delay: Duration::from_millis(20),
             multi_key: MultiKeyPolicy::Split,
         }
@@ -87,7 +90,12 @@ pub struct Context {
 }
 
 /// Accepts clients until `shutdown`, one session task each, tracked by `tracker` for drain.
-pub async fn serve(listener: TcpListener, ctx: Arc<Context>, shutdown: CancellationToken, tracker: TaskTracker) {
+pub async fn serve(
+    listener: TcpListener,
+    ctx: Arc<Context>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -102,18 +110,26 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Context>, shutdown: Cancellat
                 continue;
             }
         };
-        ctx.stats.connections_received.fetch_add(1, Ordering::Relaxed);
+        ctx.stats
+            .connections_received
+            .fetch_add(1, Ordering::Relaxed);
         let current = ctx.stats.connections_current.load(Ordering::Relaxed);
         if current >= ctx.config.max_clients as u64 {
-            ctx.stats.connections_rejected.fetch_add(1, Ordering::Relaxed);
+            ctx.stats
+                .connections_rejected
+                .fetch_add(1, Ordering::Relaxed);
             warn!(%peer, max = ctx.config.max_clients, "refusing client: max number of clients reached");
             tokio::spawn(async move {
-                let _ = stream.write_all(b"-ERR max number of clients reached\r\n").await;
+                let _ = stream
+                    .write_all(b"-ERR max number of clients reached\r\n")
+                    .await;
             });
             continue;
         }
         let _ = stream.set_nodelay(true);
-        ctx.stats.connections_current.fetch_add(1, Ordering::Relaxed);
+        ctx.stats
+            .connections_current
+            .fetch_add(1, Ordering::Relaxed);
         let id = ctx.next_client_id.fetch_add(1, Ordering::Relaxed);
         let ctx2 = ctx.clone();
         let token = shutdown.clone();
@@ -121,7 +137,9 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Context>, shutdown: Cancellat
             async move {
                 debug!("client connected");
                 session::run(stream, ctx2.clone(), id, token).await;
-                ctx2.stats.connections_current.fetch_sub(1, Ordering::Relaxed);
+                ctx2.stats
+                    .connections_current
+                    .fetch_sub(1, Ordering::Relaxed);
                 debug!("client gone");
             }
             .instrument(info_span!("session", id, %peer)),

@@ -52,7 +52,10 @@ struct Cli {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if cli.commands {
-        print!("{}", slotgate::command::Table::redis70().supported_commands_page());
+        print!(
+            "{}",
+            slotgate::command::Table::redis70().supported_commands_page()
+        );
         return ExitCode::SUCCESS;
     }
     match run(cli) {
@@ -77,7 +80,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         println!("{}: ok", path.display());
         return Ok(());
     }
-    let config = Config::load(cli.config.as_deref(), &overrides).context("invalid configuration")?;
+    let config =
+        Config::load(cli.config.as_deref(), &overrides).context("invalid configuration")?;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log))
         .context("invalid log filter")?;

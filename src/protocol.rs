@@ -116,7 +116,11 @@ pub(crate) fn parse_int(s: &[u8]) -> Option<i64> {
         }
         v = v.checked_mul(10)?;
         let d = i64::from(d - b'0');
-        v = if neg { v.checked_sub(d)? } else { v.checked_add(d)? };
+        v = if neg {
+            v.checked_sub(d)?
+        } else {
+            v.checked_add(d)?
+        };
     }
     if neg && v == 0 {
         return None;

@@ -7,5 +7,5 @@
 pub mod redirect;
 pub mod slot;
 
-pub use redirect::{Redirect, RedirectDecision, decide};
+pub use redirect::{Budget, Redirect, RedirectDecision, decide};
 pub use slot::{SLOTS, key_slot};

@@ -57,7 +57,10 @@ impl Layout {
 /// Where a topology comes from. Implementations do I/O; they must bound every wait.
 pub trait TopologySource: Send + Sync + 'static {
     /// Learns the layout, asking `candidates` first (in order), then the source's own seeds.
-    fn discover(&self, candidates: &[String]) -> impl Future<Output = Result<Layout, TopologyError>> + Send;
+    fn discover(
+        &self,
+        candidates: &[String],
+    ) -> impl Future<Output = Result<Layout, TopologyError>> + Send;
 
     /// Seed addresses, for logging and as the last candidates.
     fn seeds(&self) -> &[String];
@@ -86,7 +89,13 @@ impl Topology {
         for shard in &layout.shards {
             let idx = masters.len() as u16;
             masters.push(backends.node(&shard.master));
-            replicas.push(shard.replicas.iter().map(|r| Arc::<str>::from(r.as_str())).collect());
+            replicas.push(
+                shard
+                    .replicas
+                    .iter()
+                    .map(|r| Arc::<str>::from(r.as_str()))
+                    .collect(),
+            );
             for &(lo, hi) in &shard.ranges {
                 for s in lo..=hi {
                     if let Some(x) = slots.get_mut(s as usize) {
@@ -224,7 +233,9 @@ impl TopologyHandle {
     /// Routes `slot` to `node` at once (a MOVED said so).
     pub fn patch_slot(&self, slot: u16, node: Arc<Node>) {
         self.current.rcu(|t| {
-            if t.master_for_slot(slot).is_some_and(|m| m.addr() == node.addr()) {
+            if t.master_for_slot(slot)
+                .is_some_and(|m| m.addr() == node.addr())
+            {
                 return t.clone();
             }
             Arc::new(t.with_slot_moved(slot, node.clone()))

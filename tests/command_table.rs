@@ -1,7 +1,12 @@
 //! The command table is derived from Redis' own `COMMAND` output: this test regenerates it from
 //! a real redis-server and fails if the committed `src/command/table/redis70.rs` differs.
 //! Run with `SLOTGATE_REGENERATE=1` to rewrite it, and `COMMANDS.md` with it.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod support;
 
@@ -41,7 +46,10 @@ fn render_spec(ks: &[Value]) -> String {
     let begin = items(field(ks, "begin_search").unwrap());
     let begin_spec = items(field(begin, "spec").unwrap());
     let begin = match text(field(begin, "type").unwrap()).as_str() {
-        "index" => format!("BeginSearch::Index({})", int(field(begin_spec, "index").unwrap())),
+        "index" => format!(
+            "BeginSearch::Index({})",
+            int(field(begin_spec, "index").unwrap())
+        ),
         "keyword" => format!(
             "BeginSearch::Keyword {{ keyword: {:?}, start_from: {} }}",
             text(field(begin_spec, "keyword").unwrap()),
@@ -75,15 +83,34 @@ fn render_command(c: &[Value], indent: &str) -> String {
     let flags: Vec<String> = items(&c[2])
         .iter()
         .map(text)
-        .filter(|f| !matches!(f.as_str(), "module" | "sentinel" | "only_sentinel" | "module_no_cluster"))
+        .filter(|f| {
+            !matches!(
+                f.as_str(),
+                "module" | "sentinel" | "only_sentinel" | "module_no_cluster"
+            )
+        })
         .map(|f| format!("flags::{}", f.to_uppercase()))
         .collect();
-    let flags = if flags.is_empty() { "0".to_string() } else { flags.join(" | ") };
-    let specs: Vec<String> = items(&c[8]).iter().map(|ks| render_spec(items(ks))).collect();
+    let flags = if flags.is_empty() {
+        "0".to_string()
+    } else {
+        flags.join(" | ")
+    };
+    let specs: Vec<String> = items(&c[8])
+        .iter()
+        .map(|ks| render_spec(items(ks)))
+        .collect();
     let mut subs: Vec<&Value> = items(&c[9]).iter().collect();
     subs.sort_by_key(|s| text(&items(s)[0]));
-    let subs: Vec<String> = subs.iter().map(|s| render_command(items(s), &format!("{indent}    "))).collect();
-    let subs = if subs.is_empty() { "&[]".to_string() } else { format!("&[\n{}\n{indent}]", subs.join(",\n")) };
+    let subs: Vec<String> = subs
+        .iter()
+        .map(|s| render_command(items(s), &format!("{indent}    ")))
+        .collect();
+    let subs = if subs.is_empty() {
+        "&[]".to_string()
+    } else {
+        format!("&[\n{}\n{indent}]", subs.join(",\n"))
+    };
     format!(
         "{indent}CommandSpec {{ name: {name:?}, arity: {arity}, flags: {flags}, key_specs: &[{}], subcommands: {subs} }}",
         specs.join(", ")
@@ -96,7 +123,10 @@ fn command_table_matches_redis_command_output() {
     let all: Value = redis::cmd("COMMAND").query(&mut redis.conn()).unwrap();
     let mut cmds: Vec<&Value> = items(&all).iter().collect();
     cmds.sort_by_key(|c| text(&items(c)[0]));
-    let body: Vec<String> = cmds.iter().map(|c| render_command(items(c), "    ")).collect();
+    let body: Vec<String> = cmds
+        .iter()
+        .map(|c| render_command(items(c), "    "))
+        .collect();
     let generated = format!(
         "//! Generated from `COMMAND` of redis-server {} by `tests/command_table.rs`; do not edit.\n\
          //! Regenerate with `SLOTGATE_REGENERATE=1 cargo test --test command_table`.\n\n\
@@ -112,7 +142,10 @@ fn command_table_matches_redis_command_output() {
         return;
     }
     let committed = std::fs::read_to_string(&path).unwrap();
-    assert!(committed == generated, "src/command/table/redis70.rs is stale: rerun with SLOTGATE_REGENERATE=1");
+    assert!(
+        committed == generated,
+        "src/command/table/redis70.rs is stale: rerun with SLOTGATE_REGENERATE=1"
+    );
 }
 
 #[test]
@@ -123,5 +156,9 @@ fn supported_commands_page_is_current() {
         std::fs::write(&path, &page).unwrap();
         return;
     }
-    assert_eq!(std::fs::read_to_string(&path).unwrap(), page, "COMMANDS.md is stale: rerun with SLOTGATE_REGENERATE=1");
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        page,
+        "COMMANDS.md is stale: rerun with SLOTGATE_REGENERATE=1"
+    );
 }

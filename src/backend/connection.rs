@@ -86,7 +86,11 @@ async fn run(
 }
 
 /// Connects and runs the per-protocol handshake (`HELLO 3` for RESP3 connections).
-async fn open(addr: &Arc<str>, proto: Proto, config: &BackendConfig) -> Result<BackendStream, BackendError> {
+async fn open(
+    addr: &Arc<str>,
+    proto: Proto,
+    config: &BackendConfig,
+) -> Result<BackendStream, BackendError> {
     let mut s = stream::connect(addr, config.connect_timeout)
         .await
         .map_err(|_| BackendError::Down(addr.clone()))?;
@@ -97,12 +101,17 @@ async fn open(addr: &Arc<str>, proto: Proto, config: &BackendConfig) -> Result<B
             let mut scanner = ReplyScanner::new(config.limits);
             loop {
                 if s.read_buf(&mut buf).await? == 0 {
-                    return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed"));
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "closed",
+                    ));
                 }
                 match scanner.scan(&buf) {
                     Ok(Some(_)) if buf.first() == Some(&b'%') => return Ok(()),
                     Ok(Some(_)) => {
-                        return Err(std::io::Error::other(String::from_utf8_lossy(&buf).into_owned()));
+                        return Err(std::io::Error::other(
+                            String::from_utf8_lossy(&buf).into_owned(),
+                        ));
                     }
                     Ok(None) => {}
                     Err(e) => return Err(std::io::Error::other(e)),
@@ -142,7 +151,8 @@ async fn serve(
         for _ in 0..POLL_BUDGET {
             let mut progress = false;
 
-            if !rx_closed && inflight.len() < config.max_in_flight && wbuf.len() < WRITE_HIGH_WATER {
+            if !rx_closed && inflight.len() < config.max_in_flight && wbuf.len() < WRITE_HIGH_WATER
+            {
                 let room = (config.max_in_flight - inflight.len()).min(256);
                 match rx.poll_recv_many(cx, &mut batch, room) {
                     Poll::Ready(0) => rx_closed = true,
@@ -166,7 +176,9 @@ async fn serve(
 
             if !wbuf.is_empty() {
                 match Pin::new(&mut stream).poll_write(cx, &wbuf) {
-                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Err(BackendError::Lost(addr.clone()))),
+                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                        return Poll::Ready(Err(BackendError::Lost(addr.clone())));
+                    }
                     Poll::Ready(Ok(n)) => {
                         wbuf.advance(n);
                         need_flush = true;
@@ -178,7 +190,9 @@ async fn serve(
             if need_flush && wbuf.is_empty() {
                 match Pin::new(&mut stream).poll_flush(cx) {
                     Poll::Ready(Ok(())) => need_flush = false,
-                    Poll::Ready(Err(_)) => return Poll::Ready(Err(BackendError::Lost(addr.clone()))),
+                    Poll::Ready(Err(_)) => {
+                        return Poll::Ready(Err(BackendError::Lost(addr.clone())));
+                    }
                     Poll::Pending => {}
                 }
             }
@@ -187,7 +201,9 @@ async fn serve(
                 rbuf.reserve(READ_CHUNK);
             }
             match tokio_util::io::poll_read_buf(Pin::new(&mut stream), cx, &mut rbuf) {
-                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Err(BackendError::Lost(addr.clone()))),
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                    return Poll::Ready(Err(BackendError::Lost(addr.clone())));
+                }
                 Poll::Ready(Ok(_)) => {
                     progress = true;
                     loop {
@@ -207,7 +223,9 @@ async fn serve(
                                 }
                             }
                             Ok(None) => break,
-                            Err(e) => return Poll::Ready(Err(BackendError::Protocol(addr.clone(), e))),
+                            Err(e) => {
+                                return Poll::Ready(Err(BackendError::Protocol(addr.clone(), e)));
+                            }
                         }
                     }
                     timer.as_mut().reset(Instant::now() + config.read_timeout);
@@ -220,7 +238,10 @@ async fn serve(
             }
             if !progress {
                 if !inflight.is_empty() && timer.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Err(BackendError::Timeout(addr.clone(), config.read_timeout)));
+                    return Poll::Ready(Err(BackendError::Timeout(
+                        addr.clone(),
+                        config.read_timeout,
+                    )));
                 }
                 return Poll::Pending;
             }

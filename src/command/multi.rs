@@ -42,7 +42,9 @@ pub fn split(req: &Request, keys: &[u32], step: u8) -> Vec<Part> {
             encode::array_header(&mut buf, 1 + key_indexes.len() * step as usize);
             buf.put_slice(name);
             for &ki in &key_indexes {
-                let Some(&pos) = keys.get(ki as usize) else { continue };
+                let Some(&pos) = keys.get(ki as usize) else {
+                    continue;
+                };
                 for j in 0..step {
                     buf.put_slice(req.arg_wire((pos + j) as usize).unwrap_or_default());
                 }
@@ -57,15 +59,26 @@ pub fn split(req: &Request, keys: &[u32], step: u8) -> Vec<Part> {
 }
 
 fn first_error(replies: &[Bytes]) -> Option<&Bytes> {
-    replies.iter().find(|r| matches!(r.first(), Some(b'-' | b'!')))
+    replies
+        .iter()
+        .find(|r| matches!(r.first(), Some(b'-' | b'!')))
 }
 
 fn unexpected(out: &mut BytesMut, what: &str) {
-    encode::error(out, &format!("ERR slotgate: unexpected backend reply while merging {what}"));
+    encode::error(
+        out,
+        &format!("ERR slotgate: unexpected backend reply while merging {what}"),
+    );
 }
 
 /// Merges the replies of a split request's parts (in part order) into `out`.
-pub fn merge(kind: Merge, parts: &[Part], replies: &[Bytes], total_keys: usize, out: &mut BytesMut) {
+pub fn merge(
+    kind: Merge,
+    parts: &[Part],
+    replies: &[Bytes],
+    total_keys: usize,
+    out: &mut BytesMut,
+) {
     if let Some(e) = first_error(replies) {
         out.put_slice(e);
         return;
@@ -165,10 +178,14 @@ pub fn merge_info(replies: &[Bytes], proxy_section: &str) -> Result<String, Byte
             if !in_ks {
                 continue;
             }
-            let Some((db, rest)) = line.trim().split_once(':') else { continue };
+            let Some((db, rest)) = line.trim().split_once(':') else {
+                continue;
+            };
             let mut vals = [0i64; 3];
             for kv in rest.split(',') {
-                let Some((k, v)) = kv.split_once('=') else { continue };
+                let Some((k, v)) = kv.split_once('=') else {
+                    continue;
+                };
                 let v: i64 = v.parse().unwrap_or(0);
                 match k {
                     "keys" => vals[0] = v,
@@ -196,7 +213,10 @@ pub fn merge_info(replies: &[Bytes], proxy_section: &str) -> Result<String, Byte
             out.push_str("\r\n");
             if in_ks {
                 for (db, v) in &keyspace {
-                    out.push_str(&format!("{db}:keys={},expires={},avg_ttl={}\r\n", v[0], v[1], v[2]));
+                    out.push_str(&format!(
+                        "{db}:keys={},expires={},avg_ttl={}\r\n",
+                        v[0], v[1], v[2]
+                    ));
                 }
             }
             continue;
@@ -241,16 +261,25 @@ mod tests {
         let req = Request::from_args(&["MSET", "foo", "1", "bar", "2", "{foo}x", "3"]);
         let parts = split(&req, &[1, 3, 5], 2);
         assert_eq!(parts.len(), 2);
-        assert_eq!(&parts[0].request[..], b"*5\r\n$4\r\nMSET\r\n$3\r\nfoo\r\n$1\r\n1\r\n$6\r\n{foo}x\r\n$1\r\n3\r\n");
+        assert_eq!(
+            &parts[0].request[..],
+            b"*5\r\n$4\r\nMSET\r\n$3\r\nfoo\r\n$1\r\n1\r\n$6\r\n{foo}x\r\n$1\r\n3\r\n"
+        );
         assert_eq!(parts[0].key_indexes.as_slice(), &[0, 2]);
-        assert_eq!(&parts[1].request[..], b"*3\r\n$4\r\nMSET\r\n$3\r\nbar\r\n$1\r\n2\r\n");
+        assert_eq!(
+            &parts[1].request[..],
+            b"*3\r\n$4\r\nMSET\r\n$3\r\nbar\r\n$1\r\n2\r\n"
+        );
     }
 
     #[test]
     fn should_merge_mget_in_original_key_order() {
         let req = Request::from_args(&["MGET", "foo", "bar", "{foo}x"]);
         let parts = split(&req, &[1, 2, 3], 1);
-        let replies = [Bytes::from_static(b"*2\r\n$1\r\na\r\n$-1\r\n"), Bytes::from_static(b"*1\r\n$1\r\nb\r\n")];
+        let replies = [
+            Bytes::from_static(b"*2\r\n$1\r\na\r\n$-1\r\n"),
+            Bytes::from_static(b"*1\r\n$1\r\nb\r\n"),
+        ];
         let mut out = BytesMut::new();
         merge(Merge::Ordered, &parts, &replies, 3, &mut out);
         assert_eq!(&out[..], b"*3\r\n$1\r\na\r\n$1\r\nb\r\n$-1\r\n");
@@ -259,10 +288,22 @@ mod tests {
     #[test]
     fn should_sum_counts_and_pass_the_first_error() {
         let mut out = BytesMut::new();
-        merge_sum(&[Bytes::from_static(b":2\r\n"), Bytes::from_static(b":3\r\n")], &mut out);
+        merge_sum(
+            &[Bytes::from_static(b":2\r\n"), Bytes::from_static(b":3\r\n")],
+            &mut out,
+        );
         assert_eq!(&out[..], b":5\r\n");
         let mut out = BytesMut::new();
-        merge(Merge::AllOk, &[], &[Bytes::from_static(b"+OK\r\n"), Bytes::from_static(b"-ERR x\r\n")], 0, &mut out);
+        merge(
+            Merge::AllOk,
+            &[],
+            &[
+                Bytes::from_static(b"+OK\r\n"),
+                Bytes::from_static(b"-ERR x\r\n"),
+            ],
+            0,
+            &mut out,
+        );
         assert_eq!(&out[..], b"-ERR x\r\n");
     }
 
@@ -271,7 +312,16 @@ mod tests {
         let req = Request::from_args(&["MGET", "foo", "bar"]);
         let parts = split(&req, &[1, 2], 1);
         let mut out = BytesMut::new();
-        merge(Merge::Ordered, &parts, &[Bytes::from_static(b"+OK\r\n"), Bytes::from_static(b"*1\r\n$1\r\nb\r\n")], 2, &mut out);
+        merge(
+            Merge::Ordered,
+            &parts,
+            &[
+                Bytes::from_static(b"+OK\r\n"),
+                Bytes::from_static(b"*1\r\n$1\r\nb\r\n"),
+            ],
+            2,
+            &mut out,
+        );
         assert!(out.starts_with(b"-ERR slotgate"));
     }
 
@@ -282,8 +332,12 @@ mod tests {
             encode::bulk(&mut b, t.as_bytes());
             b.freeze()
         };
-        let a = bulk("# Server\r\nredis_mode:cluster\r\n# Keyspace\r\ndb0:keys=2,expires=0,avg_ttl=0\r\n");
-        let b = bulk("# Server\r\nredis_mode:cluster\r\n# Keyspace\r\ndb0:keys=3,expires=1,avg_ttl=5\r\n");
+        let a = bulk(
+            "# Server\r\nredis_mode:cluster\r\n# Keyspace\r\ndb0:keys=2,expires=0,avg_ttl=0\r\n",
+        );
+        let b = bulk(
+            "# Server\r\nredis_mode:cluster\r\n# Keyspace\r\ndb0:keys=3,expires=1,avg_ttl=5\r\n",
+        );
         let text = merge_info(&[a, b], "# Proxy\r\nx:1\r\n").unwrap_or_default();
         assert!(text.contains("redis_mode:standalone"), "{text}");
         assert!(text.contains("db0:keys=5,expires=1,avg_ttl=5"), "{text}");

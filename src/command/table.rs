@@ -64,15 +64,26 @@ pub mod flags {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BeginSearch {
     Index(i16),
-    Keyword { keyword: &'static str, start_from: i16 },
+    Keyword {
+        keyword: &'static str,
+        start_from: i16,
+    },
     Unknown,
 }
 
 /// How a key spec's keys run on from the first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FindKeys {
-    Range { last_key: i16, step: i16, limit: i16 },
-    KeyNum { key_num_idx: i16, first_key: i16, step: i16 },
+    Range {
+        last_key: i16,
+        step: i16,
+        limit: i16,
+    },
+    KeyNum {
+        key_num_idx: i16,
+        first_key: i16,
+        step: i16,
+    },
     Unknown,
 }
 
@@ -155,7 +166,9 @@ impl Route {
     pub fn describe(&self) -> String {
         match self {
             Route::Keyed => "routed by key slot; CROSSSLOT if keys span slots".into(),
-            Route::Split { merge, .. } => format!("split per slot across masters, merged ({merge:?})"),
+            Route::Split { merge, .. } => {
+                format!("split per slot across masters, merged ({merge:?})")
+            }
             Route::AnyMaster => "sent to any master".into(),
             Route::AllMasters(m) => format!("sent to every master, merged ({m:?})"),
             Route::Local(l) => format!("answered by slotgate ({l:?})"),
@@ -203,7 +216,8 @@ pub struct Table {
     commands: HashMap<&'static str, Entry, foldhash::fast::RandomState>,
 }
 
-const BLOCKING: &str = "blocking commands are not supported yet (they need a dedicated backend connection)";
+const BLOCKING: &str =
+    "blocking commands are not supported yet (they need a dedicated backend connection)";
 const TRANSACTIONS: &str = "transactions are not supported yet";
 const PUBSUB: &str = "pub/sub is not supported yet";
 const KEYSPACE: &str = "keyspace-wide commands are not supported yet";
@@ -230,13 +244,28 @@ fn named_route(name: &str) -> Option<Route> {
         "client|no-evict" => Local(self::Local::ClientNoEvict),
         "client|no-touch" => Local(self::Local::ClientNoTouch),
         "cluster|keyslot" => Local(self::Local::ClusterKeySlot),
-        "mget" => Split { merge: Merge::Ordered, step: 1 },
-        "mset" => Split { merge: Merge::AllOk, step: 2 },
-        "del" | "unlink" | "exists" | "touch" => Split { merge: Merge::Sum, step: 1 },
+        "mget" => Split {
+            merge: Merge::Ordered,
+            step: 1,
+        },
+        "mset" => Split {
+            merge: Merge::AllOk,
+            step: 2,
+        },
+        "del" | "unlink" | "exists" | "touch" => Split {
+            merge: Merge::Sum,
+            step: 1,
+        },
         "dbsize" => AllMasters(Merge::Sum),
         "info" => AllMasters(Merge::Info),
-        "command" | "command|count" | "command|info" | "command|docs" | "command|list" | "command|getkeys"
-        | "command|getkeysandflags" | "command|help" => AnyMaster,
+        "command"
+        | "command|count"
+        | "command|info"
+        | "command|docs"
+        | "command|list"
+        | "command|getkeys"
+        | "command|getkeysandflags"
+        | "command|help" => AnyMaster,
         "time" | "lolwut" | "config|get" | "publish" | "memory|usage" => {
             if name == "memory|usage" {
                 Keyed
@@ -308,7 +337,11 @@ static CLIENT_EXTRAS: &[CommandSpec] = &[
 
 fn build_entry(spec: &'static CommandSpec) -> Entry {
     let mut subs = HashMap::with_hasher(foldhash::fast::RandomState::default());
-    let extras: &'static [CommandSpec] = if spec.name == "client" { CLIENT_EXTRAS } else { &[] };
+    let extras: &'static [CommandSpec] = if spec.name == "client" {
+        CLIENT_EXTRAS
+    } else {
+        &[]
+    };
     for sub in spec.subcommands.iter().chain(extras) {
         let short = sub.name.split_once('|').map_or(sub.name, |(_, s)| s);
         subs.entry(short).or_insert_with(|| build_entry(sub));
@@ -404,11 +437,22 @@ mod tests {
         let t = Table::redis70();
         let route = |n: &[u8]| t.get(n).map(|e| e.route);
         assert_eq!(route(b"get"), Some(Route::Keyed));
-        assert_eq!(route(b"mget"), Some(Route::Split { merge: Merge::Ordered, step: 1 }));
+        assert_eq!(
+            route(b"mget"),
+            Some(Route::Split {
+                merge: Merge::Ordered,
+                step: 1
+            })
+        );
         assert_eq!(route(b"blpop"), Some(Route::Refuse(BLOCKING)));
         assert_eq!(route(b"subscribe"), Some(Route::Refuse(PUBSUB)));
         assert_eq!(route(b"ping"), Some(Route::Local(Local::Ping)));
         let client = t.get(b"client");
-        assert_eq!(client.and_then(|c| c.subcommand(b"SETNAME")).map(|e| e.route), Some(Route::Local(Local::ClientSetName)));
+        assert_eq!(
+            client
+                .and_then(|c| c.subcommand(b"SETNAME"))
+                .map(|e| e.route),
+            Some(Route::Local(Local::ClientSetName))
+        );
     }
 }

@@ -31,6 +31,7 @@ pub struct ClientsFile {
     pub max_clients: Option<usize>,
     pub max_pipeline: Option<usize>,
     pub max_redirects: Option<u32>,
+    pub max_tryagain: Option<u32>,
     pub tryagain_delay_ms: Option<u64>,
     pub drain_timeout_ms: Option<u64>,
 }

@@ -43,7 +43,13 @@ impl ClientState {
 const CLUSTER_DISABLED: &str = "ERR This instance has cluster support disabled";
 
 /// Writes the answer to a local command into `out`.
-pub fn answer(local: Local, req: &Request, client: &mut ClientState, ctx: &Context, out: &mut BytesMut) {
+pub fn answer(
+    local: Local,
+    req: &Request,
+    client: &mut ClientState,
+    ctx: &Context,
+    out: &mut BytesMut,
+) {
     let arg = |i: usize| req.arg(i).unwrap_or_default();
     match local {
         Local::Ping => match req.argc() {
@@ -58,7 +64,9 @@ pub fn answer(local: Local, req: &Request, client: &mut ClientState, ctx: &Conte
         }
         Local::Select => match parse_int(arg(1)) {
             Some(0) => encode::ok(out),
-            Some(n) if i32::try_from(n).is_ok() => encode::error(out, "ERR SELECT is not allowed in cluster mode"),
+            Some(n) if i32::try_from(n).is_ok() => {
+                encode::error(out, "ERR SELECT is not allowed in cluster mode")
+            }
             _ => encode::error(out, "ERR invalid DB index"),
         },
         Local::Hello => hello(req, client, ctx, out),
@@ -69,7 +77,10 @@ pub fn answer(local: Local, req: &Request, client: &mut ClientState, ctx: &Conte
                     "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
                 );
             } else {
-                encode::error(out, "WRONGPASS invalid username-password pair or user is disabled.");
+                encode::error(
+                    out,
+                    "WRONGPASS invalid username-password pair or user is disabled.",
+                );
             }
         }
         Local::Reset => {
@@ -80,9 +91,16 @@ pub fn answer(local: Local, req: &Request, client: &mut ClientState, ctx: &Conte
         Local::ClientSetName => {
             let name = arg(2);
             if name.iter().any(|&b| !(b'!'..=b'~').contains(&b)) {
-                encode::error(out, "ERR Client names cannot contain spaces, newlines or special characters.");
+                encode::error(
+                    out,
+                    "ERR Client names cannot contain spaces, newlines or special characters.",
+                );
             } else {
-                client.name = if name.is_empty() { None } else { Some(name.to_vec()) };
+                client.name = if name.is_empty() {
+                    None
+                } else {
+                    Some(name.to_vec())
+                };
                 encode::ok(out);
             }
         }
@@ -107,7 +125,13 @@ pub fn answer(local: Local, req: &Request, client: &mut ClientState, ctx: &Conte
                 client.lib_ver = Some(value.to_vec());
                 encode::ok(out);
             } else {
-                encode::error(out, &format!("ERR Unrecognized option '{}'", String::from_utf8_lossy(arg(2))));
+                encode::error(
+                    out,
+                    &format!(
+                        "ERR Unrecognized option '{}'",
+                        String::from_utf8_lossy(arg(2))
+                    ),
+                );
             }
         }
         Local::ClientNoEvict | Local::ClientNoTouch => {
@@ -132,7 +156,12 @@ fn hello(req: &Request, client: &mut ClientState, ctx: &Context, out: &mut Bytes
             Some(2) => proto = Proto::Resp2,
             Some(3) => proto = Proto::Resp3,
             Some(_) => return encode::error(out, "NOPROTO unsupported protocol version"),
-            None => return encode::error(out, "ERR Protocol version is not an integer or out of range"),
+            None => {
+                return encode::error(
+                    out,
+                    "ERR Protocol version is not an integer or out of range",
+                );
+            }
         }
         i = 2;
     }
@@ -148,14 +177,20 @@ fn hello(req: &Request, client: &mut ClientState, ctx: &Context, out: &mut Bytes
         } else if opt.eq_ignore_ascii_case(b"SETNAME") && more >= 1 {
             let name = arg(i + 1);
             if name.iter().any(|&b| !(b'!'..=b'~').contains(&b)) {
-                return encode::error(out, "ERR Client names cannot contain spaces, newlines or special characters.");
+                return encode::error(
+                    out,
+                    "ERR Client names cannot contain spaces, newlines or special characters.",
+                );
             }
             setname = Some(name.to_vec());
             i += 2;
         } else {
             return encode::error(
                 out,
-                &format!("ERR Syntax error in HELLO option '{}'", String::from_utf8_lossy(opt)),
+                &format!(
+                    "ERR Syntax error in HELLO option '{}'",
+                    String::from_utf8_lossy(opt)
+                ),
             );
         }
     }
@@ -195,22 +230,61 @@ pub fn proxy_info_section(ctx: &Context) -> String {
     };
     line("proxy", "slotgate".into());
     line("proxy_version", env!("CARGO_PKG_VERSION").into());
-    line("proxy_uptime_in_seconds", ctx.started.elapsed().as_secs().to_string());
-    line("proxy_connected_clients", s.connections_current.load(Ordering::Relaxed).to_string());
-    line("proxy_total_connections_received", s.connections_received.load(Ordering::Relaxed).to_string());
-    line("proxy_rejected_connections", s.connections_rejected.load(Ordering::Relaxed).to_string());
-    line("proxy_total_commands", s.commands.load(Ordering::Relaxed).to_string());
-    line("proxy_redirects_moved", s.redirects_moved.load(Ordering::Relaxed).to_string());
-    line("proxy_redirects_ask", s.redirects_ask.load(Ordering::Relaxed).to_string());
-    line("proxy_redirects_tryagain", s.redirects_tryagain.load(Ordering::Relaxed).to_string());
-    line("proxy_crossslot_rejected", s.crossslot_rejected.load(Ordering::Relaxed).to_string());
-    line("proxy_backend_errors", s.backend_errors.load(Ordering::Relaxed).to_string());
+    line(
+        "proxy_uptime_in_seconds",
+        ctx.started.elapsed().as_secs().to_string(),
+    );
+    line(
+        "proxy_connected_clients",
+        s.connections_current.load(Ordering::Relaxed).to_string(),
+    );
+    line(
+        "proxy_total_connections_received",
+        s.connections_received.load(Ordering::Relaxed).to_string(),
+    );
+    line(
+        "proxy_rejected_connections",
+        s.connections_rejected.load(Ordering::Relaxed).to_string(),
+    );
+    line(
+        "proxy_total_commands",
+        s.commands.load(Ordering::Relaxed).to_string(),
+    );
+    line(
+        "proxy_redirects_moved",
+        s.redirects_moved.load(Ordering::Relaxed).to_string(),
+    );
+    line(
+        "proxy_redirects_ask",
+        s.redirects_ask.load(Ordering::Relaxed).to_string(),
+    );
+    line(
+        "proxy_redirects_tryagain",
+        s.redirects_tryagain.load(Ordering::Relaxed).to_string(),
+    );
+    line(
+        "proxy_crossslot_rejected",
+        s.crossslot_rejected.load(Ordering::Relaxed).to_string(),
+    );
+    line(
+        "proxy_backend_errors",
+        s.backend_errors.load(Ordering::Relaxed).to_string(),
+    );
     line("topology_epoch", topo.epoch.to_string());
-    line("topology_age_seconds", topo.created.elapsed().as_secs().to_string());
+    line(
+        "topology_age_seconds",
+        topo.created.elapsed().as_secs().to_string(),
+    );
     line("topology_masters", topo.masters().len().to_string());
     line("topology_slots_covered", topo.covered().to_string());
-    line("topology_refreshes", r.refreshes.load(Ordering::Relaxed).to_string());
-    line("topology_refresh_failures", r.failures.load(Ordering::Relaxed).to_string());
+    line(
+        "topology_refreshes",
+        r.refreshes.load(Ordering::Relaxed).to_string(),
+    );
+    line(
+        "topology_refresh_failures",
+        r.failures.load(Ordering::Relaxed).to_string(),
+    );
     let mut text = String::from("# Proxy\r\n");
     text.push_str(&String::from_utf8_lossy(&out));
     text

@@ -24,7 +24,7 @@ use crate::backend::{BackendReply, BackendRequest, Node, ReplyTo};
 use crate::command::{self, KeyPositions, Merge, Rejection, Route, multi};
 use crate::protocol::encode;
 use crate::protocol::{Request, RequestParser};
-use crate::router::{RedirectDecision, decide};
+use crate::router::{Budget, RedirectDecision, decide};
 use crate::topology::Topology;
 
 /// Parts of one request that went to backends.
@@ -35,13 +35,18 @@ struct PartState {
     slot: Option<u16>,
     node: Option<Arc<Node>>,
     redirects: u32,
+    retries: u32,
     reply: Option<Bytes>,
 }
 
 #[derive(Debug)]
 enum Combine {
     Single,
-    Split { merge: Merge, parts: Vec<multi::Part>, keys: usize },
+    Split {
+        merge: Merge,
+        parts: Vec<multi::Part>,
+        keys: usize,
+    },
     AllMasters(Merge),
 }
 
@@ -58,8 +63,19 @@ enum SlotState {
 /// What to do after a backend reply, decided while the queue is borrowed.
 enum Action {
     None,
-    Resend { tag: u64, node: Arc<Node>, frame: Bytes, asking: bool },
-    RetryLater { tag: u64, slot: Option<u16>, node: Option<Arc<Node>>, frame: Bytes },
+    Resend {
+        tag: u64,
+        node: Arc<Node>,
+        frame: Bytes,
+        asking: bool,
+    },
+    RetryLater {
+        tag: u64,
+        slot: Option<u16>,
+        node: Option<Arc<Node>>,
+        frame: Bytes,
+        attempt: u32,
+    },
 }
 
 type TopologyCache = arc_swap::Cache<Arc<arc_swap::ArcSwap<Topology>>, Arc<Topology>>;
@@ -77,13 +93,20 @@ struct Session {
 }
 
 const PART_BITS: u32 = 16;
+/// Longest wait between two TRYAGAIN retries.
+const MAX_RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
 
 fn tag(seq: u64, part: usize) -> u64 {
     (seq << PART_BITS) | part as u64
 }
 
 /// Runs a session until the client leaves, sends QUIT, breaks the protocol, or shutdown.
-pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, ctx: Arc<Context>, id: u64, shutdown: CancellationToken) {
+pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    ctx: Arc<Context>,
+    id: u64,
+    shutdown: CancellationToken,
+) {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut s = Session {
         client: ClientState::new(id),
@@ -160,7 +183,10 @@ impl Session {
 
     fn reject(&mut self, r: Rejection) {
         if matches!(r, Rejection::CrossSlot { .. }) {
-            self.ctx.stats.crossslot_rejected.fetch_add(1, Ordering::Relaxed);
+            self.ctx
+                .stats
+                .crossslot_rejected
+                .fetch_add(1, Ordering::Relaxed);
         }
         self.push_error(&r.to_string());
     }
@@ -200,7 +226,9 @@ impl Session {
                 match command::common_slot(&req, &keys) {
                     Ok(slot) => self.send_single(req.raw().clone(), slot),
                     Err(r) => match entry.route {
-                        Route::Split { merge, step } if self.ctx.config.multi_key == MultiKeyPolicy::Split => {
+                        Route::Split { merge, step }
+                            if self.ctx.config.multi_key == MultiKeyPolicy::Split =>
+                        {
                             self.send_split(&req, &keys, merge, step)
                         }
                         _ => self.reject(r),
@@ -220,6 +248,7 @@ impl Session {
             slot,
             node: None,
             redirects: 0,
+            retries: 0,
             reply: None,
         });
         self.queue.push_back(SlotState::Waiting {
@@ -246,6 +275,7 @@ impl Session {
                 slot: Some(p.slot),
                 node: None,
                 redirects: 0,
+                retries: 0,
                 reply: None,
             })
             .collect();
@@ -281,6 +311,7 @@ impl Session {
                 slot: None,
                 node: Some(m.clone()),
                 redirects: 0,
+                retries: 0,
                 reply: None,
             })
             .collect();
@@ -304,7 +335,9 @@ impl Session {
                 if masters.is_empty() {
                     return None;
                 }
-                masters.get((self.client.id % masters.len() as u64) as usize).cloned()
+                masters
+                    .get((self.client.id % masters.len() as u64) as usize)
+                    .cloned()
             }
         }
     }
@@ -316,7 +349,10 @@ impl Session {
             BackendRequest {
                 frame,
                 asking,
-                reply_to: ReplyTo { tx: self.tx.clone(), tag },
+                reply_to: ReplyTo {
+                    tx: self.tx.clone(),
+                    tag,
+                },
             },
         );
     }
@@ -333,20 +369,31 @@ impl Session {
     fn on_reply(&mut self, r: BackendReply) {
         let seq = r.tag >> PART_BITS;
         let part_idx = (r.tag & ((1 << PART_BITS) - 1)) as usize;
-        let Some(idx) = seq.checked_sub(self.base) else { return };
-        let max_redirects = self.ctx.config.max_redirects;
+        let Some(idx) = seq.checked_sub(self.base) else {
+            return;
+        };
+        let (max_redirects, max_retries) =
+            (self.ctx.config.max_redirects, self.ctx.config.max_tryagain);
         let action;
         {
-            let Some(SlotState::Waiting { parts, remaining, .. }) = self.queue.get_mut(idx as usize) else {
+            let Some(SlotState::Waiting {
+                parts, remaining, ..
+            }) = self.queue.get_mut(idx as usize)
+            else {
                 return;
             };
-            let Some(part) = parts.get_mut(part_idx) else { return };
+            let Some(part) = parts.get_mut(part_idx) else {
+                return;
+            };
             if part.reply.is_some() {
                 return;
             }
             let reply = match r.result {
                 Err(e) => {
-                    self.ctx.stats.backend_errors.fetch_add(1, Ordering::Relaxed);
+                    self.ctx
+                        .stats
+                        .backend_errors
+                        .fetch_add(1, Ordering::Relaxed);
                     if e.suggests_refresh() {
                         self.ctx.topology.request_refresh(None);
                     }
@@ -356,23 +403,50 @@ impl Session {
                 }
                 Ok(bytes) => bytes,
             };
-            action = match decide(&reply, part.redirects, max_redirects) {
+            let decision = decide(
+                &reply,
+                Budget {
+                    redirects: part.redirects,
+                    max_redirects,
+                    retries: part.retries,
+                    max_retries,
+                },
+            );
+            if decision != RedirectDecision::Deliver || part.redirects > 0 {
+                debug!(redirects = part.redirects, ?decision, reply = %String::from_utf8_lossy(&reply).trim_end(), "redirect");
+            }
+            action = match decision {
                 RedirectDecision::Deliver => {
                     part.reply = Some(reply);
                     *remaining -= 1;
                     Action::None
                 }
                 RedirectDecision::FollowMoved { slot, addr } => {
-                    self.ctx.stats.redirects_moved.fetch_add(1, Ordering::Relaxed);
+                    self.ctx
+                        .stats
+                        .redirects_moved
+                        .fetch_add(1, Ordering::Relaxed);
                     part.redirects += 1;
                     let node = self.ctx.backends.node(&addr);
                     self.ctx.topology.patch_slot(slot, node.clone());
                     self.ctx.topology.request_refresh(Some(node.addr()));
-                    Action::Resend {
-                        tag: r.tag,
-                        node,
-                        frame: part.request.clone(),
-                        asking: false,
+                    if part.redirects > 1 {
+                        // Bouncing between nodes: the slot's owners have not converged yet
+                        // (a SETSLOT NODE still propagating). Give them a moment.
+                        Action::RetryLater {
+                            tag: r.tag,
+                            slot: None,
+                            node: Some(node),
+                            frame: part.request.clone(),
+                            attempt: part.redirects,
+                        }
+                    } else {
+                        Action::Resend {
+                            tag: r.tag,
+                            node,
+                            frame: part.request.clone(),
+                            asking: false,
+                        }
                     }
                 }
                 RedirectDecision::FollowAsk { addr } => {
@@ -386,21 +460,36 @@ impl Session {
                     }
                 }
                 RedirectDecision::RetryLater => {
-                    self.ctx.stats.redirects_tryagain.fetch_add(1, Ordering::Relaxed);
-                    part.redirects += 1;
+                    self.ctx
+                        .stats
+                        .redirects_tryagain
+                        .fetch_add(1, Ordering::Relaxed);
+                    part.retries += 1;
                     Action::RetryLater {
                         tag: r.tag,
                         slot: part.slot,
                         node: part.node.clone(),
                         frame: part.request.clone(),
+                        attempt: part.retries,
                     }
                 }
             };
         }
         match action {
             Action::None => self.complete_if_done(idx as usize),
-            Action::Resend { tag, node, frame, asking } => self.send_to(&node, tag, frame, asking),
-            Action::RetryLater { tag, slot, node, frame } => {
+            Action::Resend {
+                tag,
+                node,
+                frame,
+                asking,
+            } => self.send_to(&node, tag, frame, asking),
+            Action::RetryLater {
+                tag,
+                slot,
+                node,
+                frame,
+                attempt,
+            } => {
                 let node = match node {
                     Some(n) => Some(n),
                     None => self.route(slot),
@@ -409,7 +498,10 @@ impl Session {
                     return self.fail_part(tag, "CLUSTERDOWN Hash slot not served");
                 };
                 let (proto, id, tx) = (self.client.proto, self.client.id, self.tx.clone());
-                let delay = self.ctx.config.tryagain_delay;
+                // Back off exponentially, capped: a migration batch usually moves within a few tries.
+                let delay = (self.ctx.config.tryagain_delay
+                    * 2u32.saturating_pow(attempt.saturating_sub(1).min(6)))
+                .min(MAX_RETRY_DELAY);
                 tokio::spawn(async move {
                     tokio::time::sleep(delay).await;
                     node.send(
@@ -427,12 +519,24 @@ impl Session {
     }
 
     fn complete_if_done(&mut self, idx: usize) {
-        let Some(slot) = self.queue.get_mut(idx) else { return };
-        let SlotState::Waiting { combine, parts, remaining } = slot else { return };
+        let Some(slot) = self.queue.get_mut(idx) else {
+            return;
+        };
+        let SlotState::Waiting {
+            combine,
+            parts,
+            remaining,
+        } = slot
+        else {
+            return;
+        };
         if *remaining > 0 {
             return;
         }
-        let replies: SmallVec<[Bytes; 4]> = parts.iter_mut().map(|p| p.reply.take().unwrap_or_default()).collect();
+        let replies: SmallVec<[Bytes; 4]> = parts
+            .iter_mut()
+            .map(|p| p.reply.take().unwrap_or_default())
+            .collect();
         let done = match combine {
             Combine::Single => replies.into_iter().next().unwrap_or_default(),
             Combine::Split { merge, parts, keys } => {

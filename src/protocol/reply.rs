@@ -199,8 +199,14 @@ mod tests {
         assert_eq!(scan_all(&deep), Err(ProtocolError::ReplyTooDeep(1024)));
         let deep3 = b"%1\r\n".repeat(2000);
         assert_eq!(scan_all(&deep3), Err(ProtocolError::ReplyTooDeep(1024)));
-        assert_eq!(scan_all(b"$999999999999\r\n"), Err(ProtocolError::BadReplyLength));
-        assert_eq!(scan_all(b"$3\r\nfooXX"), Err(ProtocolError::BadReplyTerminator));
+        assert_eq!(
+            scan_all(b"$999999999999\r\n"),
+            Err(ProtocolError::BadReplyLength)
+        );
+        assert_eq!(
+            scan_all(b"$3\r\nfooXX"),
+            Err(ProtocolError::BadReplyTerminator)
+        );
         assert_eq!(scan_all(b"?x\r\n"), Err(ProtocolError::BadReplyType(b'?')));
         assert_eq!(scan_all(b"*?\r\n"), Err(ProtocolError::BadReplyLength));
         assert_eq!(scan_all(b"$-2\r\n"), Err(ProtocolError::BadReplyLength));

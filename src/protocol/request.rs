@@ -49,7 +49,8 @@ impl Request {
     /// request from some of its arguments without re-encoding them.
     pub fn arg_wire(&self, i: usize) -> Option<&[u8]> {
         let a = self.args.get(i)?;
-        self.raw.get(a.header as usize..(a.start + a.len) as usize + 2)
+        self.raw
+            .get(a.header as usize..(a.start + a.len) as usize + 2)
     }
 
     /// Builds a request from argument strings (used for the proxy's own commands and tests).
@@ -143,7 +144,9 @@ impl RequestParser {
                         };
                     } else {
                         let from = *inline_scanned;
-                        let Some(nl) = buf.get(from..).and_then(|r| r.iter().position(|&b| b == b'\n'))
+                        let Some(nl) = buf
+                            .get(from..)
+                            .and_then(|r| r.iter().position(|&b| b == b'\n'))
                         else {
                             if buf.len() > self.limits.max_inline_len {
                                 return Err(ProtocolError::InlineTooBig);
@@ -155,7 +158,11 @@ impl RequestParser {
                         if nl > self.limits.max_inline_len {
                             return Err(ProtocolError::InlineTooBig);
                         }
-                        let line_end = if nl > 0 && buf.get(nl - 1) == Some(&b'\r') { nl - 1 } else { nl };
+                        let line_end = if nl > 0 && buf.get(nl - 1) == Some(&b'\r') {
+                            nl - 1
+                        } else {
+                            nl
+                        };
                         let words = split_inline(buf.get(..line_end).unwrap_or_default())?;
                         let _ = buf.split_to(nl + 1);
                         self.state = State::Idle { inline_scanned: 0 };
@@ -192,11 +199,14 @@ impl RequestParser {
                             .get(*pos + 1..cr)
                             .and_then(parse_int)
                             .filter(|&l| l >= 0 && l as u64 <= self.limits.max_bulk_len as u64)
-                            .ok_or(ProtocolError::InvalidBulkLength)? as usize;
+                            .ok_or(ProtocolError::InvalidBulkLength)?
+                            as usize;
                         let start = cr + 2;
                         let end = start + len + 2;
                         if end > self.limits.max_request_bytes {
-                            return Err(ProtocolError::RequestTooBig(self.limits.max_request_bytes));
+                            return Err(ProtocolError::RequestTooBig(
+                                self.limits.max_request_bytes,
+                            ));
                         }
                         if buf.len() < end {
                             self.want = end;
@@ -242,7 +252,11 @@ fn split_inline(line: &[u8]) -> Result<Vec<Vec<u8>>, ProtocolError> {
             if in_dq {
                 match c {
                     None => return Err(ProtocolError::UnbalancedQuotes),
-                    Some(b'\\') if at(i + 1) == Some(b'x') && at(i + 2).is_some_and(|h| h.is_ascii_hexdigit()) && at(i + 3).is_some_and(|h| h.is_ascii_hexdigit()) => {
+                    Some(b'\\')
+                        if at(i + 1) == Some(b'x')
+                            && at(i + 2).is_some_and(|h| h.is_ascii_hexdigit())
+                            && at(i + 3).is_some_and(|h| h.is_ascii_hexdigit()) =>
+                    {
                         let hi = hex(at(i + 2).unwrap_or(b'0'));
                         let lo = hex(at(i + 3).unwrap_or(b'0'));
                         word.push(hi * 16 + lo);
@@ -322,7 +336,11 @@ mod tests {
         let mut buf = BytesMut::from(input);
         let mut out = Vec::new();
         while let Some(r) = p.parse(&mut buf)? {
-            out.push((0..r.argc()).map(|i| r.arg(i).unwrap_or_default().to_vec()).collect());
+            out.push(
+                (0..r.argc())
+                    .map(|i| r.arg(i).unwrap_or_default().to_vec())
+                    .collect(),
+            );
         }
         Ok(out)
     }
@@ -335,11 +353,19 @@ mod tests {
             let mut buf = BytesMut::from(input.get(..cut).unwrap_or_default());
             let mut got = Vec::new();
             while let Ok(Some(r)) = p.parse(&mut buf) {
-                got.push((0..r.argc()).map(|i| r.arg(i).unwrap_or_default().to_vec()).collect::<Vec<_>>());
+                got.push(
+                    (0..r.argc())
+                        .map(|i| r.arg(i).unwrap_or_default().to_vec())
+                        .collect::<Vec<_>>(),
+                );
             }
             buf.extend_from_slice(input.get(cut..).unwrap_or_default());
             while let Ok(Some(r)) = p.parse(&mut buf) {
-                got.push((0..r.argc()).map(|i| r.arg(i).unwrap_or_default().to_vec()).collect::<Vec<_>>());
+                got.push(
+                    (0..r.argc())
+                        .map(|i| r.arg(i).unwrap_or_default().to_vec())
+                        .collect::<Vec<_>>(),
+                );
             }
             assert_eq!(got, whole, "split at {cut}");
         }
@@ -357,7 +383,15 @@ mod tests {
     #[test]
     fn should_parse_inline_split_at_every_byte() {
         let got = parse_split_everywhere(b"set \"a b\" 'c\\'d' \"\\x41\\n\"\r\nPING\n");
-        assert_eq!(got[0], vec![b"set".to_vec(), b"a b".to_vec(), b"c'd".to_vec(), b"A\n".to_vec()]);
+        assert_eq!(
+            got[0],
+            vec![
+                b"set".to_vec(),
+                b"a b".to_vec(),
+                b"c'd".to_vec(),
+                b"A\n".to_vec()
+            ]
+        );
         assert_eq!(got[1], vec![b"PING".to_vec()]);
     }
 
@@ -366,7 +400,11 @@ mod tests {
         let input = b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\nrest";
         let mut buf = BytesMut::from(&input[..]);
         let mut p = RequestParser::new(Limits::default());
-        let r = p.parse(&mut buf).ok().flatten().unwrap_or_else(|| Request::from_args(&["x"]));
+        let r = p
+            .parse(&mut buf)
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| Request::from_args(&["x"]));
         assert_eq!(&r.raw()[..], &input[..input.len() - 4]);
         assert_eq!(r.arg_wire(1), Some(&b"$1\r\nk\r\n"[..]));
         assert_eq!(&buf[..], b"rest");
@@ -374,7 +412,10 @@ mod tests {
 
     #[test]
     fn should_skip_empty_commands() {
-        assert_eq!(parse_all(b"*0\r\n*-1\r\n\r\n   \n*1\r\n$4\r\nPING\r\n").map(|v| v.len()), Ok(1));
+        assert_eq!(
+            parse_all(b"*0\r\n*-1\r\n\r\n   \n*1\r\n$4\r\nPING\r\n").map(|v| v.len()),
+            Ok(1)
+        );
     }
 
     #[test]
@@ -384,33 +425,71 @@ mod tests {
 
     #[test]
     fn should_reject_hostile_inputs_with_redis_errors() {
-        assert_eq!(parse_all(b"*1\r\n$999999999999\r\n"), Err(ProtocolError::InvalidBulkLength));
-        assert_eq!(parse_all(b"*1\r\n$-5\r\n"), Err(ProtocolError::InvalidBulkLength));
-        assert_eq!(parse_all(b"*99999999999\r\n"), Err(ProtocolError::InvalidMultibulkLength));
-        assert_eq!(parse_all(b"*1\r\n*1\r\n$1\r\na\r\n"), Err(ProtocolError::ExpectedBulk('*')));
-        assert_eq!(parse_all(b"*1\r\n:1\r\n"), Err(ProtocolError::ExpectedBulk(':')));
-        assert_eq!(parse_all(b"*x\r\n"), Err(ProtocolError::InvalidMultibulkLength));
-        assert_eq!(parse_all(b"set \"a\r\n"), Err(ProtocolError::UnbalancedQuotes));
-        assert_eq!(parse_all(b"set \"a\"b\r\n"), Err(ProtocolError::UnbalancedQuotes));
+        assert_eq!(
+            parse_all(b"*1\r\n$999999999999\r\n"),
+            Err(ProtocolError::InvalidBulkLength)
+        );
+        assert_eq!(
+            parse_all(b"*1\r\n$-5\r\n"),
+            Err(ProtocolError::InvalidBulkLength)
+        );
+        assert_eq!(
+            parse_all(b"*99999999999\r\n"),
+            Err(ProtocolError::InvalidMultibulkLength)
+        );
+        assert_eq!(
+            parse_all(b"*1\r\n*1\r\n$1\r\na\r\n"),
+            Err(ProtocolError::ExpectedBulk('*'))
+        );
+        assert_eq!(
+            parse_all(b"*1\r\n:1\r\n"),
+            Err(ProtocolError::ExpectedBulk(':'))
+        );
+        assert_eq!(
+            parse_all(b"*x\r\n"),
+            Err(ProtocolError::InvalidMultibulkLength)
+        );
+        assert_eq!(
+            parse_all(b"set \"a\r\n"),
+            Err(ProtocolError::UnbalancedQuotes)
+        );
+        assert_eq!(
+            parse_all(b"set \"a\"b\r\n"),
+            Err(ProtocolError::UnbalancedQuotes)
+        );
         let deep = b"*1\r\n".repeat(100_000);
         assert_eq!(parse_all(&deep), Err(ProtocolError::ExpectedBulk('*')));
         let long = vec![b'a'; 70 * 1024];
         assert_eq!(parse_all(&long), Err(ProtocolError::InlineTooBig));
         let mut long_count = b"*".to_vec();
         long_count.extend(std::iter::repeat_n(b'1', 70 * 1024));
-        assert_eq!(parse_all(&long_count), Err(ProtocolError::MultibulkCountTooBig));
+        assert_eq!(
+            parse_all(&long_count),
+            Err(ProtocolError::MultibulkCountTooBig)
+        );
     }
 
     #[test]
     fn should_enforce_configured_limits() {
-        let limits = Limits { max_bulk_len: 4, max_args: 2, max_request_bytes: 64, ..Limits::default() };
+        let limits = Limits {
+            max_bulk_len: 4,
+            max_args: 2,
+            max_request_bytes: 64,
+            ..Limits::default()
+        };
         let mut p = RequestParser::new(limits);
         let mut buf = BytesMut::from(&b"*1\r\n$5\r\nhello\r\n"[..]);
         assert_eq!(p.parse(&mut buf), Err(ProtocolError::InvalidBulkLength));
         let mut p = RequestParser::new(limits);
         let mut buf = BytesMut::from(&b"*3\r\n"[..]);
-        assert_eq!(p.parse(&mut buf), Err(ProtocolError::InvalidMultibulkLength));
-        let mut p = RequestParser::new(Limits { max_request_bytes: 16, ..Limits::default() });
+        assert_eq!(
+            p.parse(&mut buf),
+            Err(ProtocolError::InvalidMultibulkLength)
+        );
+        let mut p = RequestParser::new(Limits {
+            max_request_bytes: 16,
+            ..Limits::default()
+        });
         let mut buf = BytesMut::from(&b"*1\r\n$20\r\n"[..]);
         assert_eq!(p.parse(&mut buf), Err(ProtocolError::RequestTooBig(16)));
     }

@@ -43,7 +43,10 @@ pub fn parse(reply: &[u8]) -> Option<Redirect> {
     };
     let rest = std::str::from_utf8(rest).ok()?;
     let (slot, addr) = rest.split_once(' ')?;
-    let slot: u16 = slot.parse().ok().filter(|&s: &u16| (s as usize) < super::SLOTS)?;
+    let slot: u16 = slot
+        .parse()
+        .ok()
+        .filter(|&s: &u16| (s as usize) < super::SLOTS)?;
     if addr.is_empty() || addr.contains(' ') {
         return None;
     }
@@ -55,22 +58,31 @@ pub fn parse(reply: &[u8]) -> Option<Redirect> {
     })
 }
 
-/// Decides what to do with `reply`, given how many redirects this request has already followed
-/// and the most it may follow.
-pub fn decide(reply: &[u8], redirects_so_far: u32, max_redirects: u32) -> RedirectDecision {
+/// How many redirects a request has followed, and the most it may follow. MOVED/ASK and
+/// TRYAGAIN have separate budgets: a slot being migrated can answer TRYAGAIN for as long as its
+/// keys take to move, which says nothing about a redirect loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    pub redirects: u32,
+    pub max_redirects: u32,
+    pub retries: u32,
+    pub max_retries: u32,
+}
+
+/// Decides what to do with `reply`, given the request's redirect budget.
+pub fn decide(reply: &[u8], budget: Budget) -> RedirectDecision {
     if reply.first() != Some(&b'-') {
         return RedirectDecision::Deliver;
     }
     let Some(redirect) = parse(reply) else {
         return RedirectDecision::Deliver;
     };
-    if redirects_so_far >= max_redirects {
-        return RedirectDecision::Deliver;
-    }
     match redirect {
+        Redirect::TryAgain if budget.retries < budget.max_retries => RedirectDecision::RetryLater,
+        Redirect::TryAgain => RedirectDecision::Deliver,
+        _ if budget.redirects >= budget.max_redirects => RedirectDecision::Deliver,
         Redirect::Moved { slot, addr } => RedirectDecision::FollowMoved { slot, addr },
         Redirect::Ask { addr, .. } => RedirectDecision::FollowAsk { addr },
-        Redirect::TryAgain => RedirectDecision::RetryLater,
     }
 }
 
@@ -78,46 +90,94 @@ pub fn decide(reply: &[u8], redirects_so_far: u32, max_redirects: u32) -> Redire
 mod tests {
     use super::*;
 
+    fn b(redirects: u32, retries: u32) -> Budget {
+        Budget {
+            redirects,
+            max_redirects: 5,
+            retries,
+            max_retries: 5,
+        }
+    }
+
     #[test]
     fn should_follow_moved_and_patch_the_slot() {
         assert_eq!(
-            decide(b"-MOVED 3999 127.0.0.1:6381\r\n", 0, 5),
-            RedirectDecision::FollowMoved { slot: 3999, addr: "127.0.0.1:6381".into() }
+            decide(b"-MOVED 3999 127.0.0.1:6381\r\n", b(0, 0)),
+            RedirectDecision::FollowMoved {
+                slot: 3999,
+                addr: "127.0.0.1:6381".into()
+            }
         );
     }
 
     #[test]
     fn should_follow_ask_once_without_updating_the_map() {
         assert_eq!(
-            decide(b"-ASK 1 10.0.0.1:7000\r\n", 0, 5),
-            RedirectDecision::FollowAsk { addr: "10.0.0.1:7000".into() }
+            decide(b"-ASK 1 10.0.0.1:7000\r\n", b(0, 0)),
+            RedirectDecision::FollowAsk {
+                addr: "10.0.0.1:7000".into()
+            }
         );
     }
 
     #[test]
     fn should_retry_later_on_tryagain() {
         assert_eq!(
-            decide(b"-TRYAGAIN Multiple keys request during rehashing of slot\r\n", 1, 5),
+            decide(
+                b"-TRYAGAIN Multiple keys request during rehashing of slot\r\n",
+                b(1, 0)
+            ),
             RedirectDecision::RetryLater
         );
     }
 
     #[test]
     fn should_deliver_when_the_budget_is_spent() {
-        assert_eq!(decide(b"-MOVED 1 a:1\r\n", 5, 5), RedirectDecision::Deliver);
+        assert_eq!(
+            decide(b"-MOVED 1 a:1\r\n", b(5, 0)),
+            RedirectDecision::Deliver
+        );
+        assert_eq!(
+            decide(b"-TRYAGAIN x\r\n", b(0, 5)),
+            RedirectDecision::Deliver
+        );
+    }
+
+    #[test]
+    fn should_keep_tryagain_and_redirect_budgets_apart() {
+        assert_eq!(
+            decide(b"-TRYAGAIN x\r\n", b(5, 0)),
+            RedirectDecision::RetryLater
+        );
+        assert_eq!(
+            decide(b"-ASK 1 a:1\r\n", b(0, 5)),
+            RedirectDecision::FollowAsk { addr: "a:1".into() }
+        );
     }
 
     #[test]
     fn should_deliver_clusterdown_and_other_errors() {
-        assert_eq!(decide(b"-CLUSTERDOWN The cluster is down\r\n", 0, 5), RedirectDecision::Deliver);
-        assert_eq!(decide(b"-ERR wrong\r\n", 0, 5), RedirectDecision::Deliver);
-        assert_eq!(decide(b"+OK\r\n", 0, 5), RedirectDecision::Deliver);
+        assert_eq!(
+            decide(b"-CLUSTERDOWN The cluster is down\r\n", b(0, 0)),
+            RedirectDecision::Deliver
+        );
+        assert_eq!(
+            decide(b"-ERR wrong\r\n", b(0, 0)),
+            RedirectDecision::Deliver
+        );
+        assert_eq!(decide(b"+OK\r\n", b(0, 0)), RedirectDecision::Deliver);
     }
 
     #[test]
     fn should_deliver_malformed_redirects() {
-        assert_eq!(decide(b"-MOVED 99999 a:1\r\n", 0, 5), RedirectDecision::Deliver);
-        assert_eq!(decide(b"-MOVED x a:1\r\n", 0, 5), RedirectDecision::Deliver);
-        assert_eq!(decide(b"-MOVED 1\r\n", 0, 5), RedirectDecision::Deliver);
+        assert_eq!(
+            decide(b"-MOVED 99999 a:1\r\n", b(0, 0)),
+            RedirectDecision::Deliver
+        );
+        assert_eq!(
+            decide(b"-MOVED x a:1\r\n", b(0, 0)),
+            RedirectDecision::Deliver
+        );
+        assert_eq!(decide(b"-MOVED 1\r\n", b(0, 0)), RedirectDecision::Deliver);
     }
 }

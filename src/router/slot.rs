@@ -9,10 +9,10 @@ pub const SLOTS: usize = 16384;
 pub fn hash_tag(key: &[u8]) -> &[u8] {
     if let Some(open) = key.iter().position(|&b| b == b'{') {
         let rest = key.get(open + 1..).unwrap_or_default();
-        if let Some(close) = rest.iter().position(|&b| b == b'}') {
-            if close > 0 {
-                return rest.get(..close).unwrap_or(key);
-            }
+        if let Some(close) = rest.iter().position(|&b| b == b'}')
+            && close > 0
+        {
+            return rest.get(..close).unwrap_or(key);
         }
     }
     key

@@ -44,18 +44,25 @@ impl ClusterSource {
     pub async fn query(&self, addr: &str) -> Result<Layout, TopologyError> {
         let fut = async {
             let mut conn = Control::connect(addr).await?;
-            let frame = conn.call(CLUSTER_SHARDS, "CLUSTER SHARDS", self.max_reply_bytes).await?;
+            let frame = conn
+                .call(CLUSTER_SHARDS, "CLUSTER SHARDS", self.max_reply_bytes)
+                .await?;
             let mut layout = match frame {
                 OwnedFrame::Error(e) if e.contains("unknown subcommand") => {
-                    let frame = conn.call(CLUSTER_SLOTS, "CLUSTER SLOTS", self.max_reply_bytes).await?;
+                    let frame = conn
+                        .call(CLUSTER_SLOTS, "CLUSTER SLOTS", self.max_reply_bytes)
+                        .await?;
                     parse_slots(&frame, addr)?
                 }
                 other => parse_shards(&other, addr)?,
             };
-            if let Ok(OwnedFrame::BulkString(info)) = conn.call(INFO_SERVER, "INFO", self.max_reply_bytes).await {
-                layout.version = String::from_utf8_lossy(&info)
-                    .lines()
-                    .find_map(|l| l.strip_prefix("redis_version:").map(|v| v.trim().to_string()));
+            if let Ok(OwnedFrame::BulkString(info)) =
+                conn.call(INFO_SERVER, "INFO", self.max_reply_bytes).await
+            {
+                layout.version = String::from_utf8_lossy(&info).lines().find_map(|l| {
+                    l.strip_prefix("redis_version:")
+                        .map(|v| v.trim().to_string())
+                });
             }
             Ok(layout)
         };
@@ -107,10 +114,12 @@ struct Control {
 
 impl Control {
     async fn connect(addr: &str) -> Result<Control, TopologyError> {
-        let stream = TcpStream::connect(addr).await.map_err(|e| TopologyError::Unreachable {
-            addr: addr.to_string(),
-            reason: e.to_string(),
-        })?;
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| TopologyError::Unreachable {
+                addr: addr.to_string(),
+                reason: e.to_string(),
+            })?;
         Ok(Control {
             addr: addr.to_string(),
             stream,
@@ -118,12 +127,20 @@ impl Control {
         })
     }
 
-    async fn call(&mut self, req: &[u8], what: &'static str, max: usize) -> Result<OwnedFrame, TopologyError> {
+    async fn call(
+        &mut self,
+        req: &[u8],
+        what: &'static str,
+        max: usize,
+    ) -> Result<OwnedFrame, TopologyError> {
         let unreachable = |e: std::io::Error, addr: &str| TopologyError::Unreachable {
             addr: addr.to_string(),
             reason: e.to_string(),
         };
-        self.stream.write_all(req).await.map_err(|e| unreachable(e, &self.addr))?;
+        self.stream
+            .write_all(req)
+            .await
+            .map_err(|e| unreachable(e, &self.addr))?;
         let limits = Limits {
             max_reply_depth: 16,
             max_bulk_len: max,
@@ -143,9 +160,16 @@ impl Control {
             if self.buf.len() > max {
                 return Err(malformed());
             }
-            let read = self.stream.read_buf(&mut self.buf).await.map_err(|e| unreachable(e, &self.addr))?;
+            let read = self
+                .stream
+                .read_buf(&mut self.buf)
+                .await
+                .map_err(|e| unreachable(e, &self.addr))?;
             if read == 0 {
-                return Err(unreachable(std::io::ErrorKind::UnexpectedEof.into(), &self.addr));
+                return Err(unreachable(
+                    std::io::ErrorKind::UnexpectedEof.into(),
+                    &self.addr,
+                ));
             }
         };
         let reply = self.buf.split_to(n);
@@ -185,7 +209,11 @@ fn node_addr(kv: &[OwnedFrame], asked: &str) -> Option<String> {
     let host = field(kv, "endpoint")
         .and_then(text)
         .filter(|h| !h.is_empty() && h != "?")
-        .or_else(|| field(kv, "ip").and_then(text).filter(|h| !h.is_empty() && h != "?"))
+        .or_else(|| {
+            field(kv, "ip")
+                .and_then(text)
+                .filter(|h| !h.is_empty() && h != "?")
+        })
         .or_else(|| asked.rsplit_once(':').map(|(h, _)| h.to_string()))?;
     Some(join_host_port(&host, port))
 }
@@ -217,12 +245,19 @@ pub fn parse_shards(frame: &OwnedFrame, asked: &str) -> Result<Layout, TopologyE
     };
     let mut layout = Layout::default();
     for shard in shards {
-        let OwnedFrame::Array(kv) = shard else { return Err(malformed()) };
-        let Some(OwnedFrame::Array(slots)) = field(kv, "slots") else { return Err(malformed()) };
-        let Some(OwnedFrame::Array(nodes)) = field(kv, "nodes") else { return Err(malformed()) };
+        let OwnedFrame::Array(kv) = shard else {
+            return Err(malformed());
+        };
+        let Some(OwnedFrame::Array(slots)) = field(kv, "slots") else {
+            return Err(malformed());
+        };
+        let Some(OwnedFrame::Array(nodes)) = field(kv, "nodes") else {
+            return Err(malformed());
+        };
         let mut ranges = Vec::new();
         for pair in slots.chunks(2) {
-            let (Some(lo), Some(hi)) = (pair.first().and_then(int), pair.get(1).and_then(int)) else {
+            let (Some(lo), Some(hi)) = (pair.first().and_then(int), pair.get(1).and_then(int))
+            else {
                 return Err(malformed());
             };
             if lo < 0 || hi < lo || hi >= SLOTS as i64 {
@@ -233,19 +268,27 @@ pub fn parse_shards(frame: &OwnedFrame, asked: &str) -> Result<Layout, TopologyE
         let mut master = None;
         let mut replicas = Vec::new();
         for node in nodes {
-            let OwnedFrame::Array(nkv) = node else { return Err(malformed()) };
+            let OwnedFrame::Array(nkv) = node else {
+                return Err(malformed());
+            };
             let online = field(nkv, "health").and_then(text).as_deref() == Some("online");
-            let Some(addr) = node_addr(nkv, asked) else { continue };
+            let Some(addr) = node_addr(nkv, asked) else {
+                continue;
+            };
             match field(nkv, "role").and_then(text).as_deref() {
                 Some("master") if online => master = Some(addr),
                 Some("replica") if online => replicas.push(addr),
                 _ => {}
             }
         }
-        if let Some(master) = master {
-            if !ranges.is_empty() {
-                layout.shards.push(ShardLayout { master, replicas, ranges });
-            }
+        if let Some(master) = master
+            && !ranges.is_empty()
+        {
+            layout.shards.push(ShardLayout {
+                master,
+                replicas,
+                ranges,
+            });
         }
     }
     Ok(layout)
@@ -257,10 +300,14 @@ pub fn parse_slots(frame: &OwnedFrame, asked: &str) -> Result<Layout, TopologyEr
         addr: asked.to_string(),
         what: "CLUSTER SLOTS",
     };
-    let OwnedFrame::Array(ranges) = frame else { return Err(malformed()) };
+    let OwnedFrame::Array(ranges) = frame else {
+        return Err(malformed());
+    };
     let mut layout = Layout::default();
     for r in ranges {
-        let OwnedFrame::Array(items) = r else { return Err(malformed()) };
+        let OwnedFrame::Array(items) = r else {
+            return Err(malformed());
+        };
         let (Some(lo), Some(hi)) = (items.first().and_then(int), items.get(1).and_then(int)) else {
             return Err(malformed());
         };
@@ -269,11 +316,16 @@ pub fn parse_slots(frame: &OwnedFrame, asked: &str) -> Result<Layout, TopologyEr
         }
         let addr_of = |f: &OwnedFrame| -> Option<String> {
             let OwnedFrame::Array(n) = f else { return None };
-            let host = n.first().and_then(text).filter(|h| !h.is_empty() && h != "?");
+            let host = n
+                .first()
+                .and_then(text)
+                .filter(|h| !h.is_empty() && h != "?");
             let host = host.or_else(|| asked.rsplit_once(':').map(|(h, _)| h.to_string()))?;
             Some(join_host_port(&host, n.get(1).and_then(int)?))
         };
-        let Some(master) = items.get(2).and_then(addr_of) else { return Err(malformed()) };
+        let Some(master) = items.get(2).and_then(addr_of) else {
+            return Err(malformed());
+        };
         let replicas: Vec<String> = items.iter().skip(3).filter_map(addr_of).collect();
         match layout.shards.iter_mut().find(|s| s.master == master) {
             Some(s) => s.ranges.push((lo as u16, hi as u16)),
@@ -292,7 +344,11 @@ mod tests {
     use super::*;
 
     fn decode_all(wire: &[u8]) -> OwnedFrame {
-        decode(wire).ok().flatten().map(|(f, _)| f).unwrap_or(OwnedFrame::Null)
+        decode(wire)
+            .ok()
+            .flatten()
+            .map(|(f, _)| f)
+            .unwrap_or(OwnedFrame::Null)
     }
 
     fn node(id: &str, port: i64, role: &str, health: &str) -> String {
@@ -313,10 +369,14 @@ mod tests {
             node("c", 7002, "master", "fail"),
             node("d", 7003, "replica", "online"),
         );
-        let layout = parse_shards(&decode_all(wire.as_bytes()), "127.0.0.1:7000").unwrap_or_default();
+        let layout =
+            parse_shards(&decode_all(wire.as_bytes()), "127.0.0.1:7000").unwrap_or_default();
         assert_eq!(layout.shards.len(), 1);
         assert_eq!(layout.shards[0].master, "127.0.0.1:7000");
-        assert_eq!(layout.shards[0].replicas, vec!["127.0.0.1:7001".to_string()]);
+        assert_eq!(
+            layout.shards[0].replicas,
+            vec!["127.0.0.1:7001".to_string()]
+        );
         assert_eq!(layout.covered(), 8192);
     }
 

@@ -88,7 +88,11 @@ pub async fn run<S: TopologySource>(
                     debug!("topology unchanged");
                     continue;
                 }
-                info!(epoch = next.epoch, masters = next.masters().len(), "topology changed");
+                info!(
+                    epoch = next.epoch,
+                    masters = next.masters().len(),
+                    "topology changed"
+                );
                 stats.changes.fetch_add(1, Ordering::Relaxed);
                 let keep = next.addresses();
                 handle.store(next);

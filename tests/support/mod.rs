@@ -1,7 +1,13 @@
 //! Test harness: real `redis-server` processes and clusters on free loopback ports, and the
 //! slotgate binary in front of them. Every process started here is killed when its handle is
 //! dropped, also when the test fails.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -26,7 +32,9 @@ pub fn free_port() -> u16 {
             NEXT_PORT.store(12000, Ordering::SeqCst);
             p = 12000;
         }
-        if TcpListener::bind(("127.0.0.1", p)).is_ok() && TcpListener::bind(("127.0.0.1", p + 10000)).is_ok() {
+        if TcpListener::bind(("127.0.0.1", p)).is_ok()
+            && TcpListener::bind(("127.0.0.1", p + 10000)).is_ok()
+        {
             return p;
         }
     }
@@ -40,7 +48,11 @@ fn nanos() -> u64 {
 }
 
 fn scratch_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("slotgate-test-{}-{tag}-{}", std::process::id(), nanos()));
+    let dir = std::env::temp_dir().join(format!(
+        "slotgate-test-{}-{tag}-{}",
+        std::process::id(),
+        nanos()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
@@ -72,14 +84,28 @@ impl Redis {
     pub fn start_on(port: u16, extra: &[&str]) -> Redis {
         let dir = scratch_dir(&format!("redis{port}"));
         let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let mut r = Redis { port, child: None, dir, args };
+        let mut r = Redis {
+            port,
+            child: None,
+            dir,
+            args,
+        };
         r.spawn();
         r
     }
 
     fn spawn(&mut self) {
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .arg("--dir")
             .arg(&self.dir)
             .arg("--logfile")
@@ -130,15 +156,23 @@ impl Redis {
 
     /// A field of `INFO <section>`.
     pub fn info_field(&self, section: &str, field: &str) -> Option<String> {
-        let info: String = redis::cmd("INFO").arg(section).query(&mut self.conn()).ok()?;
-        info.lines()
-            .find_map(|l| l.strip_prefix(&format!("{field}:")).map(|v| v.trim().to_string()))
+        let info: String = redis::cmd("INFO")
+            .arg(section)
+            .query(&mut self.conn())
+            .ok()?;
+        info.lines().find_map(|l| {
+            l.strip_prefix(&format!("{field}:"))
+                .map(|v| v.trim().to_string())
+        })
     }
 
     /// How many times `cmd` ran on this node (from `INFO commandstats`).
     pub fn calls(&self, cmd: &str) -> u64 {
         self.info_field("commandstats", &format!("cmdstat_{cmd}"))
-            .and_then(|v| v.split(',').find_map(|kv| kv.strip_prefix("calls=").and_then(|n| n.parse().ok())))
+            .and_then(|v| {
+                v.split(',')
+                    .find_map(|kv| kv.strip_prefix("calls=").and_then(|n| n.parse().ok()))
+            })
             .unwrap_or(0)
     }
 }
@@ -181,7 +215,11 @@ impl Cluster {
             .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .output()
             .expect("redis-cli must be installed (apt-get install redis-tools)");
-        assert!(out.status.success(), "cluster create failed: {}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            out.status.success(),
+            "cluster create failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         let c = Cluster { nodes };
         c.wait_ok();
         c
@@ -194,7 +232,8 @@ impl Cluster {
             self.nodes.iter().filter(|n| n.is_running()).all(|n| {
                 n.info_field_cluster("cluster_state").as_deref() == Some("ok")
                     && n.info_field_cluster("cluster_slots_ok").as_deref() == Some("16384")
-                    && n.info_field_cluster("cluster_known_nodes").as_deref() == Some(total.as_str())
+                    && n.info_field_cluster("cluster_known_nodes").as_deref()
+                        == Some(total.as_str())
             })
         });
     }
@@ -207,21 +246,63 @@ impl Cluster {
     pub fn masters(&self) -> Vec<&Redis> {
         self.nodes
             .iter()
-            .filter(|n| n.is_running() && n.info_field("replication", "role").as_deref() == Some("master"))
+            .filter(|n| {
+                n.is_running() && n.info_field("replication", "role").as_deref() == Some("master")
+            })
             .collect()
+    }
+
+    /// The port of the master of every slot, from one `CLUSTER SLOTS`.
+    pub fn slot_owner_ports(&self) -> Vec<u16> {
+        let mut owners = vec![0u16; 16384];
+        let slots: redis::Value = redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query(&mut self.masters()[0].conn())
+            .unwrap();
+        let redis::Value::Array(ranges) = slots else {
+            panic!("bad CLUSTER SLOTS")
+        };
+        for r in ranges {
+            let redis::Value::Array(items) = r else {
+                continue;
+            };
+            let (redis::Value::Int(lo), redis::Value::Int(hi), redis::Value::Array(master)) =
+                (&items[0], &items[1], &items[2])
+            else {
+                continue;
+            };
+            let redis::Value::Int(port) = master[1] else {
+                continue;
+            };
+            for s in *lo..=*hi {
+                owners[s as usize] = port as u16;
+            }
+        }
+        owners
     }
 
     /// The node that serves `slot` as master now.
     pub fn owner_of_slot(&self, slot: u16) -> &Redis {
-        let slots: redis::Value = redis::cmd("CLUSTER").arg("SLOTS").query(&mut self.masters()[0].conn()).unwrap();
-        let redis::Value::Array(ranges) = slots else { panic!("bad CLUSTER SLOTS") };
+        let slots: redis::Value = redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query(&mut self.masters()[0].conn())
+            .unwrap();
+        let redis::Value::Array(ranges) = slots else {
+            panic!("bad CLUSTER SLOTS")
+        };
         for r in ranges {
-            let redis::Value::Array(items) = r else { continue };
-            let (redis::Value::Int(lo), redis::Value::Int(hi), redis::Value::Array(master)) = (&items[0], &items[1], &items[2]) else {
+            let redis::Value::Array(items) = r else {
+                continue;
+            };
+            let (redis::Value::Int(lo), redis::Value::Int(hi), redis::Value::Array(master)) =
+                (&items[0], &items[1], &items[2])
+            else {
                 continue;
             };
             if (*lo..=*hi).contains(&(slot as i64)) {
-                let redis::Value::Int(port) = master[1] else { continue };
+                let redis::Value::Int(port) = master[1] else {
+                    continue;
+                };
                 return self.nodes.iter().find(|n| n.port as i64 == port).unwrap();
             }
         }
@@ -231,9 +312,14 @@ impl Cluster {
 
 impl Redis {
     pub fn info_field_cluster(&self, field: &str) -> Option<String> {
-        let info: String = redis::cmd("CLUSTER").arg("INFO").query(&mut self.conn()).ok()?;
-        info.lines()
-            .find_map(|l| l.strip_prefix(&format!("{field}:")).map(|v| v.trim().to_string()))
+        let info: String = redis::cmd("CLUSTER")
+            .arg("INFO")
+            .query(&mut self.conn())
+            .ok()?;
+        info.lines().find_map(|l| {
+            l.strip_prefix(&format!("{field}:"))
+                .map(|v| v.trim().to_string())
+        })
     }
 }
 
@@ -264,12 +350,20 @@ impl Proxy {
         let child = Command::new(env!("CARGO_BIN_EXE_slotgate"))
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(args)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(std::fs::File::create(&log).unwrap())
             .stderr(std::fs::File::options().append(true).open(&log).unwrap())
             .spawn()
             .unwrap();
-        let p = Proxy { port, child, log, dir };
+        let p = Proxy {
+            port,
+            child,
+            log,
+            dir,
+        };
         wait_until("slotgate to accept", Duration::from_secs(20), || {
             redis::Client::open(format!("redis://127.0.0.1:{port}/"))
                 .and_then(|c| c.get_connection())
@@ -288,7 +382,10 @@ impl Proxy {
     }
 
     pub fn conn(&self) -> redis::Connection {
-        let c = redis::Client::open(self.url()).unwrap().get_connection().unwrap();
+        let c = redis::Client::open(self.url())
+            .unwrap()
+            .get_connection()
+            .unwrap();
         c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         c
     }
@@ -321,7 +418,10 @@ impl Drop for Proxy {
 }
 
 /// Reads exactly one RESP reply off a raw socket (test-side decoding via redis-protocol).
-pub fn read_reply(s: &mut TcpStream, buf: &mut Vec<u8>) -> redis_protocol::resp2::types::OwnedFrame {
+pub fn read_reply(
+    s: &mut TcpStream,
+    buf: &mut Vec<u8>,
+) -> redis_protocol::resp2::types::OwnedFrame {
     use std::io::Read;
     loop {
         if let Some((frame, used)) = redis_protocol::resp2::decode::decode(buf).unwrap() {
@@ -332,5 +432,36 @@ pub fn read_reply(s: &mut TcpStream, buf: &mut Vec<u8>) -> redis_protocol::resp2
         let n = s.read(&mut chunk).unwrap();
         assert!(n > 0, "connection closed");
         buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+impl Cluster {
+    /// Waits until every running replica has its link to its master up.
+    pub fn wait_replicas_synced(&self) {
+        wait_until("replicas in sync", Duration::from_secs(30), || {
+            self.nodes.iter().filter(|n| n.is_running()).all(|n| {
+                n.info_field("replication", "role").as_deref() != Some("slave")
+                    || n.info_field("replication", "master_link_status").as_deref() == Some("up")
+            })
+        });
+    }
+
+    /// The node with this port.
+    pub fn node(&self, port: u16) -> &Redis {
+        self.nodes.iter().find(|n| n.port == port).unwrap()
+    }
+
+    pub fn node_mut(&mut self, port: u16) -> &mut Redis {
+        self.nodes.iter_mut().find(|n| n.port == port).unwrap()
+    }
+}
+
+impl Redis {
+    /// This node's cluster node id.
+    pub fn node_id(&self) -> String {
+        redis::cmd("CLUSTER")
+            .arg("MYID")
+            .query(&mut self.conn())
+            .unwrap()
     }
 }

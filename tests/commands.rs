@@ -1,0 +1,270 @@
+//! Multi-key split and merge, CROSSSLOT, local commands, protocol negotiation and limits,
+//! through slotgate against a real cluster (and a standalone Redis as the reference).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod support;
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use redis::Value;
+use support::{Cluster, Proxy, Redis};
+
+fn run(c: &mut redis::Connection, args: &[&str]) -> redis::RedisResult<Value> {
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    cmd.query(c)
+}
+
+fn raw_roundtrip(s: &mut std::net::TcpStream, send: &[u8]) -> Vec<u8> {
+    s.write_all(send).unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+    let mut buf = vec![0u8; 65536];
+    let n = s.read(&mut buf).unwrap();
+    buf.truncate(n);
+    buf
+}
+
+#[test]
+fn multi_key_commands_match_a_single_redis_and_crossslot_reaches_no_backend() {
+    let cluster = Cluster::start(3, 1);
+    let proxy = Proxy::cluster(&cluster, &[]);
+    let reference = Redis::start(&[]);
+    let mut p = proxy.conn();
+    let mut r = reference.conn();
+
+    let script: Vec<Vec<&str>> = vec![
+        vec![
+            "MSET", "a", "1", "b", "2", "c", "3", "{t}x", "4", "{t}y", "5",
+        ],
+        vec!["MGET", "a", "b", "nope", "c", "{t}x", "{t}y", "a"],
+        vec!["EXISTS", "a", "b", "nope", "a", "{t}x"],
+        vec!["TOUCH", "a", "b", "nope"],
+        vec!["SADD", "set1", "m"],
+        vec!["MGET", "a", "set1", "b"],
+        vec!["DEL", "a", "nope", "{t}x", "set1"],
+        vec!["MGET", "a", "b", "c", "{t}x", "{t}y"],
+        vec!["UNLINK", "b", "c", "{t}y", "zzz"],
+        vec!["MGET", "b", "c"],
+        vec!["MSET", "only", "1"],
+        vec!["MSET", "a"],
+        vec!["MGET"],
+        vec!["DEL"],
+    ];
+    for cmd in &script {
+        let want = run(&mut r, cmd).map_err(|e| e.to_string());
+        let got = run(&mut p, cmd).map_err(|e| e.to_string());
+        assert_eq!(got, want, "{cmd:?}");
+    }
+
+    // An MGET of 10 keys in one slot is one backend command.
+    let keys: Vec<String> = (0..10).map(|i| format!("{{one}}k{i}")).collect();
+    let owner = cluster.owner_of_slot(slotgate::router::key_slot(b"one"));
+    let before = owner.calls("mget");
+    let mut mget = redis::cmd("MGET");
+    for k in &keys {
+        mget.arg(k);
+    }
+    let _: Vec<Option<String>> = mget.query(&mut p).unwrap();
+    assert_eq!(owner.calls("mget") - before, 1);
+
+    // Cross-slot commands that may not be split are refused before any backend sees them.
+    let refused: Vec<Vec<&str>> = vec![
+        vec!["RENAME", "foo", "bar"],
+        vec!["MSETNX", "foo", "1", "bar", "2"],
+        vec!["SUNIONSTORE", "dst", "foo", "bar"],
+        vec!["SMOVE", "foo", "bar", "m"],
+        vec!["EVAL", "return 1", "2", "foo", "bar"],
+        vec!["LMOVE", "foo", "bar", "LEFT", "RIGHT"],
+    ];
+    for cmd in &refused {
+        let err = run(&mut p, cmd).unwrap_err().to_string();
+        assert!(
+            err.contains("CrossSlot")
+                && err.contains("Keys in request don't hash to the same slot"),
+            "{cmd:?}: {err}"
+        );
+        assert!(err.contains("hash tag"), "{err}");
+    }
+    for node in &cluster.nodes {
+        for c in ["rename", "msetnx", "sunionstore", "smove", "eval", "lmove"] {
+            assert_eq!(node.calls(c), 0, "{c} reached {}", node.addr());
+        }
+    }
+    // The same commands within one slot go through.
+    let ok = run(
+        &mut p,
+        &["EVAL", "return KEYS[1]..KEYS[2]", "2", "{u}a", "{u}b"],
+    )
+    .unwrap();
+    assert_eq!(ok, Value::BulkString(b"{u}a{u}b".to_vec()));
+    let keyless = run(&mut p, &["EVAL", "return 7", "0"]).unwrap();
+    assert_eq!(keyless, Value::Int(7));
+
+    // Strict policy: MGET across slots is refused as Redis Cluster would.
+    let strict = Proxy::cluster(&cluster, &["--multi-key", "strict"]);
+    let mut s = strict.conn();
+    let err = run(&mut s, &["MGET", "a", "b"]).unwrap_err().to_string();
+    assert!(err.contains("CrossSlot"), "{err}");
+    assert!(run(&mut s, &["MGET", "{t}a", "{t}b"]).is_ok());
+}
+
+#[test]
+fn local_commands_negotiation_and_limits_answer_like_redis() {
+    let cluster = Cluster::start(3, 0);
+    let proxy = Proxy::cluster(&cluster, &["--max-clients", "20"]);
+    let mut c = proxy.conn();
+    assert_eq!(
+        run(&mut c, &["PING"]).unwrap(),
+        Value::SimpleString("PONG".into())
+    );
+    assert_eq!(
+        run(&mut c, &["PING", "hi"]).unwrap(),
+        Value::BulkString(b"hi".to_vec())
+    );
+    assert_eq!(
+        run(&mut c, &["ECHO", "x y"]).unwrap(),
+        Value::BulkString(b"x y".to_vec())
+    );
+    assert_eq!(run(&mut c, &["SELECT", "0"]).unwrap(), Value::Okay);
+    assert!(
+        run(&mut c, &["SELECT", "1"])
+            .unwrap_err()
+            .to_string()
+            .contains("SELECT is not allowed in cluster mode")
+    );
+    assert_eq!(
+        run(&mut c, &["CLIENT", "SETNAME", "worker-1"]).unwrap(),
+        Value::Okay
+    );
+    assert_eq!(
+        run(&mut c, &["CLIENT", "GETNAME"]).unwrap(),
+        Value::BulkString(b"worker-1".to_vec())
+    );
+    assert!(matches!(
+        run(&mut c, &["CLIENT", "ID"]).unwrap(),
+        Value::Int(_)
+    ));
+    assert_eq!(
+        run(&mut c, &["CLIENT", "SETINFO", "LIB-NAME", "redis-py"]).unwrap(),
+        Value::Okay
+    );
+    assert!(
+        run(&mut c, &["CLUSTER", "INFO"])
+            .unwrap_err()
+            .to_string()
+            .contains("cluster support disabled")
+    );
+    assert_eq!(
+        run(&mut c, &["CLUSTER", "KEYSLOT", "foo"]).unwrap(),
+        Value::Int(12182)
+    );
+    let err = run(&mut c, &["NOSUCH", "a"]).unwrap_err().to_string();
+    assert!(
+        err.contains("unknown command 'NOSUCH', with args beginning with: 'a'"),
+        "{err}"
+    );
+    let err = run(&mut c, &["GET"]).unwrap_err().to_string();
+    assert!(
+        err.contains("wrong number of arguments for 'get' command"),
+        "{err}"
+    );
+    let err = run(&mut c, &["BLPOP", "q", "0"]).unwrap_err().to_string();
+    assert!(
+        err.contains("'blpop' is not supported by slotgate"),
+        "{err}"
+    );
+    let info: String = redis::cmd("INFO").query(&mut c).unwrap();
+    assert!(
+        info.contains("redis_version:7.")
+            && info.contains("maxmemory_policy:")
+            && info.contains("# Proxy"),
+        "{info}"
+    );
+    assert!(info.contains("redis_mode:standalone") && !info.contains("cluster_enabled:1"));
+    let count: i64 = redis::cmd("COMMAND").arg("COUNT").query(&mut c).unwrap();
+    assert!(count > 200);
+    let policy: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory-policy")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(policy[0], "maxmemory-policy");
+
+    // HELLO 3 switches the session to RESP3: map reply, RESP3 nulls from the backend.
+    let mut s = proxy.raw();
+    let hello = raw_roundtrip(&mut s, b"HELLO 3\r\n");
+    assert!(
+        hello.starts_with(b"%7\r\n"),
+        "{}",
+        String::from_utf8_lossy(&hello)
+    );
+    assert!(String::from_utf8_lossy(&hello).contains("standalone"));
+    assert_eq!(
+        raw_roundtrip(&mut s, b"*2\r\n$3\r\nGET\r\n$7\r\nmissing\r\n"),
+        b"_\r\n"
+    );
+    assert_eq!(raw_roundtrip(&mut s, b"*4\r\n$4\r\nHSET\r\n$1\r\nh\r\n$1\r\nf\r\n$1\r\nv\r\n*2\r\n$7\r\nHGETALL\r\n$7\r\nmissing\r\n"), b":1\r\n%0\r\n");
+    assert_eq!(
+        raw_roundtrip(&mut s, b"HELLO 2\r\nGET missing\r\n")[..4],
+        *b"*14\r"
+    );
+    assert!(raw_roundtrip(&mut s, b"HELLO 4\r\n").starts_with(b"-NOPROTO"));
+    assert!(
+        raw_roundtrip(&mut s, b"HELLO 3 AUTH default x\r\n")
+            .starts_with(b"-ERR slotgate: HELLO AUTH")
+    );
+    // Inline commands with quotes are understood as Redis understands them.
+    assert_eq!(
+        raw_roundtrip(&mut s, b"SET \"in line\" 'v 1'\r\nGET \"in line\"\r\n"),
+        b"+OK\r\n$3\r\nv 1\r\n"
+    );
+    assert_eq!(raw_roundtrip(&mut s, b"QUIT\r\n"), b"+OK\r\n");
+    let mut rest = Vec::new();
+    assert_eq!(
+        s.read_to_end(&mut rest).unwrap(),
+        0,
+        "QUIT closes the connection"
+    );
+
+    // A protocol error gets Redis' error and a closed connection; the proxy keeps serving.
+    let mut s = proxy.raw();
+    let reply = raw_roundtrip(&mut s, b"*1\r\n$-7\r\n");
+    assert_eq!(reply, b"-ERR Protocol error: invalid bulk length\r\n");
+    let mut rest = Vec::new();
+    assert_eq!(s.read_to_end(&mut rest).unwrap(), 0);
+    let mut s = proxy.raw();
+    let deep = b"*1\r\n".repeat(100_000);
+    let reply = raw_roundtrip(&mut s, &deep);
+    assert!(reply.starts_with(b"-ERR Protocol error: expected '$', got '*'"));
+    let mut s = proxy.raw();
+    let reply = raw_roundtrip(&mut s, b"*1\r\n$999999999999\r\n");
+    assert_eq!(reply, b"-ERR Protocol error: invalid bulk length\r\n");
+    assert_eq!(
+        run(&mut proxy.conn(), &["PING"]).unwrap(),
+        Value::SimpleString("PONG".into())
+    );
+
+    // Connections beyond --max-clients are refused with Redis' error.
+    let held: Vec<_> = (0..25).map(|_| proxy.raw()).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut refused = 0;
+    for mut h in held {
+        h.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut buf = [0u8; 64];
+        if let Ok(n) = h.read(&mut buf)
+            && buf[..n].starts_with(b"-ERR max number of clients reached")
+        {
+            refused += 1;
+        }
+    }
+    assert!(refused >= 5, "refused {refused}");
+}
