@@ -153,3 +153,67 @@ mod tests {
         assert_eq!(find_crlf(b"\r\n\r\n", 1), Some(2));
     }
 }
+
+/// Entry points for the fuzz targets in `fuzz/` (one line each there). They feed arbitrary
+/// bytes through the parsers in uneven chunks and check the invariants that must hold for any
+/// input: no panic, consumed bytes within the buffer, limits respected.
+#[doc(hidden)]
+pub mod fuzzing {
+    use bytes::BytesMut;
+
+    use super::{Limits, ReplyScanner, RequestParser};
+
+    /// Splits `data` into chunks whose sizes come from the data itself.
+    fn chunks(data: &[u8]) -> impl Iterator<Item = &[u8]> {
+        let step = 1 + data.first().map_or(7, |&b| (b % 31) as usize);
+        data.chunks(step)
+    }
+
+    pub fn request_parser(data: &[u8]) {
+        let limits = Limits {
+            max_bulk_len: 4096,
+            max_request_bytes: 16 * 1024,
+            ..Limits::default()
+        };
+        let mut parser = RequestParser::new(limits);
+        let mut buf = BytesMut::new();
+        for piece in chunks(data) {
+            buf.extend_from_slice(piece);
+            loop {
+                match parser.parse(&mut buf) {
+                    Ok(Some(req)) => {
+                        assert!(req.argc() >= 1);
+                        assert!(
+                            req.raw().len() <= limits.max_request_bytes + limits.max_inline_len * 4
+                        );
+                    }
+                    Ok(None) => break,
+                    Err(_) => return,
+                }
+            }
+        }
+    }
+
+    pub fn reply_scanner(data: &[u8]) {
+        let limits = Limits {
+            max_bulk_len: 4096,
+            max_reply_depth: 64,
+            ..Limits::default()
+        };
+        let mut scanner = ReplyScanner::new(limits);
+        let mut buf = BytesMut::new();
+        for piece in chunks(data) {
+            buf.extend_from_slice(piece);
+            loop {
+                match scanner.scan(&buf) {
+                    Ok(Some(n)) => {
+                        assert!(n > 0 && n <= buf.len());
+                        let _ = buf.split_to(n);
+                    }
+                    Ok(None) => break,
+                    Err(_) => return,
+                }
+            }
+        }
+    }
+}

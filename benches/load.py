@@ -1,0 +1,126 @@
+#!/usr/bin/env python3
+"""Load harness: slotgate against the cluster it fronts, measured in one run.
+
+Starts a 3-master/3-replica cluster on loopback (ports BASE..BASE+5, bus ports +10000) and a
+release slotgate in front of it, then drives both with redis-benchmark (50 clients, 64-byte
+values, random keys) and prints, per scenario: throughput through slotgate and directly
+(`redis-benchmark --cluster`), their ratio, p50/p99 latency, and slotgate's own CPU time per
+request (utime+stime from /proc). Every process it starts is stopped when it ends.
+
+    cargo build --release && python3 benches/load.py [--requests N] [--threads N]
+"""
+import argparse, csv, io, os, shutil, signal, subprocess, sys, tempfile, time
+
+HZ = os.sysconf("SC_CLK_TCK")
+
+
+def sh(*args, **kw):
+    return subprocess.run(args, check=True, capture_output=True, text=True, **kw).stdout
+
+
+def cpu_ticks(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def bench(port, args, cluster=False, n=200000):
+    cmd = ["redis-benchmark", "-p", str(port), "-c", "50", "-n", str(n), "-d", "64", "--csv"]
+    if cluster:
+        cmd.append("--cluster")
+    out = subprocess.run(cmd + args, capture_output=True, text=True).stdout
+    rows = [r for r in csv.reader(io.StringIO(out)) if r and r[0] != "test"]
+    if not rows:
+        raise SystemExit(f"redis-benchmark gave no result: {' '.join(cmd + args)}\n{out}")
+    r = rows[-1]
+    return {"rps": float(r[1]), "p50": float(r[4]), "p99": float(r[6])}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--requests", type=int, default=200000)
+    ap.add_argument("--base-port", type=int, default=7400)
+    ap.add_argument("--threads", type=int, default=0, help="slotgate worker threads (0: default)")
+    ap.add_argument("--binary", default="target/release/slotgate")
+    opts = ap.parse_args()
+    if not os.path.exists(opts.binary):
+        raise SystemExit("build first: cargo build --release")
+    base = opts.base_port
+    ports = [base + i for i in range(6)]
+    work = tempfile.mkdtemp(prefix="slotgate-load-")
+    procs = []
+    try:
+        for p in ports:
+            d = os.path.join(work, str(p))
+            os.makedirs(d)
+            procs.append(subprocess.Popen(
+                ["redis-server", "--port", str(p), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+                 "--cluster-config-file", "nodes.conf", "--save", "", "--appendonly", "no", "--dir", d,
+                 "--logfile", os.path.join(d, "log")]))
+        for p in ports:
+            for _ in range(100):
+                if subprocess.run(["redis-cli", "-p", str(p), "ping"], capture_output=True).returncode == 0:
+                    break
+                time.sleep(0.05)
+        sh("redis-cli", "--cluster", "create", *[f"127.0.0.1:{p}" for p in ports],
+           "--cluster-replicas", "1", "--cluster-yes")
+        for _ in range(200):
+            if "cluster_state:ok" in sh("redis-cli", "-p", str(base), "cluster", "info"):
+                break
+            time.sleep(0.1)
+        time.sleep(1)
+        proxy_port = base + 50
+        env = dict(os.environ)
+        if opts.threads:
+            env["TOKIO_WORKER_THREADS"] = str(opts.threads)
+        proxy = subprocess.Popen([opts.binary, "--listen", f"127.0.0.1:{proxy_port}",
+                                  "--seed", f"127.0.0.1:{base}", "--log", "warn"], env=env,
+                                 stderr=open(os.path.join(work, "slotgate.log"), "w"))
+        procs.insert(0, proxy)
+        for _ in range(100):
+            if subprocess.run(["redis-cli", "-p", str(proxy_port), "ping"], capture_output=True).returncode == 0:
+                break
+            time.sleep(0.05)
+
+        n = opts.requests
+        mget_tag = ["MGET"] + [f"{{t}}:key:__rand_int__:{i}" for i in range(10)]
+        mget_spread = ["MGET"] + [f"key{i}:__rand_int__" for i in range(10)]
+        scenarios = [
+            ("SET  P1", ["-t", "set", "-r", "100000", "-P", "1"], True),
+            ("GET  P1", ["-t", "get", "-r", "100000", "-P", "1"], True),
+            ("SET  P16", ["-t", "set", "-r", "100000", "-P", "16"], True),
+            ("GET  P16", ["-t", "get", "-r", "100000", "-P", "16"], True),
+            ("MGET10 one slot P1", ["-r", "100000", "-P", "1"] + mget_tag, "owner"),
+            ("MGET10 spread P1", ["-r", "100000", "-P", "1"] + mget_spread, False),
+        ]
+        # redis-benchmark --cluster cannot run a custom multi-key command; the direct figure for
+        # the one-slot MGET is the master that owns {t}, asked without a proxy.
+        owner = next(p for p in ports
+                     if not subprocess.run(["redis-cli", "-p", str(p), "get", "{t}"],
+                                           capture_output=True, text=True).stdout.startswith(("MOVED", "READONLY"))
+                     and "role:master" in sh("redis-cli", "-p", str(p), "info", "replication"))
+        print(f"slotgate load harness: 50 clients, 64-byte values, {n} requests per run, "
+              f"{os.cpu_count()} CPUs, redis {sh('redis-server', '--version').split()[2]}")
+        print(f"{'scenario':<20} {'slotgate rps':>13} {'direct rps':>11} {'ratio':>6} "
+              f"{'p50 ms':>7} {'p99 ms':>7} {'d.p50':>6} {'d.p99':>6} {'cpu us/req':>10}")
+        for name, args, direct_ok in scenarios:
+            t0 = cpu_ticks(proxy.pid)
+            r = bench(proxy_port, args, n=n)
+            cpu_us = (cpu_ticks(proxy.pid) - t0) / HZ * 1e6 / n
+            if direct_ok == "owner":
+                d = bench(owner, args, n=n)
+            else:
+                d = bench(base, args, cluster=True, n=n) if direct_ok else None
+            ratio = f"{r['rps'] / d['rps']:.2f}" if d else "-"
+            print(f"{name:<20} {r['rps']:>13.0f} {(d['rps'] if d else 0):>11.0f} {ratio:>6} "
+                  f"{r['p50']:>7.3f} {r['p99']:>7.3f} {(d['p50'] if d else 0):>6.3f} "
+                  f"{(d['p99'] if d else 0):>6.3f} {cpu_us:>10.2f}", flush=True)
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGKILL)
+            p.wait()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
