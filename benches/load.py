@@ -70,11 +70,9 @@ def main():
             time.sleep(0.1)
         time.sleep(1)
         proxy_port = base + 50
-        env = dict(os.environ)
-        if opts.threads:
-            env["TOKIO_WORKER_THREADS"] = str(opts.threads)
         proxy = subprocess.Popen([opts.binary, "--listen", f"127.0.0.1:{proxy_port}",
-                                  "--seed", f"127.0.0.1:{base}", "--log", "warn"], env=env,
+                                  "--seed", f"127.0.0.1:{base}", "--log", "warn",
+                                  "--threads", str(opts.threads)],
                                  stderr=open(os.path.join(work, "slotgate.log"), "w"))
         procs.insert(0, proxy)
         for _ in range(100):

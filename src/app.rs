@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::Instant;
 
 use tokio::net::TcpListener;
@@ -39,13 +39,17 @@ pub enum AppError {
 /// A running proxy: its address and the token that stops it.
 pub struct Running {
     pub local_addr: SocketAddr,
-    pub shutdown: CancellationToken,
+    shutdown: CancellationToken,
+    ctx: Arc<Context>,
     done: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
     /// Stops accepting, drains sessions (bounded by the drain timeout) and returns.
     pub async fn stop(self) {
+        self.ctx
+            .draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         self.shutdown.cancel();
         let _ = self.done.await;
     }
@@ -114,11 +118,13 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         refresh: refresh_stats,
         started: Instant::now(),
         next_client_id: AtomicU64::new(1),
+        draining: AtomicBool::new(false),
     });
     let drain = config.drain_timeout;
     let token = shutdown.clone();
+    let serve_ctx = ctx.clone();
     let done = tokio::spawn(async move {
-        frontend::serve(listener, ctx, token, tracker.clone()).await;
+        frontend::serve(listener, serve_ctx, token, tracker.clone()).await;
         tracker.close();
         if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
             warn!(?drain, "drain deadline passed; closing remaining clients");
@@ -128,6 +134,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
     Ok(Running {
         local_addr,
         shutdown,
+        ctx,
         done,
     })
 }

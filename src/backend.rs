@@ -10,7 +10,7 @@ pub mod connection;
 pub mod stream;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -82,6 +82,19 @@ impl Default for BackendConfig {
     }
 }
 
+/// Counters every backend connection adds to (read by INFO).
+#[derive(Debug, Default)]
+pub struct BackendStats {
+    /// Requests written to backends.
+    pub requests: AtomicU64,
+    /// `write` calls that carried them: requests / writes is the coalescing factor.
+    pub writes: AtomicU64,
+    /// Replies read.
+    pub replies: AtomicU64,
+    /// Connections (re)established.
+    pub connects: AtomicU64,
+}
+
 /// Connection state as sessions see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -94,7 +107,10 @@ pub enum LinkState {
 /// The sending side of one backend connection.
 #[derive(Debug)]
 pub struct Link {
-    tx: mpsc::Sender<BackendRequest>,
+    tx: mpsc::UnboundedSender<BackendRequest>,
+    /// Requests sent but not yet taken by the connection task; bounded by `queue_depth`.
+    queued: Arc<AtomicUsize>,
+    depth: usize,
     state: Arc<AtomicU8>,
 }
 
@@ -115,22 +131,29 @@ pub struct Node {
     resp2: Vec<Link>,
     resp3: Mutex<Option<Arc<Vec<Link>>>>,
     config: Arc<BackendConfig>,
+    stats: Arc<BackendStats>,
 }
 
 impl Node {
-    fn new(addr: Arc<str>, config: Arc<BackendConfig>) -> Node {
-        let resp2 = Self::links(&addr, Proto::Resp2, &config);
+    fn new(addr: Arc<str>, config: Arc<BackendConfig>, stats: Arc<BackendStats>) -> Node {
+        let resp2 = Self::links(&addr, Proto::Resp2, &config, &stats);
         Node {
             addr,
             resp2,
             resp3: Mutex::new(None),
             config,
+            stats,
         }
     }
 
-    fn links(addr: &Arc<str>, proto: Proto, config: &Arc<BackendConfig>) -> Vec<Link> {
+    fn links(
+        addr: &Arc<str>,
+        proto: Proto,
+        config: &Arc<BackendConfig>,
+        stats: &Arc<BackendStats>,
+    ) -> Vec<Link> {
         (0..config.connections_per_node.max(1))
-            .map(|_| connection::spawn(addr.clone(), proto, config.clone()))
+            .map(|_| connection::spawn(addr.clone(), proto, config.clone(), stats.clone()))
             .collect()
     }
 
@@ -156,7 +179,14 @@ impl Node {
             Err(poisoned) => poisoned.into_inner(),
         };
         guard
-            .get_or_insert_with(|| Arc::new(Self::links(&self.addr, Proto::Resp3, &self.config)))
+            .get_or_insert_with(|| {
+                Arc::new(Self::links(
+                    &self.addr,
+                    Proto::Resp3,
+                    &self.config,
+                    &self.stats,
+                ))
+            })
             .clone()
     }
 
@@ -172,14 +202,16 @@ impl Node {
                 .send(Err(BackendError::Down(self.addr.clone())));
             return;
         }
-        if let Err(e) = link.tx.try_send(req) {
-            let (req, err) = match e {
-                mpsc::error::TrySendError::Full(r) => {
-                    (r, BackendError::Overloaded(self.addr.clone()))
-                }
-                mpsc::error::TrySendError::Closed(r) => (r, BackendError::Down(self.addr.clone())),
-            };
-            req.reply_to.send(Err(err));
+        if link.queued.fetch_add(1, Ordering::Relaxed) >= link.depth {
+            link.queued.fetch_sub(1, Ordering::Relaxed);
+            req.reply_to
+                .send(Err(BackendError::Overloaded(self.addr.clone())));
+            return;
+        }
+        if let Err(mpsc::error::SendError(req)) = link.tx.send(req) {
+            link.queued.fetch_sub(1, Ordering::Relaxed);
+            req.reply_to
+                .send(Err(BackendError::Down(self.addr.clone())));
         }
     }
 
@@ -195,6 +227,7 @@ impl Node {
 pub struct Backends {
     config: Arc<BackendConfig>,
     nodes: Mutex<HashMap<Arc<str>, Arc<Node>>>,
+    stats: Arc<BackendStats>,
 }
 
 impl Backends {
@@ -202,6 +235,7 @@ impl Backends {
         Backends {
             config: Arc::new(config),
             nodes: Mutex::new(HashMap::new()),
+            stats: Arc::new(BackendStats::default()),
         }
     }
 
@@ -215,7 +249,11 @@ impl Backends {
             return n.clone();
         }
         let addr: Arc<str> = Arc::from(addr);
-        let node = Arc::new(Node::new(addr.clone(), self.config.clone()));
+        let node = Arc::new(Node::new(
+            addr.clone(),
+            self.config.clone(),
+            self.stats.clone(),
+        ));
         nodes.insert(addr, node.clone());
         node
     }
@@ -231,5 +269,9 @@ impl Backends {
 
     pub fn config(&self) -> &BackendConfig {
         &self.config
+    }
+
+    pub fn stats(&self) -> &BackendStats {
+        &self.stats
     }
 }

@@ -20,6 +20,8 @@ pub struct Config {
     pub listen: SocketAddr,
     pub seeds: Vec<String>,
     pub log: String,
+    /// Runtime worker threads; 1 means a single-threaded runtime.
+    pub threads: usize,
     pub session: SessionConfig,
     pub backend: BackendConfig,
     pub refresh: RefreshConfig,
@@ -52,6 +54,7 @@ pub struct Overrides {
     pub multi_key: Option<String>,
     pub max_clients: Option<usize>,
     pub log: Option<String>,
+    pub threads: Option<usize>,
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
@@ -232,6 +235,11 @@ impl Config {
             listen,
             seeds,
             log: o.log.clone().or(f.log).unwrap_or_else(|| "info".into()),
+            threads: match o.threads.or(f.threads).unwrap_or(0) {
+                0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                n if n > 256 => return Err(invalid("threads", "must be at most 256")),
+                n => n,
+            },
             session,
             backend,
             refresh,

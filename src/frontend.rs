@@ -9,7 +9,7 @@ pub mod local;
 pub mod session;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
@@ -87,6 +87,9 @@ pub struct Context {
     pub refresh: Arc<RefreshStats>,
     pub started: Instant,
     pub next_client_id: AtomicU64,
+    /// Set before the shutdown token is cancelled, so sessions need not poll the token on
+    /// every wake.
+    pub draining: AtomicBool,
 }
 
 /// Accepts clients until `shutdown`, one session task each, tracked by `tracker` for drain.

@@ -40,6 +40,10 @@ struct Cli {
     #[arg(long, value_name = "N")]
     max_clients: Option<usize>,
 
+    /// Worker threads (0: one per CPU; 1: a single-threaded runtime).
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+
     /// Log filter (e.g. info, debug, slotgate=trace); RUST_LOG overrides it.
     #[arg(long, value_name = "FILTER")]
     log: Option<String>,
@@ -74,6 +78,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         multi_key: cli.multi_key,
         max_clients: cli.max_clients,
         log: cli.log,
+        threads: cli.threads,
     };
     if let Some(path) = cli.check_config {
         Config::load(Some(&path), &overrides)?;
@@ -91,10 +96,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = if config.threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.threads)
+            .enable_all()
+            .build()
+    }
+    .context("cannot start the async runtime")?;
     runtime.block_on(slotgate::app::run(config))?;
     Ok(())
 }

@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::task::Poll;
 
 use bytes::{Buf, BufMut, BytesMut};
@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use tracing::{Instrument, debug, info_span, warn};
 
 use super::stream::{self, BackendStream};
-use super::{BackendConfig, BackendRequest, Link, LinkState, ReplyTo};
+use super::{BackendConfig, BackendRequest, BackendStats, Link, LinkState, ReplyTo};
 use crate::error::BackendError;
 use crate::protocol::ReplyScanner;
 use crate::protocol::encode::Proto;
@@ -30,8 +30,18 @@ const HELLO3: &[u8] = b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n";
 /// Stop taking new requests while this much is still unwritten.
 const WRITE_HIGH_WATER: usize = 256 * 1024;
 const READ_CHUNK: usize = 32 * 1024;
+/// Past this many unwritten bytes, write at once instead of waiting for more requests.
+const COALESCE_LIMIT: usize = 64 * 1024;
+/// How many times in a row the task yields while new requests keep arriving before it writes.
+const MAX_DEFERS: u8 = 3;
 /// Rounds of the poll loop before yielding to other tasks.
 const POLL_BUDGET: usize = 64;
+
+/// The receiving side of a link: the channel and the count of requests waiting in it.
+struct Queue {
+    rx: mpsc::UnboundedReceiver<BackendRequest>,
+    queued: Arc<AtomicUsize>,
+}
 
 #[derive(Debug)]
 enum Pending {
@@ -41,29 +51,47 @@ enum Pending {
 }
 
 /// Starts the connection task for `addr` and returns its sending side.
-pub(super) fn spawn(addr: Arc<str>, proto: Proto, config: Arc<BackendConfig>) -> Link {
-    let (tx, rx) = mpsc::channel(config.queue_depth.max(1));
+pub(super) fn spawn(
+    addr: Arc<str>,
+    proto: Proto,
+    config: Arc<BackendConfig>,
+    stats: Arc<BackendStats>,
+) -> Link {
+    let (tx, rx) = mpsc::unbounded_channel();
     let state = Arc::new(AtomicU8::new(LinkState::Connecting as u8));
+    let queued = Arc::new(AtomicUsize::new(0));
+    let depth = config.queue_depth.max(1);
     let span = info_span!("backend", node = %addr, proto = ?proto);
-    tokio::spawn(run(addr, proto, config, rx, state.clone()).instrument(span));
-    Link { tx, state }
+    let queue = Queue {
+        rx,
+        queued: queued.clone(),
+    };
+    tokio::spawn(run(addr, proto, config, queue, state.clone(), stats).instrument(span));
+    Link {
+        tx,
+        queued,
+        depth,
+        state,
+    }
 }
 
 async fn run(
     addr: Arc<str>,
     proto: Proto,
     config: Arc<BackendConfig>,
-    mut rx: mpsc::Receiver<BackendRequest>,
+    mut rx: Queue,
     state: Arc<AtomicU8>,
+    stats: Arc<BackendStats>,
 ) {
     let mut backoff = config.backoff_min;
     loop {
         match open(&addr, proto, &config).await {
             Ok(stream) => {
                 state.store(LinkState::Up as u8, Ordering::Relaxed);
+                stats.connects.fetch_add(1, Ordering::Relaxed);
                 backoff = config.backoff_min;
                 debug!("connected");
-                match serve(stream, &mut rx, &addr, &config).await {
+                match serve(stream, &mut rx, &addr, &config, &stats).await {
                     Ok(()) => return,
                     Err(e) => warn!(error = %e, "backend connection closed"),
                 }
@@ -74,8 +102,11 @@ async fn run(
         let deadline = Instant::now() + backoff;
         loop {
             tokio::select! {
-                req = rx.recv() => match req {
-                    Some(req) => req.reply_to.send(Err(BackendError::Down(addr.clone()))),
+                req = rx.rx.recv() => match req {
+                    Some(req) => {
+                        rx.queued.fetch_sub(1, Ordering::Relaxed);
+                        req.reply_to.send(Err(BackendError::Down(addr.clone())));
+                    }
                     None => return,
                 },
                 _ = tokio::time::sleep_until(deadline) => break,
@@ -133,9 +164,10 @@ async fn open(
 /// Runs one established connection until it breaks (`Err`) or every sender is gone (`Ok`).
 async fn serve(
     mut stream: BackendStream,
-    rx: &mut mpsc::Receiver<BackendRequest>,
+    rx: &mut Queue,
     addr: &Arc<str>,
     config: &BackendConfig,
+    stats: &BackendStats,
 ) -> Result<(), BackendError> {
     let mut wbuf = BytesMut::with_capacity(16 * 1024);
     let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
@@ -144,19 +176,29 @@ async fn serve(
     let mut batch: Vec<BackendRequest> = Vec::with_capacity(64);
     let mut rx_closed = false;
     let mut need_flush = false;
+    // How many times this task yielded in a row to gather more requests before writing.
+    let mut deferred = 0u8;
     let timer = tokio::time::sleep(config.read_timeout);
     tokio::pin!(timer);
 
     let result = poll_fn(|cx| {
+        // Sources that said Pending this round have our waker; skip them until the next wake.
+        let mut rx_idle = false;
+        let mut read_idle = false;
         for _ in 0..POLL_BUDGET {
             let mut progress = false;
 
-            if !rx_closed && inflight.len() < config.max_in_flight && wbuf.len() < WRITE_HIGH_WATER
+            if !rx_idle
+                && !rx_closed
+                && inflight.len() < config.max_in_flight
+                && wbuf.len() < WRITE_HIGH_WATER
             {
                 let room = (config.max_in_flight - inflight.len()).min(256);
-                match rx.poll_recv_many(cx, &mut batch, room) {
+                match rx.rx.poll_recv_many(cx, &mut batch, room) {
                     Poll::Ready(0) => rx_closed = true,
-                    Poll::Ready(_) => {
+                    Poll::Ready(n) => {
+                        rx.queued.fetch_sub(n, Ordering::Relaxed);
+                        stats.requests.fetch_add(n as u64, Ordering::Relaxed);
                         if inflight.is_empty() {
                             timer.as_mut().reset(Instant::now() + config.read_timeout);
                         }
@@ -169,17 +211,27 @@ async fn serve(
                             inflight.push_back(Pending::Reply(req.reply_to));
                         }
                         progress = true;
+                        if deferred < MAX_DEFERS && wbuf.len() < COALESCE_LIMIT {
+                            // Let the other sessions woken by the same readiness event run first,
+                            // so their requests leave in this same write: a self-wake puts this
+                            // task at the back of the run queue.
+                            deferred += 1;
+                            cx.waker().wake_by_ref();
+                            return Poll::Pending;
+                        }
                     }
-                    Poll::Pending => {}
+                    Poll::Pending => rx_idle = true,
                 }
             }
 
             if !wbuf.is_empty() {
+                deferred = 0;
                 match Pin::new(&mut stream).poll_write(cx, &wbuf) {
                     Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
                         return Poll::Ready(Err(BackendError::Lost(addr.clone())));
                     }
                     Poll::Ready(Ok(n)) => {
+                        stats.writes.fetch_add(1, Ordering::Relaxed);
                         wbuf.advance(n);
                         need_flush = true;
                         progress = true;
@@ -200,16 +252,23 @@ async fn serve(
             if rbuf.capacity() - rbuf.len() < 4096 {
                 rbuf.reserve(READ_CHUNK);
             }
-            match tokio_util::io::poll_read_buf(Pin::new(&mut stream), cx, &mut rbuf) {
+            let read = if read_idle {
+                Poll::Pending
+            } else {
+                tokio_util::io::poll_read_buf(Pin::new(&mut stream), cx, &mut rbuf)
+            };
+            match read {
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
                     return Poll::Ready(Err(BackendError::Lost(addr.clone())));
                 }
                 Poll::Ready(Ok(_)) => {
                     progress = true;
+                    let mut replies = 0u64;
                     loop {
                         match scanner.scan(&rbuf) {
                             Ok(Some(n)) => {
                                 let reply = rbuf.split_to(n).freeze();
+                                replies += 1;
                                 match inflight.pop_front() {
                                     Some(Pending::Reply(to)) => to.send(Ok(reply)),
                                     Some(Pending::Asking) => {}
@@ -228,9 +287,10 @@ async fn serve(
                             }
                         }
                     }
+                    stats.replies.fetch_add(replies, Ordering::Relaxed);
                     timer.as_mut().reset(Instant::now() + config.read_timeout);
                 }
-                Poll::Pending => {}
+                Poll::Pending => read_idle = true,
             }
 
             if rx_closed && inflight.is_empty() && wbuf.is_empty() {

@@ -270,6 +270,23 @@ pub fn proxy_info_section(ctx: &Context) -> String {
         "proxy_backend_errors",
         s.backend_errors.load(Ordering::Relaxed).to_string(),
     );
+    let b = ctx.backends.stats();
+    line(
+        "backend_requests",
+        b.requests.load(Ordering::Relaxed).to_string(),
+    );
+    line(
+        "backend_writes",
+        b.writes.load(Ordering::Relaxed).to_string(),
+    );
+    line(
+        "backend_replies",
+        b.replies.load(Ordering::Relaxed).to_string(),
+    );
+    line(
+        "backend_connects",
+        b.connects.load(Ordering::Relaxed).to_string(),
+    );
     line("topology_epoch", topo.epoch.to_string());
     line(
         "topology_age_seconds",

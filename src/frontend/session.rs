@@ -13,7 +13,12 @@ use std::sync::atomic::Ordering;
 
 use bytes::{Bytes, BytesMut};
 use smallvec::SmallVec;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
+use std::task::Poll;
+
+use bytes::Buf;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
@@ -100,7 +105,16 @@ fn tag(seq: u64, part: usize) -> u64 {
     (seq << PART_BITS) | part as u64
 }
 
+/// Rounds of the session's poll loop before it yields to other tasks.
+const POLL_BUDGET: usize = 32;
+/// Stop reading requests while this many reply bytes wait for a slow client.
+const OUT_HIGH_WATER: usize = 4 * 1024 * 1024;
+
 /// Runs a session until the client leaves, sends QUIT, breaks the protocol, or shutdown.
+///
+/// One task, one hand-written poll loop: read and dispatch every buffered request, take every
+/// reply that has arrived, write the finished front of the queue, and sleep only when none of
+/// these can make progress.
 pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     ctx: Arc<Context>,
@@ -119,58 +133,103 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         ctx,
     };
     let mut rbuf = BytesMut::with_capacity(16 * 1024);
+    let mut replies: Vec<BackendReply> = Vec::with_capacity(64);
     let mut eof = false;
     let max_pipeline = s.ctx.config.max_pipeline.max(1);
-    loop {
-        while s.queue.len() < max_pipeline && !s.client.closing {
-            match s.parser.parse(&mut rbuf) {
-                Ok(Some(req)) => s.dispatch(req),
-                Ok(None) => break,
-                Err(e) => {
-                    debug!(error = %e, "protocol error from client");
-                    let mut b = BytesMut::new();
-                    encode::error(&mut b, &format!("ERR {e}"));
-                    s.queue.push_back(SlotState::Ready(b.freeze()));
-                    s.client.closing = true;
+    let cancelled = shutdown.cancelled();
+    tokio::pin!(cancelled);
+    let mut watching = false;
+
+    let clean = poll_fn(|cx| {
+        // A source that said Pending has registered this task's waker; polling it again in the
+        // same round only costs instructions.
+        let mut rx_idle = false;
+        let mut read_idle = false;
+        for _ in 0..POLL_BUDGET {
+            let mut progress = false;
+            s.dispatch_buffered(&mut rbuf, max_pipeline);
+            if !rx_idle {
+                match rx.poll_recv_many(cx, &mut replies, 256) {
+                    Poll::Ready(n) if n > 0 => {
+                        for r in replies.drain(..) {
+                            s.on_reply(r);
+                        }
+                        progress = true;
+                    }
+                    _ => rx_idle = true,
                 }
             }
-        }
-        while let Ok(r) = rx.try_recv() {
-            s.on_reply(r);
-        }
-        s.collect_ready();
-        if !s.out.is_empty() {
-            if stream.write_all(&s.out).await.is_err() {
-                return;
+            s.collect_ready();
+            while !s.out.is_empty() {
+                match Pin::new(&mut stream).poll_write(cx, &s.out) {
+                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(false),
+                    Poll::Ready(Ok(n)) => {
+                        s.out.advance(n);
+                        progress = true;
+                    }
+                    Poll::Pending => break,
+                }
             }
-            s.out.clear();
-            if s.out.capacity() > 1024 * 1024 {
+            if s.out.is_empty() && s.out.capacity() > 1024 * 1024 {
                 s.out = BytesMut::with_capacity(16 * 1024);
             }
+            if s.queue.is_empty() && s.out.is_empty() && (s.client.closing || eof) {
+                return Poll::Ready(true);
+            }
+            let can_read = !eof
+                && !s.client.closing
+                && s.queue.len() < max_pipeline
+                && s.out.len() < OUT_HIGH_WATER;
+            if can_read && !read_idle {
+                let want = s.parser.want().saturating_sub(rbuf.len()).max(4096);
+                rbuf.reserve(want);
+                match tokio_util::io::poll_read_buf(Pin::new(&mut stream), cx, &mut rbuf) {
+                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                        eof = true;
+                        progress = true;
+                    }
+                    Poll::Ready(Ok(_)) => progress = true,
+                    Poll::Pending => read_idle = true,
+                }
+            }
+            if !progress {
+                // The cancellation future is polled once to register, then only once the
+                // proxy is draining: polling it on every wake costs more than a request.
+                if !eof && (!watching || s.ctx.draining.load(Ordering::Relaxed)) {
+                    watching = true;
+                    if cancelled.as_mut().poll(cx).is_ready() {
+                        eof = true;
+                        continue;
+                    }
+                }
+                return Poll::Pending;
+            }
         }
-        let idle = s.queue.is_empty();
-        if idle && (s.client.closing || eof) {
-            let _ = stream.shutdown().await;
-            return;
-        }
-        let can_read = !eof && !s.client.closing && s.queue.len() < max_pipeline;
-        if can_read {
-            let want = s.parser.want().saturating_sub(rbuf.len()).max(4096);
-            rbuf.reserve(want);
-        }
-        tokio::select! {
-            biased;
-            Some(r) = rx.recv() => s.on_reply(r),
-            res = stream.read_buf(&mut rbuf), if can_read => match res {
-                Ok(0) | Err(_) => eof = true,
-                Ok(_) => {}
-            },
-            _ = shutdown.cancelled(), if !eof => eof = true,
-        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await;
+    if clean {
+        let _ = stream.shutdown().await;
     }
 }
 
 impl Session {
+    /// Parses and dispatches every complete request in `rbuf`, up to the pipeline bound.
+    fn dispatch_buffered(&mut self, rbuf: &mut BytesMut, max_pipeline: usize) {
+        while self.queue.len() < max_pipeline && !self.client.closing {
+            match self.parser.parse(rbuf) {
+                Ok(Some(req)) => self.dispatch(req),
+                Ok(None) => break,
+                Err(e) => {
+                    debug!(error = %e, "protocol error from client");
+                    self.push_error(&format!("ERR {e}"));
+                    self.client.closing = true;
+                }
+            }
+        }
+    }
+
     fn push_ready(&mut self, bytes: Bytes) {
         self.queue.push_back(SlotState::Ready(bytes));
     }
@@ -531,6 +590,10 @@ impl Session {
             return;
         };
         if *remaining > 0 {
+            return;
+        }
+        if let (Combine::Single, [part]) = (&*combine, parts.as_mut_slice()) {
+            *slot = SlotState::Ready(part.reply.take().unwrap_or_default());
             return;
         }
         let replies: SmallVec<[Bytes; 4]> = parts

@@ -188,20 +188,30 @@ impl RequestParser {
                         if t != b'$' {
                             return Err(ProtocolError::ExpectedBulk(char::from(t)));
                         }
-                        let Some(cr) = find_crlf(buf, *pos + 1) else {
-                            if buf.len() - *pos > self.limits.max_inline_len {
-                                return Err(ProtocolError::BulkCountTooBig);
+                        // Fast path: a short, plain decimal length ends the line at once;
+                        // anything else goes through Redis' exact rules.
+                        let fast = short_bulk_header(buf, *pos + 1)
+                            .filter(|&(len, _)| len <= self.limits.max_bulk_len);
+                        let (len, start) = match fast {
+                            Some(header) => header,
+                            None => {
+                                let Some(cr) = find_crlf(buf, *pos + 1) else {
+                                    if buf.len() - *pos > self.limits.max_inline_len {
+                                        return Err(ProtocolError::BulkCountTooBig);
+                                    }
+                                    self.want = buf.len() + 1;
+                                    return Ok(None);
+                                };
+                                let len = buf
+                                    .get(*pos + 1..cr)
+                                    .and_then(parse_int)
+                                    .filter(|&l| {
+                                        l >= 0 && l as u64 <= self.limits.max_bulk_len as u64
+                                    })
+                                    .ok_or(ProtocolError::InvalidBulkLength)?;
+                                (len as usize, cr + 2)
                             }
-                            self.want = buf.len() + 1;
-                            return Ok(None);
                         };
-                        let len = buf
-                            .get(*pos + 1..cr)
-                            .and_then(parse_int)
-                            .filter(|&l| l >= 0 && l as u64 <= self.limits.max_bulk_len as u64)
-                            .ok_or(ProtocolError::InvalidBulkLength)?
-                            as usize;
-                        let start = cr + 2;
                         let end = start + len + 2;
                         if end > self.limits.max_request_bytes {
                             return Err(ProtocolError::RequestTooBig(
@@ -228,6 +238,31 @@ impl RequestParser {
             }
         }
     }
+}
+
+/// Reads a bulk length of 1 to 9 plain digits followed by CRLF starting at `at`: the length and
+/// where the data starts. Anything else (a sign, a leading zero, a longer number, an incomplete
+/// line) returns `None` and takes the general path, which applies Redis' exact rules.
+fn short_bulk_header(buf: &[u8], at: usize) -> Option<(usize, usize)> {
+    let bytes = buf.get(at..)?;
+    let first = *bytes.first()?;
+    if !first.is_ascii_digit() || (first == b'0' && bytes.get(1) != Some(&b'\r')) {
+        return None;
+    }
+    let mut len = 0usize;
+    for (i, &b) in bytes.iter().enumerate().take(11) {
+        if b.is_ascii_digit() {
+            if i >= 9 {
+                return None;
+            }
+            len = len * 10 + usize::from(b - b'0');
+        } else if b == b'\r' && bytes.get(i + 1) == Some(&b'\n') {
+            return Some((len, at + i + 2));
+        } else {
+            return None;
+        }
+    }
+    None
 }
 
 /// Splits an inline command line as Redis' `sdssplitargs` does: whitespace separates words,
