@@ -1,8 +1,25 @@
 #!/usr/bin/env bash
 # Starts a local 3-master/3-replica Redis Cluster on 127.0.0.1:7000-7005 and slotgate in front
 # of it on 127.0.0.1:6380. Ctrl-C stops slotgate; `deploy/cluster.sh stop` stops the cluster.
+#
+#   deploy/quickstart.sh            # Redis Cluster
+#   deploy/quickstart.sh sentinel   # 1 master + 2 replicas + 3 Sentinels, slotgate on 6381
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${1:-}" = sentinel ]; then
+  command -v redis-sentinel >/dev/null || { echo "apt-get install -y redis-server redis-tools redis-sentinel" >&2; exit 1; }
+  cargo build --release --locked
+  deploy/sentinel.sh setup
+  cat <<MSG
+
+slotgate is starting on 127.0.0.1:6381 in front of master "mymaster" (Sentinels 26379-26381).
+    redis-cli -p 6381 set greeting hello
+    deploy/sentinel.sh failover      # then watch slotgate follow the new master
+Stop slotgate with Ctrl-C, the group with: deploy/sentinel.sh stop
+
+MSG
+  exec ./target/release/slotgate --config conf/sentinel.toml
+fi
 if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
   echo "Redis is not installed: apt-get update && apt-get install -y redis-server redis-tools" >&2
   exit 1

@@ -14,12 +14,14 @@ use tracing::{info, warn};
 
 use crate::backend::Backends;
 use crate::command::Table;
-use crate::config::Config;
+use crate::config::{BackendMode, Config};
 use crate::error::TopologyError;
 use crate::frontend::{self, Context, ProxyStats};
 use crate::topology::cluster::ClusterSource;
 use crate::topology::refresh::{self, RefreshStats};
-use crate::topology::{Layout, Topology, TopologyHandle, TopologySource};
+use crate::topology::sentinel::SentinelSource;
+use crate::topology::standalone::StandaloneSource;
+use crate::topology::{AnySource, Layout, Topology, TopologyHandle, TopologySource};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -28,7 +30,7 @@ pub enum AppError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("could not learn the cluster topology from seeds {seeds:?} within {secs}s: {source}")]
+    #[error("could not learn the topology from {seeds:?} within {secs}s: {source}")]
     Discovery {
         seeds: Vec<String>,
         secs: u64,
@@ -55,14 +57,14 @@ impl Running {
     }
 }
 
-async fn first_layout(source: &ClusterSource, config: &Config) -> Result<Layout, AppError> {
+async fn first_layout(source: &AnySource, config: &Config) -> Result<Layout, AppError> {
     let deadline = Instant::now() + config.startup_timeout;
     loop {
         match source.discover(&[]).await {
             Ok(l) => return Ok(l),
             Err(e) if Instant::now() >= deadline => {
                 return Err(AppError::Discovery {
-                    seeds: config.seeds.clone(),
+                    seeds: config.backend_mode.addresses(),
                     secs: config.startup_timeout.as_secs(),
                     source: e,
                 });
@@ -88,18 +90,39 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         source,
     })?;
     let backends = Arc::new(Backends::new(config.backend.clone()));
-    let source = ClusterSource::new(config.seeds.clone(), config.discovery_timeout);
+    let source = match &config.backend_mode {
+        BackendMode::Cluster { seeds } => {
+            AnySource::Cluster(ClusterSource::new(seeds.clone(), config.discovery_timeout))
+        }
+        BackendMode::Sentinel {
+            sentinels,
+            master_name,
+            auth,
+        } => AnySource::Sentinel(SentinelSource::new(
+            sentinels.clone(),
+            master_name.clone(),
+            auth.clone(),
+            config.discovery_timeout,
+        )),
+        BackendMode::Standalone { server } => AnySource::Standalone(StandaloneSource::new(
+            server.clone(),
+            config.discovery_timeout,
+        )),
+    };
     let layout = first_layout(&source, &config).await?;
     let topology = Topology::build(&layout, &backends, 1);
     info!(
+        source = source.kind(),
         masters = topology.masters().len(),
+        master = %topology.masters().first().map(|m| m.addr().to_string()).unwrap_or_default(),
         version = %topology.version,
-        "learned the cluster topology"
+        "learned the topology"
     );
     let (handle, hints) = TopologyHandle::new(topology);
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     let refresh_stats = Arc::new(RefreshStats::default());
+    source.watch(handle.clone(), shutdown.clone());
     tokio::spawn(refresh::run(
         source,
         handle.clone(),

@@ -12,13 +12,15 @@ use crate::backend::BackendConfig;
 use crate::frontend::{MultiKeyPolicy, SessionConfig};
 use crate::protocol::Limits;
 use crate::topology::refresh::RefreshConfig;
+use crate::topology::sentinel::SentinelAuth;
 pub use file::FileConfig;
 
 /// Everything slotgate runs with.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
-    pub seeds: Vec<String>,
+    /// Where the topology comes from.
+    pub backend_mode: BackendMode,
     pub log: String,
     /// Runtime worker threads; 1 means a single-threaded runtime.
     pub threads: usize,
@@ -28,6 +30,32 @@ pub struct Config {
     pub discovery_timeout: Duration,
     pub startup_timeout: Duration,
     pub drain_timeout: Duration,
+}
+
+/// What slotgate fronts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendMode {
+    /// A Redis Cluster, learned from these seed nodes.
+    Cluster { seeds: Vec<String> },
+    /// A master watched by Sentinels.
+    Sentinel {
+        sentinels: Vec<String>,
+        master_name: String,
+        auth: Option<SentinelAuth>,
+    },
+    /// One Redis server.
+    Standalone { server: String },
+}
+
+impl BackendMode {
+    /// The addresses start-up errors name.
+    pub fn addresses(&self) -> Vec<String> {
+        match self {
+            BackendMode::Cluster { seeds } => seeds.clone(),
+            BackendMode::Sentinel { sentinels, .. } => sentinels.clone(),
+            BackendMode::Standalone { server } => vec![server.clone()],
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +79,9 @@ pub enum ConfigError {
 pub struct Overrides {
     pub listen: Option<String>,
     pub seeds: Vec<String>,
+    pub sentinels: Vec<String>,
+    pub master_name: Option<String>,
+    pub standalone: Option<String>,
     pub multi_key: Option<String>,
     pub max_clients: Option<usize>,
     pub log: Option<String>,
@@ -87,6 +118,114 @@ fn check_addr(field: &'static str, s: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// A non-empty list of `host:port` addresses: the flags' if any, else the file's.
+fn address_list(
+    field: &'static str,
+    flags: &[String],
+    file: &Option<Vec<String>>,
+    what: &str,
+    flag: &str,
+) -> Result<Vec<String>, ConfigError> {
+    let list = if flags.is_empty() {
+        file.clone().unwrap_or_default()
+    } else {
+        flags.to_vec()
+    };
+    if list.is_empty() {
+        return Err(invalid(
+            field,
+            format!("at least one {what} is needed ({flag} HOST:PORT)"),
+        ));
+    }
+    for a in &list {
+        check_addr(field, a)?;
+    }
+    Ok(list)
+}
+
+/// Which backends to front: flags first (each names its mode), then the file's `mode`.
+fn backend_mode(f: &FileConfig, o: &Overrides) -> Result<BackendMode, ConfigError> {
+    let flag_modes = [
+        !o.seeds.is_empty(),
+        !o.sentinels.is_empty(),
+        o.standalone.is_some(),
+    ];
+    if flag_modes.iter().filter(|&&b| b).count() > 1 {
+        return Err(invalid(
+            "mode",
+            "--seed, --sentinel and --standalone cannot be combined",
+        ));
+    }
+    let mode = if !o.seeds.is_empty() {
+        "cluster"
+    } else if !o.sentinels.is_empty() {
+        "sentinel"
+    } else if o.standalone.is_some() {
+        "standalone"
+    } else {
+        f.mode.as_deref().unwrap_or("cluster")
+    };
+    match mode {
+        "cluster" => {
+            let seeds = address_list("seeds", &o.seeds, &f.seeds, "seed node", "--seed")?;
+            Ok(BackendMode::Cluster { seeds })
+        }
+        "sentinel" => {
+            let sentinels = address_list(
+                "sentinels",
+                &o.sentinels,
+                &f.sentinels,
+                "Sentinel",
+                "--sentinel",
+            )?;
+            let master_name = o
+                .master_name
+                .clone()
+                .or_else(|| f.master_name.clone())
+                .filter(|n| !n.is_empty())
+                .ok_or_else(|| {
+                    invalid(
+                        "master_name",
+                        "sentinel mode needs the master's name (--master-name NAME)",
+                    )
+                })?;
+            let auth = match (&f.sentinel_username, &f.sentinel_password) {
+                (u, Some(p)) => Some(SentinelAuth {
+                    username: u.clone(),
+                    password: p.clone(),
+                }),
+                (Some(_), None) => {
+                    return Err(invalid("sentinel_username", "needs sentinel_password"));
+                }
+                (None, None) => None,
+            };
+            Ok(BackendMode::Sentinel {
+                sentinels,
+                master_name,
+                auth,
+            })
+        }
+        "standalone" => {
+            let server = o
+                .standalone
+                .clone()
+                .or_else(|| f.server.clone())
+                .ok_or_else(|| {
+                    invalid(
+                        "server",
+                        "standalone mode needs the server's address (--standalone HOST:PORT)",
+                    )
+                })?;
+            check_addr("server", &server)?;
+            Ok(BackendMode::Standalone { server })
+        }
+        other => Err(invalid(
+            "mode",
+            format!("'{other}' is not one of cluster, sentinel, standalone"),
+        )),
+    }
+}
+
 impl Config {
     /// Reads and validates a config file, with `overrides` on top.
     pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
@@ -107,6 +246,7 @@ impl Config {
     }
 
     pub fn from_file(f: FileConfig, o: &Overrides) -> Result<Config, ConfigError> {
+        let backend_mode = backend_mode(&f, o)?;
         let listen_s = o
             .listen
             .clone()
@@ -118,20 +258,6 @@ impl Config {
                 format!("'{listen_s}' is not an ip:port socket address"),
             )
         })?;
-        let seeds = if o.seeds.is_empty() {
-            f.seeds.unwrap_or_default()
-        } else {
-            o.seeds.clone()
-        };
-        if seeds.is_empty() {
-            return Err(invalid(
-                "seeds",
-                "at least one seed node is needed (--seed HOST:PORT)",
-            ));
-        }
-        for s in &seeds {
-            check_addr("seeds", s)?;
-        }
         let multi_key = match o.multi_key.clone().or(f.multi_key).as_deref() {
             None | Some("split") => MultiKeyPolicy::Split,
             Some("strict") => MultiKeyPolicy::Strict,
@@ -233,7 +359,7 @@ impl Config {
         }
         Ok(Config {
             listen,
-            seeds,
+            backend_mode,
             log: o.log.clone().or(f.log).unwrap_or_else(|| "info".into()),
             threads: match o.threads.or(f.threads).unwrap_or(0) {
                 0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -279,6 +405,30 @@ mod tests {
     }
 
     #[test]
+    fn should_read_sentinel_and_standalone_modes() {
+        let c = parse(
+            "mode = \"sentinel\"\nsentinels = [\"127.0.0.1:26379\"]\nmaster_name = \"mymaster\"",
+        )
+        .map(|c| c.backend_mode)
+        .map_err(|e| e.to_string());
+        assert!(
+            matches!(c, Ok(BackendMode::Sentinel { ref master_name, .. }) if master_name == "mymaster"),
+            "{c:?}"
+        );
+        assert!(parse("mode = \"sentinel\"\nsentinels = [\"127.0.0.1:26379\"]").is_err());
+        let c = parse("mode = \"standalone\"\nserver = \"127.0.0.1:6379\"")
+            .map(|c| c.backend_mode)
+            .map_err(|e| e.to_string());
+        assert_eq!(
+            c,
+            Ok(BackendMode::Standalone {
+                server: "127.0.0.1:6379".into()
+            })
+        );
+        assert!(parse("mode = \"proxy\"").is_err());
+    }
+
+    #[test]
     fn should_let_flags_override_the_file() {
         let f: FileConfig =
             toml::from_str("seeds = [\"a:1\"]\nlisten = \"127.0.0.1:1\"").unwrap_or_default();
@@ -289,6 +439,11 @@ mod tests {
         };
         let c = Config::from_file(f, &o).map_err(|e| e.to_string());
         assert_eq!(c.as_ref().map(|c| c.listen.port()), Ok(2));
-        assert_eq!(c.map(|c| c.seeds), Ok(vec!["b:2".to_string()]));
+        assert_eq!(
+            c.map(|c| c.backend_mode),
+            Ok(BackendMode::Cluster {
+                seeds: vec!["b:2".to_string()]
+            })
+        );
     }
 }

@@ -23,6 +23,9 @@ pub enum BackendError {
     /// No reply within the read timeout; the connection is closed.
     #[error("ERR slotgate: backend {0} did not reply within {1:?}")]
     Timeout(Arc<str>, Duration),
+    /// No master is known for the request (the topology has none right now).
+    #[error("ERR slotgate: no master available")]
+    NoMaster,
     /// The node sent bytes that are not RESP; the connection is closed.
     #[error("ERR slotgate: backend {0} sent a malformed reply ({1})")]
     Protocol(Arc<str>, ProtocolError),

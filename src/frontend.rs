@@ -72,6 +72,7 @@ pub struct ProxyStats {
     pub redirects_moved: AtomicU64,
     pub redirects_ask: AtomicU64,
     pub redirects_tryagain: AtomicU64,
+    pub redirects_readonly: AtomicU64,
     pub crossslot_rejected: AtomicU64,
     pub backend_errors: AtomicU64,
 }

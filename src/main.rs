@@ -7,11 +7,13 @@ use anyhow::Context as _;
 use clap::Parser;
 use slotgate::config::{Config, Overrides};
 
-/// slotgate: one Redis endpoint in front of a Redis Cluster.
+/// slotgate: one Redis endpoint in front of a Redis Cluster, a Sentinel-watched master, or one
+/// server.
 ///
-/// Plain Redis clients connect to slotgate as if it were a single server; slotgate routes each
-/// command to the master that owns its keys' slot, follows MOVED/ASK, and splits MGET/MSET/DEL
-/// across slots. Flags override the config file; with no file, --seed is required.
+/// Plain Redis clients connect to slotgate as if it were a single server. In front of a cluster
+/// (--seed) it routes each command to the master that owns its keys' slot, follows MOVED/ASK, and
+/// splits MGET/MSET/DEL across slots; in front of Sentinels (--sentinel, --master-name) it follows
+/// the master through failovers; --standalone fronts one server. Flags override the config file.
 #[derive(Debug, Parser)]
 #[command(version, about, long_about)]
 struct Cli {
@@ -27,9 +29,21 @@ struct Cli {
     #[arg(short, long, value_name = "IP:PORT")]
     listen: Option<String>,
 
-    /// A cluster node to learn the topology from; repeat for several.
+    /// Cluster mode: a cluster node to learn the topology from; repeat for several.
     #[arg(short, long = "seed", value_name = "HOST:PORT")]
     seeds: Vec<String>,
+
+    /// Sentinel mode: a Sentinel to ask for the master; repeat for several.
+    #[arg(long = "sentinel", value_name = "HOST:PORT")]
+    sentinels: Vec<String>,
+
+    /// Sentinel mode: the master's name as the Sentinels know it.
+    #[arg(long, value_name = "NAME")]
+    master_name: Option<String>,
+
+    /// Standalone mode: the one Redis server to front.
+    #[arg(long, value_name = "HOST:PORT")]
+    standalone: Option<String>,
 
     /// Multi-key commands across slots: "split" (split and merge MGET/MSET/DEL/UNLINK/EXISTS/TOUCH)
     /// or "strict" (CROSSSLOT, as Redis Cluster does).
@@ -75,6 +89,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let overrides = Overrides {
         listen: cli.listen,
         seeds: cli.seeds,
+        sentinels: cli.sentinels,
+        master_name: cli.master_name,
+        standalone: cli.standalone,
         multi_key: cli.multi_key,
         max_clients: cli.max_clients,
         log: cli.log,

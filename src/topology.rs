@@ -7,7 +7,10 @@
 //! beside it) says what the layout is; this module never talks to a node itself.
 
 pub mod cluster;
+pub mod control;
 pub mod refresh;
+pub mod sentinel;
+pub mod standalone;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -35,6 +38,24 @@ pub struct Layout {
     pub shards: Vec<ShardLayout>,
     /// `redis_version` of the node that answered, for HELLO and INFO.
     pub version: Option<String>,
+    /// True for Sentinel and standalone backends: one master holds every key, there are no
+    /// slots, and CROSSSLOT rules do not apply.
+    pub unslotted: bool,
+}
+
+impl Layout {
+    /// A layout of one master (and its replicas) that serves every key.
+    pub fn single(master: String, replicas: Vec<String>, version: Option<String>) -> Layout {
+        Layout {
+            shards: vec![ShardLayout {
+                master,
+                replicas,
+                ranges: vec![(0, (SLOTS - 1) as u16)],
+            }],
+            version,
+            unslotted: true,
+        }
+    }
 }
 
 impl Layout {
@@ -62,8 +83,58 @@ pub trait TopologySource: Send + Sync + 'static {
         candidates: &[String],
     ) -> impl Future<Output = Result<Layout, TopologyError>> + Send;
 
+    /// Starts whatever background watchers the source has (Sentinel's `+switch-master`
+    /// subscriptions); they ask `handle` for refreshes. The default has none.
+    fn watch(&self, handle: Arc<TopologyHandle>, shutdown: tokio_util::sync::CancellationToken) {
+        let _ = (handle, shutdown);
+    }
+
     /// Seed addresses, for logging and as the last candidates.
     fn seeds(&self) -> &[String];
+}
+
+/// The topology sources slotgate has, as one type (the trait's futures are not object-safe).
+#[derive(Debug, Clone)]
+pub enum AnySource {
+    Cluster(cluster::ClusterSource),
+    Sentinel(sentinel::SentinelSource),
+    Standalone(standalone::StandaloneSource),
+}
+
+impl AnySource {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AnySource::Cluster(_) => "cluster",
+            AnySource::Sentinel(_) => "sentinel",
+            AnySource::Standalone(_) => "standalone",
+        }
+    }
+}
+
+impl TopologySource for AnySource {
+    async fn discover(&self, candidates: &[String]) -> Result<Layout, TopologyError> {
+        match self {
+            AnySource::Cluster(s) => s.discover(candidates).await,
+            AnySource::Sentinel(s) => s.discover(candidates).await,
+            AnySource::Standalone(s) => s.discover(candidates).await,
+        }
+    }
+
+    fn seeds(&self) -> &[String] {
+        match self {
+            AnySource::Cluster(s) => s.seeds(),
+            AnySource::Sentinel(s) => s.seeds(),
+            AnySource::Standalone(s) => s.seeds(),
+        }
+    }
+
+    fn watch(&self, handle: Arc<TopologyHandle>, shutdown: tokio_util::sync::CancellationToken) {
+        match self {
+            AnySource::Cluster(s) => s.watch(handle, shutdown),
+            AnySource::Sentinel(s) => s.watch(handle, shutdown),
+            AnySource::Standalone(s) => s.watch(handle, shutdown),
+        }
+    }
 }
 
 const NO_NODE: u16 = u16::MAX;
@@ -78,6 +149,8 @@ pub struct Topology {
     /// For each slot, an index into `masters` (or `NO_NODE`).
     slots: Box<[u16]>,
     pub version: String,
+    /// True for a Redis Cluster; false for one master (Sentinel, standalone): no CROSSSLOT.
+    pub slotted: bool,
 }
 
 impl Topology {
@@ -111,6 +184,7 @@ impl Topology {
             replicas,
             slots,
             version: layout.version.clone().unwrap_or_else(|| "7.0.0".into()),
+            slotted: !layout.unslotted,
         }
     }
 
@@ -161,12 +235,13 @@ impl Topology {
             replicas,
             slots,
             version: self.version.clone(),
+            slotted: self.slotted,
         }
     }
 
     /// True when both snapshots route every slot to the same address and list the same replicas.
     pub fn same_routes(&self, other: &Topology) -> bool {
-        if self.replicas_sorted() != other.replicas_sorted() {
+        if self.slotted != other.slotted || self.replicas_sorted() != other.replicas_sorted() {
             return false;
         }
         self.slots.iter().zip(other.slots.iter()).all(|(&a, &b)| {
@@ -192,15 +267,22 @@ impl Topology {
     }
 }
 
+/// A request for a refresh: where to ask first, and whether it may wait for the debounce.
+#[derive(Debug, Clone)]
+pub struct RefreshHint {
+    pub addr: Option<Arc<str>>,
+    pub urgent: bool,
+}
+
 /// The shared, swappable current topology plus the channel that asks for a refresh.
 #[derive(Debug)]
 pub struct TopologyHandle {
     current: Arc<ArcSwap<Topology>>,
-    hints: mpsc::Sender<Option<Arc<str>>>,
+    hints: mpsc::Sender<RefreshHint>,
 }
 
 impl TopologyHandle {
-    pub fn new(initial: Topology) -> (Arc<TopologyHandle>, mpsc::Receiver<Option<Arc<str>>>) {
+    pub fn new(initial: Topology) -> (Arc<TopologyHandle>, mpsc::Receiver<RefreshHint>) {
         let (tx, rx) = mpsc::channel(64);
         (
             Arc::new(TopologyHandle {
@@ -227,7 +309,19 @@ impl TopologyHandle {
     /// Asks the refresher for a refresh, optionally starting at `hint` (the node that said
     /// MOVED). Never waits: if a refresh is already queued, this one is dropped.
     pub fn request_refresh(&self, hint: Option<&Arc<str>>) {
-        let _ = self.hints.try_send(hint.cloned());
+        let _ = self.hints.try_send(RefreshHint {
+            addr: hint.cloned(),
+            urgent: false,
+        });
+    }
+
+    /// Like [`Self::request_refresh`], without the debounce: a master has just been promoted
+    /// and every write meanwhile goes to the old one.
+    pub fn request_refresh_now(&self, hint: Option<&Arc<str>>) {
+        let _ = self.hints.try_send(RefreshHint {
+            addr: hint.cloned(),
+            urgent: true,
+        });
     }
 
     /// Routes `slot` to `node` at once (a MOVED said so).

@@ -17,7 +17,7 @@ use bytes::{Buf, BufMut, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tracing::{Instrument, debug, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::stream::{self, BackendStream};
 use super::{BackendConfig, BackendRequest, BackendStats, Link, LinkState, ReplyTo};
@@ -84,21 +84,31 @@ async fn run(
     stats: Arc<BackendStats>,
 ) {
     let mut backoff = config.backoff_min;
+    let mut failures = 0u32;
     loop {
         match open(&addr, proto, &config).await {
             Ok(stream) => {
                 state.store(LinkState::Up as u8, Ordering::Relaxed);
                 stats.connects.fetch_add(1, Ordering::Relaxed);
                 backoff = config.backoff_min;
+                if failures > 0 {
+                    info!(failures, "backend reachable again");
+                }
+                failures = 0;
                 debug!("connected");
                 match serve(stream, &mut rx, &addr, &config, &stats).await {
                     Ok(()) => return,
                     Err(e) => warn!(error = %e, "backend connection closed"),
                 }
             }
-            Err(e) => warn!(error = %e, "backend connect failed"),
+            // The first failure is worth a warning; the retries that follow are not.
+            Err(e) if failures == 0 => {
+                warn!(error = %e, "backend connect failed; retrying with backoff")
+            }
+            Err(e) => debug!(error = %e, failures, "backend still unreachable"),
         }
         state.store(LinkState::Down as u8, Ordering::Relaxed);
+        failures = failures.saturating_add(1);
         let deadline = Instant::now() + backoff;
         loop {
             tokio::select! {

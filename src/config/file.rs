@@ -9,8 +9,19 @@ use serde::Deserialize;
 pub struct FileConfig {
     /// Address clients connect to, e.g. "127.0.0.1:6380".
     pub listen: Option<String>,
-    /// Cluster nodes to learn the topology from.
+    /// "cluster" (default), "sentinel" or "standalone".
+    pub mode: Option<String>,
+    /// Cluster nodes to learn the topology from (cluster mode).
     pub seeds: Option<Vec<String>>,
+    /// Sentinels to ask for the master (sentinel mode).
+    pub sentinels: Option<Vec<String>>,
+    /// The master's name as the Sentinels know it (sentinel mode).
+    pub master_name: Option<String>,
+    /// Optional AUTH for the Sentinels.
+    pub sentinel_username: Option<String>,
+    pub sentinel_password: Option<String>,
+    /// The one server (standalone mode).
+    pub server: Option<String>,
     /// "split" (default) or "strict".
     pub multi_key: Option<String>,
     /// Log filter, e.g. "info" or "slotgate=debug".

@@ -259,6 +259,10 @@ pub fn proxy_info_section(ctx: &Context) -> String {
         s.redirects_ask.load(Ordering::Relaxed).to_string(),
     );
     line(
+        "proxy_redirects_readonly",
+        s.redirects_readonly.load(Ordering::Relaxed).to_string(),
+    );
+    line(
         "proxy_redirects_tryagain",
         s.redirects_tryagain.load(Ordering::Relaxed).to_string(),
     );

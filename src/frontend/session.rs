@@ -74,6 +74,11 @@ enum Action {
         frame: Bytes,
         asking: bool,
     },
+    Rediscover {
+        tag: u64,
+        slot: Option<u16>,
+        frame: Bytes,
+    },
     RetryLater {
         tag: u64,
         slot: Option<u16>,
@@ -98,6 +103,9 @@ struct Session {
 }
 
 const PART_BITS: u32 = 16;
+/// After READONLY, how long (in polls) to wait for a new master before sending again.
+const REDISCOVER_POLLS: u32 = 200;
+const REDISCOVER_POLL: std::time::Duration = std::time::Duration::from_millis(10);
 /// Longest wait between two TRYAGAIN retries.
 const MAX_RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
 
@@ -279,6 +287,10 @@ impl Session {
                         name: entry.spec.name.to_string(),
                         reason: "blocking commands are not supported yet (they need a dedicated backend connection)",
                     });
+                }
+                if !self.topo.load().slotted {
+                    // One master holds every key: no slots, no CROSSSLOT, nothing to split.
+                    return self.send_single(req.raw().clone(), None);
                 }
                 let mut keys = KeyPositions::new();
                 command::key_positions(entry.spec, &req, &mut keys);
@@ -518,6 +530,19 @@ impl Session {
                         asking: true,
                     }
                 }
+                RedirectDecision::Rediscover => {
+                    self.ctx
+                        .stats
+                        .redirects_readonly
+                        .fetch_add(1, Ordering::Relaxed);
+                    part.redirects += 1;
+                    self.ctx.topology.request_refresh(None);
+                    Action::Rediscover {
+                        tag: r.tag,
+                        slot: part.slot,
+                        frame: part.request.clone(),
+                    }
+                }
                 RedirectDecision::RetryLater => {
                     self.ctx
                         .stats
@@ -536,6 +561,41 @@ impl Session {
         }
         match action {
             Action::None => self.complete_if_done(idx as usize),
+            Action::Rediscover { tag, slot, frame } => {
+                // The refused write did not run. Wait (bounded) for the refresher to publish a
+                // new master, then send it there.
+                let handle = self.ctx.topology.clone();
+                let (proto, id, tx) = (self.client.proto, self.client.id, self.tx.clone());
+                let epoch = handle.load_full().epoch;
+                tokio::spawn(async move {
+                    for _ in 0..REDISCOVER_POLLS {
+                        if handle.load_full().epoch != epoch {
+                            break;
+                        }
+                        tokio::time::sleep(REDISCOVER_POLL).await;
+                    }
+                    let topo = handle.load_full();
+                    let node = match slot {
+                        Some(s) => topo.master_for_slot(s),
+                        None => topo
+                            .masters()
+                            .get((id % topo.masters().len().max(1) as u64) as usize),
+                    };
+                    let reply_to = ReplyTo { tx, tag };
+                    match node {
+                        Some(node) => node.send(
+                            proto,
+                            id,
+                            BackendRequest {
+                                frame,
+                                asking: false,
+                                reply_to,
+                            },
+                        ),
+                        None => reply_to.send(Err(crate::error::BackendError::NoMaster)),
+                    }
+                });
+            }
             Action::Resend {
                 tag,
                 node,

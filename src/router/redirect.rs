@@ -12,6 +12,9 @@ pub enum Redirect {
     Ask { slot: u16, addr: String },
     /// `-TRYAGAIN ...`: a multi-key request during resharding; retry later.
     TryAgain,
+    /// `-READONLY ...`: a write reached a node that is a replica now (a demoted master). The
+    /// write did not run; learn the new master and send it there.
+    ReadOnly,
 }
 
 /// What the session does with a reply.
@@ -25,6 +28,8 @@ pub enum RedirectDecision {
     FollowAsk { addr: String },
     /// Wait, then send again to the same slot owner.
     RetryLater,
+    /// Ask for a topology refresh, then send again to whichever master the map names.
+    Rediscover,
 }
 
 /// Parses the redirect in an error reply's bytes (`-MOVED 3999 127.0.0.1:6381\r\n`).
@@ -33,6 +38,9 @@ pub fn parse(reply: &[u8]) -> Option<Redirect> {
     let line = line.strip_suffix(b"\r\n").unwrap_or(line);
     if line.starts_with(b"TRYAGAIN") {
         return Some(Redirect::TryAgain);
+    }
+    if line.starts_with(b"READONLY ") {
+        return Some(Redirect::ReadOnly);
     }
     let (moved, rest) = if let Some(r) = line.strip_prefix(b"MOVED ") {
         (true, r)
@@ -80,6 +88,9 @@ pub fn decide(reply: &[u8], budget: Budget) -> RedirectDecision {
     match redirect {
         Redirect::TryAgain if budget.retries < budget.max_retries => RedirectDecision::RetryLater,
         Redirect::TryAgain => RedirectDecision::Deliver,
+        // A demoted master: worth one retry after rediscovery, never a loop.
+        Redirect::ReadOnly if budget.redirects == 0 => RedirectDecision::Rediscover,
+        Redirect::ReadOnly => RedirectDecision::Deliver,
         _ if budget.redirects >= budget.max_redirects => RedirectDecision::Deliver,
         Redirect::Moved { slot, addr } => RedirectDecision::FollowMoved { slot, addr },
         Redirect::Ask { addr, .. } => RedirectDecision::FollowAsk { addr },
@@ -141,6 +152,13 @@ mod tests {
             decide(b"-TRYAGAIN x\r\n", b(0, 5)),
             RedirectDecision::Deliver
         );
+    }
+
+    #[test]
+    fn should_rediscover_once_after_readonly() {
+        let reply = b"-READONLY You can't write against a read only replica.\r\n";
+        assert_eq!(decide(reply, b(0, 0)), RedirectDecision::Rediscover);
+        assert_eq!(decide(reply, b(1, 0)), RedirectDecision::Deliver);
     }
 
     #[test]

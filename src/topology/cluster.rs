@@ -8,15 +8,11 @@
 
 use std::time::Duration;
 
-use bytes::BytesMut;
-use redis_protocol::resp2::decode::decode;
 use redis_protocol::resp2::types::OwnedFrame;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
+use super::control::{Control, field, int, join_host_port, redis_version, text};
 use super::{Layout, ShardLayout, TopologySource};
 use crate::error::TopologyError;
-use crate::protocol::{Limits, ReplyScanner};
 use crate::router::SLOTS;
 
 const CLUSTER_SHARDS: &[u8] = b"*2\r\n$7\r\nCLUSTER\r\n$6\r\nSHARDS\r\n";
@@ -28,41 +24,27 @@ const INFO_SERVER: &[u8] = b"*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n";
 pub struct ClusterSource {
     seeds: Vec<String>,
     timeout: Duration,
-    max_reply_bytes: usize,
 }
 
 impl ClusterSource {
     pub fn new(seeds: Vec<String>, timeout: Duration) -> Self {
-        Self {
-            seeds,
-            timeout,
-            max_reply_bytes: 64 * 1024 * 1024,
-        }
+        Self { seeds, timeout }
     }
 
     /// Asks one node for the layout.
     pub async fn query(&self, addr: &str) -> Result<Layout, TopologyError> {
         let fut = async {
             let mut conn = Control::connect(addr).await?;
-            let frame = conn
-                .call(CLUSTER_SHARDS, "CLUSTER SHARDS", self.max_reply_bytes)
-                .await?;
+            let frame = conn.call(CLUSTER_SHARDS, "CLUSTER SHARDS").await?;
             let mut layout = match frame {
                 OwnedFrame::Error(e) if e.contains("unknown subcommand") => {
-                    let frame = conn
-                        .call(CLUSTER_SLOTS, "CLUSTER SLOTS", self.max_reply_bytes)
-                        .await?;
+                    let frame = conn.call(CLUSTER_SLOTS, "CLUSTER SLOTS").await?;
                     parse_slots(&frame, addr)?
                 }
                 other => parse_shards(&other, addr)?,
             };
-            if let Ok(OwnedFrame::BulkString(info)) =
-                conn.call(INFO_SERVER, "INFO", self.max_reply_bytes).await
-            {
-                layout.version = String::from_utf8_lossy(&info).lines().find_map(|l| {
-                    l.strip_prefix("redis_version:")
-                        .map(|v| v.trim().to_string())
-                });
+            if let Ok(info) = conn.call(INFO_SERVER, "INFO").await {
+                layout.version = redis_version(&info);
             }
             Ok(layout)
         };
@@ -105,103 +87,6 @@ impl TopologySource for ClusterSource {
     }
 }
 
-/// A plain request/reply connection for control commands.
-struct Control {
-    addr: String,
-    stream: TcpStream,
-    buf: BytesMut,
-}
-
-impl Control {
-    async fn connect(addr: &str) -> Result<Control, TopologyError> {
-        let stream = TcpStream::connect(addr)
-            .await
-            .map_err(|e| TopologyError::Unreachable {
-                addr: addr.to_string(),
-                reason: e.to_string(),
-            })?;
-        Ok(Control {
-            addr: addr.to_string(),
-            stream,
-            buf: BytesMut::with_capacity(16 * 1024),
-        })
-    }
-
-    async fn call(
-        &mut self,
-        req: &[u8],
-        what: &'static str,
-        max: usize,
-    ) -> Result<OwnedFrame, TopologyError> {
-        let unreachable = |e: std::io::Error, addr: &str| TopologyError::Unreachable {
-            addr: addr.to_string(),
-            reason: e.to_string(),
-        };
-        self.stream
-            .write_all(req)
-            .await
-            .map_err(|e| unreachable(e, &self.addr))?;
-        let limits = Limits {
-            max_reply_depth: 16,
-            max_bulk_len: max,
-            ..Limits::default()
-        };
-        let mut scanner = ReplyScanner::new(limits);
-        let malformed = || TopologyError::Malformed {
-            addr: self.addr.clone(),
-            what,
-        };
-        let n = loop {
-            match scanner.scan(&self.buf) {
-                Ok(Some(n)) => break n,
-                Ok(None) => {}
-                Err(_) => return Err(malformed()),
-            }
-            if self.buf.len() > max {
-                return Err(malformed());
-            }
-            let read = self
-                .stream
-                .read_buf(&mut self.buf)
-                .await
-                .map_err(|e| unreachable(e, &self.addr))?;
-            if read == 0 {
-                return Err(unreachable(
-                    std::io::ErrorKind::UnexpectedEof.into(),
-                    &self.addr,
-                ));
-            }
-        };
-        let reply = self.buf.split_to(n);
-        match decode(&reply) {
-            Ok(Some((frame, _))) => Ok(frame),
-            _ => Err(malformed()),
-        }
-    }
-}
-
-fn text(f: &OwnedFrame) -> Option<String> {
-    match f {
-        OwnedFrame::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
-        OwnedFrame::SimpleString(b) => Some(String::from_utf8_lossy(b).into_owned()),
-        OwnedFrame::Integer(i) => Some(i.to_string()),
-        _ => None,
-    }
-}
-
-fn int(f: &OwnedFrame) -> Option<i64> {
-    match f {
-        OwnedFrame::Integer(i) => Some(*i),
-        other => text(other)?.parse().ok(),
-    }
-}
-
-fn field<'f>(kv: &'f [OwnedFrame], name: &str) -> Option<&'f OwnedFrame> {
-    kv.chunks(2)
-        .find(|p| p.first().and_then(text).as_deref() == Some(name))
-        .and_then(|p| p.get(1))
-}
-
 /// The address a node is reached at: its `endpoint` (or `ip`) and `port`. A node that announces
 /// no usable endpoint (`?` or empty) is reached at the host of the node we asked.
 fn node_addr(kv: &[OwnedFrame], asked: &str) -> Option<String> {
@@ -216,14 +101,6 @@ fn node_addr(kv: &[OwnedFrame], asked: &str) -> Option<String> {
         })
         .or_else(|| asked.rsplit_once(':').map(|(h, _)| h.to_string()))?;
     Some(join_host_port(&host, port))
-}
-
-fn join_host_port(host: &str, port: i64) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
 }
 
 /// Parses a `CLUSTER SHARDS` reply (RESP2 shape: shards as flat key/value arrays).
@@ -344,7 +221,7 @@ mod tests {
     use super::*;
 
     fn decode_all(wire: &[u8]) -> OwnedFrame {
-        decode(wire)
+        redis_protocol::resp2::decode::decode(wire)
             .ok()
             .flatten()
             .map(|(f, _)| f)

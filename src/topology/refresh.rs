@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::{Topology, TopologyHandle, TopologySource};
+use super::{RefreshHint, Topology, TopologyHandle, TopologySource};
 use crate::backend::Backends;
 
 /// When and how often to refresh.
@@ -47,7 +47,7 @@ pub async fn run<S: TopologySource>(
     source: S,
     handle: Arc<TopologyHandle>,
     backends: Arc<Backends>,
-    mut hints: mpsc::Receiver<Option<Arc<str>>>,
+    mut hints: mpsc::Receiver<RefreshHint>,
     config: RefreshConfig,
     stats: Arc<RefreshStats>,
     shutdown: CancellationToken,
@@ -63,12 +63,13 @@ pub async fn run<S: TopologySource>(
             _ = ticker.tick() => {}
             h = hints.recv() => {
                 let Some(h) = h else { return };
-                hint = h;
-                tokio::time::sleep(config.debounce).await;
-                let gap = last + config.min_gap;
-                tokio::time::sleep_until(gap).await;
+                hint = h.addr;
+                if !h.urgent {
+                    tokio::time::sleep(config.debounce).await;
+                    tokio::time::sleep_until(last + config.min_gap).await;
+                }
                 while let Ok(h) = hints.try_recv() {
-                    if hint.is_none() { hint = h; }
+                    if hint.is_none() { hint = h.addr; }
                 }
             }
         }
@@ -88,9 +89,15 @@ pub async fn run<S: TopologySource>(
                     debug!("topology unchanged");
                     continue;
                 }
+                let first = next
+                    .masters()
+                    .first()
+                    .map(|m| m.addr().to_string())
+                    .unwrap_or_default();
                 info!(
                     epoch = next.epoch,
                     masters = next.masters().len(),
+                    master = %first,
                     "topology changed"
                 );
                 stats.changes.fetch_add(1, Ordering::Relaxed);

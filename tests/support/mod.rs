@@ -57,6 +57,24 @@ fn scratch_dir(tag: &str) -> PathBuf {
     dir
 }
 
+/// A connection to whatever answers RESP on a loopback port.
+pub fn connect(port: u16) -> redis::Connection {
+    redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+        .unwrap()
+        .get_connection()
+        .unwrap()
+}
+
+/// Waits until something on `port` answers PING.
+pub fn wait_for_ping(what: &str, port: u16, timeout: Duration) {
+    wait_until(&format!("{what} on {port}"), timeout, || {
+        redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+            .and_then(|c| c.get_connection())
+            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+            .is_ok()
+    });
+}
+
 pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
     while !f() {
@@ -116,13 +134,7 @@ impl Redis {
             .spawn()
             .expect("redis-server must be installed (apt-get install redis-server)");
         self.child = Some(child);
-        let port = self.port;
-        wait_until(&format!("redis on {port}"), Duration::from_secs(10), || {
-            redis::Client::open(format!("redis://127.0.0.1:{port}/"))
-                .and_then(|c| c.get_connection())
-                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
-                .is_ok()
-        });
+        wait_for_ping("redis", self.port, Duration::from_secs(10));
     }
 
     pub fn addr(&self) -> String {
@@ -130,10 +142,7 @@ impl Redis {
     }
 
     pub fn conn(&self) -> redis::Connection {
-        redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))
-            .unwrap()
-            .get_connection()
-            .unwrap()
+        connect(self.port)
     }
 
     /// SIGKILL, the way a crashed node goes.
@@ -364,12 +373,7 @@ impl Proxy {
             log,
             dir,
         };
-        wait_until("slotgate to accept", Duration::from_secs(20), || {
-            redis::Client::open(format!("redis://127.0.0.1:{port}/"))
-                .and_then(|c| c.get_connection())
-                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
-                .is_ok()
-        });
+        wait_for_ping("slotgate", port, Duration::from_secs(20));
         p
     }
 
@@ -406,6 +410,9 @@ impl Drop for Proxy {
         let _ = self.child.kill();
         let _ = self.child.wait();
         if std::thread::panicking() {
+            let keep = std::env::temp_dir().join(format!("slotgate-failed-{}.log", self.port));
+            let _ = std::fs::copy(&self.log, &keep);
+            eprintln!("--- full slotgate log kept at {} ---", keep.display());
             let log = self.log();
             let tail: Vec<&str> = log.lines().rev().take(60).collect();
             eprintln!("--- slotgate log (last lines) ---");
@@ -463,5 +470,198 @@ impl Redis {
             .arg("MYID")
             .query(&mut self.conn())
             .unwrap()
+    }
+}
+
+/// One `redis-sentinel` process.
+pub struct Sentinel {
+    pub port: u16,
+    child: Option<Child>,
+    dir: PathBuf,
+}
+
+impl Sentinel {
+    pub fn start(master_port: u16, down_after_ms: u64) -> Sentinel {
+        let port = free_port();
+        let dir = scratch_dir(&format!("sentinel{port}"));
+        let conf = dir.join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndaemonize no\ndir {}\nlogfile {}\n\
+                 sentinel monitor mymaster 127.0.0.1 {master_port} 2\n\
+                 sentinel down-after-milliseconds mymaster {down_after_ms}\n\
+                 sentinel failover-timeout mymaster 10000\n\
+                 sentinel parallel-syncs mymaster 2\n",
+                dir.display(),
+                dir.join("sentinel.log").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("redis-sentinel")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-sentinel must be installed (apt-get install redis-sentinel)");
+        let s = Sentinel {
+            port,
+            child: Some(child),
+            dir,
+        };
+        wait_for_ping("sentinel", port, Duration::from_secs(10));
+        s
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn conn(&self) -> redis::Connection {
+        connect(self.port)
+    }
+
+    /// The port of the master this Sentinel names now.
+    pub fn master_port(&self) -> Option<u16> {
+        let v: Option<(String, String)> = redis::cmd("SENTINEL")
+            .arg("get-master-addr-by-name")
+            .arg("mymaster")
+            .query(&mut self.conn())
+            .ok()?;
+        v.and_then(|(_, p)| p.parse().ok())
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A master, its replicas and the Sentinels watching them (quorum 2), all on loopback.
+pub struct SentinelGroup {
+    pub nodes: Vec<Redis>,
+    pub sentinels: Vec<Sentinel>,
+}
+
+impl SentinelGroup {
+    pub fn start(replicas: usize, sentinels: usize, down_after_ms: u64) -> SentinelGroup {
+        let master = Redis::start(&[]);
+        let mport = master.port.to_string();
+        let mut nodes = vec![master];
+        for _ in 0..replicas {
+            nodes.push(Redis::start(&["--replicaof", "127.0.0.1", &mport]));
+        }
+        let sentinels: Vec<Sentinel> = (0..sentinels)
+            .map(|_| Sentinel::start(nodes[0].port, down_after_ms))
+            .collect();
+        let g = SentinelGroup { nodes, sentinels };
+        wait_until("replicas in sync", Duration::from_secs(30), || {
+            g.nodes[1..]
+                .iter()
+                .all(|n| n.info_field("replication", "master_link_status").as_deref() == Some("up"))
+        });
+        let want_sentinels = g.sentinels.len() - 1;
+        wait_until(
+            "sentinels to know each other and the replicas",
+            Duration::from_secs(30),
+            || {
+                g.sentinels.iter().all(|s| {
+                    let mut c = s.conn();
+                    let reps: Vec<redis::Value> = redis::cmd("SENTINEL")
+                        .arg("replicas")
+                        .arg("mymaster")
+                        .query(&mut c)
+                        .unwrap_or_default();
+                    let others: Vec<redis::Value> = redis::cmd("SENTINEL")
+                        .arg("sentinels")
+                        .arg("mymaster")
+                        .query(&mut c)
+                        .unwrap_or_default();
+                    reps.len() == replicas && others.len() == want_sentinels
+                })
+            },
+        );
+        g
+    }
+
+    pub fn sentinel_addrs(&self) -> Vec<String> {
+        self.sentinels.iter().map(|s| s.addr()).collect()
+    }
+
+    pub fn node(&self, port: u16) -> &Redis {
+        self.nodes.iter().find(|n| n.port == port).unwrap()
+    }
+
+    pub fn node_mut(&mut self, port: u16) -> &mut Redis {
+        self.nodes.iter_mut().find(|n| n.port == port).unwrap()
+    }
+
+    /// Waits until no failover is in progress and every running replica follows the master.
+    pub fn wait_steady(&self) {
+        wait_until("a steady Sentinel group", Duration::from_secs(40), || {
+            let Some(live) = self.sentinels.iter().find(|s| s.child.is_some()) else {
+                return false;
+            };
+            let Ok(info) = redis::cmd("SENTINEL")
+                .arg("master")
+                .arg("mymaster")
+                .query::<Vec<String>>(&mut live.conn())
+            else {
+                return false;
+            };
+            let flags = info
+                .chunks(2)
+                .find(|p| p[0] == "flags")
+                .map(|p| p[1].clone())
+                .unwrap_or_default();
+            if flags != "master" {
+                return false;
+            }
+            let Some(mport) = live.master_port() else {
+                return false;
+            };
+            self.nodes
+                .iter()
+                .filter(|n| n.is_running() && n.port != mport)
+                .all(|n| {
+                    n.info_field("replication", "master_port").as_deref()
+                        == Some(mport.to_string().as_str())
+                        && n.info_field("replication", "master_link_status").as_deref()
+                            == Some("up")
+                })
+        });
+    }
+
+    /// The master's port as the first live Sentinel says.
+    pub fn master_port(&self) -> u16 {
+        self.sentinels
+            .iter()
+            .filter(|s| s.child.is_some())
+            .find_map(|s| s.master_port())
+            .unwrap()
+    }
+}
+
+impl Proxy {
+    /// slotgate in front of Sentinels.
+    pub fn sentinel(sentinels: &[String], extra: &[&str]) -> Proxy {
+        let mut args: Vec<String> = Vec::new();
+        for s in sentinels {
+            args.push("--sentinel".into());
+            args.push(s.clone());
+        }
+        args.push("--master-name".into());
+        args.push("mymaster".into());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Proxy::spawn(&args)
     }
 }

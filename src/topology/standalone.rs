@@ -1,0 +1,47 @@
+//! One Redis server as a topology source: the simplest drop-in. Every key goes to it.
+//!
+//! Discovery only checks that the server answers and reads its version; this module must never
+//! treat a replica or a cluster node as anything but the one address it was given.
+
+use std::time::Duration;
+
+use super::control::{Control, redis_version};
+use super::{Layout, TopologySource};
+use crate::error::TopologyError;
+
+#[derive(Debug, Clone)]
+pub struct StandaloneSource {
+    addr: Vec<String>,
+    timeout: Duration,
+}
+
+impl StandaloneSource {
+    pub fn new(addr: String, timeout: Duration) -> Self {
+        Self {
+            addr: vec![addr],
+            timeout,
+        }
+    }
+}
+
+impl TopologySource for StandaloneSource {
+    async fn discover(&self, _candidates: &[String]) -> Result<Layout, TopologyError> {
+        let addr = self.addr.first().cloned().unwrap_or_default();
+        let probe = async {
+            let mut c = Control::connect(&addr).await?;
+            let info = c.command(&["INFO", "server"], "INFO").await?;
+            Ok::<_, TopologyError>(redis_version(&info))
+        };
+        let version = tokio::time::timeout(self.timeout, probe)
+            .await
+            .map_err(|_| TopologyError::Unreachable {
+                addr: addr.clone(),
+                reason: format!("no answer within {:?}", self.timeout),
+            })??;
+        Ok(Layout::single(addr, Vec::new(), version))
+    }
+
+    fn seeds(&self) -> &[String] {
+        &self.addr
+    }
+}
