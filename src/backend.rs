@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::error::BackendError;
 use crate::protocol::Limits;
@@ -50,8 +50,24 @@ impl ReplyTo {
 #[derive(Debug)]
 pub struct BackendRequest {
     pub frame: Bytes,
+    /// Send `ASKING` first (its `+OK` is discarded).
     pub asking: bool,
+    /// Replies `frame` produces before the one wanted, discarded (a buffered transaction's
+    /// `+OK` and `+QUEUED`s before `EXEC`'s reply).
+    pub skip: u32,
     pub reply_to: ReplyTo,
+}
+
+impl BackendRequest {
+    /// A request that produces exactly one reply.
+    pub fn new(frame: Bytes, reply_to: ReplyTo) -> Self {
+        BackendRequest {
+            frame,
+            asking: false,
+            skip: 0,
+            reply_to,
+        }
+    }
 }
 
 /// Settings shared by every backend connection.
@@ -65,6 +81,8 @@ pub struct BackendConfig {
     pub backoff_min: Duration,
     pub backoff_max: Duration,
     pub limits: Limits,
+    /// Most private connections (blocking commands, WATCH) per node at once.
+    pub max_private_per_node: usize,
 }
 
 impl Default for BackendConfig {
@@ -78,6 +96,7 @@ impl Default for BackendConfig {
             backoff_min: Duration::from_millis(50),
             backoff_max: Duration::from_secs(2),
             limits: Limits::default(),
+            max_private_per_node: 256,
         }
     }
 }
@@ -128,6 +147,8 @@ impl Link {
 #[derive(Debug)]
 pub struct Node {
     addr: Arc<str>,
+    /// Permits for private connections.
+    private_slots: Arc<Semaphore>,
     resp2: Vec<Link>,
     resp3: Mutex<Option<Arc<Vec<Link>>>>,
     config: Arc<BackendConfig>,
@@ -138,12 +159,35 @@ impl Node {
     fn new(addr: Arc<str>, config: Arc<BackendConfig>, stats: Arc<BackendStats>) -> Node {
         let resp2 = Self::links(&addr, Proto::Resp2, &config, &stats);
         Node {
+            private_slots: Arc::new(Semaphore::new(config.max_private_per_node.max(1))),
             addr,
             resp2,
             resp3: Mutex::new(None),
             config,
             stats,
         }
+    }
+
+    /// A connection of its own for one session (blocking commands, WATCH), bounded per node.
+    /// It has no read timeout and never reconnects: state tied to it (a WATCH, a blocked client)
+    /// must not silently move to a new connection.
+    pub fn private(&self, proto: Proto) -> Result<PrivateLink, BackendError> {
+        let permit = self
+            .private_slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| BackendError::TooManyPrivate(self.addr.clone()))?;
+        let link = connection::spawn_private(
+            self.addr.clone(),
+            proto,
+            self.config.clone(),
+            self.stats.clone(),
+        );
+        Ok(PrivateLink {
+            addr: self.addr.clone(),
+            link,
+            _permit: permit,
+        })
     }
 
     fn links(
@@ -218,6 +262,38 @@ impl Node {
     /// True when every RESP2 connection is up.
     pub fn is_up(&self) -> bool {
         self.resp2.iter().all(|l| l.state() == LinkState::Up)
+    }
+}
+
+/// A session's own connection to one node; dropping it closes the connection and frees its
+/// permit.
+#[derive(Debug)]
+pub struct PrivateLink {
+    addr: Arc<str>,
+    link: Link,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl PrivateLink {
+    pub fn addr(&self) -> &Arc<str> {
+        &self.addr
+    }
+
+    /// False once the connection failed; the session then drops it.
+    pub fn is_usable(&self) -> bool {
+        self.link.state() != LinkState::Down
+    }
+
+    pub fn send(&self, req: BackendRequest) {
+        if !self.is_usable() {
+            req.reply_to
+                .send(Err(BackendError::Lost(self.addr.clone())));
+            return;
+        }
+        if let Err(mpsc::error::SendError(req)) = self.link.tx.send(req) {
+            req.reply_to
+                .send(Err(BackendError::Lost(self.addr.clone())));
+        }
     }
 }
 

@@ -328,6 +328,11 @@ impl Config {
             backoff_min: ms(b.backoff_min_ms, bd.backoff_min),
             backoff_max: ms(b.backoff_max_ms, bd.backoff_max),
             limits,
+            max_private_per_node: positive(
+                "backend.max_private_per_node",
+                b.max_private_per_node,
+                bd.max_private_per_node,
+            )?,
         };
         if backend.connections_per_node > 64 {
             return Err(invalid(

@@ -23,6 +23,9 @@ pub enum BackendError {
     /// No reply within the read timeout; the connection is closed.
     #[error("ERR slotgate: backend {0} did not reply within {1:?}")]
     Timeout(Arc<str>, Duration),
+    /// Every private connection to the node is in use.
+    #[error("ERR slotgate: too many blocked or watching clients on backend {0}")]
+    TooManyPrivate(Arc<str>),
     /// No master is known for the request (the topology has none right now).
     #[error("ERR slotgate: no master available")]
     NoMaster,

@@ -7,6 +7,7 @@
 
 pub mod local;
 pub mod session;
+pub mod transaction;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -46,16 +46,45 @@ struct Queue {
 #[derive(Debug)]
 enum Pending {
     Reply(ReplyTo),
-    /// The `+OK` of an `ASKING` sent before a redirected request.
-    Asking,
+    /// A reply nobody waits for: the `+OK` of an `ASKING` sent before a redirected request, or
+    /// the `+OK`/`+QUEUED` replies of a buffered transaction before its `EXEC`.
+    Skip,
 }
 
-/// Starts the connection task for `addr` and returns its sending side.
+/// Whether a connection is shared (pipelined, timed out, reconnecting) or private to a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Shared,
+    Private,
+}
+
+/// Starts a shared connection task for `addr` and returns its sending side.
 pub(super) fn spawn(
     addr: Arc<str>,
     proto: Proto,
     config: Arc<BackendConfig>,
     stats: Arc<BackendStats>,
+) -> Link {
+    spawn_kind(addr, proto, config, stats, Kind::Shared)
+}
+
+/// Starts a private connection: no read timeout (a blocked client may wait for ever), no
+/// reconnect (a WATCH must not move silently to another connection).
+pub(super) fn spawn_private(
+    addr: Arc<str>,
+    proto: Proto,
+    config: Arc<BackendConfig>,
+    stats: Arc<BackendStats>,
+) -> Link {
+    spawn_kind(addr, proto, config, stats, Kind::Private)
+}
+
+fn spawn_kind(
+    addr: Arc<str>,
+    proto: Proto,
+    config: Arc<BackendConfig>,
+    stats: Arc<BackendStats>,
+    kind: Kind,
 ) -> Link {
     let (tx, rx) = mpsc::unbounded_channel();
     let state = Arc::new(AtomicU8::new(LinkState::Connecting as u8));
@@ -66,7 +95,7 @@ pub(super) fn spawn(
         rx,
         queued: queued.clone(),
     };
-    tokio::spawn(run(addr, proto, config, queue, state.clone(), stats).instrument(span));
+    tokio::spawn(run(addr, proto, config, queue, state.clone(), stats, kind).instrument(span));
     Link {
         tx,
         queued,
@@ -82,6 +111,7 @@ async fn run(
     mut rx: Queue,
     state: Arc<AtomicU8>,
     stats: Arc<BackendStats>,
+    kind: Kind,
 ) {
     let mut backoff = config.backoff_min;
     let mut failures = 0u32;
@@ -96,11 +126,15 @@ async fn run(
                 }
                 failures = 0;
                 debug!("connected");
-                match serve(stream, &mut rx, &addr, &config, &stats).await {
+                match serve(stream, &mut rx, &addr, &config, &stats, kind).await {
                     Ok(()) => return,
+                    Err(e) if kind == Kind::Private => {
+                        debug!(error = %e, "private connection closed")
+                    }
                     Err(e) => warn!(error = %e, "backend connection closed"),
                 }
             }
+            Err(e) if kind == Kind::Private => debug!(error = %e, "private connection failed"),
             // The first failure is worth a warning; the retries that follow are not.
             Err(e) if failures == 0 => {
                 warn!(error = %e, "backend connect failed; retrying with backoff")
@@ -109,6 +143,14 @@ async fn run(
         }
         state.store(LinkState::Down as u8, Ordering::Relaxed);
         failures = failures.saturating_add(1);
+        if kind == Kind::Private {
+            // Never reconnect: fail whatever is queued and end; the session drops the link.
+            rx.rx.close();
+            while let Ok(req) = rx.rx.try_recv() {
+                req.reply_to.send(Err(BackendError::Lost(addr.clone())));
+            }
+            return;
+        }
         let deadline = Instant::now() + backoff;
         loop {
             tokio::select! {
@@ -178,6 +220,7 @@ async fn serve(
     addr: &Arc<str>,
     config: &BackendConfig,
     stats: &BackendStats,
+    kind: Kind,
 ) -> Result<(), BackendError> {
     let mut wbuf = BytesMut::with_capacity(16 * 1024);
     let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
@@ -215,7 +258,10 @@ async fn serve(
                         for req in batch.drain(..) {
                             if req.asking {
                                 wbuf.put_slice(ASKING);
-                                inflight.push_back(Pending::Asking);
+                                inflight.push_back(Pending::Skip);
+                            }
+                            for _ in 0..req.skip {
+                                inflight.push_back(Pending::Skip);
                             }
                             wbuf.put_slice(&req.frame);
                             inflight.push_back(Pending::Reply(req.reply_to));
@@ -281,7 +327,7 @@ async fn serve(
                                 replies += 1;
                                 match inflight.pop_front() {
                                     Some(Pending::Reply(to)) => to.send(Ok(reply)),
-                                    Some(Pending::Asking) => {}
+                                    Some(Pending::Skip) => {}
                                     None if reply.first() == Some(&b'>') => {
                                         debug!("ignoring a push message on a shared connection");
                                     }
@@ -306,8 +352,16 @@ async fn serve(
             if rx_closed && inflight.is_empty() && wbuf.is_empty() {
                 return Poll::Ready(Ok(()));
             }
+            if rx_closed && kind == Kind::Private {
+                // The session is gone: closing the socket is what unblocks the node's side
+                // (a BLPOP 0 would otherwise hold it for ever).
+                return Poll::Ready(Ok(()));
+            }
             if !progress {
-                if !inflight.is_empty() && timer.as_mut().poll(cx).is_ready() {
+                if kind == Kind::Shared
+                    && !inflight.is_empty()
+                    && timer.as_mut().poll(cx).is_ready()
+                {
                     return Poll::Ready(Err(BackendError::Timeout(
                         addr.clone(),
                         config.read_timeout,

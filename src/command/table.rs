@@ -143,6 +143,16 @@ pub enum Local {
     ClusterDisabled,
 }
 
+/// The transaction commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Txn {
+    Multi,
+    Exec,
+    Discard,
+    Watch,
+    Unwatch,
+}
+
 /// What slotgate does with a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
@@ -157,6 +167,11 @@ pub enum Route {
     AllMasters(Merge),
     /// Answered by the proxy.
     Local(Local),
+    /// By key slot, on a connection of the session's own, so that blocking never stalls the
+    /// shared pipelines.
+    Blocking,
+    /// MULTI, EXEC, DISCARD, WATCH, UNWATCH: session state plus, for WATCH, a private connection.
+    Transaction(Txn),
     /// Refused by name, with the reason.
     Refuse(&'static str),
 }
@@ -172,6 +187,18 @@ impl Route {
             Route::AnyMaster => "sent to any master".into(),
             Route::AllMasters(m) => format!("sent to every master, merged ({m:?})"),
             Route::Local(l) => format!("answered by slotgate ({l:?})"),
+            Route::Blocking => {
+                "routed by key slot on a private connection of the client's own".into()
+            }
+            Route::Transaction(Txn::Watch) => {
+                "pins a private connection to the keys' master until EXEC, DISCARD or UNWATCH"
+                    .into()
+            }
+            Route::Transaction(t) => {
+                format!(
+                    "transaction ({t:?}): queued by slotgate, sent as one MULTI..EXEC to the slot's master"
+                )
+            }
             Route::Refuse(r) => format!("refused: {r}"),
         }
     }
@@ -216,9 +243,7 @@ pub struct Table {
     commands: HashMap<&'static str, Entry, foldhash::fast::RandomState>,
 }
 
-const BLOCKING: &str =
-    "blocking commands are not supported yet (they need a dedicated backend connection)";
-const TRANSACTIONS: &str = "transactions are not supported yet";
+const WAIT: &str = "WAIT counts the replicas that acknowledged one connection's writes; not supported through a proxy yet";
 const PUBSUB: &str = "pub/sub is not supported yet";
 const KEYSPACE: &str = "keyspace-wide commands are not supported yet";
 const ADMIN: &str = "administrative commands are not passed through a proxy";
@@ -275,8 +300,12 @@ fn named_route(name: &str) -> Option<Route> {
         }
         "eval" | "evalsha" | "eval_ro" | "evalsha_ro" | "fcall" | "fcall_ro" => Keyed,
         "xread" | "xreadgroup" => Keyed,
-        "multi" | "exec" | "discard" | "watch" | "unwatch" => Refuse(TRANSACTIONS),
-        "wait" => Refuse(BLOCKING),
+        "multi" => Transaction(self::Txn::Multi),
+        "exec" => Transaction(self::Txn::Exec),
+        "discard" => Transaction(self::Txn::Discard),
+        "watch" => Transaction(self::Txn::Watch),
+        "unwatch" => Transaction(self::Txn::Unwatch),
+        "wait" => Refuse(WAIT),
         "keys" | "scan" | "randomkey" => Refuse(KEYSPACE),
         "flushall" | "flushdb" | "swapdb" | "move" => Refuse(ADMIN),
         "sync" | "psync" | "replconf" | "replicaof" | "slaveof" | "failover" => Refuse(REPLICATION),
@@ -300,8 +329,8 @@ fn default_route(spec: &CommandSpec) -> Route {
     if spec.has(flags::PUBSUB) {
         return Route::Refuse(PUBSUB);
     }
-    if spec.has(flags::BLOCKING) {
-        return Route::Refuse(BLOCKING);
+    if spec.has(flags::BLOCKING) && !spec.key_specs.is_empty() {
+        return Route::Blocking;
     }
     if !spec.key_specs.is_empty() {
         return Route::Keyed;
@@ -444,7 +473,9 @@ mod tests {
                 step: 1
             })
         );
-        assert_eq!(route(b"blpop"), Some(Route::Refuse(BLOCKING)));
+        assert_eq!(route(b"blpop"), Some(Route::Blocking));
+        assert_eq!(route(b"bzpopmin"), Some(Route::Blocking));
+        assert_eq!(route(b"multi"), Some(Route::Transaction(Txn::Multi)));
         assert_eq!(route(b"subscribe"), Some(Route::Refuse(PUBSUB)));
         assert_eq!(route(b"ping"), Some(Route::Local(Local::Ping)));
         let client = t.get(b"client");

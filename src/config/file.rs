@@ -59,6 +59,7 @@ pub struct BackendFile {
     pub max_in_flight: Option<usize>,
     pub backoff_min_ms: Option<u64>,
     pub backoff_max_ms: Option<u64>,
+    pub max_private_per_node: Option<usize>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

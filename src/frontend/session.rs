@@ -24,9 +24,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use super::local::{self, ClientState};
+use super::transaction::Transaction;
 use super::{Context, MultiKeyPolicy};
-use crate::backend::{BackendReply, BackendRequest, Node, ReplyTo};
-use crate::command::{self, KeyPositions, Merge, Rejection, Route, multi};
+use crate::backend::{BackendReply, BackendRequest, Node, PrivateLink, ReplyTo};
+use crate::command::{self, Entry, KeyPositions, Local, Merge, Rejection, Route, Txn, multi};
 use crate::protocol::encode;
 use crate::protocol::{Request, RequestParser};
 use crate::router::{Budget, RedirectDecision, decide};
@@ -39,10 +40,45 @@ struct PartState {
     /// The slot the part routes by (`None` for fan-outs to a fixed node).
     slot: Option<u16>,
     node: Option<Arc<Node>>,
+    /// Sent on the session's private connection to the node (blocking commands, WATCH).
+    private: bool,
+    /// Replies the frame produces before the wanted one (a buffered transaction).
+    skip: u32,
     redirects: u32,
     retries: u32,
     reply: Option<Bytes>,
 }
+
+impl PartState {
+    fn new(request: Bytes, slot: Option<u16>, node: Option<Arc<Node>>) -> Self {
+        PartState {
+            request,
+            slot,
+            node,
+            private: false,
+            skip: 0,
+            redirects: 0,
+            retries: 0,
+            reply: None,
+        }
+    }
+}
+
+/// How a part travels: on a shared pipelined connection or the session's own.
+#[derive(Debug, Clone, Copy)]
+struct Via {
+    private: bool,
+    skip: u32,
+}
+
+const SHARED: Via = Via {
+    private: false,
+    skip: 0,
+};
+const PRIVATE: Via = Via {
+    private: true,
+    skip: 0,
+};
 
 #[derive(Debug)]
 enum Combine {
@@ -73,6 +109,7 @@ enum Action {
         node: Arc<Node>,
         frame: Bytes,
         asking: bool,
+        via: Via,
     },
     Rediscover {
         tag: u64,
@@ -85,6 +122,7 @@ enum Action {
         node: Option<Arc<Node>>,
         frame: Bytes,
         attempt: u32,
+        via: Via,
     },
 }
 
@@ -100,9 +138,20 @@ struct Session {
     tx: mpsc::UnboundedSender<BackendReply>,
     topo: TopologyCache,
     out: BytesMut,
+    /// Connections of this session's own (blocking commands, WATCH), a few at most.
+    privates: SmallVec<[PrivateLink; 2]>,
+    /// The transaction being queued between MULTI and EXEC.
+    txn: Option<Transaction>,
+    /// Set by WATCH: the watched keys' slot (`None` when the backend has no slots). Commands for
+    /// it go on the private connection holding the WATCH until EXEC, DISCARD or UNWATCH.
+    watching: Option<Option<u16>>,
 }
 
 const PART_BITS: u32 = 16;
+/// A tag no queue place has: replies to it (an UNWATCH after DISCARD) are dropped.
+const FORGET: u64 = u64::MAX;
+/// Most private connections one session keeps.
+const MAX_PRIVATE_PER_SESSION: usize = 4;
 /// After READONLY, how long (in polls) to wait for a new master before sending again.
 const REDISCOVER_POLLS: u32 = 200;
 const REDISCOVER_POLL: std::time::Duration = std::time::Duration::from_millis(10);
@@ -138,6 +187,9 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         tx,
         topo: ctx.topology.cache(),
         out: BytesMut::with_capacity(16 * 1024),
+        privates: SmallVec::new(),
+        txn: None,
+        watching: None,
         ctx,
     };
     let mut rbuf = BytesMut::with_capacity(16 * 1024);
@@ -184,6 +236,11 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             if s.queue.is_empty() && s.out.is_empty() && (s.client.closing || eof) {
                 return Poll::Ready(true);
             }
+            // A client that left while blocked (BLPOP 0) would keep its connection blocked for
+            // ever; Redis frees such a client at once, and so does slotgate.
+            if eof && s.waits_on_private() {
+                return Poll::Ready(false);
+            }
             let can_read = !eof
                 && !s.client.closing
                 && s.queue.len() < max_pipeline
@@ -223,6 +280,16 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 impl Session {
+    /// Whether some outstanding request is on a private connection (a blocking command).
+    fn waits_on_private(&self) -> bool {
+        self.queue.iter().any(|slot| match slot {
+            SlotState::Waiting { parts, .. } => {
+                parts.iter().any(|p| p.private && p.reply.is_none())
+            }
+            SlotState::Ready(_) => false,
+        })
+    }
+
     /// Parses and dispatches every complete request in `rbuf`, up to the pipeline bound.
     fn dispatch_buffered(&mut self, rbuf: &mut BytesMut, max_pipeline: usize) {
         while self.queue.len() < max_pipeline && !self.client.closing {
@@ -267,14 +334,37 @@ impl Session {
         let table = self.ctx.table;
         let entry = match command::lookup(table, &req) {
             Ok(e) => e,
-            Err(r) => return self.reject(r),
+            Err(r) => {
+                if let Some(t) = &mut self.txn {
+                    t.abort();
+                }
+                return self.reject(r);
+            }
         };
+        if self.txn.is_some()
+            && !matches!(
+                entry.route,
+                Route::Transaction(_) | Route::Local(Local::Quit | Local::Reset)
+            )
+        {
+            return self.queue_in_transaction(entry, &req);
+        }
         match entry.route {
             Route::Local(l) => {
                 let mut b = BytesMut::new();
                 local::answer(l, &req, &mut self.client, &self.ctx, &mut b);
                 self.push_ready(b.freeze());
+                if l == Local::Reset {
+                    self.txn = None;
+                    self.watching = None;
+                    self.privates.clear();
+                }
             }
+            Route::Transaction(t) => self.transaction(t, entry, &req),
+            Route::Blocking => match self.slot_for(entry, &req) {
+                Ok(slot) => self.send_single_via(req.raw().clone(), slot, PRIVATE),
+                Err(r) => self.reject(r),
+            },
             Route::Refuse(reason) => self.reject(Rejection::Refused {
                 name: entry.spec.name.to_string(),
                 reason,
@@ -283,10 +373,19 @@ impl Session {
             Route::AllMasters(merge) => self.send_all_masters(req.raw().clone(), merge),
             Route::Keyed | Route::Split { .. } => {
                 if is_blocking_stream_read(entry.spec.name, &req) {
-                    return self.reject(Rejection::Refused {
-                        name: entry.spec.name.to_string(),
-                        reason: "blocking commands are not supported yet (they need a dedicated backend connection)",
-                    });
+                    return match self.slot_for(entry, &req) {
+                        Ok(slot) => self.send_single_via(req.raw().clone(), slot, PRIVATE),
+                        Err(r) => self.reject(r),
+                    };
+                }
+                if let Some(watched) = self.watching {
+                    // Commands for the watched slot stay on the connection holding the WATCH,
+                    // in order with it.
+                    if let Ok(slot) = self.slot_for(entry, &req)
+                        && slot == watched
+                    {
+                        return self.send_single_via(req.raw().clone(), slot, PRIVATE);
+                    }
                 }
                 if !self.topo.load().slotted {
                     // One master holds every key: no slots, no CROSSSLOT, nothing to split.
@@ -311,26 +410,222 @@ impl Session {
 
     /// Sends a whole request to the master of `slot` (any master when `None`).
     fn send_single(&mut self, frame: Bytes, slot: Option<u16>) {
+        self.send_single_via(frame, slot, SHARED)
+    }
+
+    fn send_single_via(&mut self, frame: Bytes, slot: Option<u16>, via: Via) {
         let seq = self.next_seq();
         let node = self.route(slot);
+        let mut part = PartState::new(frame.clone(), slot, None);
+        part.private = via.private;
+        part.skip = via.skip;
         let mut parts = SmallVec::new();
-        parts.push(PartState {
-            request: frame.clone(),
-            slot,
-            node: None,
-            redirects: 0,
-            retries: 0,
-            reply: None,
-        });
+        parts.push(part);
         self.queue.push_back(SlotState::Waiting {
             combine: Combine::Single,
             parts,
             remaining: 1,
         });
         match node {
-            Some(n) => self.send_to(&n, tag(seq, 0), frame, false),
+            Some(n) => self.send_to(&n, tag(seq, 0), frame, false, via),
             None => self.fail_part(tag(seq, 0), "CLUSTERDOWN Hash slot not served"),
         }
+    }
+
+    /// The slot all of `req`'s keys hash to (`None`: no keys, or a backend without slots).
+    fn slot_for(&mut self, entry: &Entry, req: &Request) -> Result<Option<u16>, Rejection> {
+        if !self.topo.load().slotted {
+            return Ok(None);
+        }
+        let mut keys = KeyPositions::new();
+        command::key_positions(entry.spec, req, &mut keys);
+        command::common_slot(req, &keys)
+    }
+
+    /// A command arriving between MULTI and EXEC: checked now (Redis' queue-time errors,
+    /// CROSSSLOT), answered `+QUEUED`, sent at EXEC.
+    fn queue_in_transaction(&mut self, entry: &Entry, req: &Request) {
+        let name = entry.spec.name;
+        let allowed = matches!(
+            entry.route,
+            Route::Keyed
+                | Route::Split { .. }
+                | Route::AnyMaster
+                | Route::Blocking
+                | Route::Local(Local::Ping | Local::Echo)
+        );
+        if !allowed {
+            if let Some(t) = &mut self.txn {
+                t.abort();
+            }
+            return self.push_error(&format!(
+                "ERR '{name}' cannot be used inside MULTI through slotgate"
+            ));
+        }
+        let slot = match entry.route {
+            Route::Keyed | Route::Split { .. } | Route::Blocking => match self.slot_for(entry, req)
+            {
+                Ok(s) => s,
+                Err(r) => {
+                    if let Some(t) = &mut self.txn {
+                        t.abort();
+                    }
+                    return self.reject(r);
+                }
+            },
+            _ => None,
+        };
+        let watched = self.watching.flatten();
+        let Some(txn) = &mut self.txn else { return };
+        let conflict = txn
+            .bind(slot)
+            .err()
+            .map(|c| (c.bound, c.other))
+            .or(match (watched, slot) {
+                (Some(w), Some(s)) if w != s => Some((w, s)),
+                _ => None,
+            });
+        if let Some((a, b)) = conflict {
+            txn.abort();
+            return self.reject(Rejection::CrossSlot {
+                slots: format!("{a}, {b}"),
+            });
+        }
+        txn.queue(req.raw());
+        let mut b = BytesMut::new();
+        encode::simple(&mut b, "QUEUED");
+        self.push_ready(b.freeze());
+    }
+
+    /// MULTI, EXEC, DISCARD, WATCH, UNWATCH.
+    fn transaction(&mut self, t: Txn, entry: &Entry, req: &Request) {
+        let mut b = BytesMut::new();
+        match t {
+            Txn::Multi => {
+                if self.txn.is_some() {
+                    return self.push_error("ERR MULTI calls can not be nested");
+                }
+                self.txn = Some(Transaction::default());
+                encode::ok(&mut b);
+                self.push_ready(b.freeze());
+            }
+            Txn::Exec => {
+                let Some(txn) = self.txn.take() else {
+                    return self.push_error("ERR EXEC without MULTI");
+                };
+                let watched = self.watching.take();
+                if txn.is_aborted() {
+                    if let Some(w) = watched {
+                        self.forget_watch(w);
+                    }
+                    return self
+                        .push_error("EXECABORT Transaction discarded because of previous errors.");
+                }
+                let slot = txn.slot().or(watched.flatten());
+                let (frame, skip) = txn.into_exec();
+                if let Some(w) = watched {
+                    // The WATCH lives on one private connection; if that is gone, so is the
+                    // WATCH, and running the transaction would ignore it: answer as a failed
+                    // WATCH does, with a null reply, and let the client retry.
+                    let holder = self.route(w).map(|n| n.addr().clone());
+                    let alive = holder.is_some_and(|a| {
+                        self.privates
+                            .iter()
+                            .any(|p| *p.addr() == a && p.is_usable())
+                    });
+                    if !alive {
+                        encode::null_array(&mut b, self.client.proto);
+                        return self.push_ready(b.freeze());
+                    }
+                    return self.send_single_via(
+                        frame,
+                        slot,
+                        Via {
+                            private: true,
+                            skip,
+                        },
+                    );
+                }
+                self.send_single_via(
+                    frame,
+                    slot,
+                    Via {
+                        private: false,
+                        skip,
+                    },
+                );
+            }
+            Txn::Discard => {
+                if self.txn.take().is_none() {
+                    return self.push_error("ERR DISCARD without MULTI");
+                }
+                if let Some(w) = self.watching.take() {
+                    self.forget_watch(w);
+                }
+                encode::ok(&mut b);
+                self.push_ready(b.freeze());
+            }
+            Txn::Watch => {
+                if self.txn.is_some() {
+                    return self.push_error("ERR WATCH inside MULTI is not allowed");
+                }
+                let slot = match self.slot_for(entry, req) {
+                    Ok(s) => s,
+                    Err(r) => return self.reject(r),
+                };
+                if let Some(w) = self.watching
+                    && let (Some(a), Some(b)) = (w, slot)
+                    && a != b
+                {
+                    return self.reject(Rejection::CrossSlot {
+                        slots: format!("{a}, {b}"),
+                    });
+                }
+                self.watching = Some(slot);
+                self.send_single_via(req.raw().clone(), slot, PRIVATE);
+            }
+            Txn::Unwatch => match self.watching.take() {
+                Some(w) => self.send_single_via(req.raw().clone(), w, PRIVATE),
+                None => {
+                    encode::ok(&mut b);
+                    self.push_ready(b.freeze());
+                }
+            },
+        }
+    }
+
+    /// Clears a WATCH the client no longer needs, without a place in the reply queue.
+    fn forget_watch(&mut self, slot: Option<u16>) {
+        if let Some(node) = self.route(slot) {
+            self.send_to(
+                &node,
+                FORGET,
+                Bytes::from_static(b"*1\r\n$7\r\nUNWATCH\r\n"),
+                false,
+                PRIVATE,
+            );
+        }
+    }
+
+    /// The session's private connection to `node`, opened on first use.
+    fn private_link(
+        &mut self,
+        node: &Arc<Node>,
+    ) -> Result<&PrivateLink, crate::error::BackendError> {
+        self.privates.retain(|p| p.is_usable());
+        let idx = match self.privates.iter().position(|p| p.addr() == node.addr()) {
+            Some(i) => i,
+            None => {
+                if self.privates.len() >= MAX_PRIVATE_PER_SESSION {
+                    self.privates.remove(0);
+                }
+                self.privates.push(node.private(self.client.proto)?);
+                self.privates.len() - 1
+            }
+        };
+        self.privates
+            .get(idx)
+            .ok_or_else(|| crate::error::BackendError::Lost(node.addr().clone()))
     }
 
     fn send_split(&mut self, req: &Request, keys: &[u32], merge: Merge, step: u8) {
@@ -341,14 +636,7 @@ impl Session {
         }
         let parts: SmallVec<[PartState; 1]> = split
             .iter()
-            .map(|p| PartState {
-                request: p.request.clone(),
-                slot: Some(p.slot),
-                node: None,
-                redirects: 0,
-                retries: 0,
-                reply: None,
-            })
+            .map(|p| PartState::new(p.request.clone(), Some(p.slot), None))
             .collect();
         let sends: Vec<(u16, Bytes)> = split.iter().map(|p| (p.slot, p.request.clone())).collect();
         let n = parts.len();
@@ -363,7 +651,7 @@ impl Session {
         });
         for (i, (slot, frame)) in sends.into_iter().enumerate() {
             match self.route(Some(slot)) {
-                Some(node) => self.send_to(&node, tag(seq, i), frame, false),
+                Some(node) => self.send_to(&node, tag(seq, i), frame, false, SHARED),
                 None => self.fail_part(tag(seq, i), "CLUSTERDOWN Hash slot not served"),
             }
         }
@@ -377,14 +665,7 @@ impl Session {
         }
         let parts: SmallVec<[PartState; 1]> = masters
             .iter()
-            .map(|m| PartState {
-                request: frame.clone(),
-                slot: None,
-                node: Some(m.clone()),
-                redirects: 0,
-                retries: 0,
-                reply: None,
-            })
+            .map(|m| PartState::new(frame.clone(), None, Some(m.clone())))
             .collect();
         self.queue.push_back(SlotState::Waiting {
             combine: Combine::AllMasters(merge),
@@ -392,7 +673,7 @@ impl Session {
             remaining: masters.len(),
         });
         for (i, m) in masters.iter().enumerate() {
-            self.send_to(m, tag(seq, i), frame.clone(), false);
+            self.send_to(m, tag(seq, i), frame.clone(), false, SHARED);
         }
     }
 
@@ -413,19 +694,23 @@ impl Session {
         }
     }
 
-    fn send_to(&self, node: &Arc<Node>, tag: u64, frame: Bytes, asking: bool) {
-        node.send(
-            self.client.proto,
-            self.client.id,
-            BackendRequest {
-                frame,
-                asking,
-                reply_to: ReplyTo {
-                    tx: self.tx.clone(),
-                    tag,
-                },
+    fn send_to(&mut self, node: &Arc<Node>, tag: u64, frame: Bytes, asking: bool, via: Via) {
+        let req = BackendRequest {
+            frame,
+            asking,
+            skip: via.skip,
+            reply_to: ReplyTo {
+                tx: self.tx.clone(),
+                tag,
             },
-        );
+        };
+        if !via.private {
+            return node.send(self.client.proto, self.client.id, req);
+        }
+        match self.private_link(node) {
+            Ok(link) => link.send(req),
+            Err(e) => req.reply_to.send(Err(e)),
+        }
     }
 
     fn fail_part(&mut self, tag: u64, msg: &str) {
@@ -486,6 +771,15 @@ impl Session {
             if decision != RedirectDecision::Deliver || part.redirects > 0 {
                 debug!(redirects = part.redirects, ?decision, reply = %String::from_utf8_lossy(&reply).trim_end(), "redirect");
             }
+            let via = Via {
+                private: part.private,
+                skip: part.skip,
+            };
+            // A private part's READONLY is delivered: its connection is tied to the session.
+            let decision = match decision {
+                RedirectDecision::Rediscover if part.private => RedirectDecision::Deliver,
+                d => d,
+            };
             action = match decision {
                 RedirectDecision::Deliver => {
                     part.reply = Some(reply);
@@ -510,6 +804,7 @@ impl Session {
                             node: Some(node),
                             frame: part.request.clone(),
                             attempt: part.redirects,
+                            via,
                         }
                     } else {
                         Action::Resend {
@@ -517,6 +812,7 @@ impl Session {
                             node,
                             frame: part.request.clone(),
                             asking: false,
+                            via,
                         }
                     }
                 }
@@ -528,6 +824,7 @@ impl Session {
                         node: self.ctx.backends.node(&addr),
                         frame: part.request.clone(),
                         asking: true,
+                        via,
                     }
                 }
                 RedirectDecision::Rediscover => {
@@ -555,6 +852,7 @@ impl Session {
                         node: part.node.clone(),
                         frame: part.request.clone(),
                         attempt: part.retries,
+                        via,
                     }
                 }
             };
@@ -583,15 +881,7 @@ impl Session {
                     };
                     let reply_to = ReplyTo { tx, tag };
                     match node {
-                        Some(node) => node.send(
-                            proto,
-                            id,
-                            BackendRequest {
-                                frame,
-                                asking: false,
-                                reply_to,
-                            },
-                        ),
+                        Some(node) => node.send(proto, id, BackendRequest::new(frame, reply_to)),
                         None => reply_to.send(Err(crate::error::BackendError::NoMaster)),
                     }
                 });
@@ -601,13 +891,15 @@ impl Session {
                 node,
                 frame,
                 asking,
-            } => self.send_to(&node, tag, frame, asking),
+                via,
+            } => self.send_to(&node, tag, frame, asking, via),
             Action::RetryLater {
                 tag,
                 slot,
                 node,
                 frame,
                 attempt,
+                via,
             } => {
                 let node = match node {
                     Some(n) => Some(n),
@@ -616,6 +908,10 @@ impl Session {
                 let Some(node) = node else {
                     return self.fail_part(tag, "CLUSTERDOWN Hash slot not served");
                 };
+                if via.private {
+                    // The private connection lives in the session: resend now, in order.
+                    return self.send_to(&node, tag, frame, false, via);
+                }
                 let (proto, id, tx) = (self.client.proto, self.client.id, self.tx.clone());
                 // Back off exponentially, capped: a migration batch usually moves within a few tries.
                 let delay = (self.ctx.config.tryagain_delay
@@ -623,15 +919,7 @@ impl Session {
                 .min(MAX_RETRY_DELAY);
                 tokio::spawn(async move {
                     tokio::time::sleep(delay).await;
-                    node.send(
-                        proto,
-                        id,
-                        BackendRequest {
-                            frame,
-                            asking: false,
-                            reply_to: ReplyTo { tx, tag },
-                        },
-                    );
+                    node.send(proto, id, BackendRequest::new(frame, ReplyTo { tx, tag }));
                 });
             }
         }

@@ -78,6 +78,14 @@ pub fn null(buf: &mut BytesMut, proto: Proto) {
     }
 }
 
+/// A null array (a transaction aborted by WATCH): `*-1` in RESP2, `_` in RESP3.
+pub fn null_array(buf: &mut BytesMut, proto: Proto) {
+    match proto {
+        Proto::Resp2 => buf.put_slice(b"*-1\r\n"),
+        Proto::Resp3 => buf.put_slice(b"_\r\n"),
+    }
+}
+
 /// An error reply. `msg` starts with its code (`ERR ...`, `CROSSSLOT ...`); CR and LF inside it
 /// are replaced by spaces, as Redis does, so a message can never break the framing.
 pub fn error(buf: &mut BytesMut, msg: &str) {

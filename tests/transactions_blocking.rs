@@ -1,0 +1,342 @@
+//! Transactions (MULTI/EXEC/DISCARD/WATCH) and blocking commands (BLPOP, BZPOPMIN, XREAD BLOCK)
+//! through slotgate against a real cluster.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use redis::{Commands, Value};
+use support::{Cluster, Proxy};
+
+fn blocked_clients(cluster: &Cluster) -> u64 {
+    cluster
+        .masters()
+        .iter()
+        .map(|m| {
+            m.info_field("clients", "blocked_clients")
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        })
+        .sum()
+}
+
+#[test]
+fn transactions_behave_as_redis_within_one_slot() {
+    let cluster = Cluster::start(3, 0);
+    let proxy = Proxy::cluster(&cluster, &[]);
+    let mut c = proxy.conn();
+
+    // A transaction on one slot runs atomically and answers EXEC's array.
+    let (n, v): (i64, String) = redis::pipe()
+        .atomic()
+        .incr("{acct}balance", 5)
+        .set("{acct}owner", "ann")
+        .ignore()
+        .get("{acct}owner")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!((n, v.as_str()), (5, "ann"));
+    let owner = cluster.owner_of_slot(slotgate::router::key_slot(b"acct"));
+    assert_eq!(
+        owner.calls("exec"),
+        1,
+        "one MULTI..EXEC on the slot's master"
+    );
+
+    // A command for another slot is refused at queue time and EXEC aborts, as Redis does.
+    let _: Value = redis::cmd("MULTI").query(&mut c).unwrap();
+    let q: Value = redis::cmd("SET")
+        .arg("{acct}x")
+        .arg(1)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(q, Value::SimpleString("QUEUED".into()));
+    let e = redis::cmd("SET")
+        .arg("{other}y")
+        .arg(1)
+        .query::<Value>(&mut c)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("same slot"), "{e}");
+    let e = redis::cmd("EXEC")
+        .query::<Value>(&mut c)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("EXECABORT") || e.contains("Transaction discarded"),
+        "{e}"
+    );
+    assert_eq!(c.get::<_, Option<i64>>("{acct}x").unwrap(), None);
+
+    // DISCARD, nesting and EXEC/DISCARD without MULTI.
+    let _: Value = redis::cmd("MULTI").query(&mut c).unwrap();
+    let e = redis::cmd("MULTI")
+        .query::<Value>(&mut c)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("MULTI calls can not be nested"), "{e}");
+    let _: Value = redis::cmd("SET")
+        .arg("{acct}x")
+        .arg(2)
+        .query(&mut c)
+        .unwrap();
+    let _: Value = redis::cmd("DISCARD").query(&mut c).unwrap();
+    assert_eq!(c.get::<_, Option<i64>>("{acct}x").unwrap(), None);
+    assert!(
+        redis::cmd("EXEC")
+            .query::<Value>(&mut c)
+            .unwrap_err()
+            .to_string()
+            .contains("EXEC without MULTI")
+    );
+    assert!(
+        redis::cmd("DISCARD")
+            .query::<Value>(&mut c)
+            .unwrap_err()
+            .to_string()
+            .contains("DISCARD without MULTI")
+    );
+
+    // WATCH: a conflicting write by another client makes EXEC return null.
+    let mut other = proxy.conn();
+    let _: () = c.set("{acct}w", 1).unwrap();
+    let _: Value = redis::cmd("WATCH").arg("{acct}w").query(&mut c).unwrap();
+    let seen: i64 = c.get("{acct}w").unwrap();
+    let _: () = other.set("{acct}w", 100).unwrap();
+    let _: Value = redis::cmd("MULTI").query(&mut c).unwrap();
+    let _: Value = redis::cmd("SET")
+        .arg("{acct}w")
+        .arg(seen + 1)
+        .query(&mut c)
+        .unwrap();
+    let r: Value = redis::cmd("EXEC").query(&mut c).unwrap();
+    assert_eq!(r, Value::Nil, "WATCH conflict aborts");
+    assert_eq!(c.get::<_, i64>("{acct}w").unwrap(), 100);
+    // ...and without a conflict it commits.
+    let _: Value = redis::cmd("WATCH").arg("{acct}w").query(&mut c).unwrap();
+    let _: Value = redis::cmd("MULTI").query(&mut c).unwrap();
+    let _: Value = redis::cmd("INCR").arg("{acct}w").query(&mut c).unwrap();
+    let r: Vec<i64> = redis::cmd("EXEC").query(&mut c).unwrap();
+    assert_eq!(r, vec![101]);
+    // WATCH of keys in two slots is refused like any cross-slot request.
+    let e = redis::cmd("WATCH")
+        .arg("{a}1")
+        .arg("{b}2")
+        .query::<Value>(&mut c)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("same slot"), "{e}");
+
+    // A client that leaves mid-transaction leaves nothing behind.
+    {
+        let mut gone = proxy.conn();
+        let _: Value = redis::cmd("MULTI").query(&mut gone).unwrap();
+        let _: Value = redis::cmd("SET")
+            .arg("{acct}left")
+            .arg(1)
+            .query(&mut gone)
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(c.get::<_, Option<i64>>("{acct}left").unwrap(), None);
+
+    // redis-py's default pipeline is a transaction.
+    let script = r#"
+import sys, redis
+r = redis.Redis(port=int(sys.argv[1]), decode_responses=True)
+p = r.pipeline()
+p.set("{py}a", 1); p.incr("{py}a"); p.get("{py}a")
+assert p.execute() == [True, 2, "2"], "pipeline"
+with r.pipeline() as p:
+    p.watch("{py}a")
+    v = int(p.get("{py}a"))
+    p.multi(); p.set("{py}a", v * 10)
+    assert p.execute() == [True]
+assert r.get("{py}a") == "20"
+print("redis-py transactions ok")
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script, &proxy.port.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn blocking_commands_get_their_own_connections_and_never_stall_others() {
+    let cluster = Cluster::start(3, 0);
+    let proxy = Proxy::cluster(&cluster, &[]);
+    let mut c = proxy.conn();
+
+    // Timeouts behave as in Redis.
+    let t = Instant::now();
+    let r: Value = redis::cmd("BLPOP")
+        .arg("empty")
+        .arg(0.3)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(r, Value::Nil);
+    assert!(
+        t.elapsed() >= Duration::from_millis(280),
+        "{:?}",
+        t.elapsed()
+    );
+    let r: Value = redis::cmd("BZPOPMIN")
+        .arg("emptyz")
+        .arg(0.1)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(r, Value::Nil);
+    // The same client keeps working after a blocking command.
+    let _: () = c.set("after-block", 1).unwrap();
+
+    // 100 clients blocked on 100 lists: the rest of the proxy keeps serving.
+    let waiters: Vec<_> = (0..100)
+        .map(|i| {
+            let url = proxy.url();
+            std::thread::spawn(move || {
+                let mut w = redis::Client::open(url).unwrap().get_connection().unwrap();
+                w.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+                let r: (String, String) = redis::cmd("BLPOP")
+                    .arg(format!("queue:{i}"))
+                    .arg(20)
+                    .query(&mut w)
+                    .unwrap();
+                r
+            })
+        })
+        .collect();
+    support::wait_until("100 blocked clients", Duration::from_secs(10), || {
+        blocked_clients(&cluster) == 100
+    });
+
+    // A GET workload while they are blocked, against the same workload with nobody blocked.
+    let bench = |port: u16| -> f64 {
+        let out = Command::new("redis-benchmark")
+            .args([
+                "-p",
+                &port.to_string(),
+                "-t",
+                "get",
+                "-n",
+                "20000",
+                "-c",
+                "20",
+                "--csv",
+                "-r",
+                "1000",
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("\"GET\""))
+            .unwrap_or_else(|| panic!("{text}"));
+        line.split(',')
+            .nth(1)
+            .unwrap()
+            .trim_matches('"')
+            .parse()
+            .unwrap()
+    };
+    let with_blocked = bench(proxy.port);
+
+    // Pushes wake the right client.
+    for i in 0..100 {
+        let _: () = c.rpush(format!("queue:{i}"), format!("job-{i}")).unwrap();
+    }
+    for (i, w) in waiters.into_iter().enumerate() {
+        let (list, job) = w.join().unwrap();
+        assert_eq!((list, job), (format!("queue:{i}"), format!("job-{i}")));
+    }
+    let without = bench(proxy.port);
+    eprintln!(
+        "GET throughput through slotgate: {with_blocked:.0} req/s with 100 clients blocked in BLPOP, {without:.0} req/s with none (ratio {:.2})",
+        with_blocked / without
+    );
+    assert!(
+        with_blocked > without * 0.5,
+        "blocked clients slowed others: {with_blocked} vs {without}"
+    );
+
+    // XREAD BLOCK and a client that disconnects while blocked releases its connection.
+    let t = Instant::now();
+    let r: Value = redis::cmd("XREAD")
+        .arg("BLOCK")
+        .arg(200)
+        .arg("STREAMS")
+        .arg("s1")
+        .arg("$")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(r, Value::Nil);
+    assert!(t.elapsed() >= Duration::from_millis(180));
+    {
+        let mut gone = proxy.raw();
+        std::io::Write::write_all(
+            &mut gone,
+            b"*3\r\n$5\r\nBLPOP\r\n$5\r\nnever\r\n$1\r\n0\r\n",
+        )
+        .unwrap();
+        support::wait_until("the BLPOP to block", Duration::from_secs(5), || {
+            blocked_clients(&cluster) == 1
+        });
+    }
+    support::wait_until(
+        "disconnect to release the blocked connection",
+        Duration::from_secs(5),
+        || blocked_clients(&cluster) == 0,
+    );
+
+    // Private connections per node are bounded; beyond the bound a clear error, fast.
+    let small = Proxy::cluster(
+        &cluster,
+        &[
+            "--config",
+            &write_conf("[backend]\nmax_private_per_node = 2\n"),
+        ],
+    );
+    let held: Vec<_> = (0..2)
+        .map(|_| {
+            let mut s = small.raw();
+            std::io::Write::write_all(&mut s, b"*3\r\n$5\r\nBLPOP\r\n$3\r\n{x}\r\n$1\r\n0\r\n")
+                .unwrap();
+            s
+        })
+        .collect();
+    support::wait_until("two blocked", Duration::from_secs(5), || {
+        blocked_clients(&cluster) == 2
+    });
+    let e = redis::cmd("BLPOP")
+        .arg("{x}")
+        .arg(0)
+        .query::<Value>(&mut small.conn())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("too many blocked or watching clients"), "{e}");
+    drop(held);
+}
+
+fn write_conf(text: &str) -> String {
+    let path = std::env::temp_dir().join(format!(
+        "slotgate-conf-{}-{}.toml",
+        std::process::id(),
+        support::free_port()
+    ));
+    std::fs::write(&path, text).unwrap();
+    path.to_string_lossy().into_owned()
+}
