@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::admin::Admin;
 use crate::backend::Backends;
 use crate::command::Table;
 use crate::config::{BackendMode, Config};
@@ -27,6 +28,11 @@ use crate::topology::{AnySource, Layout, Topology, TopologyHandle, TopologySourc
 pub enum AppError {
     #[error("cannot listen on {addr}: {source}")]
     Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {addr} for the admin endpoint: {source}")]
+    AdminBind {
         addr: SocketAddr,
         source: std::io::Error,
     },
@@ -89,6 +95,31 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         addr: config.listen,
         source,
     })?;
+    let admin_listener = match &config.admin {
+        Some(a) => {
+            Some(
+                TcpListener::bind(a.listen)
+                    .await
+                    .map_err(|source| AppError::AdminBind {
+                        addr: a.listen,
+                        source,
+                    })?,
+            )
+        }
+        None => None,
+    };
+    // The recorder goes in before any metric handle exists (nodes, the command table). Without
+    // an admin endpoint nobody could read it, so none is installed and every handle is a no-op.
+    let prometheus = match &config.admin {
+        None => None,
+        Some(_) => match crate::metrics::install() {
+            Ok(h) => Some(h),
+            Err(e) => {
+                warn!(error = %e, "metrics recorder not installed");
+                None
+            }
+        },
+    };
     let backends = Arc::new(Backends::new(config.backend.clone()));
     let source = match &config.backend_mode {
         BackendMode::Cluster { seeds } => {
@@ -143,6 +174,16 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         next_client_id: AtomicU64::new(1),
         draining: AtomicBool::new(false),
     });
+    if let (Some(listener), Some(a)) = (admin_listener, &config.admin) {
+        let admin = Admin::new(ctx.clone(), prometheus, a.token.clone());
+        info!(listen = %a.listen, "admin endpoint ready");
+        tokio::spawn(
+            admin
+                .clone()
+                .poll_backends(a.info_interval, shutdown.clone()),
+        );
+        tokio::spawn(crate::admin::serve(listener, admin, shutdown.clone()));
+    }
     let drain = config.drain_timeout;
     let token = shutdown.clone();
     let serve_ctx = ctx.clone();

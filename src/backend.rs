@@ -18,6 +18,7 @@ use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::error::BackendError;
+use crate::metrics::{ErrorKind, NodeMetrics};
 use crate::protocol::Limits;
 use crate::protocol::encode::Proto;
 
@@ -114,6 +115,13 @@ pub struct BackendStats {
     pub connects: AtomicU64,
 }
 
+/// What a connection reports to: the process-wide counters and its node's handles.
+#[derive(Debug, Clone)]
+pub struct Telemetry {
+    pub stats: Arc<BackendStats>,
+    pub node: Arc<NodeMetrics>,
+}
+
 /// Connection state as sessions see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -152,19 +160,23 @@ pub struct Node {
     resp2: Vec<Link>,
     resp3: Mutex<Option<Arc<Vec<Link>>>>,
     config: Arc<BackendConfig>,
-    stats: Arc<BackendStats>,
+    tel: Telemetry,
 }
 
 impl Node {
     fn new(addr: Arc<str>, config: Arc<BackendConfig>, stats: Arc<BackendStats>) -> Node {
-        let resp2 = Self::links(&addr, Proto::Resp2, &config, &stats);
+        let tel = Telemetry {
+            stats,
+            node: Arc::new(NodeMetrics::new(&addr)),
+        };
+        let resp2 = Self::links(&addr, Proto::Resp2, &config, &tel);
         Node {
             private_slots: Arc::new(Semaphore::new(config.max_private_per_node.max(1))),
             addr,
             resp2,
             resp3: Mutex::new(None),
             config,
-            stats,
+            tel,
         }
     }
 
@@ -181,7 +193,7 @@ impl Node {
             self.addr.clone(),
             proto,
             self.config.clone(),
-            self.stats.clone(),
+            self.tel.clone(),
         );
         Ok(PrivateLink {
             addr: self.addr.clone(),
@@ -194,10 +206,10 @@ impl Node {
         addr: &Arc<str>,
         proto: Proto,
         config: &Arc<BackendConfig>,
-        stats: &Arc<BackendStats>,
+        tel: &Telemetry,
     ) -> Vec<Link> {
         (0..config.connections_per_node.max(1))
-            .map(|_| connection::spawn(addr.clone(), proto, config.clone(), stats.clone()))
+            .map(|_| connection::spawn(addr.clone(), proto, config.clone(), tel.clone()))
             .collect()
     }
 
@@ -228,7 +240,7 @@ impl Node {
                     &self.addr,
                     Proto::Resp3,
                     &self.config,
-                    &self.stats,
+                    &self.tel,
                 ))
             })
             .clone()
@@ -248,6 +260,7 @@ impl Node {
         }
         if link.queued.fetch_add(1, Ordering::Relaxed) >= link.depth {
             link.queued.fetch_sub(1, Ordering::Relaxed);
+            self.tel.node.error(ErrorKind::Overloaded, 1);
             req.reply_to
                 .send(Err(BackendError::Overloaded(self.addr.clone())));
             return;
@@ -257,6 +270,11 @@ impl Node {
             req.reply_to
                 .send(Err(BackendError::Down(self.addr.clone())));
         }
+    }
+
+    /// The node's metric handles.
+    pub fn metrics(&self) -> &NodeMetrics {
+        &self.tel.node
     }
 
     /// True when every RESP2 connection is up.

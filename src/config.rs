@@ -30,6 +30,16 @@ pub struct Config {
     pub discovery_timeout: Duration,
     pub startup_timeout: Duration,
     pub drain_timeout: Duration,
+    /// The admin HTTP listener, if any.
+    pub admin: Option<AdminConfig>,
+}
+
+/// The admin endpoint's settings.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    pub token: Option<String>,
+    pub info_interval: Duration,
 }
 
 /// What slotgate fronts.
@@ -86,6 +96,7 @@ pub struct Overrides {
     pub max_clients: Option<usize>,
     pub log: Option<String>,
     pub threads: Option<usize>,
+    pub admin: Option<String>,
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
@@ -377,6 +388,20 @@ impl Config {
             discovery_timeout: ms(t.discovery_timeout_ms, Duration::from_secs(2)),
             startup_timeout: ms(t.startup_timeout_ms, Duration::from_secs(10)),
             drain_timeout: ms(c.drain_timeout_ms, Duration::from_secs(5)),
+            admin: match o.admin.clone().or(f.admin.listen.clone()) {
+                None => None,
+                Some(a) => Some(AdminConfig {
+                    listen: a.parse().map_err(|_| {
+                        invalid(
+                            "admin.listen",
+                            format!("'{a}' is not an ip:port socket address"),
+                        )
+                    })?,
+                    token: f.admin.token.clone().filter(|t| !t.is_empty()),
+                    info_interval: ms(f.admin.info_interval_ms, Duration::from_secs(5))
+                        .max(Duration::from_millis(100)),
+                }),
+            },
         })
     }
 }

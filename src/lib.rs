@@ -27,12 +27,14 @@
     )
 )]
 
+pub mod admin;
 pub mod app;
 pub mod backend;
 pub mod command;
 pub mod config;
 pub mod error;
 pub mod frontend;
+pub mod metrics;
 pub mod protocol;
 pub mod router;
 pub mod topology;

@@ -58,6 +58,10 @@ struct Cli {
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
 
+    /// Admin HTTP listener: /metrics, /health, /ready, /topology.
+    #[arg(long, value_name = "IP:PORT")]
+    admin: Option<String>,
+
     /// Log filter (e.g. info, debug, slotgate=trace); RUST_LOG overrides it.
     #[arg(long, value_name = "FILTER")]
     log: Option<String>,
@@ -96,6 +100,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         max_clients: cli.max_clients,
         log: cli.log,
         threads: cli.threads,
+        admin: cli.admin,
     };
     if let Some(path) = cli.check_config {
         Config::load(Some(&path), &overrides)?;

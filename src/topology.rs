@@ -198,6 +198,27 @@ impl Topology {
         &self.masters
     }
 
+    /// The replicas of the shard whose master is `masters()[shard]`.
+    pub fn replicas_of(&self, shard: usize) -> &[Arc<str>] {
+        self.replicas.get(shard).map_or(&[], |r| r.as_slice())
+    }
+
+    /// The slot ranges (inclusive) the shard's master serves.
+    pub fn ranges_of(&self, shard: usize) -> Vec<(u16, u16)> {
+        let mut out: Vec<(u16, u16)> = Vec::new();
+        for (slot, &idx) in self.slots.iter().enumerate() {
+            if idx as usize != shard {
+                continue;
+            }
+            let slot = slot as u16;
+            match out.last_mut() {
+                Some((_, hi)) if *hi + 1 == slot => *hi = slot,
+                _ => out.push((slot, slot)),
+            }
+        }
+        out
+    }
+
     /// Every node address in the snapshot, masters first.
     pub fn addresses(&self) -> Vec<Arc<str>> {
         let mut v: Vec<Arc<str>> = self.masters.iter().map(|m| m.addr().clone()).collect();

@@ -20,8 +20,9 @@ use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::stream::{self, BackendStream};
-use super::{BackendConfig, BackendRequest, BackendStats, Link, LinkState, ReplyTo};
+use super::{BackendConfig, BackendRequest, Link, LinkState, ReplyTo, Telemetry};
 use crate::error::BackendError;
+use crate::metrics::ErrorKind;
 use crate::protocol::ReplyScanner;
 use crate::protocol::encode::Proto;
 
@@ -45,7 +46,8 @@ struct Queue {
 
 #[derive(Debug)]
 enum Pending {
-    Reply(ReplyTo),
+    /// A request written at the instant given, waiting for its reply.
+    Reply(ReplyTo, Instant),
     /// A reply nobody waits for: the `+OK` of an `ASKING` sent before a redirected request, or
     /// the `+OK`/`+QUEUED` replies of a buffered transaction before its `EXEC`.
     Skip,
@@ -63,9 +65,9 @@ pub(super) fn spawn(
     addr: Arc<str>,
     proto: Proto,
     config: Arc<BackendConfig>,
-    stats: Arc<BackendStats>,
+    tel: Telemetry,
 ) -> Link {
-    spawn_kind(addr, proto, config, stats, Kind::Shared)
+    spawn_kind(addr, proto, config, tel, Kind::Shared)
 }
 
 /// Starts a private connection: no read timeout (a blocked client may wait for ever), no
@@ -74,16 +76,16 @@ pub(super) fn spawn_private(
     addr: Arc<str>,
     proto: Proto,
     config: Arc<BackendConfig>,
-    stats: Arc<BackendStats>,
+    tel: Telemetry,
 ) -> Link {
-    spawn_kind(addr, proto, config, stats, Kind::Private)
+    spawn_kind(addr, proto, config, tel, Kind::Private)
 }
 
 fn spawn_kind(
     addr: Arc<str>,
     proto: Proto,
     config: Arc<BackendConfig>,
-    stats: Arc<BackendStats>,
+    tel: Telemetry,
     kind: Kind,
 ) -> Link {
     let (tx, rx) = mpsc::unbounded_channel();
@@ -95,7 +97,7 @@ fn spawn_kind(
         rx,
         queued: queued.clone(),
     };
-    tokio::spawn(run(addr, proto, config, queue, state.clone(), stats, kind).instrument(span));
+    tokio::spawn(run(addr, proto, config, queue, state.clone(), tel, kind).instrument(span));
     Link {
         tx,
         queued,
@@ -110,7 +112,7 @@ async fn run(
     config: Arc<BackendConfig>,
     mut rx: Queue,
     state: Arc<AtomicU8>,
-    stats: Arc<BackendStats>,
+    tel: Telemetry,
     kind: Kind,
 ) {
     let mut backoff = config.backoff_min;
@@ -119,15 +121,20 @@ async fn run(
         match open(&addr, proto, &config).await {
             Ok(stream) => {
                 state.store(LinkState::Up as u8, Ordering::Relaxed);
-                stats.connects.fetch_add(1, Ordering::Relaxed);
+                tel.stats.connects.fetch_add(1, Ordering::Relaxed);
+                tel.node.connects.increment(1);
+                tel.node.connected.increment(1.0);
                 backoff = config.backoff_min;
                 if failures > 0 {
                     info!(failures, "backend reachable again");
                 }
                 failures = 0;
                 debug!("connected");
-                match serve(stream, &mut rx, &addr, &config, &stats, kind).await {
-                    Ok(()) => return,
+                match serve(stream, &mut rx, &addr, &config, &tel, kind).await {
+                    Ok(()) => {
+                        tel.node.connected.decrement(1.0);
+                        return;
+                    }
                     Err(e) if kind == Kind::Private => {
                         debug!(error = %e, "private connection closed")
                     }
@@ -140,6 +147,9 @@ async fn run(
                 warn!(error = %e, "backend connect failed; retrying with backoff")
             }
             Err(e) => debug!(error = %e, failures, "backend still unreachable"),
+        }
+        if state.load(Ordering::Relaxed) == LinkState::Up as u8 {
+            tel.node.connected.decrement(1.0);
         }
         state.store(LinkState::Down as u8, Ordering::Relaxed);
         failures = failures.saturating_add(1);
@@ -157,6 +167,7 @@ async fn run(
                 req = rx.rx.recv() => match req {
                     Some(req) => {
                         rx.queued.fetch_sub(1, Ordering::Relaxed);
+                        tel.node.error(ErrorKind::Down, 1);
                         req.reply_to.send(Err(BackendError::Down(addr.clone())));
                     }
                     None => return,
@@ -219,7 +230,7 @@ async fn serve(
     rx: &mut Queue,
     addr: &Arc<str>,
     config: &BackendConfig,
-    stats: &BackendStats,
+    tel: &Telemetry,
     kind: Kind,
 ) -> Result<(), BackendError> {
     let mut wbuf = BytesMut::with_capacity(16 * 1024);
@@ -251,7 +262,12 @@ async fn serve(
                     Poll::Ready(0) => rx_closed = true,
                     Poll::Ready(n) => {
                         rx.queued.fetch_sub(n, Ordering::Relaxed);
-                        stats.requests.fetch_add(n as u64, Ordering::Relaxed);
+                        tel.stats.requests.fetch_add(n as u64, Ordering::Relaxed);
+                        tel.node.requests.increment(n as u64);
+                        tel.node
+                            .requests_seen
+                            .fetch_add(n as u64, Ordering::Relaxed);
+                        let sent = Instant::now();
                         if inflight.is_empty() {
                             timer.as_mut().reset(Instant::now() + config.read_timeout);
                         }
@@ -264,7 +280,7 @@ async fn serve(
                                 inflight.push_back(Pending::Skip);
                             }
                             wbuf.put_slice(&req.frame);
-                            inflight.push_back(Pending::Reply(req.reply_to));
+                            inflight.push_back(Pending::Reply(req.reply_to, sent));
                         }
                         progress = true;
                         if deferred < MAX_DEFERS && wbuf.len() < COALESCE_LIMIT {
@@ -287,7 +303,7 @@ async fn serve(
                         return Poll::Ready(Err(BackendError::Lost(addr.clone())));
                     }
                     Poll::Ready(Ok(n)) => {
-                        stats.writes.fetch_add(1, Ordering::Relaxed);
+                        tel.stats.writes.fetch_add(1, Ordering::Relaxed);
                         wbuf.advance(n);
                         need_flush = true;
                         progress = true;
@@ -320,13 +336,17 @@ async fn serve(
                 Poll::Ready(Ok(_)) => {
                     progress = true;
                     let mut replies = 0u64;
+                    let now = Instant::now();
                     loop {
                         match scanner.scan(&rbuf) {
                             Ok(Some(n)) => {
                                 let reply = rbuf.split_to(n).freeze();
                                 replies += 1;
                                 match inflight.pop_front() {
-                                    Some(Pending::Reply(to)) => to.send(Ok(reply)),
+                                    Some(Pending::Reply(to, sent)) => {
+                                        tel.node.observe(now.saturating_duration_since(sent));
+                                        to.send(Ok(reply))
+                                    }
                                     Some(Pending::Skip) => {}
                                     None if reply.first() == Some(&b'>') => {
                                         debug!("ignoring a push message on a shared connection");
@@ -343,7 +363,7 @@ async fn serve(
                             }
                         }
                     }
-                    stats.replies.fetch_add(replies, Ordering::Relaxed);
+                    tel.stats.replies.fetch_add(replies, Ordering::Relaxed);
                     timer.as_mut().reset(Instant::now() + config.read_timeout);
                 }
                 Poll::Pending => read_idle = true,
@@ -376,11 +396,19 @@ async fn serve(
     .await;
 
     if let Err(e) = &result {
+        let kind = match e {
+            BackendError::Timeout(..) => ErrorKind::Timeout,
+            BackendError::Protocol(..) => ErrorKind::Protocol,
+            _ => ErrorKind::Connection,
+        };
+        let mut failed = 0;
         for p in inflight.drain(..) {
-            if let Pending::Reply(to) = p {
+            if let Pending::Reply(to, _) = p {
+                failed += 1;
                 to.send(Err(e.clone()));
             }
         }
+        tel.node.error(kind, failed.max(1));
         let _ = stream.shutdown().await;
     }
     result

@@ -209,10 +209,18 @@ impl Route {
 pub struct Entry {
     pub spec: &'static CommandSpec,
     pub route: Route,
+    /// Calls, errors and latency of this command as clients see them; registered on first use
+    /// so that unused commands add no series.
+    metrics: std::sync::OnceLock<crate::metrics::CommandMetrics>,
     subs: HashMap<&'static str, Entry, foldhash::fast::RandomState>,
 }
 
 impl Entry {
+    pub fn metrics(&self) -> &crate::metrics::CommandMetrics {
+        self.metrics
+            .get_or_init(|| crate::metrics::CommandMetrics::new(self.spec.name))
+    }
+
     pub fn has_subcommands(&self) -> bool {
         !self.subs.is_empty()
     }
@@ -378,6 +386,7 @@ fn build_entry(spec: &'static CommandSpec) -> Entry {
     Entry {
         spec,
         route: route_for(spec),
+        metrics: std::sync::OnceLock::new(),
         subs,
     }
 }

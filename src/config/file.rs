@@ -36,6 +36,19 @@ pub struct FileConfig {
     pub topology: TopologyFile,
     #[serde(default)]
     pub limits: LimitsFile,
+    #[serde(default)]
+    pub admin: AdminFile,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminFile {
+    /// Address of the admin HTTP listener (/metrics, /health, /ready, /topology); off if unset.
+    pub listen: Option<String>,
+    /// Bearer token required on every admin path but /health.
+    pub token: Option<String>,
+    /// How often every backend's INFO is polled.
+    pub info_interval_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

@@ -308,5 +308,26 @@ pub fn proxy_info_section(ctx: &Context) -> String {
     );
     let mut text = String::from("# Proxy\r\n");
     text.push_str(&String::from_utf8_lossy(&out));
+    // Per backend node: latency as slotgate measures it (write to reply) and health.
+    text.push_str("\r\n# Nodes\r\n");
+    for (shard, m) in topo.masters().iter().enumerate() {
+        let met = m.metrics();
+        let q = |p: f64| {
+            met.latency_buckets
+                .quantile_us(p)
+                .map_or("-".to_string(), |v| v.to_string())
+        };
+        text.push_str(&format!(
+            "node{shard}:addr={},role=master,up={},p50_us={},p99_us={},p999_us={},requests={},errors={},health={}\r\n",
+            m.addr(),
+            u8::from(m.is_up()),
+            q(0.5),
+            q(0.99),
+            q(0.999),
+            met.requests_seen.load(Ordering::Relaxed),
+            met.errors_seen.load(Ordering::Relaxed),
+            met.health_score(m.is_up()),
+        ));
+    }
     text
 }

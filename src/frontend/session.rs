@@ -16,6 +16,7 @@ use smallvec::SmallVec;
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::task::Poll;
+use std::time::Instant;
 
 use bytes::Buf;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -28,6 +29,7 @@ use super::transaction::Transaction;
 use super::{Context, MultiKeyPolicy};
 use crate::backend::{BackendReply, BackendRequest, Node, PrivateLink, ReplyTo};
 use crate::command::{self, Entry, KeyPositions, Local, Merge, Rejection, Route, Txn, multi};
+use crate::metrics::CommandMetrics;
 use crate::protocol::encode;
 use crate::protocol::{Request, RequestParser};
 use crate::router::{Budget, RedirectDecision, decide};
@@ -98,6 +100,9 @@ enum SlotState {
         combine: Combine,
         parts: SmallVec<[PartState; 1]>,
         remaining: usize,
+        /// The command's metric handles and when it arrived (when metrics are on), for its latency.
+        cmd: Option<&'static CommandMetrics>,
+        started: Option<Instant>,
     },
 }
 
@@ -145,6 +150,8 @@ struct Session {
     /// Set by WATCH: the watched keys' slot (`None` when the backend has no slots). Commands for
     /// it go on the private connection holding the WATCH until EXEC, DISCARD or UNWATCH.
     watching: Option<Option<u16>>,
+    /// The command being dispatched, for the queue place it takes.
+    current: Option<(&'static CommandMetrics, Option<Instant>)>,
 }
 
 const PART_BITS: u32 = 16;
@@ -190,6 +197,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         privates: SmallVec::new(),
         txn: None,
         watching: None,
+        current: None,
         ctx,
     };
     let mut rbuf = BytesMut::with_capacity(16 * 1024);
@@ -306,7 +314,28 @@ impl Session {
     }
 
     fn push_ready(&mut self, bytes: Bytes) {
+        if let Some((cmd, _)) = self.current.take()
+            && bytes.first() == Some(&b'-')
+        {
+            cmd.errors.increment(1);
+        }
         self.queue.push_back(SlotState::Ready(bytes));
+    }
+
+    /// Takes a queue place for a request that went to backends.
+    fn push_waiting(&mut self, combine: Combine, parts: SmallVec<[PartState; 1]>) {
+        let (cmd, started) = match self.current.take() {
+            Some((c, t)) => (Some(c), t),
+            None => (None, None),
+        };
+        let remaining = parts.len();
+        self.queue.push_back(SlotState::Waiting {
+            combine,
+            parts,
+            remaining,
+            cmd,
+            started,
+        });
     }
 
     fn push_error(&mut self, msg: &str) {
@@ -333,7 +362,12 @@ impl Session {
         self.ctx.stats.commands.fetch_add(1, Ordering::Relaxed);
         let table = self.ctx.table;
         let entry = match command::lookup(table, &req) {
-            Ok(e) => e,
+            Ok(e) => {
+                let m = e.metrics();
+                m.calls.increment(1);
+                self.current = Some((m, crate::metrics::enabled().then(Instant::now)));
+                e
+            }
             Err(r) => {
                 if let Some(t) = &mut self.txn {
                     t.abort();
@@ -421,11 +455,7 @@ impl Session {
         part.skip = via.skip;
         let mut parts = SmallVec::new();
         parts.push(part);
-        self.queue.push_back(SlotState::Waiting {
-            combine: Combine::Single,
-            parts,
-            remaining: 1,
-        });
+        self.push_waiting(Combine::Single, parts);
         match node {
             Some(n) => self.send_to(&n, tag(seq, 0), frame, false, via),
             None => self.fail_part(tag(seq, 0), "CLUSTERDOWN Hash slot not served"),
@@ -639,16 +669,14 @@ impl Session {
             .map(|p| PartState::new(p.request.clone(), Some(p.slot), None))
             .collect();
         let sends: Vec<(u16, Bytes)> = split.iter().map(|p| (p.slot, p.request.clone())).collect();
-        let n = parts.len();
-        self.queue.push_back(SlotState::Waiting {
-            combine: Combine::Split {
+        self.push_waiting(
+            Combine::Split {
                 merge,
                 parts: split,
                 keys: keys.len(),
             },
             parts,
-            remaining: n,
-        });
+        );
         for (i, (slot, frame)) in sends.into_iter().enumerate() {
             match self.route(Some(slot)) {
                 Some(node) => self.send_to(&node, tag(seq, i), frame, false, SHARED),
@@ -667,11 +695,7 @@ impl Session {
             .iter()
             .map(|m| PartState::new(frame.clone(), None, Some(m.clone())))
             .collect();
-        self.queue.push_back(SlotState::Waiting {
-            combine: Combine::AllMasters(merge),
-            parts,
-            remaining: masters.len(),
-        });
+        self.push_waiting(Combine::AllMasters(merge), parts);
         for (i, m) in masters.iter().enumerate() {
             self.send_to(m, tag(seq, i), frame.clone(), false, SHARED);
         }
@@ -933,6 +957,8 @@ impl Session {
             combine,
             parts,
             remaining,
+            cmd,
+            started,
         } = slot
         else {
             return;
@@ -940,15 +966,36 @@ impl Session {
         if *remaining > 0 {
             return;
         }
-        if let (Combine::Single, [part]) = (&*combine, parts.as_mut_slice()) {
-            *slot = SlotState::Ready(part.reply.take().unwrap_or_default());
-            return;
+        let cmd = cmd.take();
+        let started = *started;
+        let done = if let (Combine::Single, [part]) = (&*combine, parts.as_mut_slice()) {
+            part.reply.take().unwrap_or_default()
+        } else {
+            self.merge_parts(idx)
+        };
+        if let Some(c) = cmd {
+            if let Some(t) = started {
+                c.duration.record(t.elapsed());
+            }
+            if done.first() == Some(&b'-') {
+                c.errors.increment(1);
+            }
         }
+        if let Some(slot) = self.queue.get_mut(idx) {
+            *slot = SlotState::Ready(done);
+        }
+    }
+
+    /// The merged reply of a split or fan-out request whose parts have all answered.
+    fn merge_parts(&mut self, idx: usize) -> Bytes {
+        let Some(SlotState::Waiting { combine, parts, .. }) = self.queue.get_mut(idx) else {
+            return Bytes::new();
+        };
         let replies: SmallVec<[Bytes; 4]> = parts
             .iter_mut()
             .map(|p| p.reply.take().unwrap_or_default())
             .collect();
-        let done = match combine {
+        match combine {
             Combine::Single => replies.into_iter().next().unwrap_or_default(),
             Combine::Split { merge, parts, keys } => {
                 let mut b = BytesMut::new();
@@ -969,8 +1016,7 @@ impl Session {
                 multi::merge(*merge, &[], &replies, 0, &mut b);
                 b.freeze()
             }
-        };
-        *slot = SlotState::Ready(done);
+        }
     }
 
     /// Moves every finished reply at the front of the queue into the output buffer.
@@ -984,8 +1030,7 @@ impl Session {
     }
 }
 
-/// XREAD/XREADGROUP with BLOCK would hold a shared connection; they are refused until blocking
-/// commands get connections of their own.
+/// XREAD/XREADGROUP with BLOCK would hold a shared connection, so they take a private one.
 fn is_blocking_stream_read(name: &str, req: &Request) -> bool {
     if name != "xread" && name != "xreadgroup" {
         return false;

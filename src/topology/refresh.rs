@@ -41,6 +41,8 @@ pub struct RefreshStats {
     pub refreshes: AtomicU64,
     pub failures: AtomicU64,
     pub changes: AtomicU64,
+    /// Changes in which some master address changed (a failover, a Sentinel switch).
+    pub master_switches: AtomicU64,
 }
 
 pub async fn run<S: TopologySource>(
@@ -101,6 +103,15 @@ pub async fn run<S: TopologySource>(
                     "topology changed"
                 );
                 stats.changes.fetch_add(1, Ordering::Relaxed);
+                let masters = |t: &Topology| {
+                    let mut v: Vec<Arc<str>> =
+                        t.masters().iter().map(|m| m.addr().clone()).collect();
+                    v.sort();
+                    v
+                };
+                if masters(&next) != masters(&now) {
+                    stats.master_switches.fetch_add(1, Ordering::Relaxed);
+                }
                 let keep = next.addresses();
                 handle.store(next);
                 backends.retain(&keep);

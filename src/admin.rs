@@ -1,0 +1,382 @@
+//! The admin HTTP listener: `/metrics` (Prometheus text), `/health` (process alive), `/ready`
+//! (200 only when every slot has a reachable master), `/topology` (JSON: shards, nodes, roles,
+//! slot ranges, per-node latency and health), with an optional bearer token on every path but
+//! `/health`. Also the periodic export of the proxy's counters and the backend INFO poller.
+//!
+//! Nothing here is on the request path: it reads counters and snapshots only. It must never
+//! block a runtime thread on rendering or on a slow backend.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use metrics::{counter, gauge};
+use metrics_exporter_prometheus::PrometheusHandle;
+use redis_protocol::resp2::types::OwnedFrame;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::frontend::Context;
+use crate::metrics::names;
+use crate::router::SLOTS;
+use crate::topology::control::{Control, text};
+
+/// What the INFO poller last read from a node.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct NodeInfo {
+    pub role: String,
+    pub used_memory: u64,
+    pub maxmemory: u64,
+    pub fragmentation: f64,
+    pub connected_clients: u64,
+    pub ops_per_sec: u64,
+}
+
+/// The admin endpoint's state.
+pub struct Admin {
+    ctx: Arc<Context>,
+    prometheus: Option<PrometheusHandle>,
+    token: Option<String>,
+    info: Mutex<BTreeMap<String, NodeInfo>>,
+}
+
+impl Admin {
+    pub fn new(
+        ctx: Arc<Context>,
+        prometheus: Option<PrometheusHandle>,
+        token: Option<String>,
+    ) -> Arc<Admin> {
+        Arc::new(Admin {
+            ctx,
+            prometheus,
+            token,
+            info: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    fn authorized(&self, req: &Request<Incoming>) -> bool {
+        let Some(token) = &self.token else {
+            return true;
+        };
+        req.headers()
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()))
+    }
+
+    fn handle(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+        let path = req.uri().path();
+        if path != "/health" && !self.authorized(req) {
+            counter!(names::ADMIN_UNAUTHORIZED).increment(1);
+            return respond(
+                StatusCode::UNAUTHORIZED,
+                "text/plain",
+                "unauthorized\n".into(),
+            );
+        }
+        if req.method() != hyper::Method::GET {
+            return respond(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "text/plain",
+                "GET only\n".into(),
+            );
+        }
+        match path {
+            "/health" => respond(StatusCode::OK, "text/plain", "OK\n".into()),
+            "/ready" => match self.readiness() {
+                Ok(()) => respond(StatusCode::OK, "text/plain", "ready\n".into()),
+                Err(why) => respond(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    format!("not ready: {why}\n"),
+                ),
+            },
+            "/metrics" => {
+                self.export();
+                let text = self
+                    .prometheus
+                    .as_ref()
+                    .map(|p| p.render())
+                    .unwrap_or_default();
+                respond(StatusCode::OK, "text/plain; version=0.0.4", text)
+            }
+            "/topology" => respond(StatusCode::OK, "application/json", self.topology_json()),
+            _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+        }
+    }
+
+    /// Ready when every slot has a master (one master in Sentinel/standalone mode) and every
+    /// master's connections are up.
+    pub fn readiness(&self) -> Result<(), String> {
+        let topo = self.ctx.topology.load_full();
+        if topo.covered() != SLOTS {
+            return Err(format!("{} of {SLOTS} slots have a master", topo.covered()));
+        }
+        let down: Vec<String> = topo
+            .masters()
+            .iter()
+            .filter(|m| !m.is_up())
+            .map(|m| m.addr().to_string())
+            .collect();
+        if !down.is_empty() {
+            return Err(format!("masters unreachable: {}", down.join(", ")));
+        }
+        Ok(())
+    }
+
+    /// The health score of the whole proxy: the lowest of its masters' scores, 0 when not ready.
+    pub fn health_score(&self) -> u8 {
+        let topo = self.ctx.topology.load_full();
+        if topo.covered() != SLOTS {
+            return 0;
+        }
+        topo.masters()
+            .iter()
+            .map(|m| m.metrics().health_score(m.is_up()))
+            .min()
+            .unwrap_or(0)
+    }
+
+    /// Publishes the proxy's own counters and the topology's gauges to the recorder.
+    pub fn export(&self) {
+        let s = &self.ctx.stats;
+        let r = &self.ctx.refresh;
+        let b = self.ctx.backends.stats();
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        gauge!(names::CLIENT_CONNECTIONS).set(load(&s.connections_current) as f64);
+        counter!(names::CLIENT_ACCEPTED).absolute(load(&s.connections_received));
+        counter!(names::CLIENT_REFUSED).absolute(load(&s.connections_rejected));
+        counter!(names::REDIRECTS, "kind" => "moved").absolute(load(&s.redirects_moved));
+        counter!(names::REDIRECTS, "kind" => "ask").absolute(load(&s.redirects_ask));
+        counter!(names::REDIRECTS, "kind" => "tryagain").absolute(load(&s.redirects_tryagain));
+        counter!(names::REDIRECTS, "kind" => "readonly").absolute(load(&s.redirects_readonly));
+        counter!(names::CROSSSLOT_REJECTIONS).absolute(load(&s.crossslot_rejected));
+        counter!(names::TOPOLOGY_REFRESHES).absolute(load(&r.refreshes));
+        counter!(names::TOPOLOGY_REFRESH_FAILURES).absolute(load(&r.failures));
+        counter!(names::TOPOLOGY_CHANGES).absolute(load(&r.changes));
+        counter!(names::MASTER_SWITCHES).absolute(load(&r.master_switches));
+        counter!(names::BACKEND_WRITES).absolute(load(&b.writes));
+        let topo = self.ctx.topology.load_full();
+        gauge!(names::TOPOLOGY_EPOCH).set(topo.epoch as f64);
+        gauge!(names::TOPOLOGY_AGE).set(topo.created.elapsed().as_secs_f64());
+        gauge!(names::SLOTS_COVERED).set(topo.covered() as f64);
+        gauge!(names::READY).set(if self.readiness().is_ok() { 1.0 } else { 0.0 });
+        gauge!(names::HEALTH_SCORE).set(f64::from(self.health_score()));
+        for (shard, m) in topo.masters().iter().enumerate() {
+            let node = m.addr().to_string();
+            gauge!(names::NODE_INFO, "node" => node.clone(), "role" => "master", "shard" => shard.to_string()).set(1.0);
+            gauge!(names::NODE_HEALTH_SCORE, "node" => node)
+                .set(f64::from(m.metrics().health_score(m.is_up())));
+            for r in topo.replicas_of(shard) {
+                gauge!(names::NODE_INFO, "node" => r.to_string(), "role" => "replica", "shard" => shard.to_string())
+                    .set(1.0);
+            }
+        }
+    }
+
+    fn topology_json(&self) -> String {
+        let topo = self.ctx.topology.load_full();
+        let info = self.info.lock().map(|g| g.clone()).unwrap_or_default();
+        let shards: Vec<serde_json::Value> = topo
+            .masters()
+            .iter()
+            .enumerate()
+            .map(|(shard, m)| {
+                let lat = &m.metrics().latency_buckets;
+                serde_json::json!({
+                    "shard": shard,
+                    "master": {
+                        "node": m.addr().as_ref(),
+                        "up": m.is_up(),
+                        "latency_p50_us": lat.quantile_us(0.5),
+                        "latency_p99_us": lat.quantile_us(0.99),
+                        "requests": m.metrics().requests_seen.load(Ordering::Relaxed),
+                        "errors": m.metrics().errors_seen.load(Ordering::Relaxed),
+                        "health_score": m.metrics().health_score(m.is_up()),
+                        "info": info.get(m.addr().as_ref()),
+                    },
+                    "replicas": topo.replicas_of(shard).iter().map(|r| serde_json::json!({
+                        "node": r.as_ref(),
+                        "info": info.get(r.as_ref()),
+                    })).collect::<Vec<_>>(),
+                    "slots": topo.ranges_of(shard),
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "epoch": topo.epoch,
+            "age_seconds": topo.created.elapsed().as_secs(),
+            "slotted": topo.slotted,
+            "slots_covered": topo.covered(),
+            "ready": self.readiness().is_ok(),
+            "health_score": self.health_score(),
+            "shards": shards,
+        })
+        .to_string()
+    }
+
+    /// Polls every node's INFO and exports memory, clients, ops/s, replication lag and link state.
+    pub async fn poll_backends(self: Arc<Self>, every: Duration, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let topo = self.ctx.topology.load_full();
+            for addr in topo.addresses() {
+                let ask = async {
+                    let mut c = Control::connect(&addr).await?;
+                    c.command(&["INFO"], "INFO").await
+                };
+                match tokio::time::timeout(Duration::from_secs(2), ask).await {
+                    Ok(Ok(frame)) => self.record_info(&addr, &frame),
+                    Ok(Err(e)) => debug!(node = %addr, error = %e, "INFO poll failed"),
+                    Err(_) => debug!(node = %addr, "INFO poll timed out"),
+                }
+            }
+            self.upkeep();
+        }
+    }
+
+    fn upkeep(&self) {
+        if let Some(p) = &self.prometheus {
+            p.run_upkeep();
+        }
+    }
+
+    fn record_info(&self, addr: &str, frame: &OwnedFrame) {
+        let Some(text) = text(frame) else { return };
+        let field = |k: &str| {
+            text.lines().find_map(|l| {
+                l.strip_prefix(&format!("{k}:"))
+                    .map(|v| v.trim().to_string())
+            })
+        };
+        let num = |k: &str| field(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let info = NodeInfo {
+            role: field("role").unwrap_or_default(),
+            used_memory: num("used_memory"),
+            maxmemory: num("maxmemory"),
+            fragmentation: field("mem_fragmentation_ratio")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.0),
+            connected_clients: num("connected_clients"),
+            ops_per_sec: num("instantaneous_ops_per_sec"),
+        };
+        let node = addr.to_string();
+        gauge!(names::BACKEND_USED_MEMORY, "node" => node.clone()).set(info.used_memory as f64);
+        gauge!(names::BACKEND_MAXMEMORY, "node" => node.clone()).set(info.maxmemory as f64);
+        gauge!(names::BACKEND_FRAGMENTATION, "node" => node.clone()).set(info.fragmentation);
+        gauge!(names::BACKEND_CLIENTS, "node" => node.clone()).set(info.connected_clients as f64);
+        gauge!(names::BACKEND_OPS, "node" => node.clone()).set(info.ops_per_sec as f64);
+        if info.role == "slave" {
+            let up = field("master_link_status").as_deref() == Some("up");
+            gauge!(names::BACKEND_LINK_UP, "node" => node.clone()).set(if up { 1.0 } else { 0.0 });
+        }
+        if info.role == "master" {
+            // slaveN:ip=...,port=...,state=online,offset=N,lag=S: lag in bytes behind this master.
+            let master_offset = num("master_repl_offset");
+            for line in text
+                .lines()
+                .filter(|l| l.starts_with("slave") && l.contains("offset="))
+            {
+                let kv = |k: &str| {
+                    line.split([':', ','])
+                        .find_map(|p| p.strip_prefix(&format!("{k}=")).map(str::to_string))
+                };
+                if let (Some(ip), Some(port), Some(off)) = (kv("ip"), kv("port"), kv("offset")) {
+                    let lag = master_offset.saturating_sub(off.parse().unwrap_or(0));
+                    gauge!(names::BACKEND_REPLICATION_LAG, "node" => format!("{ip}:{port}"))
+                        .set(lag as f64);
+                }
+            }
+        }
+        if let Ok(mut g) = self.info.lock() {
+            g.insert(node, info);
+        }
+    }
+}
+
+fn respond(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(content_type),
+    );
+    r
+}
+
+/// Compares tokens without stopping at the first difference.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Serves the admin endpoint until shutdown.
+pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: CancellationToken) {
+    let exporter = admin.clone();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {
+                    exporter.export();
+                    exporter.upkeep();
+                }
+            }
+        }
+    });
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(e) => {
+                    warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let admin = admin.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req: Request<Incoming>| {
+                let admin = admin.clone();
+                async move { Ok::<_, Infallible>(admin.handle(&req)) }
+            });
+            if let Err(e) = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                debug!(error = %e, "admin connection ended");
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn should_compare_tokens_fully() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secre"));
+    }
+}

@@ -1,0 +1,212 @@
+//! The admin endpoint against a live slotgate in front of a real 3+3 cluster: per-node latency
+//! series whose counts match the requests sent, /ready through a master kill and failover,
+//! bearer-token auth, and dashboards and alert rules that only use metric names slotgate emits.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod support;
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use support::{Cluster, Proxy};
+
+/// A plain HTTP/1.1 GET: (status, body).
+fn get(port: u16, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text.split(' ').nth(1).unwrap().parse().unwrap();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// `name{labels}` → value, from the Prometheus text format.
+fn scrape(port: u16, token: &str) -> HashMap<String, f64> {
+    let (status, body) = get(port, "/metrics", Some(token));
+    assert_eq!(status, 200);
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            l.rsplit_once(' ')
+                .map(|(k, v)| (k.to_string(), v.parse().unwrap_or(f64::NAN)))
+        })
+        .collect()
+}
+
+fn metric_names_in(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for (i, _) in text.match_indices("slotgate_") {
+        let name: String = text[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+            .collect();
+        let base = ["_bucket", "_sum", "_count"]
+            .iter()
+            .fold(name.clone(), |n, s| {
+                n.strip_suffix(s).map(str::to_string).unwrap_or(n)
+            });
+        names.insert(base);
+    }
+    names
+}
+
+#[test]
+fn admin_endpoint_reports_per_node_latency_readiness_and_guards_with_a_token() {
+    let mut cluster = Cluster::start(3, 1);
+    cluster.wait_replicas_synced();
+    let admin_port = support::free_port();
+    let conf = std::env::temp_dir().join(format!("slotgate-admin-{}.toml", std::process::id()));
+    std::fs::write(
+        &conf,
+        "[admin]\ntoken = \"s3cret\"\ninfo_interval_ms = 300\n",
+    )
+    .unwrap();
+    let proxy = Proxy::cluster(
+        &cluster,
+        &[
+            "--admin",
+            &format!("127.0.0.1:{admin_port}"),
+            "--config",
+            conf.to_str().unwrap(),
+        ],
+    );
+
+    // Token: /health is open, everything else needs the bearer token.
+    assert_eq!(get(admin_port, "/health", None), (200, "OK\n".into()));
+    assert_eq!(get(admin_port, "/metrics", None).0, 401);
+    assert_eq!(get(admin_port, "/metrics", Some("wrong")).0, 401);
+    assert_eq!(
+        get(admin_port, "/ready", Some("s3cret")),
+        (200, "ready\n".into())
+    );
+
+    // Traffic with known keys: each node's latency series counts exactly its requests.
+    let mut c = proxy.conn();
+    let owners = cluster.slot_owner_ports();
+    let mut sent: HashMap<u16, u64> = HashMap::new();
+    for i in 0..3000 {
+        let key = format!("obs:{i}");
+        let _: () = redis::cmd("SET").arg(&key).arg(i).query(&mut c).unwrap();
+        *sent
+            .entry(owners[slotgate::router::key_slot(key.as_bytes()) as usize])
+            .or_default() += 1;
+    }
+    let m = scrape(admin_port, "s3cret");
+    for (port, n) in &sent {
+        let series =
+            format!("slotgate_backend_request_duration_seconds_count{{node=\"127.0.0.1:{port}\"}}");
+        assert_eq!(m.get(&series).copied(), Some(*n as f64), "{series}");
+        let reqs = format!("slotgate_backend_requests_total{{node=\"127.0.0.1:{port}\"}}");
+        assert_eq!(m.get(&reqs).copied(), Some(*n as f64), "{reqs}");
+    }
+    let latency_series = m
+        .keys()
+        .filter(|k| k.starts_with("slotgate_backend_request_duration_seconds_count{"))
+        .count();
+    assert_eq!(latency_series, 3, "one latency series per backend master");
+    assert_eq!(
+        m.get("slotgate_commands_total{command=\"set\"}").copied(),
+        Some(3000.0)
+    );
+    assert_eq!(m.get("slotgate_ready").copied(), Some(1.0));
+    assert!(
+        m.get("slotgate_admin_unauthorized_total")
+            .copied()
+            .unwrap_or(0.0)
+            >= 2.0
+    );
+    assert!(
+        m.keys()
+            .any(|k| k.starts_with("slotgate_command_duration_seconds_bucket{command=\"set\",le=")),
+        "buckets, not summaries"
+    );
+
+    // INFO over RESP carries per-node latency and health; /topology the same as JSON.
+    let info: String = redis::cmd("INFO").query(&mut c).unwrap();
+    assert!(
+        info.contains("# Nodes") && info.contains("p99_us="),
+        "{info}"
+    );
+    let (status, topo) = get(admin_port, "/topology", Some("s3cret"));
+    assert_eq!(status, 200);
+    let topo: serde_json::Value = serde_json::from_str(&topo).unwrap();
+    assert_eq!(topo["shards"].as_array().unwrap().len(), 3);
+    assert!(topo["shards"][0]["master"]["latency_p99_us"].is_u64());
+    support::wait_until("INFO poll of the backends", Duration::from_secs(10), || {
+        scrape(admin_port, "s3cret")
+            .keys()
+            .any(|k| k.starts_with("slotgate_backend_used_memory_bytes{"))
+    });
+
+    // Kill a master: /ready turns 503 and the node's error and connection metrics move; after the
+    // replica takes over, /ready is 200 again.
+    let victim = cluster
+        .owner_of_slot(slotgate::router::key_slot(b"obs:0"))
+        .port;
+    cluster.node_mut(victim).kill();
+    let node = format!("127.0.0.1:{victim}");
+    support::wait_until("/ready to turn 503", Duration::from_secs(10), || {
+        let _ = redis::cmd("SET").arg("obs:0").arg(1).query::<()>(&mut c);
+        get(admin_port, "/ready", Some("s3cret")).0 == 503
+    });
+    let m = scrape(admin_port, "s3cret");
+    let errors: f64 = m
+        .iter()
+        .filter(|(k, _)| k.starts_with("slotgate_backend_errors_total{") && k.contains(&node))
+        .map(|(_, v)| v)
+        .sum();
+    assert!(errors > 0.0, "errors recorded for {node}");
+    assert_eq!(
+        m.get(&format!("slotgate_backend_connected{{node=\"{node}\"}}"))
+            .copied(),
+        Some(0.0)
+    );
+    support::wait_until(
+        "/ready back to 200 after failover",
+        Duration::from_secs(30),
+        || {
+            let _ = redis::cmd("SET").arg("obs:0").arg(1).query::<()>(&mut c);
+            get(admin_port, "/ready", Some("s3cret")).0 == 200
+        },
+    );
+    std::thread::sleep(Duration::from_millis(500));
+
+    // The dashboard and the alert rules use only names slotgate defines and emits.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/observability");
+    let live = metric_names_in(&get(admin_port, "/metrics", Some("s3cret")).1);
+    for file in ["grafana-dashboard.json", "slotgate-alerts.yml"] {
+        let text = std::fs::read_to_string(root.join(file)).unwrap();
+        let used = metric_names_in(&text);
+        assert!(!used.is_empty());
+        for name in &used {
+            assert!(
+                slotgate::metrics::names::ALL.contains(&name.as_str()),
+                "{file}: {name} is not a slotgate metric"
+            );
+            assert!(
+                live.contains(name),
+                "{file}: {name} is not in a live scrape"
+            );
+        }
+    }
+    let _ = std::fs::remove_file(&conf);
+}
