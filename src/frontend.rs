@@ -76,6 +76,9 @@ pub struct ProxyStats {
     pub redirects_readonly: AtomicU64,
     pub crossslot_rejected: AtomicU64,
     pub backend_errors: AtomicU64,
+    /// Bytes read from and written to clients (sessions add in chunks, not per read).
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
 }
 
 /// Everything a session needs, shared by all of them.
@@ -92,6 +95,8 @@ pub struct Context {
     /// Set before the shutdown token is cancelled, so sessions need not poll the token on
     /// every wake.
     pub draining: AtomicBool,
+    /// Requests parsed from one client read: how deep clients pipeline.
+    pub pipeline_depth: metrics::Histogram,
 }
 
 /// Accepts clients until `shutdown`, one session task each, tracked by `tracker` for drain.

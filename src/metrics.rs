@@ -43,6 +43,9 @@ pub mod names {
     pub const CLIENT_CONNECTIONS: &str = "slotgate_client_connections";
     pub const CLIENT_ACCEPTED: &str = "slotgate_client_connections_accepted_total";
     pub const CLIENT_REFUSED: &str = "slotgate_client_connections_refused_total";
+    pub const CLIENT_BYTES_IN: &str = "slotgate_client_received_bytes_total";
+    pub const CLIENT_BYTES_OUT: &str = "slotgate_client_sent_bytes_total";
+    pub const PIPELINE_DEPTH: &str = "slotgate_client_pipeline_depth";
     pub const BACKEND_WRITES: &str = "slotgate_backend_writes_total";
     pub const READY: &str = "slotgate_ready";
     pub const HEALTH_SCORE: &str = "slotgate_health_score";
@@ -80,6 +83,9 @@ pub mod names {
         CLIENT_CONNECTIONS,
         CLIENT_ACCEPTED,
         CLIENT_REFUSED,
+        CLIENT_BYTES_IN,
+        CLIENT_BYTES_OUT,
+        PIPELINE_DEPTH,
         BACKEND_WRITES,
         READY,
         HEALTH_SCORE,
@@ -100,11 +106,17 @@ pub fn enabled() -> bool {
     ENABLED.load(Ordering::Relaxed)
 }
 
+/// Buckets for the pipeline depth: requests per client read.
+const DEPTH_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+];
+
 /// Installs the Prometheus recorder (histograms as buckets, not summaries). Must run before any
 /// handle is created: handles made earlier stay no-ops.
 pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(names::PIPELINE_DEPTH.into()), DEPTH_BUCKETS)?
         .install_recorder()?;
     ENABLED.store(true, Ordering::Relaxed);
     Ok(handle)

@@ -203,6 +203,8 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     let mut rbuf = BytesMut::with_capacity(16 * 1024);
     let mut replies: Vec<BackendReply> = Vec::with_capacity(64);
     let mut eof = false;
+    // Byte counts are added to the shared counters in chunks, not per read.
+    let (mut bytes_in, mut bytes_out) = (0u64, 0u64);
     let max_pipeline = s.ctx.config.max_pipeline.max(1);
     let cancelled = shutdown.cancelled();
     tokio::pin!(cancelled);
@@ -215,7 +217,12 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         let mut read_idle = false;
         for _ in 0..POLL_BUDGET {
             let mut progress = false;
+            let before = s.next_seq();
             s.dispatch_buffered(&mut rbuf, max_pipeline);
+            let parsed = s.next_seq() - before;
+            if parsed > 0 && crate::metrics::enabled() {
+                s.ctx.pipeline_depth.record(parsed as f64);
+            }
             if !rx_idle {
                 match rx.poll_recv_many(cx, &mut replies, 256) {
                     Poll::Ready(n) if n > 0 => {
@@ -233,6 +240,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(false),
                     Poll::Ready(Ok(n)) => {
                         s.out.advance(n);
+                        bytes_out += n as u64;
                         progress = true;
                     }
                     Poll::Pending => break,
@@ -261,9 +269,15 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                         eof = true;
                         progress = true;
                     }
-                    Poll::Ready(Ok(_)) => progress = true,
+                    Poll::Ready(Ok(n)) => {
+                        bytes_in += n as u64;
+                        progress = true;
+                    }
                     Poll::Pending => read_idle = true,
                 }
+            }
+            if bytes_in + bytes_out >= BYTES_FLUSH {
+                s.flush_bytes(&mut bytes_in, &mut bytes_out);
             }
             if !progress {
                 // The cancellation future is polled once to register, then only once the
@@ -282,12 +296,27 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         Poll::Pending
     })
     .await;
+    s.flush_bytes(&mut bytes_in, &mut bytes_out);
     if clean {
         let _ = stream.shutdown().await;
     }
 }
 
+/// Session byte counts go to the shared counters once this many have accumulated.
+const BYTES_FLUSH: u64 = 64 * 1024;
+
 impl Session {
+    fn flush_bytes(&self, bytes_in: &mut u64, bytes_out: &mut u64) {
+        self.ctx
+            .stats
+            .bytes_in
+            .fetch_add(std::mem::take(bytes_in), Ordering::Relaxed);
+        self.ctx
+            .stats
+            .bytes_out
+            .fetch_add(std::mem::take(bytes_out), Ordering::Relaxed);
+    }
+
     /// Whether some outstanding request is on a private connection (a blocking command).
     fn waits_on_private(&self) -> bool {
         self.queue.iter().any(|slot| match slot {
