@@ -163,16 +163,7 @@ with r.pipeline() as p:
 assert r.get("{py}a") == "20"
 print("redis-py transactions ok")
 "#;
-    let out = Command::new("python3")
-        .args(["-c", script, &proxy.port.to_string()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    support::run_python(script, proxy.port);
 }
 
 #[test]

@@ -94,6 +94,13 @@ pub fn merge(
         }
         Merge::Ordered => merge_ordered(parts, replies, total_keys, out),
         Merge::Info => unexpected(out, "INFO"),
+        Merge::Same => out.put_slice(
+            replies
+                .first()
+                .map_or(&b"-ERR slotgate: no master answered\r\n"[..], |r| &r[..]),
+        ),
+        Merge::AllExist => merge_all_exist(replies, out),
+        Merge::Concat => merge_concat(replies, MAX_CONCAT_ELEMENTS, out),
     }
 }
 
@@ -115,6 +122,98 @@ pub fn merge_sum(replies: &[Bytes], out: &mut BytesMut) {
         }
     }
     encode::integer(out, sum);
+}
+
+/// Most elements a merged KEYS reply may hold; beyond, an error tells the client to SCAN.
+pub const MAX_CONCAT_ELEMENTS: usize = 1_000_000;
+
+/// The arrays of every master, one after another (KEYS), refused beyond `cap` elements.
+pub fn merge_concat(replies: &[Bytes], cap: usize, out: &mut BytesMut) {
+    let mut all: Vec<Bytes> = Vec::new();
+    for r in replies {
+        let Some(elems) = array_elements(r) else {
+            return unexpected(out, "an array");
+        };
+        all.extend(elems);
+        if all.len() > cap {
+            return encode::error(
+                out,
+                &format!("ERR slotgate: the reply would hold more than {cap} keys; use SCAN"),
+            );
+        }
+    }
+    encode::array_header(out, all.len());
+    for e in all {
+        out.put_slice(&e);
+    }
+}
+
+/// Rewrites a master's SCAN reply `[cursor, [keys]]` with slotgate's cursor: the master's own
+/// cursor shifted left by 8 bits, the master's index (among `masters`) in the low 8 bits; a
+/// finished master hands over to the next, the last one ends the scan with 0.
+pub fn rewrite_scan_reply(reply: &Bytes, index: usize, masters: usize, out: &mut BytesMut) {
+    if matches!(reply.first(), Some(b'-' | b'!')) {
+        return out.put_slice(reply);
+    }
+    let Some(elems) = array_elements(reply) else {
+        return unexpected(out, "SCAN");
+    };
+    let (Some(cursor), Some(keys)) = (elems.first().and_then(|c| bulk_text(c)), elems.get(1))
+    else {
+        return unexpected(out, "SCAN");
+    };
+    let Ok(node_cursor) = cursor.parse::<u64>() else {
+        return unexpected(out, "SCAN");
+    };
+    let next = if node_cursor != 0 {
+        match node_cursor.checked_shl(8).filter(|c| c >> 8 == node_cursor) {
+            Some(c) => c | index as u64,
+            None => {
+                return encode::error(
+                    out,
+                    "ERR slotgate: a node's SCAN cursor is too large to carry",
+                );
+            }
+        }
+    } else if index + 1 < masters {
+        (index + 1) as u64
+    } else {
+        0
+    };
+    encode::array_header(out, 2);
+    encode::bulk(out, next.to_string().as_bytes());
+    out.put_slice(keys);
+}
+
+/// Element-wise minimum of integer arrays (SCRIPT EXISTS over every master).
+fn merge_all_exist(replies: &[Bytes], out: &mut BytesMut) {
+    let mut acc: Option<Vec<i64>> = None;
+    for r in replies {
+        let Some(elems) = array_elements(r) else {
+            return unexpected(out, "an array");
+        };
+        let mut v = Vec::with_capacity(elems.len());
+        for e in elems {
+            match e
+                .strip_prefix(b":")
+                .and_then(|x| x.strip_suffix(b"\r\n"))
+                .and_then(parse_int)
+            {
+                Some(n) => v.push(n),
+                None => return unexpected(out, "integers"),
+            }
+        }
+        acc = Some(match acc {
+            None => v,
+            Some(a) if a.len() == v.len() => a.iter().zip(&v).map(|(x, y)| *x.min(y)).collect(),
+            Some(_) => return unexpected(out, "arrays of one length"),
+        });
+    }
+    let acc = acc.unwrap_or_default();
+    encode::array_header(out, acc.len());
+    for n in acc {
+        encode::integer(out, n);
+    }
 }
 
 fn merge_ordered(parts: &[Part], replies: &[Bytes], total_keys: usize, out: &mut BytesMut) {
@@ -305,6 +404,51 @@ mod tests {
             &mut out,
         );
         assert_eq!(&out[..], b"-ERR x\r\n");
+    }
+
+    #[test]
+    fn should_say_a_script_exists_only_where_every_master_has_it() {
+        let mut out = BytesMut::new();
+        merge(
+            Merge::AllExist,
+            &[],
+            &[
+                Bytes::from_static(b"*2\r\n:1\r\n:1\r\n"),
+                Bytes::from_static(b"*2\r\n:1\r\n:0\r\n"),
+            ],
+            0,
+            &mut out,
+        );
+        assert_eq!(&out[..], b"*2\r\n:1\r\n:0\r\n");
+    }
+
+    #[test]
+    fn should_carry_the_master_index_in_the_scan_cursor() {
+        let reply = Bytes::from_static(b"*2\r\n$2\r\n17\r\n*1\r\n$1\r\na\r\n");
+        let mut out = BytesMut::new();
+        rewrite_scan_reply(&reply, 2, 3, &mut out);
+        assert_eq!(
+            &out[..],
+            format!("*2\r\n$4\r\n{}\r\n*1\r\n$1\r\na\r\n", (17 << 8) | 2).as_bytes()
+        );
+        let done = Bytes::from_static(b"*2\r\n$1\r\n0\r\n*0\r\n");
+        let mut out = BytesMut::new();
+        rewrite_scan_reply(&done, 1, 3, &mut out);
+        assert_eq!(&out[..], b"*2\r\n$1\r\n2\r\n*0\r\n");
+        let mut out = BytesMut::new();
+        rewrite_scan_reply(&done, 2, 3, &mut out);
+        assert_eq!(&out[..], b"*2\r\n$1\r\n0\r\n*0\r\n");
+    }
+
+    #[test]
+    fn should_cap_concatenated_keys() {
+        let r = Bytes::from_static(b"*2\r\n$1\r\na\r\n$1\r\nb\r\n");
+        let mut out = BytesMut::new();
+        merge_concat(&[r.clone(), r.clone()], 10, &mut out);
+        assert!(out.starts_with(b"*4\r\n"));
+        let mut out = BytesMut::new();
+        merge_concat(&[r.clone(), r], 3, &mut out);
+        assert!(out.starts_with(b"-ERR slotgate: the reply would hold more than 3 keys"));
     }
 
     #[test]

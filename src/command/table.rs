@@ -120,6 +120,13 @@ pub enum Merge {
     AllOk,
     /// INFO: the first master's text with the keyspace summed and a `# Proxy` section.
     Info,
+    /// SCRIPT LOAD, FUNCTION LOAD: every master answers the same; the first reply, or the first
+    /// error.
+    Same,
+    /// SCRIPT EXISTS: a script exists only if every master has it (element-wise minimum).
+    AllExist,
+    /// KEYS: the arrays of every master, one after another (capped).
+    Concat,
 }
 
 /// Commands the proxy answers itself.
@@ -167,6 +174,8 @@ pub enum Route {
     AllMasters(Merge),
     /// Answered by the proxy.
     Local(Local),
+    /// SCAN: one master at a time, the master's index folded into the cursor.
+    Scan,
     /// By key slot, on a connection of the session's own, so that blocking never stalls the
     /// shared pipelines.
     Blocking,
@@ -190,6 +199,7 @@ impl Route {
             Route::Blocking => {
                 "routed by key slot on a private connection of the client's own".into()
             }
+            Route::Scan => "every master in turn; the cursor carries the master's index".into(),
             Route::Transaction(Txn::Watch) => {
                 "pins a private connection to the keys' master until EXEC, DISCARD or UNWATCH"
                     .into()
@@ -253,7 +263,7 @@ pub struct Table {
 
 const WAIT: &str = "WAIT counts the replicas that acknowledged one connection's writes; not supported through a proxy yet";
 const PUBSUB: &str = "pub/sub is not supported yet";
-const KEYSPACE: &str = "keyspace-wide commands are not supported yet";
+const KEYSPACE: &str = "a random key over several masters is not supported yet";
 const ADMIN: &str = "administrative commands are not passed through a proxy";
 const FLEET: &str = "fleet-wide scripting and function management is not supported yet";
 const REPLICATION: &str = "replication commands are not passed through a proxy";
@@ -314,11 +324,21 @@ fn named_route(name: &str) -> Option<Route> {
         "watch" => Transaction(self::Txn::Watch),
         "unwatch" => Transaction(self::Txn::Unwatch),
         "wait" => Refuse(WAIT),
-        "keys" | "scan" | "randomkey" => Refuse(KEYSPACE),
+        "scan" => Scan,
+        "keys" => AllMasters(Merge::Concat),
+        "randomkey" => Refuse(KEYSPACE),
         "flushall" | "flushdb" | "swapdb" | "move" => Refuse(ADMIN),
         "sync" | "psync" | "replconf" | "replicaof" | "slaveof" | "failover" => Refuse(REPLICATION),
         "monitor" => Refuse("MONITOR would stream every backend's traffic; not supported"),
         "spublish" => Keyed,
+        "script|load" | "function|load" => AllMasters(Merge::Same),
+        "script|exists" => AllMasters(Merge::AllExist),
+        "script|flush" | "function|delete" | "function|flush" | "function|restore" => {
+            AllMasters(Merge::AllOk)
+        }
+        "script|help" | "function|list" | "function|dump" | "function|stats" | "function|help" => {
+            AnyMaster
+        }
         _ => return None,
     })
 }

@@ -91,6 +91,11 @@ enum Combine {
         keys: usize,
     },
     AllMasters(Merge),
+    /// A SCAN step on master `index` of `masters`: its cursor is rewritten in the reply.
+    Scan {
+        index: usize,
+        masters: usize,
+    },
 }
 
 #[derive(Debug)]
@@ -424,6 +429,7 @@ impl Session {
                 }
             }
             Route::Transaction(t) => self.transaction(t, entry, &req),
+            Route::Scan => self.scan(&req),
             Route::Blocking => match self.slot_for(entry, &req) {
                 Ok(slot) => self.send_single_via(req.raw().clone(), slot, PRIVATE),
                 Err(r) => self.reject(r),
@@ -489,6 +495,47 @@ impl Session {
             Some(n) => self.send_to(&n, tag(seq, 0), frame, false, via),
             None => self.fail_part(tag(seq, 0), "CLUSTERDOWN Hash slot not served"),
         }
+    }
+
+    /// SCAN over every master in turn: the low 8 bits of the cursor name the master (in address
+    /// order), the rest is that master's own cursor.
+    fn scan(&mut self, req: &Request) {
+        if !self.topo.load().slotted {
+            return self.send_single(req.raw().clone(), None);
+        }
+        let cursor = req
+            .arg(1)
+            .and_then(|c| std::str::from_utf8(c).ok())
+            .and_then(|c| c.parse::<u64>().ok());
+        let Some(cursor) = cursor else {
+            return self.push_error("ERR invalid cursor");
+        };
+        let mut masters: Vec<Arc<Node>> = self.topo.load().masters().to_vec();
+        masters.sort_by(|a, b| a.addr().cmp(b.addr()));
+        let index = (cursor & 0xFF) as usize;
+        let Some(node) = masters.get(index).cloned() else {
+            return self.push_error("ERR invalid cursor");
+        };
+        let node_cursor = (cursor >> 8).to_string();
+        let mut frame = BytesMut::new();
+        encode::array_header(&mut frame, req.argc());
+        frame.extend_from_slice(req.arg_wire(0).unwrap_or_default());
+        encode::bulk(&mut frame, node_cursor.as_bytes());
+        for i in 2..req.argc() {
+            frame.extend_from_slice(req.arg_wire(i).unwrap_or_default());
+        }
+        let frame = frame.freeze();
+        let seq = self.next_seq();
+        let mut parts = SmallVec::new();
+        parts.push(PartState::new(frame.clone(), None, Some(node.clone())));
+        self.push_waiting(
+            Combine::Scan {
+                index,
+                masters: masters.len(),
+            },
+            parts,
+        );
+        self.send_to(&node, tag(seq, 0), frame, false, SHARED);
     }
 
     /// The slot all of `req`'s keys hash to (`None`: no keys, or a backend without slots).
@@ -1038,6 +1085,12 @@ impl Session {
                     Ok(text) => encode::verbatim(&mut b, self.client.proto, text.as_bytes()),
                     Err(e) => b.extend_from_slice(&e),
                 }
+                b.freeze()
+            }
+            Combine::Scan { index, masters } => {
+                let reply = replies.into_iter().next().unwrap_or_default();
+                let mut b = BytesMut::new();
+                multi::rewrite_scan_reply(&reply, *index, *masters, &mut b);
                 b.freeze()
             }
             Combine::AllMasters(merge) => {

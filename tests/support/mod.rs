@@ -665,3 +665,22 @@ impl Proxy {
         Proxy::spawn(&args)
     }
 }
+
+/// Runs a Python script (redis-py) with the proxy's port as its argument; panics with its output
+/// unless it succeeds. Returns what it printed.
+pub fn run_python(script: &str, port: u16) -> String {
+    let out = Command::new("python3")
+        .args(["-c", script, &port.to_string()])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "python (pip install redis) failed: {text}"
+    );
+    text
+}

@@ -1,0 +1,140 @@
+//! Keyspace-wide commands and scripts across a real 3-master cluster: SCAN with a cursor that
+//! carries the master, KEYS merged from every master, SCRIPT LOAD/EXISTS/FLUSH and FUNCTION LOAD
+//! on every master, EVALSHA and FCALL routed by key.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod support;
+
+use std::collections::BTreeSet;
+
+use redis::Value;
+use support::{Cluster, Proxy};
+
+#[test]
+fn scan_keys_and_scripts_span_every_master() {
+    let cluster = Cluster::start(3, 0);
+    let proxy = Proxy::cluster(&cluster, &[]);
+    let mut c = proxy.conn();
+    let mut pipe = redis::pipe();
+    for i in 0..5000 {
+        pipe.set(format!("scan:{i}"), i).ignore();
+    }
+    pipe.set("other", 1).ignore();
+    let () = pipe.query(&mut c).unwrap();
+
+    // SCAN visits every key exactly once, across all masters, honouring MATCH and COUNT.
+    let mut seen = Vec::new();
+    let mut cursor = 0u64;
+    let mut calls = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg("scan:*")
+            .arg("COUNT")
+            .arg(200)
+            .query(&mut c)
+            .unwrap();
+        seen.extend(keys);
+        calls += 1;
+        cursor = next;
+        if cursor == 0 {
+            break;
+        }
+        assert!(calls < 10_000, "SCAN does not end");
+    }
+    let unique: BTreeSet<&String> = seen.iter().collect();
+    assert_eq!(seen.len(), 5000, "every key once");
+    assert_eq!(unique.len(), 5000, "no key twice");
+    assert!(
+        redis::cmd("SCAN")
+            .arg("nope")
+            .query::<Value>(&mut c)
+            .unwrap_err()
+            .to_string()
+            .contains("invalid cursor")
+    );
+
+    // KEYS merges every master's answer.
+    let keys: Vec<String> = redis::cmd("KEYS").arg("scan:1*").query(&mut c).unwrap();
+    let expected = (0..5000).filter(|i| i.to_string().starts_with('1')).count();
+    assert_eq!(keys.len(), expected);
+
+    // SCRIPT LOAD reaches every master, so EVALSHA works for keys in any slot.
+    let sha: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg("return redis.call('GET', KEYS[1])")
+        .query(&mut c)
+        .unwrap();
+    for key in ["scan:1", "scan:2", "scan:3", "other"] {
+        let _: Option<String> = redis::cmd("EVALSHA")
+            .arg(&sha)
+            .arg(1)
+            .arg(key)
+            .query(&mut c)
+            .unwrap();
+    }
+    for m in cluster.masters() {
+        let exists: Vec<i64> = redis::cmd("SCRIPT")
+            .arg("EXISTS")
+            .arg(&sha)
+            .query(&mut m.conn())
+            .unwrap();
+        assert_eq!(exists, vec![1], "loaded on {}", m.addr());
+    }
+    // A script that only one master has does not "exist" through slotgate.
+    let lonely: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg("return 42")
+        .query(&mut cluster.masters()[0].conn())
+        .unwrap();
+    let exists: Vec<i64> = redis::cmd("SCRIPT")
+        .arg("EXISTS")
+        .arg(&sha)
+        .arg(&lonely)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(exists, vec![1, 0]);
+    let _: Value = redis::cmd("SCRIPT").arg("FLUSH").query(&mut c).unwrap();
+    let exists: Vec<i64> = redis::cmd("SCRIPT")
+        .arg("EXISTS")
+        .arg(&sha)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(exists, vec![0]);
+
+    // Functions: FUNCTION LOAD on every master, FCALL by key.
+    let lib = "#!lua name=slotgatelib\nredis.register_function('echoarg', function(keys, args) return args[1] end)";
+    let name: String = redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg(lib)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(name, "slotgatelib");
+    for key in ["a", "b", "c"] {
+        let v: String = redis::cmd("FCALL")
+            .arg("echoarg")
+            .arg(1)
+            .arg(key)
+            .arg("hi")
+            .query(&mut c)
+            .unwrap();
+        assert_eq!(v, "hi");
+    }
+
+    // redis-py's register_script: EVALSHA, NOSCRIPT, SCRIPT LOAD, EVALSHA again.
+    let script = r#"
+import sys, redis
+r = redis.Redis(port=int(sys.argv[1]), decode_responses=True)
+incr_by = r.register_script("return redis.call('INCRBY', KEYS[1], ARGV[1])")
+assert incr_by(keys=["{q}counter"], args=[5]) == 5
+assert incr_by(keys=["other-slot"], args=[2]) == 2
+print("redis-py scripts ok")
+"#;
+    support::run_python(script, proxy.port);
+}
