@@ -184,22 +184,43 @@ impl Node {
     /// It has no read timeout and never reconnects: state tied to it (a WATCH, a blocked client)
     /// must not silently move to a new connection.
     pub fn private(&self, proto: Proto) -> Result<PrivateLink, BackendError> {
-        let permit = self
-            .private_slots
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| BackendError::TooManyPrivate(self.addr.clone()))?;
+        let permit = self.private_permit()?;
         let link = connection::spawn_private(
             self.addr.clone(),
             proto,
             self.config.clone(),
             self.tel.clone(),
         );
-        Ok(PrivateLink {
+        Ok(self.private_link(link, permit))
+    }
+
+    /// A pub/sub connection for one session: like [`Self::private`], and every frame it reads
+    /// (subscription replies, messages) goes to `pushes`.
+    pub fn subscriber(&self, proto: Proto, pushes: ReplyTo) -> Result<PrivateLink, BackendError> {
+        let permit = self.private_permit()?;
+        let link = connection::spawn_subscriber(
+            self.addr.clone(),
+            proto,
+            self.config.clone(),
+            self.tel.clone(),
+            pushes,
+        );
+        Ok(self.private_link(link, permit))
+    }
+
+    fn private_permit(&self) -> Result<OwnedSemaphorePermit, BackendError> {
+        self.private_slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| BackendError::TooManyPrivate(self.addr.clone()))
+    }
+
+    fn private_link(&self, link: Link, permit: OwnedSemaphorePermit) -> PrivateLink {
+        PrivateLink {
             addr: self.addr.clone(),
             link,
             _permit: permit,
-        })
+        }
     }
 
     fn links(
@@ -308,7 +329,9 @@ impl PrivateLink {
                 .send(Err(BackendError::Lost(self.addr.clone())));
             return;
         }
+        self.link.queued.fetch_add(1, Ordering::Relaxed);
         if let Err(mpsc::error::SendError(req)) = self.link.tx.send(req) {
+            self.link.queued.fetch_sub(1, Ordering::Relaxed);
             req.reply_to
                 .send(Err(BackendError::Lost(self.addr.clone())));
         }

@@ -42,6 +42,8 @@ const POLL_BUDGET: usize = 64;
 struct Queue {
     rx: mpsc::UnboundedReceiver<BackendRequest>,
     queued: Arc<AtomicUsize>,
+    /// For a subscriber connection: where every frame read goes.
+    pushes: Option<ReplyTo>,
 }
 
 #[derive(Debug)]
@@ -53,11 +55,13 @@ enum Pending {
     Skip,
 }
 
-/// Whether a connection is shared (pipelined, timed out, reconnecting) or private to a session.
+/// Whether a connection is shared (pipelined, timed out, reconnecting), private to a session,
+/// or a session's pub/sub subscriber connection (every frame it reads goes to the session).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Shared,
     Private,
+    Subscriber,
 }
 
 /// Starts a shared connection task for `addr` and returns its sending side.
@@ -67,7 +71,7 @@ pub(super) fn spawn(
     config: Arc<BackendConfig>,
     tel: Telemetry,
 ) -> Link {
-    spawn_kind(addr, proto, config, tel, Kind::Shared)
+    spawn_kind(addr, proto, config, tel, Kind::Shared, None)
 }
 
 /// Starts a private connection: no read timeout (a blocked client may wait for ever), no
@@ -78,7 +82,19 @@ pub(super) fn spawn_private(
     config: Arc<BackendConfig>,
     tel: Telemetry,
 ) -> Link {
-    spawn_kind(addr, proto, config, tel, Kind::Private)
+    spawn_kind(addr, proto, config, tel, Kind::Private, None)
+}
+
+/// Starts a subscriber connection: private, and every frame it reads (subscription replies,
+/// messages) goes to `pushes` in the order read.
+pub(super) fn spawn_subscriber(
+    addr: Arc<str>,
+    proto: Proto,
+    config: Arc<BackendConfig>,
+    tel: Telemetry,
+    pushes: ReplyTo,
+) -> Link {
+    spawn_kind(addr, proto, config, tel, Kind::Subscriber, Some(pushes))
 }
 
 fn spawn_kind(
@@ -87,6 +103,7 @@ fn spawn_kind(
     config: Arc<BackendConfig>,
     tel: Telemetry,
     kind: Kind,
+    pushes: Option<ReplyTo>,
 ) -> Link {
     let (tx, rx) = mpsc::unbounded_channel();
     let state = Arc::new(AtomicU8::new(LinkState::Connecting as u8));
@@ -96,6 +113,7 @@ fn spawn_kind(
     let queue = Queue {
         rx,
         queued: queued.clone(),
+        pushes,
     };
     tokio::spawn(run(addr, proto, config, queue, state.clone(), tel, kind).instrument(span));
     Link {
@@ -135,13 +153,13 @@ async fn run(
                         tel.node.connected.decrement(1.0);
                         return;
                     }
-                    Err(e) if kind == Kind::Private => {
+                    Err(e) if kind != Kind::Shared => {
                         debug!(error = %e, "private connection closed")
                     }
                     Err(e) => warn!(error = %e, "backend connection closed"),
                 }
             }
-            Err(e) if kind == Kind::Private => debug!(error = %e, "private connection failed"),
+            Err(e) if kind != Kind::Shared => debug!(error = %e, "private connection failed"),
             // The first failure is worth a warning; the retries that follow are not.
             Err(e) if failures == 0 => {
                 warn!(error = %e, "backend connect failed; retrying with backoff")
@@ -153,7 +171,7 @@ async fn run(
         }
         state.store(LinkState::Down as u8, Ordering::Relaxed);
         failures = failures.saturating_add(1);
-        if kind == Kind::Private {
+        if kind != Kind::Shared {
             // Never reconnect: fail whatever is queued and end; the session drops the link.
             rx.rx.close();
             while let Ok(req) = rx.rx.try_recv() {
@@ -280,7 +298,9 @@ async fn serve(
                                 inflight.push_back(Pending::Skip);
                             }
                             wbuf.put_slice(&req.frame);
-                            inflight.push_back(Pending::Reply(req.reply_to, sent));
+                            if rx.pushes.is_none() {
+                                inflight.push_back(Pending::Reply(req.reply_to, sent));
+                            }
                         }
                         progress = true;
                         if deferred < MAX_DEFERS && wbuf.len() < COALESCE_LIMIT {
@@ -342,6 +362,10 @@ async fn serve(
                             Ok(Some(n)) => {
                                 let reply = rbuf.split_to(n).freeze();
                                 replies += 1;
+                                if let Some(to) = &rx.pushes {
+                                    to.clone().send(Ok(reply));
+                                    continue;
+                                }
                                 match inflight.pop_front() {
                                     Some(Pending::Reply(to, sent)) => {
                                         tel.node.observe(now.saturating_duration_since(sent));
@@ -372,7 +396,7 @@ async fn serve(
             if rx_closed && inflight.is_empty() && wbuf.is_empty() {
                 return Poll::Ready(Ok(()));
             }
-            if rx_closed && kind == Kind::Private {
+            if rx_closed && kind != Kind::Shared {
                 // The session is gone: closing the socket is what unblocks the node's side
                 // (a BLPOP 0 would otherwise hold it for ever).
                 return Poll::Ready(Ok(()));

@@ -176,6 +176,9 @@ pub enum Route {
     Local(Local),
     /// SCAN: one master at a time, the master's index folded into the cursor.
     Scan,
+    /// (P|S)SUBSCRIBE and (P|S)UNSUBSCRIBE: on the session's subscriber connection, whose
+    /// frames are forwarded as they come.
+    PubSub,
     /// By key slot, on a connection of the session's own, so that blocking never stalls the
     /// shared pipelines.
     Blocking,
@@ -200,6 +203,9 @@ impl Route {
                 "routed by key slot on a private connection of the client's own".into()
             }
             Route::Scan => "every master in turn; the cursor carries the master's index".into(),
+            Route::PubSub => {
+                "on a subscriber connection of the client's own (SSUBSCRIBE: the channel's slot master)".into()
+            }
             Route::Transaction(Txn::Watch) => {
                 "pins a private connection to the keys' master until EXEC, DISCARD or UNWATCH"
                     .into()
@@ -262,7 +268,8 @@ pub struct Table {
 }
 
 const WAIT: &str = "WAIT counts the replicas that acknowledged one connection's writes; not supported through a proxy yet";
-const PUBSUB: &str = "pub/sub is not supported yet";
+const PUBSUB: &str =
+    "PUBSUB introspection would need every node's answer merged; not supported yet";
 const KEYSPACE: &str = "a random key over several masters is not supported yet";
 const ADMIN: &str = "administrative commands are not passed through a proxy";
 const FLEET: &str = "fleet-wide scripting and function management is not supported yet";
@@ -331,6 +338,8 @@ fn named_route(name: &str) -> Option<Route> {
         "sync" | "psync" | "replconf" | "replicaof" | "slaveof" | "failover" => Refuse(REPLICATION),
         "monitor" => Refuse("MONITOR would stream every backend's traffic; not supported"),
         "spublish" => Keyed,
+        "subscribe" | "psubscribe" | "unsubscribe" | "punsubscribe" | "ssubscribe"
+        | "sunsubscribe" => PubSub,
         "script|load" | "function|load" => AllMasters(Merge::Same),
         "script|exists" => AllMasters(Merge::AllExist),
         "script|flush" | "function|delete" | "function|flush" | "function|restore" => {
@@ -505,7 +514,7 @@ mod tests {
         assert_eq!(route(b"blpop"), Some(Route::Blocking));
         assert_eq!(route(b"bzpopmin"), Some(Route::Blocking));
         assert_eq!(route(b"multi"), Some(Route::Transaction(Txn::Multi)));
-        assert_eq!(route(b"subscribe"), Some(Route::Refuse(PUBSUB)));
+        assert_eq!(route(b"subscribe"), Some(Route::PubSub));
         assert_eq!(route(b"ping"), Some(Route::Local(Local::Ping)));
         let client = t.get(b"client");
         assert_eq!(

@@ -157,11 +157,15 @@ struct Session {
     watching: Option<Option<u16>>,
     /// The command being dispatched, for the queue place it takes.
     current: Option<(&'static CommandMetrics, Option<Instant>)>,
+    /// The pub/sub connection while the client has subscriptions.
+    subscriber: Option<PrivateLink>,
 }
 
 const PART_BITS: u32 = 16;
 /// A tag no queue place has: replies to it (an UNWATCH after DISCARD) are dropped.
 const FORGET: u64 = u64::MAX;
+/// The tag of every frame the subscriber connection reads.
+const PUSH: u64 = u64::MAX - 1;
 /// Most private connections one session keeps.
 const MAX_PRIVATE_PER_SESSION: usize = 4;
 /// After READONLY, how long (in polls) to wait for a new master before sending again.
@@ -203,6 +207,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         txn: None,
         watching: None,
         current: None,
+        subscriber: None,
         ctx,
     };
     let mut rbuf = BytesMut::with_capacity(16 * 1024);
@@ -409,6 +414,20 @@ impl Session {
                 return self.reject(r);
             }
         };
+        let resp2 = self.client.proto == crate::protocol::encode::Proto::Resp2;
+        if self.subscriber.is_some() && resp2 {
+            match entry.route {
+                Route::PubSub | Route::Local(Local::Quit | Local::Reset) => {}
+                // A subscribed RESP2 client gets PING's pub/sub-shaped reply from the node.
+                Route::Local(Local::Ping) => return self.send_on_subscriber(&req),
+                _ => {
+                    return self.push_error(&format!(
+                        "ERR Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context",
+                        entry.spec.name
+                    ));
+                }
+            }
+        }
         if self.txn.is_some()
             && !matches!(
                 entry.route,
@@ -426,10 +445,12 @@ impl Session {
                     self.txn = None;
                     self.watching = None;
                     self.privates.clear();
+                    self.subscriber = None;
                 }
             }
             Route::Transaction(t) => self.transaction(t, entry, &req),
             Route::Scan => self.scan(&req),
+            Route::PubSub => self.pubsub(entry, &req),
             Route::Blocking => match self.slot_for(entry, &req) {
                 Ok(slot) => self.send_single_via(req.raw().clone(), slot, PRIVATE),
                 Err(r) => self.reject(r),
@@ -494,6 +515,57 @@ impl Session {
         match node {
             Some(n) => self.send_to(&n, tag(seq, 0), frame, false, via),
             None => self.fail_part(tag(seq, 0), "CLUSTERDOWN Hash slot not served"),
+        }
+    }
+
+    /// SUBSCRIBE and friends: sent on the subscriber connection (opened on first use, to any
+    /// master, or for shard channels to the channels' slot master); the node's frames come back
+    /// as pushes.
+    fn pubsub(&mut self, entry: &Entry, req: &Request) {
+        let sharded = entry.spec.name.starts_with('s');
+        let slot = if sharded {
+            match self.slot_for(entry, req) {
+                Ok(s) => s,
+                Err(r) => return self.reject(r),
+            }
+        } else {
+            None
+        };
+        if self.subscriber.is_none() {
+            let Some(node) = self.route(slot) else {
+                return self.push_error("CLUSTERDOWN Hash slot not served");
+            };
+            let pushes = ReplyTo {
+                tx: self.tx.clone(),
+                tag: PUSH,
+            };
+            match node.subscriber(self.client.proto, pushes) {
+                Ok(link) => self.subscriber = Some(link),
+                Err(e) => return self.push_error(&e.to_string()),
+            }
+        } else if slot.is_some() {
+            let target = self.route(slot).map(|n| n.addr().clone());
+            if let (Some(t), Some(link)) = (target, &self.subscriber)
+                && t != *link.addr()
+            {
+                return self.push_error(
+                    "ERR slotgate: shard channels on another master need another connection",
+                );
+            }
+        }
+        self.send_on_subscriber(req);
+    }
+
+    fn send_on_subscriber(&mut self, req: &Request) {
+        self.current = None;
+        if let Some(link) = &self.subscriber {
+            link.send(BackendRequest::new(
+                req.raw().clone(),
+                ReplyTo {
+                    tx: self.tx.clone(),
+                    tag: FORGET,
+                },
+            ));
         }
     }
 
@@ -822,7 +894,29 @@ impl Session {
         });
     }
 
+    /// A frame from the subscriber connection: it takes the next place in the reply queue, so
+    /// it follows every reply to an earlier request. A count of 0 in an unsubscribe reply ends
+    /// subscribed mode and closes the connection.
+    fn on_push(&mut self, frame: Bytes) {
+        if ends_subscriptions(&frame) {
+            self.subscriber = None;
+        }
+        self.queue.push_back(SlotState::Ready(frame));
+    }
+
     fn on_reply(&mut self, r: BackendReply) {
+        if r.tag == PUSH {
+            match r.result {
+                Ok(frame) => self.on_push(frame),
+                Err(e) => {
+                    // The subscriber connection broke: the client's subscriptions are gone.
+                    self.subscriber = None;
+                    self.push_error(&e.to_string());
+                    self.client.closing = true;
+                }
+            }
+            return;
+        }
         let seq = r.tag >> PART_BITS;
         let part_idx = (r.tag & ((1 << PART_BITS) - 1)) as usize;
         let Some(idx) = seq.checked_sub(self.base) else {
@@ -1110,6 +1204,23 @@ impl Session {
             self.base += 1;
         }
     }
+}
+
+/// Whether a pub/sub frame is an unsubscribe reply that leaves no subscription
+/// (`[unsubscribe|punsubscribe|sunsubscribe, channel, 0]`, RESP2 or RESP3).
+fn ends_subscriptions(frame: &[u8]) -> bool {
+    let Some(rest) = frame
+        .strip_prefix(b"*3\r\n")
+        .or_else(|| frame.strip_prefix(b">3\r\n"))
+    else {
+        return false;
+    };
+    let kinds: [&[u8]; 3] = [
+        b"$11\r\nunsubscribe\r\n",
+        b"$12\r\npunsubscribe\r\n",
+        b"$12\r\nsunsubscribe\r\n",
+    ];
+    kinds.iter().any(|k| rest.starts_with(k)) && frame.ends_with(b":0\r\n")
 }
 
 /// XREAD/XREADGROUP with BLOCK would hold a shared connection, so they take a private one.

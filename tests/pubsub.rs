@@ -1,0 +1,162 @@
+//! Pub/sub through slotgate against a real cluster: SUBSCRIBE/PSUBSCRIBE with messages published
+//! through slotgate, the subscribed-mode command rules, leaving subscribed mode, shard channels,
+//! RESP3 pushes, and redis-py's PubSub.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod support;
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::Duration;
+
+use redis_protocol::resp2::types::OwnedFrame;
+use support::{Cluster, Proxy, read_reply};
+
+fn texts(f: &OwnedFrame) -> Vec<String> {
+    match f {
+        OwnedFrame::Array(a) => a.iter().flat_map(texts).collect(),
+        OwnedFrame::BulkString(b) | OwnedFrame::SimpleString(b) => {
+            vec![String::from_utf8_lossy(b).into_owned()]
+        }
+        OwnedFrame::Integer(i) => vec![i.to_string()],
+        OwnedFrame::Null => vec!["(nil)".into()],
+        OwnedFrame::Error(e) => vec![format!("ERR:{e}")],
+    }
+}
+
+fn send(s: &mut TcpStream, line: &str) {
+    s.write_all(format!("{line}\r\n").as_bytes()).unwrap();
+}
+
+#[test]
+fn subscribers_receive_messages_and_follow_redis_rules() {
+    let cluster = Cluster::start(3, 0);
+    let proxy = Proxy::cluster(&cluster, &[]);
+    let mut sub = proxy.raw();
+    let mut buf = Vec::new();
+    send(&mut sub, "SUBSCRIBE news sports");
+    assert_eq!(
+        texts(&read_reply(&mut sub, &mut buf)),
+        ["subscribe", "news", "1"]
+    );
+    assert_eq!(
+        texts(&read_reply(&mut sub, &mut buf)),
+        ["subscribe", "sports", "2"]
+    );
+    send(&mut sub, "PSUBSCRIBE spo*");
+    assert_eq!(
+        texts(&read_reply(&mut sub, &mut buf)),
+        ["psubscribe", "spo*", "3"]
+    );
+
+    // Messages published through slotgate (to any master; the cluster spreads them) arrive.
+    let mut c = proxy.conn();
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg("news")
+        .arg("hello")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(
+        texts(&read_reply(&mut sub, &mut buf)),
+        ["message", "news", "hello"]
+    );
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg("sports")
+        .arg("goal")
+        .query(&mut c)
+        .unwrap();
+    let mut got = vec![
+        texts(&read_reply(&mut sub, &mut buf)),
+        texts(&read_reply(&mut sub, &mut buf)),
+    ];
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            vec!["message", "sports", "goal"],
+            vec!["pmessage", "spo*", "sports", "goal"]
+        ]
+    );
+
+    // In subscribed mode a RESP2 client may only (un)subscribe, PING, QUIT or RESET.
+    send(&mut sub, "GET x");
+    let e = texts(&read_reply(&mut sub, &mut buf));
+    assert!(e[0].contains("Can't execute 'get'"), "{e:?}");
+    send(&mut sub, "PING");
+    assert_eq!(texts(&read_reply(&mut sub, &mut buf)), ["pong", ""]);
+
+    // Unsubscribing from everything leaves subscribed mode.
+    send(&mut sub, "UNSUBSCRIBE");
+    let mut unsubs = [
+        texts(&read_reply(&mut sub, &mut buf)),
+        texts(&read_reply(&mut sub, &mut buf)),
+    ];
+    unsubs.sort();
+    assert_eq!(unsubs[0][0], "unsubscribe");
+    send(&mut sub, "PUNSUBSCRIBE");
+    assert_eq!(
+        texts(&read_reply(&mut sub, &mut buf)),
+        ["punsubscribe", "spo*", "0"]
+    );
+    send(&mut sub, "SET x 1");
+    assert_eq!(texts(&read_reply(&mut sub, &mut buf)), ["OK"]);
+
+    // Shard channels: SSUBSCRIBE on the channel's slot master, SPUBLISH routed by slot.
+    let mut ssub = proxy.raw();
+    let mut sbuf = Vec::new();
+    send(&mut ssub, "SSUBSCRIBE {orders}created");
+    assert_eq!(
+        texts(&read_reply(&mut ssub, &mut sbuf)),
+        ["ssubscribe", "{orders}created", "1"]
+    );
+    let n: i64 = redis::cmd("SPUBLISH")
+        .arg("{orders}created")
+        .arg("o-1")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(n, 1, "the shard subscriber is on the slot's master");
+    assert_eq!(
+        texts(&read_reply(&mut ssub, &mut sbuf)),
+        ["smessage", "{orders}created", "o-1"]
+    );
+
+    // RESP3: messages are pushes, and other commands work while subscribed.
+    let mut r3 = proxy.raw();
+    r3.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    r3.write_all(b"HELLO 3\r\nSUBSCRIBE alerts\r\n").unwrap();
+    let mut raw = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !String::from_utf8_lossy(&raw).contains("alerts\r\n:1\r\n")
+        && std::time::Instant::now() < deadline
+    {
+        let mut chunk = [0u8; 4096];
+        let n = std::io::Read::read(&mut r3, &mut chunk).unwrap();
+        raw.extend_from_slice(&chunk[..n]);
+    }
+    assert!(
+        String::from_utf8_lossy(&raw).contains(">3\r\n$9\r\nsubscribe\r\n$6\r\nalerts\r\n:1\r\n"),
+        "{}",
+        String::from_utf8_lossy(&raw)
+    );
+
+    // redis-py's PubSub.
+    let script = r#"
+import sys, time, redis
+r = redis.Redis(port=int(sys.argv[1]), decode_responses=True)
+p = r.pubsub()
+p.subscribe("py-chan")
+assert p.get_message(timeout=2)["type"] == "subscribe"
+time.sleep(0.1)
+r.publish("py-chan", "hi")
+m = p.get_message(timeout=2)
+assert m and m["type"] == "message" and m["data"] == "hi", m
+p.close()
+print("redis-py pubsub ok")
+"#;
+    support::run_python(script, proxy.port);
+}
