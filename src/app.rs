@@ -173,6 +173,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         started: Instant::now(),
         next_client_id: AtomicU64::new(1),
         draining: AtomicBool::new(false),
+        scripts: Default::default(),
         pipeline_depth: metrics::histogram!(crate::metrics::names::PIPELINE_DEPTH),
     });
     if let (Some(listener), Some(a)) = (admin_listener, &config.admin) {

@@ -6,6 +6,7 @@
 //! `frontend/local.rs`.
 
 pub mod local;
+pub mod scripts;
 pub mod session;
 pub mod transaction;
 
@@ -95,6 +96,8 @@ pub struct Context {
     /// Set before the shutdown token is cancelled, so sessions need not poll the token on
     /// every wake.
     pub draining: AtomicBool,
+    /// Scripts loaded through slotgate, for NOSCRIPT repair.
+    pub scripts: scripts::ScriptCache,
     /// Requests parsed from one client read: how deep clients pipeline.
     pub pipeline_depth: metrics::Histogram,
 }

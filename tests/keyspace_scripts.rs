@@ -100,6 +100,36 @@ fn scan_keys_and_scripts_span_every_master() {
         .query(&mut c)
         .unwrap();
     assert_eq!(exists, vec![1, 0]);
+    // A node that lost its script cache (restarted, promoted, new owner of the slot) answers
+    // NOSCRIPT; slotgate loads the script there and runs the EVALSHA again.
+    let owner = cluster.owner_of_slot(slotgate::router::key_slot(b"scan:1"));
+    let _: Value = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query(&mut owner.conn())
+        .unwrap();
+    let v: Option<String> = redis::cmd("EVALSHA")
+        .arg(&sha)
+        .arg(1)
+        .arg("scan:1")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(v.as_deref(), Some("1"));
+    let exists: Vec<i64> = redis::cmd("SCRIPT")
+        .arg("EXISTS")
+        .arg(&sha)
+        .query(&mut owner.conn())
+        .unwrap();
+    assert_eq!(exists, vec![1], "reloaded on the node");
+    // A script slotgate never saw still gets Redis' NOSCRIPT.
+    let e = redis::cmd("EVALSHA")
+        .arg("0000000000000000000000000000000000000000")
+        .arg(0)
+        .query::<Value>(&mut c);
+    let e = e.unwrap_err().to_string();
+    assert!(
+        e.to_lowercase().contains("noscript") || e.contains("No matching script"),
+        "{e}"
+    );
     let _: Value = redis::cmd("SCRIPT").arg("FLUSH").query(&mut c).unwrap();
     let exists: Vec<i64> = redis::cmd("SCRIPT")
         .arg("EXISTS")

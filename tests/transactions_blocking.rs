@@ -331,3 +331,78 @@ fn write_conf(text: &str) -> String {
     std::fs::write(&path, text).unwrap();
     path.to_string_lossy().into_owned()
 }
+
+/// A job-queue-shaped workload (what BullMQ-style libraries do): producers add jobs with a Lua
+/// script over `{queue}`-tagged keys, workers take them with BZPOPMIN and acknowledge with
+/// another script; meanwhile a RESP3 client (redis-rs with protocol=resp3) reads maps.
+#[test]
+fn job_queue_workload_and_a_resp3_client_run_without_error() {
+    let cluster = Cluster::start(3, 0);
+    let proxy = Proxy::cluster(&cluster, &[]);
+    let add = "redis.call('HSET', KEYS[2] .. ARGV[1], 'data', ARGV[2]); \
+               return redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])";
+    let ack = "redis.call('DEL', KEYS[2] .. ARGV[1]); return redis.call('INCR', KEYS[3])";
+    let jobs = 300;
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let url = proxy.url();
+            std::thread::spawn(move || {
+                let mut w = redis::Client::open(url).unwrap().get_connection().unwrap();
+                w.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                let mut done = 0;
+                loop {
+                    let r: Option<(String, String, f64)> = redis::cmd("BZPOPMIN")
+                        .arg("{queue}wait")
+                        .arg(1)
+                        .query(&mut w)
+                        .unwrap();
+                    let Some((_, id, _)) = r else { return done };
+                    let _: i64 = redis::cmd("EVAL")
+                        .arg(ack)
+                        .arg(3)
+                        .arg("{queue}wait")
+                        .arg("{queue}job:")
+                        .arg("{queue}done")
+                        .arg(&id)
+                        .query(&mut w)
+                        .unwrap();
+                    done += 1;
+                }
+            })
+        })
+        .collect();
+    let mut p = proxy.conn();
+    for i in 0..jobs {
+        let _: i64 = redis::cmd("EVAL")
+            .arg(add)
+            .arg(2)
+            .arg("{queue}wait")
+            .arg("{queue}job:")
+            .arg(format!("j{i}"))
+            .arg("payload")
+            .arg(i)
+            .query(&mut p)
+            .unwrap();
+    }
+    let done: i64 = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    assert_eq!(done, jobs);
+    assert_eq!(p.get::<_, i64>("{queue}done").unwrap(), jobs);
+
+    let mut r3 = redis::Client::open(format!("{}?protocol=resp3", proxy.url()))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg("h3")
+        .arg("f")
+        .arg("v")
+        .query(&mut r3)
+        .unwrap();
+    let v: Value = redis::cmd("HGETALL").arg("h3").query(&mut r3).unwrap();
+    assert!(
+        matches!(v, Value::Map(ref m) if m.len() == 1),
+        "a RESP3 map: {v:?}"
+    );
+    let v: Value = redis::cmd("GET").arg("missing").query(&mut r3).unwrap();
+    assert_eq!(v, Value::Nil);
+}

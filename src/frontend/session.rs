@@ -953,6 +953,31 @@ impl Session {
                 }
                 Ok(bytes) => bytes,
             };
+            // EVALSHA of a script this node lacks, but that was loaded through slotgate: load it
+            // there and run the EVALSHA again, once.
+            if reply.starts_with(b"-NOSCRIPT")
+                && part.redirects == 0
+                && let Some(load) = script_repair(&self.ctx, &part.request)
+            {
+                part.redirects += 1;
+                let node = part.node.clone().or_else(|| {
+                    let topo = self.topo.load();
+                    match part.slot {
+                        Some(s) => topo.master_for_slot(s).cloned(),
+                        None => None,
+                    }
+                });
+                if let Some(node) = node {
+                    let mut frame = BytesMut::from(&load[..]);
+                    frame.extend_from_slice(&part.request);
+                    let via = Via {
+                        private: part.private,
+                        skip: part.skip + 1,
+                    };
+                    let (tag, frame) = (r.tag, frame.freeze());
+                    return self.send_to(&node, tag, frame, false, via);
+                }
+            }
             let decision = decide(
                 &reply,
                 Budget {
@@ -1161,6 +1186,23 @@ impl Session {
         let Some(SlotState::Waiting { combine, parts, .. }) = self.queue.get_mut(idx) else {
             return Bytes::new();
         };
+        if matches!(combine, Combine::AllMasters(Merge::Same))
+            && let Some(first) = parts.first()
+            && let Some(sha) = first.reply.as_ref().and_then(|r| multi::bulk_text(r))
+        {
+            let mut buf = BytesMut::from(&first.request[..]);
+            if let Ok(Some(req)) = RequestParser::new(self.ctx.config.limits).parse(&mut buf)
+                && req.arg(1).is_some_and(|a| a.eq_ignore_ascii_case(b"load"))
+                && req
+                    .arg(0)
+                    .is_some_and(|a| a.eq_ignore_ascii_case(b"script"))
+                && let Some(body) = req.arg(2)
+            {
+                self.ctx
+                    .scripts
+                    .remember(&sha, Bytes::copy_from_slice(body));
+            }
+        }
         let replies: SmallVec<[Bytes; 4]> = parts
             .iter_mut()
             .map(|p| p.reply.take().unwrap_or_default())
@@ -1204,6 +1246,25 @@ impl Session {
             self.base += 1;
         }
     }
+}
+
+/// For an EVALSHA/EVALSHA_RO `request` whose script slotgate knows, the `SCRIPT LOAD` frame
+/// that puts it back on a node.
+fn script_repair(ctx: &Context, request: &Bytes) -> Option<Bytes> {
+    let mut buf = BytesMut::from(&request[..]);
+    let req = RequestParser::new(ctx.config.limits)
+        .parse(&mut buf)
+        .ok()??;
+    let name = req.arg(0)?;
+    if !name.eq_ignore_ascii_case(b"evalsha") && !name.eq_ignore_ascii_case(b"evalsha_ro") {
+        return None;
+    }
+    let body = ctx.scripts.body(req.arg(1)?)?;
+    Some(
+        Request::from_args(&[&b"SCRIPT"[..], b"LOAD", &body])
+            .raw()
+            .clone(),
+    )
 }
 
 /// Whether a pub/sub frame is an unsubscribe reply that leaves no subscription
