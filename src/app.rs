@@ -164,7 +164,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         shutdown.clone(),
     ));
     let ctx = Arc::new(Context {
-        table: Box::leak(Box::new(Table::redis70())),
+        table: Box::leak(Box::new(Table::redis70_with(config.session.fleet_writes))),
         topology: handle,
         backends,
         config: config.session.clone(),

@@ -319,6 +319,7 @@ impl Config {
             max_redirects: c.max_redirects.unwrap_or(sd.max_redirects),
             max_tryagain: c.max_tryagain.unwrap_or(sd.max_tryagain),
             tryagain_delay: ms(c.tryagain_delay_ms, sd.tryagain_delay),
+            fleet_writes: c.fleet_writes.unwrap_or(false),
             multi_key,
         };
         if session.max_pipeline >= 1 << 40 {

@@ -48,6 +48,9 @@ pub struct SessionConfig {
     pub max_tryagain: u32,
     pub tryagain_delay: Duration,
     pub multi_key: MultiKeyPolicy,
+    /// FLUSHALL, FLUSHDB and CONFIG SET/RESETSTAT/REWRITE go to every master instead of being
+    /// refused.
+    pub fleet_writes: bool,
 }
 
 impl Default for SessionConfig {
@@ -60,6 +63,7 @@ impl Default for SessionConfig {
             max_tryagain: 30,
             tryagain_delay: Duration::from_millis(20),
             multi_key: MultiKeyPolicy::Split,
+            fleet_writes: false,
         }
     }
 }

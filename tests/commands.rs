@@ -108,6 +108,33 @@ fn multi_key_commands_match_a_single_redis_and_crossslot_reaches_no_backend() {
     let keyless = run(&mut p, &["EVAL", "return 7", "0"]).unwrap();
     assert_eq!(keyless, Value::Int(7));
 
+    // Fleet-wide writes are refused by default and reach every master when allowed.
+    let e = run(&mut p, &["FLUSHALL"]).unwrap_err().to_string();
+    assert!(e.contains("fleet_writes"), "{e}");
+    let conf = std::env::temp_dir().join(format!("slotgate-fleet-{}.toml", std::process::id()));
+    std::fs::write(&conf, "[clients]\nfleet_writes = true\n").unwrap();
+    let fleet = Proxy::cluster(&cluster, &["--config", conf.to_str().unwrap()]);
+    let mut f = fleet.conn();
+    assert_eq!(
+        run(
+            &mut f,
+            &["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"]
+        )
+        .unwrap(),
+        Value::Okay
+    );
+    for m in cluster.masters() {
+        let v: Vec<String> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("maxmemory-policy")
+            .query(&mut m.conn())
+            .unwrap();
+        assert_eq!(v[1], "allkeys-lru", "{}", m.addr());
+    }
+    assert_eq!(run(&mut f, &["FLUSHALL"]).unwrap(), Value::Okay);
+    assert_eq!(run(&mut f, &["DBSIZE"]).unwrap(), Value::Int(0));
+    let _ = std::fs::remove_file(&conf);
+
     // Strict policy: MGET across slots is refused as Redis Cluster would.
     let strict = Proxy::cluster(&cluster, &["--multi-key", "strict"]);
     let mut s = strict.conn();

@@ -272,6 +272,8 @@ const PUBSUB: &str =
     "PUBSUB introspection would need every node's answer merged; not supported yet";
 const KEYSPACE: &str = "a random key over several masters is not supported yet";
 const ADMIN: &str = "administrative commands are not passed through a proxy";
+const FLEET_WRITES: &str =
+    "it would change every master; allow it with `fleet_writes = true` under [clients]";
 const FLEET: &str = "fleet-wide scripting and function management is not supported yet";
 const REPLICATION: &str = "replication commands are not passed through a proxy";
 
@@ -334,7 +336,10 @@ fn named_route(name: &str) -> Option<Route> {
         "scan" => Scan,
         "keys" => AllMasters(Merge::Concat),
         "randomkey" => Refuse(KEYSPACE),
-        "flushall" | "flushdb" | "swapdb" | "move" => Refuse(ADMIN),
+        "flushall" | "flushdb" | "config|set" | "config|resetstat" | "config|rewrite" => {
+            Refuse(FLEET_WRITES)
+        }
+        "swapdb" | "move" => Refuse(ADMIN),
         "sync" | "psync" | "replconf" | "replicaof" | "slaveof" | "failover" => Refuse(REPLICATION),
         "monitor" => Refuse("MONITOR would stream every backend's traffic; not supported"),
         "spublish" => Keyed,
@@ -423,11 +428,33 @@ fn build_entry(spec: &'static CommandSpec) -> Entry {
 impl Table {
     /// The table for Redis 7.0.
     pub fn redis70() -> Table {
+        Self::redis70_with(false)
+    }
+
+    /// The table for Redis 7.0; with `fleet_writes`, FLUSHALL, FLUSHDB and CONFIG
+    /// SET/RESETSTAT/REWRITE go to every master instead of being refused (an operator's choice:
+    /// one client can then wipe or reconfigure the whole cluster).
+    pub fn redis70_with(fleet_writes: bool) -> Table {
         let mut commands = HashMap::with_hasher(foldhash::fast::RandomState::default());
         for spec in redis70::COMMANDS {
             commands.insert(spec.name, build_entry(spec));
         }
-        Table { commands }
+        let mut t = Table { commands };
+        if fleet_writes {
+            for name in ["flushall", "flushdb"] {
+                if let Some(e) = t.commands.get_mut(name) {
+                    e.route = Route::AllMasters(Merge::AllOk);
+                }
+            }
+            if let Some(config) = t.commands.get_mut("config") {
+                for sub in ["set", "resetstat", "rewrite"] {
+                    if let Some(e) = config.subs.get_mut(sub) {
+                        e.route = Route::AllMasters(Merge::AllOk);
+                    }
+                }
+            }
+        }
+        t
     }
 
     /// The command named `name` (case-insensitive).

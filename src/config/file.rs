@@ -60,6 +60,8 @@ pub struct ClientsFile {
     pub max_tryagain: Option<u32>,
     pub tryagain_delay_ms: Option<u64>,
     pub drain_timeout_ms: Option<u64>,
+    /// Send FLUSHALL, FLUSHDB and CONFIG SET/RESETSTAT/REWRITE to every master.
+    pub fleet_writes: Option<bool>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
