@@ -8,6 +8,7 @@
 pub mod local;
 pub mod scripts;
 pub mod session;
+pub mod subscriptions;
 pub mod transaction;
 
 use std::sync::Arc;

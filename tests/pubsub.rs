@@ -160,3 +160,65 @@ print("redis-py pubsub ok")
 "#;
     support::run_python(script, proxy.port);
 }
+
+#[test]
+fn subscriptions_survive_the_failover_of_their_node() {
+    let mut cluster = Cluster::start(3, 1);
+    cluster.wait_replicas_synced();
+    let proxy = Proxy::cluster(&cluster, &[]);
+    let mut sub = proxy.raw();
+    let mut buf = Vec::new();
+    send(&mut sub, "SUBSCRIBE alerts");
+    assert_eq!(
+        texts(&read_reply(&mut sub, &mut buf)),
+        ["subscribe", "alerts", "1"]
+    );
+
+    // The master holding slotgate's subscriber connection dies.
+    let holder = cluster
+        .masters()
+        .iter()
+        .find(|m| {
+            let list: String = redis::cmd("CLIENT")
+                .arg("LIST")
+                .query(&mut m.conn())
+                .unwrap();
+            list.lines()
+                .any(|l| l.contains("cmd=subscribe") && l.contains("flags=P"))
+        })
+        .map(|m| m.port)
+        .expect("a master holds the subscription");
+    cluster.node_mut(holder).kill();
+    support::wait_until("a replica to be promoted", Duration::from_secs(30), || {
+        cluster.masters().len() == 3
+    });
+
+    // Messages published after the failover reach the client, which saw nothing of it.
+    sub.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut c = proxy.conn();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut first = None;
+    while first.is_none() && std::time::Instant::now() < deadline {
+        let _ = redis::cmd("PUBLISH")
+            .arg("alerts")
+            .arg("after-failover")
+            .query::<i64>(&mut c);
+        let mut chunk = [0u8; 4096];
+        if let Ok(n) = std::io::Read::read(&mut sub, &mut chunk) {
+            buf.extend_from_slice(&chunk[..n]);
+            if let Ok(Some((frame, used))) = redis_protocol::resp2::decode::decode(&buf) {
+                buf.drain(..used);
+                first = Some(texts(&frame));
+            }
+        }
+    }
+    assert_eq!(
+        first,
+        Some(vec![
+            "message".to_string(),
+            "alerts".to_string(),
+            "after-failover".to_string()
+        ])
+    );
+}

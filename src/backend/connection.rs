@@ -154,12 +154,21 @@ async fn run(
                         return;
                     }
                     Err(e) if kind != Kind::Shared => {
-                        debug!(error = %e, "private connection closed")
+                        debug!(error = %e, "private connection closed");
+                        if let Some(to) = &rx.pushes {
+                            // The subscriber's session learns that its subscriptions are gone.
+                            to.clone().send(Err(e));
+                        }
                     }
                     Err(e) => warn!(error = %e, "backend connection closed"),
                 }
             }
-            Err(e) if kind != Kind::Shared => debug!(error = %e, "private connection failed"),
+            Err(e) if kind != Kind::Shared => {
+                debug!(error = %e, "private connection failed");
+                if let Some(to) = &rx.pushes {
+                    to.clone().send(Err(e));
+                }
+            }
             // The first failure is worth a warning; the retries that follow are not.
             Err(e) if failures == 0 => {
                 warn!(error = %e, "backend connect failed; retrying with backoff")

@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use super::local::{self, ClientState};
+use super::subscriptions::Subscriptions;
 use super::transaction::Transaction;
 use super::{Context, MultiKeyPolicy};
 use crate::backend::{BackendReply, BackendRequest, Node, PrivateLink, ReplyTo};
@@ -159,6 +160,10 @@ struct Session {
     current: Option<(&'static CommandMetrics, Option<Instant>)>,
     /// The pub/sub connection while the client has subscriptions.
     subscriber: Option<PrivateLink>,
+    /// What the client is subscribed to, to subscribe again after a failover.
+    subs: Subscriptions,
+    /// Re-subscription attempts since the subscriber connection was lost.
+    resub_attempts: u32,
 }
 
 const PART_BITS: u32 = 16;
@@ -166,6 +171,11 @@ const PART_BITS: u32 = 16;
 const FORGET: u64 = u64::MAX;
 /// The tag of every frame the subscriber connection reads.
 const PUSH: u64 = u64::MAX - 1;
+/// The tag of the timer that retries a lost subscriber connection.
+const RESUBSCRIBE: u64 = u64::MAX - 2;
+/// How often, and how many times, a lost subscriber connection is retried (30 s in all).
+const RESUBSCRIBE_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+const RESUBSCRIBE_ATTEMPTS: u32 = 150;
 /// Most private connections one session keeps.
 const MAX_PRIVATE_PER_SESSION: usize = 4;
 /// After READONLY, how long (in polls) to wait for a new master before sending again.
@@ -208,6 +218,8 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         watching: None,
         current: None,
         subscriber: None,
+        subs: Subscriptions::default(),
+        resub_attempts: 0,
         ctx,
     };
     let mut rbuf = BytesMut::with_capacity(16 * 1024);
@@ -446,6 +458,7 @@ impl Session {
                     self.watching = None;
                     self.privates.clear();
                     self.subscriber = None;
+                    self.subs = Subscriptions::default();
                 }
             }
             Route::Transaction(t) => self.transaction(t, entry, &req),
@@ -554,6 +567,67 @@ impl Session {
             }
         }
         self.send_on_subscriber(req);
+    }
+
+    fn schedule_resubscribe(&self) {
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(RESUBSCRIBE_EVERY).await;
+            let _ = tx.send(BackendReply {
+                tag: RESUBSCRIBE,
+                result: Ok(Bytes::new()),
+            });
+        });
+    }
+
+    /// Opens a new subscriber connection and subscribes it to everything the client had:
+    /// shard channels at their slot's master, the rest at any master that is up.
+    fn resubscribe(&mut self) {
+        if self.subscriber.is_some() || self.subs.is_empty() {
+            return;
+        }
+        self.resub_attempts += 1;
+        let node = match self.subs.first_shard_channel() {
+            Some(ch) if self.topo.load().slotted => {
+                let slot = crate::router::key_slot(ch);
+                self.route(Some(slot)).filter(|n| n.is_up())
+            }
+            _ => self
+                .topo
+                .load()
+                .masters()
+                .iter()
+                .find(|m| m.is_up())
+                .cloned(),
+        };
+        let Some(node) = node else {
+            if self.resub_attempts >= RESUBSCRIBE_ATTEMPTS {
+                self.push_error("ERR slotgate: lost the subscriber connection and found no master to subscribe again");
+                self.client.closing = true;
+            } else {
+                self.schedule_resubscribe();
+            }
+            return;
+        };
+        let pushes = ReplyTo {
+            tx: self.tx.clone(),
+            tag: PUSH,
+        };
+        match node.subscriber(self.client.proto, pushes) {
+            Ok(link) => {
+                let frames = self.subs.resubscribe();
+                link.send(BackendRequest::new(
+                    frames,
+                    ReplyTo {
+                        tx: self.tx.clone(),
+                        tag: FORGET,
+                    },
+                ));
+                debug!(node = %node.addr(), "subscribed again after losing the subscriber connection");
+                self.subscriber = Some(link);
+            }
+            Err(_) => self.schedule_resubscribe(),
+        }
     }
 
     fn send_on_subscriber(&mut self, req: &Request) {
@@ -898,6 +972,9 @@ impl Session {
     /// it follows every reply to an earlier request. A count of 0 in an unsubscribe reply ends
     /// subscribed mode and closes the connection.
     fn on_push(&mut self, frame: Bytes) {
+        if !self.subs.observe(&frame) {
+            return;
+        }
         if ends_subscriptions(&frame) {
             self.subscriber = None;
         }
@@ -908,14 +985,21 @@ impl Session {
         if r.tag == PUSH {
             match r.result {
                 Ok(frame) => self.on_push(frame),
-                Err(e) => {
-                    // The subscriber connection broke: the client's subscriptions are gone.
+                Err(_) => {
+                    // The subscriber connection broke (its node failed): subscribe again on a
+                    // node that is up, invisibly to the client.
                     self.subscriber = None;
-                    self.push_error(&e.to_string());
-                    self.client.closing = true;
+                    if !self.subs.is_empty() {
+                        self.resub_attempts = 0;
+                        self.ctx.topology.request_refresh(None);
+                        self.schedule_resubscribe();
+                    }
                 }
             }
             return;
+        }
+        if r.tag == RESUBSCRIBE {
+            return self.resubscribe();
         }
         let seq = r.tag >> PART_BITS;
         let part_idx = (r.tag & ((1 << PART_BITS) - 1)) as usize;
