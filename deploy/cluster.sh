@@ -26,6 +26,12 @@ start_nodes() {
   done
   for p in "${PORTS[@]}"; do
     for _ in $(seq 1 50); do redis-cli -p "$p" ping >/dev/null 2>&1 && break; sleep 0.1; done
+    if ! redis-cli -p "$p" ping >/dev/null 2>&1; then
+      echo "redis-server on port $p did not start (its bus port is $((p + 10000))):" >&2
+      tail -3 "$DIR/$p/redis.log" >&2 || true
+      echo "set CLUSTER_BASE_PORT to use other ports" >&2
+      exit 1
+    fi
   done
 }
 
