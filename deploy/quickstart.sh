@@ -6,8 +6,12 @@
 #   deploy/quickstart.sh sentinel   # 1 master + 2 replicas + 3 Sentinels, slotgate on 6381
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null || ! command -v redis-sentinel >/dev/null; then
+  SUDO=""; if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO=sudo; fi
+  echo "== installing Redis from Debian's packages"
+  $SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y redis-server redis-tools redis-sentinel
+fi
 if [ "${1:-}" = sentinel ]; then
-  command -v redis-sentinel >/dev/null || { echo "apt-get install -y redis-server redis-tools redis-sentinel" >&2; exit 1; }
   cargo build --release --locked
   deploy/sentinel.sh setup
   cat <<MSG
@@ -19,10 +23,6 @@ Stop slotgate with Ctrl-C, the group with: deploy/sentinel.sh stop
 
 MSG
   exec ./target/release/slotgate --config conf/sentinel.toml
-fi
-if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
-  echo "Redis is not installed: apt-get update && apt-get install -y redis-server redis-tools" >&2
-  exit 1
 fi
 cargo build --release --locked
 deploy/cluster.sh setup
