@@ -660,6 +660,10 @@ impl Session {
             return self.push_error("ERR invalid cursor");
         };
         let mut masters: Vec<Arc<Node>> = self.topo.load().masters().to_vec();
+        if masters.len() > 256 {
+            return self
+                .push_error("ERR slotgate: SCAN through slotgate supports up to 256 masters");
+        }
         masters.sort_by(|a, b| a.addr().cmp(b.addr()));
         let index = (cursor & 0xFF) as usize;
         let Some(node) = masters.get(index).cloned() else {
