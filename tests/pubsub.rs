@@ -222,3 +222,47 @@ fn subscriptions_survive_the_failover_of_their_node() {
         ])
     );
 }
+
+#[test]
+fn a_subscriber_that_stops_reading_is_disconnected_not_buffered_without_bound() {
+    let cluster = Cluster::start(3, 0);
+    let proxy = Proxy::cluster(&cluster, &[]);
+    let mut sub = proxy.raw();
+    let mut buf = Vec::new();
+    send(&mut sub, "SUBSCRIBE firehose");
+    assert_eq!(
+        texts(&read_reply(&mut sub, &mut buf)),
+        ["subscribe", "firehose", "1"]
+    );
+    // 96 MiB of messages while the subscriber reads nothing.
+    let mut c = proxy.conn();
+    let payload = vec![b'x'; 1024 * 1024];
+    for _ in 0..96 {
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg("firehose")
+            .arg(&payload[..])
+            .query(&mut c)
+            .unwrap();
+    }
+    // Reading now finds the connection closed after at most the limit plus socket buffers.
+    sub.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut total = 0usize;
+    let mut chunk = vec![0u8; 1 << 20];
+    loop {
+        match std::io::Read::read(&mut sub, &mut chunk) {
+            Ok(0) => break,
+            Ok(n) => total += n,
+            Err(e) => panic!("the slow subscriber was not disconnected: {e} after {total} bytes"),
+        }
+    }
+    assert!(
+        total < 64 * 1024 * 1024,
+        "{total} bytes buffered for a subscriber that did not read"
+    );
+    // The proxy still serves everyone else.
+    let _: () = redis::cmd("SET")
+        .arg("still")
+        .arg("up")
+        .query(&mut c)
+        .unwrap();
+}

@@ -164,6 +164,8 @@ struct Session {
     subs: Subscriptions,
     /// Re-subscription attempts since the subscriber connection was lost.
     resub_attempts: u32,
+    /// Close at once, without waiting for unread replies (a subscriber that stopped reading).
+    abort: bool,
 }
 
 const PART_BITS: u32 = 16;
@@ -171,6 +173,9 @@ const PART_BITS: u32 = 16;
 const FORGET: u64 = u64::MAX;
 /// The tag of every frame the subscriber connection reads.
 const PUSH: u64 = u64::MAX - 1;
+/// Reply bytes, and frames, a subscriber may leave unread before it is disconnected.
+const PUBSUB_OUTPUT_LIMIT: usize = 32 * 1024 * 1024;
+const PUBSUB_BACKLOG_LIMIT: usize = 100_000;
 /// The tag of the timer that retries a lost subscriber connection.
 const RESUBSCRIBE: u64 = u64::MAX - 2;
 /// How often, and how many times, a lost subscriber connection is retried (30 s in all).
@@ -220,6 +225,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         subscriber: None,
         subs: Subscriptions::default(),
         resub_attempts: 0,
+        abort: false,
         ctx,
     };
     let mut rbuf = BytesMut::with_capacity(16 * 1024);
@@ -273,6 +279,9 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             }
             if s.queue.is_empty() && s.out.is_empty() && (s.client.closing || eof) {
                 return Poll::Ready(true);
+            }
+            if s.abort {
+                return Poll::Ready(false);
             }
             // A client that left while blocked (BLPOP 0) would keep its connection blocked for
             // ever; Redis frees such a client at once, and so does slotgate.
@@ -980,6 +989,19 @@ impl Session {
     /// subscribed mode and closes the connection.
     fn on_push(&mut self, frame: Bytes) {
         if !self.subs.observe(&frame) {
+            return;
+        }
+        // A subscriber that does not read its messages is disconnected, as Redis does with
+        // `client-output-buffer-limit pubsub`: messages must not pile up without bound.
+        if self.out.len() > PUBSUB_OUTPUT_LIMIT || self.queue.len() > PUBSUB_BACKLOG_LIMIT {
+            if self.subscriber.take().is_some() {
+                tracing::warn!(
+                    client = self.client.id,
+                    "closing a subscriber that does not read its messages"
+                );
+            }
+            self.client.closing = true;
+            self.abort = true;
             return;
         }
         if ends_subscriptions(&frame) {
