@@ -174,6 +174,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         next_client_id: AtomicU64::new(1),
         draining: AtomicBool::new(false),
         scripts: Default::default(),
+        clients: Default::default(),
         pipeline_depth: metrics::histogram!(crate::metrics::names::PIPELINE_DEPTH),
     });
     if let (Some(listener), Some(a)) = (admin_listener, &config.admin) {

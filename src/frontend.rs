@@ -5,6 +5,7 @@
 //! blocks on a session. Sessions live in `frontend/session.rs`; local command answers in
 //! `frontend/local.rs`.
 
+pub mod clients;
 pub mod local;
 pub mod scripts;
 pub mod session;
@@ -103,6 +104,8 @@ pub struct Context {
     pub draining: AtomicBool,
     /// Scripts loaded through slotgate, for NOSCRIPT repair.
     pub scripts: scripts::ScriptCache,
+    /// slotgate's own clients, for CLIENT LIST and CLIENT KILL.
+    pub clients: clients::ClientRegistry,
     /// Requests parsed from one client read: how deep clients pipeline.
     pub pipeline_depth: metrics::Histogram,
 }
@@ -145,6 +148,7 @@ pub async fn serve(
             continue;
         }
         let _ = stream.set_nodelay(true);
+        let local = stream.local_addr().ok();
         ctx.stats
             .connections_current
             .fetch_add(1, Ordering::Relaxed);
@@ -154,7 +158,7 @@ pub async fn serve(
         tracker.spawn(
             async move {
                 debug!("client connected");
-                session::run(stream, ctx2.clone(), id, token).await;
+                session::run(stream, ctx2.clone(), id, (peer, local), token).await;
                 ctx2.stats
                     .connections_current
                     .fetch_sub(1, Ordering::Relaxed);

@@ -295,3 +295,52 @@ fn local_commands_negotiation_and_limits_answer_like_redis() {
     }
     assert!(refused >= 5, "refused {refused}");
 }
+
+#[test]
+fn client_list_and_kill_cover_slotgates_own_clients() {
+    let cluster = Cluster::start(3, 0);
+    let proxy = Proxy::cluster(&cluster, &[]);
+    let mut admin = proxy.conn();
+    let mut victim = proxy.conn();
+    let _: () = redis::cmd("CLIENT")
+        .arg("SETNAME")
+        .arg("victim")
+        .query(&mut victim)
+        .unwrap();
+    let victim_id: i64 = redis::cmd("CLIENT").arg("ID").query(&mut victim).unwrap();
+    let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut admin).unwrap();
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with(&format!("id={victim_id} ")) && l.contains("name=victim")),
+        "{list}"
+    );
+    assert_eq!(list.lines().count(), 2, "{list}");
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("ID")
+        .arg(victim_id)
+        .query(&mut admin)
+        .unwrap();
+    assert_eq!(killed, 1);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        redis::cmd("PING").query::<String>(&mut victim).is_err(),
+        "the killed client is disconnected"
+    );
+    let e = run(&mut admin, &["CLIENT", "KILL", "127.0.0.1:1"])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("No such client"), "{e}");
+    // SKIPME yes (the default) spares the caller.
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("ID")
+        .arg(999_999)
+        .query(&mut admin)
+        .unwrap();
+    assert_eq!(killed, 0);
+    assert_eq!(
+        run(&mut admin, &["PING"]).unwrap(),
+        Value::SimpleString("PONG".into())
+    );
+}

@@ -109,6 +109,30 @@ pub fn answer(
             None => encode::null(out, client.proto),
         },
         Local::ClientId => encode::integer(out, client.id as i64),
+        Local::ClientList => {
+            let mut ids = Vec::new();
+            let mut i = 2;
+            while i < req.argc() {
+                if arg(i).eq_ignore_ascii_case(b"ID") {
+                    for j in i + 1..req.argc() {
+                        match parse_int(arg(j)).and_then(|n| u64::try_from(n).ok()) {
+                            Some(n) => ids.push(n),
+                            None => return encode::error(out, "ERR Invalid client ID"),
+                        }
+                    }
+                    break;
+                } else if arg(i).eq_ignore_ascii_case(b"TYPE") && i + 1 < req.argc() {
+                    i += 2;
+                } else {
+                    return encode::error(out, "ERR syntax error");
+                }
+            }
+            let text = ctx
+                .clients
+                .list(if ids.is_empty() { None } else { Some(&ids) });
+            encode::verbatim(out, client.proto, text.as_bytes());
+        }
+        Local::ClientKill => client_kill(req, client, ctx, out),
         Local::ClientSetInfo => {
             let value = arg(3);
             if value.iter().any(|&b| !(b'!'..=b'~').contains(&b)) {
@@ -144,6 +168,55 @@ pub fn answer(
         Local::ClusterKeySlot => encode::integer(out, i64::from(key_slot(arg(2)))),
         Local::ClusterDisabled => encode::error(out, CLUSTER_DISABLED),
     }
+    if matches!(local, Local::ClientSetName | Local::Hello | Local::Reset) {
+        ctx.clients.set_name(client.id, client.name.clone());
+    }
+}
+
+/// `CLIENT KILL ip:port` (old form: OK or an error) or `CLIENT KILL [ID id] [ADDR ip:port]
+/// [SKIPME yes|no]` (new form: how many were killed), over slotgate's own clients.
+fn client_kill(req: &Request, client: &ClientState, ctx: &Context, out: &mut BytesMut) {
+    use super::clients::KillFilter;
+    let arg = |i: usize| req.arg(i).unwrap_or_default();
+    if req.argc() == 3 {
+        let filter = KillFilter {
+            addr: Some(String::from_utf8_lossy(arg(2)).into_owned()),
+            ..KillFilter::default()
+        };
+        return match ctx.clients.kill(&filter) {
+            0 => encode::error(out, "ERR No such client"),
+            _ => encode::ok(out),
+        };
+    }
+    let mut filter = KillFilter {
+        skip: Some(client.id),
+        ..KillFilter::default()
+    };
+    let mut i = 2;
+    while i + 1 < req.argc() {
+        let (k, v) = (arg(i), arg(i + 1));
+        if k.eq_ignore_ascii_case(b"ID") {
+            match parse_int(v).and_then(|n| u64::try_from(n).ok()) {
+                Some(n) => filter.id = Some(n),
+                None => return encode::error(out, "ERR client-id should be greater than 0"),
+            }
+        } else if k.eq_ignore_ascii_case(b"ADDR") {
+            filter.addr = Some(String::from_utf8_lossy(v).into_owned());
+        } else if k.eq_ignore_ascii_case(b"SKIPME") {
+            if v.eq_ignore_ascii_case(b"no") {
+                filter.skip = None;
+            } else if !v.eq_ignore_ascii_case(b"yes") {
+                return encode::error(out, "ERR syntax error");
+            }
+        } else {
+            return encode::error(out, "ERR syntax error");
+        }
+        i += 2;
+    }
+    if i != req.argc() {
+        return encode::error(out, "ERR syntax error");
+    }
+    encode::integer(out, ctx.clients.kill(&filter) as i64);
 }
 
 /// `HELLO [protover [AUTH user pass] [SETNAME name]]`, as Redis 7 answers it.

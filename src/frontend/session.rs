@@ -207,9 +207,11 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     ctx: Arc<Context>,
     id: u64,
+    (peer, local): (std::net::SocketAddr, Option<std::net::SocketAddr>),
     shutdown: CancellationToken,
 ) {
     let (tx, mut rx) = mpsc::unbounded_channel();
+    ctx.clients.register(id, peer, local, tx.clone());
     let mut s = Session {
         client: ClientState::new(id),
         parser: RequestParser::new(ctx.config.limits),
@@ -327,6 +329,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         Poll::Pending
     })
     .await;
+    s.ctx.clients.unregister(id);
     s.flush_bytes(&mut bytes_in, &mut bytes_out);
     if clean {
         let _ = stream.shutdown().await;
@@ -1029,6 +1032,12 @@ impl Session {
         }
         if r.tag == RESUBSCRIBE {
             return self.resubscribe();
+        }
+        if r.tag == super::clients::KILL {
+            // CLIENT KILL: close now, as Redis does.
+            self.abort = true;
+            self.client.closing = true;
+            return;
         }
         let seq = r.tag >> PART_BITS;
         let part_idx = (r.tag & ((1 << PART_BITS) - 1)) as usize;
