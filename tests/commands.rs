@@ -203,10 +203,17 @@ fn local_commands_negotiation_and_limits_answer_like_redis() {
         err.contains("wrong number of arguments for 'get' command"),
         "{err}"
     );
-    let err = run(&mut c, &["RANDOMKEY"]).unwrap_err().to_string();
-    assert!(
-        err.contains("'randomkey' is not supported by slotgate"),
-        "{err}"
+    let err = run(&mut c, &["WAIT", "1", "0"]).unwrap_err().to_string();
+    assert!(err.contains("'wait' is not supported by slotgate"), "{err}");
+    // RANDOMKEY finds a key on any master, and null only when all are empty.
+    let _: () = redis::cmd("SET")
+        .arg("only-key")
+        .arg(1)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(
+        run(&mut c, &["RANDOMKEY"]).unwrap(),
+        Value::BulkString(b"only-key".to_vec())
     );
     let info: String = redis::cmd("INFO").query(&mut c).unwrap();
     assert!(

@@ -101,6 +101,13 @@ pub fn merge(
         ),
         Merge::AllExist => merge_all_exist(replies, out),
         Merge::Concat => merge_concat(replies, MAX_CONCAT_ELEMENTS, out),
+        Merge::FirstNonNull => {
+            let is_null = |r: &Bytes| r.as_ref() == b"$-1\r\n" || r.as_ref() == b"_\r\n";
+            match replies.iter().find(|r| !is_null(r)).or(replies.first()) {
+                Some(r) => out.put_slice(r),
+                None => unexpected(out, "RANDOMKEY"),
+            }
+        }
     }
 }
 

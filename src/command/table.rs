@@ -127,6 +127,9 @@ pub enum Merge {
     AllExist,
     /// KEYS: the arrays of every master, one after another (capped).
     Concat,
+    /// RANDOMKEY: the first master's key that is not null (null only when every master is
+    /// empty).
+    FirstNonNull,
 }
 
 /// Commands the proxy answers itself.
@@ -272,7 +275,6 @@ pub struct Table {
 const WAIT: &str = "WAIT counts the replicas that acknowledged one connection's writes; not supported through a proxy yet";
 const PUBSUB: &str =
     "PUBSUB introspection would need every node's answer merged; not supported yet";
-const KEYSPACE: &str = "a random key over several masters is not supported yet";
 const ADMIN: &str = "administrative commands are not passed through a proxy";
 const FLEET_WRITES: &str =
     "it would change every master; allow it with `fleet_writes = true` under [clients]";
@@ -339,7 +341,7 @@ fn named_route(name: &str) -> Option<Route> {
         "wait" => Refuse(WAIT),
         "scan" => Scan,
         "keys" => AllMasters(Merge::Concat),
-        "randomkey" => Refuse(KEYSPACE),
+        "randomkey" => AllMasters(Merge::FirstNonNull),
         "flushall" | "flushdb" | "config|set" | "config|resetstat" | "config|rewrite" => {
             Refuse(FLEET_WRITES)
         }
