@@ -105,19 +105,7 @@ fn redis_cli_benchmark_redis_py_and_redis_rs_work_unchanged() {
     assert!(!text.to_lowercase().contains("error"), "{text}");
 
     // redis-py with its defaults (RESP3, HELLO 3 on connect).
-    let out = Command::new("python3")
-        .args(["-c", REDIS_PY, &port])
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "redis-py failed (pip install redis): {text}"
-    );
+    let text = support::run_python(REDIS_PY, proxy.port);
     assert!(text.contains("session protocol 3"), "{text}");
     eprintln!("{}", text.trim());
 

@@ -292,30 +292,8 @@ impl Cluster {
 
     /// The node that serves `slot` as master now.
     pub fn owner_of_slot(&self, slot: u16) -> &Redis {
-        let slots: redis::Value = redis::cmd("CLUSTER")
-            .arg("SLOTS")
-            .query(&mut self.masters()[0].conn())
-            .unwrap();
-        let redis::Value::Array(ranges) = slots else {
-            panic!("bad CLUSTER SLOTS")
-        };
-        for r in ranges {
-            let redis::Value::Array(items) = r else {
-                continue;
-            };
-            let (redis::Value::Int(lo), redis::Value::Int(hi), redis::Value::Array(master)) =
-                (&items[0], &items[1], &items[2])
-            else {
-                continue;
-            };
-            if (*lo..=*hi).contains(&(slot as i64)) {
-                let redis::Value::Int(port) = master[1] else {
-                    continue;
-                };
-                return self.nodes.iter().find(|n| n.port as i64 == port).unwrap();
-            }
-        }
-        panic!("no owner for slot {slot}");
+        let port = self.slot_owner_ports()[slot as usize];
+        self.node(port)
     }
 }
 
