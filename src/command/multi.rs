@@ -10,7 +10,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use smallvec::SmallVec;
 
 use super::table::Merge;
-use crate::protocol::{Limits, ReplyScanner, Request, encode, parse_int};
+use crate::protocol::{Limits, ReplyKind, ReplyScanner, Request, encode, parse_int};
 use crate::router::key_slot;
 
 /// One per-slot piece of a split request.
@@ -61,7 +61,7 @@ pub fn split(req: &Request, keys: &[u32], step: u8) -> Vec<Part> {
 fn first_error(replies: &[Bytes]) -> Option<&Bytes> {
     replies
         .iter()
-        .find(|r| matches!(r.first(), Some(b'-' | b'!')))
+        .find(|r| ReplyKind::of(r) == ReplyKind::Error)
 }
 
 fn unexpected(out: &mut BytesMut, what: &str) {
@@ -159,7 +159,7 @@ pub fn merge_concat(replies: &[Bytes], cap: usize, out: &mut BytesMut) {
 /// cursor shifted left by 8 bits, the master's index (among `masters`) in the low 8 bits; a
 /// finished master hands over to the next, the last one ends the scan with 0.
 pub fn rewrite_scan_reply(reply: &Bytes, index: usize, masters: usize, out: &mut BytesMut) {
-    if matches!(reply.first(), Some(b'-' | b'!')) {
+    if ReplyKind::of(reply) == ReplyKind::Error {
         return out.put_slice(reply);
     }
     let Some(elems) = array_elements(reply) else {

@@ -32,7 +32,7 @@ use crate::backend::{BackendReply, BackendRequest, Node, PrivateLink, ReplyTo};
 use crate::command::{self, Entry, KeyPositions, Local, Merge, Rejection, Route, Txn, multi};
 use crate::metrics::CommandMetrics;
 use crate::protocol::encode;
-use crate::protocol::{Request, RequestParser};
+use crate::protocol::{ReplyKind, Request, RequestParser};
 use crate::router::{Budget, RedirectDecision, decide};
 use crate::topology::Topology;
 
@@ -378,7 +378,7 @@ impl Session {
 
     fn push_ready(&mut self, bytes: Bytes) {
         if let Some((cmd, _)) = self.current.take()
-            && bytes.first() == Some(&b'-')
+            && ReplyKind::of(&bytes) == ReplyKind::Error
         {
             cmd.errors.increment(1);
         }
@@ -1294,7 +1294,7 @@ impl Session {
             if let Some(t) = started {
                 c.duration.record(t.elapsed());
             }
-            if done.first() == Some(&b'-') {
+            if ReplyKind::of(&done) == ReplyKind::Error {
                 c.errors.increment(1);
             }
         }
