@@ -62,7 +62,7 @@ impl Default for SessionConfig {
             max_pipeline: 1024,
             max_clients: 10_000,
             max_redirects: 5,
-            max_tryagain: 30,
+            max_tryagain: 100,
             tryagain_delay: Duration::from_millis(20),
             multi_key: MultiKeyPolicy::Split,
             fleet_writes: false,
