@@ -9,6 +9,7 @@ pub mod clients;
 pub mod local;
 pub mod scripts;
 pub mod session;
+pub mod shard_channels;
 pub mod subscriptions;
 pub mod transaction;
 

@@ -133,6 +133,16 @@ fn multi_key_commands_match_a_single_redis_and_crossslot_reaches_no_backend() {
     }
     assert_eq!(run(&mut f, &["FLUSHALL"]).unwrap(), Value::Okay);
     assert_eq!(run(&mut f, &["DBSIZE"]).unwrap(), Value::Int(0));
+    let e = run(&mut p, &["SLOWLOG", "RESET"]).unwrap_err().to_string();
+    assert!(e.contains("fleet_writes"), "{e}");
+    assert_eq!(run(&mut f, &["SLOWLOG", "RESET"]).unwrap(), Value::Okay);
+    for m in cluster.masters() {
+        let n: i64 = redis::cmd("SLOWLOG")
+            .arg("LEN")
+            .query(&mut m.conn())
+            .unwrap();
+        assert_eq!(n, 0, "{}", m.addr());
+    }
     let _ = std::fs::remove_file(&conf);
 
     // Strict policy: MGET across slots is refused as Redis Cluster would.
@@ -350,4 +360,93 @@ fn client_list_and_kill_cover_slotgates_own_clients() {
         run(&mut admin, &["PING"]).unwrap(),
         Value::SimpleString("PONG".into())
     );
+}
+
+#[test]
+fn per_node_diagnostics_merge_over_every_master() {
+    let cluster = Cluster::start(3, 0);
+    for m in cluster.masters() {
+        run(
+            &mut m.conn(),
+            &["CONFIG", "SET", "slowlog-log-slower-than", "0"],
+        )
+        .unwrap();
+        run(
+            &mut m.conn(),
+            &["CONFIG", "SET", "latency-monitor-threshold", "1"],
+        )
+        .unwrap();
+    }
+    let proxy = Proxy::cluster(&cluster, &[]);
+    let mut p = proxy.conn();
+    for i in 0..30 {
+        run(&mut p, &["SET", &format!("diag:{i}"), "v"]).unwrap();
+    }
+    // SLOWLOG LEN sums the masters; SLOWLOG GET holds every master's entries, newest first.
+    let direct: i64 = cluster
+        .masters()
+        .iter()
+        .map(|m| {
+            redis::cmd("SLOWLOG")
+                .arg("LEN")
+                .query::<i64>(&mut m.conn())
+                .unwrap()
+        })
+        .sum();
+    let len: i64 = redis::cmd("SLOWLOG").arg("LEN").query(&mut p).unwrap();
+    assert!(len >= direct && len <= direct + 6, "{len} vs {direct}");
+    let entries: Vec<Value> = redis::cmd("SLOWLOG")
+        .arg("GET")
+        .arg(5)
+        .query(&mut p)
+        .unwrap();
+    assert!(
+        entries.len() > 5 && entries.len() <= 15,
+        "{}",
+        entries.len()
+    );
+    let times: Vec<i64> = entries
+        .iter()
+        .map(|e| match e {
+            Value::Array(f) => match f[1] {
+                Value::Int(t) => t,
+                _ => panic!("{f:?}"),
+            },
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] >= w[1]), "{times:?}");
+
+    // Text diagnostics name each master; LATENCY LATEST is an array of events.
+    let doctor: String = redis::cmd("MEMORY").arg("DOCTOR").query(&mut p).unwrap();
+    for m in cluster.masters() {
+        assert!(
+            doctor.contains(&format!("--- master {} ---", m.addr())),
+            "{doctor}"
+        );
+    }
+    assert!(matches!(
+        run(&mut p, &["LATENCY", "LATEST"]).unwrap(),
+        Value::Array(_)
+    ));
+    assert!(matches!(
+        run(&mut p, &["MEMORY", "PURGE"]).unwrap(),
+        Value::Okay
+    ));
+    let help: Vec<String> = redis::cmd("PUBSUB").arg("HELP").query(&mut p).unwrap();
+    assert!(help.iter().any(|l| l.contains("NUMSUB")), "{help:?}");
+
+    // What cannot be merged exactly is refused by name, with the reason.
+    for cmd in [
+        ["MEMORY", "STATS"],
+        ["LATENCY", "HISTOGRAM"],
+        ["CLIENT", "TRACKING"],
+    ] {
+        let mut args = cmd.to_vec();
+        if cmd[1] == "TRACKING" {
+            args.push("on");
+        }
+        let e = run(&mut p, &args).unwrap_err().to_string();
+        assert!(e.contains("not supported by slotgate"), "{cmd:?}: {e}");
+    }
 }

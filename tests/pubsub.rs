@@ -188,6 +188,18 @@ fn subscriptions_survive_the_failover_of_their_node() {
         })
         .map(|m| m.port)
         .expect("a master holds the subscription");
+    // A shard channel on the same master, on another client.
+    let shard = (0..100)
+        .map(|i| format!("{{f{i}}}jobs"))
+        .find(|ch| cluster.owner_of_slot(keyslot(&cluster, ch)).port == holder)
+        .unwrap();
+    let mut ssub = proxy.raw();
+    let mut sbuf = Vec::new();
+    send(&mut ssub, &format!("SSUBSCRIBE {shard}"));
+    assert_eq!(
+        texts(&read_reply(&mut ssub, &mut sbuf)),
+        ["ssubscribe", shard.as_str(), "1"]
+    );
     cluster.node_mut(holder).kill();
     support::wait_until("a replica to be promoted", Duration::from_secs(30), || {
         cluster.masters().len() == 3
@@ -220,6 +232,19 @@ fn subscriptions_survive_the_failover_of_their_node() {
             "alerts".to_string(),
             "after-failover".to_string()
         ])
+    );
+    // The shard channel followed its slot to the promoted replica.
+    let mut pc = proxy.conn();
+    wait_for_frame(
+        &mut ssub,
+        &mut sbuf,
+        || {
+            let _ = redis::cmd("SPUBLISH")
+                .arg(&shard)
+                .arg("after-failover")
+                .query::<i64>(&mut pc);
+        },
+        &["smessage", &shard, "after-failover"],
     );
 }
 
@@ -265,4 +290,178 @@ fn a_subscriber_that_stops_reading_is_disconnected_not_buffered_without_bound() 
         .arg("up")
         .query(&mut c)
         .unwrap();
+}
+
+fn keyslot(cluster: &Cluster, key: &str) -> u16 {
+    redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg(key)
+        .query(&mut cluster.masters()[0].conn())
+        .unwrap()
+}
+
+/// Reads frames until one satisfies `want`, failing on any `sunsubscribe` the client did not
+/// ask for; `poke` runs between reads (it publishes).
+fn wait_for_frame(
+    sub: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    mut poke: impl FnMut(),
+    want: &[&str],
+) -> Vec<Vec<String>> {
+    sub.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut seen = Vec::new();
+    while std::time::Instant::now() < deadline {
+        poke();
+        let mut chunk = [0u8; 4096];
+        if let Ok(n) = std::io::Read::read(sub, &mut chunk) {
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        while let Ok(Some((frame, used))) = redis_protocol::resp2::decode::decode(buf) {
+            buf.drain(..used);
+            let t = texts(&frame);
+            assert_ne!(
+                t[0], "sunsubscribe",
+                "the client saw slotgate's repair: {t:?}"
+            );
+            let done = t == want;
+            seen.push(t);
+            if done {
+                sub.set_read_timeout(None).unwrap();
+                return seen;
+            }
+        }
+    }
+    panic!("never got {want:?}; saw {seen:?}");
+}
+
+#[test]
+fn shard_channels_span_masters_follow_slot_moves_and_pubsub_introspection_merges() {
+    let cluster = Cluster::start(3, 0);
+    let proxy = Proxy::cluster(&cluster, &[]);
+    // Two shard channels whose slots live on different masters.
+    let names: Vec<String> = (0..50).map(|i| format!("{{t{i}}}events")).collect();
+    let first = names[0].clone();
+    let owner = |ch: &str| cluster.owner_of_slot(keyslot(&cluster, ch)).port;
+    let second = names
+        .iter()
+        .find(|n| owner(n) != owner(&first))
+        .unwrap()
+        .clone();
+    let mut sub = proxy.raw();
+    let mut buf = Vec::new();
+    send(&mut sub, &format!("SSUBSCRIBE {first}"));
+    assert_eq!(
+        texts(&read_reply(&mut sub, &mut buf)),
+        ["ssubscribe", first.as_str(), "1"]
+    );
+    send(&mut sub, &format!("SSUBSCRIBE {second}"));
+    assert_eq!(
+        texts(&read_reply(&mut sub, &mut buf)),
+        ["ssubscribe", second.as_str(), "2"],
+        "counts are the client's total, as one server counts them"
+    );
+    let mut plain = proxy.raw();
+    let mut pbuf = Vec::new();
+    send(&mut plain, "SUBSCRIBE news");
+    read_reply(&mut plain, &mut pbuf);
+    send(&mut plain, "PSUBSCRIBE n*");
+    read_reply(&mut plain, &mut pbuf);
+
+    // PUBSUB introspection sees every master's subscribers.
+    let mut c = proxy.conn();
+    let mut shard_channels: Vec<String> = redis::cmd("PUBSUB")
+        .arg("SHARDCHANNELS")
+        .query(&mut c)
+        .unwrap();
+    shard_channels.sort();
+    let mut expected = vec![first.clone(), second.clone()];
+    expected.sort();
+    assert_eq!(shard_channels, expected);
+    let counts: Vec<redis::Value> = redis::cmd("PUBSUB")
+        .arg("SHARDNUMSUB")
+        .arg(&first)
+        .arg(&second)
+        .arg("nobody")
+        .query(&mut c)
+        .unwrap();
+    let counts: Vec<String> = counts
+        .iter()
+        .map(|v| match v {
+            redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+            redis::Value::Int(i) => i.to_string(),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(counts, [&first, "1", &second, "1", "nobody", "0"]);
+    let channels: Vec<String> = redis::cmd("PUBSUB").arg("CHANNELS").query(&mut c).unwrap();
+    assert_eq!(channels, ["news"]);
+    let numpat: i64 = redis::cmd("PUBSUB").arg("NUMPAT").query(&mut c).unwrap();
+    assert_eq!(numpat, 1);
+
+    // Messages reach both channels.
+    for ch in [&first, &second] {
+        let n: i64 = redis::cmd("SPUBLISH")
+            .arg(ch)
+            .arg("before")
+            .query(&mut c)
+            .unwrap();
+        assert_eq!(n, 1);
+        assert_eq!(
+            texts(&read_reply(&mut sub, &mut buf)),
+            ["smessage", ch.as_str(), "before"]
+        );
+    }
+
+    // The first channel's slot moves to the master holding neither channel; Redis tells the
+    // subscriber `sunsubscribe`, slotgate hides it and subscribes again at the new owner.
+    let slot = keyslot(&cluster, &first);
+    let from = cluster.owner_of_slot(slot);
+    let to = cluster
+        .masters()
+        .into_iter()
+        .find(|m| m.port != owner(&first) && m.port != owner(&second))
+        .unwrap();
+    let to_port = to.port;
+    support::move_slot(&cluster, slot, from, to);
+    let mut pc = proxy.conn();
+    let seen = wait_for_frame(
+        &mut sub,
+        &mut buf,
+        || {
+            let _ = redis::cmd("SPUBLISH")
+                .arg(&first)
+                .arg("after-move")
+                .query::<i64>(&mut pc);
+        },
+        &["smessage", &first, "after-move"],
+    );
+    assert!(seen.iter().all(|f| f[0] == "smessage"), "{seen:?}");
+    let holders: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query(&mut cluster.node(to_port).conn())
+        .unwrap();
+    assert!(
+        holders.lines().any(|l| l.contains("cmd=ssubscribe")),
+        "the new owner holds the subscription: {holders}"
+    );
+
+    // Leaving every shard channel at once answers for each, and leaves subscribed mode.
+    send(&mut sub, "SUNSUBSCRIBE");
+    let mut left = [
+        texts(&read_reply(&mut sub, &mut buf)),
+        texts(&read_reply(&mut sub, &mut buf)),
+    ];
+    left.sort_by(|a, b| b[2].cmp(&a[2]));
+    assert_eq!(left[0][0], "sunsubscribe");
+    assert_eq!(left[0][2], "1");
+    assert_eq!(left[1][2], "0");
+    send(&mut sub, "SET after-shards 1");
+    assert_eq!(texts(&read_reply(&mut sub, &mut buf)), ["OK"]);
+    send(&mut sub, "SUNSUBSCRIBE");
+    assert_eq!(
+        texts(&read_reply(&mut sub, &mut buf)),
+        ["sunsubscribe", "(nil)", "0"]
+    );
 }

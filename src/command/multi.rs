@@ -101,6 +101,10 @@ pub fn merge(
         ),
         Merge::AllExist => merge_all_exist(replies, out),
         Merge::Concat => merge_concat(replies, MAX_CONCAT_ELEMENTS, out),
+        Merge::Union => merge_union(replies, out),
+        Merge::PairSum => merge_pair_sum(replies, out),
+        Merge::Newest => merge_newest(replies, out),
+        Merge::Text => unexpected(out, "text"),
         Merge::FirstNonNull => {
             let is_null = |r: &Bytes| r.as_ref() == b"$-1\r\n" || r.as_ref() == b"_\r\n";
             match replies.iter().find(|r| !is_null(r)).or(replies.first()) {
@@ -153,6 +157,124 @@ pub fn merge_concat(replies: &[Bytes], cap: usize, out: &mut BytesMut) {
     for e in all {
         out.put_slice(&e);
     }
+}
+
+/// Arrays of names from every master, each name once, in the order first seen (PUBSUB
+/// CHANNELS).
+fn merge_union(replies: &[Bytes], out: &mut BytesMut) {
+    let mut seen: std::collections::HashSet<Bytes> = std::collections::HashSet::new();
+    let mut all: Vec<Bytes> = Vec::new();
+    for r in replies {
+        let Some(elems) = array_elements(r) else {
+            return unexpected(out, "an array");
+        };
+        for e in elems {
+            if seen.insert(e.clone()) {
+                all.push(e);
+            }
+            if all.len() > MAX_CONCAT_ELEMENTS {
+                return encode::error(out, "ERR slotgate: the reply would be too large");
+            }
+        }
+    }
+    encode::array_header(out, all.len());
+    for e in all {
+        out.put_slice(&e);
+    }
+}
+
+/// `[name, count, name, count, ...]` from every master, counts summed position by position
+/// (PUBSUB NUMSUB: every master lists the same names in the order they were asked for).
+fn merge_pair_sum(replies: &[Bytes], out: &mut BytesMut) {
+    let mut acc: Option<(Vec<Bytes>, Vec<i64>)> = None;
+    for r in replies {
+        let Some(elems) = array_elements(r) else {
+            return unexpected(out, "an array");
+        };
+        if elems.len() % 2 != 0 {
+            return unexpected(out, "name/count pairs");
+        }
+        let mut names = Vec::with_capacity(elems.len() / 2);
+        let mut counts = Vec::with_capacity(elems.len() / 2);
+        for pair in elems.chunks_exact(2) {
+            let (Some(name), Some(count)) = (pair.first(), pair.get(1).and_then(|c| integer(c)))
+            else {
+                return unexpected(out, "name/count pairs");
+            };
+            names.push(name.clone());
+            counts.push(count);
+        }
+        match &mut acc {
+            None => acc = Some((names, counts)),
+            Some((n0, c0)) if *n0 == names => {
+                for (a, b) in c0.iter_mut().zip(counts) {
+                    *a = a.saturating_add(b);
+                }
+            }
+            Some(_) => return unexpected(out, "the same names from every master"),
+        }
+    }
+    let (names, counts) = acc.unwrap_or_default();
+    encode::array_header(out, names.len() * 2);
+    for (n, c) in names.iter().zip(counts) {
+        out.put_slice(n);
+        encode::integer(out, c);
+    }
+}
+
+/// SLOWLOG GET from every master: all entries, newest first (by each entry's unix time, then
+/// its id), so the merged log reads like one server's.
+fn merge_newest(replies: &[Bytes], out: &mut BytesMut) {
+    let mut entries: Vec<((i64, i64), Bytes)> = Vec::new();
+    for r in replies {
+        let Some(elems) = array_elements(r) else {
+            return unexpected(out, "an array");
+        };
+        for e in elems {
+            let fields = array_elements(&e).unwrap_or_default();
+            let id = fields.first().and_then(|f| integer(f)).unwrap_or(0);
+            let time = fields.get(1).and_then(|f| integer(f)).unwrap_or(0);
+            entries.push(((time, id), e));
+        }
+    }
+    entries.sort_by_key(|e| std::cmp::Reverse(e.0));
+    encode::array_header(out, entries.len());
+    for (_, e) in entries {
+        out.put_slice(&e);
+    }
+}
+
+/// The value of an integer reply.
+fn integer(reply: &[u8]) -> Option<i64> {
+    reply
+        .strip_prefix(b":")
+        .and_then(|r| r.strip_suffix(b"\r\n"))
+        .and_then(parse_int)
+}
+
+/// Joins every master's text reply (LATENCY DOCTOR, MEMORY DOCTOR, ...) under a line naming the
+/// master; the first error instead, if any master failed.
+pub fn merge_text(replies: &[Bytes], nodes: &[&str]) -> Result<String, Bytes> {
+    if let Some(e) = first_error(replies) {
+        return Err(e.clone());
+    }
+    let mut out = String::new();
+    for (i, r) in replies.iter().enumerate() {
+        let Some(text) = bulk_text(r) else {
+            return Err(Bytes::from_static(
+                b"-ERR slotgate: unexpected backend reply while merging text\r\n",
+            ));
+        };
+        out.push_str(&format!(
+            "--- master {} ---\n",
+            nodes.get(i).copied().unwrap_or("?")
+        ));
+        out.push_str(&text);
+        if !out.ends_with('\n') {
+            out.push('\n');
+        }
+    }
+    Ok(out)
 }
 
 /// Rewrites a master's SCAN reply `[cursor, [keys]]` with slotgate's cursor: the master's own
@@ -493,5 +615,69 @@ mod tests {
         assert!(text.contains("redis_mode:standalone"), "{text}");
         assert!(text.contains("db0:keys=5,expires=1,avg_ttl=5"), "{text}");
         assert!(text.ends_with("# Proxy\r\nx:1\r\n"), "{text}");
+    }
+
+    fn b(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    #[test]
+    fn should_merge_pubsub_introspection_like_one_server() {
+        let mut out = BytesMut::new();
+        merge(
+            Merge::Union,
+            &[],
+            &[
+                b("*2\r\n$1\r\na\r\n$1\r\nb\r\n"),
+                b("*2\r\n$1\r\nb\r\n$1\r\nc\r\n"),
+            ],
+            0,
+            &mut out,
+        );
+        assert_eq!(&out[..], b"*3\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n");
+        let mut out = BytesMut::new();
+        merge(
+            Merge::PairSum,
+            &[],
+            &[
+                b("*4\r\n$1\r\na\r\n:1\r\n$1\r\nb\r\n:0\r\n"),
+                b("*4\r\n$1\r\na\r\n:2\r\n$1\r\nb\r\n:5\r\n"),
+            ],
+            0,
+            &mut out,
+        );
+        assert_eq!(&out[..], b"*4\r\n$1\r\na\r\n:3\r\n$1\r\nb\r\n:5\r\n");
+        // Masters that disagree on the names are a backend fault, not a merge.
+        let mut out = BytesMut::new();
+        merge(
+            Merge::PairSum,
+            &[],
+            &[b("*2\r\n$1\r\na\r\n:1\r\n"), b("*2\r\n$1\r\nz\r\n:1\r\n")],
+            0,
+            &mut out,
+        );
+        assert!(out.starts_with(b"-ERR slotgate"));
+    }
+
+    #[test]
+    fn should_order_slowlog_entries_newest_first() {
+        let entry = |id: i64, t: i64| format!("*2\r\n:{id}\r\n:{t}\r\n");
+        let one = b(&format!("*2\r\n{}{}", entry(5, 100), entry(4, 90)));
+        let two = b(&format!("*1\r\n{}", entry(9, 95)));
+        let mut out = BytesMut::new();
+        merge(Merge::Newest, &[], &[one, two], 0, &mut out);
+        let want = format!("*3\r\n{}{}{}", entry(5, 100), entry(9, 95), entry(4, 90));
+        assert_eq!(&out[..], want.as_bytes());
+    }
+
+    #[test]
+    fn should_join_texts_under_each_masters_name() {
+        let text = merge_text(
+            &[b("$2\r\nhi\r\n"), b("=9\r\ntxt:there\r\n")],
+            &["n1", "n2"],
+        )
+        .unwrap();
+        assert_eq!(text, "--- master n1 ---\nhi\n--- master n2 ---\nthere\n");
+        assert!(merge_text(&[b("-ERR x\r\n")], &["n1"]).is_err());
     }
 }

@@ -130,6 +130,15 @@ pub enum Merge {
     /// RANDOMKEY: the first master's key that is not null (null only when every master is
     /// empty).
     FirstNonNull,
+    /// PUBSUB CHANNELS, PUBSUB SHARDCHANNELS: the arrays of every master, each name once.
+    Union,
+    /// PUBSUB NUMSUB, PUBSUB SHARDNUMSUB: `[name, count, ...]` from every master, the counts
+    /// summed name by name.
+    PairSum,
+    /// SLOWLOG GET: every master's entries, newest first (up to the count asked for from each).
+    Newest,
+    /// LATENCY DOCTOR, MEMORY DOCTOR, ...: every master's text under a line naming it.
+    Text,
 }
 
 /// Commands the proxy answers itself.
@@ -273,8 +282,9 @@ pub struct Table {
 }
 
 const WAIT: &str = "WAIT counts the replicas that acknowledged one connection's writes; not supported through a proxy yet";
-const PUBSUB: &str =
-    "PUBSUB introspection would need every node's answer merged; not supported yet";
+const TRACKING: &str = "client-side caching (CLIENT TRACKING) is not supported through slotgate: invalidations would come from every node over connections shared by many clients";
+const HISTOGRAM: &str = "per-command latency histograms are kept per node and cannot be merged exactly; slotgate exports its own per-command latency on the admin listener's /metrics";
+const MEMORY_STATS: &str = "MEMORY STATS describes one server; read it from each node (slotgate's INFO lists them under # Nodes)";
 const ADMIN: &str = "administrative commands are not passed through a proxy";
 const FLEET_WRITES: &str =
     "it would change every master; allow it with `fleet_writes = true` under [clients]";
@@ -324,12 +334,25 @@ fn named_route(name: &str) -> Option<Route> {
         | "command|getkeys"
         | "command|getkeysandflags"
         | "command|help" => AnyMaster,
-        "time" | "lolwut" | "config|get" | "publish" | "memory|usage" => {
-            if name == "memory|usage" {
-                Keyed
-            } else {
-                AnyMaster
-            }
+        "time" | "lolwut" | "config|get" | "publish" => AnyMaster,
+        "memory|usage" => Keyed,
+        "pubsub|channels" | "pubsub|shardchannels" => AllMasters(Merge::Union),
+        "pubsub|numsub" | "pubsub|shardnumsub" => AllMasters(Merge::PairSum),
+        "pubsub|numpat" => AllMasters(Merge::Sum),
+        "slowlog|get" => AllMasters(Merge::Newest),
+        "slowlog|len" => AllMasters(Merge::Sum),
+        "latency|latest" | "latency|history" => AllMasters(Merge::Concat),
+        "latency|doctor" | "latency|graph" | "memory|doctor" | "memory|malloc-stats" => {
+            AllMasters(Merge::Text)
+        }
+        "memory|purge" => AllMasters(Merge::AllOk),
+        "latency|histogram" => Refuse(HISTOGRAM),
+        "memory|stats" => Refuse(MEMORY_STATS),
+        "slowlog|reset" | "latency|reset" => Refuse(FLEET_WRITES),
+        "pubsub|help" | "slowlog|help" | "latency|help" | "memory|help" | "object|help"
+        | "xinfo|help" | "xgroup|help" | "config|help" => AnyMaster,
+        "client|tracking" | "client|trackinginfo" | "client|caching" | "client|getredir" => {
+            Refuse(TRACKING)
         }
         "eval" | "evalsha" | "eval_ro" | "evalsha_ro" | "fcall" | "fcall_ro" => Keyed,
         "xread" | "xreadgroup" => Keyed,
@@ -373,9 +396,6 @@ fn default_route(spec: &CommandSpec) -> Route {
     }
     if name.starts_with("script") || name.starts_with("function") {
         return Route::Refuse(FLEET);
-    }
-    if spec.has(flags::PUBSUB) {
-        return Route::Refuse(PUBSUB);
     }
     if spec.has(flags::BLOCKING) && !spec.key_specs.is_empty() {
         return Route::Blocking;
@@ -452,11 +472,19 @@ impl Table {
                     e.route = Route::AllMasters(Merge::AllOk);
                 }
             }
-            if let Some(config) = t.commands.get_mut("config") {
-                for sub in ["set", "resetstat", "rewrite"] {
-                    if let Some(e) = config.subs.get_mut(sub) {
-                        e.route = Route::AllMasters(Merge::AllOk);
-                    }
+            for (container, sub, merge) in [
+                ("config", "set", Merge::AllOk),
+                ("config", "resetstat", Merge::AllOk),
+                ("config", "rewrite", Merge::AllOk),
+                ("slowlog", "reset", Merge::AllOk),
+                ("latency", "reset", Merge::Sum),
+            ] {
+                if let Some(e) = t
+                    .commands
+                    .get_mut(container)
+                    .and_then(|c| c.subs.get_mut(sub))
+                {
+                    e.route = Route::AllMasters(merge);
                 }
             }
         }

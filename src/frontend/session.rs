@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use super::local::{self, ClientState};
+use super::shard_channels::{Frame as ShardFrame, Resubscribe, ShardChannels};
 use super::subscriptions::Subscriptions;
 use super::transaction::Transaction;
 use super::{Context, MultiKeyPolicy};
@@ -162,6 +163,8 @@ struct Session {
     subscriber: Option<PrivateLink>,
     /// What the client is subscribed to, to subscribe again after a failover.
     subs: Subscriptions,
+    /// Shard channels (SSUBSCRIBE): a subscriber connection per master that owns some.
+    shards: ShardChannels,
     /// Re-subscription attempts since the subscriber connection was lost.
     resub_attempts: u32,
     /// Close at once, without waiting for unread replies (a subscriber that stopped reading).
@@ -227,6 +230,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         subscriber: None,
         subs: Subscriptions::default(),
         resub_attempts: 0,
+        shards: ShardChannels::default(),
         abort: false,
         ctx,
     };
@@ -442,11 +446,19 @@ impl Session {
             }
         };
         let resp2 = self.client.proto == crate::protocol::encode::Proto::Resp2;
-        if self.subscriber.is_some() && resp2 {
+        if resp2 && self.subscribed() {
             match entry.route {
                 Route::PubSub | Route::Local(Local::Quit | Local::Reset) => {}
-                // A subscribed RESP2 client gets PING's pub/sub-shaped reply from the node.
-                Route::Local(Local::Ping) => return self.send_on_subscriber(&req),
+                // A subscribed RESP2 client gets PING's pub/sub-shaped reply from the node, in
+                // order after the confirmations before it.
+                Route::Local(Local::Ping) if self.subscriber.is_some() => {
+                    return self.send_on_subscriber(&req);
+                }
+                Route::Local(Local::Ping) if self.shards.ping(&req, &self.tx) => {
+                    self.current = None;
+                    return;
+                }
+                Route::Local(Local::Ping) => {}
                 _ => {
                     return self.push_error(&format!(
                         "ERR Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context",
@@ -474,6 +486,7 @@ impl Session {
                     self.privates.clear();
                     self.subscriber = None;
                     self.subs = Subscriptions::default();
+                    self.shards.clear();
                 }
             }
             Route::Transaction(t) => self.transaction(t, entry, &req),
@@ -550,17 +563,11 @@ impl Session {
     /// master, or for shard channels to the channels' slot master); the node's frames come back
     /// as pushes.
     fn pubsub(&mut self, entry: &Entry, req: &Request) {
-        let sharded = entry.spec.name.starts_with('s');
-        let slot = if sharded {
-            match self.slot_for(entry, req) {
-                Ok(s) => s,
-                Err(r) => return self.reject(r),
-            }
-        } else {
-            None
-        };
+        if matches!(entry.spec.name, "ssubscribe" | "sunsubscribe") {
+            return self.shard_pubsub(entry, req);
+        }
         if self.subscriber.is_none() {
-            let Some(node) = self.route(slot) else {
+            let Some(node) = self.route(None) else {
                 return self.push_error("CLUSTERDOWN Hash slot not served");
             };
             let pushes = ReplyTo {
@@ -571,17 +578,37 @@ impl Session {
                 Ok(link) => self.subscriber = Some(link),
                 Err(e) => return self.push_error(&e.to_string()),
             }
-        } else if slot.is_some() {
-            let target = self.route(slot).map(|n| n.addr().clone());
-            if let (Some(t), Some(link)) = (target, &self.subscriber)
-                && t != *link.addr()
-            {
-                return self.push_error(
-                    "ERR slotgate: shard channels on another master need another connection",
-                );
-            }
         }
         self.send_on_subscriber(req);
+    }
+
+    /// SSUBSCRIBE at the channels' slot master; SUNSUBSCRIBE where the channels are held.
+    fn shard_pubsub(&mut self, entry: &Entry, req: &Request) {
+        self.current = None;
+        if entry.spec.name == "sunsubscribe" {
+            for f in self.shards.unsubscribe(req, self.client.proto, &self.tx) {
+                self.queue.push_back(SlotState::Ready(f));
+            }
+            return;
+        }
+        let slot = match self.slot_for(entry, req) {
+            Ok(s) => s,
+            Err(r) => return self.reject(r),
+        };
+        let Some(node) = self.route(slot) else {
+            return self.push_error("CLUSTERDOWN Hash slot not served");
+        };
+        if let Err(e) = self
+            .shards
+            .subscribe(req, &node, self.client.proto, &self.tx)
+        {
+            self.push_error(&e.to_string());
+        }
+    }
+
+    /// Whether the client is in subscribed mode (or entering it).
+    fn subscribed(&self) -> bool {
+        self.subscriber.is_some() || self.shards.has_links() || !self.shards.is_empty()
     }
 
     fn schedule_resubscribe(&self) {
@@ -598,23 +625,32 @@ impl Session {
     /// Opens a new subscriber connection and subscribes it to everything the client had:
     /// shard channels at their slot's master, the rest at any master that is up.
     fn resubscribe(&mut self) {
+        let topo = self.topo.load().clone();
+        let route = |ch: &[u8]| {
+            if topo.slotted {
+                topo.master_for_slot(crate::router::key_slot(ch)).cloned()
+            } else {
+                topo.masters().first().cloned()
+            }
+        };
+        match self
+            .shards
+            .resubscribe(route, RESUBSCRIBE_ATTEMPTS, self.client.proto, &self.tx)
+        {
+            Resubscribe::Done => {}
+            Resubscribe::Again => self.schedule_resubscribe(),
+            Resubscribe::GaveUp => {
+                self.push_error(
+                    "ERR slotgate: lost shard channels and found no master to subscribe them again",
+                );
+                self.client.closing = true;
+            }
+        }
         if self.subscriber.is_some() || self.subs.is_empty() {
             return;
         }
         self.resub_attempts += 1;
-        let node = match self.subs.first_shard_channel() {
-            Some(ch) if self.topo.load().slotted => {
-                let slot = crate::router::key_slot(ch);
-                self.route(Some(slot)).filter(|n| n.is_up())
-            }
-            _ => self
-                .topo
-                .load()
-                .masters()
-                .iter()
-                .find(|m| m.is_up())
-                .cloned(),
-        };
+        let node = topo.masters().iter().find(|m| m.is_up()).cloned();
         let Some(node) = node else {
             if self.resub_attempts >= RESUBSCRIBE_ATTEMPTS {
                 self.push_error("ERR slotgate: lost the subscriber connection and found no master to subscribe again");
@@ -994,6 +1030,36 @@ impl Session {
         if !self.subs.observe(&frame) {
             return;
         }
+        if ends_subscriptions(&frame) {
+            self.subscriber = None;
+        }
+        self.push_frame(frame);
+    }
+
+    /// A frame from a shard channel connection.
+    fn on_shard_push(&mut self, tag: u64, result: Result<Bytes, crate::error::BackendError>) {
+        let lost = match result {
+            Ok(frame) => match self.shards.on_frame(tag, frame, self.client.proto) {
+                ShardFrame::Forward(f) => {
+                    self.push_frame(f);
+                    false
+                }
+                ShardFrame::Hide => false,
+                ShardFrame::Lost => true,
+            },
+            Err(_) => self.shards.on_link_lost(tag),
+        };
+        if lost {
+            // The channel's slot moved, or its master failed: learn the new owner now and
+            // subscribe there, invisibly to the client.
+            self.ctx.topology.request_refresh_now(None);
+            self.schedule_resubscribe();
+        }
+    }
+
+    /// Appends a subscriber connection's frame to the reply queue (after every reply to an
+    /// earlier request).
+    fn push_frame(&mut self, frame: Bytes) {
         // A subscriber that does not read its messages is disconnected, as Redis does with
         // `client-output-buffer-limit pubsub`: messages must not pile up without bound.
         if self.out.len() > PUBSUB_OUTPUT_LIMIT || self.queue.len() > PUBSUB_BACKLOG_LIMIT {
@@ -1003,17 +1069,18 @@ impl Session {
                     "closing a subscriber that does not read its messages"
                 );
             }
+            self.shards.clear();
             self.client.closing = true;
             self.abort = true;
             return;
-        }
-        if ends_subscriptions(&frame) {
-            self.subscriber = None;
         }
         self.queue.push_back(SlotState::Ready(frame));
     }
 
     fn on_reply(&mut self, r: BackendReply) {
+        if ShardChannels::owns_tag(r.tag) {
+            return self.on_shard_push(r.tag, r.result);
+        }
         if r.tag == PUSH {
             match r.result {
                 Ok(frame) => self.on_push(frame),
@@ -1340,6 +1407,18 @@ impl Session {
                 let section = local::proxy_info_section(&self.ctx);
                 let mut b = BytesMut::new();
                 match multi::merge_info(&replies, &section) {
+                    Ok(text) => encode::verbatim(&mut b, self.client.proto, text.as_bytes()),
+                    Err(e) => b.extend_from_slice(&e),
+                }
+                b.freeze()
+            }
+            Combine::AllMasters(Merge::Text) => {
+                let nodes: SmallVec<[&str; 4]> = parts
+                    .iter()
+                    .map(|p| p.node.as_ref().map_or("?", |n| &**n.addr()))
+                    .collect();
+                let mut b = BytesMut::new();
+                match multi::merge_text(&replies, &nodes) {
                     Ok(text) => encode::verbatim(&mut b, self.client.proto, text.as_bytes()),
                     Err(e) => b.extend_from_slice(&e),
                 }

@@ -1,4 +1,5 @@
-//! What a client is subscribed to, learned from the subscription frames its subscriber
+//! What a client is subscribed to on its channel and pattern connection (shard channels are
+//! `shard_channels`'), learned from the subscription frames its subscriber
 //! connection returns, so that slotgate can subscribe again on another node when that connection
 //! is lost (a failover) without the client noticing.
 //!
@@ -15,13 +16,12 @@ use crate::protocol::Request;
 pub struct Subscriptions {
     channels: BTreeSet<Vec<u8>>,
     patterns: BTreeSet<Vec<u8>>,
-    shard: BTreeSet<Vec<u8>>,
     /// Confirmations of a re-subscription still to be hidden.
     suppress: usize,
 }
 
 /// `[kind, name, count]` of a subscription frame, RESP2 (`*3`) or RESP3 push (`>3`).
-fn parse(frame: &[u8]) -> Option<(&[u8], Option<&[u8]>)> {
+pub fn kind_and_name(frame: &[u8]) -> Option<(&[u8], Option<&[u8]>)> {
     let rest = frame
         .strip_prefix(b"*3\r\n")
         .or_else(|| frame.strip_prefix(b">3\r\n"))?;
@@ -47,16 +47,14 @@ impl Subscriptions {
     /// Updates the state from a frame of the subscriber connection; false when the frame is a
     /// confirmation of slotgate's own re-subscription, which the client must not see.
     pub fn observe(&mut self, frame: &[u8]) -> bool {
-        let Some((kind, name)) = parse(frame) else {
+        let Some((kind, name)) = kind_and_name(frame) else {
             return true;
         };
         let (set, subscribing) = match kind {
             b"subscribe" => (&mut self.channels, true),
             b"psubscribe" => (&mut self.patterns, true),
-            b"ssubscribe" => (&mut self.shard, true),
             b"unsubscribe" => (&mut self.channels, false),
             b"punsubscribe" => (&mut self.patterns, false),
-            b"sunsubscribe" => (&mut self.shard, false),
             _ => return true,
         };
         match (subscribing, name) {
@@ -77,12 +75,7 @@ impl Subscriptions {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.channels.is_empty() && self.patterns.is_empty() && self.shard.is_empty()
-    }
-
-    /// A shard channel, whose slot decides where a re-subscription must go.
-    pub fn first_shard_channel(&self) -> Option<&[u8]> {
-        self.shard.iter().next().map(|c| c.as_slice())
+        self.channels.is_empty() && self.patterns.is_empty()
     }
 
     /// The commands that subscribe a fresh connection to everything again; their
@@ -92,7 +85,6 @@ impl Subscriptions {
         for (cmd, set) in [
             ("SUBSCRIBE", &self.channels),
             ("PSUBSCRIBE", &self.patterns),
-            ("SSUBSCRIBE", &self.shard),
         ] {
             if set.is_empty() {
                 continue;
@@ -101,7 +93,7 @@ impl Subscriptions {
             args.extend(set.iter().map(|c| c.as_slice()));
             out.extend_from_slice(Request::from_args(&args).raw());
         }
-        self.suppress = self.channels.len() + self.patterns.len() + self.shard.len();
+        self.suppress = self.channels.len() + self.patterns.len();
         out.freeze()
     }
 }

@@ -662,3 +662,52 @@ pub fn run_python(script: &str, port: u16) -> String {
     );
     text
 }
+
+/// Moves `slot` from `from` to `to` by hand, as `redis-cli --cluster reshard` does: IMPORTING and
+/// MIGRATING, MIGRATE in small batches (so clients meet ASK), then SETSLOT NODE everywhere.
+pub fn move_slot(cluster: &Cluster, slot: u16, from: &Redis, to: &Redis) {
+    let from_id = from.node_id();
+    let to_id = to.node_id();
+    let q = |n: &Redis, args: &[&str]| {
+        let mut cmd = redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        cmd.query::<redis::Value>(&mut n.conn()).unwrap();
+    };
+    let s = slot.to_string();
+    q(to, &["CLUSTER", "SETSLOT", &s, "IMPORTING", &from_id]);
+    q(from, &["CLUSTER", "SETSLOT", &s, "MIGRATING", &to_id]);
+    loop {
+        let keys: Vec<String> = redis::cmd("CLUSTER")
+            .arg("GETKEYSINSLOT")
+            .arg(slot)
+            .arg(5)
+            .query(&mut from.conn())
+            .unwrap();
+        if keys.is_empty() {
+            break;
+        }
+        let mut m = redis::cmd("MIGRATE");
+        m.arg("127.0.0.1")
+            .arg(to.port)
+            .arg("")
+            .arg(0)
+            .arg(5000)
+            .arg("KEYS");
+        for k in &keys {
+            m.arg(k);
+        }
+        m.query::<redis::Value>(&mut from.conn()).unwrap();
+        // Migrate in small batches with pauses so clients meet the slot half-moved.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The documented order: destination first, then source, then everyone else.
+    q(to, &["CLUSTER", "SETSLOT", &s, "NODE", &to_id]);
+    q(from, &["CLUSTER", "SETSLOT", &s, "NODE", &to_id]);
+    for n in cluster.masters() {
+        if n.port != to.port && n.port != from.port {
+            q(n, &["CLUSTER", "SETSLOT", &s, "NODE", &to_id]);
+        }
+    }
+}
