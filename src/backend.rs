@@ -7,15 +7,18 @@
 //! decides routing, and nothing here blocks a session on a slow node beyond the queue bound.
 
 pub mod connection;
+pub mod mailbox;
 pub mod stream;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use mailbox::SendError;
 
 use crate::error::BackendError;
 use crate::metrics::{ErrorKind, NodeMetrics};
@@ -25,7 +28,7 @@ use crate::protocol::encode::Proto;
 /// Where a reply goes: the session's reply channel and the tag that places it.
 #[derive(Debug, Clone)]
 pub struct ReplyTo {
-    pub tx: mpsc::UnboundedSender<BackendReply>,
+    pub tx: mailbox::Sender<BackendReply>,
     pub tag: u64,
 }
 
@@ -134,11 +137,17 @@ pub enum LinkState {
 /// The sending side of one backend connection.
 #[derive(Debug)]
 pub struct Link {
-    tx: mpsc::UnboundedSender<BackendRequest>,
-    /// Requests sent but not yet taken by the connection task; bounded by `queue_depth`.
-    queued: Arc<AtomicUsize>,
+    /// Requests sent but not yet taken by the connection task, at most `depth` of them.
+    tx: mailbox::Sender<BackendRequest>,
     depth: usize,
     state: Arc<AtomicU8>,
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        // The connection task finishes what it holds, then ends.
+        self.tx.close();
+    }
 }
 
 impl Link {
@@ -279,17 +288,16 @@ impl Node {
                 .send(Err(BackendError::Down(self.addr.clone())));
             return;
         }
-        if link.queued.fetch_add(1, Ordering::Relaxed) >= link.depth {
-            link.queued.fetch_sub(1, Ordering::Relaxed);
-            self.tel.node.error(ErrorKind::Overloaded, 1);
-            req.reply_to
-                .send(Err(BackendError::Overloaded(self.addr.clone())));
-            return;
-        }
-        if let Err(mpsc::error::SendError(req)) = link.tx.send(req) {
-            link.queued.fetch_sub(1, Ordering::Relaxed);
-            req.reply_to
-                .send(Err(BackendError::Down(self.addr.clone())));
+        match link.tx.send_bounded(req, link.depth) {
+            Ok(()) => {}
+            Err(SendError::Full(req)) => {
+                self.tel.node.error(ErrorKind::Overloaded, 1);
+                req.reply_to
+                    .send(Err(BackendError::Overloaded(self.addr.clone())));
+            }
+            Err(SendError::Closed(req)) => req
+                .reply_to
+                .send(Err(BackendError::Down(self.addr.clone()))),
         }
     }
 
@@ -329,9 +337,7 @@ impl PrivateLink {
                 .send(Err(BackendError::Lost(self.addr.clone())));
             return;
         }
-        self.link.queued.fetch_add(1, Ordering::Relaxed);
-        if let Err(mpsc::error::SendError(req)) = self.link.tx.send(req) {
-            self.link.queued.fetch_sub(1, Ordering::Relaxed);
+        if let Err(req) = self.link.tx.send(req) {
             req.reply_to
                 .send(Err(BackendError::Lost(self.addr.clone())));
         }

@@ -10,15 +10,15 @@ use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::Poll;
 
 use bytes::{Buf, BufMut, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use super::mailbox;
 use super::stream::{self, BackendStream};
 use super::{BackendConfig, BackendRequest, Link, LinkState, ReplyTo, Telemetry};
 use crate::error::BackendError;
@@ -40,8 +40,7 @@ const POLL_BUDGET: usize = 64;
 
 /// The receiving side of a link: the channel and the count of requests waiting in it.
 struct Queue {
-    rx: mpsc::UnboundedReceiver<BackendRequest>,
-    queued: Arc<AtomicUsize>,
+    rx: mailbox::Receiver<BackendRequest>,
     /// For a subscriber connection: where every frame read goes.
     pushes: Option<ReplyTo>,
 }
@@ -105,23 +104,13 @@ fn spawn_kind(
     kind: Kind,
     pushes: Option<ReplyTo>,
 ) -> Link {
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, rx) = mailbox::channel();
     let state = Arc::new(AtomicU8::new(LinkState::Connecting as u8));
-    let queued = Arc::new(AtomicUsize::new(0));
     let depth = config.queue_depth.max(1);
     let span = info_span!("backend", node = %addr, proto = ?proto);
-    let queue = Queue {
-        rx,
-        queued: queued.clone(),
-        pushes,
-    };
+    let queue = Queue { rx, pushes };
     tokio::spawn(run(addr, proto, config, queue, state.clone(), tel, kind).instrument(span));
-    Link {
-        tx,
-        queued,
-        depth,
-        state,
-    }
+    Link { tx, depth, state }
 }
 
 async fn run(
@@ -182,8 +171,7 @@ async fn run(
         failures = failures.saturating_add(1);
         if kind != Kind::Shared {
             // Never reconnect: fail whatever is queued and end; the session drops the link.
-            rx.rx.close();
-            while let Ok(req) = rx.rx.try_recv() {
+            for req in rx.rx.close() {
                 req.reply_to.send(Err(BackendError::Lost(addr.clone())));
             }
             return;
@@ -193,7 +181,6 @@ async fn run(
             tokio::select! {
                 req = rx.rx.recv() => match req {
                     Some(req) => {
-                        rx.queued.fetch_sub(1, Ordering::Relaxed);
                         tel.node.error(ErrorKind::Down, 1);
                         req.reply_to.send(Err(BackendError::Down(addr.clone())));
                     }
@@ -269,6 +256,10 @@ async fn serve(
     let mut need_flush = false;
     // How many times this task yielded in a row to gather more requests before writing.
     let mut deferred = 0u8;
+    // The read timeout runs from the last reply (or from the first request after an idle spell).
+    // The timer is re-armed lazily, when it fires early, instead of on every read: resetting a
+    // tokio timer costs more than the reply it would follow.
+    let mut last_progress = Instant::now();
     let timer = tokio::time::sleep(config.read_timeout);
     tokio::pin!(timer);
 
@@ -288,7 +279,6 @@ async fn serve(
                 match rx.rx.poll_recv_many(cx, &mut batch, room) {
                     Poll::Ready(0) => rx_closed = true,
                     Poll::Ready(n) => {
-                        rx.queued.fetch_sub(n, Ordering::Relaxed);
                         tel.stats.requests.fetch_add(n as u64, Ordering::Relaxed);
                         tel.node.requests.increment(n as u64);
                         tel.node
@@ -296,7 +286,7 @@ async fn serve(
                             .fetch_add(n as u64, Ordering::Relaxed);
                         let sent = Instant::now();
                         if inflight.is_empty() {
-                            timer.as_mut().reset(Instant::now() + config.read_timeout);
+                            last_progress = sent;
                         }
                         for req in batch.drain(..) {
                             if req.asking {
@@ -397,7 +387,7 @@ async fn serve(
                         }
                     }
                     tel.stats.replies.fetch_add(replies, Ordering::Relaxed);
-                    timer.as_mut().reset(Instant::now() + config.read_timeout);
+                    last_progress = now;
                 }
                 Poll::Pending => read_idle = true,
             }
@@ -411,14 +401,21 @@ async fn serve(
                 return Poll::Ready(Ok(()));
             }
             if !progress {
-                if kind == Kind::Shared
-                    && !inflight.is_empty()
-                    && timer.as_mut().poll(cx).is_ready()
-                {
-                    return Poll::Ready(Err(BackendError::Timeout(
-                        addr.clone(),
-                        config.read_timeout,
-                    )));
+                if kind == Kind::Shared && !inflight.is_empty() {
+                    // The timer is never armed later than `deadline` (progress only moves it
+                    // on), so it fires on time or early; early means re-arm and wait.
+                    let deadline = last_progress + config.read_timeout;
+                    if timer.as_mut().poll(cx).is_ready() {
+                        if Instant::now() < deadline {
+                            timer.as_mut().reset(deadline);
+                            cx.waker().wake_by_ref();
+                            return Poll::Pending;
+                        }
+                        return Poll::Ready(Err(BackendError::Timeout(
+                            addr.clone(),
+                            config.read_timeout,
+                        )));
+                    }
                 }
                 return Poll::Pending;
             }

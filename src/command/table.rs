@@ -242,7 +242,7 @@ pub struct Entry {
     /// Calls, errors and latency of this command as clients see them; registered on first use
     /// so that unused commands add no series.
     metrics: std::sync::OnceLock<crate::metrics::CommandMetrics>,
-    subs: HashMap<&'static str, Entry, foldhash::fast::RandomState>,
+    subs: HashMap<NameKey, Entry, foldhash::fast::RandomState>,
 }
 
 impl Entry {
@@ -257,9 +257,7 @@ impl Entry {
 
     /// The subcommand named `sub` (case-insensitive).
     pub fn subcommand(&self, sub: &[u8]) -> Option<&Entry> {
-        let mut buf = [0u8; 32];
-        let lower = lowercase(sub, &mut buf)?;
-        self.subs.get(lower)
+        self.subs.get(&NameKey::of(sub)?)
     }
 
     pub fn subcommands(&self) -> impl Iterator<Item = &Entry> {
@@ -267,18 +265,37 @@ impl Entry {
     }
 }
 
-fn lowercase<'b>(name: &[u8], buf: &'b mut [u8; 32]) -> Option<&'b str> {
-    let dst = buf.get_mut(..name.len())?;
-    for (d, s) in dst.iter_mut().zip(name) {
-        *d = s.to_ascii_lowercase();
+/// A command name folded to lower case and packed with its length into 32 bytes: the tables'
+/// key, so that a lookup on the request path hashes and compares two integers instead of
+/// validating, hashing and comparing a string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct NameKey(u128, u128);
+
+impl NameKey {
+    /// `None` for names of 32 bytes or more (no command has one).
+    fn of(name: &[u8]) -> Option<NameKey> {
+        if name.len() >= 32 {
+            return None;
+        }
+        let mut b = [0u8; 32];
+        for (d, s) in b.iter_mut().zip(name) {
+            *d = s.to_ascii_lowercase();
+        }
+        if let Some(last) = b.last_mut() {
+            *last = name.len() as u8;
+        }
+        let (lo, hi) = b.split_at(16);
+        Some(NameKey(
+            u128::from_le_bytes(lo.try_into().ok()?),
+            u128::from_le_bytes(hi.try_into().ok()?),
+        ))
     }
-    std::str::from_utf8(dst).ok()
 }
 
 /// The command table slotgate routes with.
 #[derive(Debug)]
 pub struct Table {
-    commands: HashMap<&'static str, Entry, foldhash::fast::RandomState>,
+    commands: HashMap<NameKey, Entry, foldhash::fast::RandomState>,
 }
 
 const WAIT: &str = "WAIT counts the replicas that acknowledged one connection's writes; not supported through a proxy yet";
@@ -441,7 +458,9 @@ fn build_entry(spec: &'static CommandSpec) -> Entry {
     };
     for sub in spec.subcommands.iter().chain(extras) {
         let short = sub.name.split_once('|').map_or(sub.name, |(_, s)| s);
-        subs.entry(short).or_insert_with(|| build_entry(sub));
+        if let Some(key) = NameKey::of(short.as_bytes()) {
+            subs.entry(key).or_insert_with(|| build_entry(sub));
+        }
     }
     Entry {
         spec,
@@ -463,12 +482,14 @@ impl Table {
     pub fn redis70_with(fleet_writes: bool) -> Table {
         let mut commands = HashMap::with_hasher(foldhash::fast::RandomState::default());
         for spec in redis70::COMMANDS {
-            commands.insert(spec.name, build_entry(spec));
+            if let Some(key) = NameKey::of(spec.name.as_bytes()) {
+                commands.insert(key, build_entry(spec));
+            }
         }
         let mut t = Table { commands };
         if fleet_writes {
             for name in ["flushall", "flushdb"] {
-                if let Some(e) = t.commands.get_mut(name) {
+                if let Some(e) = NameKey::of(name.as_bytes()).and_then(|k| t.commands.get_mut(&k)) {
                     e.route = Route::AllMasters(Merge::AllOk);
                 }
             }
@@ -479,10 +500,10 @@ impl Table {
                 ("slowlog", "reset", Merge::AllOk),
                 ("latency", "reset", Merge::Sum),
             ] {
-                if let Some(e) = t
-                    .commands
-                    .get_mut(container)
-                    .and_then(|c| c.subs.get_mut(sub))
+                if let Some(e) = NameKey::of(container.as_bytes())
+                    .and_then(|k| t.commands.get_mut(&k))
+                    .zip(NameKey::of(sub.as_bytes()))
+                    .and_then(|(c, k)| c.subs.get_mut(&k))
                 {
                     e.route = Route::AllMasters(merge);
                 }
@@ -493,9 +514,7 @@ impl Table {
 
     /// The command named `name` (case-insensitive).
     pub fn get(&self, name: &[u8]) -> Option<&Entry> {
-        let mut buf = [0u8; 32];
-        let lower = lowercase(name, &mut buf)?;
-        self.commands.get(lower)
+        self.commands.get(&NameKey::of(name)?)
     }
 
     pub fn len(&self) -> usize {
@@ -558,6 +577,11 @@ mod tests {
         assert!(t.get(b"gEt").is_some());
         assert!(t.get(b"nope").is_none());
         assert!(t.get(&[b'a'; 40]).is_none());
+        // The length is part of the key: trailing NULs never alias a shorter name.
+        assert!(t.get(b"get\0").is_none());
+        assert!(t.get(b"").is_none());
+        let client = t.get(b"CLIENT").unwrap();
+        assert_eq!(client.subcommand(b"Kill").unwrap().spec.name, "client|kill");
     }
 
     #[test]

@@ -10,9 +10,8 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 
-use crate::backend::BackendReply;
+use crate::backend::{BackendReply, mailbox};
 
 /// The tag that tells a session it was killed.
 pub const KILL: u64 = u64::MAX - 3;
@@ -23,7 +22,7 @@ struct Registered {
     laddr: Option<SocketAddr>,
     name: Option<Vec<u8>>,
     since: Instant,
-    wake: mpsc::UnboundedSender<BackendReply>,
+    wake: mailbox::Sender<BackendReply>,
 }
 
 #[derive(Debug, Default)]
@@ -46,7 +45,7 @@ impl ClientRegistry {
         id: u64,
         addr: SocketAddr,
         laddr: Option<SocketAddr>,
-        wake: mpsc::UnboundedSender<BackendReply>,
+        wake: mailbox::Sender<BackendReply>,
     ) {
         if let Ok(mut m) = self.clients.lock() {
             m.insert(

@@ -20,7 +20,6 @@ use std::time::Instant;
 
 use bytes::Buf;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
@@ -29,7 +28,7 @@ use super::shard_channels::{Frame as ShardFrame, Resubscribe, ShardChannels};
 use super::subscriptions::Subscriptions;
 use super::transaction::Transaction;
 use super::{Context, MultiKeyPolicy};
-use crate::backend::{BackendReply, BackendRequest, Node, PrivateLink, ReplyTo};
+use crate::backend::{BackendReply, BackendRequest, Node, PrivateLink, ReplyTo, mailbox};
 use crate::command::{self, Entry, KeyPositions, Local, Merge, Rejection, Route, Txn, multi};
 use crate::metrics::CommandMetrics;
 use crate::protocol::encode;
@@ -147,7 +146,7 @@ struct Session {
     queue: VecDeque<SlotState>,
     /// Sequence number of `queue[0]`.
     base: u64,
-    tx: mpsc::UnboundedSender<BackendReply>,
+    tx: mailbox::Sender<BackendReply>,
     topo: TopologyCache,
     out: BytesMut,
     /// Connections of this session's own (blocking commands, WATCH), a few at most.
@@ -213,7 +212,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     (peer, local): (std::net::SocketAddr, Option<std::net::SocketAddr>),
     shutdown: CancellationToken,
 ) {
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (tx, mut rx) = mailbox::channel();
     ctx.clients.register(id, peer, local, tx.clone());
     let mut s = Session {
         client: ClientState::new(id),
@@ -243,6 +242,9 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     let cancelled = shutdown.cancelled();
     tokio::pin!(cancelled);
     let mut watching = false;
+    // Whether `rbuf` may hold a complete request not yet parsed: parsing again without new
+    // bytes would only find the same partial request.
+    let mut unparsed = false;
 
     let clean = poll_fn(|cx| {
         // A source that said Pending has registered this task's waker; polling it again in the
@@ -251,11 +253,13 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         let mut read_idle = false;
         for _ in 0..POLL_BUDGET {
             let mut progress = false;
-            let before = s.next_seq();
-            s.dispatch_buffered(&mut rbuf, max_pipeline);
-            let parsed = s.next_seq() - before;
-            if parsed > 0 && crate::metrics::enabled() {
-                s.ctx.pipeline_depth.record(parsed as f64);
+            if unparsed {
+                let before = s.next_seq();
+                unparsed = s.dispatch_buffered(&mut rbuf, max_pipeline);
+                let parsed = s.next_seq() - before;
+                if parsed > 0 && crate::metrics::enabled() {
+                    s.ctx.pipeline_depth.record(parsed as f64);
+                }
             }
             if !rx_idle {
                 match rx.poll_recv_many(cx, &mut replies, 256) {
@@ -308,6 +312,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     }
                     Poll::Ready(Ok(n)) => {
                         bytes_in += n as u64;
+                        unparsed = true;
                         progress = true;
                     }
                     Poll::Pending => read_idle = true,
@@ -365,12 +370,16 @@ impl Session {
         })
     }
 
-    /// Parses and dispatches every complete request in `rbuf`, up to the pipeline bound.
-    fn dispatch_buffered(&mut self, rbuf: &mut BytesMut, max_pipeline: usize) {
-        while self.queue.len() < max_pipeline && !self.client.closing {
+    /// Parses and dispatches every complete request in `rbuf`, up to the pipeline bound. True
+    /// when it stopped at the bound, with requests perhaps still buffered.
+    fn dispatch_buffered(&mut self, rbuf: &mut BytesMut, max_pipeline: usize) -> bool {
+        while !self.client.closing {
+            if self.queue.len() >= max_pipeline {
+                return true;
+            }
             match self.parser.parse(rbuf) {
                 Ok(Some(req)) => self.dispatch(req),
-                Ok(None) => break,
+                Ok(None) => return false,
                 Err(e) => {
                     debug!(error = %e, "protocol error from client");
                     self.push_error(&format!("ERR {e}"));
@@ -378,6 +387,7 @@ impl Session {
                 }
             }
         }
+        false
     }
 
     fn push_ready(&mut self, bytes: Bytes) {

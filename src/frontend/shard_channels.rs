@@ -12,9 +12,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use tokio::sync::mpsc;
 
-use crate::backend::{BackendReply, BackendRequest, Node, PrivateLink, ReplyTo};
+use crate::backend::{BackendReply, BackendRequest, Node, PrivateLink, ReplyTo, mailbox};
 use crate::error::BackendError;
 use crate::protocol::Request;
 use crate::protocol::encode::{self, Proto};
@@ -119,7 +118,7 @@ impl ShardChannels {
         &mut self,
         node: &Arc<Node>,
         proto: Proto,
-        tx: &mpsc::UnboundedSender<BackendReply>,
+        tx: &mailbox::Sender<BackendReply>,
     ) -> Result<&mut ShardLink, BackendError> {
         let pos = match self.links.iter().position(|l| l.link.addr() == node.addr()) {
             Some(p) => p,
@@ -152,7 +151,7 @@ impl ShardChannels {
         req: &Request,
         node: &Arc<Node>,
         proto: Proto,
-        tx: &mpsc::UnboundedSender<BackendReply>,
+        tx: &mailbox::Sender<BackendReply>,
     ) -> Result<(), BackendError> {
         for i in 1..req.argc() {
             if let Some(ch) = req.arg(i) {
@@ -179,7 +178,7 @@ impl ShardChannels {
         &mut self,
         req: &Request,
         proto: Proto,
-        tx: &mpsc::UnboundedSender<BackendReply>,
+        tx: &mailbox::Sender<BackendReply>,
     ) -> Vec<Bytes> {
         let named: Vec<Vec<u8>> = (1..req.argc())
             .filter_map(|i| req.arg(i).map(<[u8]>::to_vec))
@@ -236,7 +235,7 @@ impl ShardChannels {
 
     /// PING while subscribed on a RESP2 connection: on a shard connection, so that its reply
     /// keeps its place after earlier confirmations. False when there is none.
-    pub fn ping(&self, req: &Request, tx: &mpsc::UnboundedSender<BackendReply>) -> bool {
+    pub fn ping(&self, req: &Request, tx: &mailbox::Sender<BackendReply>) -> bool {
         let Some(l) = self.links.last() else {
             return false;
         };
@@ -342,7 +341,7 @@ impl ShardChannels {
         mut route: impl FnMut(&[u8]) -> Option<Arc<Node>>,
         max_attempts: u32,
         proto: Proto,
-        tx: &mpsc::UnboundedSender<BackendReply>,
+        tx: &mailbox::Sender<BackendReply>,
     ) -> Resubscribe {
         if self.lost.is_empty() {
             return Resubscribe::Done;
@@ -415,7 +414,7 @@ mod tests {
 
     #[test]
     fn should_answer_a_bare_sunsubscribe_without_channels_locally() {
-        let (tx, _rx) = mpsc::unbounded_channel();
+        let (tx, _rx) = mailbox::channel();
         let mut s = ShardChannels::default();
         let out = s.unsubscribe(&Request::from_args(&["SUNSUBSCRIBE"]), Proto::Resp2, &tx);
         assert_eq!(out.len(), 1);

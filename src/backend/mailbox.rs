@@ -1,0 +1,253 @@
+//! The queues of the request path: many senders, one receiving task.
+//!
+//! Sessions queue requests for a backend connection, and connections queue replies for a
+//! session. Both are a mutex-guarded `Vec` and the receiver's waker: a send is one uncontended
+//! lock and a push, and wakes the receiver only when it is asleep; the receiver takes everything
+//! queued by swapping vectors, so their capacity is reused and nothing is allocated per message.
+//! A send can be bounded (it then fails fast, handing the item back). This module must never
+//! block, and must never wake a receiver that is already awake.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+struct State<T> {
+    items: Vec<T>,
+    waker: Option<Waker>,
+    /// The receiver went to sleep on an empty queue and must be woken by the next send.
+    parked: bool,
+    closed: bool,
+}
+
+struct Shared<T> {
+    state: Mutex<State<T>>,
+}
+
+impl<T> Shared<T> {
+    fn lock(&self) -> MutexGuard<'_, State<T>> {
+        // A panic while holding this lock cannot leave the state half-updated (every update is
+        // a single push, swap or flag), so a poisoned lock is still sound to use.
+        match self.state.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+}
+
+/// Why a send failed; the item comes back.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SendError<T> {
+    /// The receiver is gone or the queue was closed.
+    Closed(T),
+    /// A bounded send found the queue at its bound.
+    Full(T),
+}
+
+/// The sending side; clones share the queue.
+pub struct Sender<T> {
+    shared: Arc<Shared<T>>,
+}
+
+impl<T> Clone for Sender<T> {
+    fn clone(&self) -> Self {
+        Sender {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for Sender<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("mailbox::Sender")
+    }
+}
+
+/// The receiving side; dropping it closes the queue.
+pub struct Receiver<T> {
+    shared: Arc<Shared<T>>,
+}
+
+impl<T> std::fmt::Debug for Receiver<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("mailbox::Receiver")
+    }
+}
+
+/// A new, empty, open queue.
+pub fn channel<T>() -> (Sender<T>, Receiver<T>) {
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State {
+            items: Vec::new(),
+            waker: None,
+            parked: false,
+            closed: false,
+        }),
+    });
+    (
+        Sender {
+            shared: shared.clone(),
+        },
+        Receiver { shared },
+    )
+}
+
+impl<T> Sender<T> {
+    /// Queues `item`; fails only when the queue is closed.
+    pub fn send(&self, item: T) -> Result<(), T> {
+        self.push(item, usize::MAX).map_err(|e| match e {
+            SendError::Closed(t) | SendError::Full(t) => t,
+        })
+    }
+
+    /// Queues `item` unless `bound` items already wait.
+    pub fn send_bounded(&self, item: T, bound: usize) -> Result<(), SendError<T>> {
+        self.push(item, bound)
+    }
+
+    fn push(&self, item: T, bound: usize) -> Result<(), SendError<T>> {
+        let waker = {
+            let mut s = self.shared.lock();
+            if s.closed {
+                return Err(SendError::Closed(item));
+            }
+            if s.items.len() >= bound {
+                return Err(SendError::Full(item));
+            }
+            s.items.push(item);
+            if s.parked {
+                s.parked = false;
+                s.waker.clone()
+            } else {
+                None
+            }
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+        Ok(())
+    }
+
+    /// Closes the queue from the sending side: the receiver takes what is queued, then sees
+    /// the end.
+    pub fn close(&self) {
+        let waker = {
+            let mut s = self.shared.lock();
+            s.closed = true;
+            s.parked = false;
+            s.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+impl<T> Receiver<T> {
+    /// Moves up to `max` queued items into `out` (which should be empty, so that the two
+    /// vectors' buffers are swapped rather than copied). `Ready(0)` means closed and drained;
+    /// `Pending` registers the task to be woken by the next send.
+    pub fn poll_recv_many(
+        &mut self,
+        cx: &mut Context<'_>,
+        out: &mut Vec<T>,
+        max: usize,
+    ) -> Poll<usize> {
+        let mut s = self.shared.lock();
+        if s.items.is_empty() {
+            if s.closed {
+                return Poll::Ready(0);
+            }
+            match &s.waker {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                _ => s.waker = Some(cx.waker().clone()),
+            }
+            s.parked = true;
+            return Poll::Pending;
+        }
+        let n = s.items.len().min(max.max(1));
+        if n == s.items.len() && out.is_empty() {
+            std::mem::swap(&mut s.items, out);
+        } else {
+            out.extend(s.items.drain(..n));
+        }
+        Poll::Ready(n)
+    }
+
+    /// The next item, waiting for it; `None` once closed and drained.
+    pub async fn recv(&mut self) -> Option<T> {
+        let mut one = Vec::with_capacity(1);
+        std::future::poll_fn(|cx| self.poll_recv_many(cx, &mut one, 1)).await;
+        one.pop()
+    }
+
+    /// Refuses further sends and returns what was queued.
+    pub fn close(&mut self) -> Vec<T> {
+        let mut s = self.shared.lock();
+        s.closed = true;
+        std::mem::take(&mut s.items)
+    }
+}
+
+impl<T> Drop for Receiver<T> {
+    fn drop(&mut self) {
+        // Senders learn at once that nobody will read what they send.
+        self.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::Wake;
+
+    struct Count(AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn should_deliver_in_order_and_wake_a_parked_receiver_once() {
+        let (tx, mut rx) = channel();
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut out = Vec::new();
+        assert_eq!(rx.poll_recv_many(&mut cx, &mut out, 8), Poll::Pending);
+        tx.send(1).unwrap();
+        tx.send(2).unwrap();
+        assert_eq!(count.0.load(Ordering::Relaxed), 1, "one wake for two sends");
+        assert_eq!(rx.poll_recv_many(&mut cx, &mut out, 8), Poll::Ready(2));
+        assert_eq!(out, [1, 2]);
+        out.clear();
+        // Not parked: a send does not wake.
+        tx.send(3).unwrap();
+        assert_eq!(count.0.load(Ordering::Relaxed), 1);
+        tx.send(4).unwrap();
+        assert_eq!(rx.poll_recv_many(&mut cx, &mut out, 1), Poll::Ready(1));
+        assert_eq!(out, [3]);
+        out.clear();
+        assert_eq!(rx.poll_recv_many(&mut cx, &mut out, 8), Poll::Ready(1));
+        assert_eq!(out, [4]);
+    }
+
+    #[test]
+    fn should_bound_and_close() {
+        let (tx, mut rx) = channel();
+        tx.send_bounded(1, 1).unwrap();
+        assert_eq!(tx.send_bounded(2, 1), Err(SendError::Full(2)));
+        tx.close();
+        assert_eq!(tx.send(3), Err(3));
+        let waker = Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let mut out = Vec::new();
+        assert_eq!(rx.poll_recv_many(&mut cx, &mut out, 8), Poll::Ready(1));
+        out.clear();
+        assert_eq!(rx.poll_recv_many(&mut cx, &mut out, 8), Poll::Ready(0));
+        drop(rx);
+        let (tx, rx) = channel::<u8>();
+        drop(rx);
+        assert_eq!(tx.send(1), Err(1));
+    }
+}
