@@ -5,11 +5,15 @@ Starts a 3-master/3-replica cluster on loopback (ports BASE..BASE+5, bus ports +
 release slotgate in front of it, then drives both with redis-benchmark (50 clients, 64-byte
 values, random keys) and prints, per scenario: throughput through slotgate and directly
 (`redis-benchmark --cluster`), their ratio, p50/p99 latency, and slotgate's own CPU time per
-request (utime+stime from /proc). Every process it starts is stopped when it ends.
+request (utime+stime from /proc). Each scenario runs --repeat times, slotgate and direct in
+turn, and the medians are printed (the ratio is the median of the per-pair ratios), so that a
+burst of load from elsewhere on a shared machine moves one pair, not the figure. Pipelined
+scenarios send 5x the requests, so that a run lasts long enough to time. Every process it starts
+is stopped when it ends.
 
-    cargo build --release && python3 benches/load.py [--requests N] [--threads N]
+    cargo build --release && python3 benches/load.py [--requests N] [--threads N] [--repeat K]
 """
-import argparse, csv, io, os, shutil, signal, subprocess, sys, tempfile, time
+import argparse, csv, io, os, shutil, signal, statistics, subprocess, sys, tempfile, time
 
 HZ = os.sysconf("SC_CLK_TCK")
 
@@ -42,6 +46,7 @@ def main():
     ap.add_argument("--base-port", type=int, default=7400)
     ap.add_argument("--threads", type=int, default=0, help="slotgate worker threads (0: default)")
     ap.add_argument("--binary", default="target/release/slotgate")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per scenario (medians printed)")
     opts = ap.parse_args()
     if not os.path.exists(opts.binary):
         raise SystemExit("build first: cargo build --release")
@@ -97,19 +102,29 @@ def main():
                      if not subprocess.run(["redis-cli", "-p", str(p), "get", "{t}"],
                                            capture_output=True, text=True).stdout.startswith(("MOVED", "READONLY"))
                      and "role:master" in sh("redis-cli", "-p", str(p), "info", "replication"))
-        print(f"slotgate load harness: 50 clients, 64-byte values, {n} requests per run, "
+        print(f"slotgate load harness: 50 clients, 64-byte values, {n} requests per run "
+              f"({5 * n} pipelined), medians of {opts.repeat} runs, "
               f"{os.cpu_count()} CPUs, redis {sh('redis-server', '--version').split()[2]}")
         print(f"{'scenario':<20} {'slotgate rps':>13} {'direct rps':>11} {'ratio':>6} "
               f"{'p50 ms':>7} {'p99 ms':>7} {'d.p50':>6} {'d.p99':>6} {'cpu us/req':>10}")
+        med = statistics.median
         for name, args, direct_ok in scenarios:
-            t0 = cpu_ticks(proxy.pid)
-            r = bench(proxy_port, args, n=n)
-            cpu_us = (cpu_ticks(proxy.pid) - t0) / HZ * 1e6 / n
-            if direct_ok == "owner":
-                d = bench(owner, args, n=n)
-            else:
-                d = bench(base, args, cluster=True, n=n) if direct_ok else None
-            ratio = f"{r['rps'] / d['rps']:.2f}" if d else "-"
+            count = n * 5 if "P16" in name else n
+            runs, directs, ratios, cpus = [], [], [], []
+            for _ in range(max(1, opts.repeat)):
+                t0 = cpu_ticks(proxy.pid)
+                runs.append(bench(proxy_port, args, n=count))
+                cpus.append((cpu_ticks(proxy.pid) - t0) / HZ * 1e6 / count)
+                if direct_ok == "owner":
+                    directs.append(bench(owner, args, n=count))
+                elif direct_ok:
+                    directs.append(bench(base, args, cluster=True, n=count))
+                if directs:
+                    ratios.append(runs[-1]["rps"] / directs[-1]["rps"])
+            r = {k: med(x[k] for x in runs) for k in ("rps", "p50", "p99")}
+            d = {k: med(x[k] for x in directs) for k in ("rps", "p50", "p99")} if directs else None
+            cpu_us = med(cpus)
+            ratio = f"{med(ratios):.2f}" if ratios else "-"
             print(f"{name:<20} {r['rps']:>13.0f} {(d['rps'] if d else 0):>11.0f} {ratio:>6} "
                   f"{r['p50']:>7.3f} {r['p99']:>7.3f} {(d['p50'] if d else 0):>6.3f} "
                   f"{(d['p99'] if d else 0):>6.3f} {cpu_us:>10.2f}", flush=True)

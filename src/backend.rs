@@ -276,6 +276,39 @@ impl Node {
             .clone()
     }
 
+    /// Queues every request of `reqs` (leaving it empty) on the connection this session uses,
+    /// under one lock; like [`Self::send`], fails them all fast when the node is down or the
+    /// queue would overflow.
+    pub fn send_batch(&self, proto: Proto, session: u64, reqs: &mut Vec<BackendRequest>) {
+        let resp3;
+        let links: &[Link] = match proto {
+            Proto::Resp2 => &self.resp2,
+            Proto::Resp3 => {
+                resp3 = self.resp3_links();
+                &resp3
+            }
+        };
+        let n = links.len().max(1);
+        let failure = match links.get((session % n as u64) as usize) {
+            Some(link) if link.state() != LinkState::Down => {
+                match link.tx.send_many_bounded(reqs, link.depth) {
+                    Ok(()) => return,
+                    Err(SendError::Full(())) => {
+                        self.tel
+                            .node
+                            .error(ErrorKind::Overloaded, reqs.len() as u64);
+                        BackendError::Overloaded(self.addr.clone())
+                    }
+                    Err(SendError::Closed(())) => BackendError::Down(self.addr.clone()),
+                }
+            }
+            _ => BackendError::Down(self.addr.clone()),
+        };
+        for req in reqs.drain(..) {
+            req.reply_to.send(Err(failure.clone()));
+        }
+    }
+
     fn send_on(&self, links: &[Link], session: u64, req: BackendRequest) {
         let n = links.len().max(1);
         let Some(link) = links.get((session % n as u64) as usize) else {

@@ -175,9 +175,13 @@ pub mod fuzzing {
             max_request_bytes: 16 * 1024,
             ..Limits::default()
         };
+        // One request at a time, and in batches (the session's way): the same requests, and
+        // an error at the same point.
         let mut parser = RequestParser::new(limits);
         let mut buf = BytesMut::new();
-        for piece in chunks(data) {
+        let mut one = Vec::new();
+        let mut one_failed = false;
+        'outer: for piece in chunks(data) {
             buf.extend_from_slice(piece);
             loop {
                 match parser.parse(&mut buf) {
@@ -186,12 +190,36 @@ pub mod fuzzing {
                         assert!(
                             req.raw().len() <= limits.max_request_bytes + limits.max_inline_len * 4
                         );
+                        one.push(req);
                     }
                     Ok(None) => break,
-                    Err(_) => return,
+                    Err(_) => {
+                        one_failed = true;
+                        break 'outer;
+                    }
                 }
             }
         }
+        let max = 1 + data.get(1).map_or(3, |&b| usize::from(b % 8));
+        let mut parser = RequestParser::new(limits);
+        let mut buf = BytesMut::new();
+        let mut many = Vec::new();
+        let mut many_failed = false;
+        'outer2: for piece in chunks(data) {
+            buf.extend_from_slice(piece);
+            loop {
+                let before = many.len();
+                if parser.parse_many(&mut buf, &mut many, max).is_err() {
+                    many_failed = true;
+                    break 'outer2;
+                }
+                if many.len() == before {
+                    break;
+                }
+            }
+        }
+        assert_eq!(one, many);
+        assert_eq!(one_failed, many_failed);
     }
 
     pub fn reply_scanner(data: &[u8]) {

@@ -13,14 +13,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::Poll;
 
-use bytes::{Buf, BufMut, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::mailbox;
 use super::stream::{self, BackendStream};
-use super::{BackendConfig, BackendRequest, Link, LinkState, ReplyTo, Telemetry};
+use super::{BackendConfig, BackendReply, BackendRequest, Link, LinkState, ReplyTo, Telemetry};
 use crate::error::BackendError;
 use crate::metrics::ErrorKind;
 use crate::protocol::ReplyScanner;
@@ -37,6 +37,38 @@ const COALESCE_LIMIT: usize = 64 * 1024;
 const MAX_DEFERS: u8 = 3;
 /// Rounds of the poll loop before yielding to other tasks.
 const POLL_BUDGET: usize = 64;
+
+/// Replies read in one batch, handed to their sessions with one queue operation per run of
+/// consecutive replies for the same session (a pipelining client's replies come in runs).
+struct Deliveries {
+    to: Option<mailbox::Sender<BackendReply>>,
+    items: Vec<BackendReply>,
+}
+
+impl Deliveries {
+    fn push(&mut self, to: ReplyTo, result: Result<Bytes, BackendError>) {
+        match &self.to {
+            Some(tx) if tx.same_queue(&to.tx) => {}
+            _ => {
+                self.flush();
+                self.to = Some(to.tx);
+            }
+        }
+        self.items.push(BackendReply {
+            tag: to.tag,
+            result,
+        });
+    }
+
+    fn flush(&mut self) {
+        if let Some(tx) = self.to.take() {
+            // A closed queue means the client left; its replies are no longer wanted.
+            if !tx.send_many(&mut self.items) {
+                self.items.clear();
+            }
+        }
+    }
+}
 
 /// The receiving side of a link: the channel and the count of requests waiting in it.
 struct Queue {
@@ -252,6 +284,12 @@ async fn serve(
     let mut inflight: VecDeque<Pending> = VecDeque::with_capacity(256);
     let mut scanner = ReplyScanner::new(config.limits);
     let mut batch: Vec<BackendRequest> = Vec::with_capacity(64);
+    let mut deliveries = Deliveries {
+        to: None,
+        items: Vec::with_capacity(64),
+    };
+    // End offsets of the complete replies found in one read.
+    let mut ends: Vec<usize> = Vec::with_capacity(64);
     let mut rx_closed = false;
     let mut need_flush = false;
     // How many times this task yielded in a row to gather more requests before writing.
@@ -354,39 +392,53 @@ async fn serve(
                 }
                 Poll::Ready(Ok(_)) => {
                     progress = true;
-                    let mut replies = 0u64;
-                    let now = Instant::now();
-                    loop {
-                        match scanner.scan(&rbuf) {
+                    // Find every complete reply first, then split them off the buffer at once:
+                    // one split and cheap slices instead of a split per reply.
+                    ends.clear();
+                    let mut scanned = 0usize;
+                    let failure = loop {
+                        match scanner.scan(rbuf.get(scanned..).unwrap_or_default()) {
                             Ok(Some(n)) => {
-                                let reply = rbuf.split_to(n).freeze();
-                                replies += 1;
-                                if let Some(to) = &rx.pushes {
-                                    to.clone().send(Ok(reply));
-                                    continue;
-                                }
-                                match inflight.pop_front() {
-                                    Some(Pending::Reply(to, sent)) => {
-                                        tel.node.observe(now.saturating_duration_since(sent));
-                                        to.send(Ok(reply))
-                                    }
-                                    Some(Pending::Skip) => {}
-                                    None if reply.first() == Some(&b'>') => {
-                                        debug!("ignoring a push message on a shared connection");
-                                    }
-                                    None => {
-                                        warn!("reply with no request outstanding");
-                                        return Poll::Ready(Err(BackendError::Lost(addr.clone())));
-                                    }
-                                }
+                                scanned += n;
+                                ends.push(scanned);
                             }
-                            Ok(None) => break,
-                            Err(e) => {
-                                return Poll::Ready(Err(BackendError::Protocol(addr.clone(), e)));
+                            Ok(None) => break None,
+                            Err(e) => break Some(e),
+                        }
+                    };
+                    let chunk = rbuf.split_to(scanned).freeze();
+                    let now = Instant::now();
+                    let mut start = 0;
+                    for &end in &ends {
+                        let reply = chunk.slice(start..end);
+                        start = end;
+                        if let Some(to) = &rx.pushes {
+                            to.clone().send(Ok(reply));
+                            continue;
+                        }
+                        match inflight.pop_front() {
+                            Some(Pending::Reply(to, sent)) => {
+                                tel.node.observe(now.saturating_duration_since(sent));
+                                deliveries.push(to, Ok(reply));
+                            }
+                            Some(Pending::Skip) => {}
+                            None if reply.first() == Some(&b'>') => {
+                                debug!("ignoring a push message on a shared connection");
+                            }
+                            None => {
+                                deliveries.flush();
+                                warn!("reply with no request outstanding");
+                                return Poll::Ready(Err(BackendError::Lost(addr.clone())));
                             }
                         }
                     }
-                    tel.stats.replies.fetch_add(replies, Ordering::Relaxed);
+                    deliveries.flush();
+                    if let Some(e) = failure {
+                        return Poll::Ready(Err(BackendError::Protocol(addr.clone(), e)));
+                    }
+                    tel.stats
+                        .replies
+                        .fetch_add(ends.len() as u64, Ordering::Relaxed);
                     last_progress = now;
                 }
                 Poll::Pending => read_idle = true,

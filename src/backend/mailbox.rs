@@ -126,6 +126,46 @@ impl<T> Sender<T> {
         Ok(())
     }
 
+    /// Queues every item of `items` (leaving it empty) under one lock, waking the receiver once.
+    /// False, keeping them, only when the queue is closed.
+    pub fn send_many(&self, items: &mut Vec<T>) -> bool {
+        self.send_many_bounded(items, usize::MAX).is_ok()
+    }
+
+    /// Like [`Self::send_many`], unless the queue would then hold more than `bound` items: then
+    /// nothing is queued and `items` is left as it was.
+    pub fn send_many_bounded(&self, items: &mut Vec<T>, bound: usize) -> Result<(), SendError<()>> {
+        let waker = {
+            let mut s = self.shared.lock();
+            if s.closed {
+                return Err(SendError::Closed(()));
+            }
+            if s.items.len().saturating_add(items.len()) > bound {
+                return Err(SendError::Full(()));
+            }
+            if s.items.is_empty() {
+                std::mem::swap(&mut s.items, items);
+            } else {
+                s.items.append(items);
+            }
+            if s.parked {
+                s.parked = false;
+                s.waker.clone()
+            } else {
+                None
+            }
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+        Ok(())
+    }
+
+    /// Whether `other` sends to the same queue.
+    pub fn same_queue(&self, other: &Sender<T>) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+
     /// Closes the queue from the sending side: the receiver takes what is queued, then sees
     /// the end.
     pub fn close(&self) {

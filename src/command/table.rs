@@ -243,6 +243,23 @@ pub struct Entry {
     /// so that unused commands add no series.
     metrics: std::sync::OnceLock<crate::metrics::CommandMetrics>,
     subs: HashMap<NameKey, Entry, foldhash::fast::RandomState>,
+    /// The argument index of the command's only key, when its key specs name exactly one key
+    /// at a fixed place (GET, SET, HGET, ...): routing then skips the general key-spec walk.
+    pub single_key: Option<usize>,
+}
+
+/// The index of the one key `spec`'s key specs can name, if they name exactly one at a fixed
+/// place.
+fn single_key(spec: &CommandSpec) -> Option<usize> {
+    match spec.key_specs {
+        [
+            KeySpec {
+                begin: BeginSearch::Index(i),
+                find: FindKeys::Range { last_key: 0, .. },
+            },
+        ] if *i > 0 => usize::try_from(*i).ok(),
+        _ => None,
+    }
 }
 
 impl Entry {
@@ -467,6 +484,7 @@ fn build_entry(spec: &'static CommandSpec) -> Entry {
         route: route_for(spec),
         metrics: std::sync::OnceLock::new(),
         subs,
+        single_key: single_key(spec),
     }
 }
 
@@ -568,6 +586,33 @@ impl Table {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn should_name_a_single_key_only_where_the_key_specs_find_exactly_that_one() {
+        let t = Table::redis70();
+        let mut checked = 0;
+        for e in t
+            .commands
+            .values()
+            .flat_map(|e| std::iter::once(e).chain(e.subcommands()))
+        {
+            let Some(i) = e.single_key else { continue };
+            checked += 1;
+            let mut args = vec![e.spec.name.split('|').next().unwrap_or_default()];
+            if let Some((_, sub)) = e.spec.name.split_once('|') {
+                args.push(sub);
+            }
+            args.resize(8, "k");
+            let req = crate::protocol::Request::from_args(&args);
+            let mut keys = crate::command::KeyPositions::new();
+            crate::command::key_positions(e.spec, &req, &mut keys);
+            assert_eq!(keys.as_slice(), &[i as u32], "{}", e.spec.name);
+        }
+        assert!(checked > 100, "{checked}");
+        assert_eq!(t.get(b"get").and_then(|e| e.single_key), Some(1));
+        assert_eq!(t.get(b"mget").and_then(|e| e.single_key), None);
+        assert_eq!(t.get(b"eval").and_then(|e| e.single_key), None);
+    }
 
     #[test]
     fn should_hold_every_redis70_command() {

@@ -162,6 +162,11 @@ struct Session {
     subscriber: Option<PrivateLink>,
     /// What the client is subscribed to, to subscribe again after a failover.
     subs: Subscriptions,
+    /// Shared-connection requests of this round, per node and protocol; sent at its end.
+    outbox: Vec<(Arc<Node>, encode::Proto, Vec<BackendRequest>)>,
+    outbox_dirty: bool,
+    /// Requests parsed together, dispatched in order (kept for its capacity).
+    batch: Vec<Request>,
     /// Shard channels (SSUBSCRIBE): a subscriber connection per master that owns some.
     shards: ShardChannels,
     /// Re-subscription attempts since the subscriber connection was lost.
@@ -230,6 +235,9 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         subs: Subscriptions::default(),
         resub_attempts: 0,
         shards: ShardChannels::default(),
+        outbox: Vec::new(),
+        outbox_dirty: false,
+        batch: Vec::new(),
         abort: false,
         ctx,
     };
@@ -272,6 +280,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     _ => rx_idle = true,
                 }
             }
+            s.flush_outbox();
             s.collect_ready();
             while !s.out.is_empty() {
                 match Pin::new(&mut stream).poll_write(cx, &s.out) {
@@ -360,6 +369,22 @@ impl Session {
             .fetch_add(std::mem::take(bytes_out), Ordering::Relaxed);
     }
 
+    /// Hands the requests gathered this round to their nodes, one queue operation per node.
+    fn flush_outbox(&mut self) {
+        if !std::mem::take(&mut self.outbox_dirty) {
+            return;
+        }
+        for (node, proto, reqs) in &mut self.outbox {
+            if !reqs.is_empty() {
+                node.send_batch(*proto, self.client.id, reqs);
+            }
+        }
+        if self.outbox.len() > 8 {
+            // Forget nodes this session has stopped using (a topology change).
+            self.outbox.clear();
+        }
+    }
+
     /// Whether some outstanding request is on a private connection (a blocking command).
     fn waits_on_private(&self) -> bool {
         self.queue.iter().any(|slot| match slot {
@@ -373,13 +398,29 @@ impl Session {
     /// Parses and dispatches every complete request in `rbuf`, up to the pipeline bound. True
     /// when it stopped at the bound, with requests perhaps still buffered.
     fn dispatch_buffered(&mut self, rbuf: &mut BytesMut, max_pipeline: usize) -> bool {
+        let mut batch = std::mem::take(&mut self.batch);
+        let mut more = false;
         while !self.client.closing {
-            if self.queue.len() >= max_pipeline {
-                return true;
+            let room = max_pipeline.saturating_sub(self.queue.len());
+            if room == 0 {
+                more = true;
+                break;
             }
-            match self.parser.parse(rbuf) {
-                Ok(Some(req)) => self.dispatch(req),
-                Ok(None) => return false,
+            match self.parser.parse_many(rbuf, &mut batch, room) {
+                Ok(()) if batch.is_empty() => break,
+                Ok(()) => {
+                    for req in batch.drain(..) {
+                        // After QUIT (or a fatal error) nothing more runs, as in Redis.
+                        if self.client.closing {
+                            break;
+                        }
+                        self.dispatch(req);
+                    }
+                    batch.clear();
+                    if rbuf.is_empty() {
+                        break;
+                    }
+                }
                 Err(e) => {
                     debug!(error = %e, "protocol error from client");
                     self.push_error(&format!("ERR {e}"));
@@ -387,7 +428,8 @@ impl Session {
                 }
             }
         }
-        false
+        self.batch = batch;
+        more
     }
 
     fn push_ready(&mut self, bytes: Bytes) {
@@ -531,6 +573,12 @@ impl Session {
                 if !self.topo.load().slotted {
                     // One master holds every key: no slots, no CROSSSLOT, nothing to split.
                     return self.send_single(req.raw().clone(), None);
+                }
+                if entry.route == Route::Keyed
+                    && let Some(key) = entry.single_key.and_then(|i| req.arg(i))
+                {
+                    let slot = crate::router::key_slot(key);
+                    return self.send_single(req.raw().clone(), Some(slot));
                 }
                 let mut keys = KeyPositions::new();
                 command::key_positions(entry.spec, &req, &mut keys);
@@ -1016,7 +1064,18 @@ impl Session {
             },
         };
         if !via.private {
-            return node.send(self.client.proto, self.client.id, req);
+            // Held until the end of this round, so that requests for one node leave together.
+            let proto = self.client.proto;
+            let pos = self
+                .outbox
+                .iter()
+                .position(|(n, p, _)| Arc::ptr_eq(n, node) && *p == proto);
+            match pos.and_then(|i| self.outbox.get_mut(i)) {
+                Some((_, _, reqs)) => reqs.push(req),
+                None => self.outbox.push((node.clone(), proto, vec![req])),
+            }
+            self.outbox_dirty = true;
+            return;
         }
         match self.private_link(node) {
             Ok(link) => link.send(req),
