@@ -104,26 +104,13 @@ impl<T> Sender<T> {
     }
 
     fn push(&self, item: T, bound: usize) -> Result<(), SendError<T>> {
-        let waker = {
-            let mut s = self.shared.lock();
-            if s.closed {
-                return Err(SendError::Closed(item));
-            }
-            if s.items.len() >= bound {
-                return Err(SendError::Full(item));
-            }
-            s.items.push(item);
-            if s.parked {
-                s.parked = false;
-                s.waker.clone()
-            } else {
-                None
-            }
-        };
-        if let Some(w) = waker {
-            w.wake();
+        let mut slot = Some(item);
+        let result = self.with_room(1, bound, |items| items.extend(slot.take()));
+        match (result, slot) {
+            (Err(SendError::Closed(())), Some(item)) => Err(SendError::Closed(item)),
+            (Err(SendError::Full(())), Some(item)) => Err(SendError::Full(item)),
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     /// Queues every item of `items` (leaving it empty) under one lock, waking the receiver once.
@@ -135,19 +122,33 @@ impl<T> Sender<T> {
     /// Like [`Self::send_many`], unless the queue would then hold more than `bound` items: then
     /// nothing is queued and `items` is left as it was.
     pub fn send_many_bounded(&self, items: &mut Vec<T>, bound: usize) -> Result<(), SendError<()>> {
+        let n = items.len();
+        self.with_room(n, bound, |queued| {
+            if queued.is_empty() {
+                std::mem::swap(queued, items);
+            } else {
+                queued.append(items);
+            }
+        })
+    }
+
+    /// Runs `put` on the queue under the lock if it is open and has room for `n` more items
+    /// within `bound`, then wakes the receiver if it sleeps; otherwise does not run it.
+    fn with_room(
+        &self,
+        n: usize,
+        bound: usize,
+        put: impl FnOnce(&mut Vec<T>),
+    ) -> Result<(), SendError<()>> {
         let waker = {
             let mut s = self.shared.lock();
             if s.closed {
                 return Err(SendError::Closed(()));
             }
-            if s.items.len().saturating_add(items.len()) > bound {
+            if s.items.len().saturating_add(n) > bound {
                 return Err(SendError::Full(()));
             }
-            if s.items.is_empty() {
-                std::mem::swap(&mut s.items, items);
-            } else {
-                s.items.append(items);
-            }
+            put(&mut s.items);
             if s.parked {
                 s.parked = false;
                 s.waker.clone()
@@ -277,6 +278,10 @@ mod tests {
         let (tx, mut rx) = channel();
         tx.send_bounded(1, 1).unwrap();
         assert_eq!(tx.send_bounded(2, 1), Err(SendError::Full(2)));
+        let mut more = vec![5, 6];
+        assert_eq!(tx.send_many_bounded(&mut more, 2), Err(SendError::Full(())));
+        assert_eq!(more, [5, 6], "a refused batch is left whole");
+        assert!(tx.same_queue(&tx.clone()));
         tx.close();
         assert_eq!(tx.send(3), Err(3));
         let waker = Waker::noop();
