@@ -71,12 +71,50 @@ pub fn lookup<'t>(table: &'t Table, req: &Request) -> Result<&'t Entry, Rejectio
     } else {
         entry
     };
+    check_arity(entry, req)
+}
+
+/// `entry` if `req` has an argument count its arity allows, else Redis' arity error.
+pub fn check_arity<'t>(entry: &'t Entry, req: &Request) -> Result<&'t Entry, Rejection> {
     let arity = i64::from(entry.spec.arity);
     let argc = req.argc() as i64;
     if (arity > 0 && argc != arity) || argc < -arity {
         return Err(Rejection::WrongArity(entry.spec.name.to_string()));
     }
     Ok(entry)
+}
+
+/// The last command a session looked up, by its name as sent: pipelines repeat commands, and
+/// comparing a few bytes is cheaper than a table lookup. Containers (CLIENT, CONFIG, ...) are
+/// never cached, since their subcommand decides the entry.
+#[derive(Debug, Default)]
+pub struct LastLookup {
+    name: SmallVec<[u8; 16]>,
+    entry: Option<&'static Entry>,
+}
+
+impl LastLookup {
+    /// [`lookup`], answered from the last lookup when the name is the same bytes.
+    pub fn lookup(
+        &mut self,
+        table: &'static Table,
+        req: &Request,
+    ) -> Result<&'static Entry, Rejection> {
+        let name = req.arg(0).unwrap_or_default();
+        if let Some(e) = self.entry
+            && self.name.as_slice() == name
+        {
+            return check_arity(e, req);
+        }
+        let e = lookup(table, req)?;
+        // A subcommand's entry (`client|list`) must not be remembered under its container's name.
+        if !e.has_subcommands() && !e.spec.name.contains('|') && name.len() <= 16 {
+            self.name.clear();
+            self.name.extend_from_slice(name);
+            self.entry = Some(e);
+        }
+        Ok(e)
+    }
 }
 
 /// Collects the argument positions of `req`'s keys following the entry's key specs, the way
@@ -207,6 +245,26 @@ pub fn common_slot(req: &Request, keys: &[u32]) -> Result<Option<u16>, Rejection
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn should_answer_repeated_lookups_like_the_table() {
+        let table: &'static Table = Box::leak(Box::new(Table::redis70()));
+        let mut last = LastLookup::default();
+        let name = |args: &[&str], last: &mut LastLookup| match last
+            .lookup(table, &Request::from_args(args))
+        {
+            Ok(e) => e.spec.name.to_string(),
+            Err(e) => e.to_string(),
+        };
+        assert_eq!(name(&["GET", "k"], &mut last), "get");
+        assert_eq!(name(&["GET", "k"], &mut last), "get");
+        assert!(name(&["GET"], &mut last).contains("wrong number of arguments"));
+        assert_eq!(name(&["CLIENT", "LIST"], &mut last), "client|list");
+        assert_eq!(name(&["CLIENT", "GETNAME"], &mut last), "client|getname");
+        assert!(name(&["CLIENT", "NOPE"], &mut last).contains("unknown subcommand"));
+        assert_eq!(name(&["set", "k", "v"], &mut last), "set");
+        assert!(name(&["NOPE"], &mut last).contains("unknown command"));
+    }
 
     fn keys_of(args: &[&str]) -> Vec<String> {
         let table = Table::redis70();

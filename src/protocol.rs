@@ -131,6 +131,31 @@ pub(crate) fn parse_int(s: &[u8]) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The unrolled one- and two-digit cases agree with the general loop on any input.
+        #[test]
+        fn should_read_short_lengths_as_the_loop_does(
+            bytes in proptest::collection::vec(
+                prop_oneof![Just(b'0'), Just(b'1'), Just(b'9'), Just(b'\r'), Just(b'\n'), Just(b'-')],
+                0..14,
+            ),
+        ) {
+            prop_assert_eq!(short_len(&bytes, 0), short_len_loop(&bytes, 0));
+        }
+    }
+
+    #[test]
+    fn should_read_short_lengths() {
+        assert_eq!(short_len(b"x3\r\n", 1), Some((3, 4)));
+        assert_eq!(short_len(b"16\r\n", 0), Some((16, 4)));
+        assert_eq!(short_len(b"0\r\n", 0), Some((0, 3)));
+        assert_eq!(short_len(b"07\r\n", 0), None);
+        assert_eq!(short_len(b"123456789\r\n", 0), Some((123_456_789, 11)));
+        assert_eq!(short_len(b"1234567890\r\n", 0), None);
+        assert_eq!(short_len(b"12\r", 0), None);
+    }
 
     #[test]
     fn should_parse_ints_like_string2ll() {
@@ -152,6 +177,42 @@ mod tests {
         assert_eq!(find_crlf(b"ab\r", 0), None);
         assert_eq!(find_crlf(b"\r\n\r\n", 1), Some(2));
     }
+}
+
+/// Reads a length of 1 to 9 plain digits followed by CRLF starting at `at`: the length and
+/// where the line ends. Anything else (a sign, a leading zero, a longer number, an incomplete
+/// line) returns `None` and takes the general path, which applies Redis' exact rules. One- and
+/// two-digit lengths, nearly every length on the request path, are matched without a loop.
+#[inline(always)]
+pub(crate) fn short_len(buf: &[u8], at: usize) -> Option<(usize, usize)> {
+    match buf.get(at..)? {
+        [d @ b'0'..=b'9', b'\r', b'\n', ..] => Some((usize::from(d - b'0'), at + 3)),
+        [d1 @ b'1'..=b'9', d2 @ b'0'..=b'9', b'\r', b'\n', ..] => {
+            Some((usize::from(d1 - b'0') * 10 + usize::from(d2 - b'0'), at + 4))
+        }
+        bytes => short_len_loop(bytes, at),
+    }
+}
+
+fn short_len_loop(bytes: &[u8], at: usize) -> Option<(usize, usize)> {
+    let first = *bytes.first()?;
+    if !first.is_ascii_digit() || (first == b'0' && bytes.get(1) != Some(&b'\r')) {
+        return None;
+    }
+    let mut len = 0usize;
+    for (i, &b) in bytes.iter().enumerate().take(11) {
+        if b.is_ascii_digit() {
+            if i >= 9 {
+                return None;
+            }
+            len = len * 10 + usize::from(b - b'0');
+        } else if b == b'\r' && bytes.get(i + 1) == Some(&b'\n') {
+            return Some((len, at + i + 2));
+        } else {
+            return None;
+        }
+    }
+    None
 }
 
 /// Entry points for the fuzz targets in `fuzz/` (one line each there). They feed arbitrary

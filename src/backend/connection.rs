@@ -79,8 +79,9 @@ struct Queue {
 
 #[derive(Debug)]
 enum Pending {
-    /// A request written at the instant given, waiting for its reply.
-    Reply(ReplyTo, Instant),
+    /// A request written at the time given (nanoseconds since the connection's epoch), waiting
+    /// for its reply.
+    Reply(ReplyTo, u64),
     /// A reply nobody waits for: the `+OK` of an `ASKING` sent before a redirected request, or
     /// the `+OK`/`+QUEUED` replies of a buffered transaction before its `EXEC`.
     Skip,
@@ -298,6 +299,10 @@ async fn serve(
     // The timer is re-armed lazily, when it fires early, instead of on every read: resetting a
     // tokio timer costs more than the reply it would follow.
     let mut last_progress = Instant::now();
+    // Request times are kept as nanoseconds since this instant: one clock conversion per batch,
+    // and a subtraction per reply.
+    let epoch = last_progress;
+    let ticks = |t: Instant| t.saturating_duration_since(epoch).as_nanos() as u64;
     let timer = tokio::time::sleep(config.read_timeout);
     tokio::pin!(timer);
 
@@ -322,10 +327,11 @@ async fn serve(
                         tel.node
                             .requests_seen
                             .fetch_add(n as u64, Ordering::Relaxed);
-                        let sent = Instant::now();
+                        let now = Instant::now();
                         if inflight.is_empty() {
-                            last_progress = sent;
+                            last_progress = now;
                         }
+                        let sent = ticks(now);
                         for req in batch.drain(..) {
                             if req.asking {
                                 wbuf.put_slice(ASKING);
@@ -408,6 +414,7 @@ async fn serve(
                     };
                     let chunk = rbuf.split_to(scanned).freeze();
                     let now = Instant::now();
+                    let now_ticks = ticks(now);
                     let mut start = 0;
                     for &end in &ends {
                         let reply = chunk.slice(start..end);
@@ -418,7 +425,9 @@ async fn serve(
                         }
                         match inflight.pop_front() {
                             Some(Pending::Reply(to, sent)) => {
-                                tel.node.observe(now.saturating_duration_since(sent));
+                                tel.node.observe(std::time::Duration::from_nanos(
+                                    now_ticks.saturating_sub(sent),
+                                ));
                                 deliveries.push(to, Ok(reply));
                             }
                             Some(Pending::Skip) => {}

@@ -165,6 +165,7 @@ struct Session {
     /// Shared-connection requests of this round, per node and protocol; sent at its end.
     outbox: Vec<(Arc<Node>, encode::Proto, Vec<BackendRequest>)>,
     outbox_dirty: bool,
+    last_lookup: command::LastLookup,
     /// Requests parsed together, dispatched in order (kept for its capacity).
     batch: Vec<Request>,
     /// Shard channels (SSUBSCRIBE): a subscriber connection per master that owns some.
@@ -238,6 +239,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         outbox: Vec::new(),
         outbox_dirty: false,
         batch: Vec::new(),
+        last_lookup: command::LastLookup::default(),
         abort: false,
         ctx,
     };
@@ -480,7 +482,7 @@ impl Session {
     fn dispatch(&mut self, req: Request) {
         self.ctx.stats.commands.fetch_add(1, Ordering::Relaxed);
         let table = self.ctx.table;
-        let entry = match command::lookup(table, &req) {
+        let entry = match self.last_lookup.lookup(table, &req) {
             Ok(e) => {
                 // Without a recorder every handle is a no-op: skip them and the clock.
                 self.current = crate::metrics::enabled().then(|| {

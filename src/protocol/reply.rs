@@ -6,7 +6,7 @@
 //! never recurse, never accept nesting beyond its limit, and never wait for more bytes than a
 //! configured bulk length.
 
-use super::{Limits, ProtocolError, find_crlf, parse_int};
+use super::{Limits, ProtocolError, find_crlf, parse_int, short_len};
 
 /// What the first byte of a complete reply says about it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +59,26 @@ impl ReplyScanner {
             let Some(&t) = buf.get(self.pos) else {
                 return Ok(None);
             };
+            // Fast path: a bulk string with a short plain length, the usual reply.
+            if t == b'$'
+                && let Some((len, after_line)) = short_len(buf, self.pos + 1)
+            {
+                if len > self.limits.max_bulk_len {
+                    return Err(ProtocolError::BadReplyLength);
+                }
+                let end = after_line + len + 2;
+                if buf.len() < end {
+                    return Ok(None);
+                }
+                if buf.get(end - 2..end) != Some(b"\r\n") {
+                    return Err(ProtocolError::BadReplyTerminator);
+                }
+                self.pos = end;
+                if let Some(n) = self.close_element() {
+                    return Ok(Some(n));
+                }
+                continue;
+            }
             let Some(cr) = find_crlf(buf, self.pos + 1) else {
                 if buf.len() - self.pos > self.limits.max_bulk_len.max(self.limits.max_inline_len) {
                     return Err(ProtocolError::BadReplyTerminator);
@@ -111,22 +131,29 @@ impl ReplyScanner {
                 }
                 other => return Err(ProtocolError::BadReplyType(other)),
             }
-            // One element is complete: close every aggregate it completes.
-            loop {
-                let Some(top) = self.stack.last_mut() else {
-                    let n = self.pos;
-                    self.pos = 0;
-                    return Ok(Some(n));
-                };
-                top.remaining -= 1;
-                if top.remaining > 0 {
-                    break;
-                }
-                let attribute = top.attribute;
-                self.stack.pop();
-                if attribute {
-                    break;
-                }
+            if let Some(n) = self.close_element() {
+                return Ok(Some(n));
+            }
+        }
+    }
+
+    /// One element is complete: closes every aggregate it completes. The reply's length when
+    /// that was its last element.
+    fn close_element(&mut self) -> Option<usize> {
+        loop {
+            let Some(top) = self.stack.last_mut() else {
+                let n = self.pos;
+                self.pos = 0;
+                return Some(n);
+            };
+            top.remaining -= 1;
+            if top.remaining > 0 {
+                return None;
+            }
+            let attribute = top.attribute;
+            self.stack.pop();
+            if attribute {
+                return None;
             }
         }
     }

@@ -8,7 +8,7 @@
 use bytes::{Bytes, BytesMut};
 use smallvec::SmallVec;
 
-use super::{Limits, ProtocolError, find_crlf, parse_int};
+use super::{Limits, ProtocolError, find_crlf, parse_int, short_len};
 
 /// Where one argument sits inside [`Request::raw`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,7 +167,7 @@ impl RequestParser {
         if buf.get(at) != Some(&b'*') {
             return None;
         }
-        let (n, mut pos) = short_bulk_header(buf, at + 1)?;
+        let (n, mut pos) = short_len(buf, at + 1)?;
         if n == 0 || n > self.limits.max_args {
             return None;
         }
@@ -176,7 +176,7 @@ impl RequestParser {
             if buf.get(pos) != Some(&b'$') {
                 return None;
             }
-            let (len, start) = short_bulk_header(buf, pos + 1)?;
+            let (len, start) = short_len(buf, pos + 1)?;
             if len > self.limits.max_bulk_len {
                 return None;
             }
@@ -275,7 +275,7 @@ impl RequestParser {
                         }
                         // Fast path: a short, plain decimal length ends the line at once;
                         // anything else goes through Redis' exact rules.
-                        let fast = short_bulk_header(buf, *pos + 1)
+                        let fast = short_len(buf, *pos + 1)
                             .filter(|&(len, _)| len <= self.limits.max_bulk_len);
                         let (len, start) = match fast {
                             Some(header) => header,
@@ -323,32 +323,6 @@ impl RequestParser {
             }
         }
     }
-}
-
-/// Reads a bulk length of 1 to 9 plain digits followed by CRLF starting at `at`: the length and
-/// where the data starts. Anything else (a sign, a leading zero, a longer number, an incomplete
-/// line) returns `None` and takes the general path, which applies Redis' exact rules.
-#[inline]
-fn short_bulk_header(buf: &[u8], at: usize) -> Option<(usize, usize)> {
-    let bytes = buf.get(at..)?;
-    let first = *bytes.first()?;
-    if !first.is_ascii_digit() || (first == b'0' && bytes.get(1) != Some(&b'\r')) {
-        return None;
-    }
-    let mut len = 0usize;
-    for (i, &b) in bytes.iter().enumerate().take(11) {
-        if b.is_ascii_digit() {
-            if i >= 9 {
-                return None;
-            }
-            len = len * 10 + usize::from(b - b'0');
-        } else if b == b'\r' && bytes.get(i + 1) == Some(&b'\n') {
-            return Some((len, at + i + 2));
-        } else {
-            return None;
-        }
-    }
-    None
 }
 
 /// Splits an inline command line as Redis' `sdssplitargs` does: whitespace separates words,
