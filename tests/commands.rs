@@ -261,9 +261,32 @@ fn local_commands_negotiation_and_limits_answer_like_redis() {
         *b"*14\r"
     );
     assert!(raw_roundtrip(&mut s, b"HELLO 4\r\n").starts_with(b"-NOPROTO"));
+    // With no proxy users, authentication answers exactly as a Redis with the default ACL
+    // (the `default` user has no password) answers it.
+    let reference = Redis::start(&[]);
+    let mut r = std::net::TcpStream::connect(reference.addr()).unwrap();
+    for probe in [
+        &b"AUTH default anything\r\n"[..],
+        b"AUTH someone else\r\n",
+        b"AUTH onlypassword\r\n",
+        b"HELLO 3 AUTH someone else\r\n",
+    ] {
+        assert_eq!(
+            raw_roundtrip(&mut s, probe),
+            raw_roundtrip(&mut r, probe),
+            "{}",
+            String::from_utf8_lossy(probe)
+        );
+    }
+    let hello = raw_roundtrip(&mut s, b"HELLO 3 AUTH default x SETNAME app\r\n");
     assert!(
-        raw_roundtrip(&mut s, b"HELLO 3 AUTH default x\r\n")
-            .starts_with(b"-ERR slotgate: HELLO AUTH")
+        hello.starts_with(b"%7\r\n"),
+        "{}",
+        String::from_utf8_lossy(&hello)
+    );
+    assert_eq!(
+        raw_roundtrip(&mut s, b"CLIENT GETNAME\r\n"),
+        b"$3\r\napp\r\n"
     );
     // Inline commands with quotes are understood as Redis understands them.
     assert_eq!(

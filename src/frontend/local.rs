@@ -70,17 +70,18 @@ pub fn answer(
             _ => encode::error(out, "ERR invalid DB index"),
         },
         Local::Hello => hello(req, client, ctx, out),
+        // With no proxy users configured, slotgate answers as a Redis with the default ACL: the
+        // `default` user has no password, so any password is accepted for it.
         Local::Auth => {
             if req.argc() == 2 {
                 encode::error(
                     out,
                     "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
                 );
+            } else if arg(1) == b"default" {
+                encode::ok(out);
             } else {
-                encode::error(
-                    out,
-                    "WRONGPASS invalid username-password pair or user is disabled.",
-                );
+                encode::error(out, WRONGPASS);
             }
         }
         Local::Reset => {
@@ -219,6 +220,8 @@ fn client_kill(req: &Request, client: &ClientState, ctx: &Context, out: &mut Byt
     encode::integer(out, ctx.clients.kill(&filter) as i64);
 }
 
+const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
+
 /// `HELLO [protover [AUTH user pass] [SETNAME name]]`, as Redis 7 answers it.
 fn hello(req: &Request, client: &mut ClientState, ctx: &Context, out: &mut BytesMut) {
     let arg = |i: usize| req.arg(i).unwrap_or_default();
@@ -243,10 +246,11 @@ fn hello(req: &Request, client: &mut ClientState, ctx: &Context, out: &mut Bytes
         let opt = arg(i);
         let more = req.argc() - i - 1;
         if opt.eq_ignore_ascii_case(b"AUTH") && more >= 2 {
-            return encode::error(
-                out,
-                "ERR slotgate: HELLO AUTH is not supported yet (no proxy users are configured)",
-            );
+            // As AUTH above: only the password-less `default` user exists.
+            if arg(i + 1) != b"default" {
+                return encode::error(out, WRONGPASS);
+            }
+            i += 3;
         } else if opt.eq_ignore_ascii_case(b"SETNAME") && more >= 1 {
             let name = arg(i + 1);
             if name.iter().any(|&b| !(b'!'..=b'~').contains(&b)) {
