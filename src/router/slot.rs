@@ -33,23 +33,31 @@ static TABLE: std::sync::LazyLock<[u16; 256]> = std::sync::LazyLock::new(|| {
 /// CRC16/XMODEM of `data`.
 fn crc16_xmodem(data: &[u8]) -> u16 {
     let table: &[u16; 256] = &TABLE;
-    data.iter().fold(0u16, |crc, &b| {
-        // A u8 index into 256 entries: `get` never fails, and the check compiles away.
-        (crc << 8)
-            ^ table
-                .get(usize::from((crc >> 8) as u8 ^ b))
-                .copied()
-                .unwrap_or(0)
-    })
+    data.iter().fold(0u16, |crc, &b| step(table, crc, b))
 }
 
-/// The cluster slot of `key`.
+/// One byte of CRC16/XMODEM.
+#[inline(always)]
+fn step(table: &[u16; 256], crc: u16, b: u8) -> u16 {
+    // A u8 index into 256 entries: `get` never fails, and the check compiles away.
+    let t = table.get(usize::from((crc >> 8) as u8 ^ b)).copied();
+    (crc << 8) ^ t.unwrap_or(0)
+}
+
+/// The cluster slot of `key`. One pass for the usual key: the CRC runs while a `{` is looked
+/// for without branching, and only a key that has one is hashed again by its tag.
 pub fn key_slot(key: &[u8]) -> u16 {
-    // `contains` on bytes is memchr: far cheaper than walking the key for a `{` it rarely has.
-    if key.contains(&b'{') {
+    let table: &[u16; 256] = &TABLE;
+    let mut crc = 0u16;
+    let mut brace = false;
+    for &b in key {
+        brace |= b == b'{';
+        crc = step(table, crc, b);
+    }
+    if brace {
         crc16_xmodem(hash_tag(key)) & 0x3FFF
     } else {
-        crc16_xmodem(key) & 0x3FFF
+        crc & 0x3FFF
     }
 }
 
