@@ -23,6 +23,7 @@ use crate::topology::refresh::{self, RefreshStats};
 use crate::topology::sentinel::SentinelSource;
 use crate::topology::standalone::StandaloneSource;
 use crate::topology::{AnySource, Layout, Topology, TopologyHandle, TopologySource};
+use crate::workers::Workers;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -36,6 +37,8 @@ pub enum AppError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot start the worker threads: {0}")]
+    Workers(std::io::Error),
     #[error("could not learn the topology from {seeds:?} within {secs}s: {source}")]
     Discovery {
         seeds: Vec<String>,
@@ -120,7 +123,12 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
             }
         },
     };
-    let backends = Arc::new(Backends::new(config.backend.clone()));
+    let workers = Arc::new(if config.threads <= 1 {
+        Workers::single()
+    } else {
+        Workers::start(config.threads).map_err(AppError::Workers)?
+    });
+    let backends = Arc::new(Backends::new(config.backend.clone(), workers.clone()));
     let source = match &config.backend_mode {
         BackendMode::Cluster { seeds } => {
             AnySource::Cluster(ClusterSource::new(seeds.clone(), config.discovery_timeout))
@@ -176,6 +184,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         scripts: Default::default(),
         clients: Default::default(),
         pipeline_depth: metrics::histogram!(crate::metrics::names::PIPELINE_DEPTH),
+        workers: workers.clone(),
     });
     if let (Some(listener), Some(a)) = (admin_listener, &config.admin) {
         let admin = Admin::new(ctx.clone(), prometheus, a.token.clone());
@@ -196,6 +205,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
             warn!(?drain, "drain deadline passed; closing remaining clients");
         }
+        workers.stop();
     });
     info!(listen = %local_addr, "slotgate ready");
     Ok(Running {

@@ -1,8 +1,8 @@
 //! Backend nodes: the only way a session talks to a Redis node.
 //!
 //! A [`Node`] owns a small, fixed set of shared, pipelined connections per protocol (RESP2 and
-//! RESP3); a session always uses the same one per node, so its commands to one node stay in
-//! order. Requests are queued on a bounded channel; a full queue or a node known to be down fails
+//! RESP3) on each worker thread; a session always uses the same one per node, on its own worker,
+//! so its commands to one node stay in order and never cross threads. Requests are queued on a bounded channel; a full queue or a node known to be down fails
 //! fast. [`Backends`] keeps one `Node` per address across topology snapshots. Nothing here
 //! decides routing, and nothing here blocks a session on a slow node beyond the queue bound.
 
@@ -24,6 +24,7 @@ use crate::error::BackendError;
 use crate::metrics::{ErrorKind, NodeMetrics};
 use crate::protocol::Limits;
 use crate::protocol::encode::Proto;
+use crate::workers::{self, Workers};
 
 /// Where a reply goes: the session's reply channel and the tag that places it.
 #[derive(Debug, Clone)]
@@ -77,6 +78,7 @@ impl BackendRequest {
 /// Settings shared by every backend connection.
 #[derive(Debug, Clone)]
 pub struct BackendConfig {
+    /// Shared connections per node and protocol on each worker thread.
     pub connections_per_node: usize,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
@@ -92,7 +94,7 @@ pub struct BackendConfig {
 impl Default for BackendConfig {
     fn default() -> Self {
         Self {
-            connections_per_node: 2,
+            connections_per_node: 1,
             connect_timeout: Duration::from_secs(1),
             read_timeout: Duration::from_secs(5),
             queue_depth: 4096,
@@ -170,15 +172,21 @@ pub struct Node {
     resp3: Mutex<Option<Arc<Vec<Link>>>>,
     config: Arc<BackendConfig>,
     tel: Telemetry,
+    workers: Arc<Workers>,
 }
 
 impl Node {
-    fn new(addr: Arc<str>, config: Arc<BackendConfig>, stats: Arc<BackendStats>) -> Node {
+    fn new(
+        addr: Arc<str>,
+        config: Arc<BackendConfig>,
+        stats: Arc<BackendStats>,
+        workers: Arc<Workers>,
+    ) -> Node {
         let tel = Telemetry {
             stats,
             node: Arc::new(NodeMetrics::new(&addr)),
         };
-        let resp2 = Self::links(&addr, Proto::Resp2, &config, &tel);
+        let resp2 = Self::links(&addr, Proto::Resp2, &config, &tel, &workers);
         Node {
             private_slots: Arc::new(Semaphore::new(config.max_private_per_node.max(1))),
             addr,
@@ -186,6 +194,7 @@ impl Node {
             resp3: Mutex::new(None),
             config,
             tel,
+            workers,
         }
     }
 
@@ -232,15 +241,33 @@ impl Node {
         }
     }
 
+    /// `connections_per_node` connections on each worker, worker by worker.
     fn links(
         addr: &Arc<str>,
         proto: Proto,
         config: &Arc<BackendConfig>,
         tel: &Telemetry,
+        workers: &Workers,
     ) -> Vec<Link> {
-        (0..config.connections_per_node.max(1))
-            .map(|_| connection::spawn(addr.clone(), proto, config.clone(), tel.clone()))
+        let per = config.connections_per_node.max(1);
+        (0..workers.len() * per)
+            .map(|i| {
+                connection::spawn(
+                    workers.handle(i / per),
+                    addr.clone(),
+                    proto,
+                    config.clone(),
+                    tel.clone(),
+                )
+            })
             .collect()
+    }
+
+    /// The connection of `links` that `session` uses on the calling worker.
+    fn pick<'l>(&self, links: &'l [Link], session: u64) -> Option<&'l Link> {
+        let per = self.config.connections_per_node.max(1);
+        let worker = workers::current().min(self.workers.len().saturating_sub(1));
+        links.get(worker * per + (session % per as u64) as usize)
     }
 
     pub fn addr(&self) -> &Arc<str> {
@@ -271,6 +298,7 @@ impl Node {
                     Proto::Resp3,
                     &self.config,
                     &self.tel,
+                    &self.workers,
                 ))
             })
             .clone()
@@ -288,8 +316,7 @@ impl Node {
                 &resp3
             }
         };
-        let n = links.len().max(1);
-        let failure = match links.get((session % n as u64) as usize) {
+        let failure = match self.pick(links, session) {
             Some(link) if link.state() != LinkState::Down => {
                 match link.tx.send_many_bounded(reqs, link.depth) {
                     Ok(()) => return,
@@ -310,8 +337,7 @@ impl Node {
     }
 
     fn send_on(&self, links: &[Link], session: u64, req: BackendRequest) {
-        let n = links.len().max(1);
-        let Some(link) = links.get((session % n as u64) as usize) else {
+        let Some(link) = self.pick(links, session) else {
             req.reply_to
                 .send(Err(BackendError::Down(self.addr.clone())));
             return;
@@ -382,14 +408,16 @@ impl PrivateLink {
 #[derive(Debug)]
 pub struct Backends {
     config: Arc<BackendConfig>,
+    workers: Arc<Workers>,
     nodes: Mutex<HashMap<Arc<str>, Arc<Node>>>,
     stats: Arc<BackendStats>,
 }
 
 impl Backends {
-    pub fn new(config: BackendConfig) -> Backends {
+    pub fn new(config: BackendConfig, workers: Arc<Workers>) -> Backends {
         Backends {
             config: Arc::new(config),
+            workers,
             nodes: Mutex::new(HashMap::new()),
             stats: Arc::new(BackendStats::default()),
         }
@@ -409,6 +437,7 @@ impl Backends {
             addr.clone(),
             self.config.clone(),
             self.stats.clone(),
+            self.workers.clone(),
         ));
         nodes.insert(addr, node.clone());
         node

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info_span, warn};
@@ -109,6 +109,8 @@ pub struct Context {
     pub clients: clients::ClientRegistry,
     /// Requests parsed from one client read: how deep clients pipeline.
     pub pipeline_depth: metrics::Histogram,
+    /// The worker threads sessions are spread over.
+    pub workers: Arc<crate::workers::Workers>,
 }
 
 /// Accepts clients until `shutdown`, one session task each, tracked by `tracker` for drain.
@@ -156,16 +158,46 @@ pub async fn serve(
         let id = ctx.next_client_id.fetch_add(1, Ordering::Relaxed);
         let ctx2 = ctx.clone();
         let token = shutdown.clone();
-        tracker.spawn(
-            async move {
-                debug!("client connected");
-                session::run(stream, ctx2.clone(), id, (peer, local), token).await;
-                ctx2.stats
-                    .connections_current
-                    .fetch_sub(1, Ordering::Relaxed);
-                debug!("client gone");
+        // The session runs on a worker of its own choosing, in turn; a socket moving to
+        // another worker leaves this thread's reactor for that worker's.
+        let worker = ctx.workers.next_worker();
+        let (local_stream, moved) = if worker == crate::workers::current() {
+            (Some(stream), None)
+        } else {
+            match stream.into_std() {
+                Ok(s) => (None, Some(s)),
+                Err(e) => {
+                    warn!(%peer, error = %e, "cannot hand the client to a worker");
+                    ctx.stats
+                        .connections_current
+                        .fetch_sub(1, Ordering::Relaxed);
+                    continue;
+                }
             }
-            .instrument(info_span!("session", id, %peer)),
-        );
+        };
+        let session = async move {
+            let stream = match (local_stream, moved) {
+                (Some(s), _) => s,
+                (None, Some(std)) => match TcpStream::from_std(std) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        warn!(error = %e, "cannot register the client on its worker");
+                        ctx2.stats
+                            .connections_current
+                            .fetch_sub(1, Ordering::Relaxed);
+                        return;
+                    }
+                },
+                (None, None) => return,
+            };
+            debug!("client connected");
+            session::run(stream, ctx2.clone(), id, (peer, local), token).await;
+            ctx2.stats
+                .connections_current
+                .fetch_sub(1, Ordering::Relaxed);
+            debug!("client gone");
+        }
+        .instrument(info_span!("session", id, %peer));
+        tracker.spawn_on(session, ctx.workers.handle(worker));
     }
 }

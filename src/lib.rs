@@ -38,3 +38,4 @@ pub mod metrics;
 pub mod protocol;
 pub mod router;
 pub mod topology;
+pub mod workers;

@@ -54,7 +54,8 @@ struct Cli {
     #[arg(long, value_name = "N")]
     max_clients: Option<usize>,
 
-    /// Worker threads (0: one per CPU; 1: a single-threaded runtime).
+    /// Worker threads, each a single-threaded runtime with its own backend connections (0: one
+    /// per CPU; 1: everything on one thread).
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
 
@@ -118,17 +119,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let runtime = if config.threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(config.threads)
-            .enable_all()
-            .build()
-    }
-    .context("cannot start the async runtime")?;
+    // This thread's runtime is worker 0; `app` starts the other workers (thread per core).
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
     runtime.block_on(slotgate::app::run(config))?;
     Ok(())
 }

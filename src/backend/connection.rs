@@ -96,14 +96,15 @@ enum Kind {
     Subscriber,
 }
 
-/// Starts a shared connection task for `addr` and returns its sending side.
+/// Starts a shared connection task for `addr` on the runtime `on` and returns its sending side.
 pub(super) fn spawn(
+    on: &tokio::runtime::Handle,
     addr: Arc<str>,
     proto: Proto,
     config: Arc<BackendConfig>,
     tel: Telemetry,
 ) -> Link {
-    spawn_kind(addr, proto, config, tel, Kind::Shared, None)
+    spawn_kind(on, addr, proto, config, tel, Kind::Shared, None)
 }
 
 /// Starts a private connection: no read timeout (a blocked client may wait for ever), no
@@ -114,7 +115,8 @@ pub(super) fn spawn_private(
     config: Arc<BackendConfig>,
     tel: Telemetry,
 ) -> Link {
-    spawn_kind(addr, proto, config, tel, Kind::Private, None)
+    let on = tokio::runtime::Handle::current();
+    spawn_kind(&on, addr, proto, config, tel, Kind::Private, None)
 }
 
 /// Starts a subscriber connection: private, and every frame it reads (subscription replies,
@@ -126,10 +128,20 @@ pub(super) fn spawn_subscriber(
     tel: Telemetry,
     pushes: ReplyTo,
 ) -> Link {
-    spawn_kind(addr, proto, config, tel, Kind::Subscriber, Some(pushes))
+    let on = tokio::runtime::Handle::current();
+    spawn_kind(
+        &on,
+        addr,
+        proto,
+        config,
+        tel,
+        Kind::Subscriber,
+        Some(pushes),
+    )
 }
 
 fn spawn_kind(
+    on: &tokio::runtime::Handle,
     addr: Arc<str>,
     proto: Proto,
     config: Arc<BackendConfig>,
@@ -142,7 +154,7 @@ fn spawn_kind(
     let depth = config.queue_depth.max(1);
     let span = info_span!("backend", node = %addr, proto = ?proto);
     let queue = Queue { rx, pushes };
-    tokio::spawn(run(addr, proto, config, queue, state.clone(), tel, kind).instrument(span));
+    on.spawn(run(addr, proto, config, queue, state.clone(), tel, kind).instrument(span));
     Link { tx, depth, state }
 }
 

@@ -26,7 +26,8 @@ pub struct FileConfig {
     pub multi_key: Option<String>,
     /// Log filter, e.g. "info" or "slotgate=debug".
     pub log: Option<String>,
-    /// Worker threads: 0 (default) uses one per CPU; 1 runs everything on one thread.
+    /// Worker threads (thread per core): 0 (default) uses one per CPU; 1 runs everything on one
+    /// thread.
     pub threads: Option<usize>,
     #[serde(default)]
     pub clients: ClientsFile,

@@ -163,12 +163,14 @@ impl Redis {
         self.child.is_some()
     }
 
-    /// A field of `INFO <section>`.
+    /// A field of `INFO <section>`; `None` also when the node cannot be asked (during a
+    /// failover, Sentinel has the old master drop its clients, the asking one included).
     pub fn info_field(&self, section: &str, field: &str) -> Option<String> {
-        let info: String = redis::cmd("INFO")
-            .arg(section)
-            .query(&mut self.conn())
+        let mut conn = redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))
+            .ok()?
+            .get_connection()
             .ok()?;
+        let info: String = redis::cmd("INFO").arg(section).query(&mut conn).ok()?;
         info.lines().find_map(|l| {
             l.strip_prefix(&format!("{field}:"))
                 .map(|v| v.trim().to_string())
