@@ -37,6 +37,23 @@ fn parse(c: &mut Criterion) {
             black_box(n)
         })
     });
+    // What a session does: whole requests split off the buffer together, 256 at a time.
+    g.bench_function("set_pipeline_1000_batched", |b| {
+        b.iter(|| {
+            let mut p = RequestParser::new(Limits::default());
+            let mut buf = BytesMut::from(&wire[..]);
+            let mut out = Vec::with_capacity(256);
+            let mut n = 0;
+            loop {
+                out.clear();
+                if p.parse_many(&mut buf, &mut out, 256).is_err() || out.is_empty() {
+                    break;
+                }
+                n += out.iter().map(Request::argc).sum::<usize>();
+            }
+            black_box(n)
+        })
+    });
     let replies: Vec<u8> = b"$64\r\n"
         .iter()
         .chain([b'v'; 64].iter())
