@@ -125,31 +125,42 @@ impl RequestParser {
         }
         if matches!(self.state, State::Idle { inline_scanned: 0 }) {
             let first = out.len();
-            let mut ends: SmallVec<[usize; 32]> = SmallVec::new();
             let mut at = 0usize;
-            while ends.len() < max {
-                let Some((end, args)) = self.whole_multibulk(buf, at) else {
-                    break;
-                };
+            while out.len() - first < max {
+                // Filled in place, so the argument list is never moved.
                 out.push(Request {
                     raw: Bytes::new(),
-                    args,
+                    args: SmallVec::new(),
                 });
-                ends.push(end);
-                at = end;
+                let end = match out.last_mut() {
+                    Some(req) => self.whole_multibulk(buf, at, &mut req.args),
+                    None => None,
+                };
+                match end {
+                    Some(end) => at = end,
+                    None => {
+                        out.pop();
+                        break;
+                    }
+                }
             }
             if at > 0 {
                 let chunk = buf.split_to(at).freeze();
-                if ends.len() == 1 {
+                if out.len() - first == 1 {
                     if let Some(req) = out.last_mut() {
                         req.raw = chunk;
                     }
                     return Ok(());
                 }
                 let mut start = 0;
-                for (req, &end) in out.iter_mut().skip(first).zip(&ends) {
-                    req.raw = chunk.slice(start..end);
-                    start = end;
+                for req in out.iter_mut().skip(first) {
+                    // A request ends where its last argument's data and CRLF end.
+                    let len = req
+                        .args
+                        .last()
+                        .map_or(0, |a| (a.start + a.len) as usize + 2);
+                    req.raw = chunk.slice(start..start + len);
+                    start += len;
                 }
                 return Ok(());
             }
@@ -160,10 +171,15 @@ impl RequestParser {
         Ok(())
     }
 
-    /// A complete multibulk request at `buf[at..]` whose every length is short and plain, with
-    /// its end and its arguments' offsets relative to `at`; `None` for anything else (left to
-    /// the general parser, which applies every rule and limit).
-    fn whole_multibulk(&self, buf: &[u8], at: usize) -> Option<(usize, SmallVec<[Arg; 6]>)> {
+    /// A complete multibulk request at `buf[at..]` whose every length is short and plain: its
+    /// end, with its arguments' offsets (relative to `at`) in `args`; `None` for anything else
+    /// (left to the general parser, which applies every rule and limit).
+    fn whole_multibulk(
+        &self,
+        buf: &[u8],
+        at: usize,
+        args: &mut SmallVec<[Arg; 6]>,
+    ) -> Option<usize> {
         if buf.get(at) != Some(&b'*') {
             return None;
         }
@@ -171,7 +187,6 @@ impl RequestParser {
         if n == 0 || n > self.limits.max_args {
             return None;
         }
-        let mut args = SmallVec::new();
         for _ in 0..n {
             if buf.get(pos) != Some(&b'$') {
                 return None;
@@ -191,7 +206,7 @@ impl RequestParser {
             });
             pos = end;
         }
-        Some((pos, args))
+        Some(pos)
     }
 
     /// Takes the next complete request off the front of `buf`. `Ok(None)` means more bytes are
