@@ -465,3 +465,53 @@ fn shard_channels_span_masters_follow_slot_moves_and_pubsub_introspection_merges
         ["sunsubscribe", "(nil)", "0"]
     );
 }
+
+#[test]
+fn a_shard_subscription_that_meets_a_moved_slot_is_followed_for_the_client() {
+    let cluster = Cluster::start(3, 0);
+    let proxy = Proxy::cluster(&cluster, &[]);
+    let mut c = proxy.conn();
+    let _: () = redis::cmd("SET")
+        .arg("warm")
+        .arg("1")
+        .query(&mut c)
+        .unwrap();
+    // The channel's slot moves behind slotgate's back: its map still names the old owner.
+    let ch = "{moved}feed";
+    let slot = keyslot(&cluster, ch);
+    let from = cluster.owner_of_slot(slot);
+    let to = cluster
+        .masters()
+        .into_iter()
+        .find(|m| m.port != from.port)
+        .unwrap();
+    let to_port = to.port;
+    support::move_slot(&cluster, slot, from, to);
+    // The old owner answers MOVED; slotgate follows it and the client sees only its
+    // confirmation.
+    let mut sub = proxy.raw();
+    let mut buf = Vec::new();
+    send(&mut sub, &format!("SSUBSCRIBE {ch}"));
+    assert_eq!(
+        texts(&read_reply(&mut sub, &mut buf)),
+        ["ssubscribe", ch, "1"]
+    );
+    let holders: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query(&mut cluster.node(to_port).conn())
+        .unwrap();
+    assert!(
+        holders.lines().any(|l| l.contains("cmd=ssubscribe")),
+        "the new owner holds the subscription: {holders}"
+    );
+    let n: i64 = redis::cmd("SPUBLISH")
+        .arg(ch)
+        .arg("hello")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(
+        texts(&read_reply(&mut sub, &mut buf)),
+        ["smessage", ch, "hello"]
+    );
+}

@@ -8,15 +8,15 @@
 //! server would count them. This module never routes by itself (the session gives it nodes) and
 //! must never show the client a frame of its own repairs.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
 use crate::backend::{BackendReply, BackendRequest, Node, PrivateLink, ReplyTo, mailbox};
 use crate::error::BackendError;
-use crate::protocol::Request;
 use crate::protocol::encode::{self, Proto};
+use crate::protocol::{ReplyKind, Request};
 
 /// Tags of frames read by shard subscriber connections: `BASE + n` for the n-th one opened.
 const BASE: u64 = u64::MAX - (1 << 32);
@@ -30,6 +30,27 @@ struct ShardLink {
     tag: u64,
     /// The channels this connection confirmed.
     channels: BTreeSet<Vec<u8>>,
+    /// SSUBSCRIBEs sent and not fully confirmed, oldest first: their channels and how many
+    /// confirmations came. An error frame answers the oldest.
+    pending: VecDeque<(Vec<Vec<u8>>, usize)>,
+}
+
+impl ShardLink {
+    fn send_subscribe(
+        &mut self,
+        frame: Bytes,
+        channels: Vec<Vec<u8>>,
+        tx: &mailbox::Sender<BackendReply>,
+    ) {
+        self.link.send(BackendRequest::new(
+            frame,
+            ReplyTo {
+                tx: tx.clone(),
+                tag: FORGET,
+            },
+        ));
+        self.pending.push_back((channels, 0));
+    }
 }
 
 /// What to do with a frame read by a shard subscriber connection.
@@ -70,6 +91,9 @@ pub struct ShardChannels {
     resubscribing: BTreeSet<Vec<u8>>,
     /// Channels the client asked to leave; their `sunsubscribe` frames are the client's.
     leaving: BTreeSet<Vec<u8>>,
+    /// Channels of a client SSUBSCRIBE that met a redirect (slotgate's map was stale), sent
+    /// again at the new owner; their confirmations are the client's.
+    client_retry: BTreeSet<Vec<u8>>,
     attempts: u32,
 }
 
@@ -136,6 +160,7 @@ impl ShardChannels {
                     link,
                     tag,
                     channels: BTreeSet::new(),
+                    pending: VecDeque::new(),
                 });
                 self.links.len() - 1
             }
@@ -153,21 +178,18 @@ impl ShardChannels {
         proto: Proto,
         tx: &mailbox::Sender<BackendReply>,
     ) -> Result<(), BackendError> {
+        let mut channels = Vec::with_capacity(req.argc().saturating_sub(1));
         for i in 1..req.argc() {
             if let Some(ch) = req.arg(i) {
                 // The client wants it now: no longer slotgate's to repair.
                 self.lost.remove(ch);
                 self.leaving.remove(ch);
+                self.client_retry.remove(ch);
+                channels.push(ch.to_vec());
             }
         }
         let link = self.link_for(node, proto, tx)?;
-        link.link.send(BackendRequest::new(
-            req.raw().clone(),
-            ReplyTo {
-                tx: tx.clone(),
-                tag: FORGET,
-            },
-        ));
+        link.send_subscribe(req.raw().clone(), channels, tx);
         Ok(())
     }
 
@@ -203,6 +225,7 @@ impl ShardChannels {
                 None => {
                     self.lost.remove(ch);
                     self.resubscribing.remove(ch);
+                    self.client_retry.remove(ch);
                     self.subscribed.remove(ch);
                     local.push(frame(
                         proto,
@@ -254,6 +277,9 @@ impl ShardChannels {
         let Some(pos) = self.links.iter().position(|l| l.tag == tag) else {
             return Frame::Hide;
         };
+        if ReplyKind::of(&frame_bytes) == ReplyKind::Error {
+            return self.on_error(pos, frame_bytes);
+        }
         let Some((kind, name)) = parse(&frame_bytes) else {
             return Frame::Forward(frame_bytes);
         };
@@ -263,8 +289,15 @@ impl ShardChannels {
         };
         match (kind.as_slice(), name) {
             (b"ssubscribe", Some(ch)) => {
+                if let Some(front) = link.pending.front_mut() {
+                    front.1 += 1;
+                    if front.1 >= front.0.len() {
+                        link.pending.pop_front();
+                    }
+                }
                 link.channels.insert(ch.clone());
                 self.subscribed.insert(ch.clone());
+                self.client_retry.remove(&ch);
                 if self.resubscribing.remove(&ch) {
                     if self.resubscribing.is_empty() {
                         self.drop_idle_links();
@@ -296,12 +329,47 @@ impl ShardChannels {
         }
     }
 
+    /// An error frame: the answer to the oldest SSUBSCRIBE pending on link `pos`. A redirect
+    /// (the slot is not that node's: slotgate's map was stale) sends its channels again once the
+    /// map has been refreshed, the client's as the client's; any other error is the client's.
+    fn on_error(&mut self, pos: usize, frame_bytes: Bytes) -> Frame {
+        let Some(link) = self.links.get_mut(pos) else {
+            return Frame::Hide;
+        };
+        let Some((channels, _)) = link.pending.pop_front() else {
+            return Frame::Forward(frame_bytes);
+        };
+        let addr = link.link.addr().clone();
+        let redirected = crate::router::redirect::parse(&frame_bytes).is_some()
+            || frame_bytes.starts_with(b"-CLUSTERDOWN");
+        let mut clients = false;
+        for ch in channels {
+            let repair = self.resubscribing.remove(&ch);
+            clients |= !repair;
+            if redirected {
+                if !repair {
+                    self.client_retry.insert(ch.clone());
+                }
+                self.lost.insert(ch, Some(addr.clone()));
+            }
+        }
+        if redirected {
+            self.attempts = 0;
+            Frame::Lost
+        } else if clients {
+            Frame::Forward(frame_bytes)
+        } else {
+            Frame::Hide
+        }
+    }
+
     /// Closes connections left with no channel and nothing pending.
     fn drop_idle_links(&mut self) {
         let leaving = &self.leaving;
         let resubscribing = &self.resubscribing;
         self.links.retain(|l| {
             !l.channels.is_empty()
+                || !l.pending.is_empty()
                 || leaving.iter().any(|c| l.channels.contains(c))
                 || !resubscribing.is_empty()
         });
@@ -315,6 +383,15 @@ impl ShardChannels {
         };
         let l = self.links.remove(pos);
         let addr = l.link.addr().clone();
+        // The client's SSUBSCRIBEs still unanswered go again elsewhere, as the client's.
+        for (channels, _) in &l.pending {
+            for ch in channels {
+                if !self.resubscribing.contains(ch) && !l.channels.contains(ch) {
+                    self.client_retry.insert(ch.clone());
+                    self.lost.insert(ch.clone(), Some(addr.clone()));
+                }
+            }
+        }
         for ch in l.channels {
             if self.leaving.remove(&ch) {
                 self.subscribed.remove(&ch);
@@ -364,21 +441,21 @@ impl ShardChannels {
                 .push(ch.clone());
         }
         for (node, channels) in plan.into_values() {
-            let Ok(link) = self.link_for(&node, proto, tx) else {
+            if self.link_for(&node, proto, tx).is_err() {
                 continue;
-            };
+            }
             let mut args: Vec<&[u8]> = vec![b"SSUBSCRIBE"];
             args.extend(channels.iter().map(Vec::as_slice));
-            link.link.send(BackendRequest::new(
-                Request::from_args(&args).raw().clone(),
-                ReplyTo {
-                    tx: tx.clone(),
-                    tag: FORGET,
-                },
-            ));
-            for ch in channels {
-                self.lost.remove(&ch);
-                self.resubscribing.insert(ch);
+            let frame = Request::from_args(&args).raw().clone();
+            for ch in &channels {
+                self.lost.remove(ch);
+                // A client's own channel keeps its confirmation for the client.
+                if !self.client_retry.contains(ch) {
+                    self.resubscribing.insert(ch.clone());
+                }
+            }
+            if let Ok(link) = self.link_for(&node, proto, tx) {
+                link.send_subscribe(frame, channels, tx);
             }
         }
         match (self.lost.is_empty(), last_try) {
