@@ -292,6 +292,31 @@ fn a_subscriber_that_stops_reading_is_disconnected_not_buffered_without_bound() 
         .unwrap();
 }
 
+/// SPUBLISH `msg` on `ch` through slotgate: one subscriber receives it, on `sub`.
+fn spublish_reaches(
+    c: &mut redis::Connection,
+    sub: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    ch: &str,
+    msg: &str,
+) {
+    let n: i64 = redis::cmd("SPUBLISH").arg(ch).arg(msg).query(c).unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(texts(&read_reply(sub, buf)), ["smessage", ch, msg]);
+}
+
+/// Fails unless a connection on `node` is subscribed to a shard channel.
+fn assert_holds_shard_subscription(node: &support::Redis) {
+    let holders: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query(&mut node.conn())
+        .unwrap();
+    assert!(
+        holders.lines().any(|l| l.contains("cmd=ssubscribe")),
+        "the new owner holds the subscription: {holders}"
+    );
+}
+
 fn keyslot(cluster: &Cluster, key: &str) -> u16 {
     redis::cmd("CLUSTER")
         .arg("KEYSLOT")
@@ -402,16 +427,7 @@ fn shard_channels_span_masters_follow_slot_moves_and_pubsub_introspection_merges
 
     // Messages reach both channels.
     for ch in [&first, &second] {
-        let n: i64 = redis::cmd("SPUBLISH")
-            .arg(ch)
-            .arg("before")
-            .query(&mut c)
-            .unwrap();
-        assert_eq!(n, 1);
-        assert_eq!(
-            texts(&read_reply(&mut sub, &mut buf)),
-            ["smessage", ch.as_str(), "before"]
-        );
+        spublish_reaches(&mut c, &mut sub, &mut buf, ch, "before");
     }
 
     // The first channel's slot moves to the master holding neither channel; Redis tells the
@@ -438,14 +454,7 @@ fn shard_channels_span_masters_follow_slot_moves_and_pubsub_introspection_merges
         &["smessage", &first, "after-move"],
     );
     assert!(seen.iter().all(|f| f[0] == "smessage"), "{seen:?}");
-    let holders: String = redis::cmd("CLIENT")
-        .arg("LIST")
-        .query(&mut cluster.node(to_port).conn())
-        .unwrap();
-    assert!(
-        holders.lines().any(|l| l.contains("cmd=ssubscribe")),
-        "the new owner holds the subscription: {holders}"
-    );
+    assert_holds_shard_subscription(cluster.node(to_port));
 
     // Leaving every shard channel at once answers for each, and leaves subscribed mode.
     send(&mut sub, "SUNSUBSCRIBE");
@@ -496,22 +505,6 @@ fn a_shard_subscription_that_meets_a_moved_slot_is_followed_for_the_client() {
         texts(&read_reply(&mut sub, &mut buf)),
         ["ssubscribe", ch, "1"]
     );
-    let holders: String = redis::cmd("CLIENT")
-        .arg("LIST")
-        .query(&mut cluster.node(to_port).conn())
-        .unwrap();
-    assert!(
-        holders.lines().any(|l| l.contains("cmd=ssubscribe")),
-        "the new owner holds the subscription: {holders}"
-    );
-    let n: i64 = redis::cmd("SPUBLISH")
-        .arg(ch)
-        .arg("hello")
-        .query(&mut c)
-        .unwrap();
-    assert_eq!(n, 1);
-    assert_eq!(
-        texts(&read_reply(&mut sub, &mut buf)),
-        ["smessage", ch, "hello"]
-    );
+    assert_holds_shard_subscription(cluster.node(to_port));
+    spublish_reaches(&mut c, &mut sub, &mut buf, ch, "hello");
 }
