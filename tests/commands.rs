@@ -233,6 +233,12 @@ fn local_commands_negotiation_and_limits_answer_like_redis() {
         "{info}"
     );
     assert!(info.contains("redis_mode:standalone") && !info.contains("cluster_enabled:1"));
+    // One worker thread per CPU by default (thread per core).
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert!(
+        info.contains(&format!("proxy_worker_threads:{cpus}\r\n")),
+        "{info}"
+    );
     let count: i64 = redis::cmd("COMMAND").arg("COUNT").query(&mut c).unwrap();
     assert!(count > 200);
     let policy: Vec<String> = redis::cmd("CONFIG")

@@ -311,6 +311,7 @@ pub fn proxy_info_section(ctx: &Context) -> String {
         "proxy_uptime_in_seconds",
         ctx.started.elapsed().as_secs().to_string(),
     );
+    line("proxy_worker_threads", ctx.workers.len().to_string());
     line(
         "proxy_connected_clients",
         s.connections_current.load(Ordering::Relaxed).to_string(),
