@@ -274,6 +274,20 @@ mod tests {
     }
 
     #[test]
+    fn should_see_a_close_while_parked() {
+        let (tx, mut rx) = channel::<u8>();
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut out = Vec::new();
+        assert_eq!(rx.poll_recv_many(&mut cx, &mut out, 8), Poll::Pending);
+        assert_eq!(rx.poll_recv_many(&mut cx, &mut out, 8), Poll::Pending);
+        tx.close();
+        assert_eq!(count.0.load(Ordering::Relaxed), 1, "the close wakes the receiver");
+        assert_eq!(rx.poll_recv_many(&mut cx, &mut out, 8), Poll::Ready(0));
+    }
+
+    #[test]
     fn should_bound_and_close() {
         let (tx, mut rx) = channel();
         tx.send_bounded(1, 1).unwrap();
