@@ -283,7 +283,11 @@ mod tests {
         assert_eq!(rx.poll_recv_many(&mut cx, &mut out, 8), Poll::Pending);
         assert_eq!(rx.poll_recv_many(&mut cx, &mut out, 8), Poll::Pending);
         tx.close();
-        assert_eq!(count.0.load(Ordering::Relaxed), 1, "the close wakes the receiver");
+        assert_eq!(
+            count.0.load(Ordering::Relaxed),
+            1,
+            "the close wakes the receiver"
+        );
         assert_eq!(rx.poll_recv_many(&mut cx, &mut out, 8), Poll::Ready(0));
     }
 
