@@ -59,7 +59,15 @@ impl ReplyScanner {
             let Some(&t) = buf.get(self.pos) else {
                 return Ok(None);
             };
-            // Fast path: a bulk string with a short plain length, the usual reply.
+            // Fast paths: a null bulk string (a missing key) and a bulk string with a short plain
+            // length, the usual replies.
+            if t == b'$' && buf.get(self.pos + 1..self.pos + 5) == Some(b"-1\r\n") {
+                self.pos += 5;
+                if let Some(n) = self.close_element() {
+                    return Ok(Some(n));
+                }
+                continue;
+            }
             if t == b'$'
                 && let Some((len, after_line)) = short_len(buf, self.pos + 1)
             {
