@@ -554,8 +554,8 @@ impl Session {
                 name: entry.spec.name.to_string(),
                 reason,
             }),
-            Route::AnyMaster => self.send_single(req.raw().clone(), None),
-            Route::AllMasters(merge) => self.send_all_masters(req.raw().clone(), merge),
+            Route::AnyMaster => self.send_single(req.into_raw(), None),
+            Route::AllMasters(merge) => self.send_all_masters(req.into_raw(), merge),
             Route::Keyed | Route::Split { .. } => {
                 if is_blocking_stream_read(entry.spec.name, &req) {
                     return match self.slot_for(entry, &req) {
@@ -574,18 +574,18 @@ impl Session {
                 }
                 if !self.topo.load().slotted {
                     // One master holds every key: no slots, no CROSSSLOT, nothing to split.
-                    return self.send_single(req.raw().clone(), None);
+                    return self.send_single(req.into_raw(), None);
                 }
                 if entry.route == Route::Keyed
                     && let Some(key) = entry.single_key.and_then(|i| req.arg(i))
                 {
                     let slot = crate::router::key_slot(key);
-                    return self.send_single(req.raw().clone(), Some(slot));
+                    return self.send_single(req.into_raw(), Some(slot));
                 }
                 let mut keys = KeyPositions::new();
                 command::key_positions(entry.spec, &req, &mut keys);
                 match command::common_slot(&req, &keys) {
-                    Ok(slot) => self.send_single(req.raw().clone(), slot),
+                    Ok(slot) => self.send_single(req.into_raw(), slot),
                     Err(r) => match entry.route {
                         Route::Split { merge, step }
                             if self.ctx.config.multi_key == MultiKeyPolicy::Split =>

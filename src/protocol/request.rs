@@ -34,6 +34,12 @@ impl Request {
         &self.raw
     }
 
+    /// The wire bytes, taking them instead of sharing them (one reference count less on the
+    /// request path).
+    pub fn into_raw(self) -> Bytes {
+        self.raw
+    }
+
     /// Number of arguments, the command name included.
     pub fn argc(&self) -> usize {
         self.args.len()
