@@ -277,13 +277,40 @@ impl Node {
     /// Queues `req` on the connection this session uses for this node. Fails fast, handing the
     /// request back through its `ReplyTo`, when the node is down or its queue is full.
     pub fn send(&self, proto: Proto, session: u64, req: BackendRequest) {
-        match proto {
-            Proto::Resp2 => self.send_on(&self.resp2, session, req),
-            Proto::Resp3 => {
-                let links = self.resp3_links();
-                self.send_on(&links, session, req)
+        self.with_link(proto, session, |link| {
+            let Some(link) = link else {
+                return req
+                    .reply_to
+                    .send(Err(BackendError::Down(self.addr.clone())));
+            };
+            match link.tx.send_bounded(req, link.depth) {
+                Ok(()) => {}
+                Err(SendError::Full(req)) => {
+                    self.tel.node.error(ErrorKind::Overloaded, 1);
+                    req.reply_to
+                        .send(Err(BackendError::Overloaded(self.addr.clone())));
+                }
+                Err(SendError::Closed(req)) => req
+                    .reply_to
+                    .send(Err(BackendError::Down(self.addr.clone()))),
             }
-        }
+        })
+    }
+
+    /// Runs `f` with the connection `session` uses for `proto` on the calling worker, or `None`
+    /// when it is down.
+    fn with_link<R>(&self, proto: Proto, session: u64, f: impl FnOnce(Option<&Link>) -> R) -> R {
+        let resp3;
+        let links: &[Link] = match proto {
+            Proto::Resp2 => &self.resp2,
+            Proto::Resp3 => {
+                resp3 = self.resp3_links();
+                &resp3
+            }
+        };
+        f(self
+            .pick(links, session)
+            .filter(|l| l.state() != LinkState::Down))
     }
 
     fn resp3_links(&self) -> Arc<Vec<Link>> {
@@ -308,55 +335,25 @@ impl Node {
     /// under one lock; like [`Self::send`], fails them all fast when the node is down or the
     /// queue would overflow.
     pub fn send_batch(&self, proto: Proto, session: u64, reqs: &mut Vec<BackendRequest>) {
-        let resp3;
-        let links: &[Link] = match proto {
-            Proto::Resp2 => &self.resp2,
-            Proto::Resp3 => {
-                resp3 = self.resp3_links();
-                &resp3
-            }
-        };
-        let failure = match self.pick(links, session) {
-            Some(link) if link.state() != LinkState::Down => {
-                match link.tx.send_many_bounded(reqs, link.depth) {
-                    Ok(()) => return,
-                    Err(SendError::Full(())) => {
-                        self.tel
-                            .node
-                            .error(ErrorKind::Overloaded, reqs.len() as u64);
-                        BackendError::Overloaded(self.addr.clone())
-                    }
-                    Err(SendError::Closed(())) => BackendError::Down(self.addr.clone()),
+        let failure = self.with_link(proto, session, |link| {
+            let Some(link) = link else {
+                return Some(BackendError::Down(self.addr.clone()));
+            };
+            match link.tx.send_many_bounded(reqs, link.depth) {
+                Ok(()) => None,
+                Err(SendError::Full(())) => {
+                    self.tel
+                        .node
+                        .error(ErrorKind::Overloaded, reqs.len() as u64);
+                    Some(BackendError::Overloaded(self.addr.clone()))
                 }
+                Err(SendError::Closed(())) => Some(BackendError::Down(self.addr.clone())),
             }
-            _ => BackendError::Down(self.addr.clone()),
-        };
-        for req in reqs.drain(..) {
-            req.reply_to.send(Err(failure.clone()));
-        }
-    }
-
-    fn send_on(&self, links: &[Link], session: u64, req: BackendRequest) {
-        let Some(link) = self.pick(links, session) else {
-            req.reply_to
-                .send(Err(BackendError::Down(self.addr.clone())));
-            return;
-        };
-        if link.state() == LinkState::Down {
-            req.reply_to
-                .send(Err(BackendError::Down(self.addr.clone())));
-            return;
-        }
-        match link.tx.send_bounded(req, link.depth) {
-            Ok(()) => {}
-            Err(SendError::Full(req)) => {
-                self.tel.node.error(ErrorKind::Overloaded, 1);
-                req.reply_to
-                    .send(Err(BackendError::Overloaded(self.addr.clone())));
+        });
+        if let Some(failure) = failure {
+            for req in reqs.drain(..) {
+                req.reply_to.send(Err(failure.clone()));
             }
-            Err(SendError::Closed(req)) => req
-                .reply_to
-                .send(Err(BackendError::Down(self.addr.clone()))),
         }
     }
 

@@ -113,6 +113,13 @@ pub struct Context {
     pub workers: Arc<crate::workers::Workers>,
 }
 
+/// A new client's socket on its way to its worker: still registered with this thread's reactor,
+/// or taken out of it for another worker's.
+enum Handoff {
+    Here(TcpStream),
+    Moved(std::net::TcpStream),
+}
+
 /// Accepts clients until `shutdown`, one session task each, tracked by `tracker` for drain.
 pub async fn serve(
     listener: TcpListener,
@@ -161,11 +168,11 @@ pub async fn serve(
         // The session runs on a worker of its own choosing, in turn; a socket moving to
         // another worker leaves this thread's reactor for that worker's.
         let worker = ctx.workers.next_worker();
-        let (local_stream, moved) = if worker == crate::workers::current() {
-            (Some(stream), None)
+        let handoff = if worker == crate::workers::current() {
+            Handoff::Here(stream)
         } else {
             match stream.into_std() {
-                Ok(s) => (None, Some(s)),
+                Ok(s) => Handoff::Moved(s),
                 Err(e) => {
                     warn!(%peer, error = %e, "cannot hand the client to a worker");
                     ctx.stats
@@ -176,9 +183,9 @@ pub async fn serve(
             }
         };
         let session = async move {
-            let stream = match (local_stream, moved) {
-                (Some(s), _) => s,
-                (None, Some(std)) => match TcpStream::from_std(std) {
+            let stream = match handoff {
+                Handoff::Here(s) => s,
+                Handoff::Moved(std) => match TcpStream::from_std(std) {
                     Ok(s) => s,
                     Err(e) => {
                         warn!(error = %e, "cannot register the client on its worker");
@@ -188,7 +195,6 @@ pub async fn serve(
                         return;
                     }
                 },
-                (None, None) => return,
             };
             debug!("client connected");
             session::run(stream, ctx2.clone(), id, (peer, local), token).await;

@@ -123,11 +123,7 @@ pub fn merge_sum(replies: &[Bytes], out: &mut BytesMut) {
     }
     let mut sum: i64 = 0;
     for r in replies {
-        let n = r
-            .strip_prefix(b":")
-            .and_then(|r| r.strip_suffix(b"\r\n"))
-            .and_then(parse_int);
-        match n {
+        match integer(r) {
             Some(n) => sum = sum.saturating_add(n),
             None => return unexpected(out, "integers"),
         }
@@ -323,11 +319,7 @@ fn merge_all_exist(replies: &[Bytes], out: &mut BytesMut) {
         };
         let mut v = Vec::with_capacity(elems.len());
         for e in elems {
-            match e
-                .strip_prefix(b":")
-                .and_then(|x| x.strip_suffix(b"\r\n"))
-                .and_then(parse_int)
-            {
+            match integer(&e) {
                 Some(n) => v.push(n),
                 None => return unexpected(out, "integers"),
             }

@@ -418,7 +418,6 @@ impl Session {
                         }
                         self.dispatch(req);
                     }
-                    batch.clear();
                     if rbuf.is_empty() {
                         break;
                     }
@@ -1539,8 +1538,8 @@ fn script_repair(ctx: &Context, request: &Bytes) -> Option<Bytes> {
     )
 }
 
-/// Whether a pub/sub frame is an unsubscribe reply that leaves no subscription
-/// (`[unsubscribe|punsubscribe|sunsubscribe, channel, 0]`, RESP2 or RESP3).
+/// Whether a frame of the channel and pattern connection is an unsubscribe reply that leaves no
+/// subscription (`[unsubscribe|punsubscribe, channel, 0]`, RESP2 or RESP3).
 fn ends_subscriptions(frame: &[u8]) -> bool {
     let Some(rest) = frame
         .strip_prefix(b"*3\r\n")
@@ -1548,11 +1547,8 @@ fn ends_subscriptions(frame: &[u8]) -> bool {
     else {
         return false;
     };
-    let kinds: [&[u8]; 3] = [
-        b"$11\r\nunsubscribe\r\n",
-        b"$12\r\npunsubscribe\r\n",
-        b"$12\r\nsunsubscribe\r\n",
-    ];
+    // Shard channels have connections of their own (`shard_channels`).
+    let kinds: [&[u8]; 2] = [b"$11\r\nunsubscribe\r\n", b"$12\r\npunsubscribe\r\n"];
     kinds.iter().any(|k| rest.starts_with(k)) && frame.ends_with(b":0\r\n")
 }
 

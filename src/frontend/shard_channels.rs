@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
+use super::subscriptions::kind_and_name;
 use crate::backend::{BackendReply, BackendRequest, Node, PrivateLink, ReplyTo, mailbox};
 use crate::error::BackendError;
 use crate::protocol::encode::{self, Proto};
@@ -36,12 +37,9 @@ struct ShardLink {
 }
 
 impl ShardLink {
-    fn send_subscribe(
-        &mut self,
-        frame: Bytes,
-        channels: Vec<Vec<u8>>,
-        tx: &mailbox::Sender<BackendReply>,
-    ) {
+    /// Sends `frame`; what it produces comes back as frames of this connection, so its own
+    /// reply is not waited for.
+    fn send(&self, frame: Bytes, tx: &mailbox::Sender<BackendReply>) {
         self.link.send(BackendRequest::new(
             frame,
             ReplyTo {
@@ -49,6 +47,15 @@ impl ShardLink {
                 tag: FORGET,
             },
         ));
+    }
+
+    fn send_subscribe(
+        &mut self,
+        frame: Bytes,
+        channels: Vec<Vec<u8>>,
+        tx: &mailbox::Sender<BackendReply>,
+    ) {
+        self.send(frame, tx);
         self.pending.push_back((channels, 0));
     }
 }
@@ -97,11 +104,6 @@ pub struct ShardChannels {
     attempts: u32,
 }
 
-/// `[kind, name, count]` of a subscription frame, RESP2 (`*3`) or RESP3 push (`>3`).
-fn parse(frame: &[u8]) -> Option<(&[u8], Option<&[u8]>)> {
-    super::subscriptions::kind_and_name(frame)
-}
-
 /// A subscription frame `[kind, name, count]` as one server would send it.
 fn frame(proto: Proto, kind: &[u8], name: Option<&[u8]>, count: usize) -> Bytes {
     let mut b = BytesMut::new();
@@ -143,31 +145,30 @@ impl ShardChannels {
         node: &Arc<Node>,
         proto: Proto,
         tx: &mailbox::Sender<BackendReply>,
-    ) -> Result<&mut ShardLink, BackendError> {
-        let pos = match self.links.iter().position(|l| l.link.addr() == node.addr()) {
-            Some(p) => p,
-            None => {
-                let tag = BASE + self.next_tag % SPAN;
-                self.next_tag += 1;
-                let link = node.subscriber(
-                    proto,
-                    ReplyTo {
-                        tx: tx.clone(),
+    ) -> Result<usize, BackendError> {
+        Ok(
+            match self.links.iter().position(|l| l.link.addr() == node.addr()) {
+                Some(p) => p,
+                None => {
+                    let tag = BASE + self.next_tag % SPAN;
+                    self.next_tag += 1;
+                    let link = node.subscriber(
+                        proto,
+                        ReplyTo {
+                            tx: tx.clone(),
+                            tag,
+                        },
+                    )?;
+                    self.links.push(ShardLink {
+                        link,
                         tag,
-                    },
-                )?;
-                self.links.push(ShardLink {
-                    link,
-                    tag,
-                    channels: BTreeSet::new(),
-                    pending: VecDeque::new(),
-                });
-                self.links.len() - 1
-            }
-        };
-        self.links
-            .get_mut(pos)
-            .ok_or_else(|| BackendError::Lost(node.addr().clone()))
+                        channels: BTreeSet::new(),
+                        pending: VecDeque::new(),
+                    });
+                    self.links.len() - 1
+                }
+            },
+        )
     }
 
     /// SSUBSCRIBE (all channels of one slot, checked by the caller) on `node`'s connection.
@@ -188,8 +189,10 @@ impl ShardChannels {
                 channels.push(ch.to_vec());
             }
         }
-        let link = self.link_for(node, proto, tx)?;
-        link.send_subscribe(req.raw().clone(), channels, tx);
+        let pos = self.link_for(node, proto, tx)?;
+        if let Some(link) = self.links.get_mut(pos) {
+            link.send_subscribe(req.raw().clone(), channels, tx);
+        }
         Ok(())
     }
 
@@ -245,13 +248,7 @@ impl ShardChannels {
                     .filter(|c| l.channels.contains(*c))
                     .map(Vec::as_slice),
             );
-            l.link.send(BackendRequest::new(
-                Request::from_args(&args).raw().clone(),
-                ReplyTo {
-                    tx: tx.clone(),
-                    tag: FORGET,
-                },
-            ));
+            l.send(Request::from_args(&args).raw().clone(), tx);
         }
         local
     }
@@ -262,13 +259,7 @@ impl ShardChannels {
         let Some(l) = self.links.last() else {
             return false;
         };
-        l.link.send(BackendRequest::new(
-            req.raw().clone(),
-            ReplyTo {
-                tx: tx.clone(),
-                tag: FORGET,
-            },
-        ));
+        l.send(req.raw().clone(), tx);
         true
     }
 
@@ -280,7 +271,7 @@ impl ShardChannels {
         if ReplyKind::of(&frame_bytes) == ReplyKind::Error {
             return self.on_error(pos, frame_bytes);
         }
-        let Some((kind, name)) = parse(&frame_bytes) else {
+        let Some((kind, name)) = kind_and_name(&frame_bytes) else {
             return Frame::Forward(frame_bytes);
         };
         let (kind, name) = (kind.to_vec(), name.map(<[u8]>::to_vec));
@@ -441,9 +432,9 @@ impl ShardChannels {
                 .push(ch.clone());
         }
         for (node, channels) in plan.into_values() {
-            if self.link_for(&node, proto, tx).is_err() {
+            let Ok(pos) = self.link_for(&node, proto, tx) else {
                 continue;
-            }
+            };
             let mut args: Vec<&[u8]> = vec![b"SSUBSCRIBE"];
             args.extend(channels.iter().map(Vec::as_slice));
             let frame = Request::from_args(&args).raw().clone();
@@ -454,7 +445,7 @@ impl ShardChannels {
                     self.resubscribing.insert(ch.clone());
                 }
             }
-            if let Ok(link) = self.link_for(&node, proto, tx) {
+            if let Some(link) = self.links.get_mut(pos) {
                 link.send_subscribe(frame, channels, tx);
             }
         }
