@@ -6,6 +6,7 @@
 //! `frontend/local.rs`.
 
 pub mod clients;
+pub mod io_signal;
 pub mod local;
 pub mod scripts;
 pub mod session;

@@ -22,6 +22,17 @@ struct Shared<T> {
     state: Mutex<State<T>>,
 }
 
+impl<T> State<T> {
+    /// Registers `task` to be woken by the next send.
+    fn park(&mut self, task: &Waker) {
+        match &self.waker {
+            Some(w) if w.will_wake(task) => {}
+            _ => self.waker = Some(task.clone()),
+        }
+        self.parked = true;
+    }
+}
+
 impl<T> Shared<T> {
     fn lock(&self) -> MutexGuard<'_, State<T>> {
         // A panic while holding this lock cannot leave the state half-updated (every update is
@@ -192,25 +203,53 @@ impl<T> Receiver<T> {
         out: &mut Vec<T>,
         max: usize,
     ) -> Poll<usize> {
+        self.take(cx, out, max, false).map(|(n, _)| n)
+    }
+
+    /// Like [`Self::poll_recv_many`], and when it takes the last queued item it also registers
+    /// the task, as `Pending` does: `Ready((n, true))` means the next send wakes the task, so the
+    /// receiver need not poll again to go to sleep (`false`: more may be queued, or the queue is
+    /// closed). For a receiver that drains on every wake; one that yields between takes (to let
+    /// senders batch up) would be woken by every first send.
+    pub fn poll_drain(
+        &mut self,
+        cx: &mut Context<'_>,
+        out: &mut Vec<T>,
+        max: usize,
+    ) -> Poll<(usize, bool)> {
+        self.take(cx, out, max, true)
+    }
+
+    fn take(
+        &mut self,
+        cx: &mut Context<'_>,
+        out: &mut Vec<T>,
+        max: usize,
+        park_when_drained: bool,
+    ) -> Poll<(usize, bool)> {
         let mut s = self.shared.lock();
         if s.items.is_empty() {
             if s.closed {
-                return Poll::Ready(0);
+                return Poll::Ready((0, false));
             }
-            match &s.waker {
-                Some(w) if w.will_wake(cx.waker()) => {}
-                _ => s.waker = Some(cx.waker().clone()),
-            }
-            s.parked = true;
+            s.park(cx.waker());
             return Poll::Pending;
         }
         let n = s.items.len().min(max.max(1));
-        if n == s.items.len() && out.is_empty() {
-            std::mem::swap(&mut s.items, out);
+        if n == s.items.len() {
+            if out.is_empty() {
+                std::mem::swap(&mut s.items, out);
+            } else {
+                out.append(&mut s.items);
+            }
+            if park_when_drained && !s.closed {
+                s.park(cx.waker());
+                return Poll::Ready((n, true));
+            }
         } else {
             out.extend(s.items.drain(..n));
         }
-        Poll::Ready(n)
+        Poll::Ready((n, false))
     }
 
     /// The next item, waiting for it; `None` once closed and drained.
@@ -235,36 +274,41 @@ impl<T> Drop for Receiver<T> {
     }
 }
 
+/// A waker that counts its wakes, for tests of wake-ups here and in the session's I/O signal.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) fn counting_waker() -> (Arc<std::sync::atomic::AtomicUsize>, Waker) {
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::task::Wake;
-
-    struct Count(AtomicUsize);
-    impl Wake for Count {
+    struct Count(Arc<AtomicUsize>);
+    impl std::task::Wake for Count {
         fn wake(self: Arc<Self>) {
             self.0.fetch_add(1, Ordering::Relaxed);
         }
     }
+    let count = Arc::new(AtomicUsize::new(0));
+    (count.clone(), Waker::from(Arc::new(Count(count))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering;
 
     #[test]
     fn should_deliver_in_order_and_wake_a_parked_receiver_once() {
         let (tx, mut rx) = channel();
-        let count = Arc::new(Count(AtomicUsize::new(0)));
-        let waker = Waker::from(count.clone());
+        let (count, waker) = counting_waker();
         let mut cx = Context::from_waker(&waker);
         let mut out = Vec::new();
         assert_eq!(rx.poll_recv_many(&mut cx, &mut out, 8), Poll::Pending);
         tx.send(1).unwrap();
         tx.send(2).unwrap();
-        assert_eq!(count.0.load(Ordering::Relaxed), 1, "one wake for two sends");
+        assert_eq!(count.load(Ordering::Relaxed), 1, "one wake for two sends");
         assert_eq!(rx.poll_recv_many(&mut cx, &mut out, 8), Poll::Ready(2));
         assert_eq!(out, [1, 2]);
         out.clear();
         // Not parked: a send does not wake.
         tx.send(3).unwrap();
-        assert_eq!(count.0.load(Ordering::Relaxed), 1);
+        assert_eq!(count.load(Ordering::Relaxed), 1);
         tx.send(4).unwrap();
         assert_eq!(rx.poll_recv_many(&mut cx, &mut out, 1), Poll::Ready(1));
         assert_eq!(out, [3]);
@@ -274,17 +318,49 @@ mod tests {
     }
 
     #[test]
+    fn should_stay_registered_after_a_drain() {
+        let (tx, mut rx) = channel();
+        let (count, waker) = counting_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut out = Vec::new();
+        tx.send(1).unwrap();
+        tx.send(2).unwrap();
+        tx.send(3).unwrap();
+        // A partial take leaves items queued: not registered.
+        assert_eq!(rx.poll_drain(&mut cx, &mut out, 2), Poll::Ready((2, false)));
+        assert_eq!(rx.poll_drain(&mut cx, &mut out, 2), Poll::Ready((1, true)));
+        assert_eq!(out, [1, 2, 3]);
+        tx.send(4).unwrap();
+        tx.send(5).unwrap();
+        assert_eq!(
+            count.load(Ordering::Relaxed),
+            1,
+            "the first send after a drain wakes"
+        );
+        out.clear();
+        assert_eq!(rx.poll_drain(&mut cx, &mut out, 8), Poll::Ready((2, true)));
+        tx.close();
+        assert_eq!(count.load(Ordering::Relaxed), 2, "so does a close");
+        assert_eq!(rx.poll_drain(&mut cx, &mut out, 8), Poll::Ready((0, false)));
+        // Items queued before a close are taken, and the receiver is told not to sleep.
+        let (tx, mut rx) = channel();
+        tx.send(1).unwrap();
+        tx.close();
+        out.clear();
+        assert_eq!(rx.poll_drain(&mut cx, &mut out, 8), Poll::Ready((1, false)));
+    }
+
+    #[test]
     fn should_see_a_close_while_parked() {
         let (tx, mut rx) = channel::<u8>();
-        let count = Arc::new(Count(AtomicUsize::new(0)));
-        let waker = Waker::from(count.clone());
+        let (count, waker) = counting_waker();
         let mut cx = Context::from_waker(&waker);
         let mut out = Vec::new();
         assert_eq!(rx.poll_recv_many(&mut cx, &mut out, 8), Poll::Pending);
         assert_eq!(rx.poll_recv_many(&mut cx, &mut out, 8), Poll::Pending);
         tx.close();
         assert_eq!(
-            count.0.load(Ordering::Relaxed),
+            count.load(Ordering::Relaxed),
             1,
             "the close wakes the receiver"
         );

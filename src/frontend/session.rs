@@ -15,7 +15,7 @@ use bytes::{Bytes, BytesMut};
 use smallvec::SmallVec;
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
-use std::task::Poll;
+use std::task::{Context as TaskContext, Poll};
 use std::time::Instant;
 
 use bytes::Buf;
@@ -23,6 +23,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+use super::io_signal::IoSignal;
 use super::local::{self, ClientState};
 use super::shard_channels::{Frame as ShardFrame, Resubscribe, ShardChannels};
 use super::subscriptions::Subscriptions;
@@ -255,14 +256,56 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     // Whether `rbuf` may hold a complete request not yet parsed: parsing again without new
     // bytes would only find the same partial request.
     let mut unparsed = false;
+    // The client socket is polled with `io_waker`, so a wake by a backend reply does not make
+    // the session poll a socket that already said Pending (see `io_signal`).
+    let (io, io_waker) = IoSignal::new();
+    // The socket's last read said Pending and its readiness has not fired since.
+    let mut read_waiting = false;
+    // The task waker `io` holds, to skip re-arming it on every poll.
+    let mut armed: Option<std::task::Waker> = None;
 
     let clean = poll_fn(|cx| {
-        // A source that said Pending has registered this task's waker; polling it again in the
-        // same round only costs instructions.
-        let mut rx_idle = false;
-        let mut read_idle = false;
+        // The reply queue was drained with the task registered: only a send can fill it.
+        let mut rx_parked = false;
+        if !armed.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            io.arm(cx.waker());
+            armed = Some(cx.waker().clone());
+        }
         for _ in 0..POLL_BUDGET {
-            let mut progress = false;
+            if io.take_fired() {
+                read_waiting = false;
+            }
+            let mut io_cx = TaskContext::from_waker(&io_waker);
+            // Whether the socket may hold more than this round read.
+            let mut read_more = false;
+            if !read_waiting && s.may_read(eof, max_pipeline) {
+                // A read that empties the socket is followed by one that says Pending (and
+                // registers the signal); with tokio's sockets that second one costs no syscall.
+                for _ in 0..2 {
+                    let want = s.parser.want().saturating_sub(rbuf.len()).max(4096);
+                    rbuf.reserve(want);
+                    match tokio_util::io::poll_read_buf(
+                        Pin::new(&mut stream),
+                        &mut io_cx,
+                        &mut rbuf,
+                    ) {
+                        Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                            eof = true;
+                            break;
+                        }
+                        Poll::Ready(Ok(n)) => {
+                            bytes_in += n as u64;
+                            unparsed = true;
+                            read_more = true;
+                        }
+                        Poll::Pending => {
+                            read_waiting = true;
+                            read_more = false;
+                            break;
+                        }
+                    }
+                }
+            }
             if unparsed {
                 let before = s.next_seq();
                 unparsed = s.dispatch_buffered(&mut rbuf, max_pipeline);
@@ -271,26 +314,25 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     s.ctx.pipeline_depth.record(parsed as f64);
                 }
             }
-            if !rx_idle {
-                match rx.poll_recv_many(cx, &mut replies, 256) {
-                    Poll::Ready(n) if n > 0 => {
+            if !rx_parked {
+                match rx.poll_drain(cx, &mut replies, 256) {
+                    Poll::Ready((n, parked)) => {
                         for r in replies.drain(..) {
                             s.on_reply(r);
                         }
-                        progress = true;
+                        rx_parked = parked || n == 0;
                     }
-                    _ => rx_idle = true,
+                    Poll::Pending => rx_parked = true,
                 }
             }
             s.flush_outbox();
             s.collect_ready();
             while !s.out.is_empty() {
-                match Pin::new(&mut stream).poll_write(cx, &s.out) {
+                match Pin::new(&mut stream).poll_write(&mut io_cx, &s.out) {
                     Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(false),
                     Poll::Ready(Ok(n)) => {
                         s.out.advance(n);
                         bytes_out += n as u64;
-                        progress = true;
                     }
                     Poll::Pending => break,
                 }
@@ -309,29 +351,15 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             if eof && s.waits_on_private() {
                 return Poll::Ready(false);
             }
-            let can_read = !eof
-                && !s.client.closing
-                && s.queue.len() < max_pipeline
-                && s.out.len() < OUT_HIGH_WATER;
-            if can_read && !read_idle {
-                let want = s.parser.want().saturating_sub(rbuf.len()).max(4096);
-                rbuf.reserve(want);
-                match tokio_util::io::poll_read_buf(Pin::new(&mut stream), cx, &mut rbuf) {
-                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
-                        eof = true;
-                        progress = true;
-                    }
-                    Poll::Ready(Ok(n)) => {
-                        bytes_in += n as u64;
-                        unparsed = true;
-                        progress = true;
-                    }
-                    Poll::Pending => read_idle = true,
-                }
-            }
             if bytes_in + bytes_out >= BYTES_FLUSH {
                 s.flush_bytes(&mut bytes_in, &mut bytes_out);
             }
+            // Another round only when a source can have more without waking the task: every
+            // source that said Pending (or drained with the task registered) will wake it.
+            let progress = read_more
+                || !rx_parked
+                || (unparsed && s.queue.len() < max_pipeline)
+                || (!read_waiting && s.may_read(eof, max_pipeline));
             if !progress {
                 // The cancellation future is polled once to register, then only once the
                 // proxy is draining: polling it on every wake costs more than a request.
@@ -360,6 +388,14 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
 const BYTES_FLUSH: u64 = 64 * 1024;
 
 impl Session {
+    /// Whether the session takes more requests from the client now: not after end of input or
+    /// QUIT, and not while its queue or unwritten replies are at their bounds.
+    fn may_read(&self, eof: bool, max_pipeline: usize) -> bool {
+        !eof && !self.client.closing
+            && self.queue.len() < max_pipeline
+            && self.out.len() < OUT_HIGH_WATER
+    }
+
     fn flush_bytes(&self, bytes_in: &mut u64, bytes_out: &mut u64) {
         self.ctx
             .stats
@@ -1212,6 +1248,12 @@ impl Session {
                 }
                 Ok(bytes) => bytes,
             };
+            if reply.first() != Some(&b'-') {
+                // The usual reply: not an error, so neither a redirect nor NOSCRIPT.
+                part.reply = Some(reply);
+                *remaining -= 1;
+                return self.complete_if_done(idx as usize);
+            }
             // EVALSHA of a script this node lacks, but that was loaded through slotgate: load it
             // there and run the EVALSHA again, once.
             if reply.starts_with(b"-NOSCRIPT")
