@@ -175,3 +175,34 @@ fn one_write_of_mixed_commands_gets_every_reply_in_order_and_many_clients_at_onc
     assert_eq!(total, direct);
     let _: () = c.set("last", 1).unwrap();
 }
+
+#[test]
+fn a_pipeline_over_every_master_is_answered_in_one_write() {
+    let cluster = Cluster::start(3, 0);
+    let proxy = Proxy::cluster(&cluster, &[]);
+    // 30 GETs of missing keys over many slots (so on every master), sent in one write: the
+    // replies come from three connections at different moments, and slotgate holds the ready
+    // ones until the batch is whole, so one read sees all of them.
+    let keys: Vec<String> = (0..30).map(|i| format!("missing:{i}")).collect();
+    let slots: std::collections::HashSet<u16> = keys
+        .iter()
+        .map(|k| redis_protocol::redis_keyslot(k.as_bytes()))
+        .collect();
+    assert!(slots.iter().any(|&s| s < 5461) && slots.iter().any(|&s| s > 10922));
+    let mut wire = Vec::new();
+    for k in &keys {
+        wire.extend(format!("*2\r\n$3\r\nGET\r\n${}\r\n{k}\r\n", k.len()).bytes());
+    }
+    let want = "$-1\r\n".repeat(keys.len());
+    let mut s = proxy.raw();
+    for round in 0..20 {
+        s.write_all(&wire).unwrap();
+        let mut buf = vec![0u8; 64 * 1024];
+        let n = std::io::Read::read(&mut s, &mut buf).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&buf[..n]),
+            want,
+            "round {round}: the first read got only part of the pipeline's replies"
+        );
+    }
+}

@@ -194,6 +194,31 @@ fn blocking_commands_get_their_own_connections_and_never_stall_others() {
     // The same client keeps working after a blocking command.
     let _: () = c.set("after-block", 1).unwrap();
 
+    // A reply ahead of a blocking command in one pipeline is written at once, as Redis does,
+    // not held until the blocking command returns.
+    let mut raw = proxy.raw();
+    let t = Instant::now();
+    std::io::Write::write_all(
+        &mut raw,
+        b"*3\r\n$3\r\nSET\r\n$4\r\n{q}a\r\n$1\r\n1\r\n*3\r\n$5\r\nBLPOP\r\n$7\r\n{q}list\r\n$3\r\n0.6\r\n",
+    )
+    .unwrap();
+    let mut buf = [0u8; 64];
+    let n = std::io::Read::read(&mut raw, &mut buf).unwrap();
+    assert_eq!(&buf[..n], b"+OK\r\n");
+    assert!(
+        t.elapsed() < Duration::from_millis(400),
+        "{:?}",
+        t.elapsed()
+    );
+    let n = std::io::Read::read(&mut raw, &mut buf).unwrap();
+    assert_eq!(&buf[..n], b"*-1\r\n");
+    assert!(
+        t.elapsed() >= Duration::from_millis(550),
+        "{:?}",
+        t.elapsed()
+    );
+
     // 100 clients blocked on 100 lists: the rest of the proxy keeps serving.
     let waiters: Vec<_> = (0..100)
         .map(|i| {

@@ -175,6 +175,11 @@ struct Session {
     resub_attempts: u32,
     /// Close at once, without waiting for unread replies (a subscriber that stopped reading).
     abort: bool,
+    /// The first sequence number of each batch of requests parsed together (one client write,
+    /// as a rule) whose first reply is not yet in `out`.
+    burst_starts: VecDeque<u64>,
+    /// `out` holds replies of more than one such batch: write it now.
+    out_mixed: bool,
 }
 
 const PART_BITS: u32 = 16;
@@ -206,6 +211,8 @@ fn tag(seq: u64, part: usize) -> u64 {
 const POLL_BUDGET: usize = 32;
 /// Stop reading requests while this many reply bytes wait for a slow client.
 const OUT_HIGH_WATER: usize = 4 * 1024 * 1024;
+/// Ready replies are held for the rest of their batch only while fewer bytes than this wait.
+const HOLD_BYTES: usize = 64 * 1024;
 
 /// Runs a session until the client leaves, sends QUIT, breaks the protocol, or shutdown.
 ///
@@ -242,6 +249,8 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         batch: Vec::new(),
         last_lookup: command::LastLookup::default(),
         abort: false,
+        burst_starts: VecDeque::with_capacity(8),
+        out_mixed: false,
         ctx,
     };
     let mut rbuf = BytesMut::with_capacity(16 * 1024);
@@ -310,8 +319,11 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 let before = s.next_seq();
                 unparsed = s.dispatch_buffered(&mut rbuf, max_pipeline);
                 let parsed = s.next_seq() - before;
-                if parsed > 0 && crate::metrics::enabled() {
-                    s.ctx.pipeline_depth.record(parsed as f64);
+                if parsed > 0 {
+                    s.burst_starts.push_back(before);
+                    if crate::metrics::enabled() {
+                        s.ctx.pipeline_depth.record(parsed as f64);
+                    }
                 }
             }
             if !rx_parked {
@@ -327,7 +339,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             }
             s.flush_outbox();
             s.collect_ready();
-            while !s.out.is_empty() {
+            while !s.out.is_empty() && !s.hold_output() {
                 match Pin::new(&mut stream).poll_write(&mut io_cx, &s.out) {
                     Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(false),
                     Poll::Ready(Ok(n)) => {
@@ -337,8 +349,11 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     Poll::Pending => break,
                 }
             }
-            if s.out.is_empty() && s.out.capacity() > 1024 * 1024 {
-                s.out = BytesMut::with_capacity(16 * 1024);
+            if s.out.is_empty() {
+                s.out_mixed = false;
+                if s.out.capacity() > 1024 * 1024 {
+                    s.out = BytesMut::with_capacity(16 * 1024);
+                }
             }
             if s.queue.is_empty() && s.out.is_empty() && (s.client.closing || eof) {
                 return Poll::Ready(true);
@@ -1553,11 +1568,33 @@ impl Session {
     /// Moves every finished reply at the front of the queue into the output buffer.
     fn collect_ready(&mut self) {
         while let Some(SlotState::Ready(_)) = self.queue.front() {
+            if self.burst_starts.front() == Some(&self.base) {
+                self.burst_starts.pop_front();
+                self.out_mixed |= !self.out.is_empty();
+            }
             if let Some(SlotState::Ready(b)) = self.queue.pop_front() {
                 self.out.extend_from_slice(&b);
             }
             self.base += 1;
         }
+    }
+
+    /// Whether the replies in `out` may wait for the next one, to reach the client in one
+    /// write with it: they and the next reply answer requests the client sent in one write, the
+    /// next reply is a backend round trip away on a shared connection (not a blocking command,
+    /// not a timer), the client is not subscribed (messages are never held), and little waits.
+    /// A client that sent a pipeline reads it whole anyway; one write instead of one per node
+    /// saves it and slotgate a wake and a syscall per piece.
+    fn hold_output(&self) -> bool {
+        !self.out.is_empty()
+            && !self.out_mixed
+            && self.out.len() < HOLD_BYTES
+            && self.burst_starts.front() != Some(&self.base)
+            && match self.queue.front() {
+                Some(SlotState::Waiting { parts, .. }) => parts.iter().all(|p| !p.private),
+                _ => false,
+            }
+            && !self.subscribed()
     }
 }
 
