@@ -7,33 +7,33 @@
 //! A send can be bounded (it then fails fast, handing the item back). This module must never
 //! block, and must never wake a receiver that is already awake.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 struct State<T> {
     items: Vec<T>,
     waker: Option<Waker>,
-    /// The receiver went to sleep on an empty queue and must be woken by the next send.
-    parked: bool,
     closed: bool,
 }
 
 struct Shared<T> {
     state: Mutex<State<T>>,
-}
-
-impl<T> State<T> {
-    /// Registers `task` to be woken by the next send.
-    fn park(&mut self, task: &Waker) {
-        match &self.waker {
-            Some(w) if w.will_wake(task) => {}
-            _ => self.waker = Some(task.clone()),
-        }
-        self.parked = true;
-    }
+    /// The receiver went to sleep and must be woken by the next send. Written only under the
+    /// lock; read without it by the receiver, to skip a poll that would find nothing.
+    parked: AtomicBool,
 }
 
 impl<T> Shared<T> {
+    /// Registers `task` to be woken by the next send; `s` is this queue's locked state.
+    fn park(&self, s: &mut State<T>, task: &Waker) {
+        match &s.waker {
+            Some(w) if w.will_wake(task) => {}
+            _ => s.waker = Some(task.clone()),
+        }
+        self.parked.store(true, Ordering::Release);
+    }
+
     fn lock(&self) -> MutexGuard<'_, State<T>> {
         // A panic while holding this lock cannot leave the state half-updated (every update is
         // a single push, swap or flag), so a poisoned lock is still sound to use.
@@ -89,9 +89,9 @@ pub fn channel<T>() -> (Sender<T>, Receiver<T>) {
         state: Mutex::new(State {
             items: Vec::new(),
             waker: None,
-            parked: false,
             closed: false,
         }),
+        parked: AtomicBool::new(false),
     });
     (
         Sender {
@@ -160,8 +160,8 @@ impl<T> Sender<T> {
                 return Err(SendError::Full(()));
             }
             put(&mut s.items);
-            if s.parked {
-                s.parked = false;
+            if self.shared.parked.load(Ordering::Relaxed) {
+                self.shared.parked.store(false, Ordering::Release);
                 s.waker.clone()
             } else {
                 None
@@ -184,7 +184,7 @@ impl<T> Sender<T> {
         let waker = {
             let mut s = self.shared.lock();
             s.closed = true;
-            s.parked = false;
+            self.shared.parked.store(false, Ordering::Release);
             s.waker.take()
         };
         if let Some(w) = waker {
@@ -232,7 +232,7 @@ impl<T> Receiver<T> {
             if s.closed {
                 return Poll::Ready((0, false));
             }
-            s.park(cx.waker());
+            self.shared.park(&mut s, cx.waker());
             return Poll::Pending;
         }
         let n = s.items.len().min(max.max(1));
@@ -243,13 +243,19 @@ impl<T> Receiver<T> {
                 out.append(&mut s.items);
             }
             if park_when_drained && !s.closed {
-                s.park(cx.waker());
+                self.shared.park(&mut s, cx.waker());
                 return Poll::Ready((n, true));
             }
         } else {
             out.extend(s.items.drain(..n));
         }
         Poll::Ready((n, false))
+    }
+
+    /// Whether the receiver is still registered and nothing was sent (nor the queue closed)
+    /// since: a poll now would only find the queue empty. Costs no lock.
+    pub fn is_parked(&self) -> bool {
+        self.shared.parked.load(Ordering::Acquire)
     }
 
     /// The next item, waiting for it; `None` once closed and drained.
@@ -330,7 +336,9 @@ mod tests {
         assert_eq!(rx.poll_drain(&mut cx, &mut out, 2), Poll::Ready((2, false)));
         assert_eq!(rx.poll_drain(&mut cx, &mut out, 2), Poll::Ready((1, true)));
         assert_eq!(out, [1, 2, 3]);
+        assert!(rx.is_parked());
         tx.send(4).unwrap();
+        assert!(!rx.is_parked(), "a send ends the parking");
         tx.send(5).unwrap();
         assert_eq!(
             count.load(Ordering::Relaxed),
@@ -339,7 +347,9 @@ mod tests {
         );
         out.clear();
         assert_eq!(rx.poll_drain(&mut cx, &mut out, 8), Poll::Ready((2, true)));
+        assert!(rx.is_parked());
         tx.close();
+        assert!(!rx.is_parked());
         assert_eq!(count.load(Ordering::Relaxed), 2, "so does a close");
         assert_eq!(rx.poll_drain(&mut cx, &mut out, 8), Poll::Ready((0, false)));
         // Items queued before a close are taken, and the receiver is told not to sleep.

@@ -275,7 +275,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
 
     let clean = poll_fn(|cx| {
         // The reply queue was drained with the task registered: only a send can fill it.
-        let mut rx_parked = false;
+        let mut rx_parked = rx.is_parked();
         if !armed.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
             io.arm(cx.waker());
             armed = Some(cx.waker().clone());
