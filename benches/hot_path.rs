@@ -104,7 +104,9 @@ fn route(c: &mut Criterion) {
             if let Some(e) = e {
                 command::key_positions(e.spec, &mset, &mut keys);
             }
-            black_box(command::multi::split(&mset, &keys, 2).len())
+            let mut slots = command::KeySlots::new();
+            let _ = command::key_slots(&mset, &keys, &mut slots);
+            black_box(command::multi::split(&mset, &keys, &slots, 2).len())
         })
     });
 }

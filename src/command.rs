@@ -206,25 +206,46 @@ pub fn key_positions(spec: &CommandSpec, req: &Request, out: &mut KeyPositions) 
     }
 }
 
-/// The one slot every key of `req` hashes to, `None` for a request without keys, or the
-/// CROSSSLOT rejection naming the distinct slots.
-pub fn common_slot(req: &Request, keys: &[u32]) -> Result<Option<u16>, Rejection> {
-    let mut slot: Option<u16> = None;
+/// The slots of a request's keys, in key order.
+pub type KeySlots = SmallVec<[u16; 8]>;
+
+/// The keys of a request hash to more than one slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CrossSlot;
+
+/// Puts the slot of each key of `req` (at `keys`) in `slots` and returns the one slot they all
+/// share (`None` for a request without keys), or [`CrossSlot`]. Each key is hashed once, and
+/// nothing is allocated for up to 8 keys.
+pub fn key_slots(
+    req: &Request,
+    keys: &[u32],
+    slots: &mut KeySlots,
+) -> Result<Option<u16>, CrossSlot> {
+    slots.clear();
     let mut cross = false;
     for &k in keys {
         let s = key_slot(req.arg(k as usize).unwrap_or_default());
-        match slot {
-            None => slot = Some(s),
-            Some(prev) if prev != s => cross = true,
-            Some(_) => {}
-        }
+        cross |= slots.first().is_some_and(|&first| first != s);
+        slots.push(s);
     }
-    if !cross {
-        return Ok(slot);
+    if cross {
+        Err(CrossSlot)
+    } else {
+        Ok(slots.first().copied())
     }
-    let mut seen: Vec<u16> = Vec::new();
-    for &k in keys {
-        let s = key_slot(req.arg(k as usize).unwrap_or_default());
+}
+
+/// The one slot every key of `req` hashes to, `None` for a request without keys, or the
+/// CROSSSLOT rejection naming the distinct slots.
+pub fn common_slot(req: &Request, keys: &[u32]) -> Result<Option<u16>, Rejection> {
+    let mut slots = KeySlots::new();
+    key_slots(req, keys, &mut slots).map_err(|CrossSlot| cross_slot(&slots))
+}
+
+/// The CROSSSLOT rejection for keys in `slots`, naming the first distinct slots.
+pub fn cross_slot(slots: &[u16]) -> Rejection {
+    let mut seen: SmallVec<[u16; 8]> = SmallVec::new();
+    for &s in slots {
         if !seen.contains(&s) {
             seen.push(s);
         }
@@ -239,7 +260,7 @@ pub fn common_slot(req: &Request, keys: &[u32]) -> Result<Option<u16>, Rejection
     if seen.len() > 8 {
         slots.push_str(", ...");
     }
-    Err(Rejection::CrossSlot { slots })
+    Rejection::CrossSlot { slots }
 }
 
 #[cfg(test)]

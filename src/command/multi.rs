@@ -11,7 +11,6 @@ use smallvec::SmallVec;
 
 use super::table::Merge;
 use crate::protocol::{Limits, ReplyKind, ReplyScanner, Request, encode, parse_int};
-use crate::router::key_slot;
 
 /// One per-slot piece of a split request.
 #[derive(Debug, Clone)]
@@ -22,40 +21,56 @@ pub struct Part {
     pub key_indexes: SmallVec<[u32; 8]>,
 }
 
-/// Splits `req`, whose keys are at `keys` (each followed by `step - 1` value arguments), into one
-/// request per distinct slot, in the order slots first appear.
-pub fn split(req: &Request, keys: &[u32], step: u8) -> Vec<Part> {
+/// Splits `req`, whose keys are at `keys` (each followed by `step - 1` value arguments) and hash
+/// to `slots` (as [`crate::command::key_slots`] gives them), into one request per distinct slot,
+/// in the order slots first appear. The parts are written into one buffer and split off it, so
+/// a split costs two allocations for its frames, however many slots it spans.
+pub fn split(req: &Request, keys: &[u32], slots: &[u16], step: u8) -> Vec<Part> {
     let step = u32::from(step.max(1));
-    let mut groups: Vec<(u16, SmallVec<[u32; 8]>)> = Vec::new();
-    for (i, &k) in keys.iter().enumerate() {
-        let slot = key_slot(req.arg(k as usize).unwrap_or_default());
-        match groups.iter_mut().find(|(s, _)| *s == slot) {
-            Some((_, v)) => v.push(i as u32),
-            None => groups.push((slot, SmallVec::from_slice(&[i as u32]))),
+    let mut parts: Vec<Part> = Vec::new();
+    for (i, &slot) in slots.iter().enumerate() {
+        match parts.iter_mut().find(|p| p.slot == slot) {
+            Some(p) => p.key_indexes.push(i as u32),
+            None => parts.push(Part {
+                slot,
+                request: Bytes::new(),
+                key_indexes: SmallVec::from_slice(&[i as u32]),
+            }),
         }
     }
     let name = req.arg_wire(0).unwrap_or_default();
-    groups
-        .into_iter()
-        .map(|(slot, key_indexes)| {
-            let mut buf = BytesMut::new();
-            encode::array_header(&mut buf, 1 + key_indexes.len() * step as usize);
-            buf.put_slice(name);
-            for &ki in &key_indexes {
-                let Some(&pos) = keys.get(ki as usize) else {
-                    continue;
-                };
-                for j in 0..step {
-                    buf.put_slice(req.arg_wire((pos + j) as usize).unwrap_or_default());
-                }
-            }
-            Part {
-                slot,
-                request: buf.freeze(),
-                key_indexes,
-            }
+    let wire = |ki: u32| {
+        let pos = keys.get(ki as usize).copied();
+        (0..step).map(move |j| {
+            pos.and_then(|p| req.arg_wire((p + j) as usize))
+                .unwrap_or_default()
         })
-        .collect()
+    };
+    // Each part: an array header of at most 23 bytes, the name, its keys' arguments.
+    let total: usize = parts
+        .iter()
+        .map(|p| {
+            let args: usize = p
+                .key_indexes
+                .iter()
+                .flat_map(|&ki| wire(ki))
+                .map(<[u8]>::len)
+                .sum();
+            23 + name.len() + args
+        })
+        .sum();
+    let mut buf = BytesMut::with_capacity(total);
+    for p in &mut parts {
+        encode::array_header(&mut buf, 1 + p.key_indexes.len() * step as usize);
+        buf.put_slice(name);
+        for &ki in &p.key_indexes {
+            for a in wire(ki) {
+                buf.put_slice(a);
+            }
+        }
+        p.request = buf.split().freeze();
+    }
+    parts
 }
 
 fn first_error(replies: &[Bytes]) -> Option<&Bytes> {
@@ -338,43 +353,57 @@ fn merge_all_exist(replies: &[Bytes], out: &mut BytesMut) {
 }
 
 fn merge_ordered(parts: &[Part], replies: &[Bytes], total_keys: usize, out: &mut BytesMut) {
-    let mut slots: Vec<Option<Bytes>> = vec![None; total_keys];
-    for (part, reply) in parts.iter().zip(replies) {
-        let Some(elems) = array_elements(reply) else {
-            return unexpected(out, "an array");
-        };
-        if elems.len() != part.key_indexes.len() {
-            return unexpected(out, "an array");
-        }
-        for (e, &ki) in elems.into_iter().zip(&part.key_indexes) {
-            if let Some(s) = slots.get_mut(ki as usize) {
-                *s = Some(e);
+    // Where each key's element is: (reply index, start, end); found without copying any.
+    let mut found: SmallVec<[(u32, u32, u32); 16]> =
+        SmallVec::from_elem((u32::MAX, 0, 0), total_keys);
+    let mut bytes = 0usize;
+    for (r, (part, reply)) in parts.iter().zip(replies).enumerate() {
+        let mut keys = part.key_indexes.iter();
+        let mut extra = false;
+        let whole = each_element(reply, |start, end| {
+            match keys.next().and_then(|&ki| found.get_mut(ki as usize)) {
+                Some(slot) => *slot = (r as u32, start as u32, end as u32),
+                None => extra = true,
             }
+            bytes += end - start;
+        });
+        if whole.is_none() || extra || keys.next().is_some() {
+            return unexpected(out, "an array");
         }
     }
+    out.reserve(bytes + 23);
     encode::array_header(out, total_keys);
-    for s in slots {
-        match s {
-            Some(e) => out.put_slice(&e),
+    for &(r, start, end) in &found {
+        match replies
+            .get(r as usize)
+            .and_then(|reply| reply.get(start as usize..end as usize))
+        {
+            Some(e) => out.put_slice(e),
             None => return unexpected(out, "an array"),
         }
     }
 }
 
-/// The elements of a RESP array reply, each as its own slice.
-fn array_elements(reply: &Bytes) -> Option<Vec<Bytes>> {
+/// Calls `f` with the byte range of each element of the RESP array `reply`; the number of
+/// elements, or `None` when `reply` is not a whole array.
+fn each_element(reply: &[u8], mut f: impl FnMut(usize, usize)) -> Option<usize> {
     let body = reply.strip_prefix(b"*")?;
     let cr = body.iter().position(|&b| b == b'\r')?;
-    let n = parse_int(body.get(..cr)?)?;
+    let n = usize::try_from(parse_int(body.get(..cr)?)?).ok()?;
     let mut off = 1 + cr + 2;
-    let mut out = Vec::with_capacity(usize::try_from(n).ok()?);
     let mut scanner = ReplyScanner::new(Limits::default());
     for _ in 0..n {
-        let rest = reply.get(off..)?;
-        let len = scanner.scan(rest).ok()??;
-        out.push(reply.slice(off..off + len));
+        let len = scanner.scan(reply.get(off..)?).ok()??;
+        f(off, off + len);
         off += len;
     }
+    Some(n)
+}
+
+/// The elements of a RESP array reply, each as its own slice.
+fn array_elements(reply: &Bytes) -> Option<Vec<Bytes>> {
+    let mut out = Vec::new();
+    each_element(reply, |start, end| out.push(reply.slice(start..end)))?;
     Some(out)
 }
 
@@ -476,10 +505,17 @@ pub fn bulk_text(reply: &[u8]) -> Option<String> {
 mod tests {
     use super::*;
 
+    /// [`split`] with the keys' slots computed as the session computes them.
+    fn split_all(req: &Request, keys: &[u32], step: u8) -> Vec<Part> {
+        let mut slots = crate::command::KeySlots::new();
+        let _ = crate::command::key_slots(req, keys, &mut slots);
+        split(req, keys, &slots, step)
+    }
+
     #[test]
     fn should_split_per_slot_keeping_values_with_their_keys() {
         let req = Request::from_args(&["MSET", "foo", "1", "bar", "2", "{foo}x", "3"]);
-        let parts = split(&req, &[1, 3, 5], 2);
+        let parts = split_all(&req, &[1, 3, 5], 2);
         assert_eq!(parts.len(), 2);
         assert_eq!(
             &parts[0].request[..],
@@ -495,7 +531,7 @@ mod tests {
     #[test]
     fn should_merge_mget_in_original_key_order() {
         let req = Request::from_args(&["MGET", "foo", "bar", "{foo}x"]);
-        let parts = split(&req, &[1, 2, 3], 1);
+        let parts = split_all(&req, &[1, 2, 3], 1);
         let replies = [
             Bytes::from_static(b"*2\r\n$1\r\na\r\n$-1\r\n"),
             Bytes::from_static(b"*1\r\n$1\r\nb\r\n"),
@@ -575,7 +611,7 @@ mod tests {
     #[test]
     fn should_answer_an_error_for_a_malformed_part() {
         let req = Request::from_args(&["MGET", "foo", "bar"]);
-        let parts = split(&req, &[1, 2], 1);
+        let parts = split_all(&req, &[1, 2], 1);
         let mut out = BytesMut::new();
         merge(
             Merge::Ordered,

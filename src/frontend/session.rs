@@ -634,15 +634,16 @@ impl Session {
                 }
                 let mut keys = KeyPositions::new();
                 command::key_positions(entry.spec, &req, &mut keys);
-                match command::common_slot(&req, &keys) {
+                let mut slots = command::KeySlots::new();
+                match command::key_slots(&req, &keys, &mut slots) {
                     Ok(slot) => self.send_single(req.into_raw(), slot),
-                    Err(r) => match entry.route {
+                    Err(command::CrossSlot) => match entry.route {
                         Route::Split { merge, step }
                             if self.ctx.config.multi_key == MultiKeyPolicy::Split =>
                         {
-                            self.send_split(&req, &keys, merge, step)
+                            self.send_split(&req, &keys, &slots, merge, step)
                         }
-                        _ => self.reject(r),
+                        _ => self.reject(command::cross_slot(&slots)),
                     },
                 }
             }
@@ -1045,9 +1046,9 @@ impl Session {
             .ok_or_else(|| crate::error::BackendError::Lost(node.addr().clone()))
     }
 
-    fn send_split(&mut self, req: &Request, keys: &[u32], merge: Merge, step: u8) {
+    fn send_split(&mut self, req: &Request, keys: &[u32], slots: &[u16], merge: Merge, step: u8) {
         let seq = self.next_seq();
-        let split = multi::split(req, keys, step);
+        let split = multi::split(req, keys, slots, step);
         if split.len() > (1 << PART_BITS) {
             return self.push_error("ERR slotgate: too many slots in one request");
         }
@@ -1055,7 +1056,7 @@ impl Session {
             .iter()
             .map(|p| PartState::new(p.request.clone(), Some(p.slot), None))
             .collect();
-        let sends: Vec<(u16, Bytes)> = split.iter().map(|p| (p.slot, p.request.clone())).collect();
+        let n = parts.len();
         self.push_waiting(
             Combine::Split {
                 merge,
@@ -1064,8 +1065,15 @@ impl Session {
             },
             parts,
         );
-        for (i, (slot, frame)) in sends.into_iter().enumerate() {
-            match self.route(Some(slot)) {
+        for i in 0..n {
+            let Some(SlotState::Waiting { parts, .. }) = self.queue.back() else {
+                return;
+            };
+            let Some(part) = parts.get(i) else {
+                return;
+            };
+            let (slot, frame) = (part.slot, part.request.clone());
+            match self.route(slot) {
                 Some(node) => self.send_to(&node, tag(seq, i), frame, false, SHARED),
                 None => self.fail_part(tag(seq, i), "CLUSTERDOWN Hash slot not served"),
             }

@@ -14,28 +14,36 @@ pub enum Proto {
     Resp3,
 }
 
+/// `<prefix><n>\r\n`, built right to left in a stack buffer and appended with one copy.
 fn int_line(buf: &mut BytesMut, prefix: u8, n: i64) {
-    let mut tmp = [0u8; 20];
-    let mut i = tmp.len();
-    let neg = n < 0;
+    // Prefix, sign, 20 digits at most (u64::MAX), CRLF.
+    // The positions written never pass the front: every get_mut succeeds.
+    let mut tmp = [0u8; 24];
+    let mut i = tmp.len() - 2;
+    if let Some(crlf) = tmp.get_mut(i..) {
+        crlf.copy_from_slice(b"\r\n");
+    }
+    let mut put = |i: usize, b: u8| {
+        if let Some(slot) = tmp.get_mut(i) {
+            *slot = b;
+        }
+    };
     let mut v = n.unsigned_abs();
     loop {
         i -= 1;
-        if let Some(slot) = tmp.get_mut(i) {
-            *slot = b'0' + (v % 10) as u8;
-        }
+        put(i, b'0' + (v % 10) as u8);
         v /= 10;
         if v == 0 {
             break;
         }
     }
-    buf.reserve(24);
-    buf.put_u8(prefix);
-    if neg {
-        buf.put_u8(b'-');
+    if n < 0 {
+        i -= 1;
+        put(i, b'-');
     }
-    buf.put_slice(tmp.get(i..).unwrap_or_default());
-    buf.put_slice(b"\r\n");
+    i -= 1;
+    put(i, prefix);
+    buf.extend_from_slice(tmp.get(i..).unwrap_or_default());
 }
 
 pub fn array_header(buf: &mut BytesMut, n: usize) {
