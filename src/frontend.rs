@@ -6,6 +6,7 @@
 //! `frontend/local.rs`.
 
 pub mod clients;
+pub mod host;
 pub mod io_signal;
 pub mod local;
 pub mod scripts;
@@ -121,13 +122,17 @@ enum Handoff {
     Moved(std::net::TcpStream),
 }
 
-/// Accepts clients until `shutdown`, one session task each, tracked by `tracker` for drain.
+/// Accepts clients until `shutdown`, one session each, run by its worker's session host and
+/// tracked by `tracker` for drain.
 pub async fn serve(
     listener: TcpListener,
     ctx: Arc<Context>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
+    let hosts: Vec<host::SessionHost> = (0..ctx.workers.len())
+        .map(|i| host::SessionHost::start(&ctx.workers, i))
+        .collect();
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -205,6 +210,14 @@ pub async fn serve(
             debug!("client gone");
         }
         .instrument(info_span!("session", id, %peer));
-        tracker.spawn_on(session, ctx.workers.handle(worker));
+        let started = hosts
+            .get(worker)
+            .is_some_and(|h| h.run(tracker.track_future(session)));
+        if !started {
+            warn!(%peer, worker, "cannot hand the client to its worker: the worker has stopped");
+            ctx.stats
+                .connections_current
+                .fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
