@@ -1590,7 +1590,8 @@ impl Session {
     /// Whether the replies in `out` may wait for the next one, to reach the client in one
     /// write with it: they and the next reply answer requests the client sent in one write, the
     /// next reply is a backend round trip away on a shared connection (not a blocking command,
-    /// not a timer), the client is not subscribed (messages are never held), and little waits.
+    /// not a retry after TRYAGAIN or a redirect, which may wait for a timer), the client is not
+    /// subscribed (messages are never held), and little waits.
     /// A client that sent a pipeline reads it whole anyway; one write instead of one per node
     /// saves it and slotgate a wake and a syscall per piece.
     fn hold_output(&self) -> bool {
@@ -1599,7 +1600,9 @@ impl Session {
             && self.out.len() < HOLD_BYTES
             && self.burst_starts.front() != Some(&self.base)
             && match self.queue.front() {
-                Some(SlotState::Waiting { parts, .. }) => parts.iter().all(|p| !p.private),
+                Some(SlotState::Waiting { parts, .. }) => parts
+                    .iter()
+                    .all(|p| !p.private && p.retries == 0 && p.redirects == 0),
                 _ => false,
             }
             && !self.subscribed()
