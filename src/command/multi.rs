@@ -46,19 +46,9 @@ pub fn split(req: &Request, keys: &[u32], slots: &[u16], step: u8) -> Vec<Part> 
                 .unwrap_or_default()
         })
     };
-    // Each part: an array header of at most 23 bytes, the name, its keys' arguments.
-    let total: usize = parts
-        .iter()
-        .map(|p| {
-            let args: usize = p
-                .key_indexes
-                .iter()
-                .flat_map(|&ki| wire(ki))
-                .map(<[u8]>::len)
-                .sum();
-            23 + name.len() + args
-        })
-        .sum();
+    // Every argument goes to exactly one part, so the parts together hold at most the request
+    // plus, per part, an array header (23 bytes at most) and the name.
+    let total = req.raw().len() + parts.len() * (23 + name.len());
     let mut buf = BytesMut::with_capacity(total);
     for p in &mut parts {
         encode::array_header(&mut buf, 1 + p.key_indexes.len() * step as usize);

@@ -1056,7 +1056,14 @@ impl Session {
             .iter()
             .map(|p| PartState::new(p.request.clone(), Some(p.slot), None))
             .collect();
-        let n = parts.len();
+        // Sent before the queue place is taken: shared sends wait in the outbox and failures
+        // come back through the reply queue, so no reply can arrive before the place exists.
+        for (i, p) in split.iter().enumerate() {
+            match self.route(Some(p.slot)) {
+                Some(node) => self.send_to(&node, tag(seq, i), p.request.clone(), false, SHARED),
+                None => self.fail_part(tag(seq, i), "CLUSTERDOWN Hash slot not served"),
+            }
+        }
         self.push_waiting(
             Combine::Split {
                 merge,
@@ -1065,19 +1072,6 @@ impl Session {
             },
             parts,
         );
-        for i in 0..n {
-            let Some(SlotState::Waiting { parts, .. }) = self.queue.back() else {
-                return;
-            };
-            let Some(part) = parts.get(i) else {
-                return;
-            };
-            let (slot, frame) = (part.slot, part.request.clone());
-            match self.route(slot) {
-                Some(node) => self.send_to(&node, tag(seq, i), frame, false, SHARED),
-                None => self.fail_part(tag(seq, i), "CLUSTERDOWN Hash slot not served"),
-            }
-        }
     }
 
     fn send_all_masters(&mut self, frame: Bytes, merge: Merge) {
