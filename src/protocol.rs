@@ -185,13 +185,18 @@ mod tests {
 /// two-digit lengths, nearly every length on the request path, are matched without a loop.
 #[inline(always)]
 pub(crate) fn short_len(buf: &[u8], at: usize) -> Option<(usize, usize)> {
-    match buf.get(at..)? {
-        [d @ b'0'..=b'9', b'\r', b'\n', ..] => Some((usize::from(d - b'0'), at + 3)),
-        [d1 @ b'1'..=b'9', d2 @ b'0'..=b'9', b'\r', b'\n', ..] => {
-            Some((usize::from(d1 - b'0') * 10 + usize::from(d2 - b'0'), at + 4))
+    // Four bytes read as one word: `d\r\n?` or `dd\r\n`.
+    if let Some(&[b0, b1, b2, b3]) = buf.get(at..at.wrapping_add(4)) {
+        let d0 = b0.wrapping_sub(b'0');
+        let d1 = b1.wrapping_sub(b'0');
+        if d0 < 10 && b1 == b'\r' && b2 == b'\n' {
+            return Some((usize::from(d0), at + 3));
         }
-        bytes => short_len_loop(bytes, at),
+        if (1..10).contains(&d0) && d1 < 10 && b2 == b'\r' && b3 == b'\n' {
+            return Some((usize::from(d0) * 10 + usize::from(d1), at + 4));
+        }
     }
+    short_len_loop(buf.get(at..)?, at)
 }
 
 fn short_len_loop(bytes: &[u8], at: usize) -> Option<(usize, usize)> {

@@ -437,9 +437,7 @@ async fn serve(
                         }
                         match inflight.pop_front() {
                             Some(Pending::Reply(to, sent)) => {
-                                tel.node.observe(std::time::Duration::from_nanos(
-                                    now_ticks.saturating_sub(sent),
-                                ));
+                                tel.node.observe_nanos(now_ticks.saturating_sub(sent));
                                 deliveries.push(to, Ok(reply));
                             }
                             Some(Pending::Skip) => {}

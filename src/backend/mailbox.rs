@@ -151,24 +151,21 @@ impl<T> Sender<T> {
         bound: usize,
         put: impl FnOnce(&mut Vec<T>),
     ) -> Result<(), SendError<()>> {
-        let waker = {
-            let mut s = self.shared.lock();
-            if s.closed {
-                return Err(SendError::Closed(()));
+        let mut s = self.shared.lock();
+        if s.closed {
+            return Err(SendError::Closed(()));
+        }
+        if s.items.len().saturating_add(n) > bound {
+            return Err(SendError::Full(()));
+        }
+        put(&mut s.items);
+        if self.shared.parked.load(Ordering::Relaxed) {
+            self.shared.parked.store(false, Ordering::Release);
+            // Woken under the lock, by reference: no waker clone per send. A wake only
+            // schedules the task (it never polls it here), so nothing can re-enter this lock.
+            if let Some(w) = &s.waker {
+                w.wake_by_ref();
             }
-            if s.items.len().saturating_add(n) > bound {
-                return Err(SendError::Full(()));
-            }
-            put(&mut s.items);
-            if self.shared.parked.load(Ordering::Relaxed) {
-                self.shared.parked.store(false, Ordering::Release);
-                s.waker.clone()
-            } else {
-                None
-            }
-        };
-        if let Some(w) = waker {
-            w.wake();
         }
         Ok(())
     }

@@ -1239,11 +1239,18 @@ impl Session {
         let action;
         {
             let Some(SlotState::Waiting {
-                parts, remaining, ..
+                combine,
+                parts,
+                remaining,
+                cmd,
+                ..
             }) = self.queue.get_mut(idx as usize)
             else {
                 return;
             };
+            // A one-part command whose latency nobody records is answered by its reply as it
+            // stands (nothing to merge or time).
+            let whole = cmd.is_none() && parts.len() == 1 && matches!(combine, Combine::Single);
             let Some(part) = parts.get_mut(part_idx) else {
                 return;
             };
@@ -1267,6 +1274,9 @@ impl Session {
             };
             if reply.first() != Some(&b'-') {
                 // The usual reply: not an error, so neither a redirect nor NOSCRIPT.
+                if whole {
+                    return self.answer(idx as usize, reply);
+                }
                 part.reply = Some(reply);
                 *remaining -= 1;
                 return self.complete_if_done(idx as usize);
@@ -1494,9 +1504,7 @@ impl Session {
                 c.errors.increment(1);
             }
         }
-        if let Some(slot) = self.queue.get_mut(idx) {
-            *slot = SlotState::Ready(done);
-        }
+        self.answer(idx, done);
     }
 
     /// The merged reply of a split or fan-out request whose parts have all answered.
@@ -1570,15 +1578,32 @@ impl Session {
     /// Moves every finished reply at the front of the queue into the output buffer.
     fn collect_ready(&mut self) {
         while let Some(SlotState::Ready(_)) = self.queue.front() {
-            if self.burst_starts.front() == Some(&self.base) {
-                self.burst_starts.pop_front();
-                self.out_mixed |= !self.out.is_empty();
-            }
             if let Some(SlotState::Ready(b)) = self.queue.pop_front() {
-                self.out.extend_from_slice(&b);
+                self.emit_front(&b);
             }
-            self.base += 1;
         }
+    }
+
+    /// The final reply of queue entry `idx`: straight to the output when the entry is the
+    /// oldest (the usual case: one request in flight, or replies arriving in order), else kept
+    /// in its place until the ones before it are answered.
+    fn answer(&mut self, idx: usize, reply: Bytes) {
+        if idx == 0 {
+            self.queue.pop_front();
+            self.emit_front(&reply);
+        } else if let Some(slot) = self.queue.get_mut(idx) {
+            *slot = SlotState::Ready(reply);
+        }
+    }
+
+    /// Appends the reply of the entry just taken off the front of the queue to the output.
+    fn emit_front(&mut self, reply: &[u8]) {
+        if self.burst_starts.front() == Some(&self.base) {
+            self.burst_starts.pop_front();
+            self.out_mixed |= !self.out.is_empty();
+        }
+        self.out.extend_from_slice(reply);
+        self.base += 1;
     }
 
     /// Whether the replies in `out` may wait for the next one, to reach the client in one
