@@ -18,16 +18,14 @@ pub fn hash_tag(key: &[u8]) -> &[u8] {
     key
 }
 
-/// CRC16/XMODEM lookup tables. `one` is the direct (one lookup per byte) table, as Redis'
-/// `crc16tab`: entry `i` is the CRC of the single byte `i`, which is what the crc16 crate
-/// computes for it (the crate's own `calculate` runs the augmented form, about three times the
-/// instructions per key). `two` advances the CRC over two bytes with two independent lookups
-/// ("slicing by 2"): because the CRC is linear, two steps `crc -> (crc << 8) ^ one[(crc >> 8) ^
-/// b]` equal `two[(crc >> 8) ^ b0] ^ one[(crc & 0xff) ^ b1]` with `two[x] = (one[x] << 8) ^
-/// one[one[x] >> 8]`.
+/// CRC16/XMODEM lookup tables for "slicing by 8". `t[0]` is the direct table, as Redis'
+/// `crc16tab`: entry `v` is the CRC of the single byte `v`, which is what the crc16 crate computes
+/// for it (the crate's own `calculate` runs the augmented form, about three times the
+/// instructions per key). `t[k][v]` is the CRC of byte `v` followed by `k` zero bytes. Because
+/// the CRC is linear, eight bytes `b0..b7` advance `crc` to `t[7][b0 ^ crc >> 8] ^ t[6][b1 ^ crc
+/// & 0xff] ^ t[5][b2] ^ ... ^ t[0][b7]`: eight independent lookups instead of a chain of eight.
 struct Tables {
-    one: [u16; 256],
-    two: [u16; 256],
+    t: [[u16; 256]; 8],
 }
 
 static TABLES: std::sync::LazyLock<Tables> = std::sync::LazyLock::new(|| {
@@ -35,12 +33,16 @@ static TABLES: std::sync::LazyLock<Tables> = std::sync::LazyLock::new(|| {
     for (i, e) in one.iter_mut().enumerate() {
         *e = crc16::State::<crc16::XMODEM>::calculate(&[i as u8]);
     }
-    let mut two = [0u16; 256];
-    for (e, &x) in two.iter_mut().zip(one.iter()) {
-        // `x >> 8` is below 256: the lookup always succeeds.
-        *e = (x << 8) ^ one.get(usize::from(x >> 8)).copied().unwrap_or(0);
+    let mut t = [one; 8];
+    let mut prev = one;
+    for row in t.iter_mut().skip(1) {
+        for (e, &p) in row.iter_mut().zip(prev.iter()) {
+            // One zero byte more: crc -> (crc << 8) ^ one[crc >> 8] (`p >> 8` is below 256).
+            *e = (p << 8) ^ one.get(usize::from(p >> 8)).copied().unwrap_or(0);
+        }
+        prev = *row;
     }
-    Tables { one, two }
+    Tables { t }
 });
 
 /// CRC16/XMODEM of `data`.
@@ -48,20 +50,35 @@ fn crc16_xmodem(data: &[u8]) -> u16 {
     crc16_with_from(&TABLES, 0, data)
 }
 
-/// Two bytes of CRC16/XMODEM.
+/// Table `k`'s entry for byte `b`.
 #[inline(always)]
-fn pair(t: &Tables, crc: u16, b0: u8, b1: u8) -> u16 {
-    // u8 indexes into 256 entries: never out of bounds, and the checks compile away.
-    let hi = t.two.get(usize::from((crc >> 8) as u8 ^ b0)).copied();
-    let lo = t.one.get(usize::from(crc as u8 ^ b1)).copied();
-    hi.unwrap_or(0) ^ lo.unwrap_or(0)
+fn at(t: &Tables, k: usize, b: u8) -> u16 {
+    // `k` is a constant below 8 and a u8 indexes 256 entries: the checks compile away.
+    t.t.get(k)
+        .and_then(|row| row.get(usize::from(b)))
+        .copied()
+        .unwrap_or(0)
+}
+
+/// Eight bytes (`word`, little-endian: the first byte lowest) of CRC16/XMODEM.
+#[inline(always)]
+fn eight(t: &Tables, crc: u16, word: u64) -> u16 {
+    let b = word.to_le_bytes();
+    let [b0, b1, b2, b3, b4, b5, b6, b7] = b;
+    at(t, 7, b0 ^ (crc >> 8) as u8)
+        ^ at(t, 6, b1 ^ crc as u8)
+        ^ at(t, 5, b2)
+        ^ at(t, 4, b3)
+        ^ at(t, 3, b4)
+        ^ at(t, 2, b5)
+        ^ at(t, 1, b6)
+        ^ at(t, 0, b7)
 }
 
 /// One byte of CRC16/XMODEM.
 #[inline(always)]
 fn step(t: &Tables, crc: u16, b: u8) -> u16 {
-    let x = t.one.get(usize::from((crc >> 8) as u8 ^ b)).copied();
-    (crc << 8) ^ x.unwrap_or(0)
+    (crc << 8) ^ at(t, 0, (crc >> 8) as u8 ^ b)
 }
 
 /// Whether any of the 8 bytes in `word` is `{` (the classic "has a zero byte" test on `word`
@@ -73,9 +90,9 @@ fn has_open_brace(word: u64) -> bool {
     (x.wrapping_sub(ONES) & !x & (ONES << 7)) != 0
 }
 
-/// The cluster slot of `key`. One pass for the usual key: the CRC runs two bytes a step while
-/// a `{` is looked for eight bytes at a time, and only a key that has one is hashed again by
-/// its tag.
+/// The cluster slot of `key`. One pass for the usual key: the CRC runs eight bytes a step while
+/// a `{` is looked for in the same eight, and only a key that has one is hashed again by its
+/// tag.
 pub fn key_slot(key: &[u8]) -> u16 {
     let t: &Tables = &TABLES;
     let mut crc = 0u16;
@@ -84,15 +101,12 @@ pub fn key_slot(key: &[u8]) -> u16 {
     for w in words {
         let v = u64::from_le_bytes(*w);
         brace |= has_open_brace(v);
-        crc = pair(t, crc, v as u8, (v >> 8) as u8);
-        crc = pair(t, crc, (v >> 16) as u8, (v >> 24) as u8);
-        crc = pair(t, crc, (v >> 32) as u8, (v >> 40) as u8);
-        crc = pair(t, crc, (v >> 48) as u8, (v >> 56) as u8);
+        crc = eight(t, crc, v);
     }
     for &b in rest {
         brace |= b == b'{';
+        crc = step(t, crc, b);
     }
-    crc = crc16_with_from(t, crc, rest);
     if brace {
         crc16_xmodem(hash_tag(key)) & 0x3FFF
     } else {
@@ -102,9 +116,9 @@ pub fn key_slot(key: &[u8]) -> u16 {
 
 /// `crc` advanced over `data`.
 fn crc16_with_from(t: &Tables, mut crc: u16, data: &[u8]) -> u16 {
-    let (pairs, rest) = data.as_chunks::<2>();
-    for &[b0, b1] in pairs {
-        crc = pair(t, crc, b0, b1);
+    let (words, rest) = data.as_chunks::<8>();
+    for w in words {
+        crc = eight(t, crc, u64::from_le_bytes(*w));
     }
     for &b in rest {
         crc = step(t, crc, b);
