@@ -183,6 +183,16 @@ struct Session {
 }
 
 const PART_BITS: u32 = 16;
+const PART_MASK: u64 = (1 << PART_BITS) - 1;
+/// Tags from here up name no queue place (pushes, kills, shard channels...); every other tag is
+/// a sequence number and a part.
+const FIRST_SPECIAL_TAG: u64 = u64::MAX - (1 << 32);
+const _: () = assert!(
+    PUSH >= FIRST_SPECIAL_TAG
+        && RESUBSCRIBE >= FIRST_SPECIAL_TAG
+        && super::clients::KILL >= FIRST_SPECIAL_TAG
+        && ShardChannels::FIRST_TAG >= FIRST_SPECIAL_TAG
+);
 /// A tag no queue place has: replies to it (an UNWATCH after DISCARD) are dropped.
 const FORGET: u64 = u64::MAX;
 /// The tag of every frame the subscriber connection reads.
@@ -453,6 +463,7 @@ impl Session {
     fn dispatch_buffered(&mut self, rbuf: &mut BytesMut, max_pipeline: usize) -> bool {
         let mut batch = std::mem::take(&mut self.batch);
         let mut more = false;
+        let mut commands = 0u64;
         while !self.client.closing {
             let room = max_pipeline.saturating_sub(self.queue.len());
             if room == 0 {
@@ -467,6 +478,7 @@ impl Session {
                         if self.client.closing {
                             break;
                         }
+                        commands += 1;
                         self.dispatch(req);
                     }
                     if rbuf.is_empty() {
@@ -481,6 +493,11 @@ impl Session {
             }
         }
         self.batch = batch;
+        // One shared-counter update per read, not per command.
+        self.ctx
+            .stats
+            .commands
+            .fetch_add(commands, Ordering::Relaxed);
         more
     }
 
@@ -530,7 +547,6 @@ impl Session {
     }
 
     fn dispatch(&mut self, req: Request) {
-        self.ctx.stats.commands.fetch_add(1, Ordering::Relaxed);
         let table = self.ctx.table;
         let entry = match self.last_lookup.lookup(table, &req) {
             Ok(e) => {
@@ -1201,6 +1217,38 @@ impl Session {
     }
 
     fn on_reply(&mut self, r: BackendReply) {
+        // The usual reply first: a plain answer (not an error, so no redirect) to a one-part
+        // request whose latency nobody records goes out as it stands.
+        let idx = (r.tag >> PART_BITS).wrapping_sub(self.base) as usize;
+        match r.result {
+            Ok(reply)
+                if r.tag < FIRST_SPECIAL_TAG
+                    && r.tag & PART_MASK == 0
+                    && reply.first() != Some(&b'-')
+                    && self.is_whole(idx) =>
+            {
+                self.answer(idx, reply)
+            }
+            result => self.on_reply_slow(BackendReply { tag: r.tag, result }),
+        }
+    }
+
+    /// Whether queue entry `idx` is a one-part request without metrics, still waiting: its
+    /// reply is its answer.
+    #[inline(always)]
+    fn is_whole(&self, idx: usize) -> bool {
+        matches!(
+            self.queue.get(idx),
+            Some(SlotState::Waiting {
+                combine: Combine::Single,
+                parts,
+                cmd: None,
+                ..
+            }) if parts.len() == 1
+        )
+    }
+
+    fn on_reply_slow(&mut self, r: BackendReply) {
         if ShardChannels::owns_tag(r.tag) {
             return self.on_shard_push(r.tag, r.result);
         }

@@ -122,6 +122,9 @@ fn frame(proto: Proto, kind: &[u8], name: Option<&[u8]>, count: usize) -> Bytes 
 
 impl ShardChannels {
     /// Whether `tag` belongs to a shard subscriber connection.
+    /// The lowest tag this module hands out.
+    pub const FIRST_TAG: u64 = BASE;
+
     pub fn owns_tag(tag: u64) -> bool {
         (BASE..BASE + SPAN).contains(&tag)
     }
