@@ -41,8 +41,8 @@ fn every_config_in_conf_is_valid() {
 
 #[test]
 fn bad_configs_and_unreachable_seeds_fail_with_clear_errors() {
-    let dir = std::env::temp_dir().join(format!("slotgate-conf-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let guard = TempDir::new(format!("slotgate-conf-{}", std::process::id()));
+    let dir = guard.0.clone();
     let bad = dir.join("bad.toml");
     std::fs::write(&bad, "seeds = [\"127.0.0.1:7000\"]\nlisten_port = 1\n").unwrap();
     let (ok, text) = slotgate(&["--check-config", bad.to_str().unwrap()]);
@@ -79,11 +79,27 @@ fn bad_configs_and_unreachable_seeds_fail_with_clear_errors() {
     let addr = taken.local_addr().unwrap().to_string();
     let (ok, text) = slotgate(&["--listen", &addr, "--seed", &seed]);
     assert!(!ok && text.contains("cannot listen on"), "{text}");
-    let _ = std::fs::remove_dir_all(&dir);
     let (ok, text) = slotgate(&["--help"]);
     assert!(
         ok && text.contains("--seed")
             && text.contains("--check-config")
             && text.contains("--multi-key")
     );
+}
+
+/// A directory in the temporary directory, removed when dropped (even when the test fails).
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(name: String) -> Self {
+        let dir = std::env::temp_dir().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
