@@ -734,15 +734,37 @@ impl Session {
 
     fn send_single_via(&mut self, frame: Bytes, slot: Option<u16>, via: Via) {
         let seq = self.next_seq();
-        let node = self.route(slot);
         let mut part = PartState::new(frame.clone(), slot, None);
         part.private = via.private;
         part.skip = via.skip;
         let mut parts = SmallVec::new();
         parts.push(part);
         self.push_waiting(Combine::Single, parts);
-        match node {
-            Some(n) => self.send_to(&n, tag(seq, 0), frame, false, via),
+        if via.private {
+            return match self.route(slot) {
+                Some(n) => self.send_to(&n, tag(seq, 0), frame, false, via),
+                None => self.fail_part(tag(seq, 0), "CLUSTERDOWN Hash slot not served"),
+            };
+        }
+        // The usual path: into the outbox, the node borrowed from the topology snapshot (a
+        // reference is taken only when the outbox first meets the node).
+        let master = pick_master(self.topo.load(), slot, self.client.id);
+        match master {
+            Some(node) => queue_shared(
+                &mut self.outbox,
+                &mut self.outbox_dirty,
+                node,
+                self.client.proto,
+                BackendRequest {
+                    frame,
+                    asking: false,
+                    skip: via.skip,
+                    reply_to: ReplyTo {
+                        tx: self.tx.clone(),
+                        tag: tag(seq, 0),
+                    },
+                },
+            ),
             None => self.fail_part(tag(seq, 0), "CLUSTERDOWN Hash slot not served"),
         }
     }
@@ -1175,19 +1197,7 @@ impl Session {
 
     /// The master for `slot`, or a master chosen by client id for keyless requests.
     fn route(&mut self, slot: Option<u16>) -> Option<Arc<Node>> {
-        let topo = self.topo.load();
-        match slot {
-            Some(s) => topo.master_for_slot(s).cloned(),
-            None => {
-                let masters = topo.masters();
-                if masters.is_empty() {
-                    return None;
-                }
-                masters
-                    .get((self.client.id % masters.len() as u64) as usize)
-                    .cloned()
-            }
-        }
+        pick_master(self.topo.load(), slot, self.client.id).cloned()
     }
 
     fn send_to(&mut self, node: &Arc<Node>, tag: u64, frame: Bytes, asking: bool, via: Via) {
@@ -1201,18 +1211,8 @@ impl Session {
             },
         };
         if !via.private {
-            // Held until the end of this round, so that requests for one node leave together.
             let proto = self.client.proto;
-            let pos = self
-                .outbox
-                .iter()
-                .position(|(n, p, _)| Arc::ptr_eq(n, node) && *p == proto);
-            match pos.and_then(|i| self.outbox.get_mut(i)) {
-                Some((_, _, reqs)) => reqs.push(req),
-                None => self.outbox.push((node.clone(), proto, vec![req])),
-            }
-            self.outbox_dirty = true;
-            return;
+            return queue_shared(&mut self.outbox, &mut self.outbox_dirty, node, proto, req);
         }
         match self.private_link(node) {
             Ok(link) => link.send(req),
@@ -1730,6 +1730,39 @@ impl Session {
             }
             && !self.subscribed()
     }
+}
+
+/// The master for `slot`, or for keyless requests one chosen by the client's id.
+fn pick_master(topo: &Topology, slot: Option<u16>, client: u64) -> Option<&Arc<Node>> {
+    match slot {
+        Some(s) => topo.master_for_slot(s),
+        None => {
+            let masters = topo.masters();
+            if masters.is_empty() {
+                return None;
+            }
+            masters.get((client % masters.len() as u64) as usize)
+        }
+    }
+}
+
+/// Holds `req` for `node`'s shared connection until the end of the session's round, so that
+/// requests for one node leave together.
+fn queue_shared(
+    outbox: &mut Vec<(Arc<Node>, encode::Proto, Vec<BackendRequest>)>,
+    dirty: &mut bool,
+    node: &Arc<Node>,
+    proto: encode::Proto,
+    req: BackendRequest,
+) {
+    let pos = outbox
+        .iter()
+        .position(|(n, p, _)| Arc::ptr_eq(n, node) && *p == proto);
+    match pos.and_then(|i| outbox.get_mut(i)) {
+        Some((_, _, reqs)) => reqs.push(req),
+        None => outbox.push((node.clone(), proto, vec![req])),
+    }
+    *dirty = true;
 }
 
 /// For an EVALSHA/EVALSHA_RO `request` whose script slotgate knows, the `SCRIPT LOAD` frame
