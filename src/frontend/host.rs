@@ -13,7 +13,6 @@ use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::task::Poll;
 
-use futures_util::FutureExt;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tracing::error;
 
@@ -43,12 +42,7 @@ impl SessionHost {
     /// Runs `session` on this host's worker until it ends. False when the host is gone (its
     /// worker stopped), and the session was dropped unpolled.
     pub fn run(&self, session: impl Future<Output = ()> + Send + 'static) -> bool {
-        let guarded = AssertUnwindSafe(session).catch_unwind().map(|ended| {
-            if ended.is_err() {
-                error!("a client session panicked; its client is disconnected");
-            }
-        });
-        self.tx.send(Box::pin(guarded)).is_ok()
+        self.tx.send(Box::pin(session)).is_ok()
     }
 }
 
@@ -69,7 +63,16 @@ async fn run(mut door: mailbox::Receiver<SessionFuture>) {
         }
         // Polls the woken sessions; `Pending` once none is left to poll (or after a turn long
         // enough that other tasks deserve theirs), `None` when there are no sessions at all.
-        while let Poll::Ready(Some(())) = sessions.poll_next_unpin(cx) {}
+        // A session that panics is caught here, once per turn rather than once per session poll:
+        // `FuturesUnordered` drops the future whose poll unwound and stays usable, so the turn
+        // goes on with the others.
+        loop {
+            match std::panic::catch_unwind(AssertUnwindSafe(|| sessions.poll_next_unpin(cx))) {
+                Ok(Poll::Ready(Some(()))) => {}
+                Ok(_) => break,
+                Err(_) => error!("a client session panicked; its client is disconnected"),
+            }
+        }
         if !open && sessions.is_empty() {
             Poll::Ready(())
         } else {

@@ -536,13 +536,21 @@ impl Session {
             match self.parser.parse_many(rbuf, &mut batch, room) {
                 Ok(()) if batch.is_empty() => break,
                 Ok(()) => {
-                    for req in batch.drain(..) {
-                        // After QUIT (or a fatal error) nothing more runs, as in Redis.
-                        if self.client.closing {
-                            break;
+                    if batch.len() == 1 {
+                        // One request per read (pipeline 1): taken without a drain.
+                        if let Some(req) = batch.pop() {
+                            commands += 1;
+                            self.dispatch(req);
                         }
-                        commands += 1;
-                        self.dispatch(req);
+                    } else {
+                        for req in batch.drain(..) {
+                            // After QUIT (or a fatal error) nothing more runs, as in Redis.
+                            if self.client.closing {
+                                break;
+                            }
+                            commands += 1;
+                            self.dispatch(req);
+                        }
                     }
                     if rbuf.is_empty() {
                         break;
