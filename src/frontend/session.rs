@@ -1740,6 +1740,9 @@ impl Session {
     }
 }
 
+/// Initial room of a session's request list for one node.
+const OUTBOX_START: usize = 16;
+
 /// The master for `slot`, or for keyless requests one chosen by the client's id.
 fn pick_master(topo: &Topology, slot: Option<u16>, client: u64) -> Option<&Arc<Node>> {
     match slot {
@@ -1768,7 +1771,13 @@ fn queue_shared(
         .position(|(n, p, _)| Arc::ptr_eq(n, node) && *p == proto);
     match pos.and_then(|i| outbox.get_mut(i)) {
         Some((_, _, reqs)) => reqs.push(req),
-        None => outbox.push((node.clone(), proto, vec![req])),
+        None => {
+            // Room for a round's requests: the vector later trades places with the
+            // connection's queue, and one that started at one slot would grow there.
+            let mut reqs = Vec::with_capacity(OUTBOX_START);
+            reqs.push(req);
+            outbox.push((node.clone(), proto, reqs));
+        }
     }
     *dirty = true;
 }
