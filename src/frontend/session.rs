@@ -1323,6 +1323,9 @@ impl Session {
         )
     }
 
+    /// Every other reply: subscriber frames and the session's own signals (by tag), errors
+    /// (redirects, TRYAGAIN, NOSCRIPT, lost connections), parts of split and fan-out requests,
+    /// and replies whose latency is recorded.
     fn on_reply_slow(&mut self, r: BackendReply) {
         if ShardChannels::owns_tag(r.tag) {
             return self.on_shard_push(r.tag, r.result);
