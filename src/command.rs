@@ -85,11 +85,12 @@ pub fn check_arity<'t>(entry: &'t Entry, req: &Request) -> Result<&'t Entry, Rej
 }
 
 /// The last command a session looked up, by its name as sent: pipelines repeat commands, and
-/// comparing a few bytes is cheaper than a table lookup. Containers (CLIENT, CONFIG, ...) are
-/// never cached, since their subcommand decides the entry.
+/// comparing one word is cheaper than a table lookup. Names of up to 8 bytes (GET, SET, MGET,
+/// EVALSHA, BZPOPMIN...) are remembered, packed into a word with their length. Containers
+/// (CLIENT, CONFIG, ...) never are, since their subcommand decides the entry.
 #[derive(Debug, Default)]
 pub struct LastLookup {
-    name: SmallVec<[u8; 16]>,
+    name: (u64, usize),
     entry: Option<&'static Entry>,
 }
 
@@ -100,17 +101,19 @@ impl LastLookup {
         table: &'static Table,
         req: &Request,
     ) -> Result<&'static Entry, Rejection> {
-        let name = req.arg(0).unwrap_or_default();
+        let name = req.arg_word(0);
         if let Some(e) = self.entry
-            && self.name.as_slice() == name
+            && name == Some(self.name)
         {
             return check_arity(e, req);
         }
         let e = lookup(table, req)?;
         // A subcommand's entry (`client|list`) must not be remembered under its container's name.
-        if !e.has_subcommands() && !e.spec.name.contains('|') && name.len() <= 16 {
-            self.name.clear();
-            self.name.extend_from_slice(name);
+        if let Some(name) = name
+            && !e.has_subcommands()
+            && !e.spec.name.contains('|')
+        {
+            self.name = name;
             self.entry = Some(e);
         }
         Ok(e)

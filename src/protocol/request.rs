@@ -51,6 +51,31 @@ impl Request {
         self.raw.get(a.start as usize..(a.start + a.len) as usize)
     }
 
+    /// Argument `i`, when it is at most 8 bytes long, packed into a word (its first byte lowest,
+    /// zeros above its length) with its length: two names compare as one word. A whole word is
+    /// read from the request's bytes when 8 are there, as they are after a command name (CRLF and
+    /// usually more follow it).
+    pub fn arg_word(&self, i: usize) -> Option<(u64, usize)> {
+        let a = self.args.get(i)?;
+        let (start, len) = (a.start as usize, a.len as usize);
+        if len > 8 {
+            return None;
+        }
+        let word = match self.raw.get(start..start + 8) {
+            Some(&[b0, b1, b2, b3, b4, b5, b6, b7]) => {
+                u64::from_le_bytes([b0, b1, b2, b3, b4, b5, b6, b7])
+            }
+            _ => {
+                let mut w = [0u8; 8];
+                w.get_mut(..len)?
+                    .copy_from_slice(self.raw.get(start..start + len)?);
+                u64::from_le_bytes(w)
+            }
+        };
+        let mask = u64::MAX.checked_shr(64 - 8 * len as u32).unwrap_or(0);
+        Some((word & mask, len))
+    }
+
     /// Argument `i` as its complete wire form `$<len>\r\n<data>\r\n`, for re-assembling a
     /// request from some of its arguments without re-encoding them.
     pub fn arg_wire(&self, i: usize) -> Option<&[u8]> {
@@ -507,6 +532,30 @@ mod tests {
             ]
         );
         assert_eq!(got[1], vec![b"PING".to_vec()]);
+    }
+
+    #[test]
+    fn should_pack_short_arguments_into_words_that_compare_as_the_bytes_do() {
+        let get = Request::from_args(&["GET", "some-key"]);
+        let ping = Request::from_args(&["PING"]); // fewer than 8 bytes after the name
+        let word = |r: &Request, i| r.arg_word(i);
+        assert_eq!(
+            word(&get, 0),
+            Some((u64::from_le_bytes(*b"GET\0\0\0\0\0"), 3))
+        );
+        assert_eq!(
+            word(&ping, 0),
+            Some((u64::from_le_bytes(*b"PING\0\0\0\0"), 4))
+        );
+        assert_eq!(word(&get, 1), Some((u64::from_le_bytes(*b"some-key"), 8)));
+        assert_ne!(word(&Request::from_args(&["GE", "x"]), 0), word(&get, 0));
+        assert_eq!(
+            word(&Request::from_args(&["GET", "other"]), 0),
+            word(&get, 0)
+        );
+        assert_eq!(word(&Request::from_args(&["ZRANGEBYSCORE"]), 0), None);
+        assert_eq!(word(&Request::from_args(&[""]), 0), Some((0, 0)));
+        assert_eq!(word(&get, 2), None);
     }
 
     #[test]
