@@ -763,15 +763,7 @@ impl Session {
                 &mut self.outbox_dirty,
                 node,
                 self.client.proto,
-                BackendRequest {
-                    frame,
-                    asking: false,
-                    skip: via.skip,
-                    reply_to: ReplyTo {
-                        tx: self.tx.clone(),
-                        tag: tag(seq, 0),
-                    },
-                },
+                backend_request(&self.tx, tag(seq, 0), frame, false, via.skip),
             ),
             None => self.fail_part(tag(seq, 0), "CLUSTERDOWN Hash slot not served"),
         }
@@ -1209,15 +1201,7 @@ impl Session {
     }
 
     fn send_to(&mut self, node: &Arc<Node>, tag: u64, frame: Bytes, asking: bool, via: Via) {
-        let req = BackendRequest {
-            frame,
-            asking,
-            skip: via.skip,
-            reply_to: ReplyTo {
-                tx: self.tx.clone(),
-                tag,
-            },
-        };
+        let req = backend_request(&self.tx, tag, frame, asking, via.skip);
         if !via.private {
             let proto = self.client.proto;
             return queue_shared(&mut self.outbox, &mut self.outbox_dirty, node, proto, req);
@@ -1606,23 +1590,8 @@ impl Session {
                 if !fanout.gather.keep(part_idx, reply) {
                     return;
                 }
-                let merge = fanout.merge;
                 let replies = fanout.gather.take();
-                // The node names label the text replies (KEYS-like fan-outs).
-                let nodes: SmallVec<[Arc<str>; 4]> = if matches!(merge, Merge::Text) {
-                    parts
-                        .iter()
-                        .map(|p| {
-                            p.node
-                                .as_ref()
-                                .map_or_else(|| Arc::from("?"), |n| n.addr().clone())
-                        })
-                        .collect()
-                } else {
-                    SmallVec::new()
-                };
-                let first_request = parts.first().map(|p| p.request.clone());
-                self.merge_fanout(merge, &replies, &nodes, first_request)
+                merge_fanout(&self.ctx, self.client.proto, fanout.merge, &replies, parts)
             }
         };
         // The entry is still in place: merging does not touch the queue.
@@ -1637,57 +1606,6 @@ impl Session {
             }
         }
         self.answer(idx, done);
-    }
-
-    /// The reply of a command every master answered.
-    fn merge_fanout(
-        &self,
-        merge: Merge,
-        replies: &[Bytes],
-        nodes: &[Arc<str>],
-        request: Option<Bytes>,
-    ) -> Bytes {
-        let mut b = BytesMut::new();
-        match merge {
-            Merge::Same => {
-                // SCRIPT LOAD through slotgate: remember the body, to load it again on a node
-                // that lost it (see `script_repair`).
-                if let (Some(first), Some(request)) = (replies.first(), request)
-                    && let Some(sha) = multi::bulk_text(first)
-                {
-                    let mut buf = BytesMut::from(&request[..]);
-                    if let Ok(Some(req)) =
-                        RequestParser::new(self.ctx.config.limits).parse(&mut buf)
-                        && req.arg(1).is_some_and(|a| a.eq_ignore_ascii_case(b"load"))
-                        && req
-                            .arg(0)
-                            .is_some_and(|a| a.eq_ignore_ascii_case(b"script"))
-                        && let Some(body) = req.arg(2)
-                    {
-                        self.ctx
-                            .scripts
-                            .remember(&sha, Bytes::copy_from_slice(body));
-                    }
-                }
-                multi::merge(merge, &[], replies, 0, &mut b);
-            }
-            Merge::Info => {
-                let section = local::proxy_info_section(&self.ctx);
-                match multi::merge_info(replies, &section) {
-                    Ok(text) => encode::verbatim(&mut b, self.client.proto, text.as_bytes()),
-                    Err(e) => b.extend_from_slice(&e),
-                }
-            }
-            Merge::Text => {
-                let nodes: SmallVec<[&str; 4]> = nodes.iter().map(|n| &**n).collect();
-                match multi::merge_text(replies, &nodes) {
-                    Ok(text) => encode::verbatim(&mut b, self.client.proto, text.as_bytes()),
-                    Err(e) => b.extend_from_slice(&e),
-                }
-            }
-            merge => multi::merge(merge, &[], replies, 0, &mut b),
-        }
-        b.freeze()
     }
 
     /// Moves every finished reply at the front of the queue into the output buffer.
@@ -1745,6 +1663,77 @@ impl Session {
 
 /// Initial room of a session's request list for one node.
 const OUTBOX_START: usize = 16;
+
+/// The reply of a command every master answered: `replies` and `parts` in master order.
+fn merge_fanout(
+    ctx: &Context,
+    proto: encode::Proto,
+    merge: Merge,
+    replies: &[Bytes],
+    parts: &[PartState],
+) -> Bytes {
+    let mut b = BytesMut::new();
+    match merge {
+        Merge::Same => {
+            // SCRIPT LOAD through slotgate: remember the body, to load it again on a node that
+            // lost it (see `script_repair`).
+            if let (Some(first), Some(part)) = (replies.first(), parts.first())
+                && let Some(sha) = multi::bulk_text(first)
+            {
+                let mut buf = BytesMut::from(&part.request[..]);
+                if let Ok(Some(req)) = RequestParser::new(ctx.config.limits).parse(&mut buf)
+                    && req.arg(1).is_some_and(|a| a.eq_ignore_ascii_case(b"load"))
+                    && req
+                        .arg(0)
+                        .is_some_and(|a| a.eq_ignore_ascii_case(b"script"))
+                    && let Some(body) = req.arg(2)
+                {
+                    ctx.scripts.remember(&sha, Bytes::copy_from_slice(body));
+                }
+            }
+            multi::merge(merge, &[], replies, 0, &mut b);
+        }
+        Merge::Info => {
+            let section = local::proxy_info_section(ctx);
+            match multi::merge_info(replies, &section) {
+                Ok(text) => encode::verbatim(&mut b, proto, text.as_bytes()),
+                Err(e) => b.extend_from_slice(&e),
+            }
+        }
+        Merge::Text => {
+            // The node names label the text replies (KEYS-like fan-outs).
+            let nodes: SmallVec<[&str; 4]> = parts
+                .iter()
+                .map(|p| p.node.as_ref().map_or("?", |n| &**n.addr()))
+                .collect();
+            match multi::merge_text(replies, &nodes) {
+                Ok(text) => encode::verbatim(&mut b, proto, text.as_bytes()),
+                Err(e) => b.extend_from_slice(&e),
+            }
+        }
+        merge => multi::merge(merge, &[], replies, 0, &mut b),
+    }
+    b.freeze()
+}
+
+/// A request for a backend connection, answered to `tx` under `tag`.
+fn backend_request(
+    tx: &mailbox::Sender<BackendReply>,
+    tag: u64,
+    frame: Bytes,
+    asking: bool,
+    skip: u32,
+) -> BackendRequest {
+    BackendRequest {
+        frame,
+        asking,
+        skip,
+        reply_to: ReplyTo {
+            tx: tx.clone(),
+            tag,
+        },
+    }
+}
 
 /// The master for `slot`, or for keyless requests one chosen by the client's id.
 fn pick_master(topo: &Topology, slot: Option<u16>, client: u64) -> Option<&Arc<Node>> {

@@ -47,7 +47,12 @@ static TABLES: std::sync::LazyLock<Tables> = std::sync::LazyLock::new(|| {
 
 /// CRC16/XMODEM of `data`.
 fn crc16_xmodem(data: &[u8]) -> u16 {
-    crc16_with_from(&TABLES, 0, data)
+    let t: &Tables = &TABLES;
+    let (words, rest) = data.as_chunks::<8>();
+    let crc = words
+        .iter()
+        .fold(0u16, |crc, w| eight(t, crc, u64::from_le_bytes(*w)));
+    rest.iter().fold(crc, |crc, &b| step(t, crc, b))
 }
 
 /// Table `k`'s entry for byte `b`.
@@ -112,18 +117,6 @@ pub fn key_slot(key: &[u8]) -> u16 {
     } else {
         crc & 0x3FFF
     }
-}
-
-/// `crc` advanced over `data`.
-fn crc16_with_from(t: &Tables, mut crc: u16, data: &[u8]) -> u16 {
-    let (words, rest) = data.as_chunks::<8>();
-    for w in words {
-        crc = eight(t, crc, u64::from_le_bytes(*w));
-    }
-    for &b in rest {
-        crc = step(t, crc, b);
-    }
-    crc
 }
 
 #[cfg(test)]
