@@ -5,7 +5,9 @@ Starts a 3-master/3-replica cluster on loopback (ports BASE..BASE+5, bus ports +
 release slotgate in front of it, then drives both with redis-benchmark (50 clients, 64-byte
 values, random keys) and prints, per scenario: throughput through slotgate and directly
 (`redis-benchmark --cluster`), their ratio, p50/p99 latency, and slotgate's own CPU time per
-request (utime+stime from /proc). Each scenario runs --repeat times, slotgate and direct in
+request (utime+stime from /proc). A second table splits the CPU each run used per request
+between redis-benchmark, the Redis nodes and slotgate, with the share of the machine's CPUs in
+use, and gives the ratio the two runs would stand in if both kept every CPU busy. Each scenario runs --repeat times, slotgate and direct in
 turn, and the medians are printed (the ratio is the median of the per-pair ratios), so that a
 burst of load from elsewhere on a shared machine moves one pair, not the figure. Pipelined
 scenarios send 5x the requests, so that a run lasts long enough to time. Every process it starts
@@ -13,7 +15,7 @@ is stopped when it ends.
 
     cargo build --release && python3 benches/load.py [--requests N] [--threads N] [--repeat K]
 """
-import argparse, csv, io, os, shutil, signal, statistics, subprocess, sys, tempfile, time
+import argparse, csv, io, os, resource, shutil, signal, statistics, subprocess, sys, tempfile, time
 
 HZ = os.sysconf("SC_CLK_TCK")
 
@@ -28,16 +30,37 @@ def cpu_ticks(pid):
     return int(fields[11]) + int(fields[12])  # utime + stime
 
 
-def bench(port, args, cluster=False, n=200000):
+def machine_ticks():
+    """(busy, total) jiffies of the whole machine, all CPUs, from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:8]]
+    return sum(v) - v[3] - v[4], sum(v)
+
+
+def children_cpu():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def bench(port, args, cluster=False, n=200000, pids=()):
+    """One redis-benchmark run. Besides its figures: CPU microseconds per request of the
+    benchmark itself and of each group of `pids`, and the share of the machine's CPUs in use."""
     cmd = ["redis-benchmark", "-p", str(port), "-c", "50", "-n", str(n), "-d", "64", "--csv"]
     if cluster:
         cmd.append("--cluster")
+    before = [sum(cpu_ticks(p) for p in group) for group in pids]
+    m0, c0 = machine_ticks(), children_cpu()
     out = subprocess.run(cmd + args, capture_output=True, text=True).stdout
+    m1, c1 = machine_ticks(), children_cpu()
+    after = [sum(cpu_ticks(p) for p in group) for group in pids]
     rows = [r for r in csv.reader(io.StringIO(out)) if r and r[0] != "test"]
     if not rows:
         raise SystemExit(f"redis-benchmark gave no result: {' '.join(cmd + args)}\n{out}")
     r = rows[-1]
-    return {"rps": float(r[1]), "p50": float(r[4]), "p99": float(r[6])}
+    return {"rps": float(r[1]), "p50": float(r[4]), "p99": float(r[6]),
+            "bench_us": (c1 - c0) * 1e6 / n,
+            "pids_us": [(b - a) / HZ * 1e6 / n for a, b in zip(before, after)],
+            "busy": (m1[0] - m0[0]) / max(1, m1[1] - m0[1])}
 
 
 def main():
@@ -79,6 +102,7 @@ def main():
                                   "--seed", f"127.0.0.1:{base}", "--log", "warn",
                                   "--threads", str(opts.threads)],
                                  stderr=open(os.path.join(work, "slotgate.log"), "w"))
+        redis_pids = [p.pid for p in procs]
         procs.insert(0, proxy)
         for _ in range(100):
             if subprocess.run(["redis-cli", "-p", str(proxy_port), "ping"], capture_output=True).returncode == 0:
@@ -108,26 +132,46 @@ def main():
         print(f"{'scenario':<20} {'slotgate rps':>13} {'direct rps':>11} {'ratio':>6} "
               f"{'p50 ms':>7} {'p99 ms':>7} {'d.p50':>6} {'d.p99':>6} {'cpu us/req':>10}")
         med = statistics.median
+        budgets = []
         for name, args, direct_ok in scenarios:
             count = n * 5 if "P16" in name else n
-            runs, directs, ratios, cpus = [], [], [], []
+            runs, directs, ratios = [], [], []
             for _ in range(max(1, opts.repeat)):
-                t0 = cpu_ticks(proxy.pid)
-                runs.append(bench(proxy_port, args, n=count))
-                cpus.append((cpu_ticks(proxy.pid) - t0) / HZ * 1e6 / count)
+                runs.append(bench(proxy_port, args, n=count, pids=[[proxy.pid], redis_pids]))
                 if direct_ok == "owner":
-                    directs.append(bench(owner, args, n=count))
+                    directs.append(bench(owner, args, n=count, pids=[redis_pids]))
                 elif direct_ok:
-                    directs.append(bench(base, args, cluster=True, n=count))
+                    directs.append(bench(base, args, cluster=True, n=count, pids=[redis_pids]))
                 if directs:
                     ratios.append(runs[-1]["rps"] / directs[-1]["rps"])
-            r = {k: med(x[k] for x in runs) for k in ("rps", "p50", "p99")}
-            d = {k: med(x[k] for x in directs) for k in ("rps", "p50", "p99")} if directs else None
-            cpu_us = med(cpus)
+            keys = ("rps", "p50", "p99", "bench_us", "busy")
+            r = {k: med(x[k] for x in runs) for k in keys}
+            r["proxy_us"] = med(x["pids_us"][0] for x in runs)
+            r["redis_us"] = med(x["pids_us"][1] for x in runs)
+            d = None
+            if directs:
+                d = {k: med(x[k] for x in directs) for k in keys}
+                d["redis_us"] = med(x["pids_us"][0] for x in directs)
             ratio = f"{med(ratios):.2f}" if ratios else "-"
             print(f"{name:<20} {r['rps']:>13.0f} {(d['rps'] if d else 0):>11.0f} {ratio:>6} "
                   f"{r['p50']:>7.3f} {r['p99']:>7.3f} {(d['p50'] if d else 0):>6.3f} "
-                  f"{(d['p99'] if d else 0):>6.3f} {cpu_us:>10.2f}", flush=True)
+                  f"{(d['p99'] if d else 0):>6.3f} {r['proxy_us']:>10.2f}", flush=True)
+            budgets.append((name, r, d))
+        # Where the machine's CPU went per request. When both runs keep every CPU busy, their
+        # throughputs stand in the inverse ratio of these totals: "cpu bound" is the ratio the
+        # proxy could reach at best on this machine with its CPU cost as measured.
+        print("\nCPU per request (us; utime+stime) and share of all CPUs busy")
+        print(f"{'scenario':<20} {'bench':>6} {'redis':>6} {'proxy':>6} {'total':>6} {'busy':>5}"
+              f" | {'bench':>6} {'redis':>6} {'total':>6} {'busy':>5} | {'cpu bound':>9}")
+        for name, r, d in budgets:
+            via = r["bench_us"] + r["redis_us"] + r["proxy_us"]
+            line = (f"{name:<20} {r['bench_us']:>6.2f} {r['redis_us']:>6.2f} {r['proxy_us']:>6.2f}"
+                    f" {via:>6.2f} {r['busy']:>5.0%}")
+            if d:
+                direct = d["bench_us"] + d["redis_us"]
+                line += (f" | {d['bench_us']:>6.2f} {d['redis_us']:>6.2f} {direct:>6.2f}"
+                         f" {d['busy']:>5.0%} | {direct / via:>9.2f}")
+            print(line)
     finally:
         for p in procs:
             p.send_signal(signal.SIGKILL)
