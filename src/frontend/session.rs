@@ -2,10 +2,11 @@
 //! and write replies strictly in request order, many per write.
 //!
 //! Each request takes a place in an ordered queue (bounded by `max_pipeline`; the session stops
-//! reading from the client while it is full). Backend replies come back tagged with their place
-//! on one channel; MOVED, ASK and TRYAGAIN are followed here, invisibly to the client. A session
-//! must never answer out of order, drop or duplicate a request, or follow more redirects than its
-//! budget.
+//! reading from the client while it is full; `place`). Backend replies come back tagged with
+//! their place on one channel; MOVED, ASK and TRYAGAIN are followed invisibly to the client
+//! (`redirects`). Transactions (`multi_exec`) and pub/sub (`pubsub`) are the session's too. A
+//! session must never answer out of order, drop or duplicate a request, or follow more
+//! redirects than its budget.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -25,180 +26,27 @@ use tracing::debug;
 
 use super::io_signal::IoSignal;
 use super::local::{self, ClientState};
-use super::shard_channels::{Frame as ShardFrame, Resubscribe, ShardChannels};
+use super::shard_channels::ShardChannels;
 use super::subscriptions::Subscriptions;
 use super::transaction::Transaction;
 use super::{Context, MultiKeyPolicy};
 use crate::backend::{BackendReply, BackendRequest, Node, PrivateLink, ReplyTo, mailbox};
-use crate::command::{self, Entry, KeyPositions, Local, Merge, Rejection, Route, Txn, multi};
+use crate::command::{self, Entry, KeyPositions, Local, Merge, Rejection, Route, multi};
 use crate::metrics::CommandMetrics;
 use crate::protocol::encode;
 use crate::protocol::{ReplyKind, Request, RequestParser};
-use crate::router::{Budget, RedirectDecision, decide};
 use crate::topology::Topology;
 
-/// Parts of one request that went to backends.
-#[derive(Debug)]
-struct PartState {
-    request: Bytes,
-    /// The slot the part routes by (`None` for fan-outs to a fixed node).
-    slot: Option<u16>,
-    node: Option<Arc<Node>>,
-    /// Sent on the session's private connection to the node (blocking commands, WATCH).
-    private: bool,
-    /// Replies the frame produces before the wanted one (a buffered transaction).
-    skip: u32,
-    redirects: u32,
-    retries: u32,
-}
+mod multi_exec;
+mod place;
+mod pubsub;
+mod redirects;
 
-impl PartState {
-    fn new(request: Bytes, slot: Option<u16>, node: Option<Arc<Node>>) -> Self {
-        PartState {
-            request,
-            slot,
-            node,
-            private: false,
-            skip: 0,
-            redirects: 0,
-            retries: 0,
-        }
-    }
-}
-
-/// How a part travels: on a shared pipelined connection or the session's own.
-#[derive(Debug, Clone, Copy)]
-struct Via {
-    private: bool,
-    skip: u32,
-}
-
-const SHARED: Via = Via {
-    private: false,
-    skip: 0,
+use place::{
+    Combine, FIRST_SPECIAL_TAG, Fanout, Gather, PART_BITS, PART_MASK, PRIVATE, PartState, SHARED,
+    SlotState, Split, Via, merge_fanout, tag,
 };
-const PRIVATE: Via = Via {
-    private: true,
-    skip: 0,
-};
-
-/// How a request's reply is made from its parts' replies. Kept small (the rare many-part
-/// kinds are boxed): queue places are moved on every request.
-#[derive(Debug)]
-enum Combine {
-    Single,
-    Split(Box<Split>),
-    AllMasters(Box<Fanout>),
-    /// A SCAN step on master `index` of `masters`: its cursor is rewritten in the reply.
-    Scan {
-        index: u32,
-        masters: u32,
-    },
-}
-
-/// A multi-key command split per slot.
-#[derive(Debug)]
-struct Split {
-    merge: Merge,
-    parts: Vec<multi::Part>,
-    keys: usize,
-    gather: Gather,
-}
-
-/// A command sent to every master.
-#[derive(Debug)]
-struct Fanout {
-    merge: Merge,
-    gather: Gather,
-}
-
-/// The replies of a request sent in several parts, kept until the last one arrives.
-#[derive(Debug)]
-struct Gather {
-    replies: Vec<Option<Bytes>>,
-    remaining: usize,
-}
-
-impl Gather {
-    fn new(parts: usize) -> Self {
-        Gather {
-            replies: vec![None; parts],
-            remaining: parts,
-        }
-    }
-
-    fn answered(&self, part: usize) -> bool {
-        self.replies.get(part).is_some_and(Option::is_some)
-    }
-
-    /// Keeps part `part`'s reply (a second reply for a part is dropped); true once every part
-    /// has answered.
-    fn keep(&mut self, part: usize, reply: Bytes) -> bool {
-        if let Some(slot @ None) = self.replies.get_mut(part) {
-            *slot = Some(reply);
-            self.remaining -= 1;
-        }
-        self.remaining == 0
-    }
-
-    /// The replies in part order.
-    fn take(&mut self) -> SmallVec<[Bytes; 4]> {
-        self.replies
-            .iter_mut()
-            .map(|r| r.take().unwrap_or_default())
-            .collect()
-    }
-}
-
-impl Combine {
-    /// Whether part `part` has already answered (only many-part requests keep replies: a
-    /// one-part request is answered as soon as its reply arrives).
-    fn answered(&self, part: usize) -> bool {
-        match self {
-            Combine::Split(s) => s.gather.answered(part),
-            Combine::AllMasters(f) => f.gather.answered(part),
-            Combine::Single | Combine::Scan { .. } => false,
-        }
-    }
-}
-
-#[derive(Debug)]
-enum SlotState {
-    Ready(Bytes),
-    Waiting {
-        combine: Combine,
-        parts: SmallVec<[PartState; 1]>,
-        /// The command's metric handles and when it arrived (when metrics are on), for its latency.
-        cmd: Option<&'static CommandMetrics>,
-        started: Option<Instant>,
-    },
-}
-
-/// What to do after a backend reply, decided while the queue is borrowed.
-enum Action {
-    /// The reply is final: it answers its part.
-    Deliver(Bytes),
-    Resend {
-        tag: u64,
-        node: Arc<Node>,
-        frame: Bytes,
-        asking: bool,
-        via: Via,
-    },
-    Rediscover {
-        tag: u64,
-        slot: Option<u16>,
-        frame: Bytes,
-    },
-    RetryLater {
-        tag: u64,
-        slot: Option<u16>,
-        node: Option<Arc<Node>>,
-        frame: Bytes,
-        attempt: u32,
-        via: Via,
-    },
-}
+use pubsub::{PUSH, RESUBSCRIBE};
 
 type TopologyCache = arc_swap::Cache<Arc<arc_swap::ArcSwap<Topology>>, Arc<Topology>>;
 
@@ -244,40 +92,14 @@ struct Session {
     out_mixed: bool,
 }
 
-const PART_BITS: u32 = 16;
-const PART_MASK: u64 = (1 << PART_BITS) - 1;
-/// Tags from here up name no queue place (pushes, kills, shard channels...); every other tag is
-/// a sequence number and a part.
-const FIRST_SPECIAL_TAG: u64 = u64::MAX - (1 << 32);
 const _: () = assert!(
     PUSH >= FIRST_SPECIAL_TAG
         && RESUBSCRIBE >= FIRST_SPECIAL_TAG
         && super::clients::KILL >= FIRST_SPECIAL_TAG
         && ShardChannels::FIRST_TAG >= FIRST_SPECIAL_TAG
 );
-/// A tag no queue place has: replies to it (an UNWATCH after DISCARD) are dropped.
-const FORGET: u64 = u64::MAX;
-/// The tag of every frame the subscriber connection reads.
-const PUSH: u64 = u64::MAX - 1;
-/// Reply bytes, and frames, a subscriber may leave unread before it is disconnected.
-const PUBSUB_OUTPUT_LIMIT: usize = 32 * 1024 * 1024;
-const PUBSUB_BACKLOG_LIMIT: usize = 100_000;
-/// The tag of the timer that retries a lost subscriber connection.
-const RESUBSCRIBE: u64 = u64::MAX - 2;
-/// How often, and how many times, a lost subscriber connection is retried (30 s in all).
-const RESUBSCRIBE_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
-const RESUBSCRIBE_ATTEMPTS: u32 = 150;
 /// Most private connections one session keeps.
 const MAX_PRIVATE_PER_SESSION: usize = 4;
-/// After READONLY, how long (in polls) to wait for a new master before sending again.
-const REDISCOVER_POLLS: u32 = 200;
-const REDISCOVER_POLL: std::time::Duration = std::time::Duration::from_millis(10);
-/// Longest wait between two TRYAGAIN retries.
-const MAX_RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
-
-fn tag(seq: u64, part: usize) -> u64 {
-    (seq << PART_BITS) | part as u64
-}
 
 /// Rounds of the session's poll loop before it yields to other tasks.
 const POLL_BUDGET: usize = 32;
@@ -769,141 +591,6 @@ impl Session {
         }
     }
 
-    /// SUBSCRIBE and friends: sent on the subscriber connection (opened on first use, to any
-    /// master, or for shard channels to the channels' slot master); the node's frames come back
-    /// as pushes.
-    fn pubsub(&mut self, entry: &Entry, req: &Request) {
-        if matches!(entry.spec.name, "ssubscribe" | "sunsubscribe") {
-            return self.shard_pubsub(entry, req);
-        }
-        if self.subscriber.is_none() {
-            let Some(node) = self.route(None) else {
-                return self.push_error("CLUSTERDOWN Hash slot not served");
-            };
-            let pushes = ReplyTo {
-                tx: self.tx.clone(),
-                tag: PUSH,
-            };
-            match node.subscriber(self.client.proto, pushes) {
-                Ok(link) => self.subscriber = Some(link),
-                Err(e) => return self.push_error(&e.to_string()),
-            }
-        }
-        self.send_on_subscriber(req);
-    }
-
-    /// SSUBSCRIBE at the channels' slot master; SUNSUBSCRIBE where the channels are held.
-    fn shard_pubsub(&mut self, entry: &Entry, req: &Request) {
-        self.current = None;
-        if entry.spec.name == "sunsubscribe" {
-            for f in self.shards.unsubscribe(req, self.client.proto, &self.tx) {
-                self.queue.push_back(SlotState::Ready(f));
-            }
-            return;
-        }
-        let slot = match self.slot_for(entry, req) {
-            Ok(s) => s,
-            Err(r) => return self.reject(r),
-        };
-        let Some(node) = self.route(slot) else {
-            return self.push_error("CLUSTERDOWN Hash slot not served");
-        };
-        if let Err(e) = self
-            .shards
-            .subscribe(req, &node, self.client.proto, &self.tx)
-        {
-            self.push_error(&e.to_string());
-        }
-    }
-
-    /// Whether the client is in subscribed mode (or entering it).
-    fn subscribed(&self) -> bool {
-        self.subscriber.is_some() || self.shards.has_links() || !self.shards.is_empty()
-    }
-
-    fn schedule_resubscribe(&self) {
-        let tx = self.tx.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(RESUBSCRIBE_EVERY).await;
-            let _ = tx.send(BackendReply {
-                tag: RESUBSCRIBE,
-                result: Ok(Bytes::new()),
-            });
-        });
-    }
-
-    /// Opens a new subscriber connection and subscribes it to everything the client had:
-    /// shard channels at their slot's master, the rest at any master that is up.
-    fn resubscribe(&mut self) {
-        let topo = self.topo.load().clone();
-        let route = |ch: &[u8]| {
-            if topo.slotted {
-                topo.master_for_slot(crate::router::key_slot(ch)).cloned()
-            } else {
-                topo.masters().first().cloned()
-            }
-        };
-        match self
-            .shards
-            .resubscribe(route, RESUBSCRIBE_ATTEMPTS, self.client.proto, &self.tx)
-        {
-            Resubscribe::Done => {}
-            Resubscribe::Again => self.schedule_resubscribe(),
-            Resubscribe::GaveUp => {
-                self.push_error(
-                    "ERR slotgate: lost shard channels and found no master to subscribe them again",
-                );
-                self.client.closing = true;
-            }
-        }
-        if self.subscriber.is_some() || self.subs.is_empty() {
-            return;
-        }
-        self.resub_attempts += 1;
-        let node = topo.masters().iter().find(|m| m.is_up()).cloned();
-        let Some(node) = node else {
-            if self.resub_attempts >= RESUBSCRIBE_ATTEMPTS {
-                self.push_error("ERR slotgate: lost the subscriber connection and found no master to subscribe again");
-                self.client.closing = true;
-            } else {
-                self.schedule_resubscribe();
-            }
-            return;
-        };
-        let pushes = ReplyTo {
-            tx: self.tx.clone(),
-            tag: PUSH,
-        };
-        match node.subscriber(self.client.proto, pushes) {
-            Ok(link) => {
-                let frames = self.subs.resubscribe();
-                link.send(BackendRequest::new(
-                    frames,
-                    ReplyTo {
-                        tx: self.tx.clone(),
-                        tag: FORGET,
-                    },
-                ));
-                debug!(node = %node.addr(), "subscribed again after losing the subscriber connection");
-                self.subscriber = Some(link);
-            }
-            Err(_) => self.schedule_resubscribe(),
-        }
-    }
-
-    fn send_on_subscriber(&mut self, req: &Request) {
-        self.current = None;
-        if let Some(link) = &self.subscriber {
-            link.send(BackendRequest::new(
-                req.raw().clone(),
-                ReplyTo {
-                    tx: self.tx.clone(),
-                    tag: FORGET,
-                },
-            ));
-        }
-    }
-
     /// SCAN over every master in turn: the low 8 bits of the cursor name the master (in address
     /// order), the rest is that master's own cursor.
     fn scan(&mut self, req: &Request) {
@@ -957,171 +644,6 @@ impl Session {
         let mut keys = KeyPositions::new();
         command::key_positions(entry.spec, req, &mut keys);
         command::common_slot(req, &keys)
-    }
-
-    /// A command arriving between MULTI and EXEC: checked now (Redis' queue-time errors,
-    /// CROSSSLOT), answered `+QUEUED`, sent at EXEC.
-    fn queue_in_transaction(&mut self, entry: &Entry, req: &Request) {
-        let name = entry.spec.name;
-        let allowed = matches!(
-            entry.route,
-            Route::Keyed
-                | Route::Split { .. }
-                | Route::AnyMaster
-                | Route::Blocking
-                | Route::Local(Local::Ping | Local::Echo)
-        );
-        if !allowed {
-            if let Some(t) = &mut self.txn {
-                t.abort();
-            }
-            return self.push_error(&format!(
-                "ERR '{name}' cannot be used inside MULTI through slotgate"
-            ));
-        }
-        let slot = match entry.route {
-            Route::Keyed | Route::Split { .. } | Route::Blocking => match self.slot_for(entry, req)
-            {
-                Ok(s) => s,
-                Err(r) => {
-                    if let Some(t) = &mut self.txn {
-                        t.abort();
-                    }
-                    return self.reject(r);
-                }
-            },
-            _ => None,
-        };
-        let watched = self.watching.flatten();
-        let Some(txn) = &mut self.txn else { return };
-        let conflict = txn
-            .bind(slot)
-            .err()
-            .map(|c| (c.bound, c.other))
-            .or(match (watched, slot) {
-                (Some(w), Some(s)) if w != s => Some((w, s)),
-                _ => None,
-            });
-        if let Some((a, b)) = conflict {
-            txn.abort();
-            return self.reject(Rejection::CrossSlot {
-                slots: format!("{a}, {b}"),
-            });
-        }
-        txn.queue(req.raw());
-        let mut b = BytesMut::new();
-        encode::simple(&mut b, "QUEUED");
-        self.push_ready(b.freeze());
-    }
-
-    /// MULTI, EXEC, DISCARD, WATCH, UNWATCH.
-    fn transaction(&mut self, t: Txn, entry: &Entry, req: &Request) {
-        let mut b = BytesMut::new();
-        match t {
-            Txn::Multi => {
-                if self.txn.is_some() {
-                    return self.push_error("ERR MULTI calls can not be nested");
-                }
-                self.txn = Some(Transaction::default());
-                encode::ok(&mut b);
-                self.push_ready(b.freeze());
-            }
-            Txn::Exec => {
-                let Some(txn) = self.txn.take() else {
-                    return self.push_error("ERR EXEC without MULTI");
-                };
-                let watched = self.watching.take();
-                if txn.is_aborted() {
-                    if let Some(w) = watched {
-                        self.forget_watch(w);
-                    }
-                    return self
-                        .push_error("EXECABORT Transaction discarded because of previous errors.");
-                }
-                let slot = txn.slot().or(watched.flatten());
-                let (frame, skip) = txn.into_exec();
-                if let Some(w) = watched {
-                    // The WATCH lives on one private connection; if that is gone, so is the
-                    // WATCH, and running the transaction would ignore it: answer as a failed
-                    // WATCH does, with a null reply, and let the client retry.
-                    let holder = self.route(w).map(|n| n.addr().clone());
-                    let alive = holder.is_some_and(|a| {
-                        self.privates
-                            .iter()
-                            .any(|p| *p.addr() == a && p.is_usable())
-                    });
-                    if !alive {
-                        encode::null_array(&mut b, self.client.proto);
-                        return self.push_ready(b.freeze());
-                    }
-                    return self.send_single_via(
-                        frame,
-                        slot,
-                        Via {
-                            private: true,
-                            skip,
-                        },
-                    );
-                }
-                self.send_single_via(
-                    frame,
-                    slot,
-                    Via {
-                        private: false,
-                        skip,
-                    },
-                );
-            }
-            Txn::Discard => {
-                if self.txn.take().is_none() {
-                    return self.push_error("ERR DISCARD without MULTI");
-                }
-                if let Some(w) = self.watching.take() {
-                    self.forget_watch(w);
-                }
-                encode::ok(&mut b);
-                self.push_ready(b.freeze());
-            }
-            Txn::Watch => {
-                if self.txn.is_some() {
-                    return self.push_error("ERR WATCH inside MULTI is not allowed");
-                }
-                let slot = match self.slot_for(entry, req) {
-                    Ok(s) => s,
-                    Err(r) => return self.reject(r),
-                };
-                if let Some(w) = self.watching
-                    && let (Some(a), Some(b)) = (w, slot)
-                    && a != b
-                {
-                    return self.reject(Rejection::CrossSlot {
-                        slots: format!("{a}, {b}"),
-                    });
-                }
-                self.watching = Some(slot);
-                self.send_single_via(req.raw().clone(), slot, PRIVATE);
-            }
-            Txn::Unwatch => match self.watching.take() {
-                Some(w) => self.send_single_via(req.raw().clone(), w, PRIVATE),
-                None => {
-                    encode::ok(&mut b);
-                    self.push_ready(b.freeze());
-                }
-            },
-        }
-    }
-
-    /// Clears a WATCH the client no longer needs, without a place in the reply queue.
-    fn forget_watch(&mut self, slot: Option<u16>) {
-        if let Some(node) = self.route(slot) {
-            self.send_to(
-                &node,
-                FORGET,
-                Bytes::from_static(b"*1\r\n$7\r\nUNWATCH\r\n"),
-                false,
-                PRIVATE,
-            );
-        }
     }
 
     /// The session's private connection to `node`, opened on first use.
@@ -1221,60 +743,6 @@ impl Session {
         });
     }
 
-    /// A frame from the subscriber connection: it takes the next place in the reply queue, so
-    /// it follows every reply to an earlier request. A count of 0 in an unsubscribe reply ends
-    /// subscribed mode and closes the connection.
-    fn on_push(&mut self, frame: Bytes) {
-        if !self.subs.observe(&frame) {
-            return;
-        }
-        if ends_subscriptions(&frame) {
-            self.subscriber = None;
-        }
-        self.push_frame(frame);
-    }
-
-    /// A frame from a shard channel connection.
-    fn on_shard_push(&mut self, tag: u64, result: Result<Bytes, crate::error::BackendError>) {
-        let lost = match result {
-            Ok(frame) => match self.shards.on_frame(tag, frame, self.client.proto) {
-                ShardFrame::Forward(f) => {
-                    self.push_frame(f);
-                    false
-                }
-                ShardFrame::Hide => false,
-                ShardFrame::Lost => true,
-            },
-            Err(_) => self.shards.on_link_lost(tag),
-        };
-        if lost {
-            // The channel's slot moved, or its master failed: learn the new owner now and
-            // subscribe there, invisibly to the client.
-            self.ctx.topology.request_refresh_now(None);
-            self.schedule_resubscribe();
-        }
-    }
-
-    /// Appends a subscriber connection's frame to the reply queue (after every reply to an
-    /// earlier request).
-    fn push_frame(&mut self, frame: Bytes) {
-        // A subscriber that does not read its messages is disconnected, as Redis does with
-        // `client-output-buffer-limit pubsub`: messages must not pile up without bound.
-        if self.out.len() > PUBSUB_OUTPUT_LIMIT || self.queue.len() > PUBSUB_BACKLOG_LIMIT {
-            if self.subscriber.take().is_some() {
-                tracing::warn!(
-                    client = self.client.id,
-                    "closing a subscriber that does not read its messages"
-                );
-            }
-            self.shards.clear();
-            self.client.closing = true;
-            self.abort = true;
-            return;
-        }
-        self.queue.push_back(SlotState::Ready(frame));
-    }
-
     fn on_reply(&mut self, r: BackendReply) {
         // The usual reply first: a plain answer (not an error, so no redirect) to a one-part
         // request whose latency nobody records goes out as it stands.
@@ -1339,229 +807,7 @@ impl Session {
             self.client.closing = true;
             return;
         }
-        let seq = r.tag >> PART_BITS;
-        let part_idx = (r.tag & ((1 << PART_BITS) - 1)) as usize;
-        let Some(idx) = seq.checked_sub(self.base) else {
-            return;
-        };
-        let (max_redirects, max_retries) =
-            (self.ctx.config.max_redirects, self.ctx.config.max_tryagain);
-        let action;
-        {
-            let Some(SlotState::Waiting { combine, parts, .. }) = self.queue.get_mut(idx as usize)
-            else {
-                return;
-            };
-            if combine.answered(part_idx) {
-                return;
-            }
-            let Some(part) = parts.get_mut(part_idx) else {
-                return;
-            };
-            let reply = match r.result {
-                Err(e) => {
-                    self.ctx
-                        .stats
-                        .backend_errors
-                        .fetch_add(1, Ordering::Relaxed);
-                    if e.suggests_refresh() {
-                        self.ctx.topology.request_refresh(None);
-                    }
-                    let mut b = BytesMut::new();
-                    encode::error(&mut b, &e.to_string());
-                    b.freeze()
-                }
-                Ok(bytes) => bytes,
-            };
-            if reply.first() != Some(&b'-') {
-                // Not an error, so neither a redirect nor NOSCRIPT.
-                return self.complete(idx as usize, part_idx, reply);
-            }
-            // EVALSHA of a script this node lacks, but that was loaded through slotgate: load it
-            // there and run the EVALSHA again, once.
-            if reply.starts_with(b"-NOSCRIPT")
-                && part.redirects == 0
-                && let Some(load) = script_repair(&self.ctx, &part.request)
-            {
-                part.redirects += 1;
-                let node = part.node.clone().or_else(|| {
-                    let topo = self.topo.load();
-                    match part.slot {
-                        Some(s) => topo.master_for_slot(s).cloned(),
-                        None => None,
-                    }
-                });
-                if let Some(node) = node {
-                    let mut frame = BytesMut::from(&load[..]);
-                    frame.extend_from_slice(&part.request);
-                    let via = Via {
-                        private: part.private,
-                        skip: part.skip + 1,
-                    };
-                    let (tag, frame) = (r.tag, frame.freeze());
-                    return self.send_to(&node, tag, frame, false, via);
-                }
-            }
-            let decision = decide(
-                &reply,
-                Budget {
-                    redirects: part.redirects,
-                    max_redirects,
-                    retries: part.retries,
-                    max_retries,
-                },
-            );
-            if decision != RedirectDecision::Deliver || part.redirects > 0 {
-                debug!(redirects = part.redirects, ?decision, reply = %String::from_utf8_lossy(&reply).trim_end(), "redirect");
-            }
-            let via = Via {
-                private: part.private,
-                skip: part.skip,
-            };
-            // A private part's READONLY is delivered: its connection is tied to the session.
-            let decision = match decision {
-                RedirectDecision::Rediscover if part.private => RedirectDecision::Deliver,
-                d => d,
-            };
-            action = match decision {
-                RedirectDecision::Deliver => Action::Deliver(reply),
-                RedirectDecision::FollowMoved { slot, addr } => {
-                    self.ctx
-                        .stats
-                        .redirects_moved
-                        .fetch_add(1, Ordering::Relaxed);
-                    part.redirects += 1;
-                    let node = self.ctx.backends.node(&addr);
-                    self.ctx.topology.patch_slot(slot, node.clone());
-                    self.ctx.topology.request_refresh(Some(node.addr()));
-                    if part.redirects > 1 {
-                        // Bouncing between nodes: the slot's owners have not converged yet
-                        // (a SETSLOT NODE still propagating). Give them a moment.
-                        Action::RetryLater {
-                            tag: r.tag,
-                            slot: None,
-                            node: Some(node),
-                            frame: part.request.clone(),
-                            attempt: part.redirects,
-                            via,
-                        }
-                    } else {
-                        Action::Resend {
-                            tag: r.tag,
-                            node,
-                            frame: part.request.clone(),
-                            asking: false,
-                            via,
-                        }
-                    }
-                }
-                RedirectDecision::FollowAsk { addr } => {
-                    self.ctx.stats.redirects_ask.fetch_add(1, Ordering::Relaxed);
-                    part.redirects += 1;
-                    Action::Resend {
-                        tag: r.tag,
-                        node: self.ctx.backends.node(&addr),
-                        frame: part.request.clone(),
-                        asking: true,
-                        via,
-                    }
-                }
-                RedirectDecision::Rediscover => {
-                    self.ctx
-                        .stats
-                        .redirects_readonly
-                        .fetch_add(1, Ordering::Relaxed);
-                    part.redirects += 1;
-                    self.ctx.topology.request_refresh(None);
-                    Action::Rediscover {
-                        tag: r.tag,
-                        slot: part.slot,
-                        frame: part.request.clone(),
-                    }
-                }
-                RedirectDecision::RetryLater => {
-                    self.ctx
-                        .stats
-                        .redirects_tryagain
-                        .fetch_add(1, Ordering::Relaxed);
-                    part.retries += 1;
-                    Action::RetryLater {
-                        tag: r.tag,
-                        slot: part.slot,
-                        node: part.node.clone(),
-                        frame: part.request.clone(),
-                        attempt: part.retries,
-                        via,
-                    }
-                }
-            };
-        }
-        match action {
-            Action::Deliver(reply) => self.complete(idx as usize, part_idx, reply),
-            Action::Rediscover { tag, slot, frame } => {
-                // The refused write did not run. Wait (bounded) for the refresher to publish a
-                // new master, then send it there.
-                let handle = self.ctx.topology.clone();
-                let (proto, id, tx) = (self.client.proto, self.client.id, self.tx.clone());
-                let epoch = handle.load_full().epoch;
-                tokio::spawn(async move {
-                    for _ in 0..REDISCOVER_POLLS {
-                        if handle.load_full().epoch != epoch {
-                            break;
-                        }
-                        tokio::time::sleep(REDISCOVER_POLL).await;
-                    }
-                    let topo = handle.load_full();
-                    let node = match slot {
-                        Some(s) => topo.master_for_slot(s),
-                        None => topo
-                            .masters()
-                            .get((id % topo.masters().len().max(1) as u64) as usize),
-                    };
-                    let reply_to = ReplyTo { tx, tag };
-                    match node {
-                        Some(node) => node.send(proto, id, BackendRequest::new(frame, reply_to)),
-                        None => reply_to.send(Err(crate::error::BackendError::NoMaster)),
-                    }
-                });
-            }
-            Action::Resend {
-                tag,
-                node,
-                frame,
-                asking,
-                via,
-            } => self.send_to(&node, tag, frame, asking, via),
-            Action::RetryLater {
-                tag,
-                slot,
-                node,
-                frame,
-                attempt,
-                via,
-            } => {
-                let node = match node {
-                    Some(n) => Some(n),
-                    None => self.route(slot),
-                };
-                let Some(node) = node else {
-                    return self.fail_part(tag, "CLUSTERDOWN Hash slot not served");
-                };
-                if via.private {
-                    // The private connection lives in the session: resend now, in order.
-                    return self.send_to(&node, tag, frame, false, via);
-                }
-                let (proto, id, tx) = (self.client.proto, self.client.id, self.tx.clone());
-                // Back off exponentially, capped: a migration batch usually moves within a few tries.
-                let delay = (self.ctx.config.tryagain_delay
-                    * 2u32.saturating_pow(attempt.saturating_sub(1).min(6)))
-                .min(MAX_RETRY_DELAY);
-                tokio::spawn(async move {
-                    tokio::time::sleep(delay).await;
-                    node.send(proto, id, BackendRequest::new(frame, ReplyTo { tx, tag }));
-                });
-            }
-        }
+        self.on_part_reply(r)
     }
 
     /// Part `part_idx` of queue entry `idx` answered `reply`: the entry's reply once every part
@@ -1664,58 +910,6 @@ impl Session {
 /// Initial room of a session's request list for one node.
 const OUTBOX_START: usize = 16;
 
-/// The reply of a command every master answered: `replies` and `parts` in master order.
-fn merge_fanout(
-    ctx: &Context,
-    proto: encode::Proto,
-    merge: Merge,
-    replies: &[Bytes],
-    parts: &[PartState],
-) -> Bytes {
-    let mut b = BytesMut::new();
-    match merge {
-        Merge::Same => {
-            // SCRIPT LOAD through slotgate: remember the body, to load it again on a node that
-            // lost it (see `script_repair`).
-            if let (Some(first), Some(part)) = (replies.first(), parts.first())
-                && let Some(sha) = multi::bulk_text(first)
-            {
-                let mut buf = BytesMut::from(&part.request[..]);
-                if let Ok(Some(req)) = RequestParser::new(ctx.config.limits).parse(&mut buf)
-                    && req.arg(1).is_some_and(|a| a.eq_ignore_ascii_case(b"load"))
-                    && req
-                        .arg(0)
-                        .is_some_and(|a| a.eq_ignore_ascii_case(b"script"))
-                    && let Some(body) = req.arg(2)
-                {
-                    ctx.scripts.remember(&sha, Bytes::copy_from_slice(body));
-                }
-            }
-            multi::merge(merge, &[], replies, 0, &mut b);
-        }
-        Merge::Info => {
-            let section = local::proxy_info_section(ctx);
-            match multi::merge_info(replies, &section) {
-                Ok(text) => encode::verbatim(&mut b, proto, text.as_bytes()),
-                Err(e) => b.extend_from_slice(&e),
-            }
-        }
-        Merge::Text => {
-            // The node names label the text replies (KEYS-like fan-outs).
-            let nodes: SmallVec<[&str; 4]> = parts
-                .iter()
-                .map(|p| p.node.as_ref().map_or("?", |n| &**n.addr()))
-                .collect();
-            match multi::merge_text(replies, &nodes) {
-                Ok(text) => encode::verbatim(&mut b, proto, text.as_bytes()),
-                Err(e) => b.extend_from_slice(&e),
-            }
-        }
-        merge => multi::merge(merge, &[], replies, 0, &mut b),
-    }
-    b.freeze()
-}
-
 /// A request for a backend connection, answered to `tx` under `tag`.
 fn backend_request(
     tx: &mailbox::Sender<BackendReply>,
@@ -1774,72 +968,10 @@ fn queue_shared(
     *dirty = true;
 }
 
-/// For an EVALSHA/EVALSHA_RO `request` whose script slotgate knows, the `SCRIPT LOAD` frame
-/// that puts it back on a node.
-fn script_repair(ctx: &Context, request: &Bytes) -> Option<Bytes> {
-    let mut buf = BytesMut::from(&request[..]);
-    let req = RequestParser::new(ctx.config.limits)
-        .parse(&mut buf)
-        .ok()??;
-    let name = req.arg(0)?;
-    if !name.eq_ignore_ascii_case(b"evalsha") && !name.eq_ignore_ascii_case(b"evalsha_ro") {
-        return None;
-    }
-    let body = ctx.scripts.body(req.arg(1)?)?;
-    Some(
-        Request::from_args(&[&b"SCRIPT"[..], b"LOAD", &body])
-            .raw()
-            .clone(),
-    )
-}
-
-/// Whether a frame of the channel and pattern connection is an unsubscribe reply that leaves no
-/// subscription (`[unsubscribe|punsubscribe, channel, 0]`, RESP2 or RESP3).
-fn ends_subscriptions(frame: &[u8]) -> bool {
-    let Some(rest) = frame
-        .strip_prefix(b"*3\r\n")
-        .or_else(|| frame.strip_prefix(b">3\r\n"))
-    else {
-        return false;
-    };
-    // Shard channels have connections of their own (`shard_channels`).
-    let kinds: [&[u8]; 2] = [b"$11\r\nunsubscribe\r\n", b"$12\r\npunsubscribe\r\n"];
-    kinds.iter().any(|k| rest.starts_with(k)) && frame.ends_with(b":0\r\n")
-}
-
 /// XREAD/XREADGROUP with BLOCK would hold a shared connection, so they take a private one.
 fn is_blocking_stream_read(name: &str, req: &Request) -> bool {
     if name != "xread" && name != "xreadgroup" {
         return false;
     }
     (1..req.argc()).any(|i| req.arg(i).is_some_and(|a| a.eq_ignore_ascii_case(b"BLOCK")))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn should_gather_replies_in_part_order_and_drop_a_second_reply_for_a_part() {
-        let mut g = Gather::new(3);
-        assert!(!g.answered(1));
-        assert!(!g.keep(2, Bytes::from_static(b":3\r\n")));
-        assert!(
-            !g.keep(2, Bytes::from_static(b":99\r\n")),
-            "a duplicate completes nothing"
-        );
-        assert!(g.answered(2));
-        assert!(!g.keep(0, Bytes::from_static(b":1\r\n")));
-        assert!(g.keep(1, Bytes::from_static(b":2\r\n")));
-        let replies = g.take();
-        assert_eq!(&replies[..], &[&b":1\r\n"[..], b":2\r\n", b":3\r\n"]);
-        assert!(!g.answered(5), "a part that does not exist never answered");
-    }
-
-    #[test]
-    fn should_keep_queue_places_small() {
-        // Every request moves its queue place in and out of the queue: past 128 bytes each move
-        // is a memcpy call instead of a few register moves.
-        assert!(std::mem::size_of::<SlotState>() <= 128);
-    }
 }

@@ -1,0 +1,252 @@
+//! A request's place in the session's reply queue: the parts it went out in, how their replies
+//! combine into the one the client gets, and the tags that name a place in backend replies.
+//!
+//! Pure state and pure merging: this module must never send anything or write to the client.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use smallvec::SmallVec;
+
+use super::super::{Context, local};
+use crate::backend::Node;
+use crate::command::{Merge, multi};
+use crate::metrics::CommandMetrics;
+use crate::protocol::{RequestParser, encode};
+
+/// Parts of one request that went to backends.
+#[derive(Debug)]
+pub(super) struct PartState {
+    pub(super) request: Bytes,
+    /// The slot the part routes by (`None` for fan-outs to a fixed node).
+    pub(super) slot: Option<u16>,
+    pub(super) node: Option<Arc<Node>>,
+    /// Sent on the session's private connection to the node (blocking commands, WATCH).
+    pub(super) private: bool,
+    /// Replies the frame produces before the wanted one (a buffered transaction).
+    pub(super) skip: u32,
+    pub(super) redirects: u32,
+    pub(super) retries: u32,
+}
+
+impl PartState {
+    pub(super) fn new(request: Bytes, slot: Option<u16>, node: Option<Arc<Node>>) -> Self {
+        PartState {
+            request,
+            slot,
+            node,
+            private: false,
+            skip: 0,
+            redirects: 0,
+            retries: 0,
+        }
+    }
+}
+
+/// How a part travels: on a shared pipelined connection or the session's own.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Via {
+    pub(super) private: bool,
+    pub(super) skip: u32,
+}
+
+pub(super) const SHARED: Via = Via {
+    private: false,
+    skip: 0,
+};
+
+pub(super) const PRIVATE: Via = Via {
+    private: true,
+    skip: 0,
+};
+
+/// How a request's reply is made from its parts' replies. Kept small (the rare many-part
+/// kinds are boxed): queue places are moved on every request.
+#[derive(Debug)]
+pub(super) enum Combine {
+    Single,
+    Split(Box<Split>),
+    AllMasters(Box<Fanout>),
+    /// A SCAN step on master `index` of `masters`: its cursor is rewritten in the reply.
+    Scan {
+        index: u32,
+        masters: u32,
+    },
+}
+
+/// A multi-key command split per slot.
+#[derive(Debug)]
+pub(super) struct Split {
+    pub(super) merge: Merge,
+    pub(super) parts: Vec<multi::Part>,
+    pub(super) keys: usize,
+    pub(super) gather: Gather,
+}
+
+/// A command sent to every master.
+#[derive(Debug)]
+pub(super) struct Fanout {
+    pub(super) merge: Merge,
+    pub(super) gather: Gather,
+}
+
+/// The replies of a request sent in several parts, kept until the last one arrives.
+#[derive(Debug)]
+pub(super) struct Gather {
+    pub(super) replies: Vec<Option<Bytes>>,
+    pub(super) remaining: usize,
+}
+
+impl Gather {
+    pub(super) fn new(parts: usize) -> Self {
+        Gather {
+            replies: vec![None; parts],
+            remaining: parts,
+        }
+    }
+
+    pub(super) fn answered(&self, part: usize) -> bool {
+        self.replies.get(part).is_some_and(Option::is_some)
+    }
+
+    /// Keeps part `part`'s reply (a second reply for a part is dropped); true once every part
+    /// has answered.
+    pub(super) fn keep(&mut self, part: usize, reply: Bytes) -> bool {
+        if let Some(slot @ None) = self.replies.get_mut(part) {
+            *slot = Some(reply);
+            self.remaining -= 1;
+        }
+        self.remaining == 0
+    }
+
+    /// The replies in part order.
+    pub(super) fn take(&mut self) -> SmallVec<[Bytes; 4]> {
+        self.replies
+            .iter_mut()
+            .map(|r| r.take().unwrap_or_default())
+            .collect()
+    }
+}
+
+impl Combine {
+    /// Whether part `part` has already answered (only many-part requests keep replies: a
+    /// one-part request is answered as soon as its reply arrives).
+    pub(super) fn answered(&self, part: usize) -> bool {
+        match self {
+            Combine::Split(s) => s.gather.answered(part),
+            Combine::AllMasters(f) => f.gather.answered(part),
+            Combine::Single | Combine::Scan { .. } => false,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(super) enum SlotState {
+    Ready(Bytes),
+    Waiting {
+        combine: Combine,
+        parts: SmallVec<[PartState; 1]>,
+        /// The command's metric handles and when it arrived (when metrics are on), for its latency.
+        cmd: Option<&'static CommandMetrics>,
+        started: Option<Instant>,
+    },
+}
+
+/// A backend reply's tag names its queue place: the request's sequence number above the low
+/// `PART_BITS` bits, the part below.
+pub(super) const PART_BITS: u32 = 16;
+pub(super) const PART_MASK: u64 = (1 << PART_BITS) - 1;
+
+/// Tags from here up name no queue place (pushes, kills, shard channels...); every other tag is
+/// a sequence number and a part.
+pub(super) const FIRST_SPECIAL_TAG: u64 = u64::MAX - (1 << 32);
+
+/// A tag no queue place has: replies to it (an UNWATCH after DISCARD) are dropped.
+pub(super) const FORGET: u64 = u64::MAX;
+
+/// The tag of part `part` of request `seq`.
+pub(super) fn tag(seq: u64, part: usize) -> u64 {
+    (seq << PART_BITS) | part as u64
+}
+
+/// The reply of a command every master answered: `replies` and `parts` in master order.
+pub(super) fn merge_fanout(
+    ctx: &Context,
+    proto: encode::Proto,
+    merge: Merge,
+    replies: &[Bytes],
+    parts: &[PartState],
+) -> Bytes {
+    let mut b = BytesMut::new();
+    match merge {
+        Merge::Same => {
+            // SCRIPT LOAD through slotgate: remember the body, to load it again on a node that
+            // lost it (see `script_repair`).
+            if let (Some(first), Some(part)) = (replies.first(), parts.first())
+                && let Some(sha) = multi::bulk_text(first)
+            {
+                let mut buf = BytesMut::from(&part.request[..]);
+                if let Ok(Some(req)) = RequestParser::new(ctx.config.limits).parse(&mut buf)
+                    && req.arg(1).is_some_and(|a| a.eq_ignore_ascii_case(b"load"))
+                    && req
+                        .arg(0)
+                        .is_some_and(|a| a.eq_ignore_ascii_case(b"script"))
+                    && let Some(body) = req.arg(2)
+                {
+                    ctx.scripts.remember(&sha, Bytes::copy_from_slice(body));
+                }
+            }
+            multi::merge(merge, &[], replies, 0, &mut b);
+        }
+        Merge::Info => {
+            let section = local::proxy_info_section(ctx);
+            match multi::merge_info(replies, &section) {
+                Ok(text) => encode::verbatim(&mut b, proto, text.as_bytes()),
+                Err(e) => b.extend_from_slice(&e),
+            }
+        }
+        Merge::Text => {
+            // The node names label the text replies (KEYS-like fan-outs).
+            let nodes: SmallVec<[&str; 4]> = parts
+                .iter()
+                .map(|p| p.node.as_ref().map_or("?", |n| &**n.addr()))
+                .collect();
+            match multi::merge_text(replies, &nodes) {
+                Ok(text) => encode::verbatim(&mut b, proto, text.as_bytes()),
+                Err(e) => b.extend_from_slice(&e),
+            }
+        }
+        merge => multi::merge(merge, &[], replies, 0, &mut b),
+    }
+    b.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn should_gather_replies_in_part_order_and_drop_a_second_reply_for_a_part() {
+        let mut g = Gather::new(3);
+        assert!(!g.answered(1));
+        assert!(!g.keep(2, Bytes::from_static(b":3\r\n")));
+        assert!(
+            !g.keep(2, Bytes::from_static(b":99\r\n")),
+            "a duplicate completes nothing"
+        );
+        assert!(g.answered(2));
+        assert!(!g.keep(0, Bytes::from_static(b":1\r\n")));
+        assert!(g.keep(1, Bytes::from_static(b":2\r\n")));
+        let replies = g.take();
+        assert_eq!(&replies[..], &[&b":1\r\n"[..], b":2\r\n", b":3\r\n"]);
+        assert!(!g.answered(5), "a part that does not exist never answered");
+    }
+
+    #[test]
+    fn should_keep_queue_places_small() {
+        // Every request moves its queue place in and out of the queue: past 128 bytes each move
+        // is a memcpy call instead of a few register moves.
+        assert!(std::mem::size_of::<SlotState>() <= 128);
+    }
+}
