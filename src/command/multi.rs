@@ -491,6 +491,94 @@ pub fn bulk_text(reply: &[u8]) -> Option<String> {
     Some(String::from_utf8_lossy(body).into_owned())
 }
 
+/// Entry points for the fuzz targets in `fuzz/` (not used by the proxy).
+pub mod fuzzing {
+    use bytes::{Bytes, BytesMut};
+
+    use super::{Merge, bulk_text, merge, merge_info, merge_text, rewrite_scan_reply, split};
+    use crate::protocol::{Limits, ReplyScanner, Request};
+
+    const KINDS: [Merge; 12] = [
+        Merge::Ordered,
+        Merge::Sum,
+        Merge::AllOk,
+        Merge::Info,
+        Merge::Same,
+        Merge::AllExist,
+        Merge::Concat,
+        Merge::FirstNonNull,
+        Merge::Union,
+        Merge::PairSum,
+        Merge::Newest,
+        Merge::Text,
+    ];
+
+    /// Merges the whole frames a backend could send (`data` after its first two bytes, cut by
+    /// the reply scanner as a connection cuts them) as the replies of a split MGET or MSET and
+    /// of a fan-out, rewrites them as SCAN replies, and reads them as INFO and text: whatever
+    /// the frames, every merge ends in one well-formed reply and nothing panics.
+    pub fn merge_replies(data: &[u8]) {
+        let (Some(&pick), Some(&nkeys)) = (data.first(), data.get(1)) else {
+            return;
+        };
+        let kind = KINDS
+            .get(usize::from(pick) % KINDS.len())
+            .copied()
+            .unwrap_or(Merge::Sum);
+        let limits = Limits {
+            max_bulk_len: 4096,
+            max_reply_depth: 16,
+            ..Limits::default()
+        };
+        let mut scanner = ReplyScanner::new(limits);
+        let mut buf = BytesMut::from(data.get(2..).unwrap_or_default());
+        let mut replies = Vec::new();
+        while let Ok(Some(n)) = scanner.scan(&buf) {
+            replies.push(buf.split_to(n).freeze());
+            if replies.len() == 16 {
+                break;
+            }
+        }
+        // A request of up to 8 keys over up to 4 slots, split as a session splits it.
+        let keys = 1 + usize::from(nkeys % 8);
+        let names: Vec<Vec<u8>> = (0..keys).map(|i| format!("k{i}").into_bytes()).collect();
+        let mut args: Vec<&[u8]> = vec![b"MGET"];
+        args.extend(names.iter().map(Vec::as_slice));
+        let req = Request::from_args(&args);
+        let positions: Vec<u32> = (1..=keys as u32).collect();
+        let slots: Vec<u16> = (0..keys).map(|i| (i % 4) as u16).collect();
+        let parts = split(&req, &positions, &slots, 1);
+        let check = |out: &BytesMut| {
+            let mut s = ReplyScanner::new(Limits::default());
+            assert_eq!(
+                s.scan(out).ok().flatten(),
+                Some(out.len()),
+                "one whole reply"
+            );
+        };
+        let mut out = BytesMut::new();
+        let n = if kind == Merge::Ordered {
+            parts.len()
+        } else {
+            replies.len()
+        };
+        let given: Vec<Bytes> = replies.iter().take(n).cloned().collect();
+        if kind != Merge::Ordered || given.len() == parts.len() {
+            merge(kind, &parts, &given, keys, &mut out);
+            check(&out);
+        }
+        for r in &replies {
+            let mut out = BytesMut::new();
+            rewrite_scan_reply(r, usize::from(pick % 4), 4, &mut out);
+            check(&out);
+            let _ = bulk_text(r);
+        }
+        let _ = merge_info(&replies, "# Proxy\r\n");
+        let nodes: Vec<&str> = replies.iter().map(|_| "127.0.0.1:7000").collect();
+        let _ = merge_text(&replies, &nodes);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
