@@ -7,7 +7,8 @@ values, random keys) and prints, per scenario: throughput through slotgate and d
 (`redis-benchmark --cluster`), their ratio, p50/p99 latency, and slotgate's own CPU time per
 request (utime+stime from /proc). A second table splits the CPU each run used per request
 between redis-benchmark, the Redis nodes and slotgate, with the share of the machine's CPUs in
-use, and gives the ratio the two runs would stand in if both kept every CPU busy. Each scenario runs --repeat times, slotgate and direct in
+use and the share of the run slotgate waited for a CPU, and gives the ratio the two runs would
+stand in if both kept every CPU busy. Each scenario runs --repeat times, slotgate and direct in
 turn, and the medians are printed (the ratio is the median of the per-pair ratios), so that a
 burst of load from elsewhere on a shared machine moves one pair, not the figure. Pipelined
 scenarios send 5x the requests, so that a run lasts long enough to time. Every process it starts
@@ -30,6 +31,15 @@ def cpu_ticks(pid):
     return int(fields[11]) + int(fields[12])  # utime + stime
 
 
+def runqueue_wait_ns(pid):
+    """Nanoseconds the threads of `pid` have spent runnable but waiting for a CPU."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+            total += int(f.read().split()[1])
+    return total
+
+
 def machine_ticks():
     """(busy, total) jiffies of the whole machine, all CPUs, from /proc/stat."""
     with open("/proc/stat") as f:
@@ -49,9 +59,11 @@ def bench(port, args, cluster=False, n=200000, pids=()):
     if cluster:
         cmd.append("--cluster")
     before = [sum(cpu_ticks(p) for p in group) for group in pids]
-    m0, c0 = machine_ticks(), children_cpu()
+    w0 = [runqueue_wait_ns(g[0]) for g in pids]
+    m0, c0, t0 = machine_ticks(), children_cpu(), time.monotonic()
     out = subprocess.run(cmd + args, capture_output=True, text=True).stdout
-    m1, c1 = machine_ticks(), children_cpu()
+    m1, c1, t1 = machine_ticks(), children_cpu(), time.monotonic()
+    w1 = [runqueue_wait_ns(g[0]) for g in pids]
     after = [sum(cpu_ticks(p) for p in group) for group in pids]
     rows = [r for r in csv.reader(io.StringIO(out)) if r and r[0] != "test"]
     if not rows:
@@ -60,7 +72,9 @@ def bench(port, args, cluster=False, n=200000, pids=()):
     return {"rps": float(r[1]), "p50": float(r[4]), "p99": float(r[6]),
             "bench_us": (c1 - c0) * 1e6 / n,
             "pids_us": [(b - a) / HZ * 1e6 / n for a, b in zip(before, after)],
-            "busy": (m1[0] - m0[0]) / max(1, m1[1] - m0[1])}
+            "busy": (m1[0] - m0[0]) / max(1, m1[1] - m0[1]),
+            # Share of the run the first process of each group was ready to run but had no CPU.
+            "waits": [(b - a) / 1e9 / max(1e-9, t1 - t0) for a, b in zip(w0, w1)]}
 
 
 def main():
@@ -148,6 +162,7 @@ def main():
             r = {k: med(x[k] for x in runs) for k in keys}
             r["proxy_us"] = med(x["pids_us"][0] for x in runs)
             r["redis_us"] = med(x["pids_us"][1] for x in runs)
+            r["proxy_wait"] = med(x["waits"][0] for x in runs)
             d = None
             if directs:
                 d = {k: med(x[k] for x in directs) for k in keys}
@@ -160,13 +175,15 @@ def main():
         # Where the machine's CPU went per request. When both runs keep every CPU busy, their
         # throughputs stand in the inverse ratio of these totals: "cpu bound" is the ratio the
         # proxy could reach at best on this machine with its CPU cost as measured.
-        print("\nCPU per request (us; utime+stime) and share of all CPUs busy")
+        # "waited" is the share of the run slotgate was ready to run but had no CPU (schedstat).
+        print("\nCPU per request (us; utime+stime), share of all CPUs busy, share of the run "
+              "slotgate waited for a CPU; slotgate | direct")
         print(f"{'scenario':<20} {'bench':>6} {'redis':>6} {'proxy':>6} {'total':>6} {'busy':>5}"
-              f" | {'bench':>6} {'redis':>6} {'total':>6} {'busy':>5} | {'cpu bound':>9}")
+              f" {'waited':>6} | {'bench':>6} {'redis':>6} {'total':>6} {'busy':>5} | {'cpu bound':>9}")
         for name, r, d in budgets:
             via = r["bench_us"] + r["redis_us"] + r["proxy_us"]
             line = (f"{name:<20} {r['bench_us']:>6.2f} {r['redis_us']:>6.2f} {r['proxy_us']:>6.2f}"
-                    f" {via:>6.2f} {r['busy']:>5.0%}")
+                    f" {via:>6.2f} {r['busy']:>5.0%} {r['proxy_wait']:>6.0%}")
             if d:
                 direct = d["bench_us"] + d["redis_us"]
                 line += (f" | {d['bench_us']:>6.2f} {d['redis_us']:>6.2f} {direct:>6.2f}"
