@@ -1,6 +1,7 @@
 //! Wiring: builds the backends, learns the first topology, starts the refresher and the
 //! listener, and owns graceful shutdown (stop accepting, let sessions finish their replies,
-//! give up after the drain deadline). The only module that knows every other.
+//! give up after the drain deadline). The only module that knows every other; it must never hold
+//! request-path logic of its own, nor exit with sessions still owed replies before the deadline.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

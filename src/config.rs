@@ -1,6 +1,7 @@
 //! The validated internal configuration: addresses parsed, durations as `Duration`, limits
 //! checked against each other. Built from the TOML file (`config/file.rs`) with command-line
-//! flags layered on top. Nothing outside this module reads the file schema.
+//! flags layered on top. Nothing outside this module reads the file schema, and it must never
+//! hand out a value it has not checked.
 
 pub mod file;
 

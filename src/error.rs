@@ -1,7 +1,7 @@
 //! The proxy's error types, each saying which side failed and whether a retry is safe.
 //!
 //! Errors become a RESP error line once, at the session, through `Display`. Nothing in the
-//! library matches on error text; callers match on these variants.
+//! library may ever match on error text; callers match on these variants.
 
 use std::sync::Arc;
 use std::time::Duration;

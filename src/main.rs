@@ -1,4 +1,5 @@
-//! The slotgate binary: parse flags, load and validate the config, set up logging, run.
+//! The slotgate binary: parse flags, load and validate the config, set up logging, run. The only
+//! place `anyhow` is used; it must never hold proxy logic (that lives in the library).
 
 use std::path::PathBuf;
 use std::process::ExitCode;

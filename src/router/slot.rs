@@ -1,5 +1,6 @@
 //! Key → slot: CRC16/XMODEM of the key, or of its hash tag, modulo 16384, exactly as the Redis
-//! Cluster specification defines it.
+//! Cluster specification defines it. Every key has a slot: this must never fail, allocate or
+//! look anything up but its own tables.
 
 /// Number of hash slots in a Redis Cluster.
 pub const SLOTS: usize = 16384;
