@@ -321,6 +321,10 @@ impl Config {
             max_tryagain: c.max_tryagain.unwrap_or(sd.max_tryagain),
             tryagain_delay: ms(c.tryagain_delay_ms, sd.tryagain_delay),
             fleet_writes: c.fleet_writes.unwrap_or(false),
+            idle_timeout: c
+                .idle_timeout_ms
+                .filter(|&t| t > 0)
+                .map(Duration::from_millis),
             multi_key,
         };
         if session.max_pipeline >= 1 << 40 {
@@ -424,6 +428,21 @@ mod tests {
     fn should_accept_a_minimal_file_with_defaults() {
         let c = parse("seeds = [\"127.0.0.1:7000\"]").map_err(|e| e.to_string());
         assert!(c.is_ok(), "{c:?}");
+    }
+
+    #[test]
+    fn should_close_idle_clients_only_when_a_timeout_is_set() {
+        let idle = |extra: &str| {
+            parse(&format!("seeds = [\"a:1\"]\n{extra}"))
+                .map(|c| c.session.idle_timeout)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(idle(""), Ok(None), "Redis' default: timeout 0");
+        assert_eq!(idle("[clients]\nidle_timeout_ms = 0"), Ok(None));
+        assert_eq!(
+            idle("[clients]\nidle_timeout_ms = 1500"),
+            Ok(Some(Duration::from_millis(1500)))
+        );
     }
 
     #[test]

@@ -56,6 +56,10 @@ pub struct SessionConfig {
     /// FLUSHALL, FLUSHDB and CONFIG SET/RESETSTAT/REWRITE go to every master instead of being
     /// refused.
     pub fleet_writes: bool,
+    /// Close a client that has sent and received nothing for this long, as Redis' `timeout`
+    /// does (never one waiting for a reply, blocked or subscribed). `None`: never (Redis'
+    /// default, `timeout 0`).
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Default for SessionConfig {
@@ -69,6 +73,7 @@ impl Default for SessionConfig {
             tryagain_delay: Duration::from_millis(20),
             multi_key: MultiKeyPolicy::Split,
             fleet_writes: false,
+            idle_timeout: None,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The proxy's own lifecycle against a real cluster: on SIGTERM slotgate stops accepting,
 //! lets every client receive the replies it is owed, closes them and exits 0 within the drain
-//! timeout, with its sessions spread over several worker threads.
+//! timeout, with its sessions spread over several worker threads; with an idle timeout set, it
+//! closes idle clients as Redis' `timeout` does, and only those.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -14,7 +15,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use support::{Cluster, Proxy, read_reply};
+use support::{Cluster, Proxy, TempConf, read_reply};
 
 /// A script that keeps its master busy for about 300 ms, then answers `done`.
 const SLOW: &str = "local s = redis.call('TIME') \
@@ -67,4 +68,95 @@ fn sigterm_drains_outstanding_replies_then_exits() {
     );
     let log = proxy.log();
     assert!(log.contains("draining"), "{log}");
+}
+
+/// Sends one command on a raw socket and reads its reply.
+fn ask(s: &mut TcpStream, frame: &[u8]) -> redis_protocol::resp2::types::OwnedFrame {
+    s.write_all(frame).unwrap();
+    read_reply(s, &mut Vec::new())
+}
+
+/// Whether the proxy closed `s`: a read that ends the stream (or a reset), not a timeout.
+fn closed(s: &mut TcpStream) -> bool {
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut b = [0u8; 64];
+    match s.read(&mut b) {
+        Ok(0) => true,
+        Ok(n) => panic!("unexpected bytes: {:?}", &b[..n]),
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+    }
+}
+
+#[test]
+fn idle_clients_are_closed_after_the_idle_timeout_and_only_they() {
+    use redis_protocol::resp2::types::OwnedFrame;
+    const PING: &[u8] = b"*1\r\n$4\r\nPING\r\n";
+    let pong = || OwnedFrame::SimpleString(b"PONG".to_vec());
+    let cluster = Cluster::start(3, 0);
+    let conf = TempConf::new("[clients]\nidle_timeout_ms = 500\n");
+    let proxy = Proxy::cluster(&cluster, &["--config", conf.path()]);
+    // Without the setting, as in Redis (`timeout 0`), nobody is closed.
+    let plain = Proxy::cluster(&cluster, &[]);
+
+    let mut idle = proxy.raw();
+    assert_eq!(ask(&mut idle, PING), pong());
+    let mut never_asked = proxy.raw();
+    let mut busy = proxy.raw();
+    let mut subscriber = proxy.raw();
+    ask(&mut subscriber, b"*2\r\n$9\r\nSUBSCRIBE\r\n$4\r\nnews\r\n");
+    let mut blocked = proxy.raw();
+    blocked
+        .write_all(b"*3\r\n$5\r\nBLPOP\r\n$5\r\njobs1\r\n$1\r\n0\r\n")
+        .unwrap();
+    let mut untimed = plain.raw();
+    assert_eq!(ask(&mut untimed, PING), pong());
+
+    // Two seconds, four timeouts: the busy client pings every 100 ms meanwhile.
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(2) {
+        assert_eq!(ask(&mut busy, PING), pong());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(closed(&mut idle), "an idle client is closed");
+    assert!(
+        closed(&mut never_asked),
+        "a client that never sent anything is closed"
+    );
+    assert_eq!(ask(&mut busy, PING), pong(), "an active client stays");
+    assert_eq!(
+        ask(&mut untimed, PING),
+        pong(),
+        "no timeout unless configured"
+    );
+
+    // The subscriber and the blocked client waited all along and are still served.
+    let mut c = proxy.conn();
+    // The count is the publishing master's receivers (0 when the subscriber is on another
+    // master); the cluster bus delivers the message either way.
+    let n: i64 = redis::cmd("PUBLISH")
+        .arg("news")
+        .arg("hi")
+        .query(&mut c)
+        .unwrap();
+    assert!(n <= 1, "{n}");
+    assert_eq!(
+        read_reply(&mut subscriber, &mut Vec::new()),
+        OwnedFrame::Array(vec![
+            OwnedFrame::BulkString(b"message".to_vec()),
+            OwnedFrame::BulkString(b"news".to_vec()),
+            OwnedFrame::BulkString(b"hi".to_vec()),
+        ])
+    );
+    let _: i64 = redis::cmd("LPUSH")
+        .arg("jobs1")
+        .arg("x")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(
+        read_reply(&mut blocked, &mut Vec::new()),
+        OwnedFrame::Array(vec![
+            OwnedFrame::BulkString(b"jobs1".to_vec()),
+            OwnedFrame::BulkString(b"x".to_vec()),
+        ])
+    );
 }

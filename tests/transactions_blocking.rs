@@ -319,7 +319,7 @@ fn blocking_commands_get_their_own_connections_and_never_stall_others() {
     );
 
     // Private connections per node are bounded; beyond the bound a clear error, fast.
-    let conf = TempConf::new("[backend]\nmax_private_per_node = 2\n");
+    let conf = support::TempConf::new("[backend]\nmax_private_per_node = 2\n");
     let small = Proxy::cluster(&cluster, &["--config", conf.path()]);
     let held: Vec<_> = (0..2)
         .map(|_| {
@@ -340,31 +340,6 @@ fn blocking_commands_get_their_own_connections_and_never_stall_others() {
         .to_string();
     assert!(e.contains("too many blocked or watching clients"), "{e}");
     drop(held);
-}
-
-/// A config file in the temporary directory, removed when dropped (even when the test fails).
-struct TempConf(String);
-
-impl TempConf {
-    fn new(text: &str) -> Self {
-        let path = std::env::temp_dir().join(format!(
-            "slotgate-conf-{}-{}.toml",
-            std::process::id(),
-            support::free_port()
-        ));
-        std::fs::write(&path, text).unwrap();
-        TempConf(path.to_string_lossy().into_owned())
-    }
-
-    fn path(&self) -> &str {
-        &self.0
-    }
-}
-
-impl Drop for TempConf {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
 }
 
 /// A job-queue-shaped workload (what BullMQ-style libraries do): producers add jobs with a Lua

@@ -63,6 +63,8 @@ pub struct ClientsFile {
     pub drain_timeout_ms: Option<u64>,
     /// Send FLUSHALL, FLUSHDB and CONFIG SET/RESETSTAT/REWRITE to every master.
     pub fleet_writes: Option<bool>,
+    /// Close a client idle this long (Redis' `timeout`); 0 never does.
+    pub idle_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

@@ -166,6 +166,10 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     let mut read_waiting = false;
     // The task waker `io` holds, to skip re-arming it on every poll.
     let mut armed: Option<std::task::Waker> = None;
+    // Bytes already added to the shared counters (with `bytes_in + bytes_out`, every byte the
+    // socket moved: what the idle-timeout watch, when one is set, looks at).
+    let mut bytes_flushed: u64 = 0;
+    let mut idle = s.ctx.config.idle_timeout.map(IdleWatch::new);
 
     let clean = poll_fn(|cx| {
         // The reply queue was drained with the task registered: only a send can fill it.
@@ -261,6 +265,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 return Poll::Ready(false);
             }
             if bytes_in + bytes_out >= BYTES_FLUSH {
+                bytes_flushed += bytes_in + bytes_out;
                 s.flush_bytes(&mut bytes_in, &mut bytes_out);
             }
             // Another round only when a source can have more without waking the task: every
@@ -279,6 +284,13 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                         continue;
                     }
                 }
+                if let Some(w) = &mut idle {
+                    let waiting = !s.queue.is_empty() || !s.out.is_empty() || s.subscribed();
+                    if w.expired(cx, bytes_flushed + bytes_in + bytes_out, waiting) {
+                        debug!(client = s.client.id, "closing idle client");
+                        return Poll::Ready(false);
+                    }
+                }
                 return Poll::Pending;
             }
         }
@@ -290,6 +302,52 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     s.flush_bytes(&mut bytes_in, &mut bytes_out);
     if clean {
         let _ = stream.shutdown().await;
+    }
+}
+
+/// Redis' `timeout` for one session. A timer looks at the bytes the socket has moved (counted
+/// anyway: nothing is added per request) every quarter of the timeout, and the client is idle
+/// once four checks in a row saw no change while it waited for nothing: idle for at least the
+/// timeout and at most a quarter more.
+struct IdleWatch {
+    every: std::time::Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
+    seen: u64,
+    quiet: u32,
+}
+
+/// Checks without activity that make a client idle.
+const IDLE_CHECKS: u32 = 4;
+
+impl IdleWatch {
+    fn new(timeout: std::time::Duration) -> Self {
+        let every = (timeout / IDLE_CHECKS).max(std::time::Duration::from_millis(1));
+        IdleWatch {
+            every,
+            timer: Box::pin(tokio::time::sleep(every)),
+            seen: 0,
+            quiet: 0,
+        }
+    }
+
+    /// Polls the timer (registering the task) and says whether the client has been idle for
+    /// the whole timeout. `activity` is the socket's count of bytes moved; `waiting` is true
+    /// while the client waits for a reply, is blocked or is subscribed (never idle then).
+    fn expired(&mut self, cx: &mut TaskContext<'_>, activity: u64, waiting: bool) -> bool {
+        while self.timer.as_mut().poll(cx).is_ready() {
+            if activity == self.seen && !waiting {
+                self.quiet += 1;
+                if self.quiet >= IDLE_CHECKS {
+                    return true;
+                }
+            } else {
+                self.quiet = 0;
+                self.seen = activity;
+            }
+            let next = tokio::time::Instant::now() + self.every;
+            self.timer.as_mut().reset(next);
+        }
+        false
     }
 }
 

@@ -730,3 +730,28 @@ pub fn move_slot(cluster: &Cluster, slot: u16, from: &Redis, to: &Redis) {
         }
     }
 }
+
+/// A config file in the temporary directory, removed when dropped (even when the test fails).
+pub struct TempConf(String);
+
+impl TempConf {
+    pub fn new(text: &str) -> Self {
+        let path = std::env::temp_dir().join(format!(
+            "slotgate-conf-{}-{}.toml",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::write(&path, text).unwrap();
+        TempConf(path.to_string_lossy().into_owned())
+    }
+
+    pub fn path(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Drop for TempConf {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
