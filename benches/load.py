@@ -175,7 +175,8 @@ def main():
         # Where the machine's CPU went per request. When both runs keep every CPU busy, their
         # throughputs stand in the inverse ratio of these totals: "cpu bound" is the ratio the
         # proxy could reach at best on this machine with its CPU cost as measured.
-        # "waited" is the share of the run slotgate was ready to run but had no CPU (schedstat).
+        # "waited" is the share of the run slotgate was ready to run but had no CPU (schedstat),
+        # summed over its threads (so above 100% is possible with several workers).
         print("\nCPU per request (us; utime+stime), share of all CPUs busy, share of the run "
               "slotgate waited for a CPU; slotgate | direct")
         print(f"{'scenario':<20} {'bench':>6} {'redis':>6} {'proxy':>6} {'total':>6} {'busy':>5}"
