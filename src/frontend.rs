@@ -57,8 +57,8 @@ pub struct SessionConfig {
     /// refused.
     pub fleet_writes: bool,
     /// Close a client that has sent and received nothing for this long, as Redis' `timeout`
-    /// does (never one waiting for a reply, blocked or subscribed). `None`: never (Redis'
-    /// default, `timeout 0`).
+    /// does (never one a node still owes a reply, blocked or subscribed; one that does not read
+    /// its replies is idle). `None`: never (Redis' default, `timeout 0`).
     pub idle_timeout: Option<Duration>,
 }
 

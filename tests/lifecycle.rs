@@ -110,6 +110,18 @@ fn idle_clients_are_closed_after_the_idle_timeout_and_only_they() {
         .unwrap();
     let mut untimed = plain.raw();
     assert_eq!(ask(&mut untimed, PING), pong());
+    // A client that asks for 32 MB and never reads it: more than the sockets hold, so the rest
+    // waits in slotgate, and the client is idle (Redis closes such a client too).
+    const BIG: usize = 32 << 20;
+    let _: () = redis::cmd("SET")
+        .arg("big")
+        .arg(vec![b'x'; BIG])
+        .query(&mut proxy.conn())
+        .unwrap();
+    let mut non_reader = proxy.raw();
+    non_reader
+        .write_all(b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n")
+        .unwrap();
 
     // Two seconds, four timeouts: the busy client pings every 100 ms meanwhile.
     let started = std::time::Instant::now();
@@ -121,6 +133,23 @@ fn idle_clients_are_closed_after_the_idle_timeout_and_only_they() {
     assert!(
         closed(&mut never_asked),
         "a client that never sent anything is closed"
+    );
+    let mut got = 0;
+    let mut chunk = vec![0u8; 1 << 20];
+    non_reader
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    loop {
+        match non_reader.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("the client that does not read is still open ({got} bytes): {e}"),
+        }
+    }
+    assert!(
+        got < BIG,
+        "closed before its reply was through ({got} of {BIG} bytes)"
     );
     assert_eq!(ask(&mut busy, PING), pong(), "an active client stays");
     assert_eq!(

@@ -285,7 +285,9 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     }
                 }
                 if let Some(w) = &mut idle {
-                    let waiting = !s.queue.is_empty() || !s.out.is_empty() || s.subscribed();
+                    // Replies the client does not read are no reason to keep it: Redis closes
+                    // such a client too. Replies still to come from a node are.
+                    let waiting = !s.queue.is_empty() || s.subscribed();
                     if w.expired(cx, bytes_flushed + bytes_in + bytes_out, waiting) {
                         debug!(client = s.client.id, "closing idle client");
                         return Poll::Ready(false);
@@ -332,7 +334,8 @@ impl IdleWatch {
 
     /// Polls the timer (registering the task) and says whether the client has been idle for
     /// the whole timeout. `activity` is the socket's count of bytes moved; `waiting` is true
-    /// while the client waits for a reply, is blocked or is subscribed (never idle then).
+    /// while a node still owes the client a reply (a blocked command too) or the client is
+    /// subscribed (never idle then).
     fn expired(&mut self, cx: &mut TaskContext<'_>, activity: u64, waiting: bool) -> bool {
         while self.timer.as_mut().poll(cx).is_ready() {
             if activity == self.seen && !waiting {
