@@ -6,7 +6,6 @@
 //! looked up by name on the request path. Nothing here may block or allocate per request.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use metrics::{Counter, Gauge, Histogram, IntoF64, counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -148,7 +147,9 @@ impl IntoF64 for Seconds {
 }
 
 impl LatencyBuckets {
-    pub fn record(&self, d: Duration) {
+    /// `d` in its bucket (the request path records microseconds, `record_us`).
+    #[cfg(test)]
+    pub fn record(&self, d: std::time::Duration) {
         self.record_us(d.as_micros().min(u128::from(u64::MAX)) as u64);
     }
 
@@ -304,6 +305,7 @@ impl CommandMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn should_place_latencies_in_power_of_two_buckets() {

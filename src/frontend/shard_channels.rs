@@ -121,10 +121,10 @@ fn frame(proto: Proto, kind: &[u8], name: Option<&[u8]>, count: usize) -> Bytes 
 }
 
 impl ShardChannels {
-    /// Whether `tag` belongs to a shard subscriber connection.
     /// The lowest tag this module hands out.
     pub const FIRST_TAG: u64 = BASE;
 
+    /// Whether `tag` belongs to a shard subscriber connection.
     pub fn owns_tag(tag: u64) -> bool {
         (BASE..BASE + SPAN).contains(&tag)
     }

@@ -11,8 +11,8 @@ use std::sync::atomic::Ordering;
 use bytes::{Bytes, BytesMut};
 use tracing::debug;
 
-use super::Session;
 use super::place::{PART_BITS, SlotState, Via};
+use super::{Session, pick_master};
 use crate::backend::{BackendReply, BackendRequest, Node, ReplyTo};
 use crate::frontend::Context;
 use crate::protocol::{Request, RequestParser, encode};
@@ -248,12 +248,7 @@ impl Session {
                         tokio::time::sleep(REDISCOVER_POLL).await;
                     }
                     let topo = handle.load_full();
-                    let node = match slot {
-                        Some(s) => topo.master_for_slot(s),
-                        None => topo
-                            .masters()
-                            .get((id % topo.masters().len().max(1) as u64) as usize),
-                    };
+                    let node = pick_master(&topo, slot, id);
                     let reply_to = ReplyTo { tx, tag };
                     match node {
                         Some(node) => node.send(proto, id, BackendRequest::new(frame, reply_to)),
