@@ -74,11 +74,17 @@ pub fn lookup<'t>(table: &'t Table, req: &Request) -> Result<&'t Entry, Rejectio
     check_arity(entry, req)
 }
 
-/// `entry` if `req` has an argument count its arity allows, else Redis' arity error.
+/// `entry` if `req` has an argument count its arity allows (and, for commands that take keys
+/// with their values, whole groups of them), else Redis' arity error.
 pub fn check_arity<'t>(entry: &'t Entry, req: &Request) -> Result<&'t Entry, Rejection> {
     let arity = i64::from(entry.spec.arity);
     let argc = req.argc() as i64;
     if (arity > 0 && argc != arity) || argc < -arity {
+        return Err(Rejection::WrongArity(entry.spec.name.to_string()));
+    }
+    if let Some((first, step)) = entry.groups
+        && (argc - i64::from(first)) % i64::from(step) != 0
+    {
         return Err(Rejection::WrongArity(entry.spec.name.to_string()));
     }
     Ok(entry)
@@ -288,6 +294,42 @@ mod tests {
         assert!(name(&["CLIENT", "NOPE"], &mut last).contains("unknown subcommand"));
         assert_eq!(name(&["set", "k", "v"], &mut last), "set");
         assert!(name(&["NOPE"], &mut last).contains("unknown command"));
+    }
+
+    #[test]
+    fn should_refuse_keys_without_their_values_as_redis_does() {
+        let table = Table::redis70();
+        let check = |args: &[&str]| lookup(&table, &Request::from_args(args)).map(|e| e.spec.name);
+        for name in ["MSET", "MSETNX"] {
+            let lower = name.to_ascii_lowercase();
+            let err = format!("ERR wrong number of arguments for '{lower}' command");
+            assert_eq!(check(&[name, "a", "1"]), Ok(&*lower.leak()));
+            for bad in [
+                &[name, "a"][..],
+                &[name, "a", "1", "b"],
+                &[name, "a", "1", "b", "2", "c"],
+            ] {
+                assert_eq!(
+                    check(bad).map_err(|e| e.to_string()),
+                    Err(err.clone()),
+                    "{bad:?}"
+                );
+            }
+        }
+        // Commands without value groups keep Redis' plain arity rule.
+        assert!(check(&["MGET", "a", "b", "c"]).is_ok());
+        assert!(check(&["DEL", "a", "b", "c"]).is_ok());
+    }
+
+    #[test]
+    fn should_take_value_groups_only_from_commands_whose_key_spec_has_them() {
+        let table = Table::redis70();
+        let groups = |n: &[u8]| table.get(n).and_then(|e| e.groups);
+        assert_eq!(groups(b"mset"), Some((1, 2)));
+        assert_eq!(groups(b"msetnx"), Some((1, 2)));
+        assert_eq!(groups(b"mget"), None);
+        assert_eq!(groups(b"xread"), None);
+        assert_eq!(groups(b"get"), None);
     }
 
     fn keys_of(args: &[&str]) -> Vec<String> {

@@ -25,8 +25,20 @@ pub struct Part {
 /// to `slots` (as [`crate::command::key_slots`] gives them), into one request per distinct slot,
 /// in the order slots first appear. The parts are written into one buffer and split off it, so
 /// a split costs two allocations for its frames, however many slots it spans.
-pub fn split(req: &Request, keys: &[u32], slots: &[u16], step: u8) -> Vec<Part> {
+///
+/// `None` when a key lacks one of its `step - 1` values or `slots` does not give every key
+/// a slot: nothing may then be sent, since a part would be an incomplete frame (the caller has
+/// already refused such counts with Redis' arity error; this keeps the guarantee local).
+pub fn split(req: &Request, keys: &[u32], slots: &[u16], step: u8) -> Option<Vec<Part>> {
     let step = u32::from(step.max(1));
+    let argc = req.argc();
+    if slots.len() != keys.len()
+        || keys
+            .iter()
+            .any(|&k| k == 0 || (k + step - 1) as usize >= argc)
+    {
+        return None;
+    }
     let mut parts: Vec<Part> = Vec::new();
     for (i, &slot) in slots.iter().enumerate() {
         match parts.iter_mut().find(|p| p.slot == slot) {
@@ -60,7 +72,7 @@ pub fn split(req: &Request, keys: &[u32], slots: &[u16], step: u8) -> Vec<Part> 
         }
         p.request = buf.split().freeze();
     }
-    parts
+    Some(parts)
 }
 
 fn first_error(replies: &[Bytes]) -> Option<&Bytes> {
@@ -547,7 +559,7 @@ pub mod fuzzing {
         let req = Request::from_args(&args);
         let positions: Vec<u32> = (1..=keys as u32).collect();
         let slots: Vec<u16> = (0..keys).map(|i| (i % 4) as u16).collect();
-        let parts = split(&req, &positions, &slots, 1);
+        let parts = split(&req, &positions, &slots, 1).unwrap_or_default();
         let check = |out: &BytesMut| {
             let mut s = ReplyScanner::new(Limits::default());
             assert_eq!(
@@ -587,7 +599,59 @@ mod tests {
     fn split_all(req: &Request, keys: &[u32], step: u8) -> Vec<Part> {
         let mut slots = crate::command::KeySlots::new();
         let _ = crate::command::key_slots(req, keys, &mut slots);
-        split(req, keys, &slots, step)
+        split(req, keys, &slots, step).unwrap_or_default()
+    }
+
+    proptest::proptest! {
+        /// Whatever the argument count, a split is refused whole or gives parts that are each
+        /// one complete frame, which together carry every key with its values exactly once.
+        #[test]
+        fn should_split_into_complete_frames_or_not_at_all(
+            args in proptest::collection::vec("[a-e{}]{0,3}", 0..12),
+            step in 1u8..=2,
+        ) {
+            let mut all = vec!["MSET".to_string()];
+            all.extend(args);
+            let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+            let req = Request::from_args(&refs);
+            let keys: Vec<u32> = (1..refs.len() as u32).step_by(step as usize).collect();
+            let mut slots = crate::command::KeySlots::new();
+            let _ = crate::command::key_slots(&req, &keys, &mut slots);
+            let complete = (refs.len() - 1).is_multiple_of(step as usize);
+            match split(&req, &keys, &slots, step) {
+                None => proptest::prop_assert!(!complete),
+                Some(parts) => {
+                    proptest::prop_assert!(complete);
+                    let mut seen: Vec<Vec<u8>> = Vec::new();
+                    for p in &parts {
+                        let mut buf = BytesMut::from(&p.request[..]);
+                        let part = crate::protocol::RequestParser::new(Limits::default())
+                            .parse(&mut buf);
+                        let Ok(Some(part)) = part else {
+                            return Err(proptest::test_runner::TestCaseError::fail("incomplete part"));
+                        };
+                        proptest::prop_assert!(buf.is_empty(), "one frame per part");
+                        proptest::prop_assert_eq!(part.argc(), 1 + p.key_indexes.len() * step as usize);
+                        for i in 1..part.argc() {
+                            seen.push(part.arg(i).unwrap_or_default().to_vec());
+                        }
+                    }
+                    let mut want: Vec<Vec<u8>> = refs[1..].iter().map(|a| a.as_bytes().to_vec()).collect();
+                    want.sort();
+                    seen.sort();
+                    proptest::prop_assert_eq!(seen, want);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn should_refuse_to_split_a_key_without_its_value() {
+        let req = Request::from_args(&["MSET", "a", "1", "b"]);
+        let mut slots = crate::command::KeySlots::new();
+        let _ = crate::command::key_slots(&req, &[1, 3], &mut slots);
+        assert!(split(&req, &[1, 3], &slots, 2).is_none());
+        assert!(split(&req, &[1, 3], &slots[..1], 2).is_none());
     }
 
     #[test]

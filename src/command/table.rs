@@ -246,6 +246,10 @@ pub struct Entry {
     /// The argument index of the command's only key, when its key specs name exactly one key
     /// at a fixed place (GET, SET, HGET, ...): routing then skips the general key-spec walk.
     pub single_key: Option<usize>,
+    /// `(first, step)` when the arguments from `first` on come in groups of `step` (a key and
+    /// its values: MSET, MSETNX): Redis refuses any other count with its arity error, so a
+    /// request is checked whole before it is split and no part can lack a value.
+    pub groups: Option<(u8, u8)>,
 }
 
 /// The index of the one key `spec`'s key specs can name, if they name exactly one at a fixed
@@ -260,6 +264,23 @@ fn single_key(spec: &CommandSpec) -> Option<usize> {
         ] if *i > 0 => usize::try_from(*i).ok(),
         _ => None,
     }
+}
+
+/// The `(first, step)` of a key spec that takes every argument from `first` on in groups of
+/// `step > 1`.
+fn groups(spec: &CommandSpec) -> Option<(u8, u8)> {
+    spec.key_specs.iter().find_map(|ks| match *ks {
+        KeySpec {
+            begin: BeginSearch::Index(first),
+            find:
+                FindKeys::Range {
+                    last_key: -1,
+                    step,
+                    limit: 0,
+                },
+        } if step > 1 => Some((u8::try_from(first).ok()?, u8::try_from(step).ok()?)),
+        _ => None,
+    })
 }
 
 impl Entry {
@@ -485,6 +506,7 @@ fn build_entry(spec: &'static CommandSpec) -> Entry {
         metrics: std::sync::OnceLock::new(),
         subs,
         single_key: single_key(spec),
+        groups: groups(spec),
     }
 }
 

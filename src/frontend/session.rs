@@ -609,7 +609,7 @@ impl Session {
                         Route::Split { merge, step }
                             if self.ctx.config.multi_key == MultiKeyPolicy::Split =>
                         {
-                            self.send_split(&req, &keys, &slots, merge, step)
+                            self.send_split(entry.spec.name, &req, &keys, &slots, merge, step)
                         }
                         _ => self.reject(command::cross_slot(&slots)),
                     },
@@ -728,9 +728,19 @@ impl Session {
             .ok_or_else(|| crate::error::BackendError::Lost(node.addr().clone()))
     }
 
-    fn send_split(&mut self, req: &Request, keys: &[u32], slots: &[u16], merge: Merge, step: u8) {
+    fn send_split(
+        &mut self,
+        name: &str,
+        req: &Request,
+        keys: &[u32],
+        slots: &[u16],
+        merge: Merge,
+        step: u8,
+    ) {
         let seq = self.next_seq();
-        let split = multi::split(req, keys, slots, step);
+        let Some(split) = multi::split(req, keys, slots, step) else {
+            return self.reject(Rejection::WrongArity(name.to_string()));
+        };
         if split.len() > (1 << PART_BITS) {
             return self.push_error("ERR slotgate: too many slots in one request");
         }
