@@ -11,6 +11,7 @@
 mod support;
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use redis::Value;
 use support::{Cluster, Proxy};
@@ -167,4 +168,101 @@ assert incr_by(keys=["other-slot"], args=[2]) == 2
 print("redis-py scripts ok")
 "#;
     support::run_python(script, proxy.port);
+}
+
+fn q(n: &support::Redis, args: &[&str]) -> Value {
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    cmd.query(&mut n.conn()).unwrap()
+}
+
+#[test]
+fn evalsha_is_repaired_on_the_node_a_redirect_led_to() {
+    let cluster = Cluster::start(3, 1);
+    cluster.wait_replicas_synced();
+    // No periodic refresh: the map stays stale until a redirect says otherwise.
+    let conf = support::TempConf::new("[topology]\nrefresh_interval_ms = 600000\n");
+    let proxy = Proxy::cluster(&cluster, &["--config", conf.path()]);
+    let mut c = proxy.conn();
+    let body = "return redis.call('GET', KEYS[1])";
+    let sha: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg(body)
+        .query(&mut c)
+        .unwrap();
+    let evalsha = |c: &mut redis::Connection, key: &str| {
+        redis::cmd("EVALSHA")
+            .arg(&sha)
+            .arg(1)
+            .arg(key)
+            .query::<Option<String>>(c)
+            .map_err(|e| e.to_string())
+    };
+
+    // MOVED, then NOSCRIPT: a replica without the script is promoted behind slotgate's back.
+    let _: () = redis::cmd("SET")
+        .arg("moved:k")
+        .arg("v1")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(evalsha(&mut c, "moved:k"), Ok(Some("v1".into())));
+    let slot = slotgate::router::key_slot(b"moved:k");
+    let master = cluster.owner_of_slot(slot).port;
+    let replica = cluster
+        .nodes
+        .iter()
+        .find(|n| {
+            n.info_field("replication", "master_port").as_deref() == Some(&master.to_string())
+        })
+        .unwrap()
+        .port;
+    q(cluster.node(replica), &["SCRIPT", "FLUSH"]);
+    q(cluster.node(replica), &["CLUSTER", "FAILOVER"]);
+    support::wait_until("the replica promoted", Duration::from_secs(20), || {
+        cluster
+            .node(replica)
+            .info_field("replication", "role")
+            .as_deref()
+            == Some("master")
+            && cluster.owner_of_slot(slot).port == replica
+    });
+    assert_eq!(evalsha(&mut c, "moved:k"), Ok(Some("v1".into())));
+    let exists: Vec<i64> = redis::cmd("SCRIPT")
+        .arg("EXISTS")
+        .arg(&sha)
+        .query(&mut cluster.node(replica).conn())
+        .unwrap();
+    assert_eq!(exists, vec![1], "loaded on the new master");
+
+    // ASK, then NOSCRIPT: the key's slot is being imported by a node without the script.
+    let key = "ask:k";
+    let slot = slotgate::router::key_slot(key.as_bytes());
+    let from = cluster.owner_of_slot(slot).port;
+    let to = cluster
+        .masters()
+        .into_iter()
+        .find(|m| m.port != from)
+        .unwrap()
+        .port;
+    let (from_id, to_id) = (cluster.node(from).node_id(), cluster.node(to).node_id());
+    let s = slot.to_string();
+    q(
+        cluster.node(to),
+        &["CLUSTER", "SETSLOT", &s, "IMPORTING", &from_id],
+    );
+    q(
+        cluster.node(from),
+        &["CLUSTER", "SETSLOT", &s, "MIGRATING", &to_id],
+    );
+    q(cluster.node(to), &["SCRIPT", "FLUSH"]);
+    // The key is on neither node, so the source answers ASK.
+    assert_eq!(evalsha(&mut c, key), Ok(None));
+    let exists: Vec<i64> = redis::cmd("SCRIPT")
+        .arg("EXISTS")
+        .arg(&sha)
+        .query(&mut cluster.node(to).conn())
+        .unwrap();
+    assert_eq!(exists, vec![1], "loaded on the importing node");
 }

@@ -26,7 +26,9 @@ use crate::metrics::ErrorKind;
 use crate::protocol::ReplyScanner;
 use crate::protocol::encode::Proto;
 
-const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
+/// The frame that lets the next command on a connection act on a slot being imported (the
+/// node answers `+OK`, which is never delivered).
+pub const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
 const HELLO3: &[u8] = b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n";
 /// Stop taking new requests while this much is still unwritten.
 const WRITE_HIGH_WATER: usize = 256 * 1024;

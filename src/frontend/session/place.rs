@@ -21,7 +21,14 @@ pub(super) struct PartState {
     pub(super) request: Bytes,
     /// The slot the part routes by (`None` for fan-outs to a fixed node).
     pub(super) slot: Option<u16>,
+    /// The node the part goes to when it is not routed by slot: a fan-out's fixed node, or the
+    /// node the last MOVED or ASK sent it to.
     pub(super) node: Option<Arc<Node>>,
+    /// The last redirect was an ASK: a command sent again to `node` needs `ASKING` first.
+    pub(super) asking: bool,
+    /// A NOSCRIPT was repaired once already (the script loaded on the node, the part sent
+    /// again); a second NOSCRIPT is the client's.
+    pub(super) script_loaded: bool,
     /// Sent on the session's private connection to the node (blocking commands, WATCH).
     pub(super) private: bool,
     /// Replies the frame produces before the wanted one (a buffered transaction).
@@ -36,6 +43,8 @@ impl PartState {
             request,
             slot,
             node,
+            asking: false,
+            script_loaded: false,
             private: false,
             skip: 0,
             redirects: 0,

@@ -13,6 +13,7 @@ use tracing::debug;
 
 use super::place::{PART_BITS, SlotState, Via};
 use super::{Session, pick_master};
+use crate::backend::connection::ASKING;
 use crate::backend::{BackendReply, BackendRequest, Node, ReplyTo};
 use crate::frontend::Context;
 use crate::protocol::{Request, RequestParser, encode};
@@ -114,25 +115,28 @@ impl Session {
                 return self.complete(idx as usize, part_idx, reply);
             }
             // EVALSHA of a script this node lacks, but that was loaded through slotgate: load it
-            // there and run the EVALSHA again, once.
+            // on the node that answered (where the last redirect, if any, sent the part) and run
+            // the EVALSHA again, once, counted against the redirect budget.
             if reply.starts_with(b"-NOSCRIPT")
-                && part.redirects == 0
+                && !part.script_loaded
+                && part.redirects < max_redirects
                 && let Some(load) = script_repair(&self.ctx, &part.request)
             {
+                part.script_loaded = true;
                 part.redirects += 1;
-                let node = part.node.clone().or_else(|| {
-                    let topo = self.topo.load();
-                    match part.slot {
-                        Some(s) => topo.master_for_slot(s).cloned(),
-                        None => None,
-                    }
-                });
+                let node = part
+                    .node
+                    .clone()
+                    .or_else(|| pick_master(self.topo.load(), part.slot, self.client.id).cloned());
                 if let Some(node) = node {
                     let mut frame = BytesMut::from(&load[..]);
+                    if part.asking {
+                        frame.extend_from_slice(ASKING);
+                    }
                     frame.extend_from_slice(&part.request);
                     let via = Via {
                         private: part.private,
-                        skip: part.skip + 1,
+                        skip: part.skip + 1 + u32::from(part.asking),
                     };
                     let (tag, frame) = (r.tag, frame.freeze());
                     return self.send_to(&node, tag, frame, false, via);
@@ -168,6 +172,7 @@ impl Session {
                         .fetch_add(1, Ordering::Relaxed);
                     part.redirects += 1;
                     let node = self.ctx.backends.node(&addr);
+                    (part.node, part.asking) = (Some(node.clone()), false);
                     self.ctx.topology.patch_slot(slot, node.clone());
                     self.ctx.topology.request_refresh(Some(node.addr()));
                     if part.redirects > 1 {
@@ -194,9 +199,11 @@ impl Session {
                 RedirectDecision::FollowAsk { addr } => {
                     self.ctx.stats.redirects_ask.fetch_add(1, Ordering::Relaxed);
                     part.redirects += 1;
+                    let node = self.ctx.backends.node(&addr);
+                    (part.node, part.asking) = (Some(node.clone()), true);
                     Action::Resend {
                         tag: r.tag,
-                        node: self.ctx.backends.node(&addr),
+                        node,
                         frame: part.request.clone(),
                         asking: true,
                         via,
