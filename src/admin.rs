@@ -159,6 +159,7 @@ impl Admin {
         counter!(names::CLIENT_REFUSED).absolute(load(&s.connections_rejected));
         counter!(names::CLIENT_BYTES_IN).absolute(load(&s.bytes_in));
         counter!(names::CLIENT_BYTES_OUT).absolute(load(&s.bytes_out));
+        counter!(names::CLIENT_OUTPUT_LIMIT_CLOSES).absolute(load(&s.output_limit_closes));
         counter!(names::REDIRECTS, "kind" => "moved").absolute(load(&s.redirects_moved));
         counter!(names::REDIRECTS, "kind" => "ask").absolute(load(&s.redirects_ask));
         counter!(names::REDIRECTS, "kind" => "tryagain").absolute(load(&s.redirects_tryagain));

@@ -325,6 +325,11 @@ impl Config {
                 .idle_timeout_ms
                 .filter(|&t| t > 0)
                 .map(Duration::from_millis),
+            output_buffer_limit: match c.output_buffer_limit_bytes {
+                Some(0) => None,
+                Some(n) => Some(n),
+                None => sd.output_buffer_limit,
+            },
             multi_key,
         };
         if session.max_pipeline >= 1 << 40 {

@@ -5,6 +5,7 @@
 //! blocks on a session. Sessions live in `frontend/session.rs`; local command answers in
 //! `frontend/local.rs`.
 
+pub mod buffers;
 pub mod clients;
 pub mod host;
 pub mod io_signal;
@@ -60,7 +61,14 @@ pub struct SessionConfig {
     /// does (never one a node still owes a reply, blocked or subscribed; one that does not read
     /// its replies is idle). `None`: never (Redis' default, `timeout 0`).
     pub idle_timeout: Option<Duration>,
+    /// Most reply bytes held for one client that has not read them, besides the reply being
+    /// added (so one large value still goes through): past it the client is closed, as
+    /// Redis' `client-output-buffer-limit` does. `None`: no limit.
+    pub output_buffer_limit: Option<usize>,
 }
+
+/// A proxy serves many applications, so unlike Redis' `normal 0 0 0` the default is a bound.
+pub const DEFAULT_OUTPUT_BUFFER_LIMIT: usize = 256 * 1024 * 1024;
 
 impl Default for SessionConfig {
     fn default() -> Self {
@@ -74,6 +82,7 @@ impl Default for SessionConfig {
             multi_key: MultiKeyPolicy::Split,
             fleet_writes: false,
             idle_timeout: None,
+            output_buffer_limit: Some(DEFAULT_OUTPUT_BUFFER_LIMIT),
         }
     }
 }
@@ -94,6 +103,8 @@ pub struct ProxyStats {
     /// Bytes read from and written to clients (sessions add in chunks, not per read).
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
+    /// Clients closed for holding more unread replies than the output buffer limit.
+    pub output_limit_closes: AtomicU64,
 }
 
 /// Everything a session needs, shared by all of them.

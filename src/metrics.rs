@@ -44,6 +44,7 @@ pub mod names {
     pub const CLIENT_REFUSED: &str = "slotgate_client_connections_refused_total";
     pub const CLIENT_BYTES_IN: &str = "slotgate_client_received_bytes_total";
     pub const CLIENT_BYTES_OUT: &str = "slotgate_client_sent_bytes_total";
+    pub const CLIENT_OUTPUT_LIMIT_CLOSES: &str = "slotgate_client_output_limit_closes_total";
     pub const PIPELINE_DEPTH: &str = "slotgate_client_pipeline_depth";
     pub const BACKEND_WRITES: &str = "slotgate_backend_writes_total";
     pub const READY: &str = "slotgate_ready";
@@ -84,6 +85,7 @@ pub mod names {
         CLIENT_REFUSED,
         CLIENT_BYTES_IN,
         CLIENT_BYTES_OUT,
+        CLIENT_OUTPUT_LIMIT_CLOSES,
         PIPELINE_DEPTH,
         BACKEND_WRITES,
         READY,

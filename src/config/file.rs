@@ -65,6 +65,8 @@ pub struct ClientsFile {
     pub fleet_writes: Option<bool>,
     /// Close a client idle this long (Redis' `timeout`); 0 never does.
     pub idle_timeout_ms: Option<u64>,
+    /// Reply bytes held for a client that does not read them before it is closed; 0: no limit.
+    pub output_buffer_limit_bytes: Option<usize>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

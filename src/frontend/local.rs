@@ -357,6 +357,10 @@ pub fn proxy_info_section(ctx: &Context) -> String {
         s.crossslot_rejected.load(Ordering::Relaxed).to_string(),
     );
     line(
+        "proxy_output_buffer_limit_disconnections",
+        s.output_limit_closes.load(Ordering::Relaxed).to_string(),
+    );
+    line(
         "proxy_backend_errors",
         s.backend_errors.load(Ordering::Relaxed).to_string(),
     );

@@ -22,8 +22,9 @@ use std::time::Instant;
 use bytes::Buf;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
-use tracing::debug;
+use tracing::{debug, warn};
 
+use super::buffers::{self, Spare};
 use super::io_signal::IoSignal;
 use super::local::{self, ClientState};
 use super::shard_channels::ShardChannels;
@@ -61,7 +62,7 @@ struct Session {
     topo: TopologyCache,
     out: BytesMut,
     /// Connections of this session's own (blocking commands, WATCH), a few at most.
-    privates: SmallVec<[PrivateLink; 2]>,
+    privates: Vec<PrivateLink>,
     /// The transaction being queued between MULTI and EXEC.
     txn: Option<Transaction>,
     /// Set by WATCH: the watched keys' slot (`None` when the backend has no slots). Commands for
@@ -77,8 +78,6 @@ struct Session {
     outbox: Vec<(Arc<Node>, encode::Proto, Vec<BackendRequest>)>,
     outbox_dirty: bool,
     last_lookup: command::LastLookup,
-    /// Requests parsed together, dispatched in order (kept for its capacity).
-    batch: Vec<Request>,
     /// Shard channels (SSUBSCRIBE): a subscriber connection per master that owns some.
     shards: ShardChannels,
     /// Re-subscription attempts since the subscriber connection was lost.
@@ -90,6 +89,10 @@ struct Session {
     burst_starts: VecDeque<u64>,
     /// `out` holds replies of more than one such batch: write it now.
     out_mixed: bool,
+    /// Bytes of finished replies waiting in `queue` behind one still unanswered.
+    ready_bytes: usize,
+    /// `clients.output_buffer_limit_bytes` (`usize::MAX` when there is none).
+    output_limit: usize,
 }
 
 const _: () = assert!(
@@ -105,6 +108,8 @@ const MAX_PRIVATE_PER_SESSION: usize = 4;
 const POLL_BUDGET: usize = 32;
 /// Stop reading requests while this many reply bytes wait for a slow client.
 const OUT_HIGH_WATER: usize = 4 * 1024 * 1024;
+/// Size of a read buffer a session allocates itself (when the worker has no spare to lend).
+const READ_START: usize = 16 * 1024;
 /// Ready replies are held for the rest of their batch only while fewer bytes than this wait.
 const HOLD_BYTES: usize = 64 * 1024;
 
@@ -125,12 +130,13 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     let mut s = Session {
         client: ClientState::new(id),
         parser: RequestParser::new(ctx.config.limits),
-        queue: VecDeque::with_capacity(64),
+        // One place is all a client that waits for each reply needs; pipelines grow it.
+        queue: VecDeque::with_capacity(1),
         base: 0,
         tx,
         topo: ctx.topology.cache(),
-        out: BytesMut::with_capacity(16 * 1024),
-        privates: SmallVec::new(),
+        out: BytesMut::new(),
+        privates: Vec::new(),
         txn: None,
         watching: None,
         current: None,
@@ -140,15 +146,18 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         shards: ShardChannels::default(),
         outbox: Vec::new(),
         outbox_dirty: false,
-        batch: Vec::new(),
         last_lookup: command::LastLookup::default(),
         abort: false,
-        burst_starts: VecDeque::with_capacity(8),
+        burst_starts: VecDeque::new(),
         out_mixed: false,
+        ready_bytes: 0,
+        output_limit: ctx.config.output_buffer_limit.unwrap_or(usize::MAX),
         ctx,
     };
-    let mut rbuf = BytesMut::with_capacity(16 * 1024);
-    let mut replies: Vec<BackendReply> = Vec::with_capacity(64);
+    // No buffer of the session's own until it holds a partial request or unread replies: the
+    // worker lends one for each poll (`buffers`).
+    let mut rbuf = BytesMut::new();
+    let mut replies: Vec<BackendReply> = Vec::new();
     let mut eof = false;
     // Byte counts are added to the shared counters in chunks, not per read.
     let (mut bytes_in, mut bytes_out) = (0u64, 0u64);
@@ -173,6 +182,8 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
 
     let clean = poll_fn(|cx| {
         // The reply queue was drained with the task registered: only a send can fill it.
+        buffers::borrow(Spare::Read, &mut rbuf);
+        buffers::borrow(Spare::Write, &mut s.out);
         let mut rx_parked = rx.is_parked();
         if !armed.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
             io.arm(cx.waker());
@@ -189,6 +200,9 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 // A read that empties the socket is followed by one that says Pending (and
                 // registers the signal); with tokio's sockets that second one costs no syscall.
                 for _ in 0..2 {
+                    if rbuf.capacity() == 0 {
+                        rbuf = BytesMut::with_capacity(READ_START);
+                    }
                     let want = s.parser.want().saturating_sub(rbuf.len()).max(4096);
                     rbuf.reserve(want);
                     match tokio_util::io::poll_read_buf(
@@ -213,7 +227,8 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     }
                 }
             }
-            if unparsed {
+            // Requests already read wait while the client leaves its replies unread.
+            if unparsed && s.out.len() < OUT_HIGH_WATER {
                 let before = s.next_seq();
                 unparsed = s.dispatch_buffered(&mut rbuf, max_pipeline);
                 let parsed = s.next_seq() - before;
@@ -249,9 +264,6 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             }
             if s.out.is_empty() {
                 s.out_mixed = false;
-                if s.out.capacity() > 1024 * 1024 {
-                    s.out = BytesMut::with_capacity(16 * 1024);
-                }
             }
             if s.queue.is_empty() && s.out.is_empty() && (s.client.closing || eof) {
                 return Poll::Ready(true);
@@ -272,7 +284,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             // source that said Pending (or drained with the task registered) will wake it.
             let progress = read_more
                 || !rx_parked
-                || (unparsed && s.queue.len() < max_pipeline)
+                || (unparsed && s.queue.len() < max_pipeline && s.out.len() < OUT_HIGH_WATER)
                 || (!read_waiting && s.may_read(eof, max_pipeline));
             if !progress {
                 // The cancellation future is polled once to register, then only once the
@@ -293,9 +305,13 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                         return Poll::Ready(false);
                     }
                 }
+                buffers::give_back(Spare::Read, &mut rbuf);
+                buffers::give_back(Spare::Write, &mut s.out);
                 return Poll::Pending;
             }
         }
+        buffers::give_back(Spare::Read, &mut rbuf);
+        buffers::give_back(Spare::Write, &mut s.out);
         cx.waker().wake_by_ref();
         Poll::Pending
     })
@@ -407,7 +423,7 @@ impl Session {
     /// Parses and dispatches every complete request in `rbuf`, up to the pipeline bound. True
     /// when it stopped at the bound, with requests perhaps still buffered.
     fn dispatch_buffered(&mut self, rbuf: &mut BytesMut, max_pipeline: usize) -> bool {
-        let mut batch = std::mem::take(&mut self.batch);
+        let mut batch = buffers::take_batch();
         let mut more = false;
         let mut commands = 0u64;
         while !self.client.closing {
@@ -446,7 +462,7 @@ impl Session {
                 }
             }
         }
-        self.batch = batch;
+        buffers::give_batch(batch);
         // One shared-counter update per read, not per command.
         self.ctx
             .stats
@@ -461,7 +477,13 @@ impl Session {
         {
             cmd.errors.increment(1);
         }
-        self.queue.push_back(SlotState::Ready(bytes));
+        self.queue_ready(bytes);
+    }
+
+    /// Appends a finished reply to the queue, counted among the bytes held for the client.
+    fn queue_ready(&mut self, reply: Bytes) {
+        self.ready_bytes += reply.len();
+        self.queue.push_back(SlotState::Ready(reply));
     }
 
     /// Takes a queue place for a request that went to backends.
@@ -929,6 +951,7 @@ impl Session {
     fn collect_ready(&mut self) {
         while let Some(SlotState::Ready(_)) = self.queue.front() {
             if let Some(SlotState::Ready(b)) = self.queue.pop_front() {
+                self.ready_bytes -= b.len();
                 self.emit_front(&b);
             }
         }
@@ -942,8 +965,33 @@ impl Session {
             self.queue.pop_front();
             self.emit_front(&reply);
         } else if let Some(slot) = self.queue.get_mut(idx) {
+            self.ready_bytes += reply.len();
             *slot = SlotState::Ready(reply);
+            if self.out.len() + self.ready_bytes > self.output_limit {
+                self.close_for_output_limit();
+            }
         }
+    }
+
+    /// The client holds more unread replies than the output buffer limit allows: it is closed
+    /// at once, its replies dropped, as Redis closes a client past `client-output-buffer-limit`.
+    #[cold]
+    fn close_for_output_limit(&mut self) {
+        if self.abort {
+            return;
+        }
+        warn!(
+            client = self.client.id,
+            held = self.out.len() + self.ready_bytes,
+            limit = self.output_limit,
+            "closing client: its unread replies are past the output buffer limit (clients.output_buffer_limit_bytes)"
+        );
+        self.ctx
+            .stats
+            .output_limit_closes
+            .fetch_add(1, Ordering::Relaxed);
+        self.abort = true;
+        self.client.closing = true;
     }
 
     /// Appends the reply of the entry just taken off the front of the queue to the output.
@@ -952,7 +1000,16 @@ impl Session {
             self.burst_starts.pop_front();
             self.out_mixed |= !self.out.is_empty();
         }
-        self.out.extend_from_slice(reply);
+        // Past the limit, but never for the one reply a drained buffer takes: a single large
+        // value still goes through.
+        if !self.out.is_empty()
+            && self.out.len() + self.ready_bytes + reply.len() > self.output_limit
+        {
+            self.close_for_output_limit();
+        }
+        if !self.abort {
+            self.out.extend_from_slice(reply);
+        }
         self.base += 1;
     }
 
@@ -979,7 +1036,7 @@ impl Session {
 }
 
 /// Initial room of a session's request list for one node.
-const OUTBOX_START: usize = 16;
+const OUTBOX_START: usize = 4;
 
 /// A request for a backend connection, answered to `tx` under `tag`.
 fn backend_request(

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use tracing::debug;
 
 use super::Session;
-use super::place::{FORGET, SlotState};
+use super::place::FORGET;
 use crate::backend::{BackendReply, BackendRequest, ReplyTo};
 use crate::command::Entry;
 use crate::frontend::shard_channels::{Frame as ShardFrame, Resubscribe};
@@ -74,7 +74,7 @@ impl Session {
         self.current = None;
         if entry.spec.name == "sunsubscribe" {
             for f in self.shards.unsubscribe(req, self.client.proto, &self.tx) {
-                self.queue.push_back(SlotState::Ready(f));
+                self.queue_ready(f);
             }
             return;
         }
@@ -236,6 +236,6 @@ impl Session {
             self.abort = true;
             return;
         }
-        self.queue.push_back(SlotState::Ready(frame));
+        self.queue_ready(frame);
     }
 }
