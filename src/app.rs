@@ -28,23 +28,26 @@ use crate::workers::Workers;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {cause}")]
     Bind {
         addr: SocketAddr,
-        source: std::io::Error,
+        /// Part of the message, not a `source()`: the chain would print it twice.
+        cause: std::io::Error,
     },
-    #[error("cannot listen on {addr} for the admin endpoint: {source}")]
+    #[error("cannot listen on {addr} for the admin endpoint: {cause}")]
     AdminBind {
         addr: SocketAddr,
-        source: std::io::Error,
+        /// Part of the message, not a `source()`: the chain would print it twice.
+        cause: std::io::Error,
     },
     #[error("cannot start the worker threads: {0}")]
     Workers(std::io::Error),
-    #[error("could not learn the topology from {seeds:?} within {secs}s: {source}")]
+    #[error("could not learn the topology from {seeds:?} within {secs}s: {cause}")]
     Discovery {
         seeds: Vec<String>,
         secs: u64,
-        source: TopologyError,
+        /// Part of the message, not a `source()`: the chain would print it twice.
+        cause: TopologyError,
     },
 }
 
@@ -72,11 +75,11 @@ async fn first_layout(source: &AnySource, config: &Config) -> Result<Layout, App
     loop {
         match source.discover(&[]).await {
             Ok(l) => return Ok(l),
-            Err(e) if Instant::now() >= deadline => {
+            Err(e) if e.is_wrong_mode() || Instant::now() >= deadline => {
                 return Err(AppError::Discovery {
                     seeds: config.backend_mode.addresses(),
                     secs: config.startup_timeout.as_secs(),
-                    source: e,
+                    cause: e,
                 });
             }
             Err(e) => {
@@ -91,22 +94,22 @@ async fn first_layout(source: &AnySource, config: &Config) -> Result<Layout, App
 pub async fn start(config: Config) -> Result<Running, AppError> {
     let listener = TcpListener::bind(config.listen)
         .await
-        .map_err(|source| AppError::Bind {
+        .map_err(|cause| AppError::Bind {
             addr: config.listen,
-            source,
+            cause,
         })?;
-    let local_addr = listener.local_addr().map_err(|source| AppError::Bind {
+    let local_addr = listener.local_addr().map_err(|cause| AppError::Bind {
         addr: config.listen,
-        source,
+        cause,
     })?;
     let admin_listener = match &config.admin {
         Some(a) => {
             Some(
                 TcpListener::bind(a.listen)
                     .await
-                    .map_err(|source| AppError::AdminBind {
+                    .map_err(|cause| AppError::AdminBind {
                         addr: a.listen,
-                        source,
+                        cause,
                     })?,
             )
         }

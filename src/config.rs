@@ -71,15 +71,17 @@ impl BackendMode {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {cause}")]
     Read {
         path: String,
-        source: std::io::Error,
+        /// Part of the message, not a `source()`: the chain would print it twice.
+        cause: std::io::Error,
     },
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Parse {
         path: String,
-        source: Box<toml::de::Error>,
+        /// Part of the message, not a `source()`: the chain would print it twice.
+        cause: Box<toml::de::Error>,
     },
     #[error("invalid {field}: {reason}")]
     Invalid { field: &'static str, reason: String },
@@ -243,13 +245,13 @@ impl Config {
     pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
         let file = match path {
             Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                let text = std::fs::read_to_string(p).map_err(|cause| ConfigError::Read {
                     path: p.display().to_string(),
-                    source,
+                    cause,
                 })?;
-                toml::from_str::<FileConfig>(&text).map_err(|source| ConfigError::Parse {
+                toml::from_str::<FileConfig>(&text).map_err(|cause| ConfigError::Parse {
                     path: p.display().to_string(),
-                    source: Box::new(source),
+                    cause: Box::new(cause),
                 })?
             }
             None => FileConfig::default(),
@@ -301,6 +303,12 @@ impl Config {
                 d.max_reply_depth,
             )?,
         };
+        if limits.max_request_bytes < limits.max_bulk_len {
+            return Err(invalid(
+                "limits.max_request_bytes",
+                "must be at least limits.max_bulk_bytes (one bulk string is part of a request)",
+            ));
+        }
         if limits.max_request_bytes > u32::MAX as usize / 2 {
             return Err(invalid("limits.max_request_bytes", "must be below 2 GiB"));
         }
@@ -384,10 +392,22 @@ impl Config {
                 "must be at least 100",
             ));
         }
+        let log = o.log.clone().or(f.log).unwrap_or_else(|| "info".into());
+        // The filter the binary installs: checked here so that --check-config refuses what
+        // start-up would.
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log) {
+            return Err(invalid("log", format!("'{log}' is not a log filter: {e}")));
+        }
+        if f.admin.token.as_deref() == Some("") {
+            return Err(invalid(
+                "admin.token",
+                "is empty; remove the line to leave the admin endpoint without authentication",
+            ));
+        }
         Ok(Config {
             listen,
             backend_mode,
-            log: o.log.clone().or(f.log).unwrap_or_else(|| "info".into()),
+            log,
             threads: match o.threads.or(f.threads).unwrap_or(0) {
                 0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
                 n if n > 256 => return Err(invalid("threads", "must be at most 256")),
@@ -408,7 +428,7 @@ impl Config {
                             format!("'{a}' is not an ip:port socket address"),
                         )
                     })?,
-                    token: f.admin.token.clone().filter(|t| !t.is_empty()),
+                    token: f.admin.token.clone(),
                     info_interval: ms(f.admin.info_interval_ms, Duration::from_secs(5))
                         .max(Duration::from_millis(100)),
                 }),
@@ -422,9 +442,9 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
-        let f: FileConfig = toml::from_str(text).map_err(|source| ConfigError::Parse {
+        let f: FileConfig = toml::from_str(text).map_err(|cause| ConfigError::Parse {
             path: "test".into(),
-            source: Box::new(source),
+            cause: Box::new(cause),
         })?;
         Config::from_file(f, &Overrides::default())
     }

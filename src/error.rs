@@ -62,6 +62,35 @@ pub enum TopologyError {
     Malformed { addr: String, what: &'static str },
     #[error("the slot map from {addr} covers {covered} of 16384 slots")]
     Incomplete { addr: String, covered: usize },
-    #[error("no node answered: {0}")]
-    NoNodeAnswered(String),
+    #[error(
+        "{addr} is not in cluster mode (cluster support disabled): use --standalone {addr}, or mode = \"standalone\" and server = \"{addr}\" in the config file"
+    )]
+    NotCluster { addr: String },
+    #[error("no node answered: {}", join(.0))]
+    NoNodeAnswered(Vec<TopologyError>),
 }
+
+fn join(errors: &[TopologyError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl TopologyError {
+    /// Whether asking again cannot help: every node asked is a server without cluster
+    /// support, so slotgate was started in the wrong mode.
+    pub fn is_wrong_mode(&self) -> bool {
+        match self {
+            TopologyError::NotCluster { .. } => true,
+            TopologyError::NoNodeAnswered(errors) => {
+                !errors.is_empty() && errors.iter().all(TopologyError::is_wrong_mode)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The error a Redis without cluster support gives to CLUSTER commands.
+pub const CLUSTER_DISABLED: &str = "ERR This instance has cluster support disabled";

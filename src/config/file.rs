@@ -2,9 +2,9 @@
 //! unknown fields are errors. Units are in the field names (`_ms`, `_bytes`); conversion and
 //! validation happen in `config.rs`, never here.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     /// Address clients connect to, e.g. "127.0.0.1:6380".
@@ -41,7 +41,7 @@ pub struct FileConfig {
     pub admin: AdminFile,
 }
 
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminFile {
     /// Address of the admin HTTP listener (/metrics, /health, /ready, /topology); off if unset.
@@ -52,7 +52,7 @@ pub struct AdminFile {
     pub info_interval_ms: Option<u64>,
 }
 
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientsFile {
     pub max_clients: Option<usize>,
@@ -69,7 +69,7 @@ pub struct ClientsFile {
     pub output_buffer_limit_bytes: Option<usize>,
 }
 
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackendFile {
     pub connections_per_node: Option<usize>,
@@ -82,7 +82,7 @@ pub struct BackendFile {
     pub max_private_per_node: Option<usize>,
 }
 
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TopologyFile {
     pub refresh_interval_ms: Option<u64>,
@@ -92,7 +92,7 @@ pub struct TopologyFile {
     pub startup_timeout_ms: Option<u64>,
 }
 
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsFile {
     pub max_bulk_bytes: Option<usize>,

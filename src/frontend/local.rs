@@ -40,7 +40,7 @@ impl ClientState {
     }
 }
 
-const CLUSTER_DISABLED: &str = "ERR This instance has cluster support disabled";
+use crate::error::CLUSTER_DISABLED;
 
 /// Writes the answer to a local command into `out`.
 pub fn answer(

@@ -76,10 +76,10 @@ impl TopologySource for ClusterSource {
             tried.push(addr);
             match self.query(addr).await {
                 Ok(layout) => return Ok(layout),
-                Err(e) => errors.push(e.to_string()),
+                Err(e) => errors.push(e),
             }
         }
-        Err(TopologyError::NoNodeAnswered(errors.join("; ")))
+        Err(TopologyError::NoNodeAnswered(errors))
     }
 
     fn seeds(&self) -> &[String] {
@@ -111,6 +111,11 @@ pub fn parse_shards(frame: &OwnedFrame, asked: &str) -> Result<Layout, TopologyE
     };
     let shards = match frame {
         OwnedFrame::Array(a) => a,
+        OwnedFrame::Error(e) if e.starts_with(crate::error::CLUSTER_DISABLED) => {
+            return Err(TopologyError::NotCluster {
+                addr: asked.to_string(),
+            });
+        }
         OwnedFrame::Error(e) => {
             return Err(TopologyError::ErrorReply {
                 addr: asked.to_string(),

@@ -354,11 +354,14 @@ impl TopologySource for SentinelSource {
         for s in &self.sentinels {
             match tokio::time::timeout(self.timeout, self.query(s)).await {
                 Ok(Ok(layout)) => return Ok(layout),
-                Ok(Err(e)) => errors.push(e.to_string()),
-                Err(_) => errors.push(format!("{s}: no answer within {:?}", self.timeout)),
+                Ok(Err(e)) => errors.push(e),
+                Err(_) => errors.push(TopologyError::Unreachable {
+                    addr: s.clone(),
+                    reason: format!("no answer within {:?}", self.timeout),
+                }),
             }
         }
-        Err(TopologyError::NoNodeAnswered(errors.join("; ")))
+        Err(TopologyError::NoNodeAnswered(errors))
     }
 
     fn seeds(&self) -> &[String] {
