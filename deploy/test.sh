@@ -14,11 +14,19 @@ if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null || 
 fi
 # The distribution's service is not used by the tests; keep it from holding port 6379.
 $SUDO service redis-server stop >/dev/null 2>&1 || true
-if ! command -v promtool >/dev/null; then
-  echo "== installing promtool (Debian's prometheus package) to check the alert rules"
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends prometheus
+# promtool alone, taken out of Debian's prometheus package without installing the package
+# (no Prometheus server, no service), into target/tools.
+PROMTOOL="$(command -v promtool || echo target/tools/promtool)"
+if [ ! -x "$PROMTOOL" ]; then
+  echo "== fetching promtool (from Debian's prometheus package, not installed) to check the alert rules"
+  mkdir -p target/tools
+  tmp="$(mktemp -d)"
+  (cd "$tmp" && apt-get download prometheus >/dev/null 2>&1 || { $SUDO apt-get update && apt-get download prometheus; })
+  dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/x"
+  cp "$tmp/x/usr/bin/promtool" target/tools/promtool
+  rm -rf "$tmp"
+  PROMTOOL=target/tools/promtool
 fi
-$SUDO service prometheus stop >/dev/null 2>&1 || true
 if ! python3 -c 'import redis, sys; sys.exit(0 if int(redis.__version__.split(".")[0]) >= 8 else 1)' 2>/dev/null; then
   echo "== installing redis-py"
   python3 -m pip install --quiet 'redis==8.1.0'
@@ -36,8 +44,8 @@ echo "== tests (unit, end to end against real Redis)"
 cargo test --locked --no-fail-fast
 
 echo "== alert rules and Prometheus config"
-promtool check rules deploy/observability/slotgate-alerts.yml
-promtool check config deploy/observability/prometheus.yml
+"$PROMTOOL" check rules deploy/observability/slotgate-alerts.yml
+"$PROMTOOL" check config deploy/observability/prometheus.yml
 
 echo "== example configs"
 for f in conf/*.toml; do cargo run --quiet --locked -- --check-config "$f"; done
