@@ -18,12 +18,22 @@ pub type KeyPositions = SmallVec<[u32; 8]>;
 
 /// Why a request is answered with an error before it reaches any backend. `Display` gives the
 /// exact error line (without the leading `-`) that Redis would send.
+///
+/// Names and arguments the client sent are kept as bytes: the client gets them back as Redis
+/// echoes them ([`Rejection::wire`]), not as replacement characters.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Rejection {
-    #[error("ERR unknown command '{name}', with args beginning with: {args}")]
-    UnknownCommand { name: String, args: String },
-    #[error("ERR unknown subcommand '{sub}'. Try {container} HELP.")]
-    UnknownSubcommand { sub: String, container: String },
+    #[error(
+        "ERR unknown command '{}', with args beginning with: {}",
+        String::from_utf8_lossy(name),
+        String::from_utf8_lossy(args)
+    )]
+    UnknownCommand { name: Vec<u8>, args: Vec<u8> },
+    #[error(
+        "ERR unknown subcommand '{}'. Try {container} HELP.",
+        String::from_utf8_lossy(sub)
+    )]
+    UnknownSubcommand { sub: Vec<u8>, container: String },
     #[error("ERR wrong number of arguments for '{0}' command")]
     WrongArity(String),
     #[error(
@@ -34,26 +44,61 @@ pub enum Rejection {
     Refused { name: String, reason: &'static str },
 }
 
-fn lossy(b: &[u8], max: usize) -> String {
-    String::from_utf8_lossy(b.get(..b.len().min(max)).unwrap_or_default()).into_owned()
+impl Rejection {
+    /// The error line as the client gets it (without `-` and CRLF): the bytes it sent, as
+    /// Redis prints them with `%.128s` (up to 128 bytes, up to a NUL).
+    pub fn wire(&self) -> Vec<u8> {
+        match self {
+            Rejection::UnknownCommand { name, args } => [
+                &b"ERR unknown command '"[..],
+                name,
+                b"', with args beginning with: ",
+                args,
+            ]
+            .concat(),
+            Rejection::UnknownSubcommand { sub, container } => [
+                &b"ERR unknown subcommand '"[..],
+                sub,
+                b"'. Try ",
+                container.as_bytes(),
+                b" HELP.",
+            ]
+            .concat(),
+            other => other.to_string().into_bytes(),
+        }
+    }
+}
+
+/// Up to `max` bytes of `b`, ending at its first NUL, as C's `%.*s` prints them.
+fn c_str(b: &[u8], max: usize) -> &[u8] {
+    let b = b.get(..b.len().min(max)).unwrap_or_default();
+    b.split(|&c| c == 0).next().unwrap_or_default()
+}
+
+/// How Redis names a command in its errors: `CLIENT INFO` for the subcommand `client|info`.
+pub fn display_name(name: &str) -> String {
+    match name.split_once('|') {
+        Some((c, s)) => format!("{} {}", c.to_ascii_uppercase(), s.to_ascii_uppercase()),
+        None => name.to_string(),
+    }
 }
 
 /// Finds the table entry for `req`, descending into subcommands, and checks its arity.
 pub fn lookup<'t>(table: &'t Table, req: &Request) -> Result<&'t Entry, Rejection> {
     let name = req.arg(0).unwrap_or_default();
     let Some(entry) = table.get(name) else {
-        let mut args = String::new();
+        let mut args = Vec::new();
         for i in 1..req.argc() {
             if args.len() >= 128 {
                 break;
             }
             let room = 128 - args.len();
-            args.push('\'');
-            args.push_str(&lossy(req.arg(i).unwrap_or_default(), room));
-            args.push_str("' ");
+            args.push(b'\'');
+            args.extend_from_slice(c_str(req.arg(i).unwrap_or_default(), room));
+            args.extend_from_slice(b"' ");
         }
         return Err(Rejection::UnknownCommand {
-            name: lossy(name, 128),
+            name: c_str(name, 128).to_vec(),
             args,
         });
     };
@@ -63,7 +108,7 @@ pub fn lookup<'t>(table: &'t Table, req: &Request) -> Result<&'t Entry, Rejectio
             Some(s) => s,
             None => {
                 return Err(Rejection::UnknownSubcommand {
-                    sub: lossy(sub, 128),
+                    sub: c_str(sub, 128).to_vec(),
                     container: entry.spec.name.to_ascii_uppercase(),
                 });
             }

@@ -556,3 +556,35 @@ fn split_commands_with_any_argument_count_answer_as_redis_or_send_nothing() {
     );
     assert_eq!(state(&mut p, &["a", "b"]), vec![None, None]);
 }
+
+#[test]
+fn rejections_echo_what_the_client_sent_as_redis_does() {
+    let redis = Redis::start(&[]);
+    let proxy = Proxy::spawn(&["--standalone".to_string(), redis.addr()]);
+    let long = "x".repeat(200);
+    let frames: Vec<Vec<u8>> = vec![
+        b"*3\r\n$5\r\nNO\xffPE\r\n$3\r\na\xfeb\r\n$1\r\nc\r\n".to_vec(),
+        format!("*3\r\n$4\r\nnope\r\n$200\r\n{long}\r\n$3\r\nabc\r\n").into_bytes(),
+        b"*2\r\n$4\r\nnope\r\n$3\r\na\0b\r\n".to_vec(),
+        b"*2\r\n$6\r\nCLIENT\r\n$5\r\nbo\xffgus\r\n".to_vec(),
+        b"*2\r\n$6\r\nOBJECT\r\n$4\r\nnope\r\n".to_vec(),
+    ];
+    let mut r = std::net::TcpStream::connect(("127.0.0.1", redis.port)).unwrap();
+    let mut p = proxy.raw();
+    for f in &frames {
+        assert_eq!(
+            raw_roundtrip(&mut p, f),
+            raw_roundtrip(&mut r, f),
+            "{:?}",
+            String::from_utf8_lossy(f)
+        );
+    }
+    // A refused subcommand is named as Redis names it in prose.
+    let e = run(&mut proxy.conn(), &["CLIENT", "TRACKING", "on"])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("'CLIENT TRACKING' is not supported by slotgate"),
+        "{e}"
+    );
+}

@@ -513,7 +513,9 @@ impl Session {
                 .crossslot_rejected
                 .fetch_add(1, Ordering::Relaxed);
         }
-        self.push_error(&r.to_string());
+        let mut b = BytesMut::new();
+        encode::error_bytes(&mut b, &r.wire());
+        self.push_ready(b.freeze());
     }
 
     fn next_seq(&self) -> u64 {
@@ -591,7 +593,7 @@ impl Session {
                 Err(r) => self.reject(r),
             },
             Route::Refuse(reason) => self.reject(Rejection::Refused {
-                name: entry.spec.name.to_string(),
+                name: command::display_name(entry.spec.name),
                 reason,
             }),
             Route::AnyMaster => self.send_single(req.into_raw(), None),

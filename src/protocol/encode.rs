@@ -97,9 +97,14 @@ pub fn null_array(buf: &mut BytesMut, proto: Proto) {
 /// An error reply. `msg` starts with its code (`ERR ...`, `CROSSSLOT ...`); CR and LF inside it
 /// are replaced by spaces, as Redis does, so a message can never break the framing.
 pub fn error(buf: &mut BytesMut, msg: &str) {
+    error_bytes(buf, msg.as_bytes())
+}
+
+/// An error line from bytes (a client's own, echoed), CR and LF made spaces as Redis does.
+pub fn error_bytes(buf: &mut BytesMut, msg: &[u8]) {
     buf.reserve(msg.len() + 3);
     buf.put_u8(b'-');
-    for b in msg.bytes() {
+    for &b in msg {
         buf.put_u8(if b == b'\r' || b == b'\n' { b' ' } else { b });
     }
     buf.put_slice(b"\r\n");
