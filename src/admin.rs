@@ -157,8 +157,8 @@ impl Admin {
         gauge!(names::CLIENT_CONNECTIONS).set(load(&s.connections_current) as f64);
         counter!(names::CLIENT_ACCEPTED).absolute(load(&s.connections_received));
         counter!(names::CLIENT_REFUSED).absolute(load(&s.connections_rejected));
-        counter!(names::CLIENT_BYTES_IN).absolute(load(&s.bytes_in));
-        counter!(names::CLIENT_BYTES_OUT).absolute(load(&s.bytes_out));
+        counter!(names::CLIENT_BYTES_IN).absolute(s.bytes_in.sum());
+        counter!(names::CLIENT_BYTES_OUT).absolute(s.bytes_out.sum());
         counter!(names::CLIENT_OUTPUT_LIMIT_CLOSES).absolute(load(&s.output_limit_closes));
         counter!(names::REDIRECTS, "kind" => "moved").absolute(load(&s.redirects_moved));
         counter!(names::REDIRECTS, "kind" => "ask").absolute(load(&s.redirects_ask));

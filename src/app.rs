@@ -189,6 +189,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         clients: Default::default(),
         pipeline_depth: metrics::histogram!(crate::metrics::names::PIPELINE_DEPTH),
         workers: workers.clone(),
+        listen_port: local_addr.port(),
     });
     if let (Some(listener), Some(a)) = (admin_listener, &config.admin) {
         let admin = Admin::new(ctx.clone(), prometheus, a.token.clone());

@@ -588,3 +588,89 @@ fn rejections_echo_what_the_client_sent_as_redis_does() {
         "{e}"
     );
 }
+
+fn section_names(info: &str) -> Vec<String> {
+    info.lines()
+        .filter_map(|l| l.strip_prefix("# "))
+        .map(|s| s.trim().to_lowercase())
+        .collect()
+}
+
+fn field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}:")))
+        .map(str::trim)
+}
+
+#[test]
+fn info_answers_the_sections_asked_for_and_describes_slotgate_itself() {
+    let cluster = Cluster::start(3, 0);
+    let proxy = Proxy::cluster(&cluster, &[]);
+    let reference = Redis::start(&[]);
+    let mut c = proxy.conn();
+    let info = |c: &mut redis::Connection, args: &[&str]| -> String {
+        let mut cmd = redis::cmd("INFO");
+        for a in args {
+            cmd.arg(*a);
+        }
+        cmd.query(c).unwrap()
+    };
+    let _: () = redis::cmd("SET").arg("k").arg("v").query(&mut c).unwrap();
+    for (args, want_proxy) in [
+        (&[][..], true),
+        (&["default"][..], true),
+        (&["all"][..], true),
+        (&["everything"][..], true),
+        (&["proxy"][..], true),
+        (&["nodes"][..], true),
+        (&["keyspace"][..], false),
+        (&["server", "clients"][..], false),
+    ] {
+        let got = section_names(&info(&mut c, args));
+        let has = got.contains(&"proxy".to_string()) && got.contains(&"nodes".to_string());
+        assert_eq!(has, want_proxy, "INFO {args:?}: {got:?}");
+        // Redis' own sections are those a Redis answers for the same arguments.
+        let mut want = section_names(&info(&mut reference.conn(), args));
+        if want_proxy {
+            want.push("proxy".into());
+            want.push("nodes".into());
+        }
+        let mut got = got;
+        got.sort();
+        want.sort();
+        assert_eq!(got, want, "INFO {args:?}");
+    }
+    let server = info(&mut c, &["server"]);
+    assert_eq!(
+        field(&server, "tcp_port"),
+        Some(proxy.port.to_string().as_str())
+    );
+    assert_eq!(
+        field(&server, "process_id"),
+        Some(proxy.pid().to_string().as_str())
+    );
+    assert!(
+        field(&server, "executable").unwrap().ends_with("slotgate"),
+        "{server}"
+    );
+    // Light traffic shows in the byte counts at once.
+    let mut other = proxy.conn();
+    let _: String = redis::cmd("PING").query(&mut other).unwrap();
+    let p = info(&mut c, &["proxy"]);
+    assert!(
+        field(&p, "proxy_client_received_bytes")
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            > 0,
+        "{p}"
+    );
+    assert!(
+        field(&p, "proxy_client_sent_bytes")
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            > 0,
+        "{p}"
+    );
+}

@@ -409,10 +409,52 @@ fn array_elements(reply: &Bytes) -> Option<Vec<Bytes>> {
     Some(out)
 }
 
+/// Which sections an INFO request asks for, as far as slotgate's own are concerned.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct InfoSections {
+    /// `# Proxy` and `# Nodes`: with no argument, `default`, `all`, `everything`, `proxy` or
+    /// `nodes`; never with only Redis' own sections named (`INFO keyspace`).
+    pub proxy: bool,
+}
+
+impl InfoSections {
+    /// The sections an `INFO [section ...]` frame names.
+    pub fn of(frame: &[u8]) -> Self {
+        let mut buf = BytesMut::from(frame);
+        let Ok(Some(req)) = crate::protocol::RequestParser::new(Limits::default()).parse(&mut buf)
+        else {
+            return InfoSections { proxy: true };
+        };
+        if req.argc() <= 1 {
+            return InfoSections { proxy: true };
+        }
+        let proxy = (1..req.argc()).any(|i| {
+            let a = req.arg(i).unwrap_or_default();
+            ["default", "all", "everything", "proxy", "nodes"]
+                .iter()
+                .any(|s| a.eq_ignore_ascii_case(s.as_bytes()))
+        });
+        InfoSections { proxy }
+    }
+}
+
+/// What `# Server` says of the process the client talks to: slotgate's own, not a node's.
+#[derive(Debug, Default, Clone)]
+pub struct OwnServer {
+    pub tcp_port: u16,
+    pub process_id: u32,
+    pub executable: String,
+}
+
 /// Merges the INFO texts of every master: the first master's sections, with the `# Keyspace`
 /// counts summed over all of them, the cluster fields rewritten to what a standalone server says,
-/// and `proxy_section` appended.
-pub fn merge_info(replies: &[Bytes], proxy_section: &str) -> Result<String, Bytes> {
+/// the fields of `# Server` that describe the process the client talks to taken from `own`, and
+/// `proxy_section` appended.
+pub fn merge_info(
+    replies: &[Bytes],
+    proxy_section: &str,
+    own: &OwnServer,
+) -> Result<String, Bytes> {
     if let Some(e) = first_error(replies) {
         return Err(e.clone());
     }
@@ -475,18 +517,24 @@ pub fn merge_info(replies: &[Bytes], proxy_section: &str) -> Result<String, Byte
         if in_ks {
             continue;
         }
-        let line = match line.trim_end() {
-            "redis_mode:cluster" => "redis_mode:standalone",
-            "cluster_enabled:1" => "cluster_enabled:0",
-            other => other,
-        };
-        out.push_str(line);
+        let line = line.trim_end();
+        let field = line.split_once(':').map_or("", |(k, _)| k);
+        match (line, field) {
+            ("redis_mode:cluster", _) => out.push_str("redis_mode:standalone"),
+            ("cluster_enabled:1", _) => out.push_str("cluster_enabled:0"),
+            (_, "tcp_port") => out.push_str(&format!("tcp_port:{}", own.tcp_port)),
+            (_, "process_id") => out.push_str(&format!("process_id:{}", own.process_id)),
+            (_, "executable") => out.push_str(&format!("executable:{}", own.executable)),
+            _ => out.push_str(line),
+        }
         out.push_str("\r\n");
     }
-    if !out.is_empty() && !out.ends_with("\r\n\r\n") {
-        out.push_str("\r\n");
+    if !proxy_section.is_empty() {
+        if !out.is_empty() && !out.ends_with("\r\n\r\n") {
+            out.push_str("\r\n");
+        }
+        out.push_str(proxy_section);
     }
-    out.push_str(proxy_section);
     Ok(out)
 }
 
@@ -585,7 +633,7 @@ pub mod fuzzing {
             check(&out);
             let _ = bulk_text(r);
         }
-        let _ = merge_info(&replies, "# Proxy\r\n");
+        let _ = merge_info(&replies, "# Proxy\r\n", &Default::default());
         let nodes: Vec<&str> = replies.iter().map(|_| "127.0.0.1:7000").collect();
         let _ = merge_text(&replies, &nodes);
     }
@@ -781,7 +829,8 @@ mod tests {
         let b = bulk(
             "# Server\r\nredis_mode:cluster\r\n# Keyspace\r\ndb0:keys=3,expires=1,avg_ttl=5\r\n",
         );
-        let text = merge_info(&[a, b], "# Proxy\r\nx:1\r\n").unwrap_or_default();
+        let text =
+            merge_info(&[a, b], "# Proxy\r\nx:1\r\n", &Default::default()).unwrap_or_default();
         assert!(text.contains("redis_mode:standalone"), "{text}");
         assert!(text.contains("db0:keys=5,expires=1,avg_ttl=5"), "{text}");
         assert!(text.ends_with("# Proxy\r\nx:1\r\n"), "{text}");

@@ -324,14 +324,8 @@ pub fn proxy_info_section(ctx: &Context) -> String {
         "proxy_rejected_connections",
         s.connections_rejected.load(Ordering::Relaxed).to_string(),
     );
-    line(
-        "proxy_client_received_bytes",
-        s.bytes_in.load(Ordering::Relaxed).to_string(),
-    );
-    line(
-        "proxy_client_sent_bytes",
-        s.bytes_out.load(Ordering::Relaxed).to_string(),
-    );
+    line("proxy_client_received_bytes", s.bytes_in.sum().to_string());
+    line("proxy_client_sent_bytes", s.bytes_out.sum().to_string());
     line(
         "proxy_total_commands",
         s.commands.load(Ordering::Relaxed).to_string(),
