@@ -251,7 +251,12 @@ pub async fn serve(
                 },
             };
             debug!("client connected");
-            session::run(stream, ctx2.clone(), id, (peer, local), token).await;
+            let at = clients::Endpoint {
+                peer,
+                local,
+                fd: std::os::fd::AsRawFd::as_raw_fd(&stream),
+            };
+            session::run(stream, ctx2.clone(), id, at, token).await;
             ctx2.stats
                 .connections_current
                 .fetch_sub(1, Ordering::Relaxed);

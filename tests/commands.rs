@@ -674,3 +674,75 @@ fn info_answers_the_sections_asked_for_and_describes_slotgate_itself() {
         "{p}"
     );
 }
+
+#[test]
+fn client_list_and_info_describe_each_client_as_redis_does() {
+    let redis = Redis::start(&[]);
+    let proxy = Proxy::spawn(&["--standalone".to_string(), redis.addr()]);
+    let mut s = proxy.raw();
+    let hello = raw_roundtrip(&mut s, b"HELLO 3\r\n");
+    assert!(
+        hello.starts_with(b"%"),
+        "{}",
+        String::from_utf8_lossy(&hello)
+    );
+    let _ = raw_roundtrip(&mut s, b"SET k v\r\n");
+    let info = raw_roundtrip(&mut s, b"CLIENT INFO\r\n");
+    let info = String::from_utf8_lossy(&info).to_string();
+    // RESP3 answers with a verbatim string, as Redis does.
+    assert!(info.starts_with('='), "{info}");
+    let field = |line: &str, k: &str| {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
+            .map(str::to_string)
+    };
+    assert_eq!(field(&info, "resp").as_deref(), Some("3"), "{info}");
+    assert_eq!(
+        field(&info, "cmd").as_deref(),
+        Some("client|info"),
+        "{info}"
+    );
+    assert!(
+        field(&info, "fd").unwrap().parse::<i32>().unwrap() > 2,
+        "{info}"
+    );
+    // Another client sees this one's last command in CLIENT LIST.
+    let _ = raw_roundtrip(&mut s, b"GET k\r\n");
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query(&mut proxy.conn())
+        .unwrap();
+    let line = list
+        .lines()
+        .find(|l| l.contains("resp=3"))
+        .expect("the HELLO 3 client");
+    assert_eq!(field(line, "cmd").as_deref(), Some("get"), "{line}");
+    // The same commands on Redis itself give the same shapes.
+    let mut r = std::net::TcpStream::connect(("127.0.0.1", redis.port)).unwrap();
+    for cmd in [
+        &b"CLIENT NO-EVICT maybe\r\n"[..],
+        b"CLIENT NO-EVICT on\r\n",
+        b"CLIENT INFO extra\r\n",
+    ] {
+        let want = raw_roundtrip(&mut r, cmd);
+        let got = raw_roundtrip(&mut s, cmd);
+        assert_eq!(
+            String::from_utf8_lossy(&got).starts_with('-'),
+            String::from_utf8_lossy(&want).starts_with('-'),
+            "{}: {} vs {}",
+            String::from_utf8_lossy(cmd),
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(&want)
+        );
+    }
+    // redis-py's client_info() parses slotgate's answer.
+    let script = r#"
+import sys, redis
+r = redis.Redis(port=int(sys.argv[1]), protocol=3)
+r.set("x", "1")
+info = r.client_info()
+assert info["resp"] == "3" and int(info["fd"]) > 2, info
+print("client_info ok")
+"#;
+    support::run_python(script, proxy.port);
+}

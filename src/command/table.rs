@@ -155,6 +155,7 @@ pub enum Local {
     ClientGetName,
     ClientId,
     ClientList,
+    ClientInfo,
     ClientKill,
     ClientSetInfo,
     ClientNoEvict,
@@ -250,6 +251,9 @@ pub struct Entry {
     /// its values: MSET, MSETNX): Redis refuses any other count with its arity error, so a
     /// request is checked whole before it is split and no part can lack a value.
     pub groups: Option<(u8, u8)>,
+    /// The entry's number in its table ([`Table::name_of`] gives its name back): what a
+    /// session records as its last command, in one store.
+    pub id: u16,
 }
 
 /// The index of the one key `spec`'s key specs can name, if they name exactly one at a fixed
@@ -334,6 +338,8 @@ impl NameKey {
 #[derive(Debug)]
 pub struct Table {
     commands: HashMap<NameKey, Entry, foldhash::fast::RandomState>,
+    /// Every entry's name, by its [`Entry::id`].
+    names: Vec<&'static str>,
 }
 
 const WAIT: &str = "WAIT counts the replicas that acknowledged one connection's writes; not supported through a proxy yet";
@@ -362,6 +368,7 @@ fn named_route(name: &str) -> Option<Route> {
         "client|getname" => Local(self::Local::ClientGetName),
         "client|id" => Local(self::Local::ClientId),
         "client|list" => Local(self::Local::ClientList),
+        "client|info" => Local(self::Local::ClientInfo),
         "client|kill" => Local(self::Local::ClientKill),
         "client|setinfo" => Local(self::Local::ClientSetInfo),
         "client|no-evict" => Local(self::Local::ClientNoEvict),
@@ -487,7 +494,9 @@ static CLIENT_EXTRAS: &[CommandSpec] = &[
     },
 ];
 
-fn build_entry(spec: &'static CommandSpec) -> Entry {
+fn build_entry(spec: &'static CommandSpec, names: &mut Vec<&'static str>) -> Entry {
+    let id = u16::try_from(names.len()).unwrap_or(u16::MAX);
+    names.push(spec.name);
     let mut subs = HashMap::with_hasher(foldhash::fast::RandomState::default());
     let extras: &'static [CommandSpec] = if spec.name == "client" {
         CLIENT_EXTRAS
@@ -497,7 +506,7 @@ fn build_entry(spec: &'static CommandSpec) -> Entry {
     for sub in spec.subcommands.iter().chain(extras) {
         let short = sub.name.split_once('|').map_or(sub.name, |(_, s)| s);
         if let Some(key) = NameKey::of(short.as_bytes()) {
-            subs.entry(key).or_insert_with(|| build_entry(sub));
+            subs.entry(key).or_insert_with(|| build_entry(sub, names));
         }
     }
     Entry {
@@ -507,10 +516,16 @@ fn build_entry(spec: &'static CommandSpec) -> Entry {
         subs,
         single_key: single_key(spec),
         groups: groups(spec),
+        id,
     }
 }
 
 impl Table {
+    /// The name of the entry numbered `id` (`client|list` for a subcommand).
+    pub fn name_of(&self, id: u16) -> Option<&'static str> {
+        self.names.get(usize::from(id)).copied()
+    }
+
     /// The table for Redis 7.0.
     pub fn redis70() -> Table {
         Self::redis70_with(false)
@@ -521,12 +536,13 @@ impl Table {
     /// one client can then wipe or reconfigure the whole cluster).
     pub fn redis70_with(fleet_writes: bool) -> Table {
         let mut commands = HashMap::with_hasher(foldhash::fast::RandomState::default());
+        let mut names = Vec::new();
         for spec in redis70::COMMANDS {
             if let Some(key) = NameKey::of(spec.name.as_bytes()) {
-                commands.insert(key, build_entry(spec));
+                commands.insert(key, build_entry(spec, &mut names));
             }
         }
-        let mut t = Table { commands };
+        let mut t = Table { commands, names };
         if fleet_writes {
             for name in ["flushall", "flushdb"] {
                 if let Some(e) = NameKey::of(name.as_bytes()).and_then(|k| t.commands.get_mut(&k)) {

@@ -6,12 +6,14 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::Bytes;
 
 use crate::backend::{BackendReply, mailbox};
+use crate::command::Table;
 
 /// The tag that tells a session it was killed.
 pub const KILL: u64 = u64::MAX - 3;
@@ -20,9 +22,39 @@ pub const KILL: u64 = u64::MAX - 3;
 struct Registered {
     addr: SocketAddr,
     laddr: Option<SocketAddr>,
+    fd: i32,
     name: Option<Vec<u8>>,
+    /// The protocol the client chose (HELLO): 2 or 3.
+    resp: u8,
     since: Instant,
     wake: mailbox::Sender<BackendReply>,
+    live: Arc<Live>,
+}
+
+/// What a session updates on every request without taking the registry's lock: one relaxed
+/// store, on a line only its own thread writes.
+#[derive(Debug)]
+pub struct Live {
+    /// The [`crate::command::Entry::id`] of the last command, `NONE` before the first.
+    cmd: AtomicU32,
+}
+
+impl Live {
+    const NONE: u32 = u32::MAX;
+
+    #[inline]
+    pub fn set_command(&self, id: u16) {
+        self.cmd.store(u32::from(id), Ordering::Relaxed);
+    }
+}
+
+/// Where a client is connected: for CLIENT LIST.
+#[derive(Debug, Clone, Copy)]
+pub struct Endpoint {
+    pub peer: SocketAddr,
+    pub local: Option<SocketAddr>,
+    /// The socket's file descriptor (-1 when there is none, as for Redis' fake clients).
+    pub fd: i32,
 }
 
 #[derive(Debug, Default)]
@@ -40,25 +72,32 @@ pub struct KillFilter {
 }
 
 impl ClientRegistry {
+    /// Registers a session; what it updates per request is in the [`Live`] returned.
     pub fn register(
         &self,
         id: u64,
-        addr: SocketAddr,
-        laddr: Option<SocketAddr>,
+        at: Endpoint,
         wake: mailbox::Sender<BackendReply>,
-    ) {
+    ) -> Arc<Live> {
+        let live = Arc::new(Live {
+            cmd: AtomicU32::new(Live::NONE),
+        });
         if let Ok(mut m) = self.clients.lock() {
             m.insert(
                 id,
                 Registered {
-                    addr,
-                    laddr,
+                    addr: at.peer,
+                    laddr: at.local,
+                    fd: at.fd,
                     name: None,
+                    resp: 2,
                     since: Instant::now(),
                     wake,
+                    live: live.clone(),
                 },
             );
         }
+        live
     }
 
     pub fn unregister(&self, id: u64) {
@@ -67,17 +106,19 @@ impl ClientRegistry {
         }
     }
 
-    pub fn set_name(&self, id: u64, name: Option<Vec<u8>>) {
+    /// Records what HELLO, SETNAME and RESET change: the name and the protocol.
+    pub fn set_identity(&self, id: u64, name: Option<Vec<u8>>, resp: u8) {
         if let Ok(mut m) = self.clients.lock()
             && let Some(c) = m.get_mut(&id)
         {
             c.name = name;
+            c.resp = resp;
         }
     }
 
     /// `CLIENT LIST` lines (the fields a proxy knows; the others as Redis prints them for an
     /// idle client), optionally only the given ids.
-    pub fn list(&self, ids: Option<&[u64]>) -> String {
+    pub fn list(&self, ids: Option<&[u64]>, table: &Table) -> String {
         let Ok(m) = self.clients.lock() else {
             return String::new();
         };
@@ -92,10 +133,16 @@ impl ClientRegistry {
                 .map(String::from_utf8_lossy)
                 .unwrap_or_default();
             let laddr = c.laddr.map(|a| a.to_string()).unwrap_or_default();
+            let cmd = u16::try_from(c.live.cmd.load(Ordering::Relaxed))
+                .ok()
+                .and_then(|i| table.name_of(i))
+                .unwrap_or("NULL");
             out.push_str(&format!(
-                "id={id} addr={} laddr={laddr} fd=-1 name={name} age={} idle=0 flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 cmd=NULL user=default redir=-1 resp=2\n",
+                "id={id} addr={} laddr={laddr} fd={} name={name} age={} idle=0 flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 cmd={cmd} user=default redir=-1 resp={}\n",
                 c.addr,
+                c.fd,
                 c.since.elapsed().as_secs(),
+                c.resp,
             ));
         }
         out

@@ -130,34 +130,43 @@ pub fn answer(
             }
             let text = ctx
                 .clients
-                .list(if ids.is_empty() { None } else { Some(&ids) });
+                .list(if ids.is_empty() { None } else { Some(&ids) }, ctx.table);
+            encode::verbatim(out, client.proto, text.as_bytes());
+        }
+        Local::ClientInfo => {
+            let text = ctx.clients.list(Some(&[client.id]), ctx.table);
             encode::verbatim(out, client.proto, text.as_bytes());
         }
         Local::ClientKill => client_kill(req, client, ctx, out),
         Local::ClientSetInfo => {
-            let value = arg(3);
-            if value.iter().any(|&b| !(b'!'..=b'~').contains(&b)) {
-                encode::error(
-                    out,
-                    "ERR lib-name cannot contain spaces, newlines or special characters.",
-                );
-                return;
-            }
-            if arg(2).eq_ignore_ascii_case(b"lib-name") {
-                client.lib_name = Some(value.to_vec());
-                encode::ok(out);
-            } else if arg(2).eq_ignore_ascii_case(b"lib-ver") {
-                client.lib_ver = Some(value.to_vec());
-                encode::ok(out);
-            } else {
-                encode::error(
+            let attr = arg(2);
+            let known =
+                attr.eq_ignore_ascii_case(b"lib-name") || attr.eq_ignore_ascii_case(b"lib-ver");
+            if !known {
+                return encode::error(
                     out,
                     &format!(
                         "ERR Unrecognized option '{}'",
-                        String::from_utf8_lossy(arg(2))
+                        String::from_utf8_lossy(attr)
                     ),
                 );
             }
+            let value = arg(3);
+            if value.iter().any(|&b| !(b'!'..=b'~').contains(&b)) {
+                return encode::error(
+                    out,
+                    &format!(
+                        "ERR {} cannot contain spaces, newlines or special characters.",
+                        String::from_utf8_lossy(attr)
+                    ),
+                );
+            }
+            if attr.eq_ignore_ascii_case(b"lib-name") {
+                client.lib_name = Some(value.to_vec());
+            } else {
+                client.lib_ver = Some(value.to_vec());
+            }
+            encode::ok(out);
         }
         Local::ClientNoEvict | Local::ClientNoTouch => {
             if arg(2).eq_ignore_ascii_case(b"on") || arg(2).eq_ignore_ascii_case(b"off") {
@@ -170,7 +179,9 @@ pub fn answer(
         Local::ClusterDisabled => encode::error(out, CLUSTER_DISABLED),
     }
     if matches!(local, Local::ClientSetName | Local::Hello | Local::Reset) {
-        ctx.clients.set_name(client.id, client.name.clone());
+        let resp = if client.proto == Proto::Resp3 { 3 } else { 2 };
+        ctx.clients
+            .set_identity(client.id, client.name.clone(), resp);
     }
 }
 

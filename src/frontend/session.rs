@@ -91,6 +91,8 @@ struct Session {
     out_mixed: bool,
     /// Bytes of finished replies waiting in `queue` behind one still unanswered.
     ready_bytes: usize,
+    /// What CLIENT LIST shows of this session that changes per request.
+    live: Arc<super::clients::Live>,
     /// `clients.output_buffer_limit_bytes` (`usize::MAX` when there is none).
     output_limit: usize,
 }
@@ -122,11 +124,11 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     ctx: Arc<Context>,
     id: u64,
-    (peer, local): (std::net::SocketAddr, Option<std::net::SocketAddr>),
+    at: super::clients::Endpoint,
     shutdown: CancellationToken,
 ) {
     let (tx, mut rx) = mailbox::channel();
-    ctx.clients.register(id, peer, local, tx.clone());
+    let live = ctx.clients.register(id, at, tx.clone());
     let mut s = Session {
         client: ClientState::new(id),
         parser: RequestParser::new(ctx.config.limits),
@@ -151,6 +153,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         burst_starts: VecDeque::new(),
         out_mixed: false,
         ready_bytes: 0,
+        live,
         output_limit: ctx.config.output_buffer_limit.unwrap_or(usize::MAX),
         ctx,
     };
@@ -525,6 +528,7 @@ impl Session {
         let table = self.ctx.table;
         let entry = match self.last_lookup.lookup(table, &req) {
             Ok(e) => {
+                self.live.set_command(e.id);
                 // Without a recorder every handle is a no-op: skip them and the clock.
                 self.current = crate::metrics::enabled().then(|| {
                     let m = e.metrics();
