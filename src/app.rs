@@ -156,8 +156,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
     let topology = Topology::build(&layout, &backends, 1);
     info!(
         source = source.kind(),
-        masters = topology.masters().len(),
-        master = %topology.masters().first().map(|m| m.addr().to_string()).unwrap_or_default(),
+        masters = %topology.masters().iter().map(|m| &**m.addr()).collect::<Vec<_>>().join(","),
         version = %topology.version,
         "learned the topology"
     );

@@ -357,3 +357,122 @@ impl TopologyHandle {
         });
     }
 }
+
+/// What routes by: the masters, the replicas and each slot's master, by address.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Routes {
+    pub masters: std::collections::BTreeSet<Arc<str>>,
+    pub replicas: std::collections::BTreeSet<Arc<str>>,
+    /// Each slot's master (empty when the topology has no slots).
+    pub owners: Vec<Option<Arc<str>>>,
+}
+
+impl Topology {
+    /// The snapshot's routes, to say what changed between two of them.
+    pub fn routes(&self) -> Routes {
+        Routes {
+            masters: self.masters.iter().map(|m| m.addr().clone()).collect(),
+            replicas: self.replicas.iter().flatten().cloned().collect(),
+            owners: if self.slotted {
+                self.slots
+                    .iter()
+                    .map(|&i| self.masters.get(i as usize).map(|m| m.addr().clone()))
+                    .collect()
+            } else {
+                Vec::new()
+            },
+        }
+    }
+}
+
+/// What a new topology changed, for the log line that announces it: never an empty line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TopologyChange {
+    pub masters_added: Vec<Arc<str>>,
+    pub masters_removed: Vec<Arc<str>>,
+    pub replicas_added: Vec<Arc<str>>,
+    pub replicas_removed: Vec<Arc<str>>,
+    pub slots_moved: usize,
+}
+
+impl TopologyChange {
+    pub fn between(before: &Routes, after: &Routes) -> TopologyChange {
+        let diff = |a: &std::collections::BTreeSet<Arc<str>>,
+                    b: &std::collections::BTreeSet<Arc<str>>| {
+            a.difference(b).cloned().collect::<Vec<_>>()
+        };
+        TopologyChange {
+            masters_added: diff(&after.masters, &before.masters),
+            masters_removed: diff(&before.masters, &after.masters),
+            replicas_added: diff(&after.replicas, &before.replicas),
+            replicas_removed: diff(&before.replicas, &after.replicas),
+            slots_moved: before
+                .owners
+                .iter()
+                .zip(&after.owners)
+                .filter(|(a, b)| a != b)
+                .count(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == TopologyChange::default()
+    }
+}
+
+impl std::fmt::Display for TopologyChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts: Vec<String> = Vec::new();
+        let list = |v: &[Arc<str>]| v.iter().map(|a| &**a).collect::<Vec<_>>().join(",");
+        for (what, v) in [
+            ("new masters", &self.masters_added),
+            ("masters gone", &self.masters_removed),
+            ("new replicas", &self.replicas_added),
+            ("replicas gone", &self.replicas_removed),
+        ] {
+            if !v.is_empty() {
+                parts.push(format!("{what} {}", list(v)));
+            }
+        }
+        if self.slots_moved > 0 {
+            parts.push(format!("{} slots moved", self.slots_moved));
+        }
+        if parts.is_empty() {
+            parts.push("replicas reassigned".into());
+        }
+        f.write_str(&parts.join("; "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn routes(masters: &[&str], replicas: &[&str], owners: &[&str]) -> Routes {
+        Routes {
+            masters: masters.iter().map(|&m| Arc::from(m)).collect(),
+            replicas: replicas.iter().map(|&m| Arc::from(m)).collect(),
+            owners: owners.iter().map(|&m| Some(Arc::from(m))).collect(),
+        }
+    }
+
+    #[test]
+    fn should_name_a_failover_as_a_master_swapped_with_its_replica() {
+        let before = routes(&["a", "b"], &["c"], &["a", "a", "b"]);
+        let after = routes(&["c", "b"], &["a"], &["c", "c", "b"]);
+        let change = TopologyChange::between(&before, &after);
+        assert_eq!(
+            change.to_string(),
+            "new masters c; masters gone a; new replicas a; replicas gone c; 2 slots moved"
+        );
+    }
+
+    #[test]
+    fn should_count_slots_moved_by_a_resharding() {
+        let before = routes(&["a", "b"], &[], &["a", "a", "b"]);
+        let after = routes(&["a", "b"], &[], &["a", "b", "b"]);
+        let change = TopologyChange::between(&before, &after);
+        assert_eq!(change.to_string(), "1 slots moved");
+        assert!(TopologyChange::between(&before, &before).is_empty());
+    }
+}

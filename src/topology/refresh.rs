@@ -91,15 +91,12 @@ pub async fn run<S: TopologySource>(
                     debug!("topology unchanged");
                     continue;
                 }
-                let first = next
-                    .masters()
-                    .first()
-                    .map(|m| m.addr().to_string())
-                    .unwrap_or_default();
+                let change =
+                    crate::topology::TopologyChange::between(&now.routes(), &next.routes());
                 info!(
                     epoch = next.epoch,
                     masters = next.masters().len(),
-                    master = %first,
+                    %change,
                     "topology changed"
                 );
                 stats.changes.fetch_add(1, Ordering::Relaxed);

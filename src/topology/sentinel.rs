@@ -37,7 +37,13 @@ pub struct SentinelSource {
     /// writes are lost. Following the promotion as soon as the replica says `ROLE master` keeps
     /// that window to milliseconds.
     promoting: Arc<Mutex<Option<(String, Instant)>>>,
+    /// Events already logged, with when: every Sentinel announces the same event, and the
+    /// log says it once.
+    logged: Arc<Mutex<Vec<(String, Instant)>>>,
 }
+
+/// How long an event is remembered as logged.
+const EVENT_LOG_WINDOW: Duration = Duration::from_secs(30);
 
 /// Sentinel events that change where requests go.
 const EVENTS: &[&str] = &[
@@ -74,7 +80,23 @@ impl SentinelSource {
             auth,
             timeout,
             promoting: Arc::new(Mutex::new(None)),
+            logged: Arc::new(Mutex::new(Vec::new())),
         }
+    }
+
+    /// Whether `event` is news: the first Sentinel to announce it, not the others.
+    fn first_to_announce(&self, event: &str) -> bool {
+        let mut seen = match self.logged.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let now = Instant::now();
+        seen.retain(|(_, at)| now.duration_since(*at) < EVENT_LOG_WINDOW);
+        if seen.iter().any(|(e, _)| e == event) {
+            return false;
+        }
+        seen.push((event.to_string(), now));
+        true
     }
 
     fn promoting(&self) -> Option<String> {
@@ -106,7 +128,9 @@ impl SentinelSource {
         tokio::spawn(async move {
             for _ in 0..PROMOTION_POLLS {
                 if role_is_master(&replica).await {
-                    info!(%replica, "the replica Sentinel is promoting is a master now");
+                    if self.first_to_announce(&format!("promoted {replica}")) {
+                        info!(%replica, "the replica Sentinel is promoting is a master now");
+                    }
                     handle.request_refresh_now(Some(&Arc::from(replica.as_str())));
                     return;
                 }
@@ -238,7 +262,9 @@ impl SentinelSource {
                             | "+promoted-slave"
                     ) && let Some(replica) = instance_addr(&payload)
                     {
-                        info!(%channel, %replica, "Sentinel is promoting a replica");
+                        if self.first_to_announce(&format!("{channel} {payload}")) {
+                            info!(%channel, %replica, "Sentinel is promoting a replica");
+                        }
                         self.follow_promotion(replica, handle.clone());
                         continue;
                     }
@@ -253,7 +279,11 @@ impl SentinelSource {
                             }
                             _ => None,
                         };
-                        info!(event = %payload, "Sentinel announced a master switch");
+                        if self.first_to_announce(&format!("{channel} {payload}")) {
+                            info!(event = %payload, "Sentinel announced a master switch");
+                        } else {
+                            debug!(%sentinel, event = %payload, "another Sentinel announced it too");
+                        }
                         let hint: Option<Arc<str>> = new.map(|n| Arc::from(n.as_str()));
                         handle.request_refresh_now(hint.as_ref());
                     } else {
