@@ -125,10 +125,11 @@ impl SentinelSource {
     /// Polls the replica being promoted until it says it is a master, then asks for a refresh.
     fn follow_promotion(&self, replica: String, handle: Arc<TopologyHandle>) {
         self.set_promoting(Some(replica.clone()));
+        let me = self.clone();
         tokio::spawn(async move {
             for _ in 0..PROMOTION_POLLS {
                 if role_is_master(&replica).await {
-                    if self.first_to_announce(&format!("promoted {replica}")) {
+                    if me.first_to_announce(&format!("promoted {replica}")) {
                         info!(%replica, "the replica Sentinel is promoting is a master now");
                     }
                     handle.request_refresh_now(Some(&Arc::from(replica.as_str())));
