@@ -121,6 +121,7 @@ pub fn lookup<'t>(table: &'t Table, req: &Request) -> Result<&'t Entry, Rejectio
 
 /// `entry` if `req` has an argument count its arity allows (and, for commands that take keys
 /// with their values, whole groups of them), else Redis' arity error.
+#[inline(always)]
 pub fn check_arity<'t>(entry: &'t Entry, req: &Request) -> Result<&'t Entry, Rejection> {
     let arity = i64::from(entry.spec.arity);
     let argc = req.argc() as i64;
@@ -128,7 +129,9 @@ pub fn check_arity<'t>(entry: &'t Entry, req: &Request) -> Result<&'t Entry, Rej
         return Err(Rejection::WrongArity(entry.spec.name.to_string()));
     }
     if let Some((first, step)) = entry.groups
-        && (argc - i64::from(first)) % i64::from(step) != 0
+        && !(argc as u64)
+            .saturating_sub(u64::from(first))
+            .is_multiple_of(u64::from(step))
     {
         return Err(Rejection::WrongArity(entry.spec.name.to_string()));
     }

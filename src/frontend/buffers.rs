@@ -1,9 +1,9 @@
 //! The read and write buffers a worker thread lends its sessions, one poll at a time, so that an
 //! idle client holds no buffer of its own.
 //!
-//! A session borrows the thread's spare read buffer when its own is empty at the start of a
-//! poll and gives it back when the poll leaves it empty again (every request parsed); the
-//! same for the output buffer once every reply is written. At pipeline 1 one pair of buffers
+//! A session borrows the thread's spare read buffer when it has none and is about to read, and
+//! gives it back when a poll leaves it empty (every request parsed); the output buffer the same
+//! when it has a reply to write, given back once every reply is written. At pipeline 1 one pair of buffers
 //! serves every session of the worker; only a session holding a partial request or replies a
 //! slow client has not read keeps buffers of its own. Requests stay zero-copy: a request is a
 //! slice of the buffer it was read into, which is reference-counted, so a lent buffer that
@@ -18,7 +18,7 @@
 //! must never hand out a buffer holding bytes, nor keep more than one spare of each kind per
 //! thread.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 
 use bytes::BytesMut;
 
@@ -28,8 +28,10 @@ use crate::protocol::Request;
 pub const KEEP_BYTES: usize = 256 * 1024;
 
 thread_local! {
-    static SPARE_READ: Cell<Option<BytesMut>> = const { Cell::new(None) };
-    static SPARE_WRITE: Cell<Option<BytesMut>> = const { Cell::new(None) };
+    /// The spare buffers, or buffers without memory while they are lent: lending and giving
+    /// back swap the session's buffer with the slot's, so neither constructs nor frees one.
+    static SPARE_READ: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+    static SPARE_WRITE: RefCell<BytesMut> = RefCell::new(BytesMut::new());
     static SPARE_BATCH: Cell<Vec<Request>> = const { Cell::new(Vec::new()) };
 }
 
@@ -59,11 +61,19 @@ pub enum Spare {
 }
 
 impl Spare {
-    fn with<R>(self, f: impl FnOnce(&Cell<Option<BytesMut>>) -> R) -> R {
-        match self {
-            Spare::Read => SPARE_READ.with(f),
-            Spare::Write => SPARE_WRITE.with(f),
-        }
+    #[inline]
+    fn swap_if(self, buf: &mut BytesMut, when: impl FnOnce(&BytesMut) -> bool) {
+        let slot = match self {
+            Spare::Read => &SPARE_READ,
+            Spare::Write => &SPARE_WRITE,
+        };
+        slot.with(|c| {
+            if let Ok(mut spare) = c.try_borrow_mut()
+                && when(&spare)
+            {
+                std::mem::swap(&mut *spare, buf);
+            }
+        });
     }
 }
 
@@ -71,28 +81,24 @@ impl Spare {
 /// no spare: the buffer then allocates when it is first written).
 #[inline]
 pub fn borrow(kind: Spare, buf: &mut BytesMut) {
-    if buf.capacity() == 0
-        && let Some(spare) = kind.with(Cell::take)
-    {
-        *buf = spare;
+    if buf.capacity() == 0 {
+        kind.swap_if(buf, |spare| spare.capacity() > 0);
     }
 }
 
-/// Takes `buf`'s memory back as the thread's spare when it is empty, leaving it with none; a
-/// buffer past [`KEEP_BYTES`] is freed instead, and so is the spare it replaces.
+/// Takes `buf`'s memory back as the thread's spare when it is empty, leaving it with none. A
+/// buffer past [`KEEP_BYTES`] is freed instead; when the thread already has a spare, the
+/// session keeps its own.
 #[inline]
 pub fn give_back(kind: Spare, buf: &mut BytesMut) {
-    if !buf.is_empty() || buf.capacity() == 0 {
+    if buf.capacity() == 0 || !buf.is_empty() {
         return;
     }
-    let mine = std::mem::take(buf);
-    if mine.capacity() <= KEEP_BYTES {
-        kind.with(|c| {
-            let old = c.replace(Some(mine));
-            // One spare at most: a second one (another session's) is freed here.
-            drop(old);
-        });
+    if buf.capacity() > KEEP_BYTES {
+        *buf = BytesMut::new();
+        return;
     }
+    kind.swap_if(buf, |spare| spare.capacity() == 0);
 }
 
 #[cfg(test)]

@@ -185,8 +185,6 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
 
     let clean = poll_fn(|cx| {
         // The reply queue was drained with the task registered: only a send can fill it.
-        buffers::borrow(Spare::Read, &mut rbuf);
-        buffers::borrow(Spare::Write, &mut s.out);
         let mut rx_parked = rx.is_parked();
         if !armed.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
             io.arm(cx.waker());
@@ -204,7 +202,11 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 // registers the signal); with tokio's sockets that second one costs no syscall.
                 for _ in 0..2 {
                     if rbuf.capacity() == 0 {
-                        rbuf = BytesMut::with_capacity(READ_START);
+                        // Borrowed only to read: a wake by a backend reply needs no read buffer.
+                        buffers::borrow(Spare::Read, &mut rbuf);
+                        if rbuf.capacity() == 0 {
+                            rbuf = BytesMut::with_capacity(READ_START);
+                        }
                     }
                     let want = s.parser.want().saturating_sub(rbuf.len()).max(4096);
                     rbuf.reserve(want);
@@ -313,13 +315,11 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     bytes_flushed += bytes_in + bytes_out;
                     s.flush_bytes(&mut bytes_in, &mut bytes_out);
                 }
-                buffers::give_back(Spare::Read, &mut rbuf);
-                buffers::give_back(Spare::Write, &mut s.out);
+                s.give_back_buffers(&mut rbuf);
                 return Poll::Pending;
             }
         }
-        buffers::give_back(Spare::Read, &mut rbuf);
-        buffers::give_back(Spare::Write, &mut s.out);
+        s.give_back_buffers(&mut rbuf);
         cx.waker().wake_by_ref();
         Poll::Pending
     })
@@ -388,6 +388,13 @@ impl Session {
         !eof && !self.client.closing
             && self.queue.len() < max_pipeline
             && self.out.len() < OUT_HIGH_WATER
+    }
+
+    /// Empty buffers go back to the worker at the end of every poll.
+    #[inline]
+    fn give_back_buffers(&mut self, rbuf: &mut BytesMut) {
+        buffers::give_back(Spare::Read, rbuf);
+        buffers::give_back(Spare::Write, &mut self.out);
     }
 
     fn flush_bytes(&self, bytes_in: &mut u64, bytes_out: &mut u64) {
@@ -1004,6 +1011,10 @@ impl Session {
         if self.burst_starts.front() == Some(&self.base) {
             self.burst_starts.pop_front();
             self.out_mixed |= !self.out.is_empty();
+        }
+        if self.out.capacity() == 0 {
+            // Borrowed only when there is a reply to write.
+            buffers::borrow(Spare::Write, &mut self.out);
         }
         // Past the limit, but never for the one reply a drained buffer takes: a single large
         // value still goes through.
