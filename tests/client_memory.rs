@@ -24,6 +24,17 @@ fn standalone(redis: &Redis, extra: &[&str]) -> Proxy {
     Proxy::spawn(&args)
 }
 
+/// A redis-server holding `big`, a value of [`VALUE`] bytes.
+fn with_big_value() -> Redis {
+    let redis = Redis::start(&[]);
+    let _: () = redis::cmd("SET")
+        .arg("big")
+        .arg(vec![b'x'; VALUE])
+        .query(&mut redis.conn())
+        .unwrap();
+    redis
+}
+
 /// A client that sends `n` GETs of the big value in one write and reads nothing.
 fn flood(proxy: &Proxy, n: usize) -> TcpStream {
     let s = TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
@@ -61,12 +72,7 @@ fn peak_rss(proxy: &Proxy, d: Duration) -> u64 {
 
 #[test]
 fn a_client_that_reads_nothing_is_bounded_and_memory_comes_back() {
-    let redis = Redis::start(&[]);
-    let _: () = redis::cmd("SET")
-        .arg("big")
-        .arg(vec![b'x'; VALUE])
-        .query(&mut redis.conn())
-        .unwrap();
+    let redis = with_big_value();
     // Default limits: the requests already read wait while the replies are unread, so what the
     // client holds is the high-water mark plus one pipeline of replies (1,024 of 100 KB),
     // instead of all 20,000 (2 GB).
@@ -96,12 +102,7 @@ fn a_client_that_reads_nothing_is_bounded_and_memory_comes_back() {
 
 #[test]
 fn the_output_buffer_limit_closes_only_the_client_past_it() {
-    let redis = Redis::start(&[]);
-    let _: () = redis::cmd("SET")
-        .arg("big")
-        .arg(vec![b'x'; VALUE])
-        .query(&mut redis.conn())
-        .unwrap();
+    let redis = with_big_value();
     let _: () = redis::cmd("SET")
         .arg("huge")
         .arg(vec![b'y'; 3 * 1024 * 1024])
