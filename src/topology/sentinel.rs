@@ -221,6 +221,7 @@ impl SentinelSource {
             });
         }
         let version = redis_version(&m.command(&["INFO", "server"], "INFO").await?);
+        let replicas = without_master(replicas, &master);
         Ok(Layout::single(master, replicas, version))
     }
 
@@ -343,6 +344,13 @@ fn instance_addr(payload: &str) -> Option<String> {
     Some(join_host_port(ip, port.parse().ok()?))
 }
 
+/// The replicas without the master: during a failover Sentinel still lists the replica it
+/// promoted among the replicas after slotgate has seen it answer `ROLE master`.
+fn without_master(mut replicas: Vec<String>, master: &str) -> Vec<String> {
+    replicas.retain(|r| r != master);
+    replicas
+}
+
 /// A replica from `SENTINEL replicas` that is up and linked to its master.
 fn healthy_replica(f: &OwnedFrame) -> Option<String> {
     let OwnedFrame::Array(kv) = f else {
@@ -451,6 +459,16 @@ mod tests {
             Some("127.0.0.1:6380".to_string())
         );
         assert_eq!(instance_addr("slave x"), None);
+    }
+
+    #[test]
+    fn should_never_list_the_master_among_its_replicas() {
+        let replicas = vec!["127.0.0.1:6380".to_string(), "127.0.0.1:6381".to_string()];
+        assert_eq!(
+            without_master(replicas.clone(), "127.0.0.1:6380"),
+            vec!["127.0.0.1:6381".to_string()]
+        );
+        assert_eq!(without_master(replicas.clone(), "127.0.0.1:6379"), replicas);
     }
 
     #[test]
