@@ -188,7 +188,13 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         clients: Default::default(),
         pipeline_depth: metrics::histogram!(crate::metrics::names::PIPELINE_DEPTH),
         workers: workers.clone(),
-        listen_port: local_addr.port(),
+        own_server: crate::command::multi::OwnServer {
+            tcp_port: local_addr.port(),
+            process_id: std::process::id(),
+            executable: std::env::current_exe()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+        },
     });
     if let (Some(listener), Some(a)) = (admin_listener, &config.admin) {
         let admin = Admin::new(ctx.clone(), prometheus, a.token.clone());

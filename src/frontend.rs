@@ -159,8 +159,8 @@ pub struct Context {
     pub pipeline_depth: metrics::Histogram,
     /// The worker threads sessions are spread over.
     pub workers: Arc<crate::workers::Workers>,
-    /// The port clients connect to (INFO's `tcp_port`).
-    pub listen_port: u16,
+    /// What INFO's `# Server` says of slotgate itself (its port, process id, executable).
+    pub own_server: crate::command::multi::OwnServer,
 }
 
 /// A new client's socket on its way to its worker: still registered with this thread's reactor,

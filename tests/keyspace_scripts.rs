@@ -178,6 +178,16 @@ fn q(n: &support::Redis, args: &[&str]) -> Value {
     cmd.query(&mut n.conn()).unwrap()
 }
 
+/// Whether node `n` has the script `sha` (SCRIPT EXISTS on the node itself).
+fn has_script(n: &support::Redis, sha: &str) -> bool {
+    let exists: Vec<i64> = redis::cmd("SCRIPT")
+        .arg("EXISTS")
+        .arg(sha)
+        .query(&mut n.conn())
+        .unwrap();
+    exists == vec![1]
+}
+
 #[test]
 fn evalsha_is_repaired_on_the_node_a_redirect_led_to() {
     let cluster = Cluster::start(3, 1);
@@ -229,12 +239,10 @@ fn evalsha_is_repaired_on_the_node_a_redirect_led_to() {
             && cluster.owner_of_slot(slot).port == replica
     });
     assert_eq!(evalsha(&mut c, "moved:k"), Ok(Some("v1".into())));
-    let exists: Vec<i64> = redis::cmd("SCRIPT")
-        .arg("EXISTS")
-        .arg(&sha)
-        .query(&mut cluster.node(replica).conn())
-        .unwrap();
-    assert_eq!(exists, vec![1], "loaded on the new master");
+    assert!(
+        has_script(cluster.node(replica), &sha),
+        "loaded on the new master"
+    );
 
     // ASK, then NOSCRIPT: the key's slot is being imported by a node without the script.
     let key = "ask:k";
@@ -259,10 +267,8 @@ fn evalsha_is_repaired_on_the_node_a_redirect_led_to() {
     q(cluster.node(to), &["SCRIPT", "FLUSH"]);
     // The key is on neither node, so the source answers ASK.
     assert_eq!(evalsha(&mut c, key), Ok(None));
-    let exists: Vec<i64> = redis::cmd("SCRIPT")
-        .arg("EXISTS")
-        .arg(&sha)
-        .query(&mut cluster.node(to).conn())
-        .unwrap();
-    assert_eq!(exists, vec![1], "loaded on the importing node");
+    assert!(
+        has_script(cluster.node(to), &sha),
+        "loaded on the importing node"
+    );
 }

@@ -3,9 +3,9 @@
 //!
 //! A session borrows the thread's spare read buffer when it has none and is about to read, and
 //! gives it back when a poll leaves it empty (every request parsed); the output buffer the same
-//! when it has a reply to write, given back once every reply is written. At pipeline 1 one pair of buffers
-//! serves every session of the worker; only a session holding a partial request or replies a
-//! slow client has not read keeps buffers of its own. Requests stay zero-copy: a request is a
+//! when it has a reply to write, given back once every reply is written. At pipeline 1 one pair
+//! of buffers serves every session of the worker; only a session holding a partial request or
+//! replies a slow client has not read keeps buffers of its own. Requests stay zero-copy: a request is a
 //! slice of the buffer it was read into, which is reference-counted, so a lent buffer that
 //! still backs requests in flight is simply not reused in place (`reserve` moves to a new
 //! allocation) and is freed when the last of them is.

@@ -162,7 +162,8 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     let mut rbuf = BytesMut::new();
     let mut replies: Vec<BackendReply> = Vec::new();
     let mut eof = false;
-    // Byte counts are added to the shared counters in chunks, not per read.
+    // Byte counts are added to the shared counters in chunks and when the session goes idle,
+    // not per read.
     let (mut bytes_in, mut bytes_out) = (0u64, 0u64);
     let max_pipeline = s.ctx.config.max_pipeline.max(1);
     let cancelled = shutdown.cancelled();

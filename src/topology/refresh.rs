@@ -100,13 +100,7 @@ pub async fn run<S: TopologySource>(
                     "topology changed"
                 );
                 stats.changes.fetch_add(1, Ordering::Relaxed);
-                let masters = |t: &Topology| {
-                    let mut v: Vec<Arc<str>> =
-                        t.masters().iter().map(|m| m.addr().clone()).collect();
-                    v.sort();
-                    v
-                };
-                if masters(&next) != masters(&now) {
+                if !change.masters_added.is_empty() || !change.masters_removed.is_empty() {
                     stats.master_switches.fetch_add(1, Ordering::Relaxed);
                 }
                 let keep = next.addresses();

@@ -213,19 +213,12 @@ pub(super) fn merge_fanout(
                 .first()
                 .map(|p| multi::InfoSections::of(&p.request))
                 .unwrap_or_default();
-            let own = multi::OwnServer {
-                tcp_port: ctx.listen_port,
-                process_id: std::process::id(),
-                executable: std::env::current_exe()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default(),
-            };
             let section = if asked.proxy {
                 local::proxy_info_section(ctx)
             } else {
                 String::new()
             };
-            match multi::merge_info(replies, &section, &own) {
+            match multi::merge_info(replies, &section, &ctx.own_server) {
                 Ok(text) => encode::verbatim(&mut b, proto, text.as_bytes()),
                 Err(e) => b.extend_from_slice(&e),
             }
