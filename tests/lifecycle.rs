@@ -98,6 +98,17 @@ fn idle_clients_are_closed_after_the_idle_timeout_and_only_they() {
     // Without the setting, as in Redis (`timeout 0`), nobody is closed.
     let plain = Proxy::cluster(&cluster, &[]);
 
+    // A client that asks for 32 MB and never reads it: more than the sockets hold, so the rest
+    // waits in slotgate, and the client is idle (Redis closes such a client too). The value is
+    // stored through the untimed proxy before any timed client opens: storing it can take
+    // longer than the timeout, and every timed client would be idle meanwhile.
+    const BIG: usize = 32 << 20;
+    let _: () = redis::cmd("SET")
+        .arg("big")
+        .arg(vec![b'x'; BIG])
+        .query(&mut plain.conn())
+        .unwrap();
+
     let mut idle = proxy.raw();
     assert_eq!(ask(&mut idle, PING), pong());
     let mut never_asked = proxy.raw();
@@ -110,14 +121,6 @@ fn idle_clients_are_closed_after_the_idle_timeout_and_only_they() {
         .unwrap();
     let mut untimed = plain.raw();
     assert_eq!(ask(&mut untimed, PING), pong());
-    // A client that asks for 32 MB and never reads it: more than the sockets hold, so the rest
-    // waits in slotgate, and the client is idle (Redis closes such a client too).
-    const BIG: usize = 32 << 20;
-    let _: () = redis::cmd("SET")
-        .arg("big")
-        .arg(vec![b'x'; BIG])
-        .query(&mut proxy.conn())
-        .unwrap();
     let mut non_reader = proxy.raw();
     non_reader
         .write_all(b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n")
