@@ -1,7 +1,9 @@
 //! Backend nodes: the only way a session talks to a Redis node.
 //!
-//! A [`Node`] owns a small, fixed set of shared, pipelined connections per protocol (RESP2 and
-//! RESP3) on each worker thread; a session always uses the same one per node, on its own worker,
+//! A [`Node`] owns a small, fixed set of shared, pipelined connections per [`Dialect`] (the
+//! protocol, RESP2 or RESP3, and the database a connection's handshake selected; the RESP2
+//! database 0 set is opened at once, the others when a session first needs them) on each worker
+//! thread; a session always uses the same one per node, on its own worker,
 //! so its commands to one node stay in order and never cross threads. Requests are queued on a bounded channel; a full queue or a node known to be down fails
 //! fast. [`Backends`] keeps one `Node` per address across topology snapshots. Nothing here
 //! decides routing, and nothing here blocks a session on a slow node beyond the queue bound.
@@ -25,6 +27,27 @@ use crate::metrics::{ErrorKind, NodeMetrics};
 use crate::protocol::Limits;
 use crate::protocol::encode::Proto;
 use crate::workers::{self, Workers};
+
+/// What a connection speaks once its handshake is done: the protocol (`HELLO 3` for RESP3) and
+/// the database (`SELECT`). Sessions in different dialects never share a connection, so a
+/// client's `SELECT 2` cannot move another client's keys to database 2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Dialect {
+    pub proto: Proto,
+    pub db: u32,
+}
+
+impl Dialect {
+    /// A new Redis connection's: RESP2, database 0.
+    pub const DEFAULT: Dialect = Dialect {
+        proto: Proto::Resp2,
+        db: 0,
+    };
+
+    pub fn resp(proto: Proto) -> Dialect {
+        Dialect { proto, db: 0 }
+    }
+}
 
 /// Where a reply goes: the session's reply channel and the tag that places it.
 #[derive(Debug, Clone)]
@@ -168,8 +191,10 @@ pub struct Node {
     addr: Arc<str>,
     /// Permits for private connections.
     private_slots: Arc<Semaphore>,
-    resp2: Vec<Link>,
-    resp3: Mutex<Option<Arc<Vec<Link>>>>,
+    /// The connections of [`Dialect::DEFAULT`], opened with the node.
+    default: Vec<Link>,
+    /// Every other dialect's, opened when a session first uses it.
+    others: Mutex<HashMap<Dialect, Arc<Vec<Link>>>>,
     config: Arc<BackendConfig>,
     tel: Telemetry,
     workers: Arc<Workers>,
@@ -186,12 +211,12 @@ impl Node {
             stats,
             node: Arc::new(NodeMetrics::new(&addr)),
         };
-        let resp2 = Self::links(&addr, Proto::Resp2, &config, &tel, &workers);
+        let default = Self::links(&addr, Dialect::DEFAULT, &config, &tel, &workers);
         Node {
             private_slots: Arc::new(Semaphore::new(config.max_private_per_node.max(1))),
             addr,
-            resp2,
-            resp3: Mutex::new(None),
+            default,
+            others: Mutex::new(HashMap::new()),
             config,
             tel,
             workers,
@@ -201,11 +226,11 @@ impl Node {
     /// A connection of its own for one session (blocking commands, WATCH), bounded per node.
     /// It has no read timeout and never reconnects: state tied to it (a WATCH, a blocked client)
     /// must not silently move to a new connection.
-    pub fn private(&self, proto: Proto) -> Result<PrivateLink, BackendError> {
+    pub fn private(&self, dialect: Dialect) -> Result<PrivateLink, BackendError> {
         let permit = self.private_permit()?;
         let link = connection::spawn_private(
             self.addr.clone(),
-            proto,
+            dialect,
             self.config.clone(),
             self.tel.clone(),
         );
@@ -213,12 +238,13 @@ impl Node {
     }
 
     /// A pub/sub connection for one session: like [`Self::private`], and every frame it reads
-    /// (subscription replies, messages) goes to `pushes`.
+    /// (subscription replies, messages) goes to `pushes`. Pub/sub does not depend on the
+    /// database, so only the protocol is chosen.
     pub fn subscriber(&self, proto: Proto, pushes: ReplyTo) -> Result<PrivateLink, BackendError> {
         let permit = self.private_permit()?;
         let link = connection::spawn_subscriber(
             self.addr.clone(),
-            proto,
+            Dialect::resp(proto),
             self.config.clone(),
             self.tel.clone(),
             pushes,
@@ -244,7 +270,7 @@ impl Node {
     /// `connections_per_node` connections on each worker, worker by worker.
     fn links(
         addr: &Arc<str>,
-        proto: Proto,
+        dialect: Dialect,
         config: &Arc<BackendConfig>,
         tel: &Telemetry,
         workers: &Workers,
@@ -255,7 +281,7 @@ impl Node {
                 connection::spawn(
                     workers.handle(i / per),
                     addr.clone(),
-                    proto,
+                    dialect,
                     config.clone(),
                     tel.clone(),
                 )
@@ -276,8 +302,8 @@ impl Node {
 
     /// Queues `req` on the connection this session uses for this node. Fails fast, handing the
     /// request back through its `ReplyTo`, when the node is down or its queue is full.
-    pub fn send(&self, proto: Proto, session: u64, req: BackendRequest) {
-        self.with_link(proto, session, |link| {
+    pub fn send(&self, dialect: Dialect, session: u64, req: BackendRequest) {
+        self.with_link(dialect, session, |link| {
             let Some(link) = link else {
                 return req
                     .reply_to
@@ -297,32 +323,39 @@ impl Node {
         })
     }
 
-    /// Runs `f` with the connection `session` uses for `proto` on the calling worker, or `None`
-    /// when it is down.
-    fn with_link<R>(&self, proto: Proto, session: u64, f: impl FnOnce(Option<&Link>) -> R) -> R {
-        let resp3;
-        let links: &[Link] = match proto {
-            Proto::Resp2 => &self.resp2,
-            Proto::Resp3 => {
-                resp3 = self.resp3_links();
-                &resp3
-            }
+    /// Runs `f` with the connection `session` uses for `dialect` on the calling worker, or
+    /// `None` when it is down.
+    #[inline]
+    fn with_link<R>(
+        &self,
+        dialect: Dialect,
+        session: u64,
+        f: impl FnOnce(Option<&Link>) -> R,
+    ) -> R {
+        let other;
+        let links: &[Link] = if dialect == Dialect::DEFAULT {
+            &self.default
+        } else {
+            other = self.links_of(dialect);
+            &other
         };
         f(self
             .pick(links, session)
             .filter(|l| l.state() != LinkState::Down))
     }
 
-    fn resp3_links(&self) -> Arc<Vec<Link>> {
-        let mut guard = match self.resp3.lock() {
+    /// The connections of a dialect other than the default, opened on first use.
+    fn links_of(&self, dialect: Dialect) -> Arc<Vec<Link>> {
+        let mut guard = match self.others.lock() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
         };
         guard
-            .get_or_insert_with(|| {
+            .entry(dialect)
+            .or_insert_with(|| {
                 Arc::new(Self::links(
                     &self.addr,
-                    Proto::Resp3,
+                    dialect,
                     &self.config,
                     &self.tel,
                     &self.workers,
@@ -334,8 +367,8 @@ impl Node {
     /// Queues every request of `reqs` (leaving it empty) on the connection this session uses,
     /// under one lock; like [`Self::send`], fails them all fast when the node is down or the
     /// queue would overflow.
-    pub fn send_batch(&self, proto: Proto, session: u64, reqs: &mut Vec<BackendRequest>) {
-        let failure = self.with_link(proto, session, |link| {
+    pub fn send_batch(&self, dialect: Dialect, session: u64, reqs: &mut Vec<BackendRequest>) {
+        let failure = self.with_link(dialect, session, |link| {
             let Some(link) = link else {
                 return Some(BackendError::Down(self.addr.clone()));
             };
@@ -362,9 +395,9 @@ impl Node {
         &self.tel.node
     }
 
-    /// True when every RESP2 connection is up.
+    /// True when every connection of the default dialect is up.
     pub fn is_up(&self) -> bool {
-        self.resp2.iter().all(|l| l.state() == LinkState::Up)
+        self.default.iter().all(|l| l.state() == LinkState::Up)
     }
 }
 

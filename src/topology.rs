@@ -41,6 +41,9 @@ pub struct Layout {
     /// True for Sentinel and standalone backends: one master holds every key, there are no
     /// slots, and CROSSSLOT rules do not apply.
     pub unslotted: bool,
+    /// The master's `databases` setting (`CONFIG GET databases`), when it would say; a
+    /// cluster has database 0 only.
+    pub databases: Option<u32>,
 }
 
 impl Layout {
@@ -54,7 +57,14 @@ impl Layout {
             }],
             version,
             unslotted: true,
+            databases: None,
         }
+    }
+
+    /// The same layout, with the number of databases the master has.
+    pub fn with_databases(mut self, databases: Option<u32>) -> Layout {
+        self.databases = databases;
+        self
     }
 }
 
@@ -151,7 +161,13 @@ pub struct Topology {
     pub version: String,
     /// True for a Redis Cluster; false for one master (Sentinel, standalone): no CROSSSLOT.
     pub slotted: bool,
+    /// The databases `SELECT` may choose: 1 for a cluster; the master's `databases` otherwise
+    /// (Redis' default, 16, when the master would not say).
+    pub databases: u32,
 }
+
+/// Redis' default `databases`.
+pub const DEFAULT_DATABASES: u32 = 16;
 
 impl Topology {
     /// Builds a snapshot from a layout, taking node handles from `backends`.
@@ -185,6 +201,11 @@ impl Topology {
             slots,
             version: layout.version.clone().unwrap_or_else(|| "7.0.0".into()),
             slotted: !layout.unslotted,
+            databases: if layout.unslotted {
+                layout.databases.unwrap_or(DEFAULT_DATABASES).max(1)
+            } else {
+                1
+            },
         }
     }
 
@@ -257,12 +278,16 @@ impl Topology {
             slots,
             version: self.version.clone(),
             slotted: self.slotted,
+            databases: self.databases,
         }
     }
 
     /// True when both snapshots route every slot to the same address and list the same replicas.
     pub fn same_routes(&self, other: &Topology) -> bool {
-        if self.slotted != other.slotted || self.replicas_sorted() != other.replicas_sorted() {
+        if self.slotted != other.slotted
+            || self.databases != other.databases
+            || self.replicas_sorted() != other.replicas_sorted()
+        {
             return false;
         }
         self.slots.iter().zip(other.slots.iter()).all(|(&a, &b)| {

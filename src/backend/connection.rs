@@ -18,13 +18,14 @@ use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use super::Dialect;
 use super::mailbox;
 use super::stream::{self, BackendStream};
 use super::{BackendConfig, BackendReply, BackendRequest, Link, LinkState, ReplyTo, Telemetry};
 use crate::error::BackendError;
 use crate::metrics::ErrorKind;
 use crate::protocol::ReplyScanner;
-use crate::protocol::encode::Proto;
+use crate::protocol::encode::{self, Proto};
 
 /// The frame that lets the next command on a connection act on a slot being imported (the
 /// node answers `+OK`, which is never delivered).
@@ -102,30 +103,30 @@ enum Kind {
 pub(super) fn spawn(
     on: &tokio::runtime::Handle,
     addr: Arc<str>,
-    proto: Proto,
+    dialect: Dialect,
     config: Arc<BackendConfig>,
     tel: Telemetry,
 ) -> Link {
-    spawn_kind(on, addr, proto, config, tel, Kind::Shared, None)
+    spawn_kind(on, addr, dialect, config, tel, Kind::Shared, None)
 }
 
 /// Starts a private connection: no read timeout (a blocked client may wait for ever), no
 /// reconnect (a WATCH must not move silently to another connection).
 pub(super) fn spawn_private(
     addr: Arc<str>,
-    proto: Proto,
+    dialect: Dialect,
     config: Arc<BackendConfig>,
     tel: Telemetry,
 ) -> Link {
     let on = tokio::runtime::Handle::current();
-    spawn_kind(&on, addr, proto, config, tel, Kind::Private, None)
+    spawn_kind(&on, addr, dialect, config, tel, Kind::Private, None)
 }
 
 /// Starts a subscriber connection: private, and every frame it reads (subscription replies,
 /// messages) goes to `pushes` in the order read.
 pub(super) fn spawn_subscriber(
     addr: Arc<str>,
-    proto: Proto,
+    dialect: Dialect,
     config: Arc<BackendConfig>,
     tel: Telemetry,
     pushes: ReplyTo,
@@ -134,7 +135,7 @@ pub(super) fn spawn_subscriber(
     spawn_kind(
         &on,
         addr,
-        proto,
+        dialect,
         config,
         tel,
         Kind::Subscriber,
@@ -145,7 +146,7 @@ pub(super) fn spawn_subscriber(
 fn spawn_kind(
     on: &tokio::runtime::Handle,
     addr: Arc<str>,
-    proto: Proto,
+    dialect: Dialect,
     config: Arc<BackendConfig>,
     tel: Telemetry,
     kind: Kind,
@@ -154,15 +155,15 @@ fn spawn_kind(
     let (tx, rx) = mailbox::channel();
     let state = Arc::new(AtomicU8::new(LinkState::Connecting as u8));
     let depth = config.queue_depth.max(1);
-    let span = info_span!("backend", node = %addr, proto = ?proto);
+    let span = info_span!("backend", node = %addr, proto = ?dialect.proto, db = dialect.db);
     let queue = Queue { rx, pushes };
-    on.spawn(run(addr, proto, config, queue, state.clone(), tel, kind).instrument(span));
+    on.spawn(run(addr, dialect, config, queue, state.clone(), tel, kind).instrument(span));
     Link { tx, depth, state }
 }
 
 async fn run(
     addr: Arc<str>,
-    proto: Proto,
+    dialect: Dialect,
     config: Arc<BackendConfig>,
     mut rx: Queue,
     state: Arc<AtomicU8>,
@@ -172,7 +173,7 @@ async fn run(
     let mut backoff = config.backoff_min;
     let mut failures = 0u32;
     loop {
-        match open(&addr, proto, &config).await {
+        match open(&addr, dialect, &config).await {
             Ok(stream) => {
                 state.store(LinkState::Up as u8, Ordering::Relaxed);
                 tel.stats.connects.fetch_add(1, Ordering::Relaxed);
@@ -240,49 +241,94 @@ async fn run(
     }
 }
 
-/// Connects and runs the per-protocol handshake (`HELLO 3` for RESP3 connections).
+/// Connects and runs the handshake the dialect needs: `HELLO 3` for RESP3 (its reply must be
+/// a map), `SELECT db` for a database other than 0 (its reply must be `+OK`). Both are written
+/// at once and their replies read in order.
 async fn open(
     addr: &Arc<str>,
-    proto: Proto,
+    dialect: Dialect,
     config: &BackendConfig,
 ) -> Result<BackendStream, BackendError> {
     let mut s = stream::connect(addr, config.connect_timeout)
         .await
         .map_err(|_| BackendError::Down(addr.clone()))?;
-    if proto == Proto::Resp3 {
-        let handshake = async {
-            s.write_all(HELLO3).await?;
-            let mut buf = BytesMut::with_capacity(1024);
-            let mut scanner = ReplyScanner::new(config.limits);
-            loop {
+    let mut setup = BytesMut::new();
+    let mut expect: Vec<Expect> = Vec::with_capacity(2);
+    if dialect.proto == Proto::Resp3 {
+        setup.extend_from_slice(HELLO3);
+        expect.push(Expect::Map("HELLO 3"));
+    }
+    if dialect.db != 0 {
+        let db = dialect.db.to_string();
+        encode::array_header(&mut setup, 2);
+        encode::bulk(&mut setup, b"SELECT");
+        encode::bulk(&mut setup, db.as_bytes());
+        expect.push(Expect::Ok("SELECT"));
+    }
+    if expect.is_empty() {
+        return Ok(s);
+    }
+    let handshake = async {
+        s.write_all(&setup).await?;
+        let mut buf = BytesMut::with_capacity(1024);
+        let mut scanner = ReplyScanner::new(config.limits);
+        for want in &expect {
+            let n = loop {
+                if let Some(n) = scanner.scan(&buf).map_err(std::io::Error::other)? {
+                    break n;
+                }
                 if s.read_buf(&mut buf).await? == 0 {
                     return Err(std::io::Error::new(
                         std::io::ErrorKind::UnexpectedEof,
                         "closed",
                     ));
                 }
-                match scanner.scan(&buf) {
-                    Ok(Some(_)) if buf.first() == Some(&b'%') => return Ok(()),
-                    Ok(Some(_)) => {
-                        return Err(std::io::Error::other(
-                            String::from_utf8_lossy(&buf).into_owned(),
-                        ));
-                    }
-                    Ok(None) => {}
-                    Err(e) => return Err(std::io::Error::other(e)),
-                }
+            };
+            let reply = buf.split_to(n);
+            scanner = ReplyScanner::new(config.limits);
+            if !want.accepts(&reply) {
+                return Err(std::io::Error::other(format!(
+                    "{} answered {}",
+                    want.command(),
+                    String::from_utf8_lossy(reply.get(..reply.len().min(200)).unwrap_or(&[]))
+                        .trim_end()
+                )));
             }
-        };
-        match tokio::time::timeout(config.read_timeout, handshake).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                warn!(error = %e, "HELLO 3 refused by backend");
-                return Err(BackendError::Down(addr.clone()));
-            }
-            Err(_) => return Err(BackendError::Timeout(addr.clone(), config.read_timeout)),
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(config.read_timeout, handshake).await {
+        Ok(Ok(())) => Ok(s),
+        Ok(Err(e)) => {
+            warn!(error = %e, "backend refused the connection handshake");
+            Err(BackendError::Down(addr.clone()))
+        }
+        Err(_) => Err(BackendError::Timeout(addr.clone(), config.read_timeout)),
+    }
+}
+
+/// The reply a handshake command must get.
+#[derive(Debug, Clone, Copy)]
+enum Expect {
+    /// A RESP3 map (`HELLO`).
+    Map(&'static str),
+    /// `+OK`.
+    Ok(&'static str),
+}
+
+impl Expect {
+    fn accepts(self, reply: &[u8]) -> bool {
+        match self {
+            Expect::Map(_) => reply.first() == Some(&b'%'),
+            Expect::Ok(_) => reply == b"+OK\r\n",
         }
     }
-    Ok(s)
+
+    fn command(self) -> &'static str {
+        match self {
+            Expect::Map(c) | Expect::Ok(c) => c,
+        }
+    }
 }
 
 /// Runs one established connection until it breaks (`Err`) or every sender is gone (`Ok`).

@@ -430,7 +430,10 @@ fn named_route(name: &str) -> Option<Route> {
         "flushall" | "flushdb" | "config|set" | "config|resetstat" | "config|rewrite" => {
             Refuse(FLEET_WRITES)
         }
-        "swapdb" | "move" => Refuse(ADMIN),
+        // Databases other than 0 exist only behind Sentinel or standalone; a cluster node
+        // answers these itself, with Redis Cluster's "not allowed in cluster mode".
+        "move" => Keyed,
+        "swapdb" => AnyMaster,
         "sync" | "psync" | "replconf" | "replicaof" | "slaveof" | "failover" => Refuse(REPLICATION),
         "monitor" => Refuse("MONITOR would stream every backend's traffic; not supported"),
         "spublish" => Keyed,

@@ -26,6 +26,8 @@ struct Registered {
     name: Option<Vec<u8>>,
     /// The protocol the client chose (HELLO): 2 or 3.
     resp: u8,
+    /// The database the client selected.
+    db: u32,
     since: Instant,
     wake: mailbox::Sender<BackendReply>,
     live: Arc<Live>,
@@ -91,6 +93,7 @@ impl ClientRegistry {
                     fd: at.fd,
                     name: None,
                     resp: 2,
+                    db: 0,
                     since: Instant::now(),
                     wake,
                     live: live.clone(),
@@ -116,6 +119,15 @@ impl ClientRegistry {
         }
     }
 
+    /// Records the database a client selected.
+    pub fn set_db(&self, id: u64, db: u32) {
+        if let Ok(mut m) = self.clients.lock()
+            && let Some(c) = m.get_mut(&id)
+        {
+            c.db = db;
+        }
+    }
+
     /// `CLIENT LIST` lines (the fields a proxy knows; the others as Redis prints them for an
     /// idle client), optionally only the given ids.
     pub fn list(&self, ids: Option<&[u64]>, table: &Table) -> String {
@@ -138,10 +150,11 @@ impl ClientRegistry {
                 .and_then(|i| table.name_of(i))
                 .unwrap_or("NULL");
             out.push_str(&format!(
-                "id={id} addr={} laddr={laddr} fd={} name={name} age={} idle=0 flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 cmd={cmd} user=default redir=-1 resp={}\n",
+                "id={id} addr={} laddr={laddr} fd={} name={name} age={} idle=0 flags=N db={} sub=0 psub=0 ssub=0 multi=-1 cmd={cmd} user=default redir=-1 resp={}\n",
                 c.addr,
                 c.fd,
                 c.since.elapsed().as_secs(),
+                c.db,
                 c.resp,
             ));
         }

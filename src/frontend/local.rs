@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering;
 use bytes::{BufMut, BytesMut};
 
 use super::Context;
+use crate::backend::Dialect;
 use crate::command::Local;
 use crate::protocol::encode::{self, Proto};
 use crate::protocol::{Request, parse_int};
@@ -20,6 +21,8 @@ use crate::router::key_slot;
 pub struct ClientState {
     pub id: u64,
     pub proto: Proto,
+    /// The database selected with `SELECT` (always 0 in front of a cluster).
+    pub db: u32,
     pub name: Option<Vec<u8>>,
     pub lib_name: Option<Vec<u8>>,
     pub lib_ver: Option<Vec<u8>>,
@@ -32,15 +35,40 @@ impl ClientState {
         Self {
             id,
             proto: Proto::Resp2,
+            db: 0,
             name: None,
             lib_name: None,
             lib_ver: None,
             closing: false,
         }
     }
+
+    /// What the client's requests need from a shared connection: its protocol and database.
+    #[inline]
+    pub fn dialect(&self) -> Dialect {
+        Dialect {
+            proto: self.proto,
+            db: self.db,
+        }
+    }
 }
 
 use crate::error::CLUSTER_DISABLED;
+
+/// `SELECT`'s decision, as Redis 7.0 makes it: the argument must be a 32-bit integer, a cluster
+/// has database 0 only, and one server has `databases` of them.
+pub fn select(arg: &[u8], slotted: bool, databases: u32) -> Result<u32, &'static str> {
+    let n = parse_int(arg).ok_or("ERR value is not an integer or out of range")?;
+    let n = i32::try_from(n)
+        .map_err(|_| "ERR value is out of range, value must between -2147483648 and 2147483647")?;
+    if slotted && n != 0 {
+        return Err("ERR SELECT is not allowed in cluster mode");
+    }
+    match u32::try_from(n) {
+        Ok(db) if db < databases => Ok(db),
+        _ => Err("ERR DB index is out of range"),
+    }
+}
 
 /// Writes the answer to a local command into `out`.
 pub fn answer(
@@ -62,13 +90,19 @@ pub fn answer(
             client.closing = true;
             encode::ok(out);
         }
-        Local::Select => match parse_int(arg(1)) {
-            Some(0) => encode::ok(out),
-            Some(n) if i32::try_from(n).is_ok() => {
-                encode::error(out, "ERR SELECT is not allowed in cluster mode")
+        Local::Select => {
+            let topo = ctx.topology.load_full();
+            match select(arg(1), topo.slotted, topo.databases) {
+                Ok(db) => {
+                    if db != client.db {
+                        client.db = db;
+                        ctx.clients.set_db(client.id, db);
+                    }
+                    encode::ok(out)
+                }
+                Err(e) => encode::error(out, e),
             }
-            _ => encode::error(out, "ERR invalid DB index"),
-        },
+        }
         Local::Hello => hello(req, client, ctx, out),
         // With no proxy users configured, slotgate answers as a Redis with the default ACL: the
         // `default` user has no password, so any password is accepted for it.
@@ -86,6 +120,10 @@ pub fn answer(
         }
         Local::Reset => {
             client.proto = Proto::Resp2;
+            if client.db != 0 {
+                client.db = 0;
+                ctx.clients.set_db(client.id, 0);
+            }
             client.name = None;
             encode::simple(out, "RESET");
         }
@@ -425,4 +463,49 @@ pub fn proxy_info_section(ctx: &Context) -> String {
         ));
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::select;
+
+    const NOT_INT: &str = "ERR value is not an integer or out of range";
+    const NOT_I32: &str =
+        "ERR value is out of range, value must between -2147483648 and 2147483647";
+    const RANGE: &str = "ERR DB index is out of range";
+    const CLUSTER: &str = "ERR SELECT is not allowed in cluster mode";
+
+    #[test]
+    fn select_in_front_of_one_server_takes_every_database_it_has() {
+        assert_eq!(select(b"0", false, 16), Ok(0));
+        assert_eq!(select(b"15", false, 16), Ok(15));
+        assert_eq!(select(b"16", false, 16), Err(RANGE));
+        assert_eq!(select(b"-1", false, 16), Err(RANGE));
+        assert_eq!(select(b"2147483647", false, 16), Err(RANGE));
+    }
+
+    #[test]
+    fn select_in_front_of_a_cluster_takes_database_0_only() {
+        assert_eq!(select(b"0", true, 1), Ok(0));
+        assert_eq!(select(b"1", true, 1), Err(CLUSTER));
+        assert_eq!(select(b"-1", true, 1), Err(CLUSTER));
+    }
+
+    #[test]
+    fn select_checks_the_integer_first_as_redis_does() {
+        for bad in [
+            &b"abc"[..],
+            b"",
+            b"01",
+            b"+1",
+            b" 1",
+            b"1.0",
+            b"99999999999999999999",
+        ] {
+            assert_eq!(select(bad, false, 16), Err(NOT_INT), "{bad:?}");
+            assert_eq!(select(bad, true, 1), Err(NOT_INT), "{bad:?}");
+        }
+        assert_eq!(select(b"4294967296", false, 16), Err(NOT_I32));
+        assert_eq!(select(b"-2147483649", true, 1), Err(NOT_I32));
+    }
 }

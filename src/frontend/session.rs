@@ -31,7 +31,7 @@ use super::shard_channels::ShardChannels;
 use super::subscriptions::Subscriptions;
 use super::transaction::Transaction;
 use super::{Context, MultiKeyPolicy};
-use crate::backend::{BackendReply, BackendRequest, Node, PrivateLink, ReplyTo, mailbox};
+use crate::backend::{BackendReply, BackendRequest, Dialect, Node, PrivateLink, ReplyTo, mailbox};
 use crate::command::{self, Entry, KeyPositions, Local, Merge, Rejection, Route, multi};
 use crate::metrics::CommandMetrics;
 use crate::protocol::encode;
@@ -44,8 +44,8 @@ mod pubsub;
 mod redirects;
 
 use place::{
-    Combine, FIRST_SPECIAL_TAG, Fanout, Gather, PART_BITS, PART_MASK, PRIVATE, PartState, SHARED,
-    SlotState, Split, Via, merge_fanout, tag,
+    Combine, FIRST_SPECIAL_TAG, FORGET, Fanout, Gather, PART_BITS, PART_MASK, PartState, SlotState,
+    Split, Via, merge_fanout, tag,
 };
 use pubsub::{PUSH, RESUBSCRIBE};
 
@@ -75,7 +75,7 @@ struct Session {
     /// What the client is subscribed to, to subscribe again after a failover.
     subs: Subscriptions,
     /// Shared-connection requests of this round, per node and protocol; sent at its end.
-    outbox: Vec<(Arc<Node>, encode::Proto, Vec<BackendRequest>)>,
+    outbox: Vec<(Arc<Node>, Dialect, Vec<BackendRequest>)>,
     outbox_dirty: bool,
     last_lookup: command::LastLookup,
     /// Shard channels (SSUBSCRIBE): a subscriber connection per master that owns some.
@@ -408,9 +408,9 @@ impl Session {
         if !std::mem::take(&mut self.outbox_dirty) {
             return;
         }
-        for (node, proto, reqs) in &mut self.outbox {
+        for (node, dialect, reqs) in &mut self.outbox {
             if !reqs.is_empty() {
-                node.send_batch(*proto, self.client.id, reqs);
+                node.send_batch(*dialect, self.client.id, reqs);
             }
         }
         if self.outbox.len() > 8 {
@@ -585,8 +585,12 @@ impl Session {
         match entry.route {
             Route::Local(l) => {
                 let mut b = BytesMut::new();
+                let db = self.client.db;
                 local::answer(l, &req, &mut self.client, &self.ctx, &mut b);
                 self.push_ready(b.freeze());
+                if self.client.db != db && l == Local::Select {
+                    self.privates_follow_db();
+                }
                 if l == Local::Reset {
                     self.txn = None;
                     self.watching = None;
@@ -600,7 +604,11 @@ impl Session {
             Route::Scan => self.scan(&req),
             Route::PubSub => self.pubsub(entry, &req),
             Route::Blocking => match self.slot_for(entry, &req) {
-                Ok(slot) => self.send_single_via(req.raw().clone(), slot, PRIVATE),
+                Ok(slot) => self.send_single_via(
+                    req.raw().clone(),
+                    slot,
+                    Via::private(self.client.dialect()),
+                ),
                 Err(r) => self.reject(r),
             },
             Route::Refuse(reason) => self.reject(Rejection::Refused {
@@ -612,7 +620,11 @@ impl Session {
             Route::Keyed | Route::Split { .. } => {
                 if is_blocking_stream_read(entry.spec.name, &req) {
                     return match self.slot_for(entry, &req) {
-                        Ok(slot) => self.send_single_via(req.raw().clone(), slot, PRIVATE),
+                        Ok(slot) => self.send_single_via(
+                            req.raw().clone(),
+                            slot,
+                            Via::private(self.client.dialect()),
+                        ),
                         Err(r) => self.reject(r),
                     };
                 }
@@ -622,7 +634,11 @@ impl Session {
                     if let Ok(slot) = self.slot_for(entry, &req)
                         && slot == watched
                     {
-                        return self.send_single_via(req.raw().clone(), slot, PRIVATE);
+                        return self.send_single_via(
+                            req.raw().clone(),
+                            slot,
+                            Via::private(self.client.dialect()),
+                        );
                     }
                 }
                 if !self.topo.load().slotted {
@@ -655,12 +671,12 @@ impl Session {
 
     /// Sends a whole request to the master of `slot` (any master when `None`).
     fn send_single(&mut self, frame: Bytes, slot: Option<u16>) {
-        self.send_single_via(frame, slot, SHARED)
+        self.send_single_via(frame, slot, Via::shared(self.client.dialect()))
     }
 
     fn send_single_via(&mut self, frame: Bytes, slot: Option<u16>, via: Via) {
         let seq = self.next_seq();
-        let mut part = PartState::new(frame.clone(), slot, None);
+        let mut part = PartState::new(frame.clone(), slot, None, via.dialect);
         part.private = via.private;
         part.skip = via.skip;
         let mut parts = SmallVec::new();
@@ -680,7 +696,7 @@ impl Session {
                 &mut self.outbox,
                 &mut self.outbox_dirty,
                 node,
-                self.client.proto,
+                via.dialect,
                 backend_request(&self.tx, tag(seq, 0), frame, false, via.skip),
             ),
             None => self.fail_part(tag(seq, 0), "CLUSTERDOWN Hash slot not served"),
@@ -721,7 +737,13 @@ impl Session {
         let frame = frame.freeze();
         let seq = self.next_seq();
         let mut parts = SmallVec::new();
-        parts.push(PartState::new(frame.clone(), None, Some(node.clone())));
+        let dialect = self.client.dialect();
+        parts.push(PartState::new(
+            frame.clone(),
+            None,
+            Some(node.clone()),
+            dialect,
+        ));
         self.push_waiting(
             Combine::Scan {
                 index: index as u32,
@@ -729,7 +751,7 @@ impl Session {
             },
             parts,
         );
-        self.send_to(&node, tag(seq, 0), frame, false, SHARED);
+        self.send_to(&node, tag(seq, 0), frame, false, Via::shared(dialect));
     }
 
     /// The slot all of `req`'s keys hash to (`None`: no keys, or a backend without slots).
@@ -740,6 +762,19 @@ impl Session {
         let mut keys = KeyPositions::new();
         command::key_positions(entry.spec, req, &mut keys);
         command::common_slot(req, &keys)
+    }
+
+    /// After a `SELECT`: the session's private connections (a WATCH, a blocking command's)
+    /// select the same database, as one Redis connection would, after whatever they still
+    /// run; shared connections are chosen by database (`Dialect`) and need nothing.
+    fn privates_follow_db(&mut self) {
+        let db = self.client.db.to_string();
+        let frame = Request::from_args(&[&b"SELECT"[..], db.as_bytes()])
+            .raw()
+            .clone();
+        for link in self.privates.iter().filter(|p| p.is_usable()) {
+            link.send(backend_request(&self.tx, FORGET, frame.clone(), false, 0));
+        }
     }
 
     /// The session's private connection to `node`, opened on first use.
@@ -754,7 +789,7 @@ impl Session {
                 if self.privates.len() >= MAX_PRIVATE_PER_SESSION {
                     self.privates.remove(0);
                 }
-                self.privates.push(node.private(self.client.proto)?);
+                self.privates.push(node.private(self.client.dialect())?);
                 self.privates.len() - 1
             }
         };
@@ -779,15 +814,19 @@ impl Session {
         if split.len() > (1 << PART_BITS) {
             return self.push_error("ERR slotgate: too many slots in one request");
         }
+        let dialect = self.client.dialect();
         let parts: SmallVec<[PartState; 1]> = split
             .iter()
-            .map(|p| PartState::new(p.request.clone(), Some(p.slot), None))
+            .map(|p| PartState::new(p.request.clone(), Some(p.slot), None, dialect))
             .collect();
         // Sent before the queue place is taken: shared sends wait in the outbox and failures
         // come back through the reply queue, so no reply can arrive before the place exists.
         for (i, p) in split.iter().enumerate() {
             match self.route(Some(p.slot)) {
-                Some(node) => self.send_to(&node, tag(seq, i), p.request.clone(), false, SHARED),
+                Some(node) => {
+                    let via = Via::shared(dialect);
+                    self.send_to(&node, tag(seq, i), p.request.clone(), false, via)
+                }
                 None => self.fail_part(tag(seq, i), "CLUSTERDOWN Hash slot not served"),
             }
         }
@@ -809,9 +848,10 @@ impl Session {
         if masters.is_empty() {
             return self.push_error("CLUSTERDOWN The cluster is down");
         }
+        let dialect = self.client.dialect();
         let parts: SmallVec<[PartState; 1]> = masters
             .iter()
-            .map(|m| PartState::new(frame.clone(), None, Some(m.clone())))
+            .map(|m| PartState::new(frame.clone(), None, Some(m.clone()), dialect))
             .collect();
         let gather = Gather::new(parts.len());
         self.push_waiting(
@@ -819,7 +859,7 @@ impl Session {
             parts,
         );
         for (i, m) in masters.iter().enumerate() {
-            self.send_to(m, tag(seq, i), frame.clone(), false, SHARED);
+            self.send_to(m, tag(seq, i), frame.clone(), false, Via::shared(dialect));
         }
     }
 
@@ -831,8 +871,8 @@ impl Session {
     fn send_to(&mut self, node: &Arc<Node>, tag: u64, frame: Bytes, asking: bool, via: Via) {
         let req = backend_request(&self.tx, tag, frame, asking, via.skip);
         if !via.private {
-            let proto = self.client.proto;
-            return queue_shared(&mut self.outbox, &mut self.outbox_dirty, node, proto, req);
+            let dialect = via.dialect;
+            return queue_shared(&mut self.outbox, &mut self.outbox_dirty, node, dialect, req);
         }
         match self.private_link(node) {
             Ok(link) => link.send(req),
@@ -1091,15 +1131,15 @@ fn pick_master(topo: &Topology, slot: Option<u16>, client: u64) -> Option<&Arc<N
 /// Holds `req` for `node`'s shared connection until the end of the session's round, so that
 /// requests for one node leave together.
 fn queue_shared(
-    outbox: &mut Vec<(Arc<Node>, encode::Proto, Vec<BackendRequest>)>,
+    outbox: &mut Vec<(Arc<Node>, Dialect, Vec<BackendRequest>)>,
     dirty: &mut bool,
     node: &Arc<Node>,
-    proto: encode::Proto,
+    dialect: Dialect,
     req: BackendRequest,
 ) {
     let pos = outbox
         .iter()
-        .position(|(n, p, _)| Arc::ptr_eq(n, node) && *p == proto);
+        .position(|(n, d, _)| Arc::ptr_eq(n, node) && *d == dialect);
     match pos.and_then(|i| outbox.get_mut(i)) {
         Some((_, _, reqs)) => reqs.push(req),
         None => {
@@ -1107,7 +1147,7 @@ fn queue_shared(
             // connection's queue, and one that started at one slot would grow there.
             let mut reqs = Vec::with_capacity(OUTBOX_START);
             reqs.push(req);
-            outbox.push((node.clone(), proto, reqs));
+            outbox.push((node.clone(), dialect, reqs));
         }
     }
     *dirty = true;

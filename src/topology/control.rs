@@ -147,6 +147,21 @@ pub fn join_host_port(host: &str, port: i64) -> String {
     }
 }
 
+/// The node's `databases` setting, or `None` when `CONFIG GET` is refused (renamed or denied,
+/// as managed services do) or answers something else.
+pub async fn databases(c: &mut Control) -> Option<u32> {
+    let reply = c
+        .command(&["CONFIG", "GET", "databases"], "CONFIG GET databases")
+        .await
+        .ok()?;
+    match &reply {
+        OwnedFrame::Array(kv) => field(kv, "databases")
+            .and_then(int)
+            .and_then(|n| u32::try_from(n).ok()),
+        _ => None,
+    }
+}
+
 /// The `redis_version` in an `INFO` reply.
 pub fn redis_version(info: &OwnedFrame) -> Option<String> {
     text(info)?.lines().find_map(|l| {

@@ -14,7 +14,7 @@ use redis_protocol::resp2::types::OwnedFrame;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use super::control::{Control, field, int, join_host_port, redis_version, text};
+use super::control::{Control, databases, field, int, join_host_port, redis_version, text};
 use super::{Layout, TopologyHandle, TopologySource};
 use crate::error::TopologyError;
 
@@ -221,8 +221,9 @@ impl SentinelSource {
             });
         }
         let version = redis_version(&m.command(&["INFO", "server"], "INFO").await?);
+        let databases = databases(&mut m).await;
         let replicas = without_master(replicas, &master);
-        Ok(Layout::single(master, replicas, version))
+        Ok(Layout::single(master, replicas, version).with_databases(databases))
     }
 
     /// Subscribes to one Sentinel's events until shutdown, reconnecting after errors.

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use super::control::{Control, redis_version};
+use super::control::{Control, databases, redis_version};
 use super::{Layout, TopologySource};
 use crate::error::TopologyError;
 
@@ -30,15 +30,16 @@ impl TopologySource for StandaloneSource {
         let probe = async {
             let mut c = Control::connect(&addr).await?;
             let info = c.command(&["INFO", "server"], "INFO").await?;
-            Ok::<_, TopologyError>(redis_version(&info))
+            Ok::<_, TopologyError>((redis_version(&info), databases(&mut c).await))
         };
-        let version = tokio::time::timeout(self.timeout, probe)
-            .await
-            .map_err(|_| TopologyError::Unreachable {
-                addr: addr.clone(),
-                reason: format!("no answer within {:?}", self.timeout),
-            })??;
-        Ok(Layout::single(addr, Vec::new(), version))
+        let (version, databases) =
+            tokio::time::timeout(self.timeout, probe)
+                .await
+                .map_err(|_| TopologyError::Unreachable {
+                    addr: addr.clone(),
+                    reason: format!("no answer within {:?}", self.timeout),
+                })??;
+        Ok(Layout::single(addr, Vec::new(), version).with_databases(databases))
     }
 
     fn seeds(&self) -> &[String] {

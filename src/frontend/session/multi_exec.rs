@@ -7,7 +7,7 @@
 use bytes::{Bytes, BytesMut};
 
 use super::Session;
-use super::place::{FORGET, PRIVATE, Via};
+use super::place::{FORGET, Via};
 use crate::command::{Entry, Local, Rejection, Route, Txn};
 use crate::frontend::transaction::Transaction;
 use crate::protocol::{Request, encode};
@@ -112,8 +112,8 @@ impl Session {
                         frame,
                         slot,
                         Via {
-                            private: true,
                             skip,
+                            ..Via::private(self.client.dialect())
                         },
                     );
                 }
@@ -121,8 +121,8 @@ impl Session {
                     frame,
                     slot,
                     Via {
-                        private: false,
                         skip,
+                        ..Via::shared(self.client.dialect())
                     },
                 );
             }
@@ -153,10 +153,13 @@ impl Session {
                     });
                 }
                 self.watching = Some(slot);
-                self.send_single_via(req.raw().clone(), slot, PRIVATE);
+                self.send_single_via(req.raw().clone(), slot, Via::private(self.client.dialect()));
             }
             Txn::Unwatch => match self.watching.take() {
-                Some(w) => self.send_single_via(req.raw().clone(), w, PRIVATE),
+                Some(w) => {
+                    let via = Via::private(self.client.dialect());
+                    self.send_single_via(req.raw().clone(), w, via)
+                }
                 None => {
                     encode::ok(&mut b);
                     self.push_ready(b.freeze());
@@ -173,7 +176,7 @@ impl Session {
                 FORGET,
                 Bytes::from_static(b"*1\r\n$7\r\nUNWATCH\r\n"),
                 false,
-                PRIVATE,
+                Via::private(self.client.dialect()),
             );
         }
     }

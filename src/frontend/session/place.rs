@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 use smallvec::SmallVec;
 
 use super::super::{Context, local};
-use crate::backend::Node;
+use crate::backend::{Dialect, Node};
 use crate::command::{Merge, multi};
 use crate::metrics::CommandMetrics;
 use crate::protocol::{RequestParser, encode};
@@ -31,6 +31,9 @@ pub(super) struct PartState {
     pub(super) script_loaded: bool,
     /// Sent on the session's private connection to the node (blocking commands, WATCH).
     pub(super) private: bool,
+    /// The protocol and database the client had when it sent the request: a redirect or retry
+    /// sends the part again in them, whatever the client selected since.
+    pub(super) dialect: Dialect,
     /// Replies the frame produces before the wanted one (a buffered transaction).
     pub(super) skip: u32,
     pub(super) redirects: u32,
@@ -38,7 +41,12 @@ pub(super) struct PartState {
 }
 
 impl PartState {
-    pub(super) fn new(request: Bytes, slot: Option<u16>, node: Option<Arc<Node>>) -> Self {
+    pub(super) fn new(
+        request: Bytes,
+        slot: Option<u16>,
+        node: Option<Arc<Node>>,
+        dialect: Dialect,
+    ) -> Self {
         PartState {
             request,
             slot,
@@ -46,6 +54,7 @@ impl PartState {
             asking: false,
             script_loaded: false,
             private: false,
+            dialect,
             skip: 0,
             redirects: 0,
             retries: 0,
@@ -53,22 +62,41 @@ impl PartState {
     }
 }
 
-/// How a part travels: on a shared pipelined connection or the session's own.
+/// How a part travels: on a shared pipelined connection of its dialect, or on the session's
+/// own (which follows the session's database itself).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Via {
     pub(super) private: bool,
     pub(super) skip: u32,
+    pub(super) dialect: Dialect,
 }
 
-pub(super) const SHARED: Via = Via {
-    private: false,
-    skip: 0,
-};
+impl Via {
+    pub(super) fn shared(dialect: Dialect) -> Via {
+        Via {
+            private: false,
+            skip: 0,
+            dialect,
+        }
+    }
 
-pub(super) const PRIVATE: Via = Via {
-    private: true,
-    skip: 0,
-};
+    pub(super) fn private(dialect: Dialect) -> Via {
+        Via {
+            private: true,
+            skip: 0,
+            dialect,
+        }
+    }
+
+    /// How `part` was sent, to send it again the same way.
+    pub(super) fn of(part: &PartState) -> Via {
+        Via {
+            private: part.private,
+            skip: part.skip,
+            dialect: part.dialect,
+        }
+    }
+}
 
 /// How a request's reply is made from its parts' replies. Kept small (the rare many-part
 /// kinds are boxed): queue places are moved on every request.

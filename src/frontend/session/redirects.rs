@@ -14,7 +14,7 @@ use tracing::debug;
 use super::place::{PART_BITS, SlotState, Via};
 use super::{Session, pick_master};
 use crate::backend::connection::ASKING;
-use crate::backend::{BackendReply, BackendRequest, Node, ReplyTo};
+use crate::backend::{BackendReply, BackendRequest, Dialect, Node, ReplyTo};
 use crate::frontend::Context;
 use crate::protocol::{Request, RequestParser, encode};
 use crate::router::{Budget, RedirectDecision, decide};
@@ -34,6 +34,7 @@ enum Action {
         tag: u64,
         slot: Option<u16>,
         frame: Bytes,
+        dialect: Dialect,
     },
     RetryLater {
         tag: u64,
@@ -135,8 +136,8 @@ impl Session {
                     }
                     frame.extend_from_slice(&part.request);
                     let via = Via {
-                        private: part.private,
                         skip: part.skip + 1 + u32::from(part.asking),
+                        ..Via::of(part)
                     };
                     let (tag, frame) = (r.tag, frame.freeze());
                     return self.send_to(&node, tag, frame, false, via);
@@ -154,10 +155,7 @@ impl Session {
             if decision != RedirectDecision::Deliver || part.redirects > 0 {
                 debug!(redirects = part.redirects, ?decision, reply = %String::from_utf8_lossy(&reply).trim_end(), "redirect");
             }
-            let via = Via {
-                private: part.private,
-                skip: part.skip,
-            };
+            let via = Via::of(part);
             // A private part's READONLY is delivered: its connection is tied to the session.
             let decision = match decision {
                 RedirectDecision::Rediscover if part.private => RedirectDecision::Deliver,
@@ -220,6 +218,7 @@ impl Session {
                         tag: r.tag,
                         slot: part.slot,
                         frame: part.request.clone(),
+                        dialect: part.dialect,
                     }
                 }
                 RedirectDecision::RetryLater => {
@@ -241,11 +240,16 @@ impl Session {
         }
         match action {
             Action::Deliver(reply) => self.complete(idx as usize, part_idx, reply),
-            Action::Rediscover { tag, slot, frame } => {
+            Action::Rediscover {
+                tag,
+                slot,
+                frame,
+                dialect,
+            } => {
                 // The refused write did not run. Wait (bounded) for the refresher to publish a
                 // new master, then send it there.
                 let handle = self.ctx.topology.clone();
-                let (proto, id, tx) = (self.client.proto, self.client.id, self.tx.clone());
+                let (id, tx) = (self.client.id, self.tx.clone());
                 let epoch = handle.load_full().epoch;
                 tokio::spawn(async move {
                     for _ in 0..REDISCOVER_POLLS {
@@ -258,7 +262,7 @@ impl Session {
                     let node = pick_master(&topo, slot, id);
                     let reply_to = ReplyTo { tx, tag };
                     match node {
-                        Some(node) => node.send(proto, id, BackendRequest::new(frame, reply_to)),
+                        Some(node) => node.send(dialect, id, BackendRequest::new(frame, reply_to)),
                         None => reply_to.send(Err(crate::error::BackendError::NoMaster)),
                     }
                 });
@@ -289,14 +293,14 @@ impl Session {
                     // The private connection lives in the session: resend now, in order.
                     return self.send_to(&node, tag, frame, false, via);
                 }
-                let (proto, id, tx) = (self.client.proto, self.client.id, self.tx.clone());
+                let (dialect, id, tx) = (via.dialect, self.client.id, self.tx.clone());
                 // Back off exponentially, capped: a migration batch usually moves within a few tries.
                 let delay = (self.ctx.config.tryagain_delay
                     * 2u32.saturating_pow(attempt.saturating_sub(1).min(6)))
                 .min(MAX_RETRY_DELAY);
                 tokio::spawn(async move {
                     tokio::time::sleep(delay).await;
-                    node.send(proto, id, BackendRequest::new(frame, ReplyTo { tx, tag }));
+                    node.send(dialect, id, BackendRequest::new(frame, ReplyTo { tx, tag }));
                 });
             }
         }
