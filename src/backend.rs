@@ -13,7 +13,7 @@ pub mod mailbox;
 pub mod stream;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -195,6 +195,8 @@ pub struct Node {
     default: Vec<Link>,
     /// Every other dialect's, opened when a session first uses it.
     others: Mutex<HashMap<Dialect, Arc<Vec<Link>>>>,
+    /// The node left the topology: its connections are closed and no new ones open.
+    retired: AtomicBool,
     config: Arc<BackendConfig>,
     tel: Telemetry,
     workers: Arc<Workers>,
@@ -217,6 +219,7 @@ impl Node {
             addr,
             default,
             others: Mutex::new(HashMap::new()),
+            retired: AtomicBool::new(false),
             config,
             tel,
             workers,
@@ -350,6 +353,9 @@ impl Node {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
         };
+        if self.retired.load(Ordering::Relaxed) {
+            return Arc::new(Vec::new());
+        }
         guard
             .entry(dialect)
             .or_insert_with(|| {
@@ -387,6 +393,22 @@ impl Node {
             for req in reqs.drain(..) {
                 req.reply_to.send(Err(failure.clone()));
             }
+        }
+    }
+
+    /// Closes every shared connection: each finishes what it holds, then ends. Sends that
+    /// follow fail fast as to a node that is down.
+    fn retire(&self) {
+        self.retired.store(true, Ordering::Relaxed);
+        for link in &self.default {
+            link.tx.close();
+        }
+        let others = match self.others.lock() {
+            Ok(mut g) => std::mem::take(&mut *g),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        };
+        for link in others.values().flat_map(|links| links.iter()) {
+            link.tx.close();
         }
     }
 
@@ -473,13 +495,22 @@ impl Backends {
         node
     }
 
-    /// Forgets nodes not in `keep`; their connections close once no snapshot holds them.
+    /// Forgets nodes not in `keep` and closes their shared connections now, although a
+    /// session may still hold the node for a moment (its outbox): a node that left the
+    /// topology (a demoted master) keeps no connection open. A node needed again later is a new
+    /// one, with new connections.
     pub fn retain(&self, keep: &[Arc<str>]) {
         let mut nodes = match self.nodes.lock() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
         };
-        nodes.retain(|addr, _| keep.iter().any(|k| k == addr));
+        nodes.retain(|addr, node| {
+            let kept = keep.iter().any(|k| k == addr);
+            if !kept {
+                node.retire();
+            }
+            kept
+        });
     }
 
     pub fn config(&self) -> &BackendConfig {

@@ -103,7 +103,8 @@ pub async fn run<S: TopologySource>(
                 if !change.masters_added.is_empty() || !change.masters_removed.is_empty() {
                     stats.master_switches.fetch_add(1, Ordering::Relaxed);
                 }
-                let keep = next.addresses();
+                // Only masters have connections: a master that became a replica loses its own.
+                let keep: Vec<Arc<str>> = next.masters().iter().map(|m| m.addr().clone()).collect();
                 handle.store(next);
                 backends.retain(&keep);
             }
