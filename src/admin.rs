@@ -241,7 +241,8 @@ impl Admin {
             let topo = self.ctx.topology.load_full();
             for addr in topo.addresses() {
                 let ask = async {
-                    let mut c = Control::connect(&addr).await?;
+                    let mut c =
+                        Control::connect(&addr, &self.ctx.backends.config().connector).await?;
                     c.command(&["INFO"], "INFO").await
                 };
                 match tokio::time::timeout(Duration::from_secs(2), ask).await {

@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::admin::Admin;
-use crate::backend::Backends;
+use crate::backend::{Backends, Connector};
 use crate::command::Table;
 use crate::config::{BackendMode, Config};
 use crate::error::TopologyError;
@@ -75,7 +75,7 @@ async fn first_layout(source: &AnySource, config: &Config) -> Result<Layout, App
     loop {
         match source.discover(&[]).await {
             Ok(l) => return Ok(l),
-            Err(e) if e.is_wrong_mode() || Instant::now() >= deadline => {
+            Err(e) if e.is_misconfiguration() || Instant::now() >= deadline => {
                 return Err(AppError::Discovery {
                     seeds: config.backend_mode.addresses(),
                     secs: config.startup_timeout.as_secs(),
@@ -133,10 +133,13 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         Workers::start(config.threads).map_err(AppError::Workers)?
     });
     let backends = Arc::new(Backends::new(config.backend.clone(), workers.clone()));
+    let to_nodes = config.backend.connector.clone();
     let source = match &config.backend_mode {
-        BackendMode::Cluster { seeds } => {
-            AnySource::Cluster(ClusterSource::new(seeds.clone(), config.discovery_timeout))
-        }
+        BackendMode::Cluster { seeds } => AnySource::Cluster(ClusterSource::new(
+            seeds.clone(),
+            config.discovery_timeout,
+            to_nodes,
+        )),
         BackendMode::Sentinel {
             sentinels,
             master_name,
@@ -144,12 +147,14 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         } => AnySource::Sentinel(SentinelSource::new(
             sentinels.clone(),
             master_name.clone(),
-            auth.clone(),
+            Connector::new(auth.clone(), to_nodes.connect_timeout()),
+            to_nodes,
             config.discovery_timeout,
         )),
         BackendMode::Standalone { server } => AnySource::Standalone(StandaloneSource::new(
             server.clone(),
             config.discovery_timeout,
+            to_nodes,
         )),
     };
     let layout = first_layout(&source, &config).await?;

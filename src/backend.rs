@@ -9,6 +9,7 @@
 //! decides routing, and nothing here blocks a session on a slow node beyond the queue bound.
 
 pub mod connection;
+pub mod connector;
 pub mod mailbox;
 pub mod stream;
 
@@ -20,6 +21,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+pub use connector::{Connector, Credentials, Secret};
 use mailbox::SendError;
 
 use crate::error::BackendError;
@@ -103,7 +105,9 @@ impl BackendRequest {
 pub struct BackendConfig {
     /// Shared connections per node and protocol on each worker thread.
     pub connections_per_node: usize,
-    pub connect_timeout: Duration,
+    /// How the nodes are reached and logged in to (its connect timeout included); the
+    /// control connections use the same one.
+    pub connector: Connector,
     pub read_timeout: Duration,
     pub queue_depth: usize,
     pub max_in_flight: usize,
@@ -118,7 +122,7 @@ impl Default for BackendConfig {
     fn default() -> Self {
         Self {
             connections_per_node: 1,
-            connect_timeout: Duration::from_secs(1),
+            connector: Connector::default(),
             read_timeout: Duration::from_secs(5),
             queue_depth: 4096,
             max_in_flight: 8192,

@@ -9,11 +9,11 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::backend::BackendConfig;
+use crate::backend::{BackendConfig, Connector, Credentials, Secret};
 use crate::frontend::{MultiKeyPolicy, SessionConfig};
 use crate::protocol::Limits;
 use crate::topology::refresh::RefreshConfig;
-use crate::topology::sentinel::SentinelAuth;
+use file::BackendFile;
 pub use file::FileConfig;
 
 /// Everything slotgate runs with.
@@ -52,7 +52,7 @@ pub enum BackendMode {
     Sentinel {
         sentinels: Vec<String>,
         master_name: String,
-        auth: Option<SentinelAuth>,
+        auth: Option<Credentials>,
     },
     /// One Redis server.
     Standalone { server: String },
@@ -100,6 +100,9 @@ pub struct Overrides {
     pub log: Option<String>,
     pub threads: Option<usize>,
     pub admin: Option<String>,
+    pub backend_user: Option<String>,
+    /// From `--backend-password` or `SLOTGATE_BACKEND_PASSWORD`.
+    pub backend_password: Option<Secret>,
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
@@ -119,6 +122,33 @@ fn positive(field: &'static str, v: Option<usize>, default: usize) -> Result<usi
         Some(n) => Ok(n),
         None => Ok(default),
     }
+}
+
+/// `AUTH` credentials from a user name and a password: a user needs a password, and an empty
+/// password is refused (Redis has none to match it).
+fn credentials(
+    field: &'static str,
+    user: Option<String>,
+    password: Option<Secret>,
+) -> Result<Option<Credentials>, ConfigError> {
+    match (user, password) {
+        (_, Some(p)) if p.expose().is_empty() => Err(invalid(field, "is empty")),
+        (user, Some(password)) => Ok(Some(Credentials { user, password })),
+        (Some(_), None) => Err(invalid(field, "a user name needs a password")),
+        (None, None) => Ok(None),
+    }
+}
+
+/// What slotgate logs in to the data nodes with: the flags' (or the environment's), else the
+/// file's `[backend] user` and `password`.
+fn backend_credentials(b: &BackendFile, o: &Overrides) -> Result<Option<Credentials>, ConfigError> {
+    credentials(
+        "backend.password",
+        o.backend_user.clone().or_else(|| b.user.clone()),
+        o.backend_password
+            .clone()
+            .or_else(|| b.password.as_deref().map(Secret::new)),
+    )
 }
 
 /// Checks a `host:port` seed address.
@@ -203,16 +233,11 @@ fn backend_mode(f: &FileConfig, o: &Overrides) -> Result<BackendMode, ConfigErro
                         "sentinel mode needs the master's name (--master-name NAME)",
                     )
                 })?;
-            let auth = match (&f.sentinel_username, &f.sentinel_password) {
-                (u, Some(p)) => Some(SentinelAuth {
-                    username: u.clone(),
-                    password: p.clone(),
-                }),
-                (Some(_), None) => {
-                    return Err(invalid("sentinel_username", "needs sentinel_password"));
-                }
-                (None, None) => None,
-            };
+            let auth = credentials(
+                "sentinel_password",
+                f.sentinel_username.clone(),
+                f.sentinel_password.as_deref().map(Secret::new),
+            )?;
             Ok(BackendMode::Sentinel {
                 sentinels,
                 master_name,
@@ -351,7 +376,10 @@ impl Config {
                 b.connections_per_node,
                 bd.connections_per_node,
             )?,
-            connect_timeout: ms(b.connect_timeout_ms, bd.connect_timeout),
+            connector: Connector::new(
+                backend_credentials(b, o)?,
+                ms(b.connect_timeout_ms, bd.connector.connect_timeout()),
+            ),
             read_timeout: ms(b.read_timeout_ms, bd.read_timeout),
             queue_depth: positive("backend.queue_depth", b.queue_depth, bd.queue_depth)?,
             max_in_flight: positive("backend.max_in_flight", b.max_in_flight, bd.max_in_flight)?,
@@ -370,7 +398,7 @@ impl Config {
                 "must be at most 64",
             ));
         }
-        if backend.connect_timeout.is_zero() || backend.read_timeout.is_zero() {
+        if backend.connector.connect_timeout().is_zero() || backend.read_timeout.is_zero() {
             return Err(invalid("backend timeouts", "must be above zero"));
         }
         if backend.backoff_min > backend.backoff_max {

@@ -66,6 +66,9 @@ pub enum TopologyError {
         "{addr} is not in cluster mode (cluster support disabled): use --standalone {addr}, or mode = \"standalone\" and server = \"{addr}\" in the config file"
     )]
     NotCluster { addr: String },
+    /// The server refused the credentials slotgate presented, or wants some it was not given.
+    #[error("{addr} refused slotgate's login: {reply}")]
+    Auth { addr: String, reply: String },
     #[error("no node answered: {}", join(.0))]
     NoNodeAnswered(Vec<TopologyError>),
 }
@@ -79,13 +82,13 @@ fn join(errors: &[TopologyError]) -> String {
 }
 
 impl TopologyError {
-    /// Whether asking again cannot help: every node asked is a server without cluster
-    /// support, so slotgate was started in the wrong mode.
-    pub fn is_wrong_mode(&self) -> bool {
+    /// Whether asking again cannot help, because slotgate's configuration is wrong for every
+    /// node asked: servers without cluster support (the wrong mode), or a login they refuse.
+    pub fn is_misconfiguration(&self) -> bool {
         match self {
-            TopologyError::NotCluster { .. } => true,
+            TopologyError::NotCluster { .. } | TopologyError::Auth { .. } => true,
             TopologyError::NoNodeAnswered(errors) => {
-                !errors.is_empty() && errors.iter().all(TopologyError::is_wrong_mode)
+                !errors.is_empty() && errors.iter().all(TopologyError::is_misconfiguration)
             }
             _ => false,
         }

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser;
+use slotgate::backend::Secret;
 use slotgate::config::{Config, Overrides};
 
 /// slotgate: one Redis endpoint in front of a Redis Cluster, a Sentinel-watched master, or one
@@ -64,6 +65,21 @@ struct Cli {
     #[arg(long, value_name = "IP:PORT")]
     admin: Option<String>,
 
+    /// The ACL user to log in to every Redis node as (AUTH user password); unset: the default
+    /// user.
+    #[arg(long, value_name = "NAME")]
+    backend_user: Option<String>,
+
+    /// The password for AUTH on every node connection (requirepass, or the user's). Prefer the
+    /// environment variable: a flag shows in the process list.
+    #[arg(
+        long,
+        value_name = "PASSWORD",
+        env = "SLOTGATE_BACKEND_PASSWORD",
+        hide_env_values = true
+    )]
+    backend_password: Option<String>,
+
     /// Log filter (e.g. info, debug, slotgate=trace); RUST_LOG overrides it.
     #[arg(long, value_name = "FILTER")]
     log: Option<String>,
@@ -103,6 +119,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         log: cli.log,
         threads: cli.threads,
         admin: cli.admin,
+        backend_user: cli.backend_user,
+        backend_password: cli.backend_password.as_deref().map(Secret::new),
     };
     if let Some(path) = cli.check_config {
         Config::load(Some(&path), &overrides)?;

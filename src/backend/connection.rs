@@ -20,7 +20,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::Dialect;
 use super::mailbox;
-use super::stream::{self, BackendStream};
+use super::stream::BackendStream;
 use super::{BackendConfig, BackendReply, BackendRequest, Link, LinkState, ReplyTo, Telemetry};
 use crate::error::BackendError;
 use crate::metrics::ErrorKind;
@@ -241,19 +241,27 @@ async fn run(
     }
 }
 
-/// Connects and runs the handshake the dialect needs: `HELLO 3` for RESP3 (its reply must be
-/// a map), `SELECT db` for a database other than 0 (its reply must be `+OK`). Both are written
-/// at once and their replies read in order.
+/// Connects and runs the handshake: `AUTH` when credentials are set, then what the dialect
+/// needs: `HELLO 3` for RESP3 (its reply must be a map), `SELECT db` for a database other than
+/// 0. Every command's reply must be the one expected (`+OK`, a map); all are written at once
+/// and their replies read in order. A refused handshake is logged with the server's reply,
+/// which never holds the password.
 async fn open(
     addr: &Arc<str>,
     dialect: Dialect,
     config: &BackendConfig,
 ) -> Result<BackendStream, BackendError> {
-    let mut s = stream::connect(addr, config.connect_timeout)
+    let mut s = config
+        .connector
+        .connect(addr)
         .await
         .map_err(|_| BackendError::Down(addr.clone()))?;
     let mut setup = BytesMut::new();
-    let mut expect: Vec<Expect> = Vec::with_capacity(2);
+    let mut expect: Vec<Expect> = Vec::with_capacity(3);
+    if let Some(auth) = config.connector.auth_frame() {
+        setup.extend_from_slice(&auth);
+        expect.push(Expect::Ok("AUTH"));
+    }
     if dialect.proto == Proto::Resp3 {
         setup.extend_from_slice(HELLO3);
         expect.push(Expect::Map("HELLO 3"));

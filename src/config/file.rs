@@ -72,6 +72,12 @@ pub struct ClientsFile {
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackendFile {
+    /// The ACL user slotgate logs in to every node as (`AUTH user password`); unset: the
+    /// `default` user.
+    pub user: Option<String>,
+    /// The password for `AUTH` on every node connection, control connections included
+    /// (`requirepass`, or the user's). `SLOTGATE_BACKEND_PASSWORD` keeps it out of the file.
+    pub password: Option<String>,
     pub connections_per_node: Option<usize>,
     pub connect_timeout_ms: Option<u64>,
     pub read_timeout_ms: Option<u64>,

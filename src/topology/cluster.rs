@@ -12,6 +12,7 @@ use redis_protocol::resp2::types::OwnedFrame;
 
 use super::control::{Control, field, int, join_host_port, redis_version, text};
 use super::{Layout, ShardLayout, TopologySource};
+use crate::backend::Connector;
 use crate::error::TopologyError;
 use crate::router::SLOTS;
 
@@ -24,17 +25,23 @@ const INFO_SERVER: &[u8] = b"*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n";
 pub struct ClusterSource {
     seeds: Vec<String>,
     timeout: Duration,
+    /// How the nodes are reached, as the data path reaches them.
+    via: Connector,
 }
 
 impl ClusterSource {
-    pub fn new(seeds: Vec<String>, timeout: Duration) -> Self {
-        Self { seeds, timeout }
+    pub fn new(seeds: Vec<String>, timeout: Duration, via: Connector) -> Self {
+        Self {
+            seeds,
+            timeout,
+            via,
+        }
     }
 
     /// Asks one node for the layout.
     pub async fn query(&self, addr: &str) -> Result<Layout, TopologyError> {
         let fut = async {
-            let mut conn = Control::connect(addr).await?;
+            let mut conn = Control::connect(addr, &self.via).await?;
             let frame = conn.call(CLUSTER_SHARDS, "CLUSTER SHARDS").await?;
             let mut layout = match frame {
                 OwnedFrame::Error(e) if e.contains("unknown subcommand") => {

@@ -8,8 +8,9 @@ use bytes::BytesMut;
 use redis_protocol::resp2::decode::decode;
 use redis_protocol::resp2::types::OwnedFrame;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
+use crate::backend::Connector;
+use crate::backend::stream::BackendStream;
 use crate::error::TopologyError;
 use crate::protocol::{Limits, ReplyScanner, Request};
 
@@ -18,24 +19,39 @@ pub const MAX_CONTROL_REPLY: usize = 64 * 1024 * 1024;
 
 pub struct Control {
     addr: String,
-    stream: TcpStream,
+    stream: BackendStream,
     buf: BytesMut,
 }
 
 impl Control {
-    pub async fn connect(addr: &str) -> Result<Control, TopologyError> {
-        let stream = TcpStream::connect(addr)
+    /// Connects to `addr` as `via` says (its transport, its credentials: `AUTH` first, whose
+    /// refusal is the error).
+    pub async fn connect(addr: &str, via: &Connector) -> Result<Control, TopologyError> {
+        let stream = via
+            .connect(addr)
             .await
             .map_err(|e| TopologyError::Unreachable {
                 addr: addr.to_string(),
                 reason: e.to_string(),
             })?;
-        let _ = stream.set_nodelay(true);
-        Ok(Control {
+        let mut c = Control {
             addr: addr.to_string(),
             stream,
             buf: BytesMut::with_capacity(16 * 1024),
-        })
+        };
+        if let Some(auth) = via.auth_frame() {
+            match c.call(&auth, "AUTH").await? {
+                OwnedFrame::SimpleString(ok) if ok == b"OK" => {}
+                OwnedFrame::Error(e) => {
+                    return Err(TopologyError::Auth {
+                        addr: addr.to_string(),
+                        reply: e.to_string(),
+                    });
+                }
+                _ => return Err(c.malformed("AUTH")),
+            }
+        }
+        Ok(c)
     }
 
     pub fn addr(&self) -> &str {
@@ -52,7 +68,8 @@ impl Control {
         self.call(req.raw(), what).await
     }
 
-    /// Writes `req` (already RESP) and reads its reply.
+    /// Writes `req` (already RESP) and reads its reply. A server that wants a password
+    /// slotgate was not given answers every command `-NOAUTH`: that is an error saying so.
     pub async fn call(
         &mut self,
         req: &[u8],
@@ -65,7 +82,15 @@ impl Control {
                 addr: self.addr.clone(),
                 reason: e.to_string(),
             })?;
-        self.read_frame(what).await
+        match self.read_frame(what).await? {
+            OwnedFrame::Error(e) if e.starts_with("NOAUTH") => Err(TopologyError::Auth {
+                addr: self.addr.clone(),
+                reply: format!(
+                    "{e} (the server wants a password: set --backend-password, SLOTGATE_BACKEND_PASSWORD or [backend] password)"
+                ),
+            }),
+            frame => Ok(frame),
+        }
     }
 
     /// Reads the next reply, or the next pushed message of a subscription.

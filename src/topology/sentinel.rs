@@ -16,20 +16,17 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::control::{Control, databases, field, int, join_host_port, redis_version, text};
 use super::{Layout, TopologyHandle, TopologySource};
+use crate::backend::Connector;
 use crate::error::TopologyError;
-
-/// Credentials for Sentinels that require AUTH.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SentinelAuth {
-    pub username: Option<String>,
-    pub password: String,
-}
 
 #[derive(Debug, Clone)]
 pub struct SentinelSource {
     sentinels: Vec<String>,
     master_name: String,
-    auth: Option<SentinelAuth>,
+    /// How the Sentinels are reached (with their own password, if any).
+    to_sentinels: Connector,
+    /// How the master and replicas are reached (`ROLE`, `INFO`), as the data path reaches them.
+    to_nodes: Connector,
     timeout: Duration,
     /// The replica a failover in progress is promoting, and until when to believe it. Sentinel
     /// names it only late in the failover (after promotion is confirmed, or at `+switch-master`
@@ -71,13 +68,15 @@ impl SentinelSource {
     pub fn new(
         sentinels: Vec<String>,
         master_name: String,
-        auth: Option<SentinelAuth>,
+        to_sentinels: Connector,
+        to_nodes: Connector,
         timeout: Duration,
     ) -> Self {
         Self {
             sentinels,
             master_name,
-            auth,
+            to_sentinels,
+            to_nodes,
             timeout,
             promoting: Arc::new(Mutex::new(None)),
             logged: Arc::new(Mutex::new(Vec::new())),
@@ -128,7 +127,7 @@ impl SentinelSource {
         let me = self.clone();
         tokio::spawn(async move {
             for _ in 0..PROMOTION_POLLS {
-                if role_is_master(&replica).await {
+                if role_is_master(&replica, &me.to_nodes).await {
                     if me.first_to_announce(&format!("promoted {replica}")) {
                         info!(%replica, "the replica Sentinel is promoting is a master now");
                     }
@@ -141,22 +140,7 @@ impl SentinelSource {
     }
 
     async fn connect_sentinel(&self, addr: &str) -> Result<Control, TopologyError> {
-        let mut c = Control::connect(addr).await?;
-        if let Some(auth) = &self.auth {
-            let mut args = vec!["AUTH"];
-            if let Some(u) = &auth.username {
-                args.push(u);
-            }
-            args.push(&auth.password);
-            if let OwnedFrame::Error(e) = c.command(&args, "AUTH").await? {
-                return Err(TopologyError::ErrorReply {
-                    addr: addr.to_string(),
-                    what: "AUTH",
-                    reply: e,
-                });
-            }
-        }
-        Ok(c)
+        Control::connect(addr, &self.to_sentinels).await
     }
 
     /// Asks one Sentinel, then confirms with the master itself.
@@ -206,11 +190,11 @@ impl SentinelSource {
                 self.set_promoting(None);
                 master
             }
-            Some(p) if role_is_master(&p).await => p,
+            Some(p) if role_is_master(&p, &self.to_nodes).await => p,
             _ => master,
         };
         // The node itself must agree that it is the master.
-        let mut m = Control::connect(&master).await?;
+        let mut m = Control::connect(&master, &self.to_nodes).await?;
         let role = m.command(&["ROLE"], "ROLE").await?;
         let is_master = matches!(&role, OwnedFrame::Array(a) if a.first().and_then(text).as_deref() == Some("master"));
         if !is_master {
@@ -327,9 +311,9 @@ fn malformed(addr: &str, what: &'static str) -> TopologyError {
 }
 
 /// Whether the node at `addr` answers `ROLE` with `master`.
-async fn role_is_master(addr: &str) -> bool {
+async fn role_is_master(addr: &str, via: &Connector) -> bool {
     let ask = async {
-        let mut c = Control::connect(addr).await?;
+        let mut c = Control::connect(addr, via).await?;
         c.command(&["ROLE"], "ROLE").await
     };
     matches!(

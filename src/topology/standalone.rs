@@ -7,19 +7,23 @@ use std::time::Duration;
 
 use super::control::{Control, databases, redis_version};
 use super::{Layout, TopologySource};
+use crate::backend::Connector;
 use crate::error::TopologyError;
 
 #[derive(Debug, Clone)]
 pub struct StandaloneSource {
     addr: Vec<String>,
     timeout: Duration,
+    /// How the server is reached, as the data path reaches it.
+    via: Connector,
 }
 
 impl StandaloneSource {
-    pub fn new(addr: String, timeout: Duration) -> Self {
+    pub fn new(addr: String, timeout: Duration, via: Connector) -> Self {
         Self {
             addr: vec![addr],
             timeout,
+            via,
         }
     }
 }
@@ -28,7 +32,7 @@ impl TopologySource for StandaloneSource {
     async fn discover(&self, _candidates: &[String]) -> Result<Layout, TopologyError> {
         let addr = self.addr.first().cloned().unwrap_or_default();
         let probe = async {
-            let mut c = Control::connect(&addr).await?;
+            let mut c = Control::connect(&addr, &self.via).await?;
             let info = c.command(&["INFO", "server"], "INFO").await?;
             Ok::<_, TopologyError>((redis_version(&info), databases(&mut c).await))
         };

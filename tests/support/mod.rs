@@ -67,8 +67,13 @@ pub fn connect(port: u16) -> redis::Connection {
 
 /// Waits until something on `port` answers PING.
 pub fn wait_for_ping(what: &str, port: u16, timeout: Duration) {
-    wait_until(&format!("{what} on {port}"), timeout, || {
-        redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+    wait_for_ping_url(what, &format!("redis://127.0.0.1:{port}/"), timeout);
+}
+
+/// Waits until the server at `url` (credentials included) answers PING.
+pub fn wait_for_ping_url(what: &str, url: &str, timeout: Duration) {
+    wait_until(&format!("{what} at {url}"), timeout, || {
+        redis::Client::open(url)
             .and_then(|c| c.get_connection())
             .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
             .is_ok()
@@ -91,6 +96,8 @@ pub struct Redis {
     child: Option<Child>,
     dir: PathBuf,
     args: Vec<String>,
+    /// The `default` user's password (`requirepass`), which the harness logs in with.
+    pub password: Option<String>,
 }
 
 impl Redis {
@@ -100,16 +107,34 @@ impl Redis {
     }
 
     pub fn start_on(port: u16, extra: &[&str]) -> Redis {
+        Self::start_with(port, extra, None)
+    }
+
+    /// A server whose `default` user needs `password` (`requirepass`, and `masterauth` for
+    /// when it is a replica).
+    pub fn start_with(port: u16, extra: &[&str], password: Option<&str>) -> Redis {
         let dir = scratch_dir(&format!("redis{port}"));
-        let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        if let Some(p) = password {
+            args.extend(["--requirepass", p, "--masterauth", p].map(String::from));
+        }
         let mut r = Redis {
             port,
             child: None,
             dir,
             args,
+            password: password.map(String::from),
         };
         r.spawn();
         r
+    }
+
+    /// `redis://` URL of this server, with the password when it has one.
+    pub fn url(&self) -> String {
+        match &self.password {
+            Some(p) => format!("redis://:{p}@127.0.0.1:{}/", self.port),
+            None => format!("redis://127.0.0.1:{}/", self.port),
+        }
     }
 
     fn spawn(&mut self) {
@@ -134,7 +159,7 @@ impl Redis {
             .spawn()
             .expect("redis-server must be installed (apt-get install redis-server)");
         self.child = Some(child);
-        wait_for_ping("redis", self.port, Duration::from_secs(10));
+        wait_for_ping_url("redis", &self.url(), Duration::from_secs(10));
     }
 
     pub fn addr(&self) -> String {
@@ -142,7 +167,10 @@ impl Redis {
     }
 
     pub fn conn(&self) -> redis::Connection {
-        connect(self.port)
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_connection()
+            .unwrap()
     }
 
     /// SIGKILL, the way a crashed node goes.
@@ -166,7 +194,7 @@ impl Redis {
     /// A field of `INFO <section>`; `None` also when the node cannot be asked (during a
     /// failover, Sentinel has the old master drop its clients, the asking one included).
     pub fn info_field(&self, section: &str, field: &str) -> Option<String> {
-        let mut conn = redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))
+        let mut conn = redis::Client::open(self.url())
             .ok()?
             .get_connection()
             .ok()?;
@@ -203,23 +231,38 @@ pub struct Cluster {
 impl Cluster {
     /// `masters` masters with `replicas` replicas each, all slots assigned, state ok.
     pub fn start(masters: usize, replicas: usize) -> Cluster {
+        Self::start_with(masters, replicas, &[], None)
+    }
+
+    /// A cluster whose nodes take `extra` arguments and, with `password`, need it for the
+    /// `default` user (and use it to replicate).
+    pub fn start_with(
+        masters: usize,
+        replicas: usize,
+        extra: &[&str],
+        password: Option<&str>,
+    ) -> Cluster {
         let total = masters * (1 + replicas);
+        let mut args = vec![
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            "1000",
+            "--cluster-replica-validity-factor",
+            "0",
+        ];
+        args.extend_from_slice(extra);
         let nodes: Vec<Redis> = (0..total)
-            .map(|_| {
-                Redis::start(&[
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    "nodes.conf",
-                    "--cluster-node-timeout",
-                    "1000",
-                    "--cluster-replica-validity-factor",
-                    "0",
-                ])
-            })
+            .map(|_| Redis::start_with(free_port(), &args, password))
             .collect();
         let addrs: Vec<String> = nodes.iter().map(|n| n.addr()).collect();
-        let out = Command::new("redis-cli")
+        let mut create = Command::new("redis-cli");
+        if let Some(p) = password {
+            create.args(["--no-auth-warning", "-a", p]);
+        }
+        let out = create
             .arg("--cluster")
             .arg("create")
             .args(&addrs)
@@ -333,6 +376,11 @@ impl Proxy {
     }
 
     pub fn spawn(args: &[String]) -> Proxy {
+        Self::spawn_env(args, &[])
+    }
+
+    /// Starts slotgate with `args` and extra environment variables.
+    pub fn spawn_env(args: &[String], env: &[(&str, &str)]) -> Proxy {
         let port = free_port();
         let dir = scratch_dir(&format!("proxy{port}"));
         let log = dir.join("slotgate.log");
@@ -343,6 +391,7 @@ impl Proxy {
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
             )
+            .envs(env.iter().copied())
             .stdout(std::fs::File::create(&log).unwrap())
             .stderr(std::fs::File::options().append(true).open(&log).unwrap())
             .spawn()
