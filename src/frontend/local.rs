@@ -24,8 +24,6 @@ pub struct ClientState {
     /// The database selected with `SELECT` (always 0 in front of a cluster).
     pub db: u32,
     pub name: Option<Vec<u8>>,
-    pub lib_name: Option<Vec<u8>>,
-    pub lib_ver: Option<Vec<u8>>,
     /// Set by QUIT or a protocol error: answer what is queued, then close.
     pub closing: bool,
 }
@@ -37,8 +35,6 @@ impl ClientState {
             proto: Proto::Resp2,
             db: 0,
             name: None,
-            lib_name: None,
-            lib_ver: None,
             closing: false,
         }
     }
@@ -199,11 +195,8 @@ pub fn answer(
                     ),
                 );
             }
-            if attr.eq_ignore_ascii_case(b"lib-name") {
-                client.lib_name = Some(value.to_vec());
-            } else {
-                client.lib_ver = Some(value.to_vec());
-            }
+            // Accepted as Redis 7.2 accepts it; CLIENT LIST prints Redis 7.0's fields, which
+            // have no place for them, so they are not kept.
             encode::ok(out);
         }
         Local::ClientNoEvict | Local::ClientNoTouch => {

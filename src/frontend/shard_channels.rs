@@ -86,8 +86,13 @@ pub enum Resubscribe {
 /// The node a re-subscription goes to and the channels it carries.
 type Planned = (Arc<Node>, Vec<Vec<u8>>);
 
+/// A session's shard channels. Most sessions never SSUBSCRIBE: until one does, this is one
+/// pointer, and `clear` gives the state's memory back.
 #[derive(Default)]
-pub struct ShardChannels {
+pub struct ShardChannels(Option<Box<ShardState>>);
+
+#[derive(Default)]
+struct ShardState {
     links: Vec<ShardLink>,
     next_tag: u64,
     /// What the client is subscribed to, as it sees it.
@@ -131,18 +136,79 @@ impl ShardChannels {
 
     /// True when the client has no shard channel.
     pub fn is_empty(&self) -> bool {
-        self.subscribed.is_empty()
+        self.0.as_ref().is_none_or(|s| s.subscribed.is_empty())
     }
 
     /// Whether a connection is open (the client is, or is becoming, subscribed).
     pub fn has_links(&self) -> bool {
-        !self.links.is_empty()
+        self.0.as_ref().is_some_and(|s| !s.links.is_empty())
     }
 
+    /// Forgets every shard channel and closes their connections.
     pub fn clear(&mut self) {
-        *self = ShardChannels::default();
+        self.0 = None;
     }
 
+    fn state(&mut self) -> &mut ShardState {
+        self.0.get_or_insert_with(Box::default)
+    }
+
+    /// SSUBSCRIBE (all channels of one slot, checked by the caller) on `node`'s connection.
+    pub fn subscribe(
+        &mut self,
+        req: &Request,
+        node: &Arc<Node>,
+        proto: Proto,
+        tx: &mailbox::Sender<BackendReply>,
+    ) -> Result<(), BackendError> {
+        self.state().subscribe(req, node, proto, tx)
+    }
+
+    /// SUNSUBSCRIBE: see [`ShardState::unsubscribe`].
+    pub fn unsubscribe(
+        &mut self,
+        req: &Request,
+        proto: Proto,
+        tx: &mailbox::Sender<BackendReply>,
+    ) -> Vec<Bytes> {
+        self.state().unsubscribe(req, proto, tx)
+    }
+
+    /// PING while subscribed on a RESP2 connection: on a shard connection, so that its reply
+    /// keeps its place after earlier confirmations. False when there is none.
+    pub fn ping(&self, req: &Request, tx: &mailbox::Sender<BackendReply>) -> bool {
+        self.0.as_ref().is_some_and(|s| s.ping(req, tx))
+    }
+
+    /// A frame read by the connection tagged `tag`.
+    pub fn on_frame(&mut self, tag: u64, frame_bytes: Bytes, proto: Proto) -> Frame {
+        match &mut self.0 {
+            Some(s) => s.on_frame(tag, frame_bytes, proto),
+            None => Frame::Hide,
+        }
+    }
+
+    /// The connection tagged `tag` broke: see [`ShardState::on_link_lost`].
+    pub fn on_link_lost(&mut self, tag: u64) -> bool {
+        self.0.as_mut().is_some_and(|s| s.on_link_lost(tag))
+    }
+
+    /// Subscribes the lost channels again: see [`ShardState::resubscribe`].
+    pub fn resubscribe(
+        &mut self,
+        route: impl FnMut(&[u8]) -> Option<Arc<Node>>,
+        max_attempts: u32,
+        proto: Proto,
+        tx: &mailbox::Sender<BackendReply>,
+    ) -> Resubscribe {
+        match &mut self.0 {
+            Some(s) => s.resubscribe(route, max_attempts, proto, tx),
+            None => Resubscribe::Done,
+        }
+    }
+}
+
+impl ShardState {
     fn link_for(
         &mut self,
         node: &Arc<Node>,
