@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::admin::Admin;
-use crate::backend::{Backends, Connector};
+use crate::backend::Backends;
 use crate::command::Table;
 use crate::config::{BackendMode, Config};
 use crate::error::TopologyError;
@@ -147,7 +147,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         } => AnySource::Sentinel(SentinelSource::new(
             sentinels.clone(),
             master_name.clone(),
-            Connector::new(auth.clone(), to_nodes.connect_timeout()),
+            to_nodes.with_credentials(auth.clone()),
             to_nodes,
             config.discovery_timeout,
         )),

@@ -6,15 +6,17 @@
 pub mod file;
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::backend::connector::ClientTls;
 use crate::backend::{BackendConfig, Connector, Credentials, Secret};
 use crate::frontend::{MultiKeyPolicy, SessionConfig};
 use crate::protocol::Limits;
+use crate::tls::{ClientFiles, MinVersion};
 use crate::topology::refresh::RefreshConfig;
-use file::BackendFile;
 pub use file::FileConfig;
+use file::{BackendFile, BackendTlsFile};
 
 /// Everything slotgate runs with.
 #[derive(Debug, Clone)]
@@ -103,6 +105,12 @@ pub struct Overrides {
     pub backend_user: Option<String>,
     /// From `--backend-password` or `SLOTGATE_BACKEND_PASSWORD`.
     pub backend_password: Option<Secret>,
+    /// `--backend-tls` and the files and name that go with it.
+    pub backend_tls: bool,
+    pub backend_ca: Option<String>,
+    pub backend_cert: Option<String>,
+    pub backend_key: Option<String>,
+    pub backend_sni: Option<String>,
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
@@ -149,6 +157,55 @@ fn backend_credentials(b: &BackendFile, o: &Overrides) -> Result<Option<Credenti
             .clone()
             .or_else(|| b.password.as_deref().map(Secret::new)),
     )
+}
+
+/// TLS towards the nodes, from the flags over `[backend.tls]`: off unless enabled (a CA file
+/// named on its own does not turn it on); on, it needs a CA bundle, and a client certificate
+/// comes with its key. Every file is read and checked now.
+fn backend_tls(t: &BackendTlsFile, o: &Overrides) -> Result<Option<ClientTls>, ConfigError> {
+    if !(o.backend_tls || t.enabled.unwrap_or(false)) {
+        return Ok(None);
+    }
+    let pick = |flag: &Option<String>, file: &Option<String>| flag.clone().or_else(|| file.clone());
+    let ca = pick(&o.backend_ca, &t.ca_file).ok_or_else(|| {
+        invalid(
+            "backend.tls.ca_file",
+            "TLS to the nodes needs a CA bundle (--backend-ca FILE)",
+        )
+    })?;
+    let cert_and_key = match (
+        pick(&o.backend_cert, &t.cert_file),
+        pick(&o.backend_key, &t.key_file),
+    ) {
+        (Some(c), Some(k)) => Some((PathBuf::from(c), PathBuf::from(k))),
+        (None, None) => None,
+        _ => {
+            return Err(invalid(
+                "backend.tls.cert_file",
+                "a client certificate and its key go together (--backend-cert, --backend-key)",
+            ));
+        }
+    };
+    let min_version = match &t.min_version {
+        None => MinVersion::default(),
+        Some(v) => MinVersion::parse(v).ok_or_else(|| {
+            invalid(
+                "backend.tls.min_version",
+                format!("'{v}' is not \"1.2\" or \"1.3\""),
+            )
+        })?,
+    };
+    let files = ClientFiles {
+        ca: PathBuf::from(ca),
+        cert_and_key,
+        min_version,
+    };
+    let config =
+        crate::tls::client_config(&files).map_err(|e| invalid("backend.tls", e.to_string()))?;
+    Ok(Some(ClientTls {
+        config,
+        server_name: pick(&o.backend_sni, &t.server_name),
+    }))
 }
 
 /// Checks a `host:port` seed address.
@@ -379,7 +436,8 @@ impl Config {
             connector: Connector::new(
                 backend_credentials(b, o)?,
                 ms(b.connect_timeout_ms, bd.connector.connect_timeout()),
-            ),
+            )
+            .with_tls(backend_tls(&b.tls, o)?),
             read_timeout: ms(b.read_timeout_ms, bd.read_timeout),
             queue_depth: positive("backend.queue_depth", b.queue_depth, bd.queue_depth)?,
             max_in_flight: positive("backend.max_in_flight", b.max_in_flight, bd.max_in_flight)?,

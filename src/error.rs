@@ -66,6 +66,10 @@ pub enum TopologyError {
         "{addr} is not in cluster mode (cluster support disabled): use --standalone {addr}, or mode = \"standalone\" and server = \"{addr}\" in the config file"
     )]
     NotCluster { addr: String },
+    /// The TLS handshake failed: the server's certificate is not trusted or not for that name,
+    /// or it refused slotgate's.
+    #[error("TLS with {addr} failed: {reason}")]
+    Tls { addr: String, reason: String },
     /// The server refused the credentials slotgate presented, or wants some it was not given.
     #[error("{addr} refused slotgate's login: {reply}")]
     Auth { addr: String, reply: String },
@@ -86,7 +90,9 @@ impl TopologyError {
     /// node asked: servers without cluster support (the wrong mode), or a login they refuse.
     pub fn is_misconfiguration(&self) -> bool {
         match self {
-            TopologyError::NotCluster { .. } | TopologyError::Auth { .. } => true,
+            TopologyError::NotCluster { .. }
+            | TopologyError::Auth { .. }
+            | TopologyError::Tls { .. } => true,
             TopologyError::NoNodeAnswered(errors) => {
                 !errors.is_empty() && errors.iter().all(TopologyError::is_misconfiguration)
             }

@@ -15,6 +15,7 @@
 //! - [`topology`]: immutable slot-map snapshots, the cluster source, the refresher.
 //! - [`backend`]: nodes and their multiplexed, pipelined connections.
 //! - [`frontend`]: the listener, client sessions, locally answered commands.
+//! - [`tls`]: TLS configurations from PEM files.
 //! - [`config`]: validated configuration; [`error`]: typed errors; [`app`]: wiring and shutdown.
 #![cfg_attr(
     test,
@@ -37,5 +38,6 @@ pub mod frontend;
 pub mod metrics;
 pub mod protocol;
 pub mod router;
+pub mod tls;
 pub mod topology;
 pub mod workers;

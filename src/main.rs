@@ -80,6 +80,26 @@ struct Cli {
     )]
     backend_password: Option<String>,
 
+    /// Connect to the nodes (and Sentinels) over TLS; needs --backend-ca.
+    #[arg(long)]
+    backend_tls: bool,
+
+    /// CA bundle (PEM) the nodes' certificates must chain to.
+    #[arg(long, value_name = "FILE")]
+    backend_ca: Option<String>,
+
+    /// Client certificate (PEM) for nodes that require one (tls-auth-clients yes).
+    #[arg(long, value_name = "FILE")]
+    backend_cert: Option<String>,
+
+    /// The client certificate's private key (PEM).
+    #[arg(long, value_name = "FILE")]
+    backend_key: Option<String>,
+
+    /// The name the nodes' certificates must carry, when not the host connected to.
+    #[arg(long, value_name = "NAME")]
+    backend_sni: Option<String>,
+
     /// Log filter (e.g. info, debug, slotgate=trace); RUST_LOG overrides it.
     #[arg(long, value_name = "FILTER")]
     log: Option<String>,
@@ -121,6 +141,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         admin: cli.admin,
         backend_user: cli.backend_user,
         backend_password: cli.backend_password.as_deref().map(Secret::new),
+        backend_tls: cli.backend_tls,
+        backend_ca: cli.backend_ca,
+        backend_cert: cli.backend_cert,
+        backend_key: cli.backend_key,
+        backend_sni: cli.backend_sni,
     };
     if let Some(path) = cli.check_config {
         Config::load(Some(&path), &overrides)?;

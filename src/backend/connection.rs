@@ -278,6 +278,7 @@ async fn open(
     }
     let handshake = async {
         s.write_all(&setup).await?;
+        s.flush().await?;
         let mut buf = BytesMut::with_capacity(1024);
         let mut scanner = ReplyScanner::new(config.limits);
         for want in &expect {

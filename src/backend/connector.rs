@@ -1,4 +1,5 @@
-//! How slotgate reaches a Redis server: the transport it opens and the credentials it presents
+//! How slotgate reaches a Redis server: the transport it opens (TCP, or TLS with a CA bundle,
+//! the server name checked, an optional client certificate) and the credentials it presents
 //! (`AUTH [user] password`). Data connections (`backend::connection`) and control connections
 //! (`topology::control`: discovery, `ROLE`, `INFO` polls, Sentinels) all open through a
 //! [`Connector`], so they never disagree on how to reach or log in to a node.
@@ -12,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use rustls::pki_types::ServerName;
 
 use super::stream::{self, BackendStream};
 use crate::protocol::encode;
@@ -59,11 +61,28 @@ impl Credentials {
     }
 }
 
+/// TLS towards servers: the rustls configuration and, when set, the name their certificate
+/// must carry (`--backend-sni`) instead of the host slotgate connects to.
+#[derive(Clone)]
+pub struct ClientTls {
+    pub config: Arc<rustls::ClientConfig>,
+    pub server_name: Option<String>,
+}
+
+impl fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientTls")
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Opens connections to servers of one kind (the data nodes, or the Sentinels).
 #[derive(Debug, Clone)]
 pub struct Connector {
     credentials: Option<Credentials>,
     connect_timeout: Duration,
+    tls: Option<ClientTls>,
 }
 
 impl Connector {
@@ -71,13 +90,56 @@ impl Connector {
         Connector {
             credentials,
             connect_timeout,
+            tls: None,
         }
     }
 
-    /// Opens the transport to `addr` (`host:port`) within the connect timeout. The caller
-    /// sends [`Self::auth_frame`] before anything else.
+    /// The same, over TLS.
+    pub fn with_tls(mut self, tls: Option<ClientTls>) -> Connector {
+        self.tls = tls;
+        self
+    }
+
+    /// The same transport with other credentials (the Sentinels' own password).
+    pub fn with_credentials(&self, credentials: Option<Credentials>) -> Connector {
+        Connector {
+            credentials,
+            ..self.clone()
+        }
+    }
+
+    /// Whether connections are TLS: in a cluster with `tls-cluster yes`, nodes are then
+    /// reached at the TLS ports they announce.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Opens the transport to `addr` (`host:port`) within the connect timeout, the TLS
+    /// handshake included. The caller sends [`Self::auth_frame`] before anything else.
     pub async fn connect(&self, addr: &str) -> io::Result<BackendStream> {
-        stream::connect(addr, self.connect_timeout).await
+        let open = async {
+            let tcp = stream::connect_tcp(addr, self.connect_timeout).await?;
+            let Some(tls) = &self.tls else {
+                return Ok(BackendStream::Tcp(tcp));
+            };
+            let host = match &tls.server_name {
+                Some(name) => name.as_str(),
+                None => host_of(addr),
+            };
+            let name = ServerName::try_from(host.to_string()).map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("server name {host}: {e}"),
+                )
+            })?;
+            let stream = tokio_rustls::TlsConnector::from(tls.config.clone())
+                .connect(name, tcp)
+                .await?;
+            Ok(BackendStream::Tls(Box::new(stream)))
+        };
+        tokio::time::timeout(self.connect_timeout, open)
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))?
     }
 
     /// The `AUTH` to send first on every connection, when credentials are set.
@@ -88,6 +150,14 @@ impl Connector {
     pub fn connect_timeout(&self) -> Duration {
         self.connect_timeout
     }
+}
+
+/// The host of `host:port` (IPv6 in brackets: without them).
+fn host_of(addr: &str) -> &str {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
 }
 
 impl Default for Connector {
@@ -113,6 +183,13 @@ mod tests {
         );
         assert!(!printed.contains("hunter2"), "{printed}");
         assert!(printed.contains("app"), "{printed}");
+    }
+
+    #[test]
+    fn the_name_checked_is_the_host_connected_to() {
+        assert_eq!(host_of("127.0.0.1:6379"), "127.0.0.1");
+        assert_eq!(host_of("redis.example.com:6380"), "redis.example.com");
+        assert_eq!(host_of("[::1]:6379"), "::1");
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! The byte stream under a backend connection. Today it is TCP; TLS (rustls) and Unix sockets
-//! are further variants of [`BackendStream`], so the connection code above never changes.
+//! The byte stream under a backend connection: TCP, or TLS over TCP (rustls). Unix sockets
+//! would be a further variant of [`BackendStream`]; the connection code above never changes.
 //!
 //! This module only opens and configures sockets; it must never parse or buffer RESP.
 
@@ -15,15 +15,16 @@ use tokio::net::TcpStream;
 #[derive(Debug)]
 pub enum BackendStream {
     Tcp(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
-/// Opens a stream to `addr` (`host:port`) within `timeout`, with Nagle off.
-pub async fn connect(addr: &str, timeout: Duration) -> io::Result<BackendStream> {
+/// Opens a TCP stream to `addr` (`host:port`) within `timeout`, with Nagle off.
+pub async fn connect_tcp(addr: &str, timeout: Duration) -> io::Result<TcpStream> {
     let tcp = tokio::time::timeout(timeout, TcpStream::connect(addr))
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
     tcp.set_nodelay(true)?;
-    Ok(BackendStream::Tcp(tcp))
+    Ok(tcp)
 }
 
 impl AsyncRead for BackendStream {
@@ -34,6 +35,7 @@ impl AsyncRead for BackendStream {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             BackendStream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            BackendStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -46,18 +48,21 @@ impl AsyncWrite for BackendStream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             BackendStream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            BackendStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             BackendStream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            BackendStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             BackendStream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            BackendStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }

@@ -86,6 +86,27 @@ pub struct BackendFile {
     pub backoff_min_ms: Option<u64>,
     pub backoff_max_ms: Option<u64>,
     pub max_private_per_node: Option<usize>,
+    /// TLS to the nodes (and the Sentinels): `[backend.tls]`.
+    #[serde(default)]
+    pub tls: BackendTlsFile,
+}
+
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendTlsFile {
+    /// Connect to the nodes over TLS (their `tls-port`).
+    pub enabled: Option<bool>,
+    /// CA bundle the nodes' certificates must chain to (PEM); needed with TLS. For a managed
+    /// service, the system bundle (`/etc/ssl/certs/ca-certificates.crt`) usually holds it.
+    pub ca_file: Option<String>,
+    /// Client certificate and key (PEM) for nodes with `tls-auth-clients yes`.
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
+    /// The name the nodes' certificates must carry, when it is not the host connected to
+    /// (nodes announced by IP behind one DNS name).
+    pub server_name: Option<String>,
+    /// Oldest TLS version accepted: "1.3" (default) or "1.2".
+    pub min_version: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]

@@ -48,7 +48,7 @@ impl ClusterSource {
                     let frame = conn.call(CLUSTER_SLOTS, "CLUSTER SLOTS").await?;
                     parse_slots(&frame, addr)?
                 }
-                other => parse_shards(&other, addr)?,
+                other => parse_shards(&other, addr, self.via.is_tls())?,
             };
             if let Ok(info) = conn.call(INFO_SERVER, "INFO").await {
                 layout.version = redis_version(&info);
@@ -94,10 +94,16 @@ impl TopologySource for ClusterSource {
     }
 }
 
-/// The address a node is reached at: its `endpoint` (or `ip`) and `port`. A node that announces
-/// no usable endpoint (`?` or empty) is reached at the host of the node we asked.
-fn node_addr(kv: &[OwnedFrame], asked: &str) -> Option<String> {
-    let port = field(kv, "port").and_then(int)?;
+/// The address a node is reached at: its `endpoint` (or `ip`) and `port`, or over TLS its
+/// `tls-port` (a node with `tls-cluster yes` and `port 0` announces no other). A node that
+/// announces no usable endpoint (`?` or empty) is reached at the host of the node we asked.
+fn node_addr(kv: &[OwnedFrame], asked: &str, tls: bool) -> Option<String> {
+    let port_of = |name: &str| field(kv, name).and_then(int).filter(|&p| p > 0);
+    let port = if tls {
+        port_of("tls-port").or_else(|| port_of("port"))
+    } else {
+        port_of("port")
+    }?;
     let host = field(kv, "endpoint")
         .and_then(text)
         .filter(|h| !h.is_empty() && h != "?")
@@ -111,7 +117,7 @@ fn node_addr(kv: &[OwnedFrame], asked: &str) -> Option<String> {
 }
 
 /// Parses a `CLUSTER SHARDS` reply (RESP2 shape: shards as flat key/value arrays).
-pub fn parse_shards(frame: &OwnedFrame, asked: &str) -> Result<Layout, TopologyError> {
+pub fn parse_shards(frame: &OwnedFrame, asked: &str, tls: bool) -> Result<Layout, TopologyError> {
     let malformed = || TopologyError::Malformed {
         addr: asked.to_string(),
         what: "CLUSTER SHARDS",
@@ -161,7 +167,7 @@ pub fn parse_shards(frame: &OwnedFrame, asked: &str) -> Result<Layout, TopologyE
                 return Err(malformed());
             };
             let online = field(nkv, "health").and_then(text).as_deref() == Some("online");
-            let Some(addr) = node_addr(nkv, asked) else {
+            let Some(addr) = node_addr(nkv, asked, tls) else {
                 continue;
             };
             match field(nkv, "role").and_then(text).as_deref() {
@@ -250,6 +256,47 @@ mod tests {
     }
 
     #[test]
+    fn over_tls_a_node_is_reached_at_its_tls_port() {
+        let kv = |pairs: &[(&str, OwnedFrame)]| -> Vec<OwnedFrame> {
+            pairs
+                .iter()
+                .flat_map(|(k, v)| [OwnedFrame::BulkString(k.as_bytes().to_vec()), v.clone()])
+                .collect()
+        };
+        let ip = || OwnedFrame::BulkString(b"10.0.0.5".to_vec());
+        let both = kv(&[
+            ("port", OwnedFrame::Integer(6379)),
+            ("tls-port", OwnedFrame::Integer(6380)),
+            ("ip", ip()),
+        ]);
+        assert_eq!(
+            node_addr(&both, "x:1", false).as_deref(),
+            Some("10.0.0.5:6379")
+        );
+        assert_eq!(
+            node_addr(&both, "x:1", true).as_deref(),
+            Some("10.0.0.5:6380")
+        );
+        // `port 0` with `tls-cluster yes`: only the TLS port is usable.
+        let tls_only = kv(&[
+            ("port", OwnedFrame::Integer(0)),
+            ("tls-port", OwnedFrame::Integer(6380)),
+            ("ip", ip()),
+        ]);
+        assert_eq!(
+            node_addr(&tls_only, "x:1", true).as_deref(),
+            Some("10.0.0.5:6380")
+        );
+        assert_eq!(node_addr(&tls_only, "x:1", false), None);
+        // A node without a TLS port, over TLS: its port (TLS on the main port).
+        let plain = kv(&[("port", OwnedFrame::Integer(6379)), ("ip", ip())]);
+        assert_eq!(
+            node_addr(&plain, "x:1", true).as_deref(),
+            Some("10.0.0.5:6379")
+        );
+    }
+
+    #[test]
     fn should_parse_cluster_shards_and_skip_failed_nodes() {
         let wire = format!(
             "*2\r\n*4\r\n$5\r\nslots\r\n*2\r\n:0\r\n:8191\r\n$5\r\nnodes\r\n*2\r\n{}{}*4\r\n$5\r\nslots\r\n*2\r\n:8192\r\n:16383\r\n$5\r\nnodes\r\n*2\r\n{}{}",
@@ -259,7 +306,7 @@ mod tests {
             node("d", 7003, "replica", "online"),
         );
         let layout =
-            parse_shards(&decode_all(wire.as_bytes()), "127.0.0.1:7000").unwrap_or_default();
+            parse_shards(&decode_all(wire.as_bytes()), "127.0.0.1:7000", false).unwrap_or_default();
         assert_eq!(layout.shards.len(), 1);
         assert_eq!(layout.shards[0].master, "127.0.0.1:7000");
         assert_eq!(

@@ -27,13 +27,20 @@ impl Control {
     /// Connects to `addr` as `via` says (its transport, its credentials: `AUTH` first, whose
     /// refusal is the error).
     pub async fn connect(addr: &str, via: &Connector) -> Result<Control, TopologyError> {
-        let stream = via
-            .connect(addr)
-            .await
-            .map_err(|e| TopologyError::Unreachable {
-                addr: addr.to_string(),
-                reason: e.to_string(),
-            })?;
+        let stream = via.connect(addr).await.map_err(|e| {
+            if e.kind() == std::io::ErrorKind::InvalidData {
+                // What rustls says of a refused handshake.
+                TopologyError::Tls {
+                    addr: addr.to_string(),
+                    reason: e.to_string(),
+                }
+            } else {
+                TopologyError::Unreachable {
+                    addr: addr.to_string(),
+                    reason: e.to_string(),
+                }
+            }
+        })?;
         let mut c = Control {
             addr: addr.to_string(),
             stream,
@@ -75,13 +82,15 @@ impl Control {
         req: &[u8],
         what: &'static str,
     ) -> Result<OwnedFrame, TopologyError> {
-        self.stream
-            .write_all(req)
-            .await
-            .map_err(|e| TopologyError::Unreachable {
-                addr: self.addr.clone(),
-                reason: e.to_string(),
-            })?;
+        let write = async {
+            self.stream.write_all(req).await?;
+            // A TLS stream may hold the last record until flushed.
+            self.stream.flush().await
+        };
+        write.await.map_err(|e| TopologyError::Unreachable {
+            addr: self.addr.clone(),
+            reason: e.to_string(),
+        })?;
         match self.read_frame(what).await? {
             OwnedFrame::Error(e) if e.starts_with("NOAUTH") => Err(TopologyError::Auth {
                 addr: self.addr.clone(),

@@ -818,3 +818,51 @@ impl Drop for TempConf {
         let _ = std::fs::remove_file(&self.0);
     }
 }
+
+/// Test certificates made with the `openssl` command: a CA, a server certificate for
+/// 127.0.0.1 and localhost, and a client certificate, all from that CA; and a second CA with a
+/// server certificate of its own, that nothing trusts.
+pub struct Certs {
+    pub dir: PathBuf,
+}
+
+impl Certs {
+    pub fn generate() -> Certs {
+        let dir = scratch_dir(&format!("certs{}", free_port()));
+        let sh = |script: &str| {
+            let out = Command::new("sh")
+                .arg("-ec")
+                .arg(script)
+                .current_dir(&dir)
+                .output()
+                .expect("openssl must be installed");
+            assert!(
+                out.status.success(),
+                "openssl failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        sh("key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:prime256v1 -out \"$1\" 2>/dev/null; }
+            ca() { key \"$1.key\"; openssl req -x509 -new -key \"$1.key\" -out \"$1.crt\" -days 2 -subj \"/CN=$2\"; }
+            leaf() { key \"$1.key\"; openssl req -new -key \"$1.key\" -out \"$1.csr\" -subj \"/CN=$3\";
+                     printf '%s\\n' \"$4\" > \"$1.ext\";
+                     openssl x509 -req -in \"$1.csr\" -CA \"$2.crt\" -CAkey \"$2.key\" -CAcreateserial -out \"$1.crt\" -days 2 -extfile \"$1.ext\" 2>/dev/null; }
+            ca ca 'slotgate test CA'
+            ca other-ca 'another CA'
+            leaf server ca localhost 'subjectAltName=IP:127.0.0.1,DNS:localhost'
+            leaf client ca app 'extendedKeyUsage=clientAuth'
+            leaf other-server other-ca localhost 'subjectAltName=IP:127.0.0.1,DNS:localhost'");
+        Certs { dir }
+    }
+
+    /// The path of one of the files (`ca.crt`, `server.key`, ...), as a string for flags.
+    pub fn path(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+}
+
+impl Drop for Certs {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,164 @@
+//! TLS settings built from PEM files: the client side slotgate uses towards Redis nodes (a CA
+//! bundle, an optional client certificate, the name to check). rustls with the ring provider
+//! only, TLS 1.3 and, when allowed, 1.2.
+//!
+//! This module reads files and builds configurations; it must never touch a socket, and never
+//! put key material in an error or a log line (errors name the file and what is wrong with it).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{ClientConfig, RootCertStore, SupportedProtocolVersion};
+
+/// The oldest TLS version a side accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MinVersion {
+    Tls12,
+    #[default]
+    Tls13,
+}
+
+impl MinVersion {
+    /// `"1.2"` or `"1.3"`, as the config file writes it.
+    pub fn parse(s: &str) -> Option<MinVersion> {
+        match s {
+            "1.2" => Some(MinVersion::Tls12),
+            "1.3" => Some(MinVersion::Tls13),
+            _ => None,
+        }
+    }
+
+    fn versions(self) -> &'static [&'static SupportedProtocolVersion] {
+        static BOTH: [&SupportedProtocolVersion; 2] =
+            [&rustls::version::TLS13, &rustls::version::TLS12];
+        static ONLY_13: [&SupportedProtocolVersion; 1] = [&rustls::version::TLS13];
+        match self {
+            MinVersion::Tls12 => &BOTH,
+            MinVersion::Tls13 => &ONLY_13,
+        }
+    }
+}
+
+/// What is wrong with a TLS setting.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {path}: {cause}")]
+    Read {
+        path: PathBuf,
+        /// Part of the message, not a `source()`: the chain would print it twice.
+        cause: String,
+    },
+    #[error("{path} holds no PEM certificate")]
+    NoCertificate { path: PathBuf },
+    #[error("{path} holds no PEM private key")]
+    NoKey { path: PathBuf },
+    #[error("{what}: {cause}")]
+    Rejected { what: &'static str, cause: String },
+}
+
+/// The certificates of a PEM file (a chain, or a CA bundle).
+pub fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let read = |cause: String| TlsError::Read {
+        path: path.to_path_buf(),
+        cause,
+    };
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| read(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| read(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(certs)
+}
+
+/// The private key of a PEM file (PKCS#8, PKCS#1 or SEC1).
+pub fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| match e {
+        rustls::pki_types::pem::Error::NoItemsFound => TlsError::NoKey {
+            path: path.to_path_buf(),
+        },
+        other => TlsError::Read {
+            path: path.to_path_buf(),
+            cause: other.to_string(),
+        },
+    })
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The files of a client side: whom to trust, and what to present when asked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientFiles {
+    /// CA bundle the server's certificate must chain to.
+    pub ca: PathBuf,
+    /// A client certificate chain and its key, for servers that ask for one
+    /// (`tls-auth-clients yes`).
+    pub cert_and_key: Option<(PathBuf, PathBuf)>,
+    pub min_version: MinVersion,
+}
+
+/// The rustls client configuration for `files`, every file read and checked now.
+pub fn client_config(files: &ClientFiles) -> Result<Arc<ClientConfig>, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in certificates(&files.ca)? {
+        roots.add(cert).map_err(|e| TlsError::Rejected {
+            what: "CA certificate",
+            cause: e.to_string(),
+        })?;
+    }
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(files.min_version.versions())
+        .map_err(|e| TlsError::Rejected {
+            what: "TLS versions",
+            cause: e.to_string(),
+        })?
+        .with_root_certificates(roots);
+    let config = match &files.cert_and_key {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(certificates(cert)?, private_key(key)?)
+            .map_err(|e| TlsError::Rejected {
+                what: "client certificate and key",
+                cause: e.to_string(),
+            })?,
+        None => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_parse_as_the_config_writes_them() {
+        assert_eq!(MinVersion::parse("1.2"), Some(MinVersion::Tls12));
+        assert_eq!(MinVersion::parse("1.3"), Some(MinVersion::Tls13));
+        assert_eq!(MinVersion::parse("1.1"), None);
+        assert_eq!(MinVersion::default(), MinVersion::Tls13);
+    }
+
+    #[test]
+    fn a_missing_or_empty_file_is_named_in_the_error() {
+        let missing = Path::new("/nonexistent/ca.pem");
+        let e = certificates(missing).unwrap_err().to_string();
+        assert!(e.contains("/nonexistent/ca.pem"), "{e}");
+        let dir = std::env::temp_dir().join(format!("slotgate-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let empty = dir.join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        assert!(matches!(
+            certificates(&empty),
+            Err(TlsError::NoCertificate { .. })
+        ));
+        assert!(matches!(private_key(&empty), Err(TlsError::NoKey { .. })));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
