@@ -48,5 +48,7 @@ echo "== alert rules and Prometheus config"
 "$PROMTOOL" check config deploy/observability/prometheus.yml
 
 echo "== example configs"
+# conf/tls.toml names development certificates; make them (kept in .tls/, never committed).
+deploy/tls.sh >/dev/null
 for f in conf/*.toml; do cargo run --quiet --locked -- --check-config "$f"; done
 echo "== all tests passed"

@@ -40,6 +40,12 @@ pub enum AppError {
         /// Part of the message, not a `source()`: the chain would print it twice.
         cause: std::io::Error,
     },
+    #[error("cannot listen on {addr} for TLS clients: {cause}")]
+    TlsBind {
+        addr: SocketAddr,
+        /// Part of the message, not a `source()`: the chain would print it twice.
+        cause: std::io::Error,
+    },
     #[error("cannot start the worker threads: {0}")]
     Workers(std::io::Error),
     #[error("could not learn the topology from {seeds:?} within {secs}s: {cause}")]
@@ -102,6 +108,17 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         addr: config.listen,
         cause,
     })?;
+    let tls_listener = match &config.tls {
+        Some(t) => Some(
+            TcpListener::bind(t.listen)
+                .await
+                .map_err(|cause| AppError::TlsBind {
+                    addr: t.listen,
+                    cause,
+                })?,
+        ),
+        None => None,
+    };
     let admin_listener = match &config.admin {
         Some(a) => {
             Some(
@@ -211,11 +228,30 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         );
         tokio::spawn(crate::admin::serve(listener, admin, shutdown.clone()));
     }
+    let mut doors = vec![frontend::Door {
+        listener,
+        tls: None,
+    }];
+    if let (Some(listener), Some(t)) = (tls_listener, &config.tls) {
+        info!(listen = %t.listen, mutual = t.files.client_ca.is_some(), "TLS listener ready");
+        tokio::spawn(watch_certificate(
+            t.cert.clone(),
+            t.reload_check,
+            shutdown.clone(),
+        ));
+        doors.push(frontend::Door {
+            listener,
+            tls: Some(frontend::TlsDoor {
+                acceptor: tokio_rustls::TlsAcceptor::from(t.server.clone()),
+                handshake_timeout: t.handshake_timeout,
+            }),
+        });
+    }
     let drain = config.drain_timeout;
     let token = shutdown.clone();
     let serve_ctx = ctx.clone();
     let done = tokio::spawn(async move {
-        frontend::serve(listener, serve_ctx, token, tracker.clone()).await;
+        frontend::serve(doors, serve_ctx, token, tracker.clone()).await;
         tracker.close();
         if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
             warn!(?drain, "drain deadline passed; closing remaining clients");
@@ -238,6 +274,40 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     info!("shutting down: draining clients");
     running.stop().await;
     Ok(())
+}
+
+/// Reloads the TLS listener's certificate when its files change (checked every `every`) and
+/// on SIGHUP; a file that does not load leaves the certificate in use, with the reason logged.
+async fn watch_certificate(
+    cert: Arc<crate::tls::ServerCert>,
+    every: std::time::Duration,
+    shutdown: CancellationToken,
+) {
+    #[cfg(unix)]
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        #[cfg(unix)]
+        let hangup = async {
+            match hup.as_mut() {
+                Some(h) => h.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let hangup = std::future::pending::<Option<()>>();
+        let force = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => false,
+            _ = hangup => true,
+        };
+        match cert.reload(force) {
+            Ok(crate::tls::Reload::Reloaded) => info!(sighup = force, "TLS certificate reloaded"),
+            Ok(crate::tls::Reload::Unchanged) => {}
+            Err(e) => warn!(error = %e, "TLS certificate not reloaded; keeping the one in use"),
+        }
+    }
 }
 
 async fn wait_for_signal() {

@@ -7,16 +7,17 @@ pub mod file;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backend::connector::ClientTls;
 use crate::backend::{BackendConfig, Connector, Credentials, Secret};
 use crate::frontend::{MultiKeyPolicy, SessionConfig};
 use crate::protocol::Limits;
-use crate::tls::{ClientFiles, MinVersion};
+use crate::tls::{ClientFiles, MinVersion, ServerCert, ServerFiles};
 use crate::topology::refresh::RefreshConfig;
 pub use file::FileConfig;
-use file::{BackendFile, BackendTlsFile};
+use file::{BackendFile, BackendTlsFile, TlsFile};
 
 /// Everything slotgate runs with.
 #[derive(Debug, Clone)]
@@ -35,6 +36,30 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// The admin HTTP listener, if any.
     pub admin: Option<AdminConfig>,
+    /// The TLS listener for clients, if any.
+    pub tls: Option<TlsListen>,
+}
+
+/// The TLS listener's settings, its certificate loaded and checked.
+#[derive(Clone)]
+pub struct TlsListen {
+    pub listen: SocketAddr,
+    pub files: ServerFiles,
+    pub handshake_timeout: Duration,
+    pub reload_check: Duration,
+    /// The certificate in use, which reloads replace.
+    pub cert: Arc<ServerCert>,
+    pub server: Arc<rustls::ServerConfig>,
+}
+
+impl std::fmt::Debug for TlsListen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsListen")
+            .field("listen", &self.listen)
+            .field("files", &self.files)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The admin endpoint's settings.
@@ -111,6 +136,11 @@ pub struct Overrides {
     pub backend_cert: Option<String>,
     pub backend_key: Option<String>,
     pub backend_sni: Option<String>,
+    /// `--tls-listen` and the files that go with it.
+    pub tls_listen: Option<String>,
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
+    pub tls_client_ca: Option<String>,
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
@@ -159,6 +189,20 @@ fn backend_credentials(b: &BackendFile, o: &Overrides) -> Result<Option<Credenti
     )
 }
 
+/// `"1.2"` or `"1.3"`; TLS 1.3 when unset.
+fn min_version(field: &'static str, v: &Option<String>) -> Result<MinVersion, ConfigError> {
+    match v {
+        None => Ok(MinVersion::default()),
+        Some(v) => MinVersion::parse(v)
+            .ok_or_else(|| invalid(field, format!("'{v}' is not \"1.2\" or \"1.3\""))),
+    }
+}
+
+/// A flag's value, else the file's.
+fn flag_or_file(flag: &Option<String>, file: &Option<String>) -> Option<String> {
+    flag.clone().or_else(|| file.clone())
+}
+
 /// TLS towards the nodes, from the flags over `[backend.tls]`: off unless enabled (a CA file
 /// named on its own does not turn it on); on, it needs a CA bundle, and a client certificate
 /// comes with its key. Every file is read and checked now.
@@ -166,7 +210,7 @@ fn backend_tls(t: &BackendTlsFile, o: &Overrides) -> Result<Option<ClientTls>, C
     if !(o.backend_tls || t.enabled.unwrap_or(false)) {
         return Ok(None);
     }
-    let pick = |flag: &Option<String>, file: &Option<String>| flag.clone().or_else(|| file.clone());
+    let pick = flag_or_file;
     let ca = pick(&o.backend_ca, &t.ca_file).ok_or_else(|| {
         invalid(
             "backend.tls.ca_file",
@@ -186,15 +230,7 @@ fn backend_tls(t: &BackendTlsFile, o: &Overrides) -> Result<Option<ClientTls>, C
             ));
         }
     };
-    let min_version = match &t.min_version {
-        None => MinVersion::default(),
-        Some(v) => MinVersion::parse(v).ok_or_else(|| {
-            invalid(
-                "backend.tls.min_version",
-                format!("'{v}' is not \"1.2\" or \"1.3\""),
-            )
-        })?,
-    };
+    let min_version = min_version("backend.tls.min_version", &t.min_version)?;
     let files = ClientFiles {
         ca: PathBuf::from(ca),
         cert_and_key,
@@ -205,6 +241,54 @@ fn backend_tls(t: &BackendTlsFile, o: &Overrides) -> Result<Option<ClientTls>, C
     Ok(Some(ClientTls {
         config,
         server_name: pick(&o.backend_sni, &t.server_name),
+    }))
+}
+
+/// The TLS listener, from the flags over `[tls]`: on when it has an address, and then it needs
+/// a certificate and its key; the files are loaded and checked now.
+fn tls_listen(t: &TlsFile, o: &Overrides) -> Result<Option<TlsListen>, ConfigError> {
+    let pick = flag_or_file;
+    let Some(addr) = pick(&o.tls_listen, &t.listen) else {
+        return Ok(None);
+    };
+    let listen: SocketAddr = addr.parse().map_err(|_| {
+        invalid(
+            "tls.listen",
+            format!("'{addr}' is not an ip:port socket address"),
+        )
+    })?;
+    let (Some(cert), Some(key)) = (
+        pick(&o.tls_cert, &t.cert_file),
+        pick(&o.tls_key, &t.key_file),
+    ) else {
+        return Err(invalid(
+            "tls.cert_file",
+            "the TLS listener needs a certificate and its key (--tls-cert FILE --tls-key FILE)",
+        ));
+    };
+    let min_version = min_version("tls.min_version", &t.min_version)?;
+    let files = ServerFiles {
+        cert: PathBuf::from(cert),
+        key: PathBuf::from(key),
+        client_ca: pick(&o.tls_client_ca, &t.client_ca_file).map(PathBuf::from),
+        min_version,
+    };
+    let loaded = ServerCert::load(&files.cert, &files.key)
+        .map(Arc::new)
+        .map_err(|e| invalid("tls", e.to_string()))?;
+    let server = crate::tls::server_config(&files, loaded.clone())
+        .map_err(|e| invalid("tls", e.to_string()))?;
+    let handshake_timeout = ms(t.handshake_timeout_ms, Duration::from_secs(10));
+    if handshake_timeout.is_zero() {
+        return Err(invalid("tls.handshake_timeout_ms", "must be above zero"));
+    }
+    Ok(Some(TlsListen {
+        listen,
+        files,
+        handshake_timeout,
+        reload_check: ms(t.reload_check_ms, Duration::from_secs(5)).max(Duration::from_millis(100)),
+        cert: loaded,
+        server,
     }))
 }
 
@@ -519,6 +603,7 @@ impl Config {
                         .max(Duration::from_millis(100)),
                 }),
             },
+            tls: tls_listen(&f.tls, o)?,
         })
     }
 }

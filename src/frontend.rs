@@ -6,6 +6,7 @@
 //! `frontend/local.rs`.
 
 pub mod buffers;
+pub mod client_stream;
 pub mod clients;
 pub mod host;
 pub mod io_signal;
@@ -24,7 +25,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument, debug, debug_span, warn};
+use tracing::{Instrument, debug, debug_span, info, warn};
 
 use crate::backend::Backends;
 use crate::command::Table;
@@ -135,6 +136,8 @@ pub struct ProxyStats {
     pub bytes_out: StripedCounter,
     /// Clients closed for holding more unread replies than the output buffer limit.
     pub output_limit_closes: AtomicU64,
+    /// TLS clients whose handshake failed or timed out.
+    pub tls_handshake_failures: AtomicU64,
 }
 
 /// Everything a session needs, shared by all of them.
@@ -170,17 +173,80 @@ enum Handoff {
     Moved(std::net::TcpStream),
 }
 
-/// Accepts clients until `shutdown`, one session each, run by its worker's session host and
-/// tracked by `tracker` for drain.
+/// A listening socket and how its clients talk: plain RESP, or RESP inside TLS.
+pub struct Door {
+    pub listener: TcpListener,
+    pub tls: Option<TlsDoor>,
+}
+
+/// A TLS listener's acceptor and how long a client may take over its handshake.
+#[derive(Clone)]
+pub struct TlsDoor {
+    pub acceptor: tokio_rustls::TlsAcceptor,
+    pub handshake_timeout: Duration,
+}
+
+/// The TLS handshake of a new client, bounded by the door's timeout; `None` (counted and
+/// logged) when it fails.
+async fn tls_handshake(
+    tls: &TlsDoor,
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+    ctx: &Context,
+) -> Option<client_stream::ClientStream> {
+    let handshake = tokio::time::timeout(tls.handshake_timeout, tls.acceptor.accept(stream));
+    match handshake.await {
+        Ok(Ok(stream)) => Some(client_stream::ClientStream::Tls(Box::new(stream))),
+        Ok(Err(e)) => {
+            ctx.stats
+                .tls_handshake_failures
+                .fetch_add(1, Ordering::Relaxed);
+            info!(%peer, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            ctx.stats
+                .tls_handshake_failures
+                .fetch_add(1, Ordering::Relaxed);
+            info!(%peer, timeout = ?tls.handshake_timeout, "TLS handshake timed out");
+            None
+        }
+    }
+}
+
+/// Accepts clients on every door until `shutdown`, one session each, run by its worker's
+/// session host and tracked by `tracker` for drain.
 pub async fn serve(
-    listener: TcpListener,
+    doors: Vec<Door>,
     ctx: Arc<Context>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let hosts: Vec<host::SessionHost> = (0..ctx.workers.len())
-        .map(|i| host::SessionHost::start(&ctx.workers, i))
-        .collect();
+    let hosts: Arc<Vec<host::SessionHost>> = Arc::new(
+        (0..ctx.workers.len())
+            .map(|i| host::SessionHost::start(&ctx.workers, i))
+            .collect(),
+    );
+    let loops = doors.into_iter().map(|door| {
+        accept_loop(
+            door,
+            hosts.clone(),
+            ctx.clone(),
+            shutdown.clone(),
+            tracker.clone(),
+        )
+    });
+    futures_util::future::join_all(loops).await;
+}
+
+async fn accept_loop(
+    door: Door,
+    hosts: Arc<Vec<host::SessionHost>>,
+    ctx: Arc<Context>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let listener = door.listener;
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -219,6 +285,7 @@ pub async fn serve(
         let id = ctx.next_client_id.fetch_add(1, Ordering::Relaxed);
         let ctx2 = ctx.clone();
         let token = shutdown.clone();
+        let tls = door.tls.clone();
         // The session runs on a worker of its own choosing, in turn; a socket moving to
         // another worker leaves this thread's reactor for that worker's.
         let worker = ctx.workers.next_worker();
@@ -256,7 +323,17 @@ pub async fn serve(
                 local,
                 fd: std::os::fd::AsRawFd::as_raw_fd(&stream),
             };
-            session::run(stream, ctx2.clone(), id, at, token).await;
+            let stream = match tls {
+                None => Some(client_stream::ClientStream::Tcp(stream)),
+                // On the session's worker, as any other future: a client that never finishes
+                // its handshake holds no worker, only its place under max_clients.
+                Some(tls) => tls_handshake(&tls, stream, peer, &ctx2).await,
+            };
+            // One await of the session, as for a plaintext client: the session's poll stays
+            // the only thing between the host and the request path.
+            if let Some(stream) = stream {
+                session::run(stream, ctx2.clone(), id, at, token).await;
+            }
             ctx2.stats
                 .connections_current
                 .fetch_sub(1, Ordering::Relaxed);

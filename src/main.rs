@@ -80,6 +80,22 @@ struct Cli {
     )]
     backend_password: Option<String>,
 
+    /// A TLS listener for clients, beside --listen; needs --tls-cert and --tls-key.
+    #[arg(long, value_name = "IP:PORT")]
+    tls_listen: Option<String>,
+
+    /// The TLS listener's certificate chain (PEM); reloaded when it changes or on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<String>,
+
+    /// The TLS listener's private key (PEM).
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<String>,
+
+    /// Require client certificates from this CA (PEM) on the TLS listener (mutual TLS).
+    #[arg(long, value_name = "FILE")]
+    tls_client_ca: Option<String>,
+
     /// Connect to the nodes (and Sentinels) over TLS; needs --backend-ca.
     #[arg(long)]
     backend_tls: bool,
@@ -146,6 +162,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         backend_cert: cli.backend_cert,
         backend_key: cli.backend_key,
         backend_sni: cli.backend_sni,
+        tls_listen: cli.tls_listen,
+        tls_cert: cli.tls_cert,
+        tls_key: cli.tls_key,
+        tls_client_ca: cli.tls_client_ca,
     };
     if let Some(path) = cli.check_config {
         Config::load(Some(&path), &overrides)?;

@@ -1,17 +1,22 @@
-//! TLS settings built from PEM files: the client side slotgate uses towards Redis nodes (a CA
-//! bundle, an optional client certificate, the name to check). rustls with the ring provider
-//! only, TLS 1.3 and, when allowed, 1.2.
+//! TLS settings built from PEM files: the server side slotgate presents to its clients (a
+//! certificate that can be replaced while running, optionally a CA that client certificates must
+//! chain to), and the client side it uses towards Redis nodes (a CA bundle, an optional client
+//! certificate). rustls with the ring provider only, TLS 1.3 and, when allowed, 1.2.
 //!
 //! This module reads files and builds configurations; it must never touch a socket, and never
 //! put key material in an error or a log line (errors name the file and what is wrong with it).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::SystemTime;
 
+use arc_swap::ArcSwap;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::{ClientConfig, RootCertStore, SupportedProtocolVersion};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{ClientConfig, RootCertStore, ServerConfig, SupportedProtocolVersion};
 
 /// The oldest TLS version a side accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -131,6 +136,128 @@ pub fn client_config(files: &ClientFiles) -> Result<Arc<ClientConfig>, TlsError>
         None => builder.with_no_client_auth(),
     };
     Ok(Arc::new(config))
+}
+
+/// The files of the server side.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// When set, clients must present a certificate that chains to this CA (mutual TLS).
+    pub client_ca: Option<PathBuf>,
+    pub min_version: MinVersion,
+}
+
+/// The server certificate in use, replaced whole when its files change: handshakes already
+/// done keep theirs, new ones get the new one, and nothing in between sees a half-read file.
+#[derive(Debug)]
+pub struct ServerCert {
+    cert: PathBuf,
+    key: PathBuf,
+    current: ArcSwap<CertifiedKey>,
+    /// The files' modification times when `current` was loaded.
+    loaded: std::sync::Mutex<(Option<SystemTime>, Option<SystemTime>)>,
+}
+
+/// What a reload check did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reload {
+    Unchanged,
+    Reloaded,
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+fn certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
+    let chain = certificates(cert)?;
+    let key = private_key(key)?;
+    let provider = provider();
+    let signing = provider
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| TlsError::Rejected {
+            what: "private key",
+            cause: e.to_string(),
+        })?;
+    let certified = CertifiedKey::new(chain, signing);
+    certified.keys_match().map_err(|e| TlsError::Rejected {
+        what: "certificate and key",
+        cause: e.to_string(),
+    })?;
+    Ok(certified)
+}
+
+impl ServerCert {
+    /// Loads the certificate chain and key now.
+    pub fn load(cert: &Path, key: &Path) -> Result<ServerCert, TlsError> {
+        let stamps = (modified(cert), modified(key));
+        Ok(ServerCert {
+            current: ArcSwap::from_pointee(certified_key(cert, key)?),
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            loaded: std::sync::Mutex::new(stamps),
+        })
+    }
+
+    /// Loads the files again if either changed since the last load (`force`: whatever their
+    /// times, as on SIGHUP). A broken file leaves the certificate in use as it is.
+    pub fn reload(&self, force: bool) -> Result<Reload, TlsError> {
+        let stamps = (modified(&self.cert), modified(&self.key));
+        let mut loaded = match self.loaded.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if !force && *loaded == stamps {
+            return Ok(Reload::Unchanged);
+        }
+        let fresh = certified_key(&self.cert, &self.key);
+        // Remember the attempt either way: a broken file is reported once, not every check.
+        *loaded = stamps;
+        self.current.store(Arc::new(fresh?));
+        Ok(Reload::Reloaded)
+    }
+}
+
+impl ResolvesServerCert for ServerCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load_full())
+    }
+}
+
+/// The rustls server configuration: the certificate from `cert` (which can change under it),
+/// and client certificates required when `files.client_ca` is set.
+pub fn server_config(
+    files: &ServerFiles,
+    cert: Arc<ServerCert>,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let builder = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(files.min_version.versions())
+        .map_err(|e| TlsError::Rejected {
+            what: "TLS versions",
+            cause: e.to_string(),
+        })?;
+    let builder = match &files.client_ca {
+        Some(ca) => {
+            let mut roots = RootCertStore::empty();
+            for c in certificates(ca)? {
+                roots.add(c).map_err(|e| TlsError::Rejected {
+                    what: "client CA certificate",
+                    cause: e.to_string(),
+                })?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+                .build()
+                .map_err(|e| TlsError::Rejected {
+                    what: "client CA",
+                    cause: e.to_string(),
+                })?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(builder.with_cert_resolver(cert)))
 }
 
 #[cfg(test)]

@@ -26,7 +26,18 @@ fn slotgate(args: &[&str]) -> (bool, String) {
 
 #[test]
 fn every_config_in_conf_is_valid() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    // conf/tls.toml names the development certificates deploy/tls.sh makes (in .tls/).
+    let made = Command::new("bash")
+        .arg(root.join("deploy/tls.sh"))
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let dir = root.join("conf");
     let mut n = 0;
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();

@@ -1,7 +1,10 @@
-//! The byte stream under a backend connection: TCP, or TLS over TCP (rustls). Unix sockets
-//! would be a further variant of [`BackendStream`]; the connection code above never changes.
+//! The byte streams under connections: TCP, or TLS over TCP (rustls). One generic type serves
+//! both sides: [`BackendStream`] towards nodes (a rustls client stream) and the frontend's
+//! client stream (a rustls server stream). Unix sockets would be a further variant; the
+//! connection code above never changes.
 //!
-//! This module only opens and configures sockets; it must never parse or buffer RESP.
+//! This module only opens and configures sockets and moves bytes; it must never parse or buffer
+//! RESP.
 
 use std::io;
 use std::pin::Pin;
@@ -11,11 +14,20 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-/// A connected backend stream.
+/// A connected stream: plain TCP, or TLS (`T`) over TCP.
 #[derive(Debug)]
-pub enum BackendStream {
+pub enum Stream<T> {
     Tcp(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    Tls(Box<T>),
+}
+
+/// A connected backend stream.
+pub type BackendStream = Stream<tokio_rustls::client::TlsStream<TcpStream>>;
+
+impl<T> Stream<T> {
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Stream::Tls(_))
+    }
 }
 
 /// Opens a TCP stream to `addr` (`host:port`) within `timeout`, with Nagle off.
@@ -27,42 +39,70 @@ pub async fn connect_tcp(addr: &str, timeout: Duration) -> io::Result<TcpStream>
     Ok(tcp)
 }
 
-impl AsyncRead for BackendStream {
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Stream<T> {
+    #[inline]
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            BackendStream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            BackendStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => tls_read(s.as_mut(), cx, buf),
         }
     }
 }
 
-impl AsyncWrite for BackendStream {
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Stream<T> {
+    #[inline]
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            BackendStream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            BackendStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => tls_write(s.as_mut(), cx, buf),
         }
     }
 
+    #[inline]
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            BackendStream::Tcp(s) => Pin::new(s).poll_flush(cx),
-            BackendStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => tls_flush(s.as_mut(), cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            BackendStream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-            BackendStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
+}
+
+// The TLS arms out of line: inlined, rustls' code would make the stream's poll functions too
+// large to inline into the request path, and the TCP case would pay a call for it.
+#[inline(never)]
+fn tls_read<T: AsyncRead + Unpin>(
+    s: &mut T,
+    cx: &mut Context<'_>,
+    buf: &mut ReadBuf<'_>,
+) -> Poll<io::Result<()>> {
+    Pin::new(s).poll_read(cx, buf)
+}
+
+#[inline(never)]
+fn tls_write<T: AsyncWrite + Unpin>(
+    s: &mut T,
+    cx: &mut Context<'_>,
+    buf: &[u8],
+) -> Poll<io::Result<usize>> {
+    Pin::new(s).poll_write(cx, buf)
+}
+
+#[inline(never)]
+fn tls_flush<T: AsyncWrite + Unpin>(s: &mut T, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    Pin::new(s).poll_flush(cx)
 }

@@ -39,6 +39,27 @@ pub struct FileConfig {
     pub limits: LimitsFile,
     #[serde(default)]
     pub admin: AdminFile,
+    #[serde(default)]
+    pub tls: TlsFile,
+}
+
+/// The TLS listener for clients: `[tls]`.
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    /// Address of the TLS listener (beside `listen`); off if unset.
+    pub listen: Option<String>,
+    /// Certificate chain and private key (PEM), reloaded when the files change or on SIGHUP.
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
+    /// When set, a client certificate from this CA (PEM) is required (mutual TLS).
+    pub client_ca_file: Option<String>,
+    /// Oldest TLS version accepted: "1.3" (default) or "1.2".
+    pub min_version: Option<String>,
+    /// A client that has not finished its handshake by then is closed.
+    pub handshake_timeout_ms: Option<u64>,
+    /// How often the certificate files are checked for a change.
+    pub reload_check_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]

@@ -397,6 +397,10 @@ pub fn proxy_info_section(ctx: &Context) -> String {
         s.output_limit_closes.load(Ordering::Relaxed).to_string(),
     );
     line(
+        "proxy_tls_handshake_failures",
+        s.tls_handshake_failures.load(Ordering::Relaxed).to_string(),
+    );
+    line(
         "proxy_backend_errors",
         s.backend_errors.load(Ordering::Relaxed).to_string(),
     );

@@ -20,11 +20,12 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::Instant;
 
 use bytes::Buf;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::buffers::{self, Spare};
+use super::client_stream::ClientStream;
 use super::io_signal::IoSignal;
 use super::local::{self, ClientState};
 use super::shard_channels::ShardChannels;
@@ -120,8 +121,8 @@ const HOLD_BYTES: usize = 64 * 1024;
 /// One task, one hand-written poll loop: read and dispatch every buffered request, take every
 /// reply that has arrived, write the finished front of the queue, and sleep only when none of
 /// these can make progress.
-pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
-    mut stream: S,
+pub async fn run(
+    mut stream: ClientStream,
     ctx: Arc<Context>,
     id: u64,
     at: super::clients::Endpoint,
@@ -183,6 +184,10 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     // socket moved: what the idle-timeout watch, when one is set, looks at).
     let mut bytes_flushed: u64 = 0;
     let mut idle = s.ctx.config.idle_timeout.map(IdleWatch::new);
+    // Bytes were written to a TLS stream and not yet flushed (see the write below); a TCP
+    // stream's flush does nothing, so it is never called.
+    let tls = stream.is_tls();
+    let mut unflushed = false;
 
     let clean = poll_fn(|cx| {
         // The reply queue was drained with the task registered: only a send can fill it.
@@ -264,8 +269,18 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     Poll::Ready(Ok(n)) => {
                         s.out.advance(n);
                         bytes_out += n as u64;
+                        unflushed = tls;
                     }
                     Poll::Pending => break,
+                }
+            }
+            // A TLS stream may keep the last records of a write until flushed; a Pending flush
+            // is retried when the socket is writable.
+            if unflushed && s.out.is_empty() {
+                match Pin::new(&mut stream).poll_flush(&mut io_cx) {
+                    Poll::Ready(Ok(())) => unflushed = false,
+                    Poll::Ready(Err(_)) => return Poll::Ready(false),
+                    Poll::Pending => {}
                 }
             }
             if s.out.is_empty() {
