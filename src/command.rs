@@ -11,7 +11,7 @@ use smallvec::SmallVec;
 
 use crate::protocol::Request;
 use crate::router::key_slot;
-pub use table::{CommandSpec, Entry, Local, Merge, Route, Table, Txn};
+pub use table::{CommandSpec, Entry, Local, Merge, Route, Table, Txn, flags};
 
 /// Argument positions of a request's keys.
 pub type KeyPositions = SmallVec<[u32; 8]>;

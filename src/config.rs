@@ -136,6 +136,8 @@ pub struct Overrides {
     pub backend_cert: Option<String>,
     pub backend_key: Option<String>,
     pub backend_sni: Option<String>,
+    /// From `--requirepass` or `SLOTGATE_REQUIREPASS`.
+    pub requirepass: Option<Secret>,
     /// `--tls-listen` and the files that go with it.
     pub tls_listen: Option<String>,
     pub tls_cert: Option<String>,
@@ -483,7 +485,18 @@ impl Config {
         }
         let sd = SessionConfig::default();
         let c = &f.clients;
+        let requirepass = o
+            .requirepass
+            .clone()
+            .or_else(|| c.requirepass.as_deref().map(Secret::new));
+        if requirepass.as_ref().is_some_and(|p| p.expose().is_empty()) {
+            return Err(invalid(
+                "clients.requirepass",
+                "is empty; remove the line to let clients in without a password",
+            ));
+        }
         let session = SessionConfig {
+            access: crate::access::Access::new(requirepass.as_ref()),
             limits,
             max_pipeline: positive("clients.max_pipeline", c.max_pipeline, sd.max_pipeline)?,
             max_clients: positive(

@@ -62,6 +62,8 @@ pub struct SessionConfig {
     /// does (never one a node still owes a reply, blocked or subscribed; one that does not read
     /// its replies is idle). `None`: never (Redis' default, `timeout 0`).
     pub idle_timeout: Option<Duration>,
+    /// Who may log in (`requirepass`).
+    pub access: crate::access::Access,
     /// Most reply bytes held for one client that has not read them, besides the reply being
     /// added (so one large value still goes through): past it the client is closed, as
     /// Redis' `client-output-buffer-limit` does. `None`: no limit.
@@ -84,6 +86,7 @@ impl Default for SessionConfig {
             fleet_writes: false,
             idle_timeout: None,
             output_buffer_limit: Some(DEFAULT_OUTPUT_BUFFER_LIMIT),
+            access: crate::access::Access::default(),
         }
     }
 }
@@ -138,6 +141,8 @@ pub struct ProxyStats {
     pub output_limit_closes: AtomicU64,
     /// TLS clients whose handshake failed or timed out.
     pub tls_handshake_failures: AtomicU64,
+    /// AUTH and HELLO AUTH refused.
+    pub auth_failures: AtomicU64,
 }
 
 /// Everything a session needs, shared by all of them.

@@ -15,6 +15,7 @@
 //! - [`topology`]: immutable slot-map snapshots, the cluster source, the refresher.
 //! - [`backend`]: nodes and their multiplexed, pipelined connections.
 //! - [`frontend`]: the listener, client sessions, locally answered commands.
+//! - [`access`]: who may log in (`requirepass`), AUTH's answers.
 //! - [`tls`]: TLS configurations from PEM files.
 //! - [`config`]: validated configuration; [`error`]: typed errors; [`app`]: wiring and shutdown.
 #![cfg_attr(
@@ -28,6 +29,7 @@
     )
 )]
 
+pub mod access;
 pub mod admin;
 pub mod app;
 pub mod backend;

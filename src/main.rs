@@ -80,6 +80,16 @@ struct Cli {
     )]
     backend_password: Option<String>,
 
+    /// The password clients must AUTH with (Redis' requirepass, for the default user). Prefer
+    /// the environment variable: a flag shows in the process list.
+    #[arg(
+        long,
+        value_name = "PASSWORD",
+        env = "SLOTGATE_REQUIREPASS",
+        hide_env_values = true
+    )]
+    requirepass: Option<String>,
+
     /// A TLS listener for clients, beside --listen; needs --tls-cert and --tls-key.
     #[arg(long, value_name = "IP:PORT")]
     tls_listen: Option<String>,
@@ -162,6 +172,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         backend_cert: cli.backend_cert,
         backend_key: cli.backend_key,
         backend_sni: cli.backend_sni,
+        requirepass: cli.requirepass.as_deref().map(Secret::new),
         tls_listen: cli.tls_listen,
         tls_cert: cli.tls_cert,
         tls_key: cli.tls_key,

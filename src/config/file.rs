@@ -88,6 +88,9 @@ pub struct ClientsFile {
     pub idle_timeout_ms: Option<u64>,
     /// Reply bytes held for a client that does not read them before it is closed; 0: no limit.
     pub output_buffer_limit_bytes: Option<usize>,
+    /// The `default` user's password, as Redis' `requirepass`: clients must AUTH first.
+    /// `SLOTGATE_REQUIREPASS` keeps it out of the file.
+    pub requirepass: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]

@@ -26,16 +26,19 @@ pub struct ClientState {
     pub name: Option<Vec<u8>>,
     /// Set by QUIT or a protocol error: answer what is queued, then close.
     pub closing: bool,
+    /// Logged in: from the start when the `default` user has no password, else after `AUTH`.
+    pub authenticated: bool,
 }
 
 impl ClientState {
-    pub fn new(id: u64) -> Self {
+    pub fn new(id: u64, authenticated: bool) -> Self {
         Self {
             id,
             proto: Proto::Resp2,
             db: 0,
             name: None,
             closing: false,
+            authenticated,
         }
     }
 
@@ -103,19 +106,18 @@ pub fn answer(
         // With no proxy users configured, slotgate answers as a Redis with the default ACL: the
         // `default` user has no password, so any password is accepted for it.
         Local::Auth => {
-            if req.argc() == 2 {
-                encode::error(
-                    out,
-                    "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
-                );
-            } else if arg(1) == b"default" {
-                encode::ok(out);
-            } else {
-                encode::error(out, WRONGPASS);
-            }
+            let access = &ctx.config.access;
+            let verdict = match req.argc() {
+                2 => access.auth_default(arg(1)),
+                3 => access.auth(arg(1), arg(2)),
+                _ => return encode::error(out, "ERR syntax error"),
+            };
+            login(verdict, client, ctx, out);
         }
         Local::Reset => {
             client.proto = Proto::Resp2;
+            // Back to the `default` user, logged in only if it has no password.
+            client.authenticated = ctx.config.access.open_by_default();
             if client.db != 0 {
                 client.db = 0;
                 ctx.clients.set_db(client.id, 0);
@@ -262,9 +264,26 @@ fn client_kill(req: &Request, client: &ClientState, ctx: &Context, out: &mut Byt
     encode::integer(out, ctx.clients.kill(&filter) as i64);
 }
 
-const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
-
 /// `HELLO [protover [AUTH user pass] [SETNAME name]]`, as Redis 7 answers it.
+/// Answers an AUTH: `+OK` and logged in, or Redis' refusal (counted).
+fn login(
+    verdict: Result<(), crate::access::Refusal>,
+    client: &mut ClientState,
+    ctx: &Context,
+    out: &mut BytesMut,
+) {
+    match verdict {
+        Ok(()) => {
+            client.authenticated = true;
+            encode::ok(out);
+        }
+        Err(r) => {
+            ctx.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
+            encode::error(out, r.message());
+        }
+    }
+}
+
 fn hello(req: &Request, client: &mut ClientState, ctx: &Context, out: &mut BytesMut) {
     let arg = |i: usize| req.arg(i).unwrap_or_default();
     let mut proto = client.proto;
@@ -284,14 +303,12 @@ fn hello(req: &Request, client: &mut ClientState, ctx: &Context, out: &mut Bytes
         i = 2;
     }
     let mut setname: Option<Vec<u8>> = None;
+    let mut auth: Option<(&[u8], &[u8])> = None;
     while i < req.argc() {
         let opt = arg(i);
         let more = req.argc() - i - 1;
         if opt.eq_ignore_ascii_case(b"AUTH") && more >= 2 {
-            // As AUTH above: only the password-less `default` user exists.
-            if arg(i + 1) != b"default" {
-                return encode::error(out, WRONGPASS);
-            }
+            auth = Some((arg(i + 1), arg(i + 2)));
             i += 3;
         } else if opt.eq_ignore_ascii_case(b"SETNAME") && more >= 1 {
             let name = arg(i + 1);
@@ -312,6 +329,17 @@ fn hello(req: &Request, client: &mut ClientState, ctx: &Context, out: &mut Bytes
                 ),
             );
         }
+    }
+    match auth {
+        Some((user, password)) => {
+            if let Err(r) = ctx.config.access.auth(user, password) {
+                ctx.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
+                return encode::error(out, r.message());
+            }
+            client.authenticated = true;
+        }
+        None if !client.authenticated => return encode::error(out, crate::access::NOAUTH_HELLO),
+        None => {}
     }
     client.proto = proto;
     if let Some(n) = setname {
@@ -395,6 +423,10 @@ pub fn proxy_info_section(ctx: &Context) -> String {
     line(
         "proxy_output_buffer_limit_disconnections",
         s.output_limit_closes.load(Ordering::Relaxed).to_string(),
+    );
+    line(
+        "proxy_auth_failures",
+        s.auth_failures.load(Ordering::Relaxed).to_string(),
     );
     line(
         "proxy_tls_handshake_failures",

@@ -131,7 +131,7 @@ pub async fn run(
     let (tx, mut rx) = mailbox::channel();
     let live = ctx.clients.register(id, at, tx.clone());
     let mut s = Session {
-        client: ClientState::new(id),
+        client: ClientState::new(id, ctx.config.access.open_by_default()),
         parser: RequestParser::new(ctx.config.limits),
         // One place is all a client that waits for each reply needs; pipelines grow it.
         queue: VecDeque::with_capacity(1),
@@ -567,6 +567,10 @@ impl Session {
                 return self.reject(r);
             }
         };
+        // After the unknown-command and arity checks, as in Redis.
+        if !self.client.authenticated && !entry.spec.has(command::flags::NO_AUTH) {
+            return self.push_error(crate::access::NOAUTH);
+        }
         let resp2 = self.client.proto == crate::protocol::encode::Proto::Resp2;
         if resp2 && self.subscribed() {
             match entry.route {

@@ -70,14 +70,20 @@ pub fn wait_for_ping(what: &str, port: u16, timeout: Duration) {
     wait_for_ping_url(what, &format!("redis://127.0.0.1:{port}/"), timeout);
 }
 
-/// Waits until the server at `url` (credentials included) answers PING.
+/// Waits until the server at `url` (credentials included) answers PING; a server that wants a
+/// password first (`-NOAUTH`) has answered too.
 pub fn wait_for_ping_url(what: &str, url: &str, timeout: Duration) {
-    wait_until(&format!("{what} at {url}"), timeout, || {
-        redis::Client::open(url)
+    wait_until(
+        &format!("{what} at {url}"),
+        timeout,
+        || match redis::Client::open(url)
             .and_then(|c| c.get_connection())
             .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
-            .is_ok()
-    });
+        {
+            Ok(_) => true,
+            Err(e) => e.code() == Some("NOAUTH"),
+        },
+    );
 }
 
 pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {

@@ -1,0 +1,143 @@
+//! Clients log in to slotgate as to a Redis with `requirepass`: every reply to AUTH, HELLO,
+//! RESET and to commands sent before logging in is compared with a real redis-server given
+//! the same password, and nothing a client sends before logging in reaches a node.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod support;
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::Duration;
+
+use redis_protocol::resp2::types::OwnedFrame;
+use support::{Proxy, Redis, free_port, read_reply};
+
+const PASSWORD: &str = "client-secret-77";
+
+fn frame(args: &[&str]) -> Vec<u8> {
+    let mut f = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        f.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
+    }
+    f
+}
+
+/// Runs `cmds` one after another on one new connection to `port`; a map or array reply (a
+/// successful HELLO) is reduced to its kind, since its fields (id, version) differ.
+fn session(port: u16, cmds: &[&[&str]]) -> Vec<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = Vec::new();
+    cmds.iter()
+        .map(|c| {
+            s.write_all(&frame(c)).unwrap();
+            match read_reply(&mut s, &mut buf) {
+                OwnedFrame::Array(a) if c[0] == "HELLO" => {
+                    format!("hello reply ({} items)", a.len())
+                }
+                other => format!("{other:?}"),
+            }
+        })
+        .collect()
+}
+
+const SEQUENCES: &[&[&[&str]]] = &[
+    &[
+        &["GET", "k"],
+        &["PING"],
+        &["NOSUCHCOMMAND"],
+        &["GET"],
+        &["HELLO", "3"],
+        &["HELLO"],
+        &["HELLO", "2", "AUTH", "default", "bad"],
+        &["AUTH", "bad"],
+        &["AUTH", "nobody", "x"],
+        &["AUTH", "a", "b", "c"],
+        &["SET", "k", "v"],
+        &["AUTH", PASSWORD],
+        &["SET", "k", "v"],
+        &["GET", "k"],
+        &["RESET"],
+        &["GET", "k"],
+        &["AUTH", "default", PASSWORD],
+        &["GET", "k"],
+    ],
+    &[
+        &["HELLO", "2", "AUTH", "default", PASSWORD],
+        &["GET", "k"],
+        &["AUTH", "wrong"],
+        // A failed AUTH does not log a client out.
+        &["GET", "k"],
+    ],
+    &[&["MULTI"], &["QUIT"]],
+];
+
+#[test]
+fn logging_in_answers_as_a_redis_with_requirepass_and_nothing_leaks_before() {
+    let reference = Redis::start_with(free_port(), &[], Some(PASSWORD));
+    let backend = Redis::start(&[]);
+    let proxy = Proxy::spawn_env(
+        &["--standalone".to_string(), backend.addr()],
+        &[("SLOTGATE_REQUIREPASS", PASSWORD)],
+    );
+    for seq in SEQUENCES {
+        let want = session(reference.port, seq);
+        let got = session(proxy.port, seq);
+        for ((cmd, w), g) in seq.iter().zip(&want).zip(&got) {
+            assert_eq!(g, w, "{cmd:?} in {seq:?}");
+        }
+    }
+    // Before logging in, nothing reached the node: the SET refused with NOAUTH never ran
+    // there; the GETs that ran are the logged-in ones.
+    assert_eq!(backend.calls("set"), 1);
+    assert_eq!(backend.calls("get"), 4);
+
+    // Clients with the password configured work unchanged.
+    let url = format!("redis://:{PASSWORD}@127.0.0.1:{}/", proxy.port);
+    let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+    let v: String = redis::cmd("GET").arg("k").query(&mut c).unwrap();
+    assert_eq!(v, "v");
+    let out = support::run_python(
+        &format!(
+            "import redis, sys\n\
+             r = redis.Redis(port=int(sys.argv[1]), password='{PASSWORD}')\n\
+             print(r.get('k').decode())\n"
+        ),
+        proxy.port,
+    );
+    assert_eq!(out.trim(), "v");
+    let info: String = redis::cmd("INFO").arg("proxy").query(&mut c).unwrap();
+    assert!(info.contains("proxy_auth_failures:4"), "{info}");
+    assert!(!proxy.log().contains(PASSWORD));
+
+    // An empty password is a configuration error, not an open door.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_slotgate"))
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--standalone", &backend.addr(), "--requirepass", ""])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("requirepass"));
+}
+
+#[test]
+fn without_requirepass_auth_answers_as_a_redis_without_a_password() {
+    let reference = Redis::start(&[]);
+    let backend = Redis::start(&[]);
+    let proxy = Proxy::spawn(&["--standalone".to_string(), backend.addr()]);
+    let seq: &[&[&str]] = &[
+        &["AUTH", "x"],
+        &["AUTH", "default", "anything"],
+        &["AUTH", "app", "x"],
+        // HELLO 2: the harness reads RESP2 only.
+        &["HELLO", "2", "AUTH", "default", "anything"],
+        &["HELLO", "2", "AUTH", "app", "x"],
+        &["PING"],
+    ];
+    assert_eq!(session(proxy.port, seq), session(reference.port, seq));
+}
