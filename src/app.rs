@@ -46,6 +46,9 @@ pub enum AppError {
         /// Part of the message, not a `source()`: the chain would print it twice.
         cause: std::io::Error,
     },
+    /// Caught by the config check first; kept so that start-up never trusts it.
+    #[error("clients.deny_commands names '{0}', which is not a Redis 7.0 command")]
+    DeniedCommand(String),
     #[error("cannot start the worker threads: {0}")]
     Workers(std::io::Error),
     #[error("could not learn the topology from {seeds:?} within {secs}s: {cause}")]
@@ -197,7 +200,11 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         shutdown.clone(),
     ));
     let ctx = Arc::new(Context {
-        table: Box::leak(Box::new(Table::redis70_with(config.session.fleet_writes))),
+        table: Box::leak(Box::new(
+            Table::redis70_with(config.session.fleet_writes)
+                .without(&config.session.deny_commands)
+                .map_err(AppError::DeniedCommand)?,
+        )),
         topology: handle,
         backends,
         config: config.session.clone(),

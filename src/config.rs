@@ -495,7 +495,15 @@ impl Config {
                 "is empty; remove the line to let clients in without a password",
             ));
         }
+        let deny_commands = c.deny_commands.clone().unwrap_or_default();
+        if let Err(name) = crate::command::Table::redis70().without(&deny_commands) {
+            return Err(invalid(
+                "clients.deny_commands",
+                format!("'{name}' is not a Redis 7.0 command (write subcommands as config|set)"),
+            ));
+        }
         let session = SessionConfig {
+            deny_commands,
             access: crate::access::Access::new(requirepass.as_ref()),
             limits,
             max_pipeline: positive("clients.max_pipeline", c.max_pipeline, sd.max_pipeline)?,

@@ -64,6 +64,8 @@ pub struct SessionConfig {
     pub idle_timeout: Option<Duration>,
     /// Who may log in (`requirepass`).
     pub access: crate::access::Access,
+    /// Commands no client may run (answered as unknown), checked against the table.
+    pub deny_commands: Vec<String>,
     /// Most reply bytes held for one client that has not read them, besides the reply being
     /// added (so one large value still goes through): past it the client is closed, as
     /// Redis' `client-output-buffer-limit` does. `None`: no limit.
@@ -87,6 +89,7 @@ impl Default for SessionConfig {
             idle_timeout: None,
             output_buffer_limit: Some(DEFAULT_OUTPUT_BUFFER_LIMIT),
             access: crate::access::Access::default(),
+            deny_commands: Vec::new(),
         }
     }
 }

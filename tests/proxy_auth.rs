@@ -126,6 +126,59 @@ fn logging_in_answers_as_a_redis_with_requirepass_and_nothing_leaks_before() {
 }
 
 #[test]
+fn denied_commands_are_unknown_as_after_rename_command_and_never_reach_a_node() {
+    // The reference hides the same commands the way Redis can: rename-command to "".
+    let reference = Redis::start(&[
+        "--rename-command",
+        "FLUSHALL",
+        "",
+        "--rename-command",
+        "KEYS",
+        "",
+    ]);
+    let backend = Redis::start(&[]);
+    let conf = support::TempConf::new(
+        "[clients]\ndeny_commands = [\"flushall\", \"KEYS\", \"config|set\"]\n",
+    );
+    let proxy = Proxy::spawn(&[
+        "--standalone".to_string(),
+        backend.addr(),
+        "--config".to_string(),
+        conf.path().to_string(),
+    ]);
+    let seq: &[&[&str]] = &[
+        &["FLUSHALL"],
+        &["flushall", "async"],
+        &["KEYS", "*"],
+        &["SET", "k", "v"],
+        &["GET", "k"],
+    ];
+    assert_eq!(session(proxy.port, seq), session(reference.port, seq));
+    // A denied subcommand: Redis' answer for a subcommand it does not have.
+    assert_eq!(
+        session(proxy.port, &[&["CONFIG", "SET", "maxmemory", "1"]]),
+        ["Error(\"ERR unknown subcommand 'SET'. Try CONFIG HELP.\")"]
+    );
+    assert_eq!(
+        session(proxy.port, &[&["CONFIG", "GET", "maxmemory"]]).len(),
+        1
+    );
+    assert_eq!(backend.calls("flushall") + backend.calls("keys"), 0);
+    assert_eq!(backend.calls("config|set"), 0);
+
+    // A name that is no command is a configuration error.
+    let bad = support::TempConf::new(
+        "mode = \"standalone\"\nserver = \"127.0.0.1:6379\"\n[clients]\ndeny_commands = [\"flushal\"]\n",
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_slotgate"))
+        .args(["--check-config", bad.path()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("'flushal' is not a Redis 7.0 command"));
+}
+
+#[test]
 fn without_requirepass_auth_answers_as_a_redis_without_a_password() {
     let reference = Redis::start(&[]);
     let backend = Redis::start(&[]);

@@ -571,6 +571,30 @@ impl Table {
         t
     }
 
+    /// The same table without the commands named in `deny` (`flushall`, or `config|set` for a
+    /// subcommand): a client sending one gets Redis' unknown-command (or unknown-subcommand)
+    /// error, as for a command `rename-command` hid. A name the table does not know is returned
+    /// as the error.
+    pub fn without(mut self, deny: &[String]) -> Result<Table, String> {
+        for name in deny {
+            let lower = name.to_ascii_lowercase();
+            let removed = match lower.split_once('|') {
+                None => NameKey::of(lower.as_bytes())
+                    .and_then(|k| self.commands.remove(&k))
+                    .is_some(),
+                Some((container, sub)) => NameKey::of(container.as_bytes())
+                    .and_then(|k| self.commands.get_mut(&k))
+                    .zip(NameKey::of(sub.as_bytes()))
+                    .and_then(|(c, k)| c.subs.remove(&k))
+                    .is_some(),
+            };
+            if !removed {
+                return Err(name.clone());
+            }
+        }
+        Ok(self)
+    }
+
     /// The command named `name` (case-insensitive).
     pub fn get(&self, name: &[u8]) -> Option<&Entry> {
         self.commands.get(&NameKey::of(name)?)
@@ -627,6 +651,26 @@ impl Table {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn denied_commands_and_subcommands_leave_the_table_and_unknown_names_are_errors() {
+        let t = Table::redis70()
+            .without(&["FLUSHALL".into(), "config|set".into()])
+            .unwrap();
+        assert!(t.get(b"flushall").is_none());
+        assert!(t.get(b"get").is_some());
+        let config = t.get(b"config").unwrap();
+        assert!(config.subs.get(&NameKey::of(b"set").unwrap()).is_none());
+        assert!(config.subs.get(&NameKey::of(b"get").unwrap()).is_some());
+        assert_eq!(
+            Table::redis70().without(&["flushal".into()]).err(),
+            Some("flushal".to_string())
+        );
+        assert_eq!(
+            Table::redis70().without(&["config|sett".into()]).err(),
+            Some("config|sett".to_string())
+        );
+    }
 
     #[test]
     fn should_name_a_single_key_only_where_the_key_specs_find_exactly_that_one() {

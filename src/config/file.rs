@@ -88,6 +88,9 @@ pub struct ClientsFile {
     pub idle_timeout_ms: Option<u64>,
     /// Reply bytes held for a client that does not read them before it is closed; 0: no limit.
     pub output_buffer_limit_bytes: Option<usize>,
+    /// Commands (`flushall`) and subcommands (`config|set`) no client may run: they are
+    /// answered as unknown, as Redis answers a command hidden by `rename-command`.
+    pub deny_commands: Option<Vec<String>>,
     /// The `default` user's password, as Redis' `requirepass`: clients must AUTH first.
     /// `SLOTGATE_REQUIREPASS` keeps it out of the file.
     pub requirepass: Option<String>,
