@@ -1,0 +1,125 @@
+#!/usr/bin/env python3
+"""TLS benchmark: what terminating TLS costs slotgate, beside Redis' own TLS (OpenSSL), in one run.
+
+Makes certificates with openssl, starts one redis-server with a plaintext port and a TLS port,
+and a release slotgate (standalone mode, one worker thread) in front of its plaintext port with
+a TLS listener. Then redis-benchmark (50 clients, 64-byte values, random keys) runs GET and SET
+at pipeline 1 and 16 against: slotgate over TLS, slotgate in plaintext, and Redis' own TLS port.
+Per run it prints requests per second and, for the slotgate runs, slotgate's CPU microseconds
+per request (utime+stime from /proc). Last, handshakes per second: redis-benchmark with
+keep-alive off (-k 0: a new TLS connection per request) against slotgate and Redis' TLS port,
+with slotgate's CPU per handshake. Figures are from one run on a shared machine: compare the
+rows of one run with each other, not with another run's. Every process it starts is stopped.
+
+    cargo build --release && python3 benches/tls.py [--requests N]
+"""
+import argparse, os, shutil, socket, subprocess, sys, tempfile, time
+
+HZ = os.sysconf("SC_CLK_TCK")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu_ticks(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def wait_port(port):
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    sys.exit(f"nothing listens on {port}")
+
+
+def certs(d):
+    script = """
+    key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:prime256v1 -out "$1" 2>/dev/null; }
+    key ca.key; openssl req -x509 -new -key ca.key -out ca.crt -days 2 -subj /CN=bench-ca
+    key server.key; openssl req -new -key server.key -out server.csr -subj /CN=localhost
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\n' > server.ext
+    openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 2 -extfile server.ext 2>/dev/null
+    """
+    subprocess.run(["sh", "-ec", script], cwd=d, check=True, capture_output=True)
+
+
+def bench(port, test, pipe, n, ca, tls, keepalive=True):
+    cmd = ["redis-benchmark", "-p", str(port), "-c", "50", "-n", str(n), "-d", "64",
+           "-r", "100000", "-P", str(pipe), "-t", test, "--csv"]
+    if tls:
+        cmd += ["--tls", "--cacert", ca]
+    if not keepalive:
+        cmd += ["-k", "0"]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        cells = [c.strip('"') for c in line.split(",")]
+        if cells and cells[0].upper().startswith(test.upper()):
+            return float(cells[1])
+    sys.exit(f"no result in: {out}")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--requests", type=int, default=200000)
+    args = ap.parse_args()
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    binary = os.path.join(root, "target/release/slotgate")
+    d = tempfile.mkdtemp(prefix="slotgate-tls-bench-")
+    procs = []
+    try:
+        certs(d)
+        ca = os.path.join(d, "ca.crt")
+        rport, rtls, plain, tls = free_port(), free_port(), free_port(), free_port()
+        procs.append(subprocess.Popen(
+            ["redis-server", "--port", str(rport), "--tls-port", str(rtls), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no", "--tls-auth-clients", "no",
+             "--tls-cert-file", os.path.join(d, "server.crt"),
+             "--tls-key-file", os.path.join(d, "server.key"), "--tls-ca-cert-file", ca],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        wait_port(rport)
+        sg = subprocess.Popen(
+            [binary, "--listen", f"127.0.0.1:{plain}", "--standalone", f"127.0.0.1:{rport}",
+             "--threads", "1", "--log", "warn", "--tls-listen", f"127.0.0.1:{tls}",
+             "--tls-cert", os.path.join(d, "server.crt"), "--tls-key", os.path.join(d, "server.key")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(sg)
+        wait_port(plain)
+        wait_port(tls)
+        print(f"{'run':40} {'req/s':>10} {'slotgate us/req':>16}")
+        for test in ("get", "set"):
+            for pipe in (1, 16):
+                n = args.requests * (5 if pipe > 1 else 1)
+                for name, port, over_tls, measure in (
+                    ("slotgate TLS", tls, True, True),
+                    ("slotgate plaintext", plain, False, True),
+                    ("redis-server TLS (OpenSSL)", rtls, True, False),
+                ):
+                    before = cpu_ticks(sg.pid)
+                    rps = bench(port, test, pipe, n, ca, over_tls)
+                    us = (cpu_ticks(sg.pid) - before) / HZ * 1e6 / n if measure else None
+                    label = f"{test.upper()} P{pipe} {name}"
+                    print(f"{label:40} {rps:10.0f} {us:16.2f}" if us is not None else f"{label:40} {rps:10.0f} {'-':>16}")
+        n = max(args.requests // 20, 2000)
+        for name, port, measure in (("slotgate", tls, True), ("redis-server (OpenSSL)", rtls, False)):
+            before = cpu_ticks(sg.pid)
+            rps = bench(port, "ping_inline", 1, n, ca, True, keepalive=False)
+            us = (cpu_ticks(sg.pid) - before) / HZ * 1e6 / n if measure else None
+            label = f"new TLS connection per PING, {name}"
+            print(f"{label:40} {rps:10.0f} {us:16.2f}" if us is not None else f"{label:40} {rps:10.0f} {'-':>16}")
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+        shutil.rmtree(d, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
