@@ -212,3 +212,50 @@ fn a_standalone_server_with_requirepass_and_wrong_or_missing_passwords() {
     let (text, _) = failed_start(&["--standalone", &addr, "--backend-user", "app"], &[]);
     assert!(text.contains("a user name needs a password"), "{text}");
 }
+
+#[test]
+fn a_sentinel_group_with_passwords_on_nodes_and_sentinels_is_followed_through_a_failover() {
+    const SENTINEL_PASSWORD: &str = "sentinel-secret-31";
+    let g = support::SentinelGroup::start_with(
+        1,
+        3,
+        1000,
+        Some(CLUSTER_PASSWORD),
+        Some(SENTINEL_PASSWORD),
+    );
+    let conf = support::TempConf::new(&format!("sentinel_password = \"{SENTINEL_PASSWORD}\"\n"));
+    let mut args: Vec<String> = vec!["--config".into(), conf.path().into()];
+    for s in g.sentinel_addrs() {
+        args.extend(["--sentinel".to_string(), s]);
+    }
+    args.extend(["--master-name".to_string(), "mymaster".to_string()]);
+    let proxy = Proxy::spawn_env(&args, &[("SLOTGATE_BACKEND_PASSWORD", CLUSTER_PASSWORD)]);
+    let old = g.master_port();
+    let mut c = proxy.conn();
+    let _: () = c.set("s", "before").unwrap();
+    assert_eq!(g.node(old).conn().get::<_, String>("s").unwrap(), "before");
+    g.wait_steady();
+    let _: String = redis::cmd("SENTINEL")
+        .arg("FAILOVER")
+        .arg("mymaster")
+        .query(&mut g.sentinels[0].conn())
+        .unwrap();
+    wait_until("the new master", Duration::from_secs(20), || {
+        g.master_port() != old
+    });
+    let new = g.master_port();
+    // slotgate follows (its ROLE checks log in to the nodes, its Sentinel connections to the
+    // Sentinels): a write lands on the new master.
+    wait_until("a write on the new master", Duration::from_secs(10), || {
+        proxy.conn().set::<_, _, ()>("s", "after").is_ok()
+            && g.node(new)
+                .conn()
+                .get::<_, Option<String>>("s")
+                .ok()
+                .flatten()
+                .as_deref()
+                == Some("after")
+    });
+    no_secret_in("the log", &proxy.log());
+    assert!(!proxy.log().contains(SENTINEL_PASSWORD));
+}

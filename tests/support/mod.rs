@@ -544,26 +544,42 @@ pub struct Sentinel {
     pub port: u16,
     child: Option<Child>,
     dir: PathBuf,
+    /// The Sentinel's own password (`requirepass`), which the harness logs in with.
+    password: Option<String>,
 }
 
 impl Sentinel {
     pub fn start(master_port: u16, down_after_ms: u64) -> Sentinel {
+        Self::start_with(master_port, down_after_ms, None, None)
+    }
+
+    /// A Sentinel that logs in to the nodes with `node_password` and wants `own_password`
+    /// from its clients (and from the other Sentinels).
+    pub fn start_with(
+        master_port: u16,
+        down_after_ms: u64,
+        node_password: Option<&str>,
+        own_password: Option<&str>,
+    ) -> Sentinel {
         let port = free_port();
         let dir = scratch_dir(&format!("sentinel{port}"));
         let conf = dir.join("sentinel.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "port {port}\nbind 127.0.0.1\ndaemonize no\ndir {}\nlogfile {}\n\
-                 sentinel monitor mymaster 127.0.0.1 {master_port} 2\n\
-                 sentinel down-after-milliseconds mymaster {down_after_ms}\n\
-                 sentinel failover-timeout mymaster 10000\n\
-                 sentinel parallel-syncs mymaster 2\n",
-                dir.display(),
-                dir.join("sentinel.log").display()
-            ),
-        )
-        .unwrap();
+        let mut text = format!(
+            "port {port}\nbind 127.0.0.1\ndaemonize no\ndir {}\nlogfile {}\n\
+             sentinel monitor mymaster 127.0.0.1 {master_port} 2\n\
+             sentinel down-after-milliseconds mymaster {down_after_ms}\n\
+             sentinel failover-timeout mymaster 10000\n\
+             sentinel parallel-syncs mymaster 2\n",
+            dir.display(),
+            dir.join("sentinel.log").display()
+        );
+        if let Some(p) = node_password {
+            text.push_str(&format!("sentinel auth-pass mymaster {p}\n"));
+        }
+        if let Some(p) = own_password {
+            text.push_str(&format!("requirepass {p}\nsentinel sentinel-pass {p}\n"));
+        }
+        std::fs::write(&conf, text).unwrap();
         let child = Command::new("redis-sentinel")
             .arg(&conf)
             .stdout(Stdio::null())
@@ -574,8 +590,9 @@ impl Sentinel {
             port,
             child: Some(child),
             dir,
+            password: own_password.map(String::from),
         };
-        wait_for_ping("sentinel", port, Duration::from_secs(10));
+        wait_for_ping_url("sentinel", &s.url(), Duration::from_secs(10));
         s
     }
 
@@ -583,8 +600,18 @@ impl Sentinel {
         format!("127.0.0.1:{}", self.port)
     }
 
+    fn url(&self) -> String {
+        match &self.password {
+            Some(p) => format!("redis://:{p}@127.0.0.1:{}/", self.port),
+            None => format!("redis://127.0.0.1:{}/", self.port),
+        }
+    }
+
     pub fn conn(&self) -> redis::Connection {
-        connect(self.port)
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_connection()
+            .unwrap()
     }
 
     /// The port of the master this Sentinel names now.
@@ -620,14 +647,36 @@ pub struct SentinelGroup {
 
 impl SentinelGroup {
     pub fn start(replicas: usize, sentinels: usize, down_after_ms: u64) -> SentinelGroup {
-        let master = Redis::start(&[]);
+        Self::start_with(replicas, sentinels, down_after_ms, None, None)
+    }
+
+    /// A group whose nodes want `node_password` and whose Sentinels want `sentinel_password`.
+    pub fn start_with(
+        replicas: usize,
+        sentinels: usize,
+        down_after_ms: u64,
+        node_password: Option<&str>,
+        sentinel_password: Option<&str>,
+    ) -> SentinelGroup {
+        let master = Redis::start_with(free_port(), &[], node_password);
         let mport = master.port.to_string();
         let mut nodes = vec![master];
         for _ in 0..replicas {
-            nodes.push(Redis::start(&["--replicaof", "127.0.0.1", &mport]));
+            nodes.push(Redis::start_with(
+                free_port(),
+                &["--replicaof", "127.0.0.1", &mport],
+                node_password,
+            ));
         }
         let sentinels: Vec<Sentinel> = (0..sentinels)
-            .map(|_| Sentinel::start(nodes[0].port, down_after_ms))
+            .map(|_| {
+                Sentinel::start_with(
+                    nodes[0].port,
+                    down_after_ms,
+                    node_password,
+                    sentinel_password,
+                )
+            })
             .collect();
         let g = SentinelGroup { nodes, sentinels };
         wait_until("replicas in sync", Duration::from_secs(30), || {
