@@ -96,6 +96,15 @@ fn render_command(c: &[Value], indent: &str) -> String {
     } else {
         flags.join(" | ")
     };
+    let categories: Vec<String> = items(&c[6])
+        .iter()
+        .map(|v| format!("cat::{}", text(v).trim_start_matches('@').to_uppercase()))
+        .collect();
+    let categories = if categories.is_empty() {
+        "0".to_string()
+    } else {
+        categories.join(" | ")
+    };
     let specs: Vec<String> = items(&c[8])
         .iter()
         .map(|ks| render_spec(items(ks)))
@@ -112,7 +121,7 @@ fn render_command(c: &[Value], indent: &str) -> String {
         format!("&[\n{}\n{indent}]", subs.join(",\n"))
     };
     format!(
-        "{indent}CommandSpec {{ name: {name:?}, arity: {arity}, flags: {flags}, key_specs: &[{}], subcommands: {subs} }}",
+        "{indent}CommandSpec {{ name: {name:?}, arity: {arity}, flags: {flags}, categories: {categories}, key_specs: &[{}], subcommands: {subs} }}",
         specs.join(", ")
     )
 }
@@ -130,7 +139,7 @@ fn command_table_matches_redis_command_output() {
     let generated = format!(
         "//! Generated from `COMMAND` of redis-server {} by `tests/command_table.rs`; do not edit.\n\
          //! Regenerate with `SLOTGATE_REGENERATE=1 cargo test --test command_table`.\n\n\
-         use super::{{BeginSearch, CommandSpec, FindKeys, KeySpec, flags}};\n\n\
+         use super::{{BeginSearch, CommandSpec, FindKeys, KeySpec, cat, flags}};\n\n\
          pub(super) static COMMANDS: &[CommandSpec] = &[\n{},\n];\n",
         redis.info_field("server", "redis_version").unwrap(),
         body.join(",\n")

@@ -10,6 +10,64 @@ mod redis70;
 
 use std::collections::HashMap;
 
+/// ACL categories, as `COMMAND INFO` and `ACL CAT` name them (without the `@`).
+pub mod cat {
+    pub const KEYSPACE: u32 = 1 << 0;
+    pub const READ: u32 = 1 << 1;
+    pub const WRITE: u32 = 1 << 2;
+    pub const SET: u32 = 1 << 3;
+    pub const SORTEDSET: u32 = 1 << 4;
+    pub const LIST: u32 = 1 << 5;
+    pub const HASH: u32 = 1 << 6;
+    pub const STRING: u32 = 1 << 7;
+    pub const BITMAP: u32 = 1 << 8;
+    pub const HYPERLOGLOG: u32 = 1 << 9;
+    pub const GEO: u32 = 1 << 10;
+    pub const STREAM: u32 = 1 << 11;
+    pub const PUBSUB: u32 = 1 << 12;
+    pub const ADMIN: u32 = 1 << 13;
+    pub const FAST: u32 = 1 << 14;
+    pub const SLOW: u32 = 1 << 15;
+    pub const BLOCKING: u32 = 1 << 16;
+    pub const DANGEROUS: u32 = 1 << 17;
+    pub const CONNECTION: u32 = 1 << 18;
+    pub const TRANSACTION: u32 = 1 << 19;
+    pub const SCRIPTING: u32 = 1 << 20;
+
+    /// Category names in Redis' order (the order `ACL CAT` lists them in).
+    pub const NAMES: &[(u32, &str)] = &[
+        (KEYSPACE, "keyspace"),
+        (READ, "read"),
+        (WRITE, "write"),
+        (SET, "set"),
+        (SORTEDSET, "sortedset"),
+        (LIST, "list"),
+        (HASH, "hash"),
+        (STRING, "string"),
+        (BITMAP, "bitmap"),
+        (HYPERLOGLOG, "hyperloglog"),
+        (GEO, "geo"),
+        (STREAM, "stream"),
+        (PUBSUB, "pubsub"),
+        (ADMIN, "admin"),
+        (FAST, "fast"),
+        (SLOW, "slow"),
+        (BLOCKING, "blocking"),
+        (DANGEROUS, "dangerous"),
+        (CONNECTION, "connection"),
+        (TRANSACTION, "transaction"),
+        (SCRIPTING, "scripting"),
+    ];
+
+    /// The bit of the category named `name` (case-insensitive, without `@`).
+    pub fn of(name: &[u8]) -> Option<u32> {
+        NAMES
+            .iter()
+            .find(|(_, n)| n.as_bytes().eq_ignore_ascii_case(name))
+            .map(|&(bit, _)| bit)
+    }
+}
+
 /// Command flags, as `COMMAND INFO` names them.
 pub mod flags {
     pub const WRITE: u32 = 1 << 0;
@@ -99,6 +157,8 @@ pub struct CommandSpec {
     pub name: &'static str,
     pub arity: i16,
     pub flags: u32,
+    /// ACL categories ([`cat`] bits).
+    pub categories: u32,
     pub key_specs: &'static [KeySpec],
     pub subcommands: &'static [CommandSpec],
 }
@@ -163,6 +223,10 @@ pub enum Local {
     ClusterKeySlot,
     /// What a Redis without cluster support says to CLUSTER, READONLY and READWRITE.
     ClusterDisabled,
+    /// `ACL CAT [category]`, from the table's categories.
+    AclCat,
+    /// `ACL WHOAMI`.
+    AclWhoami,
 }
 
 /// The transaction commands.
@@ -374,6 +438,8 @@ fn named_route(name: &str) -> Option<Route> {
         "client|no-evict" => Local(self::Local::ClientNoEvict),
         "client|no-touch" => Local(self::Local::ClientNoTouch),
         "cluster|keyslot" => Local(self::Local::ClusterKeySlot),
+        "acl|cat" => Local(self::Local::AclCat),
+        "acl|whoami" => Local(self::Local::AclWhoami),
         "mget" => Split {
             merge: Merge::Ordered,
             step: 1,
@@ -485,6 +551,8 @@ static CLIENT_EXTRAS: &[CommandSpec] = &[
         name: "client|setinfo",
         arity: 4,
         flags: flags::NOSCRIPT | flags::LOADING | flags::STALE,
+        // As Redis 7.2 files them.
+        categories: cat::SLOW | cat::CONNECTION,
         key_specs: &[],
         subcommands: &[],
     },
@@ -492,6 +560,8 @@ static CLIENT_EXTRAS: &[CommandSpec] = &[
         name: "client|no-touch",
         arity: 3,
         flags: flags::NOSCRIPT | flags::LOADING | flags::STALE,
+        // As Redis 7.2 files them.
+        categories: cat::SLOW | cat::CONNECTION,
         key_specs: &[],
         subcommands: &[],
     },
@@ -593,6 +663,23 @@ impl Table {
             }
         }
         Ok(self)
+    }
+
+    /// Every command and subcommand (`config|get`) in the ACL category `bit`, as `ACL CAT
+    /// <category>` lists them (in no particular order, as Redis).
+    pub fn in_category(&self, bit: u32) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        for e in self.commands.values() {
+            if e.spec.categories & bit != 0 {
+                out.push(e.spec.name);
+            }
+            for s in e.subs.values() {
+                if s.spec.categories & bit != 0 {
+                    out.push(s.spec.name);
+                }
+            }
+        }
+        out
     }
 
     /// The command named `name` (case-insensitive).

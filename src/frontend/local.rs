@@ -12,6 +12,7 @@ use bytes::{BufMut, BytesMut};
 use super::Context;
 use crate::backend::Dialect;
 use crate::command::Local;
+use crate::command::table::cat;
 use crate::protocol::encode::{self, Proto};
 use crate::protocol::{Request, parse_int};
 use crate::router::key_slot;
@@ -174,6 +175,37 @@ pub fn answer(
             encode::verbatim(out, client.proto, text.as_bytes());
         }
         Local::ClientKill => client_kill(req, client, ctx, out),
+        Local::AclWhoami => encode::bulk(out, b"default"),
+        Local::AclCat => match req.argc() {
+            2 => {
+                encode::array_header(out, cat::NAMES.len());
+                for (_, name) in cat::NAMES {
+                    encode::bulk(out, name.as_bytes());
+                }
+            }
+            3 => match cat::of(arg(2)) {
+                Some(bit) => {
+                    let names = ctx.table.in_category(bit);
+                    encode::array_header(out, names.len());
+                    for n in names {
+                        encode::bulk(out, n.as_bytes());
+                    }
+                }
+                None => {
+                    encode::error_bytes(out, &[b"ERR Unknown category '", arg(2), b"'"].concat())
+                }
+            },
+            // Redis echoes the subcommand as the client spelled it.
+            _ => encode::error_bytes(
+                out,
+                &[
+                    b"ERR unknown subcommand or wrong number of arguments for '",
+                    arg(1),
+                    b"'. Try ACL HELP.",
+                ]
+                .concat(),
+            ),
+        },
         Local::ClientSetInfo => {
             let attr = arg(2);
             let known =
