@@ -1,14 +1,18 @@
-//! Who may use slotgate: the `default` user and its password (`requirepass`), and the answers
-//! Redis 7 gives to `AUTH` and `HELLO ... AUTH` for them. Proxy users with ACL rules extend
-//! this module.
+//! Who may use slotgate and what each user may run: the `default` user (with `requirepass`, or
+//! rules of its own) and proxy users configured with Redis' own ACL rule syntax (`on >secret
+//! +@read -get ~* &*`), and the answers Redis 7.0 gives to `AUTH`, `HELLO ... AUTH` and to a
+//! command a user may not run.
 //!
-//! Decisions are pure functions of the configuration and the credentials a client sent.
-//! A password is compared in constant time (as SHA-256 digests, as Redis does) and must never
-//! reach a log line, an error or a `Debug` print.
+//! Decisions are pure functions of the configuration, the command table and what a client
+//! sent. A password is kept as its SHA-256 digest, compared in constant time, and must never
+//! reach a log line, an error or a `Debug` print. Key and channel patterns other than "all" and
+//! "none" are refused when the rules are read, never half applied.
 
 use ring::digest::{SHA256, digest};
 
 use crate::backend::Secret;
+use crate::command::Table;
+use crate::command::table::cat;
 
 /// `-NOAUTH` for a command sent before authenticating.
 pub const NOAUTH: &str = "NOAUTH Authentication required.";
@@ -17,12 +21,50 @@ pub const NOAUTH_HELLO: &str = "NOAUTH HELLO must be called with the client alre
 pub const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
 /// `AUTH <password>` when the `default` user has no password.
 pub const NO_PASSWORD_SET: &str = "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?";
+/// A command on keys the user may not touch.
+pub const NOPERM_KEYS: &str =
+    "NOPERM this user has no permissions to access one of the keys used as arguments";
+/// A pub/sub command on channels the user may not use.
+pub const NOPERM_CHANNELS: &str =
+    "NOPERM this user has no permissions to access one of the channels used as arguments";
 
-/// The users clients log in as. Today: `default`, with or without a password.
-#[derive(Debug, Clone, Default)]
-pub struct Access {
-    /// SHA-256 of the `default` user's password; `None`: `nopass`, every client is logged in.
-    default_password: Option<[u8; 32]>,
+/// A user as configured: its name and its rules, in Redis' ACL syntax.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRules {
+    pub name: String,
+    pub rules: String,
+}
+
+/// Which keys (or channels) a user may use. Patterns are not supported yet: all or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    All,
+    None,
+}
+
+/// One user: whether it may log in, with what, and what it may run.
+#[derive(Clone)]
+pub struct User {
+    pub name: String,
+    enabled: bool,
+    nopass: bool,
+    passwords: Vec<[u8; 32]>,
+    /// Allowed commands, by [`crate::command::Entry::id`].
+    commands: Vec<bool>,
+    keys: Reach,
+    channels: Reach,
+    /// Every command, key and channel: no check is needed per request.
+    unrestricted: bool,
+}
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User")
+            .field("name", &self.name)
+            .field("enabled", &self.enabled)
+            .field("unrestricted", &self.unrestricted)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why a login was refused: the error Redis gives.
@@ -42,6 +84,14 @@ impl Refusal {
     }
 }
 
+/// What a logged-in user's request is missing, if anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denial {
+    Command,
+    Keys,
+    Channels,
+}
+
 fn sha256(bytes: &[u8]) -> [u8; 32] {
     let mut out = [0u8; 32];
     out.copy_from_slice(digest(&SHA256, bytes).as_ref());
@@ -56,38 +106,268 @@ fn same_digest(a: &[u8; 32], b: &[u8; 32]) -> bool {
         == 0
 }
 
-impl Access {
-    /// `requirepass`: the `default` user's password, if any.
-    pub fn new(requirepass: Option<&Secret>) -> Access {
-        Access {
-            default_password: requirepass.map(|p| sha256(p.expose().as_bytes())),
+/// `#<64 lowercase hex digits>` as Redis accepts it.
+fn parse_hash(hex: &str) -> Option<[u8; 32]> {
+    if hex.len() != 64
+        || !hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+impl User {
+    /// A user as `ACL SETUSER` creates it: off, no password, no command, key or channel.
+    fn new(name: &str, table: &Table) -> User {
+        User {
+            name: name.to_string(),
+            enabled: false,
+            nopass: false,
+            passwords: Vec::new(),
+            commands: vec![false; table.entry_count()],
+            keys: Reach::None,
+            channels: Reach::None,
+            unrestricted: false,
         }
     }
 
-    /// Whether a new connection starts logged in (the `default` user has no password).
+    /// Redis' `default` user: on, no password, every command, key and channel.
+    fn default_user(table: &Table) -> User {
+        let mut u = User::new("default", table);
+        u.enabled = true;
+        u.nopass = true;
+        u.commands.fill(true);
+        u.keys = Reach::All;
+        u.channels = Reach::All;
+        u.refresh();
+        u
+    }
+
+    fn refresh(&mut self) {
+        self.unrestricted = self.keys == Reach::All
+            && self.channels == Reach::All
+            && self.commands.iter().all(|&a| a);
+    }
+
+    fn set(&mut self, ids: &[u16], allowed: bool) {
+        for &id in ids {
+            if let Some(c) = self.commands.get_mut(usize::from(id)) {
+                *c = allowed;
+            }
+        }
+    }
+
+    /// Applies one rule, as `ACL SETUSER` does; `Err` is Redis' reason.
+    fn apply(&mut self, rule: &str, table: &Table) -> Result<(), &'static str> {
+        const UNKNOWN: &str = "Unknown command or category name in ACL";
+        const PATTERNS: &str =
+            "key and channel patterns other than ~* and &* are not supported by slotgate yet";
+        match rule {
+            "on" => self.enabled = true,
+            "off" => self.enabled = false,
+            "nopass" => {
+                self.nopass = true;
+                self.passwords.clear();
+            }
+            "resetpass" => {
+                self.nopass = false;
+                self.passwords.clear();
+            }
+            "~*" | "allkeys" => self.keys = Reach::All,
+            "resetkeys" => self.keys = Reach::None,
+            "&*" | "allchannels" => self.channels = Reach::All,
+            "resetchannels" => self.channels = Reach::None,
+            "+@all" | "allcommands" => self.commands.fill(true),
+            "-@all" | "nocommands" => self.commands.fill(false),
+            "reset" => {
+                let name = std::mem::take(&mut self.name);
+                *self = User::new(&name, table);
+            }
+            _ => {
+                if let Some(pw) = rule.strip_prefix('>') {
+                    let d = sha256(pw.as_bytes());
+                    if !self.passwords.iter().any(|p| same_digest(p, &d)) {
+                        self.passwords.push(d);
+                    }
+                    self.nopass = false;
+                } else if let Some(pw) = rule.strip_prefix('<') {
+                    let d = sha256(pw.as_bytes());
+                    self.passwords.retain(|p| !same_digest(p, &d));
+                } else if let Some(hex) = rule.strip_prefix('#') {
+                    let d = parse_hash(hex).ok_or(
+                        "The password hash must be exactly 64 characters and contain only lowercase hexadecimal characters",
+                    )?;
+                    if !self.passwords.contains(&d) {
+                        self.passwords.push(d);
+                    }
+                    self.nopass = false;
+                } else if let Some(hex) = rule.strip_prefix('!') {
+                    let d = parse_hash(hex).ok_or(
+                        "The password hash must be exactly 64 characters and contain only lowercase hexadecimal characters",
+                    )?;
+                    self.passwords.retain(|p| *p != d);
+                } else if rule.starts_with('~') || rule.starts_with('%') || rule.starts_with('&') {
+                    return Err(PATTERNS);
+                } else if let Some(c) = rule.strip_prefix("+@") {
+                    self.set(
+                        &table.ids_in_category(cat::of(c.as_bytes()).ok_or(UNKNOWN)?),
+                        true,
+                    );
+                } else if let Some(c) = rule.strip_prefix("-@") {
+                    self.set(
+                        &table.ids_in_category(cat::of(c.as_bytes()).ok_or(UNKNOWN)?),
+                        false,
+                    );
+                } else if let Some(c) = rule.strip_prefix('+') {
+                    self.set(&table.ids_of(c).ok_or(UNKNOWN)?, true);
+                } else if let Some(c) = rule.strip_prefix('-') {
+                    self.set(&table.ids_of(c).ok_or(UNKNOWN)?, false);
+                } else {
+                    return Err("Syntax error");
+                }
+            }
+        }
+        self.refresh();
+        Ok(())
+    }
+
+    fn accepts(&self, password: &[u8]) -> bool {
+        if !self.enabled {
+            return false;
+        }
+        if self.nopass {
+            return true;
+        }
+        let d = sha256(password);
+        // Every stored digest is compared, so the time does not say which one matched.
+        self.passwords
+            .iter()
+            .fold(false, |ok, p| same_digest(p, &d) | ok)
+    }
+
+    /// Whether the user may run every command on every key and channel.
+    #[inline]
+    pub fn unrestricted(&self) -> bool {
+        self.unrestricted
+    }
+
+    /// Checks a request of command `id`: may the user run it, with keys (`has_keys`) and
+    /// channels (`uses_channels`) if it names some.
+    pub fn check(&self, id: u16, has_keys: bool, uses_channels: bool) -> Result<(), Denial> {
+        if !self.commands.get(usize::from(id)).copied().unwrap_or(false) {
+            return Err(Denial::Command);
+        }
+        if has_keys && self.keys == Reach::None {
+            return Err(Denial::Keys);
+        }
+        if uses_channels && self.channels == Reach::None {
+            return Err(Denial::Channels);
+        }
+        Ok(())
+    }
+}
+
+/// The users clients log in as; the first is `default`.
+#[derive(Debug, Clone)]
+pub struct Access {
+    users: Vec<User>,
+}
+
+/// The user index of `default`.
+pub const DEFAULT_USER: u16 = 0;
+
+impl Default for Access {
+    fn default() -> Self {
+        Access::new(None)
+    }
+}
+
+impl Access {
+    /// Only the `default` user, with `requirepass` as its password if given.
+    pub fn new(requirepass: Option<&Secret>) -> Access {
+        Self::with_users(requirepass, &[], &Table::redis70())
+            .unwrap_or_else(|_| Access { users: Vec::new() })
+    }
+
+    /// The `default` user (with `requirepass`) and the configured users, their rules applied
+    /// in order after `reset`, as Redis loads users. A `default` entry replaces the built-in
+    /// one. `Err` names the user and the rule, with Redis' reason.
+    pub fn with_users(
+        requirepass: Option<&Secret>,
+        users: &[UserRules],
+        table: &Table,
+    ) -> Result<Access, String> {
+        let mut default = User::default_user(table);
+        if let Some(p) = requirepass {
+            default.nopass = false;
+            default.passwords = vec![sha256(p.expose().as_bytes())];
+        }
+        let mut all = vec![default];
+        for u in users {
+            if u.name.is_empty() || u.name.contains(char::is_whitespace) {
+                return Err(format!("'{}' is not a user name", u.name));
+            }
+            let mut user = User::new(&u.name, table);
+            for rule in u.rules.split_whitespace() {
+                user.apply(rule, table).map_err(|reason| {
+                    format!(
+                        "user {}: Error in ACL SETUSER modifier '{rule}': {reason}",
+                        u.name
+                    )
+                })?;
+            }
+            if u.name == "default" {
+                if requirepass.is_some() {
+                    return Err(
+                        "the default user's password goes in its rules or in requirepass, not both"
+                            .into(),
+                    );
+                }
+                if let Some(d) = all.first_mut() {
+                    *d = user;
+                }
+            } else if all.iter().any(|x| x.name == u.name) {
+                return Err(format!("user {} is defined twice", u.name));
+            } else {
+                all.push(user);
+            }
+        }
+        Ok(Access { users: all })
+    }
+
+    /// The user numbered `index` (a session's [`DEFAULT_USER`] or what AUTH gave it).
+    pub fn user(&self, index: u16) -> Option<&User> {
+        self.users.get(usize::from(index))
+    }
+
+    /// Whether a new connection starts logged in as `default` (on, and without a password).
     pub fn open_by_default(&self) -> bool {
-        self.default_password.is_none()
+        self.users.first().is_some_and(|d| d.enabled && d.nopass)
     }
 
     /// `AUTH <password>`: the `default` user's password.
-    pub fn auth_default(&self, password: &[u8]) -> Result<(), Refusal> {
-        match &self.default_password {
-            None => Err(Refusal::NoPasswordSet),
-            Some(want) if same_digest(want, &sha256(password)) => Ok(()),
-            Some(_) => Err(Refusal::WrongPass),
+    pub fn auth_default(&self, password: &[u8]) -> Result<u16, Refusal> {
+        match self.users.first() {
+            Some(d) if d.nopass && d.enabled => Err(Refusal::NoPasswordSet),
+            Some(d) if d.accepts(password) => Ok(DEFAULT_USER),
+            _ => Err(Refusal::WrongPass),
         }
     }
 
     /// `AUTH <user> <password>` and `HELLO ... AUTH <user> <password>`.
-    pub fn auth(&self, user: &[u8], password: &[u8]) -> Result<(), Refusal> {
-        if user != b"default" {
-            return Err(Refusal::WrongPass);
-        }
-        match &self.default_password {
-            None => Ok(()),
-            Some(want) if same_digest(want, &sha256(password)) => Ok(()),
-            Some(_) => Err(Refusal::WrongPass),
-        }
+    pub fn auth(&self, user: &[u8], password: &[u8]) -> Result<u16, Refusal> {
+        self.users
+            .iter()
+            .position(|u| u.name.as_bytes() == user)
+            .filter(|&i| self.users.get(i).is_some_and(|u| u.accepts(password)))
+            .and_then(|i| u16::try_from(i).ok())
+            .ok_or(Refusal::WrongPass)
     }
 }
 
@@ -95,29 +375,127 @@ impl Access {
 mod tests {
     use super::*;
 
+    fn access(users: &[(&str, &str)]) -> Result<Access, String> {
+        let rules: Vec<UserRules> = users
+            .iter()
+            .map(|(n, r)| UserRules {
+                name: n.to_string(),
+                rules: r.to_string(),
+            })
+            .collect();
+        Access::with_users(None, &rules, &Table::redis70())
+    }
+
+    fn id(name: &str) -> u16 {
+        Table::redis70().ids_of(name).unwrap()[0]
+    }
+
     #[test]
     fn without_a_password_everyone_is_the_default_user() {
         let a = Access::new(None);
         assert!(a.open_by_default());
         assert_eq!(a.auth_default(b"x"), Err(Refusal::NoPasswordSet));
-        assert_eq!(a.auth(b"default", b"anything"), Ok(()));
+        assert_eq!(a.auth(b"default", b"anything"), Ok(DEFAULT_USER));
         assert_eq!(a.auth(b"app", b"x"), Err(Refusal::WrongPass));
+        assert!(a.user(DEFAULT_USER).unwrap().unrestricted());
     }
 
     #[test]
     fn with_requirepass_only_the_password_logs_in() {
         let a = Access::new(Some(&Secret::new("s3cret")));
         assert!(!a.open_by_default());
-        assert_eq!(a.auth_default(b"s3cret"), Ok(()));
+        assert_eq!(a.auth_default(b"s3cret"), Ok(DEFAULT_USER));
         assert_eq!(a.auth_default(b"s3cre"), Err(Refusal::WrongPass));
-        assert_eq!(a.auth(b"default", b"s3cret"), Ok(()));
+        assert_eq!(a.auth(b"default", b"s3cret"), Ok(DEFAULT_USER));
         assert_eq!(a.auth(b"default", b""), Err(Refusal::WrongPass));
         assert_eq!(a.auth(b"app", b"s3cret"), Err(Refusal::WrongPass));
     }
 
     #[test]
+    fn rules_apply_in_order_from_nothing() {
+        let a = access(&[("app", "on >pw ~* &* +@read +@connection -get")]).unwrap();
+        let app = a.user(a.auth(b"app", b"pw").unwrap()).unwrap();
+        assert_eq!(app.check(id("mget"), true, false), Ok(()));
+        assert_eq!(app.check(id("get"), true, false), Err(Denial::Command));
+        assert_eq!(app.check(id("set"), true, false), Err(Denial::Command));
+        assert_eq!(
+            app.check(id("config|get"), false, false),
+            Err(Denial::Command)
+        );
+        assert_eq!(app.check(id("ping"), false, false), Ok(()));
+        assert!(!app.unrestricted());
+    }
+
+    #[test]
+    fn a_container_rule_covers_its_subcommands_and_a_subcommand_rule_only_itself() {
+        let a = access(&[(
+            "ops",
+            "on nopass allkeys +config|get -@all +client +config|get",
+        )])
+        .unwrap();
+        let ops = a.user(1).unwrap();
+        assert_eq!(ops.check(id("config|get"), false, false), Ok(()));
+        assert_eq!(
+            ops.check(id("config|set"), false, false),
+            Err(Denial::Command)
+        );
+        assert_eq!(ops.check(id("client|list"), false, false), Ok(()));
+    }
+
+    #[test]
+    fn keys_and_channels_are_all_or_none_and_patterns_are_refused() {
+        let a = access(&[("nokeys", "on nopass +@all resetkeys resetchannels")]).unwrap();
+        let u = a.user(1).unwrap();
+        assert_eq!(u.check(id("get"), true, false), Err(Denial::Keys));
+        assert_eq!(u.check(id("ping"), false, false), Ok(()));
+        assert_eq!(u.check(id("publish"), false, true), Err(Denial::Channels));
+        let e = access(&[("p", "on ~app:*")]).unwrap_err();
+        assert!(e.contains("'~app:*'") && e.contains("not supported"), "{e}");
+        assert!(access(&[("p", "%R~x")]).is_err());
+    }
+
+    #[test]
+    fn disabled_users_and_wrong_passwords_are_refused_alike() {
+        let hash = "2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881";
+        let a = access(&[
+            ("off1", &format!("off #{hash} +@all")),
+            ("on1", "on >a >b +@all"),
+        ])
+        .unwrap();
+        assert_eq!(a.auth(b"off1", b"x"), Err(Refusal::WrongPass));
+        assert_eq!(a.auth(b"on1", b"b"), Ok(2));
+        assert_eq!(a.auth(b"on1", b"c"), Err(Refusal::WrongPass));
+    }
+
+    #[test]
+    fn bad_rules_give_redis_reasons() {
+        let e = access(&[("u", "foo")]).unwrap_err();
+        assert_eq!(
+            e,
+            "user u: Error in ACL SETUSER modifier 'foo': Syntax error"
+        );
+        let e = access(&[("u", "+nosuch")]).unwrap_err();
+        assert!(
+            e.ends_with("Unknown command or category name in ACL"),
+            "{e}"
+        );
+        let e = access(&[("u", "+@nosuch")]).unwrap_err();
+        assert!(
+            e.ends_with("Unknown command or category name in ACL"),
+            "{e}"
+        );
+        assert!(
+            access(&[("u", "#abc")])
+                .unwrap_err()
+                .contains("64 characters")
+        );
+        assert!(access(&[("u", "on"), ("u", "off")]).is_err());
+    }
+
+    #[test]
     fn the_password_is_not_in_debug_output() {
-        let printed = format!("{:?}", Access::new(Some(&Secret::new("hunter2"))));
+        let a = access(&[("app", "on >hunter2 +@all")]).unwrap();
+        let printed = format!("{a:?}");
         assert!(!printed.contains("hunter2"), "{printed}");
     }
 }

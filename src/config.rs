@@ -504,7 +504,23 @@ impl Config {
         }
         let session = SessionConfig {
             deny_commands,
-            access: crate::access::Access::new(requirepass.as_ref()),
+            access: {
+                let users: Vec<crate::access::UserRules> = f
+                    .users
+                    .iter()
+                    .flatten()
+                    .map(|u| crate::access::UserRules {
+                        name: u.name.clone(),
+                        rules: u.rules.clone(),
+                    })
+                    .collect();
+                crate::access::Access::with_users(
+                    requirepass.as_ref(),
+                    &users,
+                    &crate::command::Table::redis70(),
+                )
+                .map_err(|e| invalid("users", e))?
+            },
             limits,
             max_pipeline: positive("clients.max_pipeline", c.max_pipeline, sd.max_pipeline)?,
             max_clients: positive(

@@ -40,6 +40,12 @@ fn session(port: u16, cmds: &[&[&str]]) -> Vec<String> {
                 OwnedFrame::Array(a) if c[0] == "HELLO" => {
                     format!("hello reply ({} items)", a.len())
                 }
+                // KEYS lists in hash order: compared as a set.
+                OwnedFrame::Array(mut a) if c[0] == "KEYS" => {
+                    a.sort_by_key(|f| format!("{f:?}"));
+                    format!("{:?}", OwnedFrame::Array(a))
+                }
+                OwnedFrame::BulkString(b) if c[0] == "CLIENT" => String::from_utf8_lossy(&b).into(),
                 other => format!("{other:?}"),
             }
         })
@@ -241,4 +247,85 @@ fn acl_cat_and_whoami_answer_as_redis_from_the_command_table() {
     ] {
         assert_eq!(ask(proxy.port, args), ask(reference.port, args), "{args:?}");
     }
+}
+
+/// Proxy users, as `[[users]]` in slotgate and `user` directives in the reference Redis.
+const USERS: &[(&str, &str)] = &[
+    ("app", "on >apppw ~* &* +@read +@connection -get"),
+    ("writer", "on >wpw ~* resetchannels +@write +@connection"),
+    ("nokeys", "on nopass resetkeys &* +@all"),
+    ("off1", "off >x ~* +@all"),
+];
+
+#[test]
+fn proxy_users_are_allowed_and_denied_exactly_as_redis_acl_users() {
+    let mut args: Vec<String> = Vec::new();
+    for (name, rules) in USERS {
+        args.push("--user".into());
+        args.push(name.to_string());
+        args.extend(rules.split_whitespace().map(String::from));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let reference = Redis::start(&args);
+    let backend = Redis::start(&[]);
+    let mut conf = String::new();
+    for (name, rules) in USERS {
+        conf.push_str(&format!(
+            "[[users]]\nname = \"{name}\"\nrules = \"{rules}\"\n"
+        ));
+    }
+    let conf = support::TempConf::new(&conf);
+    let proxy = Proxy::spawn(&[
+        "--standalone".to_string(),
+        backend.addr(),
+        "--config".to_string(),
+        conf.path().to_string(),
+    ]);
+    let then: &[&[&str]] = &[
+        &["GET", "k"],
+        &["MGET", "k", "j"],
+        &["SET", "k", "v"],
+        &["CONFIG", "GET", "maxmemory"],
+        &["PING"],
+        &["KEYS", "*"],
+        &["PUBLISH", "ch", "m"],
+        &["ACL", "WHOAMI"],
+        &["MULTI"],
+        &["SET", "t", "1"],
+        &["EXEC"],
+        &["SUBSCRIBE", "ch"],
+    ];
+    for (user, password) in [
+        ("app", "apppw"),
+        ("writer", "wpw"),
+        ("nokeys", "x"),
+        ("off1", "x"),
+        ("app", "wrong"),
+    ] {
+        let auth = ["AUTH", user, password];
+        let mut seq: Vec<&[&str]> = vec![&auth];
+        seq.extend_from_slice(then);
+        let want = session(reference.port, &seq);
+        let got = session(proxy.port, &seq);
+        for ((cmd, w), g) in seq.iter().zip(&want).zip(&got) {
+            assert_eq!(g, w, "{user}: {cmd:?}");
+        }
+    }
+    // CLIENT LIST names the user.
+    let info = session(
+        proxy.port,
+        &[&["AUTH", "app", "apppw"], &["CLIENT", "INFO"]],
+    );
+    assert!(info[1].contains("user=app"), "{info:?}");
+    // What a user was denied never reached the node: only what the reference ran ran there.
+    assert_eq!(
+        backend.calls("set"),
+        reference.calls("set"),
+        "the node ran what the reference ran, no more"
+    );
+    // slotgate's own discovery asks `CONFIG GET databases` once.
+    assert_eq!(
+        backend.calls("config|get"),
+        reference.calls("config|get") + 1
+    );
 }

@@ -665,6 +665,47 @@ impl Table {
         Ok(self)
     }
 
+    /// How many entries (commands and subcommands) the table numbers: every [`Entry::id`] is
+    /// below it.
+    pub fn entry_count(&self) -> usize {
+        self.names.len()
+    }
+
+    /// The ids of every entry in the ACL category `bit`.
+    pub fn ids_in_category(&self, bit: u32) -> Vec<u16> {
+        let mut out = Vec::new();
+        for e in self.commands.values() {
+            if e.spec.categories & bit != 0 {
+                out.push(e.id);
+            }
+            out.extend(
+                e.subs
+                    .values()
+                    .filter(|s| s.spec.categories & bit != 0)
+                    .map(|s| s.id),
+            );
+        }
+        out
+    }
+
+    /// The ids an ACL rule naming `name` covers: a command with all its subcommands
+    /// (`config`), or one subcommand (`config|get`); `None` when there is no such command.
+    pub fn ids_of(&self, name: &str) -> Option<Vec<u16>> {
+        let lower = name.to_ascii_lowercase();
+        match lower.split_once('|') {
+            None => {
+                let e = self.commands.get(&NameKey::of(lower.as_bytes())?)?;
+                let mut ids = vec![e.id];
+                ids.extend(e.subs.values().map(|s| s.id));
+                Some(ids)
+            }
+            Some((container, sub)) => {
+                let e = self.commands.get(&NameKey::of(container.as_bytes())?)?;
+                Some(vec![e.subs.get(&NameKey::of(sub.as_bytes())?)?.id])
+            }
+        }
+    }
+
     /// Every command and subcommand (`config|get`) in the ACL category `bit`, as `ACL CAT
     /// <category>` lists them (in no particular order, as Redis).
     pub fn in_category(&self, bit: u32) -> Vec<&'static str> {

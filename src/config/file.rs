@@ -41,6 +41,19 @@ pub struct FileConfig {
     pub admin: AdminFile,
     #[serde(default)]
     pub tls: TlsFile,
+    /// Proxy users: `[[users]] name = "app" rules = "on >secret ~* &* +@read"`.
+    pub users: Option<Vec<UserFile>>,
+}
+
+/// One proxy user, with Redis' ACL rules.
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserFile {
+    pub name: String,
+    /// Rules as `ACL SETUSER` takes them, applied in order after `reset`: on/off, >password,
+    /// #sha256, nopass, +command, -command, +@category, -@category, +command|subcommand,
+    /// ~* / allkeys / resetkeys, &* / allchannels / resetchannels.
+    pub rules: String,
 }
 
 /// The TLS listener for clients: `[tls]`.

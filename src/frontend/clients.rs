@@ -28,6 +28,8 @@ struct Registered {
     resp: u8,
     /// The database the client selected.
     db: u32,
+    /// The user it is logged in as.
+    user: String,
     since: Instant,
     wake: mailbox::Sender<BackendReply>,
     live: Arc<Live>,
@@ -94,6 +96,7 @@ impl ClientRegistry {
                     name: None,
                     resp: 2,
                     db: 0,
+                    user: "default".into(),
                     since: Instant::now(),
                     wake,
                     live: live.clone(),
@@ -116,6 +119,16 @@ impl ClientRegistry {
         {
             c.name = name;
             c.resp = resp;
+        }
+    }
+
+    /// Records the user a client logged in as.
+    pub fn set_user(&self, id: u64, user: &str) {
+        if let Ok(mut m) = self.clients.lock()
+            && let Some(c) = m.get_mut(&id)
+        {
+            c.user.clear();
+            c.user.push_str(user);
         }
     }
 
@@ -150,11 +163,12 @@ impl ClientRegistry {
                 .and_then(|i| table.name_of(i))
                 .unwrap_or("NULL");
             out.push_str(&format!(
-                "id={id} addr={} laddr={laddr} fd={} name={name} age={} idle=0 flags=N db={} sub=0 psub=0 ssub=0 multi=-1 cmd={cmd} user=default redir=-1 resp={}\n",
+                "id={id} addr={} laddr={laddr} fd={} name={name} age={} idle=0 flags=N db={} sub=0 psub=0 ssub=0 multi=-1 cmd={cmd} user={} redir=-1 resp={}\n",
                 c.addr,
                 c.fd,
                 c.since.elapsed().as_secs(),
                 c.db,
+                c.user,
                 c.resp,
             ));
         }

@@ -29,10 +29,15 @@ pub struct ClientState {
     pub closing: bool,
     /// Logged in: from the start when the `default` user has no password, else after `AUTH`.
     pub authenticated: bool,
+    /// The user logged in as (`access::DEFAULT_USER` until an AUTH names another).
+    pub user: u16,
+    /// The user may run every command on every key and channel: nothing to check per request.
+    pub unrestricted: bool,
 }
 
 impl ClientState {
-    pub fn new(id: u64, authenticated: bool) -> Self {
+    pub fn new(id: u64, access: &crate::access::Access) -> Self {
+        let authenticated = access.open_by_default();
         Self {
             id,
             proto: Proto::Resp2,
@@ -40,6 +45,21 @@ impl ClientState {
             name: None,
             closing: false,
             authenticated,
+            user: crate::access::DEFAULT_USER,
+            unrestricted: access
+                .user(crate::access::DEFAULT_USER)
+                .is_some_and(|u| u.unrestricted()),
+        }
+    }
+
+    /// Logs the client in as user `index`.
+    pub fn log_in(&mut self, index: u16, ctx: &Context) {
+        self.authenticated = true;
+        self.user = index;
+        let user = ctx.config.access.user(index);
+        self.unrestricted = user.is_some_and(|u| u.unrestricted());
+        if let Some(u) = user {
+            ctx.clients.set_user(self.id, &u.name);
         }
     }
 
@@ -118,6 +138,7 @@ pub fn answer(
         Local::Reset => {
             client.proto = Proto::Resp2;
             // Back to the `default` user, logged in only if it has no password.
+            client.log_in(crate::access::DEFAULT_USER, ctx);
             client.authenticated = ctx.config.access.open_by_default();
             if client.db != 0 {
                 client.db = 0;
@@ -175,7 +196,10 @@ pub fn answer(
             encode::verbatim(out, client.proto, text.as_bytes());
         }
         Local::ClientKill => client_kill(req, client, ctx, out),
-        Local::AclWhoami => encode::bulk(out, b"default"),
+        Local::AclWhoami => match ctx.config.access.user(client.user) {
+            Some(u) => encode::bulk(out, u.name.as_bytes()),
+            None => encode::bulk(out, b"default"),
+        },
         Local::AclCat => match req.argc() {
             2 => {
                 encode::array_header(out, cat::NAMES.len());
@@ -299,14 +323,14 @@ fn client_kill(req: &Request, client: &ClientState, ctx: &Context, out: &mut Byt
 /// `HELLO [protover [AUTH user pass] [SETNAME name]]`, as Redis 7 answers it.
 /// Answers an AUTH: `+OK` and logged in, or Redis' refusal (counted).
 fn login(
-    verdict: Result<(), crate::access::Refusal>,
+    verdict: Result<u16, crate::access::Refusal>,
     client: &mut ClientState,
     ctx: &Context,
     out: &mut BytesMut,
 ) {
     match verdict {
-        Ok(()) => {
-            client.authenticated = true;
+        Ok(user) => {
+            client.log_in(user, ctx);
             encode::ok(out);
         }
         Err(r) => {
@@ -363,13 +387,13 @@ fn hello(req: &Request, client: &mut ClientState, ctx: &Context, out: &mut Bytes
         }
     }
     match auth {
-        Some((user, password)) => {
-            if let Err(r) = ctx.config.access.auth(user, password) {
+        Some((user, password)) => match ctx.config.access.auth(user, password) {
+            Ok(u) => client.log_in(u, ctx),
+            Err(r) => {
                 ctx.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
                 return encode::error(out, r.message());
             }
-            client.authenticated = true;
-        }
+        },
         None if !client.authenticated => return encode::error(out, crate::access::NOAUTH_HELLO),
         None => {}
     }

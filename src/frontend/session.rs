@@ -131,7 +131,7 @@ pub async fn run(
     let (tx, mut rx) = mailbox::channel();
     let live = ctx.clients.register(id, at, tx.clone());
     let mut s = Session {
-        client: ClientState::new(id, ctx.config.access.open_by_default()),
+        client: ClientState::new(id, &ctx.config.access),
         parser: RequestParser::new(ctx.config.limits),
         // One place is all a client that waits for each reply needs; pipelines grow it.
         queue: VecDeque::with_capacity(1),
@@ -525,6 +525,19 @@ impl Session {
         });
     }
 
+    /// A command refused before it ran (not logged in, not permitted): EXEC's refusal also
+    /// discards the transaction, and says so as Redis does.
+    fn push_refusal(&mut self, entry: &Entry, msg: &str) {
+        if entry.spec.name != "exec" {
+            return self.push_error(msg);
+        }
+        self.txn = None;
+        let reason = msg.strip_prefix("ERR ").unwrap_or(msg);
+        self.push_error(&format!(
+            "EXECABORT Transaction discarded because of: {reason}"
+        ));
+    }
+
     fn push_error(&mut self, msg: &str) {
         let mut b = BytesMut::new();
         encode::error(&mut b, msg);
@@ -569,7 +582,24 @@ impl Session {
         };
         // After the unknown-command and arity checks, as in Redis.
         if !self.client.authenticated && !entry.spec.has(command::flags::NO_AUTH) {
-            return self.push_error(crate::access::NOAUTH);
+            return self.push_refusal(entry, crate::access::NOAUTH);
+        }
+        if !self.client.unrestricted
+            && let Err(denial) = self.permitted(entry, &req)
+        {
+            // As Redis: the transaction being queued fails at EXEC.
+            if let Some(t) = &mut self.txn {
+                t.abort();
+            }
+            let msg = match denial {
+                crate::access::Denial::Command => format!(
+                    "NOPERM this user has no permissions to run the '{}' command",
+                    entry.spec.name
+                ),
+                crate::access::Denial::Keys => crate::access::NOPERM_KEYS.to_string(),
+                crate::access::Denial::Channels => crate::access::NOPERM_CHANNELS.to_string(),
+            };
+            return self.push_refusal(entry, &msg);
         }
         let resp2 = self.client.proto == crate::protocol::encode::Proto::Resp2;
         if resp2 && self.subscribed() {
@@ -781,6 +811,23 @@ impl Session {
         let mut keys = KeyPositions::new();
         command::key_positions(entry.spec, req, &mut keys);
         command::common_slot(req, &keys)
+    }
+
+    /// Whether the logged-in user may run `req` (checked only for users with limits: the
+    /// command, then its keys, then its channels, as Redis checks them).
+    #[cold]
+    fn permitted(&self, entry: &Entry, req: &Request) -> Result<(), crate::access::Denial> {
+        let Some(user) = self.ctx.config.access.user(self.client.user) else {
+            return Err(crate::access::Denial::Command);
+        };
+        let mut keys = KeyPositions::new();
+        command::key_positions(entry.spec, req, &mut keys);
+        let channels = req.argc() > 1
+            && matches!(
+                entry.spec.name,
+                "publish" | "spublish" | "subscribe" | "ssubscribe" | "psubscribe"
+            );
+        user.check(entry.id, !keys.is_empty(), channels)
     }
 
     /// After a `SELECT`: the session's private connections (a WATCH, a blocking command's)
