@@ -255,6 +255,7 @@ const USERS: &[(&str, &str)] = &[
     ("writer", "on >wpw ~* resetchannels +@write +@connection"),
     ("nokeys", "on nopass resetkeys &* +@all"),
     ("off1", "off >x ~* +@all"),
+    ("reader", "on >r ~* &* +@read"),
 ];
 
 #[test]
@@ -290,6 +291,9 @@ fn proxy_users_are_allowed_and_denied_exactly_as_redis_acl_users() {
         &["KEYS", "*"],
         &["PUBLISH", "ch", "m"],
         &["ACL", "WHOAMI"],
+        &["ECHO", "x"],
+        &["HELLO", "2"],
+        &["AUTH", "default", "x"],
         &["MULTI"],
         &["SET", "t", "1"],
         &["EXEC"],
@@ -300,6 +304,7 @@ fn proxy_users_are_allowed_and_denied_exactly_as_redis_acl_users() {
         ("writer", "wpw"),
         ("nokeys", "x"),
         ("off1", "x"),
+        ("reader", "r"),
         ("app", "wrong"),
     ] {
         let auth = ["AUTH", user, password];

@@ -584,7 +584,10 @@ impl Session {
         if !self.client.authenticated && !entry.spec.has(command::flags::NO_AUTH) {
             return self.push_refusal(entry, crate::access::NOAUTH);
         }
+        // Commands one may send before logging in (AUTH, HELLO, QUIT, RESET) are never denied,
+        // as in Redis.
         if !self.client.unrestricted
+            && !entry.spec.has(command::flags::NO_AUTH)
             && let Err(denial) = self.permitted(entry, &req)
         {
             // As Redis: the transaction being queued fails at EXEC.
