@@ -5,8 +5,8 @@
 //!
 //! Decisions are pure functions of the configuration, the command table and what a client
 //! sent. A password is kept as its SHA-256 digest, compared in constant time, and must never
-//! reach a log line, an error or a `Debug` print. Key and channel patterns other than "all" and
-//! "none" are refused when the rules are read, never half applied.
+//! reach a log line, an error or a `Debug` print. Key and channel patterns use Redis' glob; key
+//! patterns by access (`%R~`, `%W~`) are refused when the rules are read, never half applied.
 
 use ring::digest::{SHA256, digest};
 
@@ -35,11 +35,161 @@ pub struct UserRules {
     pub rules: String,
 }
 
-/// Which keys (or channels) a user may use. Patterns are not supported yet: all or none.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which keys (or channels) a user may use: all, or those matching one of its glob patterns
+/// (none when it has no pattern).
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Reach {
     All,
-    None,
+    Patterns(Vec<Vec<u8>>),
+}
+
+impl Reach {
+    const NONE: Reach = Reach::Patterns(Vec::new());
+
+    fn add(&mut self, pattern: &str) {
+        if pattern == "*" {
+            *self = Reach::All;
+        } else if let Reach::Patterns(p) = self
+            && !p.iter().any(|x| x == pattern.as_bytes())
+        {
+            p.push(pattern.as_bytes().to_vec());
+        }
+    }
+
+    /// Whether `name` matches: a key or a channel against the patterns.
+    fn admits(&self, name: &[u8]) -> bool {
+        match self {
+            Reach::All => true,
+            Reach::Patterns(p) => p.iter().any(|pat| glob_match(pat, name)),
+        }
+    }
+
+    /// Whether a PSUBSCRIBE pattern is allowed: Redis wants it equal to one of the user's.
+    fn admits_pattern(&self, pattern: &[u8]) -> bool {
+        match self {
+            Reach::All => true,
+            Reach::Patterns(p) => p.iter().any(|x| x == pattern),
+        }
+    }
+}
+
+/// One element of a glob pattern.
+enum Token<'p> {
+    Star,
+    Any,
+    /// `[...]`: the bytes between the brackets, and whether it began with `^`.
+    Class(&'p [u8], bool),
+    Byte(u8),
+}
+
+fn tokens(p: &[u8]) -> Vec<Token<'_>> {
+    let mut out = Vec::with_capacity(p.len());
+    let mut i = 0;
+    while let Some(&c) = p.get(i) {
+        match c {
+            b'*' => {
+                // Runs of stars match as one.
+                if !matches!(out.last(), Some(Token::Star)) {
+                    out.push(Token::Star);
+                }
+                i += 1;
+            }
+            b'?' => {
+                out.push(Token::Any);
+                i += 1;
+            }
+            b'\\' if i + 1 < p.len() => {
+                out.push(Token::Byte(p.get(i + 1).copied().unwrap_or(b'\\')));
+                i += 2;
+            }
+            b'[' => {
+                let start = i + 1;
+                let negate = p.get(start) == Some(&b'^');
+                let body = if negate { start + 1 } else { start };
+                // As Redis: up to the next `]` not escaped, or the end of the pattern.
+                let mut j = body;
+                while let Some(&b) = p.get(j) {
+                    if b == b'\\' {
+                        j += 2;
+                    } else if b == b']' {
+                        break;
+                    } else {
+                        j += 1;
+                    }
+                }
+                out.push(Token::Class(
+                    p.get(body..j.min(p.len())).unwrap_or(&[]),
+                    negate,
+                ));
+                i = j + 1;
+            }
+            _ => {
+                out.push(Token::Byte(c));
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+fn class_has(body: &[u8], c: u8) -> bool {
+    let mut i = 0;
+    while let Some(&b) = body.get(i) {
+        if b == b'\\' {
+            if body.get(i + 1) == Some(&c) {
+                return true;
+            }
+            i += 2;
+        } else if body.get(i + 1) == Some(&b'-') && i + 2 < body.len() {
+            let (lo, hi) = (b, body.get(i + 2).copied().unwrap_or(b));
+            let (lo, hi) = if lo > hi { (hi, lo) } else { (lo, hi) };
+            if (lo..=hi).contains(&c) {
+                return true;
+            }
+            i += 3;
+        } else {
+            if b == c {
+                return true;
+            }
+            i += 1;
+        }
+    }
+    false
+}
+
+/// Redis' glob (`stringmatchlen`, case-sensitive): `*`, `?`, `[abc]`, `[^a]`, `[a-z]`, `\x`.
+/// Iterative, backtracking only to the last star, so no pattern costs more than pattern length
+/// times string length.
+pub fn glob_match(pattern: &[u8], s: &[u8]) -> bool {
+    let toks = tokens(pattern);
+    let (mut t, mut i) = (0usize, 0usize);
+    let mut star: Option<(usize, usize)> = None;
+    loop {
+        let step = match (toks.get(t), s.get(i)) {
+            (Some(Token::Star), _) => {
+                star = Some((t, i));
+                t += 1;
+                continue;
+            }
+            (Some(Token::Any), Some(_)) => true,
+            (Some(Token::Class(body, negate)), Some(&c)) => class_has(body, c) != *negate,
+            (Some(Token::Byte(b)), Some(&c)) => *b == c,
+            (None, None) => return true,
+            _ => false,
+        };
+        if step {
+            t += 1;
+            i += 1;
+        } else if let Some((st, si)) = star
+            && si < s.len()
+        {
+            star = Some((st, si + 1));
+            t = st + 1;
+            i = si + 1;
+        } else {
+            return false;
+        }
+    }
 }
 
 /// One user: whether it may log in, with what, and what it may run.
@@ -131,8 +281,8 @@ impl User {
             nopass: false,
             passwords: Vec::new(),
             commands: vec![false; table.entry_count()],
-            keys: Reach::None,
-            channels: Reach::None,
+            keys: Reach::NONE,
+            channels: Reach::NONE,
             unrestricted: false,
         }
     }
@@ -167,7 +317,7 @@ impl User {
     fn apply(&mut self, rule: &str, table: &Table) -> Result<(), &'static str> {
         const UNKNOWN: &str = "Unknown command or category name in ACL";
         const PATTERNS: &str =
-            "key and channel patterns other than ~* and &* are not supported by slotgate yet";
+            "key patterns by access (%R~, %W~, %RW~) are not supported by slotgate yet";
         match rule {
             "on" => self.enabled = true,
             "off" => self.enabled = false,
@@ -179,10 +329,10 @@ impl User {
                 self.nopass = false;
                 self.passwords.clear();
             }
-            "~*" | "allkeys" => self.keys = Reach::All,
-            "resetkeys" => self.keys = Reach::None,
-            "&*" | "allchannels" => self.channels = Reach::All,
-            "resetchannels" => self.channels = Reach::None,
+            "allkeys" => self.keys = Reach::All,
+            "resetkeys" => self.keys = Reach::NONE,
+            "allchannels" => self.channels = Reach::All,
+            "resetchannels" => self.channels = Reach::NONE,
             "+@all" | "allcommands" => self.commands.fill(true),
             "-@all" | "nocommands" => self.commands.fill(false),
             "reset" => {
@@ -212,7 +362,11 @@ impl User {
                         "The password hash must be exactly 64 characters and contain only lowercase hexadecimal characters",
                     )?;
                     self.passwords.retain(|p| *p != d);
-                } else if rule.starts_with('~') || rule.starts_with('%') || rule.starts_with('&') {
+                } else if let Some(p) = rule.strip_prefix('~') {
+                    self.keys.add(p);
+                } else if let Some(p) = rule.strip_prefix('&') {
+                    self.channels.add(p);
+                } else if rule.starts_with('%') {
                     return Err(PATTERNS);
                 } else if let Some(c) = rule.strip_prefix("+@") {
                     self.set(
@@ -257,16 +411,24 @@ impl User {
         self.unrestricted
     }
 
-    /// Checks a request of command `id`: may the user run it, with keys (`has_keys`) and
-    /// channels (`uses_channels`) if it names some.
-    pub fn check(&self, id: u16, has_keys: bool, uses_channels: bool) -> Result<(), Denial> {
+    /// Checks a request of command `id`: may the user run it, on these keys, with these
+    /// channels (PSUBSCRIBE's patterns in `patterns`), in the order Redis checks them.
+    pub fn check<'a>(
+        &self,
+        id: u16,
+        mut keys: impl Iterator<Item = &'a [u8]>,
+        mut channels: impl Iterator<Item = &'a [u8]>,
+        mut patterns: impl Iterator<Item = &'a [u8]>,
+    ) -> Result<(), Denial> {
         if !self.commands.get(usize::from(id)).copied().unwrap_or(false) {
             return Err(Denial::Command);
         }
-        if has_keys && self.keys == Reach::None {
+        if !keys.all(|k| self.keys.admits(k)) {
             return Err(Denial::Keys);
         }
-        if uses_channels && self.channels == Reach::None {
+        if !channels.all(|c| self.channels.admits(c))
+            || !patterns.all(|p| self.channels.admits_pattern(p))
+        {
             return Err(Denial::Channels);
         }
         Ok(())
@@ -390,6 +552,16 @@ mod tests {
         Table::redis70().ids_of(name).unwrap()[0]
     }
 
+    /// `check` with keys and channels given as strings.
+    fn check(u: &User, cmd: &str, keys: &[&str], channels: &[&str]) -> Result<(), Denial> {
+        u.check(
+            id(cmd),
+            keys.iter().map(|k| k.as_bytes()),
+            channels.iter().map(|c| c.as_bytes()),
+            std::iter::empty(),
+        )
+    }
+
     #[test]
     fn without_a_password_everyone_is_the_default_user() {
         let a = Access::new(None);
@@ -415,14 +587,11 @@ mod tests {
     fn rules_apply_in_order_from_nothing() {
         let a = access(&[("app", "on >pw ~* &* +@read +@connection -get")]).unwrap();
         let app = a.user(a.auth(b"app", b"pw").unwrap()).unwrap();
-        assert_eq!(app.check(id("mget"), true, false), Ok(()));
-        assert_eq!(app.check(id("get"), true, false), Err(Denial::Command));
-        assert_eq!(app.check(id("set"), true, false), Err(Denial::Command));
-        assert_eq!(
-            app.check(id("config|get"), false, false),
-            Err(Denial::Command)
-        );
-        assert_eq!(app.check(id("ping"), false, false), Ok(()));
+        assert_eq!(check(app, "mget", &["k"], &[]), Ok(()));
+        assert_eq!(check(app, "get", &["k"], &[]), Err(Denial::Command));
+        assert_eq!(check(app, "set", &["k"], &[]), Err(Denial::Command));
+        assert_eq!(check(app, "config|get", &[], &[]), Err(Denial::Command));
+        assert_eq!(check(app, "ping", &[], &[]), Ok(()));
         assert!(!app.unrestricted());
     }
 
@@ -434,24 +603,23 @@ mod tests {
         )])
         .unwrap();
         let ops = a.user(1).unwrap();
-        assert_eq!(ops.check(id("config|get"), false, false), Ok(()));
-        assert_eq!(
-            ops.check(id("config|set"), false, false),
-            Err(Denial::Command)
-        );
-        assert_eq!(ops.check(id("client|list"), false, false), Ok(()));
+        assert_eq!(check(ops, "config|get", &[], &[]), Ok(()));
+        assert_eq!(check(ops, "config|set", &[], &[]), Err(Denial::Command));
+        assert_eq!(check(ops, "client|list", &[], &[]), Ok(()));
     }
 
     #[test]
     fn keys_and_channels_are_all_or_none_and_patterns_are_refused() {
         let a = access(&[("nokeys", "on nopass +@all resetkeys resetchannels")]).unwrap();
         let u = a.user(1).unwrap();
-        assert_eq!(u.check(id("get"), true, false), Err(Denial::Keys));
-        assert_eq!(u.check(id("ping"), false, false), Ok(()));
-        assert_eq!(u.check(id("publish"), false, true), Err(Denial::Channels));
-        let e = access(&[("p", "on ~app:*")]).unwrap_err();
-        assert!(e.contains("'~app:*'") && e.contains("not supported"), "{e}");
-        assert!(access(&[("p", "%R~x")]).is_err());
+        assert_eq!(check(u, "get", &["k"], &[]), Err(Denial::Keys));
+        assert_eq!(check(u, "ping", &[], &[]), Ok(()));
+        assert_eq!(check(u, "publish", &[], &["ch"]), Err(Denial::Channels));
+        let e = access(&[("p", "on %R~app:*")]).unwrap_err();
+        assert!(
+            e.contains("'%R~app:*'") && e.contains("not supported"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -490,6 +658,56 @@ mod tests {
                 .contains("64 characters")
         );
         assert!(access(&[("u", "on"), ("u", "off")]).is_err());
+    }
+
+    #[test]
+    fn key_and_channel_patterns_admit_only_what_they_match() {
+        let a = access(&[("p", "on nopass +@all ~app:* ~cache:?? &news.*")]).unwrap();
+        let u = a.user(1).unwrap();
+        assert_eq!(check(u, "get", &["app:1"], &[]), Ok(()));
+        assert_eq!(check(u, "mget", &["app:1", "cache:ab"], &[]), Ok(()));
+        assert_eq!(
+            check(u, "mget", &["app:1", "cache:abc"], &[]),
+            Err(Denial::Keys)
+        );
+        assert_eq!(check(u, "get", &["other"], &[]), Err(Denial::Keys));
+        assert_eq!(check(u, "publish", &[], &["news.eu"]), Ok(()));
+        assert_eq!(check(u, "publish", &[], &["sports"]), Err(Denial::Channels));
+        // PSUBSCRIBE wants the very pattern.
+        let psub = |p: &str| {
+            u.check(
+                id("psubscribe"),
+                std::iter::empty(),
+                std::iter::empty(),
+                std::iter::once(p.as_bytes()),
+            )
+        };
+        assert_eq!(psub("news.*"), Ok(()));
+        assert_eq!(psub("news.eu"), Err(Denial::Channels));
+    }
+
+    #[test]
+    fn globs_match_as_redis_stringmatchlen() {
+        for (p, s, want) in [
+            ("*", "", true),
+            ("a*", "abc", true),
+            ("a*c", "abbbc", true),
+            ("a*c", "abcd", false),
+            ("?", "", false),
+            ("h?llo", "hello", true),
+            ("h[ae]llo", "hallo", true),
+            ("h[ae]llo", "hillo", false),
+            ("h[^e]llo", "hallo", true),
+            ("h[^e]llo", "hello", false),
+            ("h[a-b]llo", "hbllo", true),
+            ("h[b-a]llo", "hallo", true),
+            ("a\\*b", "a*b", true),
+            ("a\\*b", "axb", false),
+            ("*a*b*", "xxaxxbxx", true),
+            ("**", "x", true),
+        ] {
+            assert_eq!(glob_match(p.as_bytes(), s.as_bytes()), want, "{p} ~ {s}");
+        }
     }
 
     #[test]

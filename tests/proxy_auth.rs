@@ -256,6 +256,10 @@ const USERS: &[(&str, &str)] = &[
     ("nokeys", "on nopass resetkeys &* +@all"),
     ("off1", "off >x ~* +@all"),
     ("reader", "on >r ~* &* +@read"),
+    (
+        "scoped",
+        "on >s ~app:* ~t ~cache:[ab]? &news.* +@all -flushall",
+    ),
 ];
 
 #[test]
@@ -292,12 +296,19 @@ fn proxy_users_are_allowed_and_denied_exactly_as_redis_acl_users() {
         &["PUBLISH", "ch", "m"],
         &["ACL", "WHOAMI"],
         &["ECHO", "x"],
+        &["GET", "app:1"],
+        &["SET", "app:x", "1"],
+        &["MSET", "app:y", "1", "k", "2"],
+        &["GET", "cache:a1"],
+        &["GET", "cache:c1"],
+        &["PUBLISH", "news.eu", "m"],
         &["HELLO", "2"],
         &["AUTH", "default", "x"],
         &["MULTI"],
         &["SET", "t", "1"],
         &["EXEC"],
         &["SUBSCRIBE", "ch"],
+        &["PSUBSCRIBE", "news.*"],
     ];
     for (user, password) in [
         ("app", "apppw"),
@@ -305,6 +316,7 @@ fn proxy_users_are_allowed_and_denied_exactly_as_redis_acl_users() {
         ("nokeys", "x"),
         ("off1", "x"),
         ("reader", "r"),
+        ("scoped", "s"),
         ("app", "wrong"),
     ] {
         let auth = ["AUTH", user, password];

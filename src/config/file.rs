@@ -52,7 +52,7 @@ pub struct UserFile {
     pub name: String,
     /// Rules as `ACL SETUSER` takes them, applied in order after `reset`: on/off, >password,
     /// #sha256, nopass, +command, -command, +@category, -@category, +command|subcommand,
-    /// ~* / allkeys / resetkeys, &* / allchannels / resetchannels.
+    /// ~pattern / allkeys / resetkeys, &pattern / allchannels / resetchannels.
     pub rules: String,
 }
 

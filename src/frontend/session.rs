@@ -825,12 +825,21 @@ impl Session {
         };
         let mut keys = KeyPositions::new();
         command::key_positions(entry.spec, req, &mut keys);
-        let channels = req.argc() > 1
-            && matches!(
-                entry.spec.name,
-                "publish" | "spublish" | "subscribe" | "ssubscribe" | "psubscribe"
-            );
-        user.check(entry.id, !keys.is_empty(), channels)
+        let args = |range: std::ops::Range<usize>| range.filter_map(|i| req.arg(i));
+        let none = || args(0..0);
+        // The channels a command names, as Redis' ACL reads them.
+        let (channels, patterns) = match entry.spec.name {
+            "publish" | "spublish" => (args(1..2.min(req.argc())), none()),
+            "subscribe" | "ssubscribe" => (args(1..req.argc()), none()),
+            "psubscribe" => (none(), args(1..req.argc())),
+            _ => (none(), none()),
+        };
+        user.check(
+            entry.id,
+            keys.iter().filter_map(|&i| req.arg(i as usize)),
+            channels,
+            patterns,
+        )
     }
 
     /// After a `SELECT`: the session's private connections (a WATCH, a blocking command's)
