@@ -435,6 +435,68 @@ impl User {
     }
 }
 
+/// Failed logins per client address, to slow down password guessing: past `limit` failures
+/// from one address within a window, every AUTH from it closes the connection until the window
+/// ends (Redis has no such limit; a proxy in front of many applications should).
+#[derive(Debug)]
+pub struct AuthThrottle {
+    limit: u32,
+    window: std::time::Duration,
+    by_addr:
+        std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, (std::time::Instant, u32)>>,
+}
+
+/// Addresses remembered at most; past it, expired ones are forgotten (and, if none has
+/// expired, all: the limit then fails open rather than grow without bound).
+const THROTTLE_ADDRS: usize = 10_000;
+
+impl AuthThrottle {
+    /// `limit` failures per `window`; 0 never throttles.
+    pub fn new(limit: u32, window: std::time::Duration) -> AuthThrottle {
+        AuthThrottle {
+            limit,
+            window,
+            by_addr: Default::default(),
+        }
+    }
+
+    fn with_entry<R>(
+        &self,
+        addr: std::net::IpAddr,
+        now: std::time::Instant,
+        f: impl FnOnce(&mut (std::time::Instant, u32)) -> R,
+    ) -> R {
+        let mut m = match self.by_addr.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if m.len() >= THROTTLE_ADDRS && !m.contains_key(&addr) {
+            let window = self.window;
+            m.retain(|_, (start, _)| now.duration_since(*start) < window);
+            if m.len() >= THROTTLE_ADDRS {
+                m.clear();
+            }
+        }
+        let e = m.entry(addr).or_insert((now, 0));
+        if now.duration_since(e.0) >= self.window {
+            *e = (now, 0);
+        }
+        f(e)
+    }
+
+    /// Whether an AUTH from `addr` may be checked at all now.
+    pub fn admits(&self, addr: std::net::IpAddr, now: std::time::Instant) -> bool {
+        self.limit == 0 || self.with_entry(addr, now, |e| e.1 < self.limit)
+    }
+
+    /// Counts a failed AUTH from `addr`.
+    pub fn failed(&self, addr: std::net::IpAddr, now: std::time::Instant) {
+        if self.limit > 0 {
+            self.with_entry(addr, now, |e| e.1 = e.1.saturating_add(1));
+        }
+    }
+}
+
 /// The users clients log in as; the first is `default`.
 #[derive(Debug, Clone)]
 pub struct Access {
@@ -684,6 +746,25 @@ mod tests {
         };
         assert_eq!(psub("news.*"), Ok(()));
         assert_eq!(psub("news.eu"), Err(Denial::Channels));
+    }
+
+    #[test]
+    fn an_address_past_its_failures_is_throttled_until_the_window_ends() {
+        use std::time::{Duration, Instant};
+        let t = AuthThrottle::new(2, Duration::from_secs(60));
+        let (a, b) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let now = Instant::now();
+        assert!(t.admits(a, now));
+        t.failed(a, now);
+        t.failed(a, now);
+        assert!(!t.admits(a, now));
+        assert!(t.admits(b, now), "other addresses are not affected");
+        assert!(t.admits(a, now + Duration::from_secs(61)), "a new window");
+        let off = AuthThrottle::new(0, Duration::from_secs(60));
+        for _ in 0..10 {
+            off.failed(a, now);
+        }
+        assert!(off.admits(a, now));
     }
 
     #[test]

@@ -217,6 +217,10 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         clients: Default::default(),
         pipeline_depth: metrics::histogram!(crate::metrics::names::PIPELINE_DEPTH),
         workers: workers.clone(),
+        auth_throttle: crate::access::AuthThrottle::new(
+            config.session.max_auth_failures_per_minute,
+            std::time::Duration::from_secs(60),
+        ),
         own_server: crate::command::multi::OwnServer {
             tcp_port: local_addr.port(),
             process_id: std::process::id(),

@@ -504,6 +504,9 @@ impl Config {
         }
         let session = SessionConfig {
             deny_commands,
+            max_auth_failures_per_minute: c
+                .max_auth_failures_per_minute
+                .unwrap_or(sd.max_auth_failures_per_minute),
             access: {
                 let users: Vec<crate::access::UserRules> = f
                     .users

@@ -66,6 +66,9 @@ pub struct SessionConfig {
     pub access: crate::access::Access,
     /// Commands no client may run (answered as unknown), checked against the table.
     pub deny_commands: Vec<String>,
+    /// Failed AUTHs one address may make per minute before its AUTHs close the connection;
+    /// 0: no limit.
+    pub max_auth_failures_per_minute: u32,
     /// Most reply bytes held for one client that has not read them, besides the reply being
     /// added (so one large value still goes through): past it the client is closed, as
     /// Redis' `client-output-buffer-limit` does. `None`: no limit.
@@ -90,6 +93,7 @@ impl Default for SessionConfig {
             output_buffer_limit: Some(DEFAULT_OUTPUT_BUFFER_LIMIT),
             access: crate::access::Access::default(),
             deny_commands: Vec::new(),
+            max_auth_failures_per_minute: 60,
         }
     }
 }
@@ -170,6 +174,8 @@ pub struct Context {
     pub pipeline_depth: metrics::Histogram,
     /// The worker threads sessions are spread over.
     pub workers: Arc<crate::workers::Workers>,
+    /// Failed AUTHs per client address.
+    pub auth_throttle: crate::access::AuthThrottle,
     /// What INFO's `# Server` says of slotgate itself (its port, process id, executable).
     pub own_server: crate::command::multi::OwnServer,
 }

@@ -346,3 +346,40 @@ fn proxy_users_are_allowed_and_denied_exactly_as_redis_acl_users() {
         reference.calls("config|get") + 1
     );
 }
+
+#[test]
+fn an_address_that_keeps_failing_auth_is_cut_off_for_the_minute() {
+    let backend = Redis::start(&[]);
+    let conf = support::TempConf::new("[clients]\nmax_auth_failures_per_minute = 3\n");
+    let proxy = Proxy::spawn_env(
+        &[
+            "--standalone".to_string(),
+            backend.addr(),
+            "--config".to_string(),
+            conf.path().to_string(),
+        ],
+        &[("SLOTGATE_REQUIREPASS", PASSWORD)],
+    );
+    let wrong = session(
+        proxy.port,
+        &[
+            &["AUTH", "guess1"],
+            &["AUTH", "guess2"],
+            &["AUTH", "guess3"],
+        ],
+    );
+    assert!(wrong.iter().all(|r| r.contains("WRONGPASS")), "{wrong:?}");
+    // The next attempt, even with the right password, closes the connection.
+    let mut s = TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(&frame(&["AUTH", PASSWORD])).unwrap();
+    let mut b = [0u8; 64];
+    let n = std::io::Read::read(&mut s, &mut b).unwrap_or(0);
+    assert_eq!(n, 0, "closed: {:?}", String::from_utf8_lossy(&b[..n]));
+    assert!(
+        proxy.log().contains("too many failed AUTHs"),
+        "{}",
+        proxy.log()
+    );
+    assert!(!proxy.log().contains(PASSWORD));
+}

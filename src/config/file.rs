@@ -104,6 +104,9 @@ pub struct ClientsFile {
     /// Commands (`flushall`) and subcommands (`config|set`) no client may run: they are
     /// answered as unknown, as Redis answers a command hidden by `rename-command`.
     pub deny_commands: Option<Vec<String>>,
+    /// Failed AUTHs one client address may make in a minute; past it, its AUTHs close the
+    /// connection until the minute is over. 0: no limit (as Redis).
+    pub max_auth_failures_per_minute: Option<u32>,
     /// The `default` user's password, as Redis' `requirepass`: clients must AUTH first.
     /// `SLOTGATE_REQUIREPASS` keeps it out of the file.
     pub requirepass: Option<String>,

@@ -33,6 +33,8 @@ pub struct ClientState {
     pub user: u16,
     /// The user may run every command on every key and channel: nothing to check per request.
     pub unrestricted: bool,
+    /// The client's address, for the failed-AUTH throttle.
+    pub peer: Option<std::net::IpAddr>,
 }
 
 impl ClientState {
@@ -49,6 +51,7 @@ impl ClientState {
             unrestricted: access
                 .user(crate::access::DEFAULT_USER)
                 .is_some_and(|u| u.unrestricted()),
+            peer: None,
         }
     }
 
@@ -127,6 +130,9 @@ pub fn answer(
         // With no proxy users configured, slotgate answers as a Redis with the default ACL: the
         // `default` user has no password, so any password is accepted for it.
         Local::Auth => {
+            if !admitted(client, ctx) {
+                return;
+            }
             let access = &ctx.config.access;
             let verdict = match req.argc() {
                 2 => access.auth_default(arg(1)),
@@ -321,6 +327,24 @@ fn client_kill(req: &Request, client: &ClientState, ctx: &Context, out: &mut Byt
 }
 
 /// `HELLO [protover [AUTH user pass] [SETNAME name]]`, as Redis 7 answers it.
+/// Whether the client's address may try a password now; if not, the client is closed (with
+/// a log line) without an answer, as the throttle says.
+fn admitted(client: &mut ClientState, ctx: &Context) -> bool {
+    let Some(ip) = client.peer else {
+        return true;
+    };
+    if ctx.auth_throttle.admits(ip, std::time::Instant::now()) {
+        return true;
+    }
+    tracing::warn!(
+        client = client.id,
+        %ip,
+        "closing client: too many failed AUTHs from its address (clients.max_auth_failures_per_minute)"
+    );
+    client.closing = true;
+    false
+}
+
 /// Answers an AUTH: `+OK` and logged in, or Redis' refusal (counted).
 fn login(
     verdict: Result<u16, crate::access::Refusal>,
@@ -335,6 +359,9 @@ fn login(
         }
         Err(r) => {
             ctx.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
+            if let Some(ip) = client.peer {
+                ctx.auth_throttle.failed(ip, std::time::Instant::now());
+            }
             encode::error(out, r.message());
         }
     }
@@ -387,10 +414,14 @@ fn hello(req: &Request, client: &mut ClientState, ctx: &Context, out: &mut Bytes
         }
     }
     match auth {
+        Some(_) if !admitted(client, ctx) => return,
         Some((user, password)) => match ctx.config.access.auth(user, password) {
             Ok(u) => client.log_in(u, ctx),
             Err(r) => {
                 ctx.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
+                if let Some(ip) = client.peer {
+                    ctx.auth_throttle.failed(ip, std::time::Instant::now());
+                }
                 return encode::error(out, r.message());
             }
         },

@@ -130,8 +130,10 @@ pub async fn run(
 ) {
     let (tx, mut rx) = mailbox::channel();
     let live = ctx.clients.register(id, at, tx.clone());
+    let mut client = ClientState::new(id, &ctx.config.access);
+    client.peer = Some(at.peer.ip());
     let mut s = Session {
-        client: ClientState::new(id, &ctx.config.access),
+        client,
         parser: RequestParser::new(ctx.config.limits),
         // One place is all a client that waits for each reply needs; pipelines grow it.
         queue: VecDeque::with_capacity(1),
