@@ -6,7 +6,8 @@
 # Starts a 3+3 cluster on ports 7600-7605 (deploy/cluster.sh), runs slotgate under callgrind on
 # one thread, warms up with 20,000 requests from 50 clients, zeroes the counters, measures the
 # next 20,000, and prints instructions per request. --admin installs the metrics recorder.
-# SLOTGATE_BIN=path measures another build (an older commit's, for an A/B).
+# SLOTGATE_BIN=path measures another build (an older commit's, for an A/B); SLOTGATE_ARGS adds
+# flags (a --config with [[users]] measures the ACL check: see README "Performance").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TEST=${1:-get}; PIPE=${2:-1}; ADMIN=()
@@ -17,7 +18,7 @@ cleanup() { pkill -f "callgrind-out-file=$OUT" || true; deploy/cluster.sh clean 
 trap cleanup EXIT
 deploy/cluster.sh setup >/dev/null
 valgrind --tool=callgrind --callgrind-out-file="$OUT/cg.out" ${SLOTGATE_BIN:-target/release/slotgate} \
-  --listen 127.0.0.1:7650 --seed 127.0.0.1:7600 --log warn --threads 1 "${ADMIN[@]}" >/dev/null 2>&1 &
+  --listen 127.0.0.1:7650 --seed 127.0.0.1:7600 --log warn --threads 1 "${ADMIN[@]}" ${SLOTGATE_ARGS:-} >/dev/null 2>&1 &
 for _ in $(seq 1 100); do redis-cli -p 7650 ping >/dev/null 2>&1 && break; sleep 0.1; done
 redis-benchmark -p 7650 -t "$TEST" -n 20000 -c 50 -r 100000 -P "$PIPE" -q >/dev/null 2>&1
 PID=$(pgrep -f "callgrind-out-file=$OUT")

@@ -40,7 +40,43 @@ pub struct UserRules {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Reach {
     All,
-    Patterns(Vec<Vec<u8>>),
+    Patterns(Vec<Pattern>),
+}
+
+/// A glob pattern as written, with the usual shapes recognised once, when the rules are read:
+/// a prefix (`app:*`, matched by its text before the star) or a literal costs one comparison per
+/// key instead of a glob walk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Pattern {
+    Prefix(Vec<u8>),
+    Exact(Vec<u8>),
+    Glob(Vec<u8>),
+}
+
+impl Pattern {
+    fn new(p: &[u8]) -> Pattern {
+        let special = |b: &u8| matches!(b, b'*' | b'?' | b'[' | b'\\');
+        match p.split_last() {
+            Some((b'*', head)) if !head.iter().any(special) => Pattern::Prefix(p.to_vec()),
+            _ if !p.iter().any(special) => Pattern::Exact(p.to_vec()),
+            _ => Pattern::Glob(p.to_vec()),
+        }
+    }
+
+    fn source(&self) -> &[u8] {
+        match self {
+            Pattern::Prefix(p) | Pattern::Exact(p) | Pattern::Glob(p) => p,
+        }
+    }
+
+    #[inline]
+    fn matches(&self, name: &[u8]) -> bool {
+        match self {
+            Pattern::Prefix(p) => name.starts_with(p.split_last().map_or(&[][..], |(_, h)| h)),
+            Pattern::Exact(p) => name == p.as_slice(),
+            Pattern::Glob(p) => glob_match(p, name),
+        }
+    }
 }
 
 impl Reach {
@@ -49,10 +85,11 @@ impl Reach {
     fn add(&mut self, pattern: &str) {
         if pattern == "*" {
             *self = Reach::All;
-        } else if let Reach::Patterns(p) = self
-            && !p.iter().any(|x| x == pattern.as_bytes())
-        {
-            p.push(pattern.as_bytes().to_vec());
+        } else if let Reach::Patterns(p) = self {
+            let new = Pattern::new(pattern.as_bytes());
+            if !p.contains(&new) {
+                p.push(new);
+            }
         }
     }
 
@@ -60,7 +97,7 @@ impl Reach {
     fn admits(&self, name: &[u8]) -> bool {
         match self {
             Reach::All => true,
-            Reach::Patterns(p) => p.iter().any(|pat| glob_match(pat, name)),
+            Reach::Patterns(p) => p.iter().any(|pat| pat.matches(name)),
         }
     }
 
@@ -68,7 +105,7 @@ impl Reach {
     fn admits_pattern(&self, pattern: &[u8]) -> bool {
         match self {
             Reach::All => true,
-            Reach::Patterns(p) => p.iter().any(|x| x == pattern),
+            Reach::Patterns(p) => p.iter().any(|x| x.source() == pattern),
         }
     }
 }
@@ -82,54 +119,40 @@ enum Token<'p> {
     Byte(u8),
 }
 
-fn tokens(p: &[u8]) -> Vec<Token<'_>> {
-    let mut out = Vec::with_capacity(p.len());
-    let mut i = 0;
-    while let Some(&c) = p.get(i) {
-        match c {
-            b'*' => {
-                // Runs of stars match as one.
-                if !matches!(out.last(), Some(Token::Star)) {
-                    out.push(Token::Star);
-                }
-                i += 1;
+/// The token at `i` of pattern `p` and where the next one starts (`None` at the end).
+fn token_at(p: &[u8], i: usize) -> Option<(Token<'_>, usize)> {
+    let c = *p.get(i)?;
+    Some(match c {
+        b'*' => {
+            // Runs of stars match as one.
+            let mut j = i + 1;
+            while p.get(j) == Some(&b'*') {
+                j += 1;
             }
-            b'?' => {
-                out.push(Token::Any);
-                i += 1;
-            }
-            b'\\' if i + 1 < p.len() => {
-                out.push(Token::Byte(p.get(i + 1).copied().unwrap_or(b'\\')));
-                i += 2;
-            }
-            b'[' => {
-                let start = i + 1;
-                let negate = p.get(start) == Some(&b'^');
-                let body = if negate { start + 1 } else { start };
-                // As Redis: up to the next `]` not escaped, or the end of the pattern.
-                let mut j = body;
-                while let Some(&b) = p.get(j) {
-                    if b == b'\\' {
-                        j += 2;
-                    } else if b == b']' {
-                        break;
-                    } else {
-                        j += 1;
-                    }
-                }
-                out.push(Token::Class(
-                    p.get(body..j.min(p.len())).unwrap_or(&[]),
-                    negate,
-                ));
-                i = j + 1;
-            }
-            _ => {
-                out.push(Token::Byte(c));
-                i += 1;
-            }
+            (Token::Star, j)
         }
-    }
-    out
+        b'?' => (Token::Any, i + 1),
+        b'\\' if i + 1 < p.len() => (Token::Byte(p.get(i + 1).copied().unwrap_or(b'\\')), i + 2),
+        b'[' => {
+            let start = i + 1;
+            let negate = p.get(start) == Some(&b'^');
+            let body = if negate { start + 1 } else { start };
+            // As Redis: up to the next `]` not escaped, or the end of the pattern.
+            let mut j = body;
+            while let Some(&b) = p.get(j) {
+                if b == b'\\' {
+                    j += 2;
+                } else if b == b']' {
+                    break;
+                } else {
+                    j += 1;
+                }
+            }
+            let class = p.get(body..j.min(p.len())).unwrap_or(&[]);
+            (Token::Class(class, negate), j + 1)
+        }
+        _ => (Token::Byte(c), i + 1),
+    })
 }
 
 fn class_has(body: &[u8], c: u8) -> bool {
@@ -158,33 +181,36 @@ fn class_has(body: &[u8], c: u8) -> bool {
 }
 
 /// Redis' glob (`stringmatchlen`, case-sensitive): `*`, `?`, `[abc]`, `[^a]`, `[a-z]`, `\x`.
-/// Iterative, backtracking only to the last star, so no pattern costs more than pattern length
-/// times string length.
+/// Iterative and allocation-free, backtracking only to the last star, so no pattern costs more
+/// than pattern length times string length.
 pub fn glob_match(pattern: &[u8], s: &[u8]) -> bool {
-    let toks = tokens(pattern);
+    // Positions in the pattern and the string; the last star's, to backtrack to.
     let (mut t, mut i) = (0usize, 0usize);
     let mut star: Option<(usize, usize)> = None;
     loop {
-        let step = match (toks.get(t), s.get(i)) {
-            (Some(Token::Star), _) => {
-                star = Some((t, i));
-                t += 1;
+        let tok = token_at(pattern, t);
+        let step = match (&tok, s.get(i)) {
+            // A star that ends the pattern matches whatever is left (`app:*`, the usual case).
+            (Some((Token::Star, next)), _) if *next == pattern.len() => return true,
+            (Some((Token::Star, next)), _) => {
+                star = Some((*next, i));
+                t = *next;
                 continue;
             }
-            (Some(Token::Any), Some(_)) => true,
-            (Some(Token::Class(body, negate)), Some(&c)) => class_has(body, c) != *negate,
-            (Some(Token::Byte(b)), Some(&c)) => *b == c,
+            (Some((Token::Any, _)), Some(_)) => true,
+            (Some((Token::Class(body, negate), _)), Some(&c)) => class_has(body, c) != *negate,
+            (Some((Token::Byte(b), _)), Some(&c)) => *b == c,
             (None, None) => return true,
             _ => false,
         };
         if step {
-            t += 1;
+            t = tok.map_or(t, |(_, next)| next);
             i += 1;
-        } else if let Some((st, si)) = star
+        } else if let Some((after_star, si)) = star
             && si < s.len()
         {
-            star = Some((st, si + 1));
-            t = st + 1;
+            star = Some((after_star, si + 1));
+            t = after_star;
             i = si + 1;
         } else {
             return false;
@@ -765,6 +791,25 @@ mod tests {
             off.failed(a, now);
         }
         assert!(off.admits(a, now));
+    }
+
+    #[test]
+    fn pattern_shapes_match_as_the_glob_does() {
+        for (p, names) in [
+            ("app:*", &["app:", "app:1", "ap", "xapp:1"][..]),
+            ("exact", &["exact", "exact1", ""][..]),
+            ("a?c*", &["abc", "abcd", "ac"][..]),
+        ] {
+            let compiled = Pattern::new(p.as_bytes());
+            assert_eq!(compiled.source(), p.as_bytes());
+            for n in names {
+                assert_eq!(
+                    compiled.matches(n.as_bytes()),
+                    glob_match(p.as_bytes(), n.as_bytes()),
+                    "{p} ~ {n}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -814,7 +814,11 @@ impl Session {
             return Ok(None);
         }
         let mut keys = KeyPositions::new();
-        command::key_positions(entry.spec, req, &mut keys);
+        match entry.single_key {
+            // GET, SET, HGET...: the one key, without the key-spec walk.
+            Some(i) if req.argc() > i => keys.push(i as u32),
+            _ => command::key_positions(entry.spec, req, &mut keys),
+        }
         command::common_slot(req, &keys)
     }
 
@@ -826,15 +830,24 @@ impl Session {
             return Err(crate::access::Denial::Command);
         };
         let mut keys = KeyPositions::new();
-        command::key_positions(entry.spec, req, &mut keys);
+        match entry.single_key {
+            // GET, SET, HGET...: the one key, without the key-spec walk.
+            Some(i) if req.argc() > i => keys.push(i as u32),
+            _ => command::key_positions(entry.spec, req, &mut keys),
+        }
         let args = |range: std::ops::Range<usize>| range.filter_map(|i| req.arg(i));
         let none = || args(0..0);
         // The channels a command names, as Redis' ACL reads them.
-        let (channels, patterns) = match entry.spec.name {
-            "publish" | "spublish" => (args(1..2.min(req.argc())), none()),
-            "subscribe" | "ssubscribe" => (args(1..req.argc()), none()),
-            "psubscribe" => (none(), args(1..req.argc())),
-            _ => (none(), none()),
+        // Only pub/sub commands name channels: the name is looked at for those alone.
+        let (channels, patterns) = if !entry.spec.has(command::flags::PUBSUB) {
+            (none(), none())
+        } else {
+            match entry.spec.name {
+                "publish" | "spublish" => (args(1..2.min(req.argc())), none()),
+                "subscribe" | "ssubscribe" => (args(1..req.argc()), none()),
+                "psubscribe" => (none(), args(1..req.argc())),
+                _ => (none(), none()),
+            }
         };
         user.check(
             entry.id,
