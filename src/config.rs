@@ -496,7 +496,19 @@ impl Config {
             ));
         }
         let deny_commands = c.deny_commands.clone().unwrap_or_default();
-        if let Err(name) = crate::command::Table::redis70().without(&deny_commands) {
+        // One table checks both: the names denied, and the names users' rules give.
+        let table = crate::command::Table::redis70();
+        let users: Vec<crate::access::UserRules> = f
+            .users
+            .iter()
+            .flatten()
+            .map(|u| crate::access::UserRules {
+                name: u.name.clone(),
+                rules: u.rules.clone(),
+            })
+            .collect();
+        let access = crate::access::Access::with_users(requirepass.as_ref(), &users, &table);
+        if let Err(name) = table.without(&deny_commands) {
             return Err(invalid(
                 "clients.deny_commands",
                 format!("'{name}' is not a Redis 7.0 command (write subcommands as config|set)"),
@@ -507,23 +519,7 @@ impl Config {
             max_auth_failures_per_minute: c
                 .max_auth_failures_per_minute
                 .unwrap_or(sd.max_auth_failures_per_minute),
-            access: {
-                let users: Vec<crate::access::UserRules> = f
-                    .users
-                    .iter()
-                    .flatten()
-                    .map(|u| crate::access::UserRules {
-                        name: u.name.clone(),
-                        rules: u.rules.clone(),
-                    })
-                    .collect();
-                crate::access::Access::with_users(
-                    requirepass.as_ref(),
-                    &users,
-                    &crate::command::Table::redis70(),
-                )
-                .map_err(|e| invalid("users", e))?
-            },
+            access: access.map_err(|e| invalid("users", e))?,
             limits,
             max_pipeline: positive("clients.max_pipeline", c.max_pipeline, sd.max_pipeline)?,
             max_clients: positive(

@@ -127,8 +127,6 @@ pub fn answer(
             }
         }
         Local::Hello => hello(req, client, ctx, out),
-        // With no proxy users configured, slotgate answers as a Redis with the default ACL: the
-        // `default` user has no password, so any password is accepted for it.
         Local::Auth => {
             if !admitted(client, ctx) {
                 return;
@@ -139,7 +137,10 @@ pub fn answer(
                 3 => access.auth(arg(1), arg(2)),
                 _ => return encode::error(out, "ERR syntax error"),
             };
-            login(verdict, client, ctx, out);
+            match log_in(verdict, client, ctx) {
+                Ok(()) => encode::ok(out),
+                Err(msg) => encode::error(out, msg),
+            }
         }
         Local::Reset => {
             client.proto = Proto::Resp2;
@@ -345,24 +346,24 @@ fn admitted(client: &mut ClientState, ctx: &Context) -> bool {
     false
 }
 
-/// Answers an AUTH: `+OK` and logged in, or Redis' refusal (counted).
-fn login(
+/// Carries out an AUTH's verdict (AUTH and HELLO ... AUTH alike): logged in, or the refusal
+/// counted, for the client's address too, with Redis' error to answer.
+fn log_in(
     verdict: Result<u16, crate::access::Refusal>,
     client: &mut ClientState,
     ctx: &Context,
-    out: &mut BytesMut,
-) {
+) -> Result<(), &'static str> {
     match verdict {
         Ok(user) => {
             client.log_in(user, ctx);
-            encode::ok(out);
+            Ok(())
         }
         Err(r) => {
             ctx.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
             if let Some(ip) = client.peer {
                 ctx.auth_throttle.failed(ip, std::time::Instant::now());
             }
-            encode::error(out, r.message());
+            Err(r.message())
         }
     }
 }
@@ -415,16 +416,11 @@ fn hello(req: &Request, client: &mut ClientState, ctx: &Context, out: &mut Bytes
     }
     match auth {
         Some(_) if !admitted(client, ctx) => return,
-        Some((user, password)) => match ctx.config.access.auth(user, password) {
-            Ok(u) => client.log_in(u, ctx),
-            Err(r) => {
-                ctx.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
-                if let Some(ip) = client.peer {
-                    ctx.auth_throttle.failed(ip, std::time::Instant::now());
-                }
-                return encode::error(out, r.message());
+        Some((user, password)) => {
+            if let Err(msg) = log_in(ctx.config.access.auth(user, password), client, ctx) {
+                return encode::error(out, msg);
             }
-        },
+        }
         None if !client.authenticated => return encode::error(out, crate::access::NOAUTH_HELLO),
         None => {}
     }
