@@ -5,14 +5,21 @@
 //!
 //! Decisions are pure functions of the configuration, the command table and what a client
 //! sent. A password is kept as its SHA-256 digest, compared in constant time, and must never
-//! reach a log line, an error or a `Debug` print. Key and channel patterns use Redis' glob; key
-//! patterns by access (`%R~`, `%W~`) are refused when the rules are read, never half applied.
+//! reach a log line, an error or a `Debug` print (`ACL LIST` shows the digest, as Redis does).
+//! Key and channel patterns use Redis' glob; key patterns by access (`%R~`, `%W~`) are checked
+//! against what the command's key specs say it does to each key. Selectors (`(...)`) are
+//! refused when the rules are read, never half applied.
 
 use ring::digest::{SHA256, digest};
 
 use crate::backend::Secret;
 use crate::command::Table;
+use crate::command::table::AclEntry;
 use crate::command::table::cat;
+use crate::command::table::keyspec::{READ, WRITE};
+
+/// The access a `~pattern` grants: read and write.
+const READ_WRITE: u8 = READ | WRITE;
 
 /// `-NOAUTH` for a command sent before authenticating.
 pub const NOAUTH: &str = "NOAUTH Authentication required.";
@@ -36,11 +43,18 @@ pub struct UserRules {
 }
 
 /// Which keys (or channels) a user may use: all, or those matching one of its glob patterns
-/// (none when it has no pattern).
+/// (none when it has no pattern), each for reading, writing or both (channels: both).
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Reach {
     All,
-    Patterns(Vec<Pattern>),
+    Patterns(Vec<Grant>),
+}
+
+/// One pattern and the access it grants ([`READ`], [`WRITE`] bits).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Grant {
+    pattern: Pattern,
+    access: u8,
 }
 
 /// A glob pattern as written, with the usual shapes recognised once, when the rules are read:
@@ -82,22 +96,29 @@ impl Pattern {
 impl Reach {
     const NONE: Reach = Reach::Patterns(Vec::new());
 
-    fn add(&mut self, pattern: &str) {
-        if pattern == "*" {
-            *self = Reach::All;
-        } else if let Reach::Patterns(p) = self {
-            let new = Pattern::new(pattern.as_bytes());
-            if !p.contains(&new) {
-                p.push(new);
-            }
+    /// Adds a pattern, as Redis does: after `*` (all) it is an error; a pattern already there
+    /// gains the new access in its place.
+    fn add(&mut self, pattern: &str, access: u8) -> Result<(), ()> {
+        let Reach::Patterns(grants) = self else {
+            return Err(());
+        };
+        let pattern = Pattern::new(pattern.as_bytes());
+        match grants.iter_mut().find(|g| g.pattern == pattern) {
+            Some(g) => g.access |= access,
+            None => grants.push(Grant { pattern, access }),
         }
+        Ok(())
     }
 
-    /// Whether `name` matches: a key or a channel against the patterns.
-    fn admits(&self, name: &[u8]) -> bool {
+    /// Whether `name` matches a pattern that grants all of `need` (a key's [`READ`]/[`WRITE`]
+    /// use; a channel's is [`READ_WRITE`]), as Redis' `ACLSelectorCheckKey`.
+    #[inline]
+    fn admits(&self, name: &[u8], need: u8) -> bool {
         match self {
             Reach::All => true,
-            Reach::Patterns(p) => p.iter().any(|pat| pat.matches(name)),
+            Reach::Patterns(p) => p
+                .iter()
+                .any(|g| g.access & need == need && g.pattern.matches(name)),
         }
     }
 
@@ -105,7 +126,29 @@ impl Reach {
     fn admits_pattern(&self, pattern: &[u8]) -> bool {
         match self {
             Reach::All => true,
-            Reach::Patterns(p) => p.iter().any(|x| x.source() == pattern),
+            Reach::Patterns(p) => p.iter().any(|x| x.pattern.source() == pattern),
+        }
+    }
+
+    /// The patterns as `ACL LIST` writes them, each followed by a space: `~p`, `%R~p`, `%W~p`
+    /// (`prefix` is `~` for keys and `&` for channels).
+    fn describe(&self, prefix: &str, out: &mut String) {
+        match self {
+            Reach::All => {
+                out.push_str(prefix);
+                out.push_str("* ");
+            }
+            Reach::Patterns(grants) => {
+                for g in grants {
+                    match (prefix, g.access) {
+                        ("~", READ) => out.push_str("%R~"),
+                        ("~", WRITE) => out.push_str("%W~"),
+                        _ => out.push_str(prefix),
+                    }
+                    out.push_str(&String::from_utf8_lossy(g.pattern.source()));
+                    out.push(' ');
+                }
+            }
         }
     }
 }
@@ -224,9 +267,15 @@ pub struct User {
     pub name: String,
     enabled: bool,
     nopass: bool,
+    /// `sanitize-payload` (`Some(true)`) or `skip-sanitize-payload`, as last set; shown by
+    /// `ACL LIST` only (RESTORE payloads are checked by the nodes' own settings).
+    sanitize: Option<bool>,
     passwords: Vec<[u8; 32]>,
     /// Allowed commands, by [`crate::command::Entry::id`].
     commands: Vec<bool>,
+    /// Whether the command rules were last based on `+@all` (so `ACL LIST` starts with it)
+    /// rather than `-@all`.
+    future: bool,
     keys: Reach,
     channels: Reach,
     /// Every command, key and channel: no check is needed per request.
@@ -241,6 +290,16 @@ impl std::fmt::Debug for User {
             .field("unrestricted", &self.unrestricted)
             .finish_non_exhaustive()
     }
+}
+
+/// What `ACL GETUSER` shows of a user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserDetails {
+    pub flags: Vec<&'static str>,
+    pub passwords: Vec<String>,
+    pub commands: String,
+    pub keys: String,
+    pub channels: String,
 }
 
 /// Why a login was refused: the error Redis gives.
@@ -282,6 +341,28 @@ fn same_digest(a: &[u8; 32], b: &[u8; 32]) -> bool {
         == 0
 }
 
+/// The access and pattern of a `%R~pattern` rule (given without its `%`), as Redis reads it:
+/// `R` and `W` at most once each, in any case, then `~`; without the `~` the pattern is empty.
+/// `None` for anything else, and for no access at all (which Redis accepts and later cannot
+/// describe).
+fn key_access_prefix(spec: &str) -> Option<(u8, &str)> {
+    let mut access = 0u8;
+    let mut rest = spec;
+    loop {
+        let Some(c) = rest.bytes().next() else {
+            break;
+        };
+        rest = rest.get(1..)?;
+        match c.to_ascii_uppercase() {
+            b'R' if access & READ == 0 => access |= READ,
+            b'W' if access & WRITE == 0 => access |= WRITE,
+            b'~' => break,
+            _ => return None,
+        }
+    }
+    (access != 0).then_some((access, rest))
+}
+
 /// `#<64 lowercase hex digits>` as Redis accepts it.
 fn parse_hash(hex: &str) -> Option<[u8; 32]> {
     if hex.len() != 64
@@ -305,8 +386,10 @@ impl User {
             name: name.to_string(),
             enabled: false,
             nopass: false,
+            sanitize: None,
             passwords: Vec::new(),
             commands: vec![false; table.entry_count()],
+            future: false,
             keys: Reach::NONE,
             channels: Reach::NONE,
             unrestricted: false,
@@ -319,6 +402,7 @@ impl User {
         u.enabled = true;
         u.nopass = true;
         u.commands.fill(true);
+        u.future = true;
         u.keys = Reach::All;
         u.channels = Reach::All;
         u.refresh();
@@ -339,14 +423,21 @@ impl User {
         }
     }
 
-    /// Applies one rule, as `ACL SETUSER` does; `Err` is Redis' reason.
+    /// Applies one rule, as `ACL SETUSER` does (keywords in any case); `Err` is Redis' reason.
     fn apply(&mut self, rule: &str, table: &Table) -> Result<(), &'static str> {
         const UNKNOWN: &str = "Unknown command or category name in ACL";
-        const PATTERNS: &str =
-            "key patterns by access (%R~, %W~, %RW~) are not supported by slotgate yet";
-        match rule {
+        const SYNTAX: &str = "Syntax error";
+        const BAD_HASH: &str = "The password hash must be exactly 64 characters and contain only lowercase hexadecimal characters";
+        const NO_SUCH_PASSWORD: &str =
+            "The password you are trying to remove from the user does not exist";
+        const AFTER_ALL_KEYS: &str = "Adding a pattern after the * pattern (or the 'allkeys' flag) is not valid and does not have any effect. Try 'resetkeys' to start with an empty list of patterns";
+        const AFTER_ALL_CHANNELS: &str = "Adding a pattern after the * pattern (or the 'allchannels' flag) is not valid and does not have any effect. Try 'resetchannels' to start with an empty list of channels";
+        const SELECTORS: &str = "selectors ('(...)') are not supported by slotgate";
+        match rule.to_ascii_lowercase().as_str() {
             "on" => self.enabled = true,
             "off" => self.enabled = false,
+            "skip-sanitize-payload" => self.sanitize = Some(false),
+            "sanitize-payload" => self.sanitize = Some(true),
             "nopass" => {
                 self.nopass = true;
                 self.passwords.clear();
@@ -355,15 +446,24 @@ impl User {
                 self.nopass = false;
                 self.passwords.clear();
             }
-            "allkeys" => self.keys = Reach::All,
+            "allkeys" | "~*" => self.keys = Reach::All,
             "resetkeys" => self.keys = Reach::NONE,
-            "allchannels" => self.channels = Reach::All,
+            "allchannels" | "&*" => self.channels = Reach::All,
             "resetchannels" => self.channels = Reach::NONE,
-            "+@all" | "allcommands" => self.commands.fill(true),
-            "-@all" | "nocommands" => self.commands.fill(false),
+            "+@all" | "allcommands" => {
+                self.commands.fill(true);
+                self.future = true;
+            }
+            "-@all" | "nocommands" => {
+                self.commands.fill(false);
+                self.future = false;
+            }
+            // There are no selectors to clear.
+            "clearselectors" => {}
             "reset" => {
                 let name = std::mem::take(&mut self.name);
                 *self = User::new(&name, table);
+                self.sanitize = Some(true);
             }
             _ => {
                 if let Some(pw) = rule.strip_prefix('>') {
@@ -374,42 +474,47 @@ impl User {
                     self.nopass = false;
                 } else if let Some(pw) = rule.strip_prefix('<') {
                     let d = sha256(pw.as_bytes());
+                    let before = self.passwords.len();
                     self.passwords.retain(|p| !same_digest(p, &d));
+                    if self.passwords.len() == before {
+                        return Err(NO_SUCH_PASSWORD);
+                    }
                 } else if let Some(hex) = rule.strip_prefix('#') {
-                    let d = parse_hash(hex).ok_or(
-                        "The password hash must be exactly 64 characters and contain only lowercase hexadecimal characters",
-                    )?;
+                    let d = parse_hash(hex).ok_or(BAD_HASH)?;
                     if !self.passwords.contains(&d) {
                         self.passwords.push(d);
                     }
                     self.nopass = false;
                 } else if let Some(hex) = rule.strip_prefix('!') {
-                    let d = parse_hash(hex).ok_or(
-                        "The password hash must be exactly 64 characters and contain only lowercase hexadecimal characters",
-                    )?;
+                    let d = parse_hash(hex).ok_or(BAD_HASH)?;
+                    let before = self.passwords.len();
                     self.passwords.retain(|p| *p != d);
+                    if self.passwords.len() == before {
+                        return Err(NO_SUCH_PASSWORD);
+                    }
+                } else if rule.starts_with('(') {
+                    return Err(SELECTORS);
                 } else if let Some(p) = rule.strip_prefix('~') {
-                    self.keys.add(p);
+                    self.keys.add(p, READ_WRITE).map_err(|()| AFTER_ALL_KEYS)?;
+                } else if let Some(spec) = rule.strip_prefix('%') {
+                    let (access, pattern) = key_access_prefix(spec).ok_or(SYNTAX)?;
+                    self.keys.add(pattern, access).map_err(|()| AFTER_ALL_KEYS)?;
                 } else if let Some(p) = rule.strip_prefix('&') {
-                    self.channels.add(p);
-                } else if rule.starts_with('%') {
-                    return Err(PATTERNS);
+                    self.channels
+                        .add(p, READ_WRITE)
+                        .map_err(|()| AFTER_ALL_CHANNELS)?;
                 } else if let Some(c) = rule.strip_prefix("+@") {
-                    self.set(
-                        &table.ids_in_category(cat::of(c.as_bytes()).ok_or(UNKNOWN)?),
-                        true,
-                    );
+                    let bit = cat::of(c.as_bytes()).ok_or(UNKNOWN)?;
+                    self.set(&table.ids_in_category(bit), true);
                 } else if let Some(c) = rule.strip_prefix("-@") {
-                    self.set(
-                        &table.ids_in_category(cat::of(c.as_bytes()).ok_or(UNKNOWN)?),
-                        false,
-                    );
+                    let bit = cat::of(c.as_bytes()).ok_or(UNKNOWN)?;
+                    self.set(&table.ids_in_category(bit), false);
                 } else if let Some(c) = rule.strip_prefix('+') {
                     self.set(&table.ids_of(c).ok_or(UNKNOWN)?, true);
                 } else if let Some(c) = rule.strip_prefix('-') {
                     self.set(&table.ids_of(c).ok_or(UNKNOWN)?, false);
                 } else {
-                    return Err("Syntax error");
+                    return Err(SYNTAX);
                 }
             }
         }
@@ -431,28 +536,181 @@ impl User {
             .fold(false, |ok, p| same_digest(p, &d) | ok)
     }
 
+    /// The command rules as Redis 7.0's `ACLDescribeSelectorCommandRules` writes them: `+@all`
+    /// or `-@all`, then greedily the categories that fit the allowed commands best, then single
+    /// commands for what is left (Redis writes those in its hash table's order; here they come
+    /// by name).
+    fn describe_commands(&self, entries: &[AclEntry]) -> String {
+        let n = self.commands.len();
+        let additive = !self.future;
+        let mut rules = String::from(if additive { "-@all " } else { "+@all " });
+        // What the rules so far allow, and what is still to be described.
+        let mut fake = vec![!additive; n];
+        let mut todo = self.commands.clone();
+        let set = |bits: &mut [bool], id: u16, v: bool| {
+            if let Some(b) = bits.get_mut(usize::from(id)) {
+                *b = v;
+            }
+        };
+        let set_category = |bits: &mut [bool], bit: u32, v: bool| {
+            for e in entries {
+                if e.categories & bit != 0 {
+                    set(bits, e.id, v);
+                    for s in &e.subs {
+                        set(bits, s.0, v);
+                    }
+                }
+                for s in e.subs.iter().filter(|s| s.1 & bit != 0) {
+                    set(bits, s.0, v);
+                }
+            }
+        };
+        let get = |bits: &[bool], id: u16| bits.get(usize::from(id)).copied().unwrap_or(false);
+        let mut applied = [false; cat::NAMES.len()];
+        loop {
+            let mut best = None;
+            let (mut min_diff, mut max_same) = (usize::MAX, 0usize);
+            for (j, (bit, _)) in cat::NAMES.iter().enumerate() {
+                if applied.get(j).copied().unwrap_or(true) {
+                    continue;
+                }
+                let (mut on, mut off) = (0usize, 0usize);
+                let all = entries.iter().flat_map(|e| {
+                    std::iter::once((e.id, e.categories)).chain(e.subs.iter().map(|s| (s.0, s.1)))
+                });
+                for (id, _) in all.filter(|(_, c)| c & bit != 0) {
+                    if get(&todo, id) {
+                        on += 1;
+                    } else {
+                        off += 1;
+                    }
+                }
+                let (diff, same) = if additive { (off, on) } else { (on, off) };
+                if same > diff && (diff < min_diff || (diff == min_diff && same > max_same)) {
+                    best = Some(j);
+                    min_diff = diff;
+                    max_same = same;
+                }
+            }
+            let Some(j) = best else { break };
+            let Some(&(bit, name)) = cat::NAMES.get(j) else { break };
+            set_category(&mut fake, bit, additive);
+            set_category(&mut todo, bit, !additive);
+            rules.push_str(if additive { "+@" } else { "-@" });
+            rules.push_str(name);
+            rules.push(' ');
+            if let Some(a) = applied.get_mut(j) {
+                *a = true;
+            }
+        }
+        for e in entries {
+            let mine = get(&self.commands, e.id);
+            if mine != get(&fake, e.id) {
+                rules.push(if mine { '+' } else { '-' });
+                rules.push_str(e.name);
+                rules.push(' ');
+                set(&mut fake, e.id, mine);
+                for s in &e.subs {
+                    set(&mut fake, s.0, mine);
+                }
+            }
+            for &(id, _, name) in &e.subs {
+                let mine = get(&self.commands, id);
+                if mine != get(&fake, id) {
+                    rules.push(if mine { '+' } else { '-' });
+                    rules.push_str(name);
+                    rules.push(' ');
+                    set(&mut fake, id, mine);
+                }
+            }
+        }
+        rules.pop();
+        rules
+    }
+
+    /// The flags `ACL GETUSER` and `ACL LIST` show, in Redis' order.
+    fn flag_names(&self) -> Vec<&'static str> {
+        let mut f = vec![if self.enabled { "on" } else { "off" }];
+        if self.nopass {
+            f.push("nopass");
+        }
+        match self.sanitize {
+            Some(false) => f.push("skip-sanitize-payload"),
+            Some(true) => f.push("sanitize-payload"),
+            None => {}
+        }
+        f
+    }
+
+    fn password_hexes(&self) -> impl Iterator<Item = String> + '_ {
+        self.passwords
+            .iter()
+            .map(|d| d.iter().map(|b| format!("{b:02x}")).collect())
+    }
+
+    /// The user as `ACL LIST` shows it: `user <name> <flags> <#digests> <keys> <channels>
+    /// <commands>`, as Redis 7.0's `ACLDescribeUser`.
+    fn describe(&self, entries: &[AclEntry]) -> String {
+        let mut out = format!("user {} ", self.name);
+        for f in self.flag_names() {
+            out.push_str(f);
+            out.push(' ');
+        }
+        for h in self.password_hexes() {
+            out.push('#');
+            out.push_str(&h);
+            out.push(' ');
+        }
+        self.keys.describe("~", &mut out);
+        if self.channels != Reach::All {
+            out.push_str("resetchannels ");
+        }
+        self.channels.describe("&", &mut out);
+        out.push_str(&self.describe_commands(entries));
+        out
+    }
+
+    /// The fields of `ACL GETUSER`, in Redis 7.0's order: flags, passwords, commands, keys,
+    /// channels (selectors, always none here, are the caller's).
+    fn details(&self, entries: &[AclEntry]) -> UserDetails {
+        let trimmed = |r: &Reach, prefix: &str| {
+            let mut s = String::new();
+            r.describe(prefix, &mut s);
+            s.pop();
+            s
+        };
+        UserDetails {
+            flags: self.flag_names(),
+            passwords: self.password_hexes().collect(),
+            commands: self.describe_commands(entries),
+            keys: trimmed(&self.keys, "~"),
+            channels: trimmed(&self.channels, "&"),
+        }
+    }
+
     /// Whether the user may run every command on every key and channel.
     #[inline]
     pub fn unrestricted(&self) -> bool {
         self.unrestricted
     }
 
-    /// Checks a request of command `id`: may the user run it, on these keys, with these
-    /// channels (PSUBSCRIBE's patterns in `patterns`), in the order Redis checks them.
+    /// Checks a request of command `id`: may the user run it, on these keys (each with what
+    /// the command does to it, [`READ`]/[`WRITE`] bits), with these channels (PSUBSCRIBE's
+    /// patterns in `patterns`), in the order Redis checks them.
     pub fn check<'a>(
         &self,
         id: u16,
-        mut keys: impl Iterator<Item = &'a [u8]>,
+        mut keys: impl Iterator<Item = (&'a [u8], u8)>,
         mut channels: impl Iterator<Item = &'a [u8]>,
         mut patterns: impl Iterator<Item = &'a [u8]>,
     ) -> Result<(), Denial> {
         if !self.commands.get(usize::from(id)).copied().unwrap_or(false) {
             return Err(Denial::Command);
         }
-        if !keys.all(|k| self.keys.admits(k)) {
+        if !keys.all(|(k, access)| self.keys.admits(k, access)) {
             return Err(Denial::Keys);
         }
-        if !channels.all(|c| self.channels.admits(c))
+        if !channels.all(|c| self.channels.admits(c, READ_WRITE))
             || !patterns.all(|p| self.channels.admits_pattern(p))
         {
             return Err(Denial::Channels);
@@ -527,6 +785,9 @@ impl AuthThrottle {
 #[derive(Debug, Clone)]
 pub struct Access {
     users: Vec<User>,
+    /// Every command as the rules saw them (the whole Redis table, denied commands included, as
+    /// Redis' ACL uses its original table whatever `rename-command` did), to describe users.
+    entries: std::sync::Arc<Vec<AclEntry>>,
 }
 
 /// The user index of `default`.
@@ -542,7 +803,10 @@ impl Access {
     /// Only the `default` user, with `requirepass` as its password if given.
     pub fn new(requirepass: Option<&Secret>) -> Access {
         Self::with_users(requirepass, &[], &Table::redis70())
-            .unwrap_or_else(|_| Access { users: Vec::new() })
+            .unwrap_or_else(|_| Access {
+                users: Vec::new(),
+                entries: Default::default(),
+            })
     }
 
     /// The `default` user (with `requirepass`) and the configured users, their rules applied
@@ -564,6 +828,10 @@ impl Access {
                 return Err(format!("'{}' is not a user name", u.name));
             }
             let mut user = User::new(&u.name, table);
+            // Redis resets a configured `default` user before its rules (other users are new).
+            if u.name == "default" {
+                let _ = user.apply("reset", table);
+            }
             for rule in u.rules.split_whitespace() {
                 user.apply(rule, table).map_err(|reason| {
                     format!(
@@ -588,12 +856,37 @@ impl Access {
                 all.push(user);
             }
         }
-        Ok(Access { users: all })
+        Ok(Access {
+            users: all,
+            entries: std::sync::Arc::new(table.acl_entries()),
+        })
     }
 
     /// The user numbered `index` (a session's [`DEFAULT_USER`] or what AUTH gave it).
     pub fn user(&self, index: u16) -> Option<&User> {
         self.users.get(usize::from(index))
+    }
+
+    /// The user named `name`.
+    pub fn named(&self, name: &[u8]) -> Option<&User> {
+        self.users.iter().find(|u| u.name.as_bytes() == name)
+    }
+
+    /// `user`'s `ACL LIST` line.
+    pub fn describe(&self, user: &User) -> String {
+        user.describe(&self.entries)
+    }
+
+    /// What `ACL GETUSER` shows of `user`.
+    pub fn details(&self, user: &User) -> UserDetails {
+        user.details(&self.entries)
+    }
+
+    /// Every user, by name (as `ACL USERS` and `ACL LIST` order them).
+    pub fn by_name(&self) -> Vec<&User> {
+        let mut users: Vec<&User> = self.users.iter().collect();
+        users.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
+        users
     }
 
     /// Whether a new connection starts logged in as `default` (on, and without a password).
@@ -644,10 +937,33 @@ mod tests {
     fn check(u: &User, cmd: &str, keys: &[&str], channels: &[&str]) -> Result<(), Denial> {
         u.check(
             id(cmd),
-            keys.iter().map(|k| k.as_bytes()),
+            keys.iter().map(|k| (k.as_bytes(), READ_WRITE)),
             channels.iter().map(|c| c.as_bytes()),
             std::iter::empty(),
         )
+    }
+
+    /// `check` of a whole request, its keys' access read from the command table.
+    fn run(u: &User, args: &[&str]) -> Result<(), Denial> {
+        let table = Table::redis70();
+        let argv: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        let req = crate::protocol::Request::from_args(&argv);
+        let mut entry = table.get(argv[0]).unwrap();
+        if entry.has_subcommands() {
+            entry = entry.subcommand(argv[1]).unwrap();
+        }
+        let mut keys = smallvec::SmallVec::new();
+        crate::command::key_access(entry, &req, &mut keys);
+        let keys: Vec<(&[u8], u8)> = keys
+            .iter()
+            .map(|&(i, a)| (req.arg(i as usize).unwrap(), a))
+            .collect();
+        u.check(entry.id, keys.into_iter(), std::iter::empty(), std::iter::empty())
+    }
+
+    fn listed(rules: &str) -> String {
+        let a = access(&[("u", rules)]).unwrap();
+        a.describe(a.user(1).unwrap())
     }
 
     #[test]
@@ -697,16 +1013,95 @@ mod tests {
     }
 
     #[test]
-    fn keys_and_channels_are_all_or_none_and_patterns_are_refused() {
+    fn keys_and_channels_are_all_or_none_and_selectors_are_refused() {
         let a = access(&[("nokeys", "on nopass +@all resetkeys resetchannels")]).unwrap();
         let u = a.user(1).unwrap();
         assert_eq!(check(u, "get", &["k"], &[]), Err(Denial::Keys));
         assert_eq!(check(u, "ping", &[], &[]), Ok(()));
         assert_eq!(check(u, "publish", &[], &["ch"]), Err(Denial::Channels));
-        let e = access(&[("p", "on %R~app:*")]).unwrap_err();
-        assert!(
-            e.contains("'%R~app:*'") && e.contains("not supported"),
-            "{e}"
+        let e = access(&[("p", "on (~app:* +get)")]).unwrap_err();
+        assert!(e.contains("not supported"), "{e}");
+    }
+
+    #[test]
+    fn read_and_write_patterns_follow_what_the_command_does_to_each_key() {
+        let a = access(&[("rw", "on nopass +@all %R~r:* %W~w:* ~rw:*")]).unwrap();
+        let u = a.user(1).unwrap();
+        assert_eq!(run(u, &["get", "r:1"]), Ok(()));
+        assert_eq!(run(u, &["get", "w:1"]), Err(Denial::Keys));
+        assert_eq!(run(u, &["get", "rw:1"]), Ok(()));
+        // A plain SET only writes; SET ... GET reads as well (variable flags).
+        assert_eq!(run(u, &["set", "w:1", "v"]), Ok(()));
+        assert_eq!(run(u, &["set", "r:1", "v"]), Err(Denial::Keys));
+        assert_eq!(run(u, &["set", "w:1", "v", "GET"]), Err(Denial::Keys));
+        assert_eq!(run(u, &["set", "rw:1", "v", "get"]), Ok(()));
+        // COPY reads its source and writes its destination; LMOVE's source is both.
+        assert_eq!(run(u, &["copy", "r:1", "w:1"]), Ok(()));
+        assert_eq!(run(u, &["copy", "w:1", "r:1"]), Err(Denial::Keys));
+        assert_eq!(run(u, &["lmove", "r:1", "w:1", "LEFT", "LEFT"]), Err(Denial::Keys));
+        // BITFIELD with GET and OVERFLOW only reads; SET or a syntax error counts as a write.
+        assert_eq!(run(u, &["bitfield", "r:1", "GET", "u8", "0"]), Ok(()));
+        assert_eq!(
+            run(u, &["bitfield", "r:1", "OVERFLOW", "SAT", "GET", "u8", "0"]),
+            Ok(())
+        );
+        assert_eq!(run(u, &["bitfield", "r:1", "SET", "u8", "0", "1"]), Err(Denial::Keys));
+        assert_eq!(run(u, &["bitfield", "r:1", "GET", "u8"]), Err(Denial::Keys));
+        // EXISTS neither reads nor writes a value: any pattern admits it.
+        assert_eq!(run(u, &["exists", "w:1"]), Ok(()));
+        assert_eq!(run(u, &["exists", "other"]), Err(Denial::Keys));
+        // SPUBLISH's channel routes like a key but is not checked as one.
+        assert_eq!(run(u, &["spublish", "other", "m"]), Ok(()));
+    }
+
+    #[test]
+    fn pattern_rules_are_read_as_redis_reads_them() {
+        assert!(listed("%RW~a").contains(" ~a "));
+        assert!(listed("%R~a %W~a").contains(" ~a "));
+        assert!(listed("%w~a").contains(" %W~a "));
+        assert!(listed("%R").contains(" %R~ "));
+        let err = |rules: &str| access(&[("u", rules)]).unwrap_err();
+        assert!(err("%X~a").ends_with("Syntax error"));
+        assert!(err("%RR~a").ends_with("Syntax error"));
+        assert!(err("~* ~x").contains("Try 'resetkeys'"), "{}", err("~* ~x"));
+        assert!(err("allchannels &x").contains("Try 'resetchannels'"));
+        assert!(err(">a <b").ends_with("does not exist"));
+        // After resetkeys a pattern is fine again.
+        assert!(listed("~* resetkeys ~x").contains(" ~x "));
+    }
+
+    #[test]
+    fn acl_list_lines_are_redis_70s() {
+        // Each expected line was read from redis-server 7.0.15 given the same rules.
+        let pw = "30c952fab122c3f9759f02a6d95c3758b246b4fee239957b2d4fee46e26170c4";
+        assert_eq!(
+            listed("on >pw %R~r:* %W~w:* ~rw:* &ch:* +@read +set -get"),
+            format!("user u on #{pw} %R~r:* %W~w:* ~rw:* resetchannels &ch:* -@all +@read -get +set")
+        );
+        assert_eq!(
+            listed(&format!("+@all -@dangerous #{pw} resetchannels")),
+            format!("user u off #{pw} resetchannels +@all -@dangerous")
+        );
+        assert_eq!(
+            listed("+@READ +@read -GET +config|get -config"),
+            "user u off resetchannels -@all +@read -get"
+        );
+        assert_eq!(
+            listed("+@read +@read -get +get +GET +config|get -@write +@all -set"),
+            "user u off resetchannels +@all -set"
+        );
+        assert_eq!(listed("reset"), "user u off sanitize-payload resetchannels -@all");
+        assert_eq!(listed("&*"), "user u off &* -@all");
+        assert_eq!(listed("+get +@read -@read"), "user u off resetchannels -@all");
+        let a = Access::new(None);
+        assert_eq!(
+            a.describe(a.user(0).unwrap()),
+            "user default on nopass ~* &* +@all"
+        );
+        let configured = access(&[("default", "on nopass ~* &* +@all")]).unwrap();
+        assert_eq!(
+            configured.describe(configured.user(0).unwrap()),
+            "user default on nopass sanitize-payload ~* &* +@all"
         );
     }
 

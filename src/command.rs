@@ -178,6 +178,66 @@ impl LastLookup {
 /// Redis' `getKeysUsingKeySpecs` does. A spec that does not match the arguments yields no keys
 /// (the backend then reports the syntax error itself).
 pub fn key_positions(spec: &CommandSpec, req: &Request, out: &mut KeyPositions) {
+    visit_keys(spec, req, |i, _| out.push(i));
+}
+
+/// What a command does to each of its keys, for ACL key patterns by access: argument positions
+/// with [`table::keyspec`] `READ`/`WRITE` bits, as Redis' ACL check gets them
+/// (`getKeysFromCommandWithSpecs`): names that are not keys (SPUBLISH's channel) left out, and
+/// the access of SET and BITFIELD, whose key specs say `variable_flags`, read from their
+/// arguments as Redis' `setGetKeys` and `bitfieldGetKeys` do.
+pub fn key_access(entry: &Entry, req: &Request, out: &mut SmallVec<[(u32, u8); 8]>) {
+    use table::keyspec::{NOT_KEY, READ, VARIABLE, WRITE};
+    // GET, HGET...: the one key, without the key-spec walk.
+    if let (Some(i), [ks]) = (entry.single_key, entry.spec.key_specs)
+        && ks.access & (NOT_KEY | VARIABLE) == 0
+        && req.argc() > i
+    {
+        out.push((i as u32, ks.access & (READ | WRITE)));
+        return;
+    }
+    visit_keys(entry.spec, req, |i, ks| {
+        if ks.access & NOT_KEY != 0 {
+            return;
+        }
+        let access = if ks.access & VARIABLE == 0 {
+            ks.access
+        } else {
+            match entry.spec.name {
+                // SET ... GET reads the old value; a plain SET only writes.
+                "set" if (3..req.argc()).any(|j| req.arg(j).is_some_and(|a| a.eq_ignore_ascii_case(b"GET"))) => {
+                    READ | WRITE
+                }
+                "set" => WRITE,
+                "bitfield" if bitfield_reads_only(req) => READ,
+                _ => ks.access,
+            }
+        };
+        out.push((i, access & (READ | WRITE)));
+    });
+}
+
+/// Whether a BITFIELD only reads (GET and OVERFLOW subcommands, well formed), as Redis'
+/// `bitfieldGetKeys` decides: anything else, a syntax error included, counts as a write.
+fn bitfield_reads_only(req: &Request) -> bool {
+    let argc = req.argc();
+    let mut i = 2;
+    while i < argc {
+        let rest = argc - i - 1;
+        let arg = req.arg(i).unwrap_or_default();
+        if arg.eq_ignore_ascii_case(b"GET") && rest >= 2 {
+            i += 3;
+        } else if arg.eq_ignore_ascii_case(b"OVERFLOW") && rest >= 1 {
+            i += 2;
+        } else {
+            return false;
+        }
+    }
+    true
+}
+
+/// Calls `f` with the argument position of each of `req`'s keys and the key spec that names it.
+fn visit_keys(spec: &CommandSpec, req: &Request, mut f: impl FnMut(u32, &table::KeySpec)) {
     use table::{BeginSearch, FindKeys};
     let argc = req.argc() as i64;
     for ks in spec.key_specs {
@@ -257,7 +317,7 @@ pub fn key_positions(spec: &CommandSpec, req: &Request, out: &mut KeyPositions) 
         }
         let mut i = first;
         while i <= last {
-            out.push(i as u32);
+            f(i as u32, ks);
             i += step;
         }
     }

@@ -74,7 +74,27 @@ fn render_spec(ks: &[Value]) -> String {
         ),
         _ => "FindKeys::Unknown".into(),
     };
-    format!("KeySpec {{ begin: {begin}, find: {find} }}")
+    // What the key spec does to its keys, as ACL key patterns by access (`%R~`, `%W~`) read it.
+    let mut access: Vec<&str> = Vec::new();
+    for f in field(ks, "flags").map(items).unwrap_or(&[]) {
+        let f = text(f).to_lowercase();
+        let bit = match f.as_str() {
+            "access" => "keyspec::READ",
+            "insert" | "update" | "delete" => "keyspec::WRITE",
+            "not_key" => "keyspec::NOT_KEY",
+            "variable_flags" => "keyspec::VARIABLE",
+            _ => continue,
+        };
+        if !access.contains(&bit) {
+            access.push(bit);
+        }
+    }
+    let access = if access.is_empty() {
+        "0".to_string()
+    } else {
+        access.join(" | ")
+    };
+    format!("KeySpec {{ begin: {begin}, find: {find}, access: {access} }}")
 }
 
 fn render_command(c: &[Value], indent: &str) -> String {
@@ -139,7 +159,7 @@ fn command_table_matches_redis_command_output() {
     let generated = format!(
         "//! Generated from `COMMAND` of redis-server {} by `tests/command_table.rs`; do not edit.\n\
          //! Regenerate with `SLOTGATE_REGENERATE=1 cargo test --test command_table`.\n\n\
-         use super::{{BeginSearch, CommandSpec, FindKeys, KeySpec, cat, flags}};\n\n\
+         use super::{{BeginSearch, CommandSpec, FindKeys, KeySpec, cat, flags, keyspec}};\n\n\
          pub(super) static COMMANDS: &[CommandSpec] = &[\n{},\n];\n",
         redis.info_field("server", "redis_version").unwrap(),
         body.join(",\n")

@@ -46,10 +46,50 @@ fn session(port: u16, cmds: &[&[&str]]) -> Vec<String> {
                     format!("{:?}", OwnedFrame::Array(a))
                 }
                 OwnedFrame::BulkString(b) if c[0] == "CLIENT" => String::from_utf8_lossy(&b).into(),
+                // Redis writes an ACL's single-command rules in its hash table's order.
+                OwnedFrame::Array(a) if c.starts_with(&["ACL", "LIST"]) => a
+                    .iter()
+                    .map(|f| match f {
+                        OwnedFrame::BulkString(b) => canonical_rules(&String::from_utf8_lossy(b)),
+                        other => format!("{other:?}"),
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                OwnedFrame::Array(a) if c.starts_with(&["ACL", "GETUSER"]) => {
+                    let text = |f: &OwnedFrame| match f {
+                        OwnedFrame::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+                        other => format!("{other:?}"),
+                    };
+                    a.chunks(2)
+                        .map(|kv| match kv {
+                            [k, v] if text(k) == "commands" => {
+                                format!("commands: {}", canonical_rules(&text(v)))
+                            }
+                            [k, v] => format!("{}: {v:?}", text(k)),
+                            _ => format!("{kv:?}"),
+                        })
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                }
                 other => format!("{other:?}"),
             }
         })
         .collect()
+}
+
+/// An `ACL LIST` line with its single-command rules (after the categories) sorted.
+fn canonical_rules(line: &str) -> String {
+    let words: Vec<&str> = line.split(' ').collect();
+    let first = words
+        .iter()
+        .position(|w| *w == "+@all" || *w == "-@all")
+        .unwrap_or(words.len());
+    let (head, rules) = words.split_at(first);
+    let (mut cats, mut singles): (Vec<&str>, Vec<&str>) =
+        rules.iter().partition(|w| w.get(1..2) == Some("@"));
+    singles.sort_unstable();
+    cats.extend(singles);
+    [head.to_vec(), cats].concat().join(" ")
 }
 
 const SEQUENCES: &[&[&[&str]]] = &[
@@ -260,6 +300,9 @@ const USERS: &[(&str, &str)] = &[
         "scoped",
         "on >s ~app:* ~t ~cache:[ab]? &news.* +@all -flushall",
     ),
+    // Keys by access: read-only, write-only and both.
+    ("split", "on >sp %R~r:* %W~w:* ~rw:* &* +@all -@dangerous +acl"),
+    ("many", "on >m ~* &* -@all +@hash +@string -hget -set -mset +config|get +acl|list"),
 ];
 
 #[test]
@@ -307,6 +350,26 @@ fn proxy_users_are_allowed_and_denied_exactly_as_redis_acl_users() {
         &["MULTI"],
         &["SET", "t", "1"],
         &["EXEC"],
+        &["GET", "r:1"],
+        &["GET", "w:1"],
+        &["SET", "w:1", "v"],
+        &["SET", "w:1", "v", "GET"],
+        &["SET", "r:1", "v"],
+        &["SET", "rw:1", "v", "GET"],
+        &["COPY", "r:1", "w:2"],
+        &["COPY", "w:1", "r:2"],
+        &["BITFIELD", "r:1", "GET", "u8", "0"],
+        &["BITFIELD", "r:1", "SET", "u8", "0", "1"],
+        &["BITFIELD", "w:1", "SET", "u8", "0", "1"],
+        &["EXISTS", "w:1"],
+        &["LPUSH", "w:l", "a"],
+        &["LMOVE", "r:1", "w:1", "LEFT", "LEFT"],
+        &["SPUBLISH", "elsewhere", "m"],
+        &["ACL", "LIST"],
+        &["ACL", "USERS"],
+        &["ACL", "GETUSER", "split"],
+        &["ACL", "GETUSER", "app"],
+        &["ACL", "GETUSER", "nosuch"],
         &["SUBSCRIBE", "ch"],
         &["PSUBSCRIBE", "news.*"],
     ];
@@ -317,6 +380,8 @@ fn proxy_users_are_allowed_and_denied_exactly_as_redis_acl_users() {
         ("off1", "x"),
         ("reader", "r"),
         ("scoped", "s"),
+        ("split", "sp"),
+        ("many", "m"),
         ("app", "wrong"),
     ] {
         let auth = ["AUTH", user, password];
@@ -328,6 +393,12 @@ fn proxy_users_are_allowed_and_denied_exactly_as_redis_acl_users() {
             assert_eq!(g, w, "{user}: {cmd:?}");
         }
     }
+    // The comparison above saw users listed, not only refusals.
+    let listed = session(proxy.port, &[&["AUTH", "split", "sp"], &["ACL", "LIST"]]);
+    assert!(
+        listed[1].contains("user split on #") && listed[1].contains("%R~r:* %W~w:* ~rw:*"),
+        "{listed:?}"
+    );
     // CLIENT LIST names the user.
     let info = session(
         proxy.port,

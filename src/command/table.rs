@@ -68,6 +68,19 @@ pub mod cat {
     }
 }
 
+/// What a command does to the keys of one key spec, from the spec's flags in `COMMAND INFO`:
+/// what ACL key patterns by access (`%R~`, `%W~`) are checked against.
+pub mod keyspec {
+    /// `access`: the key's value is read (or returned).
+    pub const READ: u8 = 1 << 0;
+    /// `insert`, `update` or `delete`: the key's value is written.
+    pub const WRITE: u8 = 1 << 1;
+    /// `not_key`: a name that routes like a key but is not one (SPUBLISH's shard channel).
+    pub const NOT_KEY: u8 = 1 << 2;
+    /// `variable_flags`: the access depends on the arguments (SET ... GET, BITFIELD).
+    pub const VARIABLE: u8 = 1 << 3;
+}
+
 /// Command flags, as `COMMAND INFO` names them.
 pub mod flags {
     pub const WRITE: u32 = 1 << 0;
@@ -149,6 +162,8 @@ pub enum FindKeys {
 pub struct KeySpec {
     pub begin: BeginSearch,
     pub find: FindKeys,
+    /// What the command does to these keys ([`keyspec`] bits).
+    pub access: u8,
 }
 
 /// One command or subcommand as Redis describes it. Subcommand names are `container|sub`.
@@ -227,6 +242,22 @@ pub enum Local {
     AclCat,
     /// `ACL WHOAMI`.
     AclWhoami,
+    /// `ACL LIST`: the proxy's users as rules, passwords as digests.
+    AclList,
+    /// `ACL USERS`.
+    AclUsers,
+    /// `ACL GETUSER <name>`.
+    AclGetuser,
+}
+
+/// A command as ACL rules see it: id, categories and name (`config|get` for a subcommand), with
+/// its subcommands'.
+#[derive(Debug, Clone)]
+pub struct AclEntry {
+    pub id: u16,
+    pub categories: u32,
+    pub name: &'static str,
+    pub subs: Vec<(u16, u32, &'static str)>,
 }
 
 /// The transaction commands.
@@ -328,6 +359,7 @@ fn single_key(spec: &CommandSpec) -> Option<usize> {
             KeySpec {
                 begin: BeginSearch::Index(i),
                 find: FindKeys::Range { last_key: 0, .. },
+                ..
             },
         ] if *i > 0 => usize::try_from(*i).ok(),
         _ => None,
@@ -346,6 +378,7 @@ fn groups(spec: &CommandSpec) -> Option<(u8, u8)> {
                     step,
                     limit: 0,
                 },
+            ..
         } if step > 1 => Some((u8::try_from(first).ok()?, u8::try_from(step).ok()?)),
         _ => None,
     })
@@ -440,6 +473,9 @@ fn named_route(name: &str) -> Option<Route> {
         "cluster|keyslot" => Local(self::Local::ClusterKeySlot),
         "acl|cat" => Local(self::Local::AclCat),
         "acl|whoami" => Local(self::Local::AclWhoami),
+        "acl|list" => Local(self::Local::AclList),
+        "acl|users" => Local(self::Local::AclUsers),
+        "acl|getuser" => Local(self::Local::AclGetuser),
         "mget" => Split {
             merge: Merge::Ordered,
             step: 1,
@@ -676,15 +712,39 @@ impl Table {
         let mut out = Vec::new();
         for e in self.commands.values() {
             if e.spec.categories & bit != 0 {
+                // As Redis' ACLChangeSelectorPerm: a container's rule covers its subcommands.
                 out.push(e.id);
+                out.extend(e.subs.values().map(|s| s.id));
+            } else {
+                out.extend(
+                    e.subs
+                        .values()
+                        .filter(|s| s.spec.categories & bit != 0)
+                        .map(|s| s.id),
+                );
             }
-            out.extend(
-                e.subs
-                    .values()
-                    .filter(|s| s.spec.categories & bit != 0)
-                    .map(|s| s.id),
-            );
         }
+        out
+    }
+
+    /// Every command with its subcommands, by name, as ACL rules see them (for `ACL LIST`).
+    pub fn acl_entries(&self) -> Vec<AclEntry> {
+        let item = |e: &Entry| (e.id, e.spec.categories, e.spec.name);
+        let mut out: Vec<AclEntry> = self
+            .commands
+            .values()
+            .map(|e| {
+                let mut subs: Vec<_> = e.subs.values().map(item).collect();
+                subs.sort_by_key(|s| s.2);
+                AclEntry {
+                    id: e.id,
+                    categories: e.spec.categories,
+                    name: e.spec.name,
+                    subs,
+                }
+            })
+            .collect();
+        out.sort_by_key(|e| e.name);
         out
     }
 

@@ -207,6 +207,47 @@ pub fn answer(
             Some(u) => encode::bulk(out, u.name.as_bytes()),
             None => encode::bulk(out, b"default"),
         },
+        Local::AclList => {
+            let users = ctx.config.access.by_name();
+            encode::array_header(out, users.len());
+            for u in users {
+                encode::bulk(out, ctx.config.access.describe(u).as_bytes());
+            }
+        }
+        Local::AclUsers => {
+            let users = ctx.config.access.by_name();
+            encode::array_header(out, users.len());
+            for u in users {
+                encode::bulk(out, u.name.as_bytes());
+            }
+        }
+        Local::AclGetuser => match ctx.config.access.named(arg(2)) {
+            None => encode::null(out, client.proto),
+            Some(u) => {
+                let d = ctx.config.access.details(u);
+                encode::map_header(out, client.proto, 6);
+                encode::bulk(out, b"flags");
+                encode::array_header(out, d.flags.len());
+                for f in &d.flags {
+                    encode::bulk(out, f.as_bytes());
+                }
+                encode::bulk(out, b"passwords");
+                encode::array_header(out, d.passwords.len());
+                for p in &d.passwords {
+                    encode::bulk(out, p.as_bytes());
+                }
+                for (name, value) in [
+                    ("commands", &d.commands),
+                    ("keys", &d.keys),
+                    ("channels", &d.channels),
+                ] {
+                    encode::bulk(out, name.as_bytes());
+                    encode::bulk(out, value.as_bytes());
+                }
+                encode::bulk(out, b"selectors");
+                encode::array_header(out, 0);
+            }
+        },
         Local::AclCat => match req.argc() {
             2 => {
                 encode::array_header(out, cat::NAMES.len());

@@ -829,12 +829,8 @@ impl Session {
         let Some(user) = self.ctx.config.access.user(self.client.user) else {
             return Err(crate::access::Denial::Command);
         };
-        let mut keys = KeyPositions::new();
-        match entry.single_key {
-            // GET, SET, HGET...: the one key, without the key-spec walk.
-            Some(i) if req.argc() > i => keys.push(i as u32),
-            _ => command::key_positions(entry.spec, req, &mut keys),
-        }
+        let mut keys = SmallVec::<[(u32, u8); 8]>::new();
+        command::key_access(entry, req, &mut keys);
         let args = |range: std::ops::Range<usize>| range.filter_map(|i| req.arg(i));
         let none = || args(0..0);
         // The channels a command names, as Redis' ACL reads them.
@@ -851,7 +847,8 @@ impl Session {
         };
         user.check(
             entry.id,
-            keys.iter().filter_map(|&i| req.arg(i as usize)),
+            keys.iter()
+                .filter_map(|&(i, access)| Some((req.arg(i as usize)?, access))),
             channels,
             patterns,
         )
