@@ -348,10 +348,7 @@ fn same_digest(a: &[u8; 32], b: &[u8; 32]) -> bool {
 fn key_access_prefix(spec: &str) -> Option<(u8, &str)> {
     let mut access = 0u8;
     let mut rest = spec;
-    loop {
-        let Some(c) = rest.bytes().next() else {
-            break;
-        };
+    while let Some(c) = rest.bytes().next() {
         rest = rest.get(1..)?;
         match c.to_ascii_uppercase() {
             b'R' if access & READ == 0 => access |= READ,
@@ -498,7 +495,9 @@ impl User {
                     self.keys.add(p, READ_WRITE).map_err(|()| AFTER_ALL_KEYS)?;
                 } else if let Some(spec) = rule.strip_prefix('%') {
                     let (access, pattern) = key_access_prefix(spec).ok_or(SYNTAX)?;
-                    self.keys.add(pattern, access).map_err(|()| AFTER_ALL_KEYS)?;
+                    self.keys
+                        .add(pattern, access)
+                        .map_err(|()| AFTER_ALL_KEYS)?;
                 } else if let Some(p) = rule.strip_prefix('&') {
                     self.channels
                         .add(p, READ_WRITE)
@@ -593,7 +592,9 @@ impl User {
                 }
             }
             let Some(j) = best else { break };
-            let Some(&(bit, name)) = cat::NAMES.get(j) else { break };
+            let Some(&(bit, name)) = cat::NAMES.get(j) else {
+                break;
+            };
             set_category(&mut fake, bit, additive);
             set_category(&mut todo, bit, !additive);
             rules.push_str(if additive { "+@" } else { "-@" });
@@ -802,11 +803,10 @@ impl Default for Access {
 impl Access {
     /// Only the `default` user, with `requirepass` as its password if given.
     pub fn new(requirepass: Option<&Secret>) -> Access {
-        Self::with_users(requirepass, &[], &Table::redis70())
-            .unwrap_or_else(|_| Access {
-                users: Vec::new(),
-                entries: Default::default(),
-            })
+        Self::with_users(requirepass, &[], &Table::redis70()).unwrap_or_else(|_| Access {
+            users: Vec::new(),
+            entries: Default::default(),
+        })
     }
 
     /// The `default` user (with `requirepass`) and the configured users, their rules applied
@@ -958,7 +958,12 @@ mod tests {
             .iter()
             .map(|&(i, a)| (req.arg(i as usize).unwrap(), a))
             .collect();
-        u.check(entry.id, keys.into_iter(), std::iter::empty(), std::iter::empty())
+        u.check(
+            entry.id,
+            keys.into_iter(),
+            std::iter::empty(),
+            std::iter::empty(),
+        )
     }
 
     fn listed(rules: &str) -> String {
@@ -1038,14 +1043,20 @@ mod tests {
         // COPY reads its source and writes its destination; LMOVE's source is both.
         assert_eq!(run(u, &["copy", "r:1", "w:1"]), Ok(()));
         assert_eq!(run(u, &["copy", "w:1", "r:1"]), Err(Denial::Keys));
-        assert_eq!(run(u, &["lmove", "r:1", "w:1", "LEFT", "LEFT"]), Err(Denial::Keys));
+        assert_eq!(
+            run(u, &["lmove", "r:1", "w:1", "LEFT", "LEFT"]),
+            Err(Denial::Keys)
+        );
         // BITFIELD with GET and OVERFLOW only reads; SET or a syntax error counts as a write.
         assert_eq!(run(u, &["bitfield", "r:1", "GET", "u8", "0"]), Ok(()));
         assert_eq!(
             run(u, &["bitfield", "r:1", "OVERFLOW", "SAT", "GET", "u8", "0"]),
             Ok(())
         );
-        assert_eq!(run(u, &["bitfield", "r:1", "SET", "u8", "0", "1"]), Err(Denial::Keys));
+        assert_eq!(
+            run(u, &["bitfield", "r:1", "SET", "u8", "0", "1"]),
+            Err(Denial::Keys)
+        );
         assert_eq!(run(u, &["bitfield", "r:1", "GET", "u8"]), Err(Denial::Keys));
         // EXISTS neither reads nor writes a value: any pattern admits it.
         assert_eq!(run(u, &["exists", "w:1"]), Ok(()));
@@ -1076,7 +1087,9 @@ mod tests {
         let pw = "30c952fab122c3f9759f02a6d95c3758b246b4fee239957b2d4fee46e26170c4";
         assert_eq!(
             listed("on >pw %R~r:* %W~w:* ~rw:* &ch:* +@read +set -get"),
-            format!("user u on #{pw} %R~r:* %W~w:* ~rw:* resetchannels &ch:* -@all +@read -get +set")
+            format!(
+                "user u on #{pw} %R~r:* %W~w:* ~rw:* resetchannels &ch:* -@all +@read -get +set"
+            )
         );
         assert_eq!(
             listed(&format!("+@all -@dangerous #{pw} resetchannels")),
@@ -1090,9 +1103,15 @@ mod tests {
             listed("+@read +@read -get +get +GET +config|get -@write +@all -set"),
             "user u off resetchannels +@all -set"
         );
-        assert_eq!(listed("reset"), "user u off sanitize-payload resetchannels -@all");
+        assert_eq!(
+            listed("reset"),
+            "user u off sanitize-payload resetchannels -@all"
+        );
         assert_eq!(listed("&*"), "user u off &* -@all");
-        assert_eq!(listed("+get +@read -@read"), "user u off resetchannels -@all");
+        assert_eq!(
+            listed("+get +@read -@read"),
+            "user u off resetchannels -@all"
+        );
         let a = Access::new(None);
         assert_eq!(
             a.describe(a.user(0).unwrap()),

@@ -205,7 +205,10 @@ pub fn key_access(entry: &Entry, req: &Request, out: &mut SmallVec<[(u32, u8); 8
         } else {
             match entry.spec.name {
                 // SET ... GET reads the old value; a plain SET only writes.
-                "set" if (3..req.argc()).any(|j| req.arg(j).is_some_and(|a| a.eq_ignore_ascii_case(b"GET"))) => {
+                "set"
+                    if (3..req.argc())
+                        .any(|j| req.arg(j).is_some_and(|a| a.eq_ignore_ascii_case(b"GET"))) =>
+                {
                     READ | WRITE
                 }
                 "set" => WRITE,

@@ -301,8 +301,14 @@ const USERS: &[(&str, &str)] = &[
         "on >s ~app:* ~t ~cache:[ab]? &news.* +@all -flushall",
     ),
     // Keys by access: read-only, write-only and both.
-    ("split", "on >sp %R~r:* %W~w:* ~rw:* &* +@all -@dangerous +acl"),
-    ("many", "on >m ~* &* -@all +@hash +@string -hget -set -mset +config|get +acl|list"),
+    (
+        "split",
+        "on >sp %R~r:* %W~w:* ~rw:* &* +@all -@dangerous +acl",
+    ),
+    (
+        "many",
+        "on >m ~* &* -@all +@hash +@string -hget -set -mset +config|get +acl|list",
+    ),
 ];
 
 #[test]
