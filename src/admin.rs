@@ -24,7 +24,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use redis_protocol::resp2::types::OwnedFrame;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::frontend::Context;
 use crate::metrics::names;
@@ -330,7 +330,18 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Serves the admin endpoint until shutdown.
-pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: CancellationToken) {
+/// Serves the admin endpoint on `listener` until shutdown; over HTTPS with `tls` (the server
+/// configuration and the handshake timeout), a failed handshake closing only that connection.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<(Arc<rustls::ServerConfig>, Duration)>,
+    admin: Arc<Admin>,
+    shutdown: CancellationToken,
+) {
+    let acceptor = tls
+        .as_ref()
+        .map(|(c, _)| tokio_rustls::TlsAcceptor::from(c.clone()));
+    let handshake_timeout = tls.map_or(Duration::from_secs(10), |(_, t)| t);
     let exporter = admin.clone();
     let stop = shutdown.clone();
     tokio::spawn(async move {
@@ -358,15 +369,35 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: Cancellat
             },
         };
         let admin = admin.clone();
+        let acceptor = acceptor.clone();
+        let failed = {
+            let admin = admin.clone();
+            move |why: &dyn std::fmt::Display| {
+                admin
+                    .ctx
+                    .stats
+                    .tls_handshake_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                info!(error = %why, "admin TLS handshake failed");
+            }
+        };
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<Incoming>| {
                 let admin = admin.clone();
                 async move { Ok::<_, Infallible>(admin.handle(&req)) }
             });
-            if let Err(e) = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
+            let http = http1::Builder::new();
+            let served = match acceptor {
+                None => http.serve_connection(TokioIo::new(stream), service).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => http.serve_connection(TokioIo::new(tls), service).await,
+                        Ok(Err(e)) => return failed(&e),
+                        Err(_) => return failed(&"timed out"),
+                    }
+                }
+            };
+            if let Err(e) = served {
                 debug!(error = %e, "admin connection ended");
             }
         });

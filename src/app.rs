@@ -237,7 +237,13 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
                 .clone()
                 .poll_backends(a.info_interval, shutdown.clone()),
         );
-        tokio::spawn(crate::admin::serve(listener, admin, shutdown.clone()));
+        let https = a.tls.clone().map(|c| (c, a.handshake_timeout));
+        tokio::spawn(crate::admin::serve(
+            listener,
+            https,
+            admin,
+            shutdown.clone(),
+        ));
     }
     let mut doors = vec![frontend::Door {
         listener,

@@ -63,11 +63,26 @@ impl std::fmt::Debug for TlsListen {
 }
 
 /// The admin endpoint's settings.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
     pub token: Option<String>,
     pub info_interval: Duration,
+    /// HTTPS: the TLS listener's certificate (and its reloads), no client certificate.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// How long an HTTPS handshake may take.
+    pub handshake_timeout: Duration,
+}
+
+impl std::fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("info_interval", &self.info_interval)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// What slotgate fronts.
@@ -127,6 +142,7 @@ pub struct Overrides {
     pub log: Option<String>,
     pub threads: Option<usize>,
     pub admin: Option<String>,
+    pub admin_tls: bool,
     pub backend_user: Option<String>,
     /// From `--backend-password` or `SLOTGATE_BACKEND_PASSWORD`.
     pub backend_password: Option<Secret>,
@@ -610,6 +626,25 @@ impl Config {
                 "is empty; remove the line to leave the admin endpoint without authentication",
             ));
         }
+        let tls = tls_listen(&f.tls, o)?;
+        let admin_tls = if o.admin_tls || f.admin.tls == Some(true) {
+            let Some(t) = &tls else {
+                return Err(invalid(
+                    "admin.tls",
+                    "HTTPS on the admin listener uses the TLS listener's certificate: set [tls] listen, cert_file and key_file (--tls-listen, --tls-cert, --tls-key)",
+                ));
+            };
+            let files = ServerFiles {
+                client_ca: None,
+                ..t.files.clone()
+            };
+            Some(
+                crate::tls::server_config(&files, t.cert.clone())
+                    .map_err(|e| invalid("admin.tls", e.to_string()))?,
+            )
+        } else {
+            None
+        };
         Ok(Config {
             listen,
             backend_mode,
@@ -637,9 +672,13 @@ impl Config {
                     token: f.admin.token.clone(),
                     info_interval: ms(f.admin.info_interval_ms, Duration::from_secs(5))
                         .max(Duration::from_millis(100)),
+                    handshake_timeout: tls
+                        .as_ref()
+                        .map_or(Duration::from_secs(10), |t| t.handshake_timeout),
+                    tls: admin_tls,
                 }),
             },
-            tls: tls_listen(&f.tls, o)?,
+            tls,
         })
     }
 }

@@ -65,6 +65,10 @@ struct Cli {
     #[arg(long, value_name = "IP:PORT")]
     admin: Option<String>,
 
+    /// Serve the admin listener over HTTPS with the TLS listener's certificate (--tls-cert).
+    #[arg(long)]
+    admin_tls: bool,
+
     /// The ACL user to log in to every Redis node as (AUTH user password); unset: the default
     /// user.
     #[arg(long, value_name = "NAME")]
@@ -165,6 +169,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         log: cli.log,
         threads: cli.threads,
         admin: cli.admin,
+        admin_tls: cli.admin_tls,
         backend_user: cli.backend_user,
         backend_password: cli.backend_password.as_deref().map(Secret::new),
         backend_tls: cli.backend_tls,

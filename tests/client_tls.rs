@@ -200,6 +200,15 @@ fn mutual_tls_requires_a_certificate_from_the_configured_ca() {
     // A certificate from a CA slotgate does not trust.
     let foreign = cli(&certs, tls_port, "ca.crt", Some("other-server"), &["PING"]);
     assert!(!text(&foreign).contains("PONG"), "{}", text(&foreign));
+    // From the right CA, but past its end date.
+    let expired = cli(
+        &certs,
+        tls_port,
+        "ca.crt",
+        Some("expired-client"),
+        &["PING"],
+    );
+    assert!(!text(&expired).contains("PONG"), "{}", text(&expired));
     wait_until(
         "the refused handshakes counted",
         Duration::from_secs(5),
@@ -207,9 +216,110 @@ fn mutual_tls_requires_a_certificate_from_the_configured_ca() {
             info_field(&proxy, "proxy_tls_handshake_failures")
                 .parse::<u64>()
                 .unwrap()
-                >= 2
+                >= 3
         },
     );
+    // The good certificate still works after the refusals.
+    let again = cli(&certs, tls_port, "ca.crt", Some("client"), &["PING"]);
+    assert_eq!(text(&again).trim(), "PONG", "{}", text(&again));
+}
+
+/// An HTTPS GET with Python's `ssl` trusting `ca`: the status and body, or the error.
+fn https_get(port: u16, ca: &str, path: &str, token: Option<&str>) -> String {
+    let script = r#"
+import http.client, ssl, sys
+port, ca, path, token = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+try:
+    c = http.client.HTTPSConnection("127.0.0.1", port, timeout=5, context=ssl.create_default_context(cafile=ca))
+    c.request("GET", path, headers={"Authorization": "Bearer " + token} if token else {})
+    r = c.getresponse()
+    print(r.status, r.read().decode().strip())
+except Exception as e:
+    print("error", type(e).__name__)
+"#;
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            script,
+            &port.to_string(),
+            ca,
+            path,
+            token.unwrap_or(""),
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn the_admin_listener_speaks_https_with_the_tls_certificate() {
+    let certs = Certs::generate();
+    let server = support::Redis::start(&[]);
+    let (tls_port, admin_port) = (free_port(), free_port());
+    let mut args = vec!["--standalone".to_string(), server.addr()];
+    args.extend(tls_args(
+        &certs,
+        tls_port,
+        // Mutual TLS on the client listener does not extend to the admin one.
+        &[
+            "--tls-client-ca",
+            &certs.path("ca.crt"),
+            "--admin",
+            &format!("127.0.0.1:{admin_port}"),
+            "--admin-tls",
+        ],
+    ));
+    let conf = TempConf::new("[admin]\ntoken = \"admin-token-1\"\n");
+    args.extend(["--config".to_string(), conf.path().to_string()]);
+    let proxy = Proxy::spawn(&args);
+    assert_eq!(
+        https_get(admin_port, &certs.path("ca.crt"), "/health", None),
+        "200 OK"
+    );
+    assert!(
+        https_get(
+            admin_port,
+            &certs.path("ca.crt"),
+            "/ready",
+            Some("admin-token-1")
+        )
+        .starts_with("200"),
+    );
+    assert!(
+        https_get(admin_port, &certs.path("ca.crt"), "/ready", Some("wrong")).starts_with("401"),
+    );
+    // A client that does not trust the certificate refuses it; plain HTTP gets no answer.
+    assert_eq!(
+        https_get(admin_port, &certs.path("other-ca.crt"), "/health", None),
+        "error SSLCertVerificationError"
+    );
+    let mut plain = TcpStream::connect(("127.0.0.1", admin_port)).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    plain
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut reply = Vec::new();
+    let _ = plain.read_to_end(&mut reply);
+    assert!(!String::from_utf8_lossy(&reply).contains("200 OK"));
+    drop(proxy);
+}
+
+#[test]
+fn admin_https_without_a_tls_certificate_is_refused_at_start() {
+    let out = Command::new(env!("CARGO_BIN_EXE_slotgate"))
+        .args([
+            "--standalone",
+            "127.0.0.1:1",
+            "--admin",
+            "127.0.0.1:1",
+            "--admin-tls",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out).contains("admin.tls"), "{}", text(&out));
 }
 
 #[test]

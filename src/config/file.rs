@@ -84,6 +84,8 @@ pub struct AdminFile {
     pub token: Option<String>,
     /// How often every backend's INFO is polled.
     pub info_interval_ms: Option<u64>,
+    /// HTTPS with the `[tls]` certificate (no client certificate asked for: the token guards it).
+    pub tls: Option<bool>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]

@@ -901,11 +901,12 @@ impl Certs {
             ca() { key \"$1.key\"; openssl req -x509 -new -key \"$1.key\" -out \"$1.crt\" -days 2 -subj \"/CN=$2\"; }
             leaf() { key \"$1.key\"; openssl req -new -key \"$1.key\" -out \"$1.csr\" -subj \"/CN=$3\";
                      printf '%s\\n' \"$4\" > \"$1.ext\";
-                     openssl x509 -req -in \"$1.csr\" -CA \"$2.crt\" -CAkey \"$2.key\" -CAcreateserial -out \"$1.crt\" -days 2 -extfile \"$1.ext\" 2>/dev/null; }
+                     openssl x509 -req -in \"$1.csr\" -CA \"$2.crt\" -CAkey \"$2.key\" -CAcreateserial -out \"$1.crt\" -days \"${5:-2}\" -extfile \"$1.ext\" 2>/dev/null; }
             ca ca 'slotgate test CA'
             ca other-ca 'another CA'
             leaf server ca localhost 'subjectAltName=IP:127.0.0.1,DNS:localhost'
             leaf client ca app 'extendedKeyUsage=clientAuth'
+            leaf expired-client ca app 'extendedKeyUsage=clientAuth' -1
             leaf other-server other-ca localhost 'subjectAltName=IP:127.0.0.1,DNS:localhost'");
         Certs { dir }
     }
