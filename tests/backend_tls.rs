@@ -30,6 +30,24 @@ struct TlsNode {
 
 impl TlsNode {
     fn start(certs: &Certs) -> TlsNode {
+        Self::spawn(
+            certs,
+            &[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "1000",
+                "--cluster-replica-validity-factor",
+                "0",
+            ],
+        )
+    }
+
+    /// A TLS-only, password-protected redis-server with `extra` arguments (a cluster node, or
+    /// a standalone master or replica).
+    fn spawn(certs: &Certs, extra: &[&str]) -> TlsNode {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("slotgate-tls-node-{port}"));
         std::fs::create_dir_all(&dir).unwrap();
@@ -42,14 +60,7 @@ impl TlsNode {
             .args(["--tls-auth-clients", "yes", "--tls-cluster", "yes"])
             .args(["--tls-replication", "yes"])
             .args(["--requirepass", PASSWORD, "--masterauth", PASSWORD])
-            .args([
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                "nodes.conf",
-            ])
-            .args(["--cluster-node-timeout", "1000"])
-            .args(["--cluster-replica-validity-factor", "0"])
+            .args(extra)
             .arg("--dir")
             .arg(&dir)
             .arg("--logfile")
@@ -64,6 +75,49 @@ impl TlsNode {
             dir,
         };
         wait_until("a TLS node", Duration::from_secs(10), || {
+            cli(certs, port, &["PING"]).trim() == "PONG"
+        });
+        node
+    }
+
+    /// A Sentinel reachable over TLS only, with the same password, watching `master` (over
+    /// TLS as well) as `mymaster`.
+    fn sentinel(certs: &Certs, master: u16) -> TlsNode {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("slotgate-tls-sentinel-{port}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let conf = dir.join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port 0\ntls-port {port}\nbind 127.0.0.1\n\
+                 tls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\n\
+                 tls-auth-clients yes\ntls-replication yes\nrequirepass {PASSWORD}\n\
+                 sentinel monitor mymaster 127.0.0.1 {master} 2\n\
+                 sentinel auth-pass mymaster {PASSWORD}\n\
+                 sentinel down-after-milliseconds mymaster 1000\n\
+                 sentinel failover-timeout mymaster 10000\n\
+                 dir {}\nlogfile {}\n",
+                certs.path("server.crt"),
+                certs.path("server.key"),
+                certs.path("ca.crt"),
+                dir.display(),
+                dir.join("sentinel.log").display(),
+            ),
+        )
+        .unwrap();
+        let child = Command::new("redis-sentinel")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-sentinel must be installed");
+        let node = TlsNode {
+            port,
+            child: Some(child),
+            dir,
+        };
+        wait_until("a TLS Sentinel", Duration::from_secs(10), || {
             cli(certs, port, &["PING"]).trim() == "PONG"
         });
         node
@@ -281,4 +335,75 @@ fn a_tls_only_cluster_with_a_password_is_fronted_through_a_resharding_and_a_fail
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{text}");
     assert!(text.contains("certificate"), "{text}");
+}
+
+#[test]
+fn a_tls_only_sentinel_group_with_passwords_is_followed_through_a_failover() {
+    let certs = Certs::generate();
+    let master = TlsNode::spawn(&certs, &[]);
+    let mport = master.port.to_string();
+    let replica = TlsNode::spawn(&certs, &["--replicaof", "127.0.0.1", &mport]);
+    wait_until("the replica in sync", Duration::from_secs(20), || {
+        field(
+            &cli(&certs, replica.port, &["INFO", "replication"]),
+            "master_link_status",
+        )
+        .as_deref()
+            == Some("up")
+    });
+    let sentinels: Vec<TlsNode> = (0..3)
+        .map(|_| TlsNode::sentinel(&certs, master.port))
+        .collect();
+    wait_until(
+        "the Sentinels to know each other and the replica",
+        Duration::from_secs(30),
+        || {
+            sentinels.iter().all(|s| {
+                let others = cli(&certs, s.port, &["SENTINEL", "SENTINELS", "mymaster"]);
+                let replicas = cli(&certs, s.port, &["SENTINEL", "REPLICAS", "mymaster"]);
+                others.matches("runid").count() == 2 && replicas.matches("runid").count() == 1
+            })
+        },
+    );
+    let conf = support::TempConf::new(&format!("sentinel_password = \"{PASSWORD}\"\n"));
+    let mut args = vec![
+        "--config".to_string(),
+        conf.path().to_string(),
+        "--master-name".to_string(),
+        "mymaster".to_string(),
+    ];
+    // Only the TLS settings of slotgate_args; the seeds are Sentinels here.
+    args.extend(slotgate_args(&certs, &[], "ca.crt"));
+    for s in &sentinels {
+        args.extend(["--sentinel".to_string(), s.addr()]);
+    }
+    let proxy = Proxy::spawn_env(&args, &[("SLOTGATE_BACKEND_PASSWORD", PASSWORD)]);
+    let mut c = proxy.conn();
+    let _: () = c.set("s", "before").unwrap();
+    assert_eq!(cli(&certs, master.port, &["GET", "s"]).trim(), "before");
+    let where_master = |s: &TlsNode| {
+        cli(
+            &certs,
+            s.port,
+            &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster"],
+        )
+    };
+    assert!(where_master(&sentinels[0]).contains(&mport));
+    let reply = cli(
+        &certs,
+        sentinels[0].port,
+        &["SENTINEL", "FAILOVER", "mymaster"],
+    );
+    assert_eq!(reply.trim(), "OK", "{reply}");
+    let rport = replica.port.to_string();
+    wait_until("the replica promoted", Duration::from_secs(30), || {
+        where_master(&sentinels[0]).contains(&rport)
+    });
+    // slotgate hears it from the Sentinels over TLS and checks the new master's ROLE over TLS:
+    // a write lands on the promoted replica.
+    wait_until("a write on the new master", Duration::from_secs(15), || {
+        proxy.conn().set::<_, _, ()>("s", "after").is_ok()
+            && cli(&certs, replica.port, &["GET", "s"]).trim() == "after"
+    });
+    assert!(!proxy.log().contains(PASSWORD));
 }
