@@ -61,34 +61,75 @@ struct Grant {
 /// a prefix (`app:*`, matched by its text before the star) or a literal costs one comparison per
 /// key instead of a glob walk.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Pattern {
-    Prefix(Vec<u8>),
-    Exact(Vec<u8>),
-    Glob(Vec<u8>),
+struct Pattern {
+    /// The pattern as written.
+    source: Vec<u8>,
+    shape: Shape,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// `app:*` with at most 8 bytes before the star: those bytes as a little-endian word, the
+    /// mask of their bits, and their count. A key of 8 bytes or more is checked with one load.
+    ShortPrefix {
+        word: u64,
+        mask: u64,
+        len: usize,
+    },
+    /// `app:*`: the text before the star.
+    Prefix,
+    /// No special character at all.
+    Exact,
+    Glob,
 }
 
 impl Pattern {
     fn new(p: &[u8]) -> Pattern {
         let special = |b: &u8| matches!(b, b'*' | b'?' | b'[' | b'\\');
-        match p.split_last() {
-            Some((b'*', head)) if !head.iter().any(special) => Pattern::Prefix(p.to_vec()),
-            _ if !p.iter().any(special) => Pattern::Exact(p.to_vec()),
-            _ => Pattern::Glob(p.to_vec()),
+        let shape = match p.split_last() {
+            Some((b'*', head)) if !head.iter().any(special) && head.len() <= 8 => {
+                let mut bytes = [0u8; 8];
+                for (b, h) in bytes.iter_mut().zip(head) {
+                    *b = *h;
+                }
+                let mask = if head.len() == 8 {
+                    u64::MAX
+                } else {
+                    (1u64 << (8 * head.len())) - 1
+                };
+                Shape::ShortPrefix {
+                    word: u64::from_le_bytes(bytes),
+                    mask,
+                    len: head.len(),
+                }
+            }
+            Some((b'*', head)) if !head.iter().any(special) => Shape::Prefix,
+            _ if !p.iter().any(special) => Shape::Exact,
+            _ => Shape::Glob,
+        };
+        Pattern {
+            source: p.to_vec(),
+            shape,
         }
     }
 
     fn source(&self) -> &[u8] {
-        match self {
-            Pattern::Prefix(p) | Pattern::Exact(p) | Pattern::Glob(p) => p,
-        }
+        &self.source
     }
 
     #[inline]
     fn matches(&self, name: &[u8]) -> bool {
-        match self {
-            Pattern::Prefix(p) => name.starts_with(p.split_last().map_or(&[][..], |(_, h)| h)),
-            Pattern::Exact(p) => name == p.as_slice(),
-            Pattern::Glob(p) => glob_match(p, name),
+        match self.shape {
+            Shape::ShortPrefix { word, mask, len } => match name.first_chunk::<8>() {
+                Some(chunk) => u64::from_le_bytes(*chunk) & mask == word,
+                None => name.get(..len) == self.source.get(..len),
+            },
+            Shape::Prefix => {
+                let head = self.source.split_last().map_or(&[][..], |(_, h)| h);
+                name.starts_with(head)
+            }
+            Shape::Exact => name == self.source.as_slice(),
+            Shape::Glob => glob_match(&self.source, name),
         }
     }
 }
@@ -116,9 +157,14 @@ impl Reach {
     fn admits(&self, name: &[u8], need: u8) -> bool {
         match self {
             Reach::All => true,
-            Reach::Patterns(p) => p
-                .iter()
-                .any(|g| g.access & need == need && g.pattern.matches(name)),
+            Reach::Patterns(p) => {
+                for g in p {
+                    if g.access & need == need && g.pattern.matches(name) {
+                        return true;
+                    }
+                }
+                false
+            }
         }
     }
 
@@ -695,6 +741,30 @@ impl User {
         self.unrestricted
     }
 
+    /// Whether the user may run the command numbered `id` (its keys and channels aside).
+    #[inline]
+    pub fn may_run(&self, id: u16) -> bool {
+        self.commands.get(usize::from(id)).copied().unwrap_or(false)
+    }
+
+    /// Whether the user may use `key` as a command that does `access` to it does.
+    #[inline]
+    pub fn may_use_key(&self, key: &[u8], access: u8) -> bool {
+        self.keys.admits(key, access)
+    }
+
+    /// Whether every key is the user's: no key needs looking at.
+    #[inline]
+    pub fn all_keys(&self) -> bool {
+        matches!(self.keys, Reach::All)
+    }
+
+    /// Whether every channel is the user's.
+    #[inline]
+    pub fn all_channels(&self) -> bool {
+        matches!(self.channels, Reach::All)
+    }
+
     /// Checks a request of command `id`: may the user run it, on these keys (each with what
     /// the command does to it, [`READ`]/[`WRITE`] bits), with these channels (PSUBSCRIBE's
     /// patterns in `patterns`), in the order Redis checks them.
@@ -1210,7 +1280,27 @@ mod tests {
     #[test]
     fn pattern_shapes_match_as_the_glob_does() {
         for (p, names) in [
-            ("app:*", &["app:", "app:1", "ap", "xapp:1"][..]),
+            (
+                "app:*",
+                &[
+                    "app:",
+                    "app:1",
+                    "ap",
+                    "xapp:1",
+                    "app:12345678",
+                    "apX:12345678",
+                ][..],
+            ),
+            // Eight bytes before the star: the whole word; nine: the long form.
+            (
+                "12345678*",
+                &["12345678", "123456789", "1234567", "12345679x"][..],
+            ),
+            (
+                "123456789*",
+                &["123456789", "1234567890", "12345678", "123456788x"][..],
+            ),
+            ("*", &["", "a", "abcdefghij"][..]),
             ("exact", &["exact", "exact1", ""][..]),
             ("a?c*", &["abc", "abcd", "ac"][..]),
         ] {

@@ -188,12 +188,8 @@ pub fn key_positions(spec: &CommandSpec, req: &Request, out: &mut KeyPositions) 
 /// arguments as Redis' `setGetKeys` and `bitfieldGetKeys` do.
 pub fn key_access(entry: &Entry, req: &Request, out: &mut SmallVec<[(u32, u8); 8]>) {
     use table::keyspec::{NOT_KEY, READ, VARIABLE, WRITE};
-    // GET, HGET...: the one key, without the key-spec walk.
-    if let (Some(i), [ks]) = (entry.single_key, entry.spec.key_specs)
-        && ks.access & (NOT_KEY | VARIABLE) == 0
-        && req.argc() > i
-    {
-        out.push((i as u32, ks.access & (READ | WRITE)));
+    if let Some((i, access)) = single_key_access(entry, req) {
+        out.push((i as u32, access));
         return;
     }
     visit_keys(entry.spec, req, |i, ks| {
@@ -218,6 +214,20 @@ pub fn key_access(entry: &Entry, req: &Request, out: &mut SmallVec<[(u32, u8); 8
         };
         out.push((i, access & (READ | WRITE)));
     });
+}
+
+/// GET, HGET...: the one key of a command whose one key spec names it at a fixed place and
+/// says what is done to it, without the key-spec walk: its position and access. `None` for
+/// other commands, which [`key_access`] walks.
+#[inline]
+pub fn single_key_access(entry: &Entry, req: &Request) -> Option<(usize, u8)> {
+    use table::keyspec::{NOT_KEY, READ, VARIABLE, WRITE};
+    match (entry.single_key, entry.spec.key_specs) {
+        (Some(i), [ks]) if ks.access & (NOT_KEY | VARIABLE) == 0 && req.argc() > i => {
+            Some((i, ks.access & (READ | WRITE)))
+        }
+        _ => None,
+    }
 }
 
 /// Whether a BITFIELD only reads (GET and OVERFLOW subcommands, well formed), as Redis'

@@ -826,11 +826,31 @@ impl Session {
     /// command, then its keys, then its channels, as Redis checks them).
     #[cold]
     fn permitted(&self, entry: &Entry, req: &Request) -> Result<(), crate::access::Denial> {
+        use crate::access::Denial;
         let Some(user) = self.ctx.config.access.user(self.client.user) else {
-            return Err(crate::access::Denial::Command);
+            return Err(Denial::Command);
         };
+        if !user.may_run(entry.id) {
+            return Err(Denial::Command);
+        }
+        let pubsub = entry.spec.has(command::flags::PUBSUB);
+        if !user.all_keys() {
+            // GET, SET, HGET...: the one key, checked where it is.
+            if let Some((i, access)) = command::single_key_access(entry, req) {
+                if !user.may_use_key(req.arg(i).unwrap_or_default(), access) {
+                    return Err(Denial::Keys);
+                }
+                if !pubsub {
+                    return Ok(());
+                }
+            }
+        } else if !pubsub || user.all_channels() {
+            return Ok(());
+        }
         let mut keys = SmallVec::<[(u32, u8); 8]>::new();
-        command::key_access(entry, req, &mut keys);
+        if !user.all_keys() {
+            command::key_access(entry, req, &mut keys);
+        }
         let args = |range: std::ops::Range<usize>| range.filter_map(|i| req.arg(i));
         let none = || args(0..0);
         // The channels a command names, as Redis' ACL reads them.

@@ -46,6 +46,7 @@ impl Request {
     }
 
     /// The data of argument `i` (0 is the command name).
+    #[inline]
     pub fn arg(&self, i: usize) -> Option<&[u8]> {
         let a = self.args.get(i)?;
         self.raw.get(a.start as usize..(a.start + a.len) as usize)
