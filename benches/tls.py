@@ -11,7 +11,11 @@ keep-alive off (-k 0: a new TLS connection per request) against slotgate and Red
 with slotgate's CPU per handshake. Figures are from one run on a shared machine: compare the
 rows of one run with each other, not with another run's. Every process it starts is stopped.
 
-    cargo build --release && python3 benches/tls.py [--requests N]
+With --cluster, slotgate fronts a three-master Redis Cluster (ports 7710-7712, buses below
+32768) instead of the one server, as a TLS termination point in front of a cluster is deployed;
+the redis-server TLS row stays the one server's own TLS port.
+
+    cargo build --release && python3 benches/tls.py [--requests N] [--cluster]
 """
 import argparse, os, shutil, socket, subprocess, sys, tempfile, time
 
@@ -69,6 +73,7 @@ def bench(port, test, pipe, n, ca, tls, keepalive=True):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=200000)
+    ap.add_argument("--cluster", action="store_true", help="front a 3-master cluster")
     args = ap.parse_args()
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     binary = os.path.join(root, "target/release/slotgate")
@@ -85,8 +90,29 @@ def main():
              "--tls-key-file", os.path.join(d, "server.key"), "--tls-ca-cert-file", ca],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         wait_port(rport)
+        backend = ["--standalone", f"127.0.0.1:{rport}"]
+        if args.cluster:
+            ports = [7710, 7711, 7712]
+            for p in ports:
+                nd = os.path.join(d, f"node{p}")
+                os.makedirs(nd)
+                procs.append(subprocess.Popen(
+                    ["redis-server", "--port", str(p), "--bind", "127.0.0.1", "--save", "",
+                     "--appendonly", "no", "--cluster-enabled", "yes", "--dir", nd],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                wait_port(p)
+            subprocess.run(["redis-cli", "--cluster", "create", *[f"127.0.0.1:{p}" for p in ports],
+                            "--cluster-replicas", "0", "--cluster-yes"],
+                           check=True, capture_output=True)
+            for _ in range(100):
+                info = subprocess.run(["redis-cli", "-p", str(ports[0]), "cluster", "info"],
+                                      capture_output=True, text=True).stdout
+                if "cluster_state:ok" in info:
+                    break
+                time.sleep(0.1)
+            backend = ["--seed", f"127.0.0.1:{ports[0]}"]
         sg = subprocess.Popen(
-            [binary, "--listen", f"127.0.0.1:{plain}", "--standalone", f"127.0.0.1:{rport}",
+            [binary, "--listen", f"127.0.0.1:{plain}", *backend,
              "--threads", "1", "--log", "warn", "--tls-listen", f"127.0.0.1:{tls}",
              "--tls-cert", os.path.join(d, "server.crt"), "--tls-key", os.path.join(d, "server.key")],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
