@@ -1,5 +1,6 @@
-//! The admin HTTP listener: `/metrics` (Prometheus text), `/health` (process alive), `/ready`
-//! (200 only when every slot has a reachable master), `/topology` (JSON: shards, nodes, roles,
+//! The admin HTTP listener (HTTPS with the TLS listener's certificate when configured):
+//! `/metrics` (Prometheus text), `/health` (process alive), `/ready` (200 only when every slot
+//! has a reachable master), `/topology` (JSON: shards, nodes, roles,
 //! slot ranges, per-node latency and health), with an optional bearer token on every path but
 //! `/health`. Also the periodic export of the proxy's counters and the backend INFO poller.
 //!
