@@ -153,7 +153,7 @@ impl Reach {
 
     /// Whether `name` matches a pattern that grants all of `need` (a key's [`READ`]/[`WRITE`]
     /// use; a channel's is [`READ_WRITE`]), as Redis' `ACLSelectorCheckKey`.
-    #[inline]
+    #[inline(always)]
     fn admits(&self, name: &[u8], need: u8) -> bool {
         match self {
             Reach::All => true,

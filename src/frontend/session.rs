@@ -824,7 +824,7 @@ impl Session {
 
     /// Whether the logged-in user may run `req` (checked only for users with limits: the
     /// command, then its keys, then its channels, as Redis checks them).
-    #[cold]
+    #[inline]
     fn permitted(&self, entry: &Entry, req: &Request) -> Result<(), crate::access::Denial> {
         use crate::access::Denial;
         let Some(user) = self.ctx.config.access.user(self.client.user) else {
