@@ -937,6 +937,16 @@ impl Access {
         self.users.get(usize::from(index))
     }
 
+    /// The user a client certificate's common name logs in, without a password (the
+    /// certificate is the credential): one with that name that is on.
+    pub fn certificate_user(&self, name: &[u8]) -> Option<u16> {
+        let i = self
+            .users
+            .iter()
+            .position(|u| u.enabled && u.name.as_bytes() == name)?;
+        u16::try_from(i).ok()
+    }
+
     /// The user named `name`.
     pub fn named(&self, name: &[u8]) -> Option<&User> {
         self.users.iter().find(|u| u.name.as_bytes() == name)

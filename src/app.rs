@@ -261,6 +261,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
             tls: Some(frontend::TlsDoor {
                 acceptor: tokio_rustls::TlsAcceptor::from(t.server.clone()),
                 handshake_timeout: t.handshake_timeout,
+                user_from_cn: t.user_from_cn,
             }),
         });
     }

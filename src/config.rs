@@ -47,6 +47,8 @@ pub struct TlsListen {
     pub files: ServerFiles,
     pub handshake_timeout: Duration,
     pub reload_check: Duration,
+    /// A client certificate's subject CN names the user the client is logged in as.
+    pub user_from_cn: bool,
     /// The certificate in use, which reloads replace.
     pub cert: Arc<ServerCert>,
     pub server: Arc<rustls::ServerConfig>,
@@ -300,8 +302,26 @@ fn tls_listen(t: &TlsFile, o: &Overrides) -> Result<Option<TlsListen>, ConfigErr
     if handshake_timeout.is_zero() {
         return Err(invalid("tls.handshake_timeout_ms", "must be above zero"));
     }
+    let user_from_cn = match t.auth_clients_user.as_deref().map(str::to_ascii_lowercase) {
+        None => false,
+        Some(v) if v == "off" => false,
+        Some(v) if v == "cn" => true,
+        Some(v) => {
+            return Err(invalid(
+                "tls.auth_clients_user",
+                format!("'{v}' is not CN or off"),
+            ));
+        }
+    };
+    if user_from_cn && files.client_ca.is_none() {
+        return Err(invalid(
+            "tls.auth_clients_user",
+            "needs client certificates: set tls.client_ca_file (--tls-client-ca)",
+        ));
+    }
     Ok(Some(TlsListen {
         listen,
+        user_from_cn,
         files,
         handshake_timeout,
         reload_check: ms(t.reload_check_ms, Duration::from_secs(5)).max(Duration::from_millis(100)),

@@ -198,19 +198,47 @@ pub struct Door {
 pub struct TlsDoor {
     pub acceptor: tokio_rustls::TlsAcceptor,
     pub handshake_timeout: Duration,
+    /// Log a client in as the proxy user its certificate's subject CN names (mutual TLS).
+    pub user_from_cn: bool,
+}
+
+/// The proxy user a client certificate names by its subject CN, when that user exists and is
+/// on; a certificate naming no such user logs nobody in (the client authenticates as usual).
+fn certificate_user(
+    tls: &TlsDoor,
+    stream: &tokio_rustls::server::TlsStream<TcpStream>,
+    peer: std::net::SocketAddr,
+    ctx: &Context,
+) -> Option<u16> {
+    if !tls.user_from_cn {
+        return None;
+    }
+    let cert = stream.get_ref().1.peer_certificates()?.first()?;
+    let Some(cn) = crate::tls::subject_common_name(cert) else {
+        info!(%peer, "client certificate without a common name: no user from it");
+        return None;
+    };
+    let user = ctx.config.access.certificate_user(cn.as_bytes());
+    if user.is_none() {
+        info!(%peer, cn = %cn, "client certificate names no enabled user: not logged in");
+    }
+    user
 }
 
 /// The TLS handshake of a new client, bounded by the door's timeout; `None` (counted and
-/// logged) when it fails.
+/// logged) when it fails. With the stream comes the user its certificate logs in, if any.
 async fn tls_handshake(
     tls: &TlsDoor,
     stream: TcpStream,
     peer: std::net::SocketAddr,
     ctx: &Context,
-) -> Option<client_stream::ClientStream> {
+) -> Option<(client_stream::ClientStream, Option<u16>)> {
     let handshake = tokio::time::timeout(tls.handshake_timeout, tls.acceptor.accept(stream));
     match handshake.await {
-        Ok(Ok(stream)) => Some(client_stream::ClientStream::Tls(Box::new(stream))),
+        Ok(Ok(stream)) => {
+            let user = certificate_user(tls, &stream, peer, ctx);
+            Some((client_stream::ClientStream::Tls(Box::new(stream)), user))
+        }
         Ok(Err(e)) => {
             ctx.stats
                 .tls_handshake_failures
@@ -338,15 +366,15 @@ async fn accept_loop(
                 fd: std::os::fd::AsRawFd::as_raw_fd(&stream),
             };
             let stream = match tls {
-                None => Some(client_stream::ClientStream::Tcp(stream)),
+                None => Some((client_stream::ClientStream::Tcp(stream), None)),
                 // On the session's worker, as any other future: a client that never finishes
                 // its handshake holds no worker, only its place under max_clients.
                 Some(tls) => tls_handshake(&tls, stream, peer, &ctx2).await,
             };
             // One await of the session, as for a plaintext client: the session's poll stays
             // the only thing between the host and the request path.
-            if let Some(stream) = stream {
-                session::run(stream, ctx2.clone(), id, at, token).await;
+            if let Some((stream, user)) = stream {
+                session::run(stream, ctx2.clone(), id, at, user, token).await;
             }
             ctx2.stats
                 .connections_current

@@ -260,6 +260,87 @@ pub fn server_config(
     Ok(Arc::new(builder.with_cert_resolver(cert)))
 }
 
+/// One DER element: its tag and contents, and what follows it.
+fn der_element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        // Long form: 1 to 4 length bytes are plenty for a certificate.
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let (bytes, rest) = rest.split_at(n);
+        (
+            bytes.iter().fold(0usize, |l, &b| (l << 8) | usize::from(b)),
+            rest,
+        )
+    };
+    if rest.len() < len {
+        return None;
+    }
+    let (contents, after) = rest.split_at(len);
+    Some((tag, contents, after))
+}
+
+/// The subject's common name (CN) of a DER certificate, as text: the last CN when there are
+/// several, as OpenSSL's `-subject` shows them. `None` when it has none, when the value is not
+/// a text string, or when the DER does not parse (never a panic: the bytes come from a peer,
+/// although rustls has checked them against the client CA by then).
+pub fn subject_common_name(cert: &[u8]) -> Option<String> {
+    const SEQUENCE: u8 = 0x30;
+    const SET: u8 = 0x31;
+    const OID_CN: &[u8] = &[0x55, 0x04, 0x03];
+    let (SEQUENCE, certificate, _) = der_element(cert)? else {
+        return None;
+    };
+    let (SEQUENCE, tbs, _) = der_element(certificate)? else {
+        return None;
+    };
+    // version [0] (optional), serialNumber, signature, issuer, validity, subject.
+    let mut rest = tbs;
+    let (tag, _, after) = der_element(rest)?;
+    if tag == 0xa0 {
+        rest = after;
+    }
+    for _ in 0..4 {
+        rest = der_element(rest)?.2;
+    }
+    let (SEQUENCE, mut subject, _) = der_element(rest)? else {
+        return None;
+    };
+    let mut found = None;
+    while !subject.is_empty() {
+        let (tag, mut set, after) = der_element(subject)?;
+        subject = after;
+        if tag != SET {
+            return None;
+        }
+        while !set.is_empty() {
+            let (tag, attribute, after) = der_element(set)?;
+            set = after;
+            if tag != SEQUENCE {
+                return None;
+            }
+            let (0x06, oid, value) = der_element(attribute)? else {
+                return None;
+            };
+            if oid != OID_CN {
+                continue;
+            }
+            // UTF8String, PrintableString, IA5String; TeletexString read as Latin-1 is not
+            // worth guessing at, nor BMPString.
+            found = match der_element(value)? {
+                (0x0c | 0x13 | 0x16, text, _) => std::str::from_utf8(text).ok().map(str::to_string),
+                _ => None,
+            };
+        }
+    }
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,5 +368,73 @@ mod tests {
         ));
         assert!(matches!(private_key(&empty), Err(TlsError::NoKey { .. })));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A DER element of `tag` around `contents` (short or two-byte long form).
+    fn tlv(tag: u8, contents: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag];
+        if contents.len() < 0x80 {
+            out.push(contents.len() as u8);
+        } else {
+            out.extend([0x82, (contents.len() >> 8) as u8, contents.len() as u8]);
+        }
+        out.extend_from_slice(contents);
+        out
+    }
+
+    /// A certificate-shaped DER with `subject` as its subject name (attribute OID, tag, text).
+    fn cert_with_subject(subject: &[(&[u8], u8, &str)], version: bool) -> Vec<u8> {
+        let name: Vec<u8> = subject
+            .iter()
+            .flat_map(|(oid, tag, text)| {
+                let attr = [tlv(0x06, oid), tlv(*tag, text.as_bytes())].concat();
+                tlv(0x31, &tlv(0x30, &attr))
+            })
+            .collect();
+        let mut tbs = Vec::new();
+        if version {
+            tbs.extend(tlv(0xa0, &tlv(0x02, &[2])));
+        }
+        tbs.extend(tlv(0x02, &[1, 2, 3]));
+        tbs.extend(tlv(0x30, &tlv(0x06, &[0x2a, 0x86, 0x48])));
+        tbs.extend(tlv(0x30, &tlv(0x31, &tlv(0x30, &[]))));
+        tbs.extend(tlv(
+            0x30,
+            &[tlv(0x17, b"260101000000Z"), tlv(0x17, b"270101000000Z")].concat(),
+        ));
+        tbs.extend(tlv(0x30, &name));
+        // A long public key, so that lengths take the long form.
+        tbs.extend(tlv(0x30, &[0u8; 300]));
+        tlv(
+            0x30,
+            &[tlv(0x30, &tbs), tlv(0x30, &[]), tlv(0x03, &[0])].concat(),
+        )
+    }
+
+    #[test]
+    fn the_subject_common_name_is_read_from_der() {
+        const CN: &[u8] = &[0x55, 0x04, 0x03];
+        const O: &[u8] = &[0x55, 0x04, 0x0a];
+        let cert = cert_with_subject(&[(O, 0x0c, "acme"), (CN, 0x0c, "app")], true);
+        assert_eq!(subject_common_name(&cert).as_deref(), Some("app"));
+        let printable = cert_with_subject(&[(CN, 0x13, "worker-1")], false);
+        assert_eq!(subject_common_name(&printable).as_deref(), Some("worker-1"));
+        // The last of several, as OpenSSL prints them last.
+        let two = cert_with_subject(&[(CN, 0x0c, "a"), (CN, 0x0c, "b")], true);
+        assert_eq!(subject_common_name(&two).as_deref(), Some("b"));
+        assert_eq!(
+            subject_common_name(&cert_with_subject(&[(O, 0x0c, "x")], true)),
+            None
+        );
+        assert_eq!(
+            subject_common_name(&cert_with_subject(&[(CN, 0x1e, "x")], true)),
+            None
+        );
+        // Truncated or garbled input is None at every length, never a panic.
+        for n in 0..cert.len() {
+            let _ = subject_common_name(&cert[..n]);
+        }
+        assert_eq!(subject_common_name(b"\x30\x84\xff\xff\xff\xff"), None);
+        assert_eq!(subject_common_name(&[]), None);
     }
 }

@@ -224,6 +224,102 @@ fn mutual_tls_requires_a_certificate_from_the_configured_ca() {
     assert_eq!(text(&again).trim(), "PONG", "{}", text(&again));
 }
 
+/// `redis-cli --tls` with a client certificate, the commands read from its standard input (one
+/// connection for all of them).
+fn cli_script(certs: &Certs, port: u16, client: &str, script: &str) -> String {
+    let mut c = Command::new("redis-cli")
+        .args([
+            "--tls",
+            "--cacert",
+            &certs.path("ca.crt"),
+            "-p",
+            &port.to_string(),
+        ])
+        .args(["--cert", &certs.path(&format!("{client}.crt"))])
+        .args(["--key", &certs.path(&format!("{client}.key"))])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    text(&c.wait_with_output().unwrap())
+}
+
+#[test]
+fn a_client_certificate_logs_in_as_the_user_its_common_name_names() {
+    let certs = Certs::generate();
+    let server = support::Redis::start(&[]);
+    let tls_port = free_port();
+    let conf = TempConf::new(
+        "[clients]\nrequirepass = \"default-secret\"\n\
+         [tls]\nauth_clients_user = \"CN\"\n\
+         [[users]]\nname = \"app\"\nrules = \"on >app-secret ~app:* +@all\"\n",
+    );
+    let mut args = vec![
+        "--standalone".to_string(),
+        server.addr(),
+        "--config".to_string(),
+        conf.path().to_string(),
+    ];
+    args.extend(tls_args(
+        &certs,
+        tls_port,
+        &["--tls-client-ca", &certs.path("ca.crt")],
+    ));
+    let _proxy = Proxy::spawn(&args);
+    // The client certificate says CN=app: logged in as app without AUTH, app's rules apply,
+    // and RESET returns to app rather than to a default user that wants a password.
+    let out = cli_script(
+        &certs,
+        tls_port,
+        "client",
+        "ACL WHOAMI\nSET app:1 v\nGET other\nRESET\nACL WHOAMI\nGET app:1\n",
+    );
+    let lines: Vec<&str> = out.lines().filter(|l| !l.is_empty()).collect();
+    assert_eq!(lines.first(), Some(&"app"), "{out}");
+    assert_eq!(lines.get(1), Some(&"OK"), "{out}");
+    assert!(lines.get(2).is_some_and(|l| l.contains("NOPERM")), "{out}");
+    assert_eq!(lines.get(3..6), Some(&["RESET", "app", "v"][..]), "{out}");
+    // CN=nobody names no user: the client authenticates as it would without the setting.
+    let out = cli_script(
+        &certs,
+        tls_port,
+        "nobody-client",
+        "GET app:1\nAUTH default-secret\nACL WHOAMI\n",
+    );
+    let lines: Vec<&str> = out.lines().filter(|l| !l.is_empty()).collect();
+    assert!(lines.first().is_some_and(|l| l.contains("NOAUTH")), "{out}");
+    assert_eq!(lines.get(1..3), Some(&["OK", "default"][..]), "{out}");
+}
+
+#[test]
+fn a_user_from_the_certificate_needs_mutual_tls() {
+    let certs = Certs::generate();
+    let conf = TempConf::new("[tls]\nauth_clients_user = \"CN\"\n");
+    let mut args = vec![
+        "--standalone".to_string(),
+        "127.0.0.1:1".to_string(),
+        "--config".to_string(),
+        conf.path().to_string(),
+    ];
+    args.extend(tls_args(&certs, free_port(), &[]));
+    let out = Command::new(env!("CARGO_BIN_EXE_slotgate"))
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("tls.auth_clients_user"),
+        "{}",
+        text(&out)
+    );
+}
+
 /// An HTTPS GET with Python's `ssl` trusting `ca`: the status and body, or the error.
 fn https_get(port: u16, ca: &str, path: &str, token: Option<&str>) -> String {
     let script = r#"

@@ -73,6 +73,9 @@ pub struct TlsFile {
     pub handshake_timeout_ms: Option<u64>,
     /// How often the certificate files are checked for a change.
     pub reload_check_ms: Option<u64>,
+    /// "CN": a client certificate logs the client in as the proxy user its subject's common
+    /// name names (mutual TLS only); "off" (default): certificates name nobody.
+    pub auth_clients_user: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]

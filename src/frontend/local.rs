@@ -35,6 +35,9 @@ pub struct ClientState {
     pub unrestricted: bool,
     /// The client's address, for the failed-AUTH throttle.
     pub peer: Option<std::net::IpAddr>,
+    /// The user the client's TLS certificate logged it in as (`[tls] auth_clients_user`):
+    /// RESET returns to it rather than to `default`.
+    pub certificate_user: Option<u16>,
 }
 
 impl ClientState {
@@ -52,6 +55,7 @@ impl ClientState {
                 .user(crate::access::DEFAULT_USER)
                 .is_some_and(|u| u.unrestricted()),
             peer: None,
+            certificate_user: None,
         }
     }
 
@@ -144,9 +148,15 @@ pub fn answer(
         }
         Local::Reset => {
             client.proto = Proto::Resp2;
-            // Back to the `default` user, logged in only if it has no password.
-            client.log_in(crate::access::DEFAULT_USER, ctx);
-            client.authenticated = ctx.config.access.open_by_default();
+            // Back to the `default` user, logged in only if it has no password; a client its
+            // certificate logged in goes back to that user.
+            match client.certificate_user {
+                Some(user) => client.log_in(user, ctx),
+                None => {
+                    client.log_in(crate::access::DEFAULT_USER, ctx);
+                    client.authenticated = ctx.config.access.open_by_default();
+                }
+            }
             if client.db != 0 {
                 client.db = 0;
                 ctx.clients.set_db(client.id, 0);

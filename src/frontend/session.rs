@@ -126,12 +126,17 @@ pub async fn run(
     ctx: Arc<Context>,
     id: u64,
     at: super::clients::Endpoint,
+    certificate_user: Option<u16>,
     shutdown: CancellationToken,
 ) {
     let (tx, mut rx) = mailbox::channel();
     let live = ctx.clients.register(id, at, tx.clone());
     let mut client = ClientState::new(id, &ctx.config.access);
     client.peer = Some(at.peer.ip());
+    if let Some(user) = certificate_user {
+        client.certificate_user = Some(user);
+        client.log_in(user, &ctx);
+    }
     let mut s = Session {
         client,
         parser: RequestParser::new(ctx.config.limits),

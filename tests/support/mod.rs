@@ -907,6 +907,7 @@ impl Certs {
             leaf server ca localhost 'subjectAltName=IP:127.0.0.1,DNS:localhost'
             leaf client ca app 'extendedKeyUsage=clientAuth'
             leaf expired-client ca app 'extendedKeyUsage=clientAuth' -1
+            leaf nobody-client ca nobody 'extendedKeyUsage=clientAuth'
             leaf other-server other-ca localhost 'subjectAltName=IP:127.0.0.1,DNS:localhost'");
         Certs { dir }
     }
