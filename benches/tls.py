@@ -3,7 +3,7 @@
 
 Makes certificates with openssl, starts one redis-server with a plaintext port and a TLS port,
 and a release slotgate (standalone mode, one worker thread) in front of its plaintext port with
-a TLS listener. Then redis-benchmark (50 clients, 64-byte values, random keys) runs GET and SET
+a TLS listener. Then redis-benchmark (50 clients, 64-byte values or --value-size, random keys) runs GET and SET
 at pipeline 1 and 16 against: slotgate over TLS, slotgate in plaintext, and Redis' own TLS port.
 Per run it prints requests per second and, for the slotgate runs, slotgate's CPU microseconds
 per request (utime+stime from /proc). Last, handshakes per second: redis-benchmark with
@@ -15,7 +15,13 @@ With --cluster, slotgate fronts a three-master Redis Cluster (ports 7710-7712, b
 32768) instead of the one server, as a TLS termination point in front of a cluster is deployed;
 the redis-server TLS row stays the one server's own TLS port.
 
-    cargo build --release && python3 benches/tls.py [--requests N] [--cluster]
+With --aws-lc BINARY, a second slotgate built with the aws-lc-rs provider runs beside the ring
+one (rows marked aws-lc-rs), for the provider comparison:
+
+    CARGO_TARGET_DIR=/tmp/awslc cargo build --release --features aws-lc
+    python3 benches/tls.py --aws-lc /tmp/awslc/release/slotgate
+
+    cargo build --release && python3 benches/tls.py [--requests N] [--cluster] [--aws-lc BINARY]
 """
 import argparse, os, shutil, socket, subprocess, sys, tempfile, time
 
@@ -55,8 +61,11 @@ def certs(d):
     subprocess.run(["sh", "-ec", script], cwd=d, check=True, capture_output=True)
 
 
+VALUE_SIZE = 64
+
+
 def bench(port, test, pipe, n, ca, tls, keepalive=True):
-    cmd = ["redis-benchmark", "-p", str(port), "-c", "50", "-n", str(n), "-d", "64",
+    cmd = ["redis-benchmark", "-p", str(port), "-c", "50", "-n", str(n), "-d", str(VALUE_SIZE),
            "-r", "100000", "-P", str(pipe), "-t", test, "--csv"]
     if tls:
         cmd += ["--tls", "--cacert", ca]
@@ -74,7 +83,12 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=200000)
     ap.add_argument("--cluster", action="store_true", help="front a 3-master cluster")
+    ap.add_argument("--aws-lc", metavar="BINARY",
+                    help="also run this slotgate, built with --features aws-lc, in the same run")
+    ap.add_argument("--value-size", type=int, default=64, help="bytes per value (redis-benchmark -d)")
     args = ap.parse_args()
+    global VALUE_SIZE
+    VALUE_SIZE = args.value_size
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     binary = os.path.join(root, "target/release/slotgate")
     d = tempfile.mkdtemp(prefix="slotgate-tls-bench-")
@@ -82,7 +96,7 @@ def main():
     try:
         certs(d)
         ca = os.path.join(d, "ca.crt")
-        rport, rtls, plain, tls = free_port(), free_port(), free_port(), free_port()
+        rport, rtls = free_port(), free_port()
         procs.append(subprocess.Popen(
             ["redis-server", "--port", str(rport), "--tls-port", str(rtls), "--bind", "127.0.0.1",
              "--save", "", "--appendonly", "no", "--tls-auth-clients", "no",
@@ -111,35 +125,45 @@ def main():
                     break
                 time.sleep(0.1)
             backend = ["--seed", f"127.0.0.1:{ports[0]}"]
-        sg = subprocess.Popen(
-            [binary, "--listen", f"127.0.0.1:{plain}", *backend,
-             "--threads", "1", "--log", "warn", "--tls-listen", f"127.0.0.1:{tls}",
-             "--tls-cert", os.path.join(d, "server.crt"), "--tls-key", os.path.join(d, "server.key")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        procs.append(sg)
-        wait_port(plain)
-        wait_port(tls)
-        print(f"{'run':40} {'req/s':>10} {'slotgate us/req':>16}")
+        def start(binary):
+            plain, tls = free_port(), free_port()
+            sg = subprocess.Popen(
+                [binary, "--listen", f"127.0.0.1:{plain}", *backend,
+                 "--threads", "1", "--log", "warn", "--tls-listen", f"127.0.0.1:{tls}",
+                 "--tls-cert", os.path.join(d, "server.crt"), "--tls-key", os.path.join(d, "server.key")],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            procs.append(sg)
+            wait_port(plain)
+            wait_port(tls)
+            return sg, plain, tls
+        sg, plain, tls = start(binary)
+        # Rows: (name, port, over TLS, the slotgate whose CPU is measured or None).
+        rows = [("slotgate TLS", tls, True, sg), ("slotgate plaintext", plain, False, sg)]
+        handshakes = [("slotgate", tls, sg)]
+        if args.aws_lc:
+            sg2, _, tls2 = start(args.aws_lc)
+            rows.append(("slotgate TLS (aws-lc-rs)", tls2, True, sg2))
+            handshakes.append(("slotgate (aws-lc-rs)", tls2, sg2))
+        rows.append(("redis-server TLS (OpenSSL)", rtls, True, None))
+        handshakes.append(("redis-server (OpenSSL)", rtls, None))
+        print(f"{'run':44} {'req/s':>10} {'slotgate us/req':>16}")
+
+        def row(label, rps, us):
+            print(f"{label:44} {rps:10.0f} {us:16.2f}" if us is not None else f"{label:44} {rps:10.0f} {'-':>16}")
         for test in ("get", "set"):
             for pipe in (1, 16):
                 n = args.requests * (5 if pipe > 1 else 1)
-                for name, port, over_tls, measure in (
-                    ("slotgate TLS", tls, True, True),
-                    ("slotgate plaintext", plain, False, True),
-                    ("redis-server TLS (OpenSSL)", rtls, True, False),
-                ):
-                    before = cpu_ticks(sg.pid)
+                for name, port, over_tls, proc in rows:
+                    before = cpu_ticks(proc.pid) if proc else 0
                     rps = bench(port, test, pipe, n, ca, over_tls)
-                    us = (cpu_ticks(sg.pid) - before) / HZ * 1e6 / n if measure else None
-                    label = f"{test.upper()} P{pipe} {name}"
-                    print(f"{label:40} {rps:10.0f} {us:16.2f}" if us is not None else f"{label:40} {rps:10.0f} {'-':>16}")
+                    us = (cpu_ticks(proc.pid) - before) / HZ * 1e6 / n if proc else None
+                    row(f"{test.upper()} P{pipe} {name}", rps, us)
         n = max(args.requests // 20, 2000)
-        for name, port, measure in (("slotgate", tls, True), ("redis-server (OpenSSL)", rtls, False)):
-            before = cpu_ticks(sg.pid)
+        for name, port, proc in handshakes:
+            before = cpu_ticks(proc.pid) if proc else 0
             rps = bench(port, "ping_inline", 1, n, ca, True, keepalive=False)
-            us = (cpu_ticks(sg.pid) - before) / HZ * 1e6 / n if measure else None
-            label = f"new TLS connection per PING, {name}"
-            print(f"{label:40} {rps:10.0f} {us:16.2f}" if us is not None else f"{label:40} {rps:10.0f} {'-':>16}")
+            us = (cpu_ticks(proc.pid) - before) / HZ * 1e6 / n if proc else None
+            row(f"new TLS connection per PING, {name}", rps, us)
     finally:
         for p in procs:
             p.kill()

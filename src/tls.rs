@@ -1,7 +1,8 @@
 //! TLS settings built from PEM files: the server side slotgate presents to its clients (a
 //! certificate that can be replaced while running, optionally a CA that client certificates must
 //! chain to), and the client side it uses towards Redis nodes (a CA bundle, an optional client
-//! certificate). rustls with the ring provider only, TLS 1.3 and, when allowed, 1.2.
+//! certificate). rustls with the ring provider (aws-lc-rs with the `aws-lc` feature, for
+//! benchmarks), TLS 1.3 and, when allowed, 1.2.
 //!
 //! This module reads files and builds configurations; it must never touch a socket, and never
 //! put key material in an error or a log line (errors name the file and what is wrong with it).
@@ -95,8 +96,13 @@ pub fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     })
 }
 
+/// The crypto provider of every TLS configuration: ring, or aws-lc-rs when built with the
+/// `aws-lc` feature (for benches/tls.py's comparison only).
 fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    #[cfg(not(feature = "aws-lc"))]
+    return Arc::new(rustls::crypto::ring::default_provider());
+    #[cfg(feature = "aws-lc")]
+    return Arc::new(rustls::crypto::aws_lc_rs::default_provider());
 }
 
 /// The files of a client side: whom to trust, and what to present when asked.
