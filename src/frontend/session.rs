@@ -842,7 +842,7 @@ impl Session {
         if !user.all_keys() {
             // GET, SET, HGET...: the one key, checked where it is.
             if let Some((i, access)) = command::single_key_access(entry, req) {
-                if !user.may_use_key(req.arg(i).unwrap_or_default(), access) {
+                if !user.may_use_key(req.arg_or_empty(i), access) {
                     return Err(Denial::Keys);
                 }
                 if !pubsub {

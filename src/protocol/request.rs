@@ -45,6 +45,18 @@ impl Request {
         self.args.len()
     }
 
+    /// The data of argument `i`, or nothing past the last.
+    #[inline(always)]
+    pub fn arg_or_empty(&self, i: usize) -> &[u8] {
+        match self.args.get(i) {
+            Some(a) => self
+                .raw
+                .get(a.start as usize..(a.start + a.len) as usize)
+                .unwrap_or_default(),
+            None => &[],
+        }
+    }
+
     /// The data of argument `i` (0 is the command name).
     #[inline]
     pub fn arg(&self, i: usize) -> Option<&[u8]> {
