@@ -15,6 +15,7 @@ pub mod scripts;
 pub mod session;
 pub mod shard_channels;
 pub mod subscriptions;
+pub mod tag;
 pub mod transaction;
 
 use std::sync::Arc;

@@ -15,8 +15,7 @@ use bytes::Bytes;
 use crate::backend::{BackendReply, mailbox};
 use crate::command::Table;
 
-/// The tag that tells a session it was killed.
-pub const KILL: u64 = u64::MAX - 3;
+use super::tag::KILL;
 
 #[derive(Debug)]
 struct Registered {

@@ -44,11 +44,8 @@ mod place;
 mod pubsub;
 mod redirects;
 
-use place::{
-    Combine, FIRST_SPECIAL_TAG, FORGET, Fanout, Gather, PART_BITS, PART_MASK, PartState, SlotState,
-    Split, Via, merge_fanout, tag,
-};
-use pubsub::{PUSH, RESUBSCRIBE};
+use crate::frontend::tag::{FORGET, PART_BITS, PART_MASK, Tagged, classify, is_part, part as tag};
+use place::{Combine, Fanout, Gather, PartState, QueuePlace, Split, Via, merge_fanout};
 
 type TopologyCache = arc_swap::Cache<Arc<arc_swap::ArcSwap<Topology>>, Arc<Topology>>;
 
@@ -56,7 +53,7 @@ struct Session {
     ctx: Arc<Context>,
     client: ClientState,
     parser: RequestParser,
-    queue: VecDeque<SlotState>,
+    queue: VecDeque<QueuePlace>,
     /// Sequence number of `queue[0]`.
     base: u64,
     tx: mailbox::Sender<BackendReply>,
@@ -98,12 +95,6 @@ struct Session {
     output_limit: usize,
 }
 
-const _: () = assert!(
-    PUSH >= FIRST_SPECIAL_TAG
-        && RESUBSCRIBE >= FIRST_SPECIAL_TAG
-        && super::clients::KILL >= FIRST_SPECIAL_TAG
-        && ShardChannels::FIRST_TAG >= FIRST_SPECIAL_TAG
-);
 /// Most private connections one session keeps.
 const MAX_PRIVATE_PER_SESSION: usize = 4;
 
@@ -444,11 +435,11 @@ impl Session {
     /// Whether some outstanding request is on a private connection (a blocking command).
     fn waits_on_private(&self) -> bool {
         self.queue.iter().any(|slot| match slot {
-            SlotState::Waiting { combine, parts, .. } => parts
+            QueuePlace::Waiting { combine, parts, .. } => parts
                 .iter()
                 .enumerate()
                 .any(|(i, p)| p.private && !combine.answered(i)),
-            SlotState::Ready(_) => false,
+            QueuePlace::Ready(_) => false,
         })
     }
 
@@ -515,7 +506,7 @@ impl Session {
     /// Appends a finished reply to the queue, counted among the bytes held for the client.
     fn queue_ready(&mut self, reply: Bytes) {
         self.ready_bytes += reply.len();
-        self.queue.push_back(SlotState::Ready(reply));
+        self.queue.push_back(QueuePlace::Ready(reply));
     }
 
     /// Takes a queue place for a request that went to backends.
@@ -524,7 +515,7 @@ impl Session {
             Some((c, t)) => (Some(c), t),
             None => (None, None),
         };
-        self.queue.push_back(SlotState::Waiting {
+        self.queue.push_back(QueuePlace::Waiting {
             combine,
             parts,
             cmd,
@@ -1010,7 +1001,7 @@ impl Session {
         let idx = (r.tag >> PART_BITS).wrapping_sub(self.base) as usize;
         match r.result {
             Ok(reply)
-                if r.tag < FIRST_SPECIAL_TAG
+                if is_part(r.tag)
                     && r.tag & PART_MASK == 0
                     && reply.first() != Some(&b'-')
                     && self.is_whole(idx) =>
@@ -1027,7 +1018,7 @@ impl Session {
     fn is_whole(&self, idx: usize) -> bool {
         matches!(
             self.queue.get(idx),
-            Some(SlotState::Waiting {
+            Some(QueuePlace::Waiting {
                 combine: Combine::Single,
                 parts,
                 cmd: None,
@@ -1040,11 +1031,10 @@ impl Session {
     /// (redirects, TRYAGAIN, NOSCRIPT, lost connections), parts of split and fan-out requests,
     /// and replies whose latency is recorded.
     fn on_reply_slow(&mut self, r: BackendReply) {
-        if ShardChannels::owns_tag(r.tag) {
-            return self.on_shard_push(r.tag, r.result);
-        }
-        if r.tag == PUSH {
-            match r.result {
+        match classify(r.tag) {
+            Tagged::Part { .. } => self.on_part_reply(r),
+            Tagged::Shard(t) => self.on_shard_push(t, r.result),
+            Tagged::Push => match r.result {
                 Ok(frame) => self.on_push(frame),
                 Err(_) => {
                     // The subscriber connection broke (its node failed): subscribe again on a
@@ -1056,25 +1046,21 @@ impl Session {
                         self.schedule_resubscribe();
                     }
                 }
+            },
+            Tagged::Resubscribe => self.resubscribe(),
+            Tagged::Kill => {
+                // CLIENT KILL: close now, as Redis does.
+                self.abort = true;
+                self.client.closing = true;
             }
-            return;
+            Tagged::Forget => {}
         }
-        if r.tag == RESUBSCRIBE {
-            return self.resubscribe();
-        }
-        if r.tag == super::clients::KILL {
-            // CLIENT KILL: close now, as Redis does.
-            self.abort = true;
-            self.client.closing = true;
-            return;
-        }
-        self.on_part_reply(r)
     }
 
     /// Part `part_idx` of queue entry `idx` answered `reply`: the entry's reply once every part
     /// has answered.
     fn complete(&mut self, idx: usize, part_idx: usize, reply: Bytes) {
-        let Some(SlotState::Waiting { combine, parts, .. }) = self.queue.get_mut(idx) else {
+        let Some(QueuePlace::Waiting { combine, parts, .. }) = self.queue.get_mut(idx) else {
             return;
         };
         let done = match combine {
@@ -1102,7 +1088,7 @@ impl Session {
             }
         };
         // The entry is still in place: merging does not touch the queue.
-        if let Some(SlotState::Waiting { cmd, started, .. }) = self.queue.get_mut(idx)
+        if let Some(QueuePlace::Waiting { cmd, started, .. }) = self.queue.get_mut(idx)
             && let Some(c) = cmd.take()
         {
             if let Some(t) = started {
@@ -1117,8 +1103,8 @@ impl Session {
 
     /// Moves every finished reply at the front of the queue into the output buffer.
     fn collect_ready(&mut self) {
-        while let Some(SlotState::Ready(_)) = self.queue.front() {
-            if let Some(SlotState::Ready(b)) = self.queue.pop_front() {
+        while let Some(QueuePlace::Ready(_)) = self.queue.front() {
+            if let Some(QueuePlace::Ready(b)) = self.queue.pop_front() {
                 self.ready_bytes -= b.len();
                 self.emit_front(&b);
             }
@@ -1134,7 +1120,7 @@ impl Session {
             self.emit_front(&reply);
         } else if let Some(slot) = self.queue.get_mut(idx) {
             self.ready_bytes += reply.len();
-            *slot = SlotState::Ready(reply);
+            *slot = QueuePlace::Ready(reply);
             if self.out.len() + self.ready_bytes > self.output_limit {
                 self.close_for_output_limit();
             }
@@ -1198,7 +1184,7 @@ impl Session {
             && self.out.len() < HOLD_BYTES
             && self.burst_starts.front() != Some(&self.base)
             && match self.queue.front() {
-                Some(SlotState::Waiting { parts, .. }) => parts
+                Some(QueuePlace::Waiting { parts, .. }) => parts
                     .iter()
                     .all(|p| !p.private && p.retries == 0 && p.redirects == 0),
                 _ => false,

@@ -19,12 +19,9 @@ use crate::error::BackendError;
 use crate::protocol::encode::{self, Proto};
 use crate::protocol::{ReplyKind, Request};
 
-/// Tags of frames read by shard subscriber connections: `BASE + n` for the n-th one opened.
-const BASE: u64 = u64::MAX - (1 << 32);
-const SPAN: u64 = 1 << 31;
-/// Where the replies to slotgate's own re-subscriptions go: nowhere (their frames come back
-/// tagged as pushes).
-const FORGET: u64 = u64::MAX;
+// Where the replies to slotgate's own re-subscriptions go: nowhere (their frames come back
+// tagged as the connection's).
+use super::tag::FORGET;
 
 struct ShardLink {
     link: PrivateLink,
@@ -126,14 +123,6 @@ fn frame(proto: Proto, kind: &[u8], name: Option<&[u8]>, count: usize) -> Bytes 
 }
 
 impl ShardChannels {
-    /// The lowest tag this module hands out.
-    pub const FIRST_TAG: u64 = BASE;
-
-    /// Whether `tag` belongs to a shard subscriber connection.
-    pub fn owns_tag(tag: u64) -> bool {
-        (BASE..BASE + SPAN).contains(&tag)
-    }
-
     /// True when the client has no shard channel.
     pub fn is_empty(&self) -> bool {
         self.0.as_ref().is_none_or(|s| s.subscribed.is_empty())
@@ -219,7 +208,7 @@ impl ShardState {
             match self.links.iter().position(|l| l.link.addr() == node.addr()) {
                 Some(p) => p,
                 None => {
-                    let tag = BASE + self.next_tag % SPAN;
+                    let tag = super::tag::shard(self.next_tag);
                     self.next_tag += 1;
                     let link = node.subscriber(
                         proto,
@@ -540,13 +529,6 @@ mod tests {
             &frame(Proto::Resp3, b"ssubscribe", Some(b"c"), 2)[..],
             b">3\r\n$10\r\nssubscribe\r\n$1\r\nc\r\n:2\r\n"
         );
-    }
-
-    #[test]
-    fn should_keep_tags_apart_from_request_tags() {
-        assert!(ShardChannels::owns_tag(BASE));
-        assert!(!ShardChannels::owns_tag(u64::MAX - 3));
-        assert!(!ShardChannels::owns_tag(1 << 40));
     }
 
     #[test]

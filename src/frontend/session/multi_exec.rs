@@ -7,8 +7,9 @@
 use bytes::{Bytes, BytesMut};
 
 use super::Session;
-use super::place::{FORGET, Via};
+use super::place::Via;
 use crate::command::{Entry, Local, Rejection, Route, Txn};
+use crate::frontend::tag::FORGET;
 use crate::frontend::transaction::Transaction;
 use crate::protocol::{Request, encode};
 

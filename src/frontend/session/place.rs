@@ -1,5 +1,6 @@
-//! A request's place in the session's reply queue: the parts it went out in, how their replies
-//! combine into the one the client gets, and the tags that name a place in backend replies.
+//! A request's place in the session's reply queue: the parts it went out in and how their
+//! replies combine into the one the client gets (the tags that name a place in backend replies
+//! are `frontend::tag`'s).
 //!
 //! Pure state and pure merging: this module must never send anything or write to the client.
 
@@ -178,8 +179,10 @@ impl Combine {
     }
 }
 
+/// One request's place in the reply queue, in request order: its reply ready to write, or the
+/// parts it still waits for.
 #[derive(Debug)]
-pub(super) enum SlotState {
+pub(super) enum QueuePlace {
     Ready(Bytes),
     Waiting {
         combine: Combine,
@@ -188,23 +191,6 @@ pub(super) enum SlotState {
         cmd: Option<&'static CommandMetrics>,
         started: Option<Instant>,
     },
-}
-
-/// A backend reply's tag names its queue place: the request's sequence number above the low
-/// `PART_BITS` bits, the part below.
-pub(super) const PART_BITS: u32 = 16;
-pub(super) const PART_MASK: u64 = (1 << PART_BITS) - 1;
-
-/// Tags from here up name no queue place (pushes, kills, shard channels...); every other tag is
-/// a sequence number and a part.
-pub(super) const FIRST_SPECIAL_TAG: u64 = u64::MAX - (1 << 32);
-
-/// A tag no queue place has: replies to it (an UNWATCH after DISCARD) are dropped.
-pub(super) const FORGET: u64 = u64::MAX;
-
-/// The tag of part `part` of request `seq`.
-pub(super) fn tag(seq: u64, part: usize) -> u64 {
-    (seq << PART_BITS) | part as u64
 }
 
 /// The reply of a command every master answered: `replies` and `parts` in master order.
@@ -292,6 +278,6 @@ mod tests {
     fn should_keep_queue_places_small() {
         // Every request moves its queue place in and out of the queue: past 128 bytes each move
         // is a memcpy call instead of a few register moves.
-        assert!(std::mem::size_of::<SlotState>() <= 128);
+        assert!(std::mem::size_of::<QueuePlace>() <= 128);
     }
 }

@@ -9,22 +9,16 @@ use bytes::Bytes;
 use tracing::debug;
 
 use super::Session;
-use super::place::FORGET;
 use crate::backend::{BackendReply, BackendRequest, ReplyTo};
 use crate::command::Entry;
 use crate::frontend::shard_channels::{Frame as ShardFrame, Resubscribe};
+use crate::frontend::tag::{FORGET, PUSH, RESUBSCRIBE};
 use crate::protocol::Request;
-
-/// The tag of every frame the subscriber connection reads.
-pub(super) const PUSH: u64 = u64::MAX - 1;
 
 /// Reply bytes, and frames, a subscriber may leave unread before it is disconnected.
 const PUBSUB_OUTPUT_LIMIT: usize = 32 * 1024 * 1024;
 
 const PUBSUB_BACKLOG_LIMIT: usize = 100_000;
-
-/// The tag of the timer that retries a lost subscriber connection.
-pub(super) const RESUBSCRIBE: u64 = u64::MAX - 2;
 
 /// How often, and how many times, a lost subscriber connection is retried (30 s in all).
 const RESUBSCRIBE_EVERY: std::time::Duration = std::time::Duration::from_millis(200);

@@ -11,11 +11,12 @@ use std::sync::atomic::Ordering;
 use bytes::{Bytes, BytesMut};
 use tracing::debug;
 
-use super::place::{PART_BITS, SlotState, Via};
+use super::place::{QueuePlace, Via};
 use super::{Session, pick_master};
 use crate::backend::connection::ASKING;
 use crate::backend::{BackendReply, BackendRequest, Dialect, Node, ReplyTo};
 use crate::frontend::Context;
+use crate::frontend::tag::PART_BITS;
 use crate::protocol::{Request, RequestParser, encode};
 use crate::router::{Budget, RedirectDecision, decide};
 
@@ -86,7 +87,7 @@ impl Session {
             (self.ctx.config.max_redirects, self.ctx.config.max_tryagain);
         let action;
         {
-            let Some(SlotState::Waiting { combine, parts, .. }) = self.queue.get_mut(idx as usize)
+            let Some(QueuePlace::Waiting { combine, parts, .. }) = self.queue.get_mut(idx as usize)
             else {
                 return;
             };
