@@ -10,7 +10,6 @@
 
 pub mod connection;
 pub mod connector;
-pub mod mailbox;
 pub mod stream;
 
 use std::collections::HashMap;
@@ -21,8 +20,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::mailbox::{self, SendError};
 pub use connector::{Connector, Credentials, Secret};
-use mailbox::SendError;
 
 use crate::error::BackendError;
 use crate::metrics::{ErrorKind, NodeMetrics};

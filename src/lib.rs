@@ -37,6 +37,7 @@ pub mod command;
 pub mod config;
 pub mod error;
 pub mod frontend;
+pub mod mailbox;
 pub mod metrics;
 pub mod protocol;
 pub mod router;

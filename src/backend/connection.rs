@@ -19,10 +19,10 @@ use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::Dialect;
-use super::mailbox;
 use super::stream::BackendStream;
 use super::{BackendConfig, BackendReply, BackendRequest, Link, LinkState, ReplyTo, Telemetry};
 use crate::error::BackendError;
+use crate::mailbox;
 use crate::metrics::ErrorKind;
 use crate::protocol::ReplyScanner;
 use crate::protocol::encode::{self, Proto};

@@ -12,8 +12,9 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::backend::{BackendReply, mailbox};
+use crate::backend::BackendReply;
 use crate::command::Table;
+use crate::mailbox;
 
 use super::tag::KILL;
 

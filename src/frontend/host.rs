@@ -16,7 +16,7 @@ use std::task::Poll;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tracing::error;
 
-use crate::backend::mailbox;
+use crate::mailbox;
 use crate::workers::Workers;
 
 /// A session as the host holds it.

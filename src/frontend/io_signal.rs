@@ -69,7 +69,7 @@ impl Wake for IoSignal {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::mailbox::counting_waker;
+    use crate::mailbox::counting_waker;
 
     #[test]
     fn should_set_the_flag_and_wake_the_armed_task() {

@@ -14,8 +14,9 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 
 use super::subscriptions::kind_and_name;
-use crate::backend::{BackendReply, BackendRequest, Node, PrivateLink, ReplyTo, mailbox};
+use crate::backend::{BackendReply, BackendRequest, Node, PrivateLink, ReplyTo};
 use crate::error::BackendError;
+use crate::mailbox;
 use crate::protocol::encode::{self, Proto};
 use crate::protocol::{ReplyKind, Request};
 
