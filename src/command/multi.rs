@@ -88,18 +88,42 @@ fn unexpected(out: &mut BytesMut, what: &str) {
     );
 }
 
-/// Merges the replies of a split request's parts (in part order) into `out`.
-pub fn merge(
-    kind: Merge,
-    parts: &[Part],
-    replies: &[Bytes],
-    total_keys: usize,
-    out: &mut BytesMut,
-) {
+/// What a merge needs besides the replies: for a split command its parts and key count
+/// ([`Merge::Ordered`]); for a fan-out the node each reply came from ([`Merge::Text`]) and, for
+/// INFO, slotgate's own fields ([`Merge::Info`]). [`MergeWith::replies_only`] for the others.
+#[derive(Debug, Clone, Copy)]
+pub struct MergeWith<'a> {
+    pub proto: encode::Proto,
+    pub parts: &'a [Part],
+    pub total_keys: usize,
+    pub nodes: &'a [&'a str],
+    /// `# Proxy`, when the INFO asked for it; empty otherwise.
+    pub proxy_section: &'a str,
+    pub own_server: Option<&'a OwnServer>,
+}
+
+impl MergeWith<'_> {
+    /// Nothing but the replies (sums, OKs, unions, ...).
+    pub fn replies_only(proto: encode::Proto) -> MergeWith<'static> {
+        MergeWith {
+            proto,
+            parts: &[],
+            total_keys: 0,
+            nodes: &[],
+            proxy_section: "",
+            own_server: None,
+        }
+    }
+}
+
+/// Merges the replies of a split request's parts, or of a fan-out's masters (in part order),
+/// into `out`: every [`Merge`] kind, in this one place.
+pub fn merge(kind: Merge, with: MergeWith<'_>, replies: &[Bytes], out: &mut BytesMut) {
     if let Some(e) = first_error(replies) {
         out.put_slice(e);
         return;
     }
+    let (parts, total_keys) = (with.parts, with.total_keys);
     match kind {
         Merge::Sum => merge_sum(replies, out),
         Merge::AllOk => {
@@ -110,7 +134,13 @@ pub fn merge(
             }
         }
         Merge::Ordered => merge_ordered(parts, replies, total_keys, out),
-        Merge::Info => unexpected(out, "INFO"),
+        Merge::Info => {
+            let own = with.own_server.cloned().unwrap_or_default();
+            match merge_info(replies, with.proxy_section, &own) {
+                Ok(text) => encode::verbatim(out, with.proto, text.as_bytes()),
+                Err(e) => out.put_slice(&e),
+            }
+        }
         Merge::Same => out.put_slice(
             replies
                 .first()
@@ -121,7 +151,11 @@ pub fn merge(
         Merge::Union => merge_union(replies, out),
         Merge::PairSum => merge_pair_sum(replies, out),
         Merge::Newest => merge_newest(replies, out),
-        Merge::Text => unexpected(out, "text"),
+        // The node names label the text replies (LATENCY DOCTOR-like fan-outs).
+        Merge::Text => match merge_text(replies, with.nodes) {
+            Ok(text) => encode::verbatim(out, with.proto, text.as_bytes()),
+            Err(e) => out.put_slice(&e),
+        },
         Merge::FirstNonNull => {
             let is_null = |r: &Bytes| r.as_ref() == b"$-1\r\n" || r.as_ref() == b"_\r\n";
             match replies.iter().find(|r| !is_null(r)).or(replies.first()) {
@@ -555,7 +589,11 @@ pub fn bulk_text(reply: &[u8]) -> Option<String> {
 pub mod fuzzing {
     use bytes::{Bytes, BytesMut};
 
-    use super::{Merge, bulk_text, merge, merge_info, merge_text, rewrite_scan_reply, split};
+    use super::{
+        Merge, MergeWith, OwnServer, bulk_text, merge, merge_info, merge_text, rewrite_scan_reply,
+        split,
+    };
+    use crate::protocol::encode;
     use crate::protocol::{Limits, ReplyScanner, Request};
 
     const KINDS: [Merge; 12] = [
@@ -624,7 +662,17 @@ pub mod fuzzing {
         };
         let given: Vec<Bytes> = replies.iter().take(n).cloned().collect();
         if kind != Merge::Ordered || given.len() == parts.len() {
-            merge(kind, &parts, &given, keys, &mut out);
+            let own = OwnServer::default();
+            let nodes = ["a:1", "b:2", "c:3", "d:4"];
+            let with = MergeWith {
+                parts: &parts,
+                total_keys: keys,
+                nodes: &nodes,
+                proxy_section: "# Proxy\r\nx:1\r\n",
+                own_server: Some(&own),
+                ..MergeWith::replies_only(encode::Proto::Resp2)
+            };
+            merge(kind, with, &given, &mut out);
             check(&out);
         }
         for r in &replies {
@@ -642,6 +690,59 @@ pub mod fuzzing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn info_and_text_fan_outs_merge_here_too() {
+        let bulk = |t: &str| Bytes::from(format!("${}\r\n{t}\r\n", t.len()));
+        let own = OwnServer::default();
+        let with = MergeWith {
+            own_server: Some(&own),
+            ..MergeWith::replies_only(encode::Proto::Resp2)
+        };
+        let mut out = BytesMut::new();
+        let infos = [
+            bulk("# Keyspace\r\ndb0:keys=2,expires=0,avg_ttl=0\r\n"),
+            bulk("# Keyspace\r\ndb0:keys=3,expires=1,avg_ttl=0\r\n"),
+        ];
+        merge(Merge::Info, with, &infos, &mut out);
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.contains("db0:keys=5,expires=1"), "{text}");
+        let nodes = ["10.0.0.1:7000", "10.0.0.2:7000"];
+        let with = MergeWith {
+            nodes: &nodes,
+            ..MergeWith::replies_only(encode::Proto::Resp2)
+        };
+        let mut out = BytesMut::new();
+        merge(
+            Merge::Text,
+            with,
+            &[bulk("fine"), bulk("also fine")],
+            &mut out,
+        );
+        let text = String::from_utf8_lossy(&out);
+        assert!(
+            text.contains("10.0.0.1:7000")
+                && text.contains("also fine")
+                && !text.contains("unexpected"),
+            "{text}"
+        );
+    }
+
+    /// `merge` of a split command's parts.
+    fn merge_parts(
+        kind: Merge,
+        parts: &[Part],
+        replies: &[Bytes],
+        total_keys: usize,
+        out: &mut BytesMut,
+    ) {
+        let with = MergeWith {
+            parts,
+            total_keys,
+            ..MergeWith::replies_only(encode::Proto::Resp2)
+        };
+        merge(kind, with, replies, out)
+    }
 
     /// [`split`] with the keys' slots computed as the session computes them.
     fn split_all(req: &Request, keys: &[u32], step: u8) -> Vec<Part> {
@@ -727,7 +828,7 @@ mod tests {
             Bytes::from_static(b"*1\r\n$1\r\nb\r\n"),
         ];
         let mut out = BytesMut::new();
-        merge(Merge::Ordered, &parts, &replies, 3, &mut out);
+        merge_parts(Merge::Ordered, &parts, &replies, 3, &mut out);
         assert_eq!(&out[..], b"*3\r\n$1\r\na\r\n$1\r\nb\r\n$-1\r\n");
     }
 
@@ -740,7 +841,7 @@ mod tests {
         );
         assert_eq!(&out[..], b":5\r\n");
         let mut out = BytesMut::new();
-        merge(
+        merge_parts(
             Merge::AllOk,
             &[],
             &[
@@ -756,7 +857,7 @@ mod tests {
     #[test]
     fn should_say_a_script_exists_only_where_every_master_has_it() {
         let mut out = BytesMut::new();
-        merge(
+        merge_parts(
             Merge::AllExist,
             &[],
             &[
@@ -803,7 +904,7 @@ mod tests {
         let req = Request::from_args(&["MGET", "foo", "bar"]);
         let parts = split_all(&req, &[1, 2], 1);
         let mut out = BytesMut::new();
-        merge(
+        merge_parts(
             Merge::Ordered,
             &parts,
             &[
@@ -843,7 +944,7 @@ mod tests {
     #[test]
     fn should_merge_pubsub_introspection_like_one_server() {
         let mut out = BytesMut::new();
-        merge(
+        merge_parts(
             Merge::Union,
             &[],
             &[
@@ -855,7 +956,7 @@ mod tests {
         );
         assert_eq!(&out[..], b"*3\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n");
         let mut out = BytesMut::new();
-        merge(
+        merge_parts(
             Merge::PairSum,
             &[],
             &[
@@ -868,7 +969,7 @@ mod tests {
         assert_eq!(&out[..], b"*4\r\n$1\r\na\r\n:3\r\n$1\r\nb\r\n:5\r\n");
         // Masters that disagree on the names are a backend fault, not a merge.
         let mut out = BytesMut::new();
-        merge(
+        merge_parts(
             Merge::PairSum,
             &[],
             &[b("*2\r\n$1\r\na\r\n:1\r\n"), b("*2\r\n$1\r\nz\r\n:1\r\n")],
@@ -884,7 +985,7 @@ mod tests {
         let one = b(&format!("*2\r\n{}{}", entry(5, 100), entry(4, 90)));
         let two = b(&format!("*1\r\n{}", entry(9, 95)));
         let mut out = BytesMut::new();
-        merge(Merge::Newest, &[], &[one, two], 0, &mut out);
+        merge_parts(Merge::Newest, &[], &[one, two], 0, &mut out);
         let want = format!("*3\r\n{}{}{}", entry(5, 100), entry(9, 95), entry(4, 90));
         assert_eq!(&out[..], want.as_bytes());
     }

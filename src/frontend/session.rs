@@ -1077,7 +1077,12 @@ impl Session {
                 }
                 let replies = split.gather.take();
                 let mut b = BytesMut::new();
-                multi::merge(split.merge, &split.parts, &replies, split.keys, &mut b);
+                let with = multi::MergeWith {
+                    parts: &split.parts,
+                    total_keys: split.keys,
+                    ..multi::MergeWith::replies_only(self.client.proto)
+                };
+                multi::merge(split.merge, with, &replies, &mut b);
                 b.freeze()
             }
             Combine::AllMasters(fanout) => {

@@ -12,7 +12,8 @@ use smallvec::SmallVec;
 
 use super::super::{Context, local};
 use crate::backend::{Dialect, Node};
-use crate::command::{Merge, multi};
+use crate::command::Merge;
+use crate::command::multi::{self, MergeWith};
 use crate::metrics::CommandMetrics;
 use crate::protocol::{RequestParser, encode};
 
@@ -220,7 +221,7 @@ pub(super) fn merge_fanout(
                     ctx.scripts.remember(&sha, Bytes::copy_from_slice(body));
                 }
             }
-            multi::merge(merge, &[], replies, 0, &mut b);
+            multi::merge(merge, MergeWith::replies_only(proto), replies, &mut b);
         }
         Merge::Info => {
             let asked = parts
@@ -232,23 +233,25 @@ pub(super) fn merge_fanout(
             } else {
                 String::new()
             };
-            match multi::merge_info(replies, &section, &ctx.own_server) {
-                Ok(text) => encode::verbatim(&mut b, proto, text.as_bytes()),
-                Err(e) => b.extend_from_slice(&e),
-            }
+            let with = MergeWith {
+                proxy_section: &section,
+                own_server: Some(&ctx.own_server),
+                ..MergeWith::replies_only(proto)
+            };
+            multi::merge(merge, with, replies, &mut b);
         }
         Merge::Text => {
-            // The node names label the text replies (KEYS-like fan-outs).
             let nodes: SmallVec<[&str; 4]> = parts
                 .iter()
                 .map(|p| p.node.as_ref().map_or("?", |n| &**n.addr()))
                 .collect();
-            match multi::merge_text(replies, &nodes) {
-                Ok(text) => encode::verbatim(&mut b, proto, text.as_bytes()),
-                Err(e) => b.extend_from_slice(&e),
-            }
+            let with = MergeWith {
+                nodes: &nodes,
+                ..MergeWith::replies_only(proto)
+            };
+            multi::merge(merge, with, replies, &mut b);
         }
-        merge => multi::merge(merge, &[], replies, 0, &mut b),
+        merge => multi::merge(merge, MergeWith::replies_only(proto), replies, &mut b),
     }
     b.freeze()
 }
