@@ -1,11 +1,13 @@
-//! Pure routing decisions, no I/O: which slot a key hashes to, which node owns a slot in a
-//! snapshot, and what to do with a MOVED, ASK or TRYAGAIN reply.
+//! Pure routing decisions, no I/O: which slot a key hashes to, which node a request goes to in a
+//! snapshot ([`node_for`]), and what to do with a MOVED, ASK or TRYAGAIN reply.
 //!
 //! Everything here is a function of its arguments. It must never touch a socket, a lock, a
 //! clock or the global topology.
 
 pub mod redirect;
 pub mod slot;
+pub mod target;
 
 pub use redirect::{Budget, Redirect, RedirectDecision, decide};
 pub use slot::{SLOTS, key_slot};
+pub use target::node_for;

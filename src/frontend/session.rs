@@ -741,7 +741,7 @@ impl Session {
         }
         // The usual path: into the outbox, the node borrowed from the topology snapshot (a
         // reference is taken only when the outbox first meets the node).
-        let master = pick_master(self.topo.load(), slot, self.client.id);
+        let master = crate::router::node_for(self.topo.load(), slot, self.client.id);
         match master {
             Some(node) => queue_shared(
                 &mut self.outbox,
@@ -972,7 +972,7 @@ impl Session {
 
     /// The master for `slot`, or a master chosen by client id for keyless requests.
     fn route(&mut self, slot: Option<u16>) -> Option<Arc<Node>> {
-        pick_master(self.topo.load(), slot, self.client.id).cloned()
+        crate::router::node_for(self.topo.load(), slot, self.client.id).cloned()
     }
 
     fn send_to(&mut self, node: &Arc<Node>, tag: u64, frame: Bytes, asking: bool, via: Via) {
@@ -1218,20 +1218,6 @@ fn backend_request(
             tx: tx.clone(),
             tag,
         },
-    }
-}
-
-/// The master for `slot`, or for keyless requests one chosen by the client's id.
-fn pick_master(topo: &Topology, slot: Option<u16>, client: u64) -> Option<&Arc<Node>> {
-    match slot {
-        Some(s) => topo.master_for_slot(s),
-        None => {
-            let masters = topo.masters();
-            if masters.is_empty() {
-                return None;
-            }
-            masters.get((client % masters.len() as u64) as usize)
-        }
     }
 }
 

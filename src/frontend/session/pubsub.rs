@@ -108,11 +108,9 @@ impl Session {
     pub(super) fn resubscribe(&mut self) {
         let topo = self.topo.load().clone();
         let route = |ch: &[u8]| {
-            if topo.slotted {
-                topo.master_for_slot(crate::router::key_slot(ch)).cloned()
-            } else {
-                topo.masters().first().cloned()
-            }
+            let slot = topo.slotted.then(|| crate::router::key_slot(ch));
+            // Unslotted: the one master (client 0 picks the first).
+            crate::router::node_for(&topo, slot, 0).cloned()
         };
         match self
             .shards

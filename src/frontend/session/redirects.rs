@@ -11,8 +11,8 @@ use std::sync::atomic::Ordering;
 use bytes::{Bytes, BytesMut};
 use tracing::debug;
 
+use super::Session;
 use super::place::{QueuePlace, Via};
-use super::{Session, pick_master};
 use crate::backend::connection::ASKING;
 use crate::backend::{BackendReply, BackendRequest, Dialect, Node, ReplyTo};
 use crate::frontend::Context;
@@ -126,10 +126,9 @@ impl Session {
             {
                 part.script_loaded = true;
                 part.redirects += 1;
-                let node = part
-                    .node
-                    .clone()
-                    .or_else(|| pick_master(self.topo.load(), part.slot, self.client.id).cloned());
+                let node = part.node.clone().or_else(|| {
+                    crate::router::node_for(self.topo.load(), part.slot, self.client.id).cloned()
+                });
                 if let Some(node) = node {
                     let mut frame = BytesMut::from(&load[..]);
                     if part.asking {
@@ -260,7 +259,7 @@ impl Session {
                         tokio::time::sleep(REDISCOVER_POLL).await;
                     }
                     let topo = handle.load_full();
-                    let node = pick_master(&topo, slot, id);
+                    let node = crate::router::node_for(&topo, slot, id);
                     let reply_to = ReplyTo { tx, tag };
                     match node {
                         Some(node) => node.send(dialect, id, BackendRequest::new(frame, reply_to)),
