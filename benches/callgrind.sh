@@ -8,6 +8,8 @@
 # next 20,000, and prints instructions per request. --admin installs the metrics recorder.
 # SLOTGATE_BIN=path measures another build (an older commit's, for an A/B); SLOTGATE_ARGS adds
 # flags (a --config with [[users]] measures the ACL check: see README "Performance").
+# SLOTGATE_FUNCTION=Session::dispatch also prints that function's instructions per request,
+# callees included: steadier than the total, which moves with how replies batch.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TEST=${1:-get}; PIPE=${2:-1}; ADMIN=()
@@ -28,3 +30,7 @@ callgrind_control -d "$PID" >/dev/null 2>&1
 sleep 1
 TOTAL=$(callgrind_annotate "$OUT/cg.out.1" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
 echo "$TEST pipeline $PIPE${ADMIN:+ (metrics recorder on)}: $TOTAL instructions for 20000 requests, $((TOTAL / 20000)) per request"
+if [ -n "${SLOTGATE_FUNCTION:-}" ]; then
+  callgrind_annotate --tree=both --inclusive=yes "$OUT/cg.out.1" 2>/dev/null \
+    | awk -v f="$SLOTGATE_FUNCTION" 'index($0, "*  ") && index($0, f " ") { gsub(",", "", $1); printf "%s: %.1f instructions per request, callees included\n", f, $1 / 20000; exit }'
+fi

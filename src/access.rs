@@ -117,7 +117,7 @@ impl Pattern {
         &self.source
     }
 
-    #[inline]
+    #[inline(always)]
     fn matches(&self, name: &[u8]) -> bool {
         match self.shape {
             Shape::ShortPrefix { word, mask, len } => match name.first_chunk::<8>() {
@@ -158,12 +158,15 @@ impl Reach {
         match self {
             Reach::All => true,
             Reach::Patterns(p) => {
-                for g in p {
-                    if g.access & need == need && g.pattern.matches(name) {
-                        return true;
-                    }
+                // The first pattern is the usual hit (`app:*`): tried before the loop is set up.
+                let Some((first, rest)) = p.split_first() else {
+                    return false;
+                };
+                if first.access & need == need && first.pattern.matches(name) {
+                    return true;
                 }
-                false
+                rest.iter()
+                    .any(|g| g.access & need == need && g.pattern.matches(name))
             }
         }
     }
@@ -855,7 +858,8 @@ impl AuthThrottle {
 /// The users clients log in as; the first is `default`.
 #[derive(Debug, Clone)]
 pub struct Access {
-    users: Vec<User>,
+    /// Shared, so that a session holds its user without looking it up per request.
+    users: Vec<std::sync::Arc<User>>,
     /// Every command as the rules saw them (the whole Redis table, denied commands included, as
     /// Redis' ACL uses its original table whatever `rename-command` did), to describe users.
     entries: std::sync::Arc<Vec<AclEntry>>,
@@ -927,14 +931,19 @@ impl Access {
             }
         }
         Ok(Access {
-            users: all,
+            users: all.into_iter().map(std::sync::Arc::new).collect(),
             entries: std::sync::Arc::new(table.acl_entries()),
         })
     }
 
     /// The user numbered `index` (a session's [`DEFAULT_USER`] or what AUTH gave it).
     pub fn user(&self, index: u16) -> Option<&User> {
-        self.users.get(usize::from(index))
+        self.users.get(usize::from(index)).map(|u| &**u)
+    }
+
+    /// The same user, to hold (a session keeps the one it is logged in as).
+    pub fn user_shared(&self, index: u16) -> Option<std::sync::Arc<User>> {
+        self.users.get(usize::from(index)).cloned()
     }
 
     /// The user a client certificate's common name logs in, without a password (the
@@ -949,7 +958,10 @@ impl Access {
 
     /// The user named `name`.
     pub fn named(&self, name: &[u8]) -> Option<&User> {
-        self.users.iter().find(|u| u.name.as_bytes() == name)
+        self.users
+            .iter()
+            .find(|u| u.name.as_bytes() == name)
+            .map(|u| &**u)
     }
 
     /// `user`'s `ACL LIST` line.
@@ -964,7 +976,7 @@ impl Access {
 
     /// Every user, by name (as `ACL USERS` and `ACL LIST` order them).
     pub fn by_name(&self) -> Vec<&User> {
-        let mut users: Vec<&User> = self.users.iter().collect();
+        let mut users: Vec<&User> = self.users.iter().map(|u| &**u).collect();
         users.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
         users
     }

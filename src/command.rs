@@ -221,13 +221,7 @@ pub fn key_access(entry: &Entry, req: &Request, out: &mut SmallVec<[(u32, u8); 8
 /// other commands, which [`key_access`] walks.
 #[inline]
 pub fn single_key_access(entry: &Entry, req: &Request) -> Option<(usize, u8)> {
-    use table::keyspec::{NOT_KEY, READ, VARIABLE, WRITE};
-    match (entry.single_key, entry.spec.key_specs) {
-        (Some(i), [ks]) if ks.access & (NOT_KEY | VARIABLE) == 0 && req.argc() > i => {
-            Some((i, ks.access & (READ | WRITE)))
-        }
-        _ => None,
-    }
+    entry.single_key_access.filter(|&(i, _)| req.argc() > i)
 }
 
 /// Whether a BITFIELD only reads (GET and OVERFLOW subcommands, well formed), as Redis'

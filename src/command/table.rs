@@ -346,6 +346,10 @@ pub struct Entry {
     /// its values: MSET, MSETNX): Redis refuses any other count with its arity error, so a
     /// request is checked whole before it is split and no part can lack a value.
     pub groups: Option<(u8, u8)>,
+    /// [`Self::single_key`] with what the command does to that key ([`keyspec`] `READ`/`WRITE`),
+    /// when its key spec says so plainly (not SET's or BITFIELD's variable access, not
+    /// SPUBLISH's channel): the ACL check's fast path.
+    pub single_key_access: Option<(usize, u8)>,
     /// The entry's number in its table ([`Table::name_of`] gives its name back): what a
     /// session records as its last command, in one store.
     pub id: u16,
@@ -624,6 +628,12 @@ fn build_entry(spec: &'static CommandSpec, names: &mut Vec<&'static str>) -> Ent
         metrics: std::sync::OnceLock::new(),
         subs,
         single_key: single_key(spec),
+        single_key_access: single_key(spec)
+            .zip(spec.key_specs.first())
+            .and_then(|(i, ks)| {
+                (ks.access & (keyspec::NOT_KEY | keyspec::VARIABLE) == 0)
+                    .then_some((i, ks.access & (keyspec::READ | keyspec::WRITE)))
+            }),
         groups: groups(spec),
         id,
     }

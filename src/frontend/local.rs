@@ -33,6 +33,9 @@ pub struct ClientState {
     pub user: u16,
     /// The user may run every command on every key and channel: nothing to check per request.
     pub unrestricted: bool,
+    /// The logged-in user's rules, held while it is restricted (what each request is checked
+    /// against, without a look-up); `None` for an unrestricted user.
+    pub rules: Option<std::sync::Arc<crate::access::User>>,
     /// The client's address, for the failed-AUTH throttle.
     pub peer: Option<std::net::IpAddr>,
     /// The user the client's TLS certificate logged it in as (`[tls] auth_clients_user`):
@@ -54,6 +57,9 @@ impl ClientState {
             unrestricted: access
                 .user(crate::access::DEFAULT_USER)
                 .is_some_and(|u| u.unrestricted()),
+            rules: access
+                .user_shared(crate::access::DEFAULT_USER)
+                .filter(|u| !u.unrestricted()),
             peer: None,
             certificate_user: None,
         }
@@ -65,6 +71,11 @@ impl ClientState {
         self.user = index;
         let user = ctx.config.access.user(index);
         self.unrestricted = user.is_some_and(|u| u.unrestricted());
+        self.rules = ctx
+            .config
+            .access
+            .user_shared(index)
+            .filter(|u| !u.unrestricted());
         if let Some(u) = user {
             ctx.clients.set_user(self.id, &u.name);
         }

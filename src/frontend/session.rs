@@ -824,7 +824,7 @@ impl Session {
     #[inline]
     fn permitted(&self, entry: &Entry, req: &Request) -> Result<(), crate::access::Denial> {
         use crate::access::Denial;
-        let Some(user) = self.ctx.config.access.user(self.client.user) else {
+        let Some(user) = self.client.rules.as_deref() else {
             return Err(Denial::Command);
         };
         if !user.may_run(entry.id) {
