@@ -192,6 +192,7 @@ impl Admin {
     fn topology_json(&self) -> String {
         let topo = self.ctx.topology.load_full();
         let info = self.info.lock().map(|g| g.clone()).unwrap_or_default();
+        let zones = &self.ctx.config.zones;
         let shards: Vec<serde_json::Value> = topo
             .masters()
             .iter()
@@ -208,10 +209,12 @@ impl Admin {
                         "requests": m.metrics().requests_seen.load(Ordering::Relaxed),
                         "errors": m.metrics().errors_seen.load(Ordering::Relaxed),
                         "health_score": m.metrics().health_score(m.is_up()),
+                        "zone": zones.zone_of(m.addr()),
                         "info": info.get(m.addr().as_ref()),
                     },
                     "replicas": topo.replicas_of(shard).iter().map(|r| serde_json::json!({
                         "node": r.as_ref(),
+                        "zone": zones.zone_of(r),
                         "info": info.get(r.as_ref()),
                     })).collect::<Vec<_>>(),
                     "slots": topo.ranges_of(shard),
@@ -220,6 +223,7 @@ impl Admin {
             .collect();
         serde_json::json!({
             "epoch": topo.epoch,
+            "zone": self.ctx.config.zone,
             "age_seconds": topo.created.elapsed().as_secs(),
             "slotted": topo.slotted,
             "slots_covered": topo.covered(),

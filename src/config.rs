@@ -156,6 +156,9 @@ pub struct Overrides {
     pub backend_sni: Option<String>,
     /// From `--requirepass` or `SLOTGATE_REQUIREPASS`.
     pub requirepass: Option<Secret>,
+    /// `--zone` (or SLOTGATE_ZONE) and `--zone-map` flags.
+    pub zone: Option<String>,
+    pub zone_map: Vec<String>,
     /// `--tls-listen` and the files that go with it.
     pub tls_listen: Option<String>,
     pub tls_cert: Option<String>,
@@ -328,6 +331,25 @@ fn tls_listen(t: &TlsFile, o: &Overrides) -> Result<Option<TlsListen>, ConfigErr
         cert: loaded,
         server,
     }))
+}
+
+/// The zone map: the `--zone-map` flags if any, else the file's `[[zones]]`.
+fn zone_map(
+    file: &Option<Vec<crate::config::file::ZoneFile>>,
+    flags: &[String],
+) -> Result<crate::zones::ZoneMap, ConfigError> {
+    let mut map = crate::zones::ZoneMap::default();
+    if flags.is_empty() {
+        for z in file.iter().flatten() {
+            map.add(&z.name, &z.nodes.join(","))
+                .map_err(|e| invalid("zones", e))?;
+        }
+    } else {
+        for f in flags {
+            map.add_flag(f).map_err(|e| invalid("--zone-map", e))?;
+        }
+    }
+    Ok(map)
 }
 
 /// Checks a `host:port` seed address.
@@ -577,6 +599,13 @@ impl Config {
                 None => sd.output_buffer_limit,
             },
             multi_key,
+            zone: match o.zone.clone().or(f.zone.clone()) {
+                Some(z) if z.trim().is_empty() || z.contains(char::is_whitespace) => {
+                    return Err(invalid("zone", format!("'{z}' is not a zone name")));
+                }
+                z => z,
+            },
+            zones: zone_map(&f.zones, &o.zone_map)?,
         };
         if session.max_pipeline >= 1 << 40 {
             return Err(invalid("clients.max_pipeline", "too large"));

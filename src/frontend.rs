@@ -74,6 +74,10 @@ pub struct SessionConfig {
     /// added (so one large value still goes through): past it the client is closed, as
     /// Redis' `client-output-buffer-limit` does. `None`: no limit.
     pub output_buffer_limit: Option<usize>,
+    /// The zone slotgate runs in (`zone`, `--zone`, `SLOTGATE_ZONE`).
+    pub zone: Option<String>,
+    /// Which zone each node is in.
+    pub zones: crate::zones::ZoneMap,
 }
 
 /// A proxy serves many applications, so unlike Redis' `normal 0 0 0` the default is a bound.
@@ -95,6 +99,8 @@ impl Default for SessionConfig {
             access: crate::access::Access::default(),
             deny_commands: Vec::new(),
             max_auth_failures_per_minute: 60,
+            zone: None,
+            zones: crate::zones::ZoneMap::default(),
         }
     }
 }

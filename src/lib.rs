@@ -44,3 +44,4 @@ pub mod router;
 pub mod tls;
 pub mod topology;
 pub mod workers;
+pub mod zones;

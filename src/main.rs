@@ -94,6 +94,16 @@ struct Cli {
     )]
     requirepass: Option<String>,
 
+    /// The zone (or region) slotgate runs in; in Kubernetes, set SLOTGATE_ZONE from the node's
+    /// topology.kubernetes.io/zone label.
+    #[arg(long, value_name = "NAME", env = "SLOTGATE_ZONE")]
+    zone: Option<String>,
+
+    /// Which zone nodes are in: NAME=CIDR[,CIDR or .host.suffix...]; repeatable, first match
+    /// wins.
+    #[arg(long = "zone-map", value_name = "NAME=CIDR,...")]
+    zone_map: Vec<String>,
+
     /// A TLS listener for clients, beside --listen; needs --tls-cert and --tls-key.
     #[arg(long, value_name = "IP:PORT")]
     tls_listen: Option<String>,
@@ -178,6 +188,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         backend_key: cli.backend_key,
         backend_sni: cli.backend_sni,
         requirepass: cli.requirepass.as_deref().map(Secret::new),
+        zone: cli.zone,
+        zone_map: cli.zone_map,
         tls_listen: cli.tls_listen,
         tls_cert: cli.tls_cert,
         tls_key: cli.tls_key,

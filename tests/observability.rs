@@ -77,7 +77,7 @@ fn admin_endpoint_reports_per_node_latency_readiness_and_guards_with_a_token() {
     let conf = std::env::temp_dir().join(format!("slotgate-admin-{}.toml", std::process::id()));
     std::fs::write(
         &conf,
-        "[admin]\ntoken = \"s3cret\"\ninfo_interval_ms = 300\n",
+        "[admin]\ntoken = \"s3cret\"\ninfo_interval_ms = 300\n[topology]\nrefresh_interval_ms = 500\n",
     )
     .unwrap();
     let proxy = Proxy::cluster(
@@ -87,6 +87,13 @@ fn admin_endpoint_reports_per_node_latency_readiness_and_guards_with_a_token() {
             &format!("127.0.0.1:{admin_port}"),
             "--config",
             conf.to_str().unwrap(),
+            // Zones: slotgate's own, and the nodes' from the map (first match wins).
+            "--zone",
+            "zone-b",
+            "--zone-map",
+            "zone-x=10.0.0.0/8",
+            "--zone-map",
+            "zone-a=127.0.0.0/8,.example.internal",
         ],
     );
 
@@ -146,11 +153,39 @@ fn admin_endpoint_reports_per_node_latency_readiness_and_guards_with_a_token() {
         info.contains("# Nodes") && info.contains("p99_us="),
         "{info}"
     );
+    // Every node is on 127.0.0.1: zone-a, masters and replicas; slotgate says its own zone.
+    // Redis 7.0 reports a replica as "loading" in CLUSTER SHARDS until gossip carries its
+    // replication offset, so the replicas come with a later refresh.
+    support::wait_until(
+        "the replicas in the topology",
+        Duration::from_secs(15),
+        || {
+            let (_, t) = get(admin_port, "/topology", Some("s3cret"));
+            let t: serde_json::Value = serde_json::from_str(&t).unwrap();
+            t["shards"].as_array().is_some_and(|s| {
+                s.iter()
+                    .all(|s| s["replicas"].as_array().is_some_and(|r| !r.is_empty()))
+            })
+        },
+    );
+    let info: String = redis::cmd("INFO").query(&mut c).unwrap();
+    assert!(info.contains("proxy_zone:zone-b"), "{info}");
+    assert_eq!(info.matches(",zone=zone-a\r\n").count(), 6, "{info}");
+    assert_eq!(
+        info.matches("role=replica,zone=zone-a").count(),
+        3,
+        "{info}"
+    );
     let (status, topo) = get(admin_port, "/topology", Some("s3cret"));
     assert_eq!(status, 200);
     let topo: serde_json::Value = serde_json::from_str(&topo).unwrap();
     assert_eq!(topo["shards"].as_array().unwrap().len(), 3);
     assert!(topo["shards"][0]["master"]["latency_p99_us"].is_u64());
+    assert_eq!(topo["zone"], "zone-b");
+    for shard in topo["shards"].as_array().unwrap() {
+        assert_eq!(shard["master"]["zone"], "zone-a");
+        assert_eq!(shard["replicas"][0]["zone"], "zone-a");
+    }
     support::wait_until("INFO poll of the backends", Duration::from_secs(10), || {
         scrape(admin_port, "s3cret")
             .keys()

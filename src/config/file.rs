@@ -43,6 +43,20 @@ pub struct FileConfig {
     pub tls: TlsFile,
     /// Proxy users: `[[users]] name = "app" rules = "on >secret ~* &* +@read"`.
     pub users: Option<Vec<UserFile>>,
+    /// The zone (or region) slotgate runs in, e.g. "eu-west-1a".
+    pub zone: Option<String>,
+    /// The zones nodes are in: `[[zones]] name = "eu-west-1a" nodes = ["10.1.0.0/16",
+    /// ".euw1a.internal"]` (address ranges, or host-name suffixes); the first match wins.
+    pub zones: Option<Vec<ZoneFile>>,
+}
+
+/// One zone of the zone map.
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneFile {
+    pub name: String,
+    /// Address ranges (CIDR, or one address) and host-name suffixes of the zone's nodes.
+    pub nodes: Vec<String>,
 }
 
 /// One proxy user, with Redis' ACL rules.

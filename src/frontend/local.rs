@@ -523,6 +523,10 @@ pub fn proxy_info_section(ctx: &Context) -> String {
     line("proxy", "slotgate".into());
     line("proxy_version", env!("CARGO_PKG_VERSION").into());
     line(
+        "proxy_zone",
+        ctx.config.zone.clone().unwrap_or_else(|| "-".into()),
+    );
+    line(
         "proxy_uptime_in_seconds",
         ctx.started.elapsed().as_secs().to_string(),
     );
@@ -625,7 +629,7 @@ pub fn proxy_info_section(ctx: &Context) -> String {
                 .map_or("-".to_string(), |v| v.to_string())
         };
         text.push_str(&format!(
-            "node{shard}:addr={},role=master,up={},p50_us={},p99_us={},p999_us={},requests={},errors={},health={}\r\n",
+            "node{shard}:addr={},role=master,up={},p50_us={},p99_us={},p999_us={},requests={},errors={},health={},zone={}\r\n",
             m.addr(),
             u8::from(m.is_up()),
             q(0.5),
@@ -634,7 +638,14 @@ pub fn proxy_info_section(ctx: &Context) -> String {
             met.requests_seen.load(Ordering::Relaxed),
             met.errors_seen.load(Ordering::Relaxed),
             met.health_score(m.is_up()),
+            ctx.config.zones.zone_of(m.addr()).unwrap_or("-"),
         ));
+        for (i, r) in topo.replicas_of(shard).iter().enumerate() {
+            text.push_str(&format!(
+                "node{shard}_replica{i}:addr={r},role=replica,zone={}\r\n",
+                ctx.config.zones.zone_of(r).unwrap_or("-"),
+            ));
+        }
     }
     text
 }
