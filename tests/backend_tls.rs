@@ -30,19 +30,7 @@ struct TlsNode {
 
 impl TlsNode {
     fn start(certs: &Certs) -> TlsNode {
-        Self::spawn(
-            certs,
-            &[
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                "nodes.conf",
-                "--cluster-node-timeout",
-                "1000",
-                "--cluster-replica-validity-factor",
-                "0",
-            ],
-        )
+        Self::spawn(certs, support::CLUSTER_NODE_ARGS)
     }
 
     /// A TLS-only, password-protected redis-server with `extra` arguments (a cluster node, or

@@ -96,9 +96,45 @@ pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// The arguments that make a redis-server a cluster node for the tests: a short node timeout,
+/// and replicas that may always take over.
+pub const CLUSTER_NODE_ARGS: &[&str] = &[
+    "--cluster-enabled",
+    "yes",
+    "--cluster-config-file",
+    "nodes.conf",
+    "--cluster-node-timeout",
+    "1000",
+    "--cluster-replica-validity-factor",
+    "0",
+];
+
+/// `redis-cli --cluster create` over `nodes`, with `replicas` replicas per master.
+fn create_cluster(nodes: &[Redis], replicas: usize, password: Option<&str>) {
+    let addrs: Vec<String> = nodes.iter().map(|n| n.addr()).collect();
+    let mut create = Command::new("redis-cli");
+    if let Some(p) = password {
+        create.args(["--no-auth-warning", "-a", p]);
+    }
+    let out = create
+        .arg("--cluster")
+        .arg("create")
+        .args(&addrs)
+        .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
+        .output()
+        .expect("redis-cli must be installed (apt-get install redis-tools)");
+    assert!(
+        out.status.success(),
+        "cluster create failed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
 /// One `redis-server` process.
 pub struct Redis {
     pub port: u16,
+    /// The loopback address it listens on (127.0.0.1 unless a test puts it in another "zone").
+    pub ip: String,
     child: Option<Child>,
     dir: PathBuf,
     args: Vec<String>,
@@ -119,13 +155,26 @@ impl Redis {
     /// A server whose `default` user needs `password` (`requirepass`, and `masterauth` for
     /// when it is a replica).
     pub fn start_with(port: u16, extra: &[&str], password: Option<&str>) -> Redis {
+        Self::start_at("127.0.0.1", port, extra, password)
+    }
+
+    /// A server on another loopback address (all of 127.0.0.0/8 reaches this machine), which it
+    /// also announces as a cluster node and as a replica.
+    pub fn start_at(ip: &str, port: u16, extra: &[&str], password: Option<&str>) -> Redis {
         let dir = scratch_dir(&format!("redis{port}"));
         let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        if ip != "127.0.0.1" {
+            args.extend(["--replica-announce-ip", ip].map(String::from));
+            if extra.contains(&"--cluster-enabled") {
+                args.extend(["--cluster-announce-ip", ip].map(String::from));
+            }
+        }
         if let Some(p) = password {
             args.extend(["--requirepass", p, "--masterauth", p].map(String::from));
         }
         let mut r = Redis {
             port,
+            ip: ip.to_string(),
             child: None,
             dir,
             args,
@@ -138,8 +187,8 @@ impl Redis {
     /// `redis://` URL of this server, with the password when it has one.
     pub fn url(&self) -> String {
         match &self.password {
-            Some(p) => format!("redis://:{p}@127.0.0.1:{}/", self.port),
-            None => format!("redis://127.0.0.1:{}/", self.port),
+            Some(p) => format!("redis://:{p}@{}:{}/", self.ip, self.port),
+            None => format!("redis://{}:{}/", self.ip, self.port),
         }
     }
 
@@ -149,7 +198,7 @@ impl Redis {
                 "--port",
                 &self.port.to_string(),
                 "--bind",
-                "127.0.0.1",
+                &self.ip,
                 "--save",
                 "",
                 "--appendonly",
@@ -169,7 +218,7 @@ impl Redis {
     }
 
     pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.ip, self.port)
     }
 
     pub fn conn(&self) -> redis::Connection {
@@ -249,39 +298,54 @@ impl Cluster {
         password: Option<&str>,
     ) -> Cluster {
         let total = masters * (1 + replicas);
-        let mut args = vec![
-            "--cluster-enabled",
-            "yes",
-            "--cluster-config-file",
-            "nodes.conf",
-            "--cluster-node-timeout",
-            "1000",
-            "--cluster-replica-validity-factor",
-            "0",
-        ];
+        let mut args = CLUSTER_NODE_ARGS.to_vec();
         args.extend_from_slice(extra);
         let nodes: Vec<Redis> = (0..total)
             .map(|_| Redis::start_with(free_port(), &args, password))
             .collect();
-        let addrs: Vec<String> = nodes.iter().map(|n| n.addr()).collect();
-        let mut create = Command::new("redis-cli");
-        if let Some(p) = password {
-            create.args(["--no-auth-warning", "-a", p]);
-        }
-        let out = create
-            .arg("--cluster")
-            .arg("create")
-            .args(&addrs)
-            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
-            .output()
-            .expect("redis-cli must be installed (apt-get install redis-tools)");
-        assert!(
-            out.status.success(),
-            "cluster create failed: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
+        create_cluster(&nodes, replicas, password);
         let c = Cluster { nodes };
         c.wait_ok();
+        c
+    }
+
+    /// A cluster of `masters` masters on 127.0.0.1, each with one replica on every address of
+    /// `replica_ips` (127.0.0.2, 127.0.0.3 ...: a "zone" each), which the nodes announce: the
+    /// masters are created first, then each replica meets the cluster and follows its master.
+    pub fn start_zoned(masters: usize, replica_ips: &[&str]) -> Cluster {
+        let args = CLUSTER_NODE_ARGS;
+        let mut nodes: Vec<Redis> = (0..masters)
+            .map(|_| Redis::start_with(free_port(), args, None))
+            .collect();
+        create_cluster(&nodes, 0, None);
+        let ids: Vec<String> = nodes.iter().map(|n| n.node_id()).collect();
+        let first = nodes[0].port;
+        for id in &ids {
+            for ip in replica_ips {
+                let r = Redis::start_at(ip, free_port(), args, None);
+                let _: () = redis::cmd("CLUSTER")
+                    .arg("MEET")
+                    .arg("127.0.0.1")
+                    .arg(first)
+                    .query(&mut r.conn())
+                    .unwrap();
+                wait_until(
+                    "the replica to meet the cluster",
+                    Duration::from_secs(20),
+                    || {
+                        redis::cmd("CLUSTER")
+                            .arg("REPLICATE")
+                            .arg(id)
+                            .query::<()>(&mut r.conn())
+                            .is_ok()
+                    },
+                );
+                nodes.push(r);
+            }
+        }
+        let c = Cluster { nodes };
+        c.wait_ok();
+        c.wait_replicas_synced();
         c
     }
 
