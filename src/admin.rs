@@ -183,7 +183,7 @@ impl Admin {
             gauge!(names::NODE_HEALTH_SCORE, "node" => node)
                 .set(f64::from(m.metrics().health_score(m.is_up())));
             for r in topo.replicas_of(shard) {
-                gauge!(names::NODE_INFO, "node" => r.to_string(), "role" => "replica", "shard" => shard.to_string())
+                gauge!(names::NODE_INFO, "node" => r.addr.to_string(), "role" => "replica", "shard" => shard.to_string())
                     .set(1.0);
             }
         }
@@ -192,7 +192,6 @@ impl Admin {
     fn topology_json(&self) -> String {
         let topo = self.ctx.topology.load_full();
         let info = self.info.lock().map(|g| g.clone()).unwrap_or_default();
-        let zones = &self.ctx.config.zones;
         let shards: Vec<serde_json::Value> = topo
             .masters()
             .iter()
@@ -209,13 +208,13 @@ impl Admin {
                         "requests": m.metrics().requests_seen.load(Ordering::Relaxed),
                         "errors": m.metrics().errors_seen.load(Ordering::Relaxed),
                         "health_score": m.metrics().health_score(m.is_up()),
-                        "zone": zones.zone_of(m.addr()),
+                        "zone": topo.master_zone(shard),
                         "info": info.get(m.addr().as_ref()),
                     },
                     "replicas": topo.replicas_of(shard).iter().map(|r| serde_json::json!({
-                        "node": r.as_ref(),
-                        "zone": zones.zone_of(r),
-                        "info": info.get(r.as_ref()),
+                        "node": r.addr.as_ref(),
+                        "zone": r.zone.as_deref(),
+                        "info": info.get(r.addr.as_ref()),
                     })).collect::<Vec<_>>(),
                     "slots": topo.ranges_of(shard),
                 })

@@ -1,5 +1,6 @@
-//! The topology: an immutable snapshot of which master serves each slot (and which replicas
-//! follow it), published atomically with arc-swap and replaced whole by the refresher.
+//! The topology: an immutable snapshot of which master serves each slot, which replicas follow
+//! it, and the zone of every node (from the zone map, when the snapshot is built), published
+//! atomically with arc-swap and replaced whole by the refresher.
 //!
 //! The request path only reads snapshots. A MOVED patches one slot through [`TopologyHandle::
 //! patch_slot`] and asks for a debounced background refresh; nothing on the request path ever
@@ -22,6 +23,12 @@ use tokio::sync::mpsc;
 use crate::backend::{Backends, Node};
 use crate::error::TopologyError;
 use crate::router::SLOTS;
+use crate::zones::ZoneMap;
+
+/// The zone of the node at `addr`, as the snapshot keeps it.
+fn zone_of(zones: &ZoneMap, addr: &str) -> Option<Arc<str>> {
+    zones.zone_of(addr).map(Arc::from)
+}
 
 /// One shard as a topology source reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,13 +156,25 @@ impl TopologySource for AnySource {
 
 const NO_NODE: u16 = u16::MAX;
 
-/// An immutable routing snapshot.
+/// A replica in a snapshot: where it is, and in which zone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replica {
+    pub addr: Arc<str>,
+    pub zone: Option<Arc<str>>,
+}
+
+/// An immutable routing snapshot: shards (a master and its replicas, each with its zone) and
+/// the slot map.
 #[derive(Debug)]
 pub struct Topology {
     pub epoch: u64,
     pub created: Instant,
     masters: Vec<Arc<Node>>,
-    replicas: Vec<Vec<Arc<str>>>,
+    /// Each master's zone, by shard.
+    master_zones: Vec<Option<Arc<str>>>,
+    replicas: Vec<Vec<Replica>>,
+    /// The zone map the zones were read from, for the next snapshot.
+    zones: Arc<ZoneMap>,
     /// For each slot, an index into `masters` (or `NO_NODE`).
     slots: Box<[u16]>,
     pub version: String,
@@ -170,19 +189,30 @@ pub struct Topology {
 pub const DEFAULT_DATABASES: u32 = 16;
 
 impl Topology {
-    /// Builds a snapshot from a layout, taking node handles from `backends`.
-    pub fn build(layout: &Layout, backends: &Backends, epoch: u64) -> Topology {
+    /// Builds a snapshot from a layout, taking node handles from `backends` and each node's
+    /// zone from `zones`.
+    pub fn build(
+        layout: &Layout,
+        backends: &Backends,
+        zones: Arc<ZoneMap>,
+        epoch: u64,
+    ) -> Topology {
         let mut masters = Vec::with_capacity(layout.shards.len());
+        let mut master_zones = Vec::with_capacity(layout.shards.len());
         let mut replicas = Vec::with_capacity(layout.shards.len());
         let mut slots = vec![NO_NODE; SLOTS].into_boxed_slice();
         for shard in &layout.shards {
             let idx = masters.len() as u16;
             masters.push(backends.node(&shard.master));
+            master_zones.push(zone_of(&zones, &shard.master));
             replicas.push(
                 shard
                     .replicas
                     .iter()
-                    .map(|r| Arc::<str>::from(r.as_str()))
+                    .map(|r| Replica {
+                        addr: Arc::from(r.as_str()),
+                        zone: zone_of(&zones, r),
+                    })
                     .collect(),
             );
             for &(lo, hi) in &shard.ranges {
@@ -197,7 +227,9 @@ impl Topology {
             epoch,
             created: Instant::now(),
             masters,
+            master_zones,
             replicas,
+            zones,
             slots,
             version: layout.version.clone().unwrap_or_else(|| "7.0.0".into()),
             slotted: !layout.unslotted,
@@ -220,8 +252,18 @@ impl Topology {
     }
 
     /// The replicas of the shard whose master is `masters()[shard]`.
-    pub fn replicas_of(&self, shard: usize) -> &[Arc<str>] {
+    pub fn replicas_of(&self, shard: usize) -> &[Replica] {
         self.replicas.get(shard).map_or(&[], |r| r.as_slice())
+    }
+
+    /// The zone of the shard's master.
+    pub fn master_zone(&self, shard: usize) -> Option<&str> {
+        self.master_zones.get(shard).and_then(|z| z.as_deref())
+    }
+
+    /// The zone map this snapshot's zones come from.
+    pub fn zones(&self) -> &Arc<ZoneMap> {
+        &self.zones
     }
 
     /// The slot ranges (inclusive) the shard's master serves.
@@ -244,7 +286,7 @@ impl Topology {
     pub fn addresses(&self) -> Vec<Arc<str>> {
         let mut v: Vec<Arc<str>> = self.masters.iter().map(|m| m.addr().clone()).collect();
         for r in self.replicas.iter().flatten() {
-            v.push(r.clone());
+            v.push(r.addr.clone());
         }
         v
     }
@@ -257,10 +299,12 @@ impl Topology {
     /// A copy with `slot` served by `node` (after a MOVED).
     pub fn with_slot_moved(&self, slot: u16, node: Arc<Node>) -> Topology {
         let mut masters = self.masters.clone();
+        let mut master_zones = self.master_zones.clone();
         let mut replicas = self.replicas.clone();
         let idx = match masters.iter().position(|m| m.addr() == node.addr()) {
             Some(i) => i,
             None => {
+                master_zones.push(zone_of(&self.zones, node.addr()));
                 masters.push(node);
                 replicas.push(Vec::new());
                 masters.len() - 1
@@ -274,7 +318,9 @@ impl Topology {
             epoch: self.epoch + 1,
             created: Instant::now(),
             masters,
+            master_zones,
             replicas,
+            zones: self.zones.clone(),
             slots,
             version: self.version.clone(),
             slotted: self.slotted,
@@ -303,7 +349,7 @@ impl Topology {
             .iter()
             .zip(&self.replicas)
             .map(|(m, r)| {
-                let mut r = r.clone();
+                let mut r: Vec<Arc<str>> = r.iter().map(|r| r.addr.clone()).collect();
                 r.sort();
                 (m.addr().clone(), r)
             })
@@ -397,7 +443,12 @@ impl Topology {
     pub fn routes(&self) -> Routes {
         Routes {
             masters: self.masters.iter().map(|m| m.addr().clone()).collect(),
-            replicas: self.replicas.iter().flatten().cloned().collect(),
+            replicas: self
+                .replicas
+                .iter()
+                .flatten()
+                .map(|r| r.addr.clone())
+                .collect(),
             owners: if self.slotted {
                 self.slots
                     .iter()
@@ -472,6 +523,36 @@ impl std::fmt::Display for TopologyChange {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Node handles start their connections on a runtime (to addresses that do not resolve
+    // here: they only retry in the background).
+    #[tokio::test]
+    async fn every_node_of_a_snapshot_carries_its_zone_and_a_moved_slot_keeps_them() {
+        let backends = Backends::new(
+            crate::backend::BackendConfig::default(),
+            Arc::new(crate::workers::Workers::single()),
+        );
+        let mut zones = ZoneMap::default();
+        zones.add("a", "10.0.1.0/24").unwrap();
+        zones.add("b", "10.0.2.0/24").unwrap();
+        let layout = Layout {
+            shards: vec![ShardLayout {
+                master: "10.0.1.1:7000".into(),
+                replicas: vec!["10.0.2.1:7000".into(), "10.0.9.1:7000".into()],
+                ranges: vec![(0, 16383)],
+            }],
+            ..Layout::default()
+        };
+        let t = Topology::build(&layout, &backends, Arc::new(zones), 1);
+        assert_eq!(t.master_zone(0), Some("a"));
+        let zone = |r: &Replica| r.zone.as_deref().map(str::to_string);
+        let got: Vec<Option<String>> = t.replicas_of(0).iter().map(zone).collect();
+        assert_eq!(got, [Some("b".to_string()), None]);
+        // A MOVED to a node the snapshot did not have: a new shard, its zone read from the map.
+        let moved = t.with_slot_moved(5, backends.node("10.0.2.7:7000"));
+        assert_eq!(moved.master_zone(1), Some("b"));
+        assert_eq!(moved.replicas_of(0), t.replicas_of(0));
+    }
 
     fn routes(masters: &[&str], replicas: &[&str], owners: &[&str]) -> Routes {
         Routes {

@@ -638,12 +638,13 @@ pub fn proxy_info_section(ctx: &Context) -> String {
             met.requests_seen.load(Ordering::Relaxed),
             met.errors_seen.load(Ordering::Relaxed),
             met.health_score(m.is_up()),
-            ctx.config.zones.zone_of(m.addr()).unwrap_or("-"),
+            topo.master_zone(shard).unwrap_or("-"),
         ));
         for (i, r) in topo.replicas_of(shard).iter().enumerate() {
             text.push_str(&format!(
-                "node{shard}_replica{i}:addr={r},role=replica,zone={}\r\n",
-                ctx.config.zones.zone_of(r).unwrap_or("-"),
+                "node{shard}_replica{i}:addr={},role=replica,zone={}\r\n",
+                r.addr,
+                r.zone.as_deref().unwrap_or("-"),
             ));
         }
     }

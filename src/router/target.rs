@@ -46,7 +46,7 @@ mod tests {
                 .collect(),
             ..Layout::default()
         };
-        Topology::build(&layout, &backends, 1)
+        Topology::build(&layout, &backends, Default::default(), 1)
     }
 
     fn addr(n: Option<&Arc<Node>>) -> Option<String> {

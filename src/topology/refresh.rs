@@ -85,7 +85,12 @@ pub async fn run<S: TopologySource>(
         stats.refreshes.fetch_add(1, Ordering::Relaxed);
         match source.discover(&candidates).await {
             Ok(layout) => {
-                let next = Topology::build(&layout, &backends, current.epoch + 1);
+                let next = Topology::build(
+                    &layout,
+                    &backends,
+                    current.zones().clone(),
+                    current.epoch + 1,
+                );
                 let now = handle.load_full();
                 if next.same_routes(&now) {
                     debug!("topology unchanged");
