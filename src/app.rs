@@ -178,12 +178,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         )),
     };
     let layout = first_layout(&source, &config).await?;
-    let topology = Topology::build(
-        &layout,
-        &backends,
-        Arc::new(config.session.zones.clone()),
-        1,
-    );
+    let topology = Topology::build(&layout, &backends, Arc::new(config.zones.clone()), 1);
     info!(
         source = source.kind(),
         masters = %topology.masters().iter().map(|m| &**m.addr()).collect::<Vec<_>>().join(","),

@@ -38,6 +38,8 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     /// The TLS listener for clients, if any.
     pub tls: Option<TlsListen>,
+    /// Which zone each node is in: the topology snapshots read it.
+    pub zones: crate::zones::ZoneMap,
 }
 
 /// The TLS listener's settings, its certificate loaded and checked.
@@ -605,7 +607,6 @@ impl Config {
                 }
                 z => z,
             },
-            zones: zone_map(&f.zones, &o.zone_map)?,
         };
         if session.max_pipeline >= 1 << 40 {
             return Err(invalid("clients.max_pipeline", "too large"));
@@ -728,6 +729,7 @@ impl Config {
                 }),
             },
             tls,
+            zones: zone_map(&f.zones, &o.zone_map)?,
         })
     }
 }

@@ -74,10 +74,8 @@ pub struct SessionConfig {
     /// added (so one large value still goes through): past it the client is closed, as
     /// Redis' `client-output-buffer-limit` does. `None`: no limit.
     pub output_buffer_limit: Option<usize>,
-    /// The zone slotgate runs in (`zone`, `--zone`, `SLOTGATE_ZONE`).
+    /// The zone slotgate runs in (`zone`, `--zone`, `SLOTGATE_ZONE`), for INFO.
     pub zone: Option<String>,
-    /// Which zone each node is in.
-    pub zones: crate::zones::ZoneMap,
 }
 
 /// A proxy serves many applications, so unlike Redis' `normal 0 0 0` the default is a bound.
@@ -100,7 +98,6 @@ impl Default for SessionConfig {
             deny_commands: Vec::new(),
             max_auth_failures_per_minute: 60,
             zone: None,
-            zones: crate::zones::ZoneMap::default(),
         }
     }
 }

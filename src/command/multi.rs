@@ -135,8 +135,12 @@ pub fn merge(kind: Merge, with: MergeWith<'_>, replies: &[Bytes], out: &mut Byte
         }
         Merge::Ordered => merge_ordered(parts, replies, total_keys, out),
         Merge::Info => {
-            let own = with.own_server.cloned().unwrap_or_default();
-            match merge_info(replies, with.proxy_section, &own) {
+            let default = OwnServer::default();
+            match merge_info(
+                replies,
+                with.proxy_section,
+                with.own_server.unwrap_or(&default),
+            ) {
                 Ok(text) => encode::verbatim(out, with.proto, text.as_bytes()),
                 Err(e) => out.put_slice(&e),
             }
