@@ -190,6 +190,19 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
     let tracker = TaskTracker::new();
     let refresh_stats = Arc::new(RefreshStats::default());
     source.watch(handle.clone(), shutdown.clone());
+    if config.session.read_from.uses_replicas() {
+        info!(
+            read_from = config.session.read_from.as_str(),
+            zone = config.session.zone.as_deref().unwrap_or("(none)"),
+            "reads may go to replicas"
+        );
+        tokio::spawn(crate::topology::replica_health::run(
+            handle.clone(),
+            backends.config().connector.clone(),
+            config.reads,
+            shutdown.clone(),
+        ));
+    }
     tokio::spawn(refresh::run(
         source,
         handle.clone(),

@@ -99,6 +99,70 @@ impl BackendRequest {
     }
 }
 
+/// What a node is to slotgate. A node that changes role (a failover) becomes a new [`Node`]
+/// with new connections, so a request meant for a master can never be queued on the
+/// connections of what is now a replica, nor the other way round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Serves every request of its slots.
+    Master,
+    /// Serves reads that a read policy sends it, never a write.
+    Replica,
+}
+
+/// A replica's replication, as the replica checker last read it from its master's `INFO
+/// replication`. Only `Syncing` and `Lagging` keep reads away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Replication {
+    /// Not checked yet, or its master cannot be asked (down: the replica is then the freshest
+    /// copy there is, and keeps serving).
+    Unknown = 0,
+    /// Connected to its master and within the lag limit.
+    Online = 1,
+    /// Not connected to its master, or still in its initial sync (or loading it).
+    Syncing = 2,
+    /// Further behind its master than `max_replica_lag_ms`.
+    Lagging = 3,
+}
+
+impl Replication {
+    fn from_u8(v: u8) -> Replication {
+        match v {
+            1 => Replication::Online,
+            2 => Replication::Syncing,
+            3 => Replication::Lagging,
+            _ => Replication::Unknown,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Replication::Unknown => "unknown",
+            Replication::Online => "online",
+            Replication::Syncing => "syncing",
+            Replication::Lagging => "lagging",
+        }
+    }
+
+    /// Whether a replica in this state may serve reads.
+    pub fn serves_reads(self) -> bool {
+        matches!(self, Replication::Unknown | Replication::Online)
+    }
+}
+
+/// Whether replicas get connections, and how they are opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReplicaLinks {
+    /// No read policy sends anything to a replica: no connections (the default).
+    #[default]
+    Off,
+    /// Plain connections (Sentinel and standalone replicas serve reads as they are).
+    Plain,
+    /// Connections that send `READONLY` first (Redis Cluster replicas).
+    ReadOnly,
+}
+
 /// Settings shared by every backend connection.
 #[derive(Debug, Clone)]
 pub struct BackendConfig {
@@ -115,6 +179,8 @@ pub struct BackendConfig {
     pub limits: Limits,
     /// Most private connections (blocking commands, WATCH) per node at once.
     pub max_private_per_node: usize,
+    /// Whether replicas get connections of their own.
+    pub replica_links: ReplicaLinks,
 }
 
 impl Default for BackendConfig {
@@ -129,6 +195,7 @@ impl Default for BackendConfig {
             backoff_max: Duration::from_secs(2),
             limits: Limits::default(),
             max_private_per_node: 256,
+            replica_links: ReplicaLinks::Off,
         }
     }
 }
@@ -192,6 +259,7 @@ impl Link {
 #[derive(Debug)]
 pub struct Node {
     addr: Arc<str>,
+    role: Role,
     /// Permits for private connections.
     private_slots: Arc<Semaphore>,
     /// The connections of [`Dialect::DEFAULT`], opened with the node.
@@ -200,6 +268,10 @@ pub struct Node {
     others: Mutex<HashMap<Dialect, Arc<Vec<Link>>>>,
     /// The node left the topology: its connections are closed and no new ones open.
     retired: AtomicBool,
+    /// A replica's [`Replication`] (always `Unknown` for a master).
+    replication: AtomicU8,
+    /// A replica's lag behind its master in milliseconds, as last read (`u64::MAX`: unknown).
+    lag_ms: AtomicU64,
     config: Arc<BackendConfig>,
     tel: Telemetry,
     workers: Arc<Workers>,
@@ -208,6 +280,7 @@ pub struct Node {
 impl Node {
     fn new(
         addr: Arc<str>,
+        role: Role,
         config: Arc<BackendConfig>,
         stats: Arc<BackendStats>,
         workers: Arc<Workers>,
@@ -216,13 +289,17 @@ impl Node {
             stats,
             node: Arc::new(NodeMetrics::new(&addr)),
         };
-        let default = Self::links(&addr, Dialect::DEFAULT, &config, &tel, &workers);
+        let readonly = Self::readonly(role, &config);
+        let default = Self::links(&addr, Dialect::DEFAULT, readonly, &config, &tel, &workers);
         Node {
             private_slots: Arc::new(Semaphore::new(config.max_private_per_node.max(1))),
             addr,
+            role,
             default,
             others: Mutex::new(HashMap::new()),
             retired: AtomicBool::new(false),
+            replication: AtomicU8::new(Replication::Unknown as u8),
+            lag_ms: AtomicU64::new(u64::MAX),
             config,
             tel,
             workers,
@@ -273,10 +350,16 @@ impl Node {
         }
     }
 
+    /// Whether this node's shared connections send `READONLY` (a cluster replica's).
+    fn readonly(role: Role, config: &BackendConfig) -> bool {
+        role == Role::Replica && config.replica_links == ReplicaLinks::ReadOnly
+    }
+
     /// `connections_per_node` connections on each worker, worker by worker.
     fn links(
         addr: &Arc<str>,
         dialect: Dialect,
+        readonly: bool,
         config: &Arc<BackendConfig>,
         tel: &Telemetry,
         workers: &Workers,
@@ -290,6 +373,7 @@ impl Node {
                     dialect,
                     config.clone(),
                     tel.clone(),
+                    readonly,
                 )
             })
             .collect()
@@ -304,6 +388,44 @@ impl Node {
 
     pub fn addr(&self) -> &Arc<str> {
         &self.addr
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// A replica's replication state, as last checked.
+    pub fn replication(&self) -> Replication {
+        Replication::from_u8(self.replication.load(Ordering::Relaxed))
+    }
+
+    /// A replica's lag in milliseconds, when known.
+    pub fn lag_ms(&self) -> Option<u64> {
+        let v = self.lag_ms.load(Ordering::Relaxed);
+        (v != u64::MAX).then_some(v)
+    }
+
+    /// Records what the replica checker read (the lag, when its master said).
+    pub fn set_replication(&self, state: Replication, lag_ms: Option<u64>) {
+        self.replication.store(state as u8, Ordering::Relaxed);
+        self.lag_ms
+            .store(lag_ms.unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// Whether the connection `session` would use on this worker can take a request now.
+    #[inline]
+    pub fn serving(&self, session: u64) -> bool {
+        self.pick(&self.default, session)
+            .is_some_and(|l| l.state() != LinkState::Down)
+    }
+
+    /// The figure reads choose by among equal nodes: the moving average of the reply latency
+    /// times (outstanding requests + 1), in nanoseconds; lower is better.
+    #[inline]
+    pub fn load_score(&self) -> u64 {
+        let m = &self.tel.node;
+        m.latency_ewma_nanos()
+            .saturating_mul(m.outstanding().saturating_add(1))
     }
 
     /// Queues `req` on the connection this session uses for this node. Fails fast, handing the
@@ -365,6 +487,7 @@ impl Node {
                 Arc::new(Self::links(
                     &self.addr,
                     dialect,
+                    Self::readonly(self.role, &self.config),
                     &self.config,
                     &self.tel,
                     &self.workers,
@@ -458,14 +581,22 @@ impl PrivateLink {
     }
 }
 
-/// Every backend node slotgate knows, by address. Nodes outlive topology snapshots, so a
-/// refresh that keeps a node keeps its connections.
+/// Every backend node slotgate knows, by role and address. Nodes outlive topology snapshots,
+/// so a refresh that keeps a node in its role keeps its connections.
 #[derive(Debug)]
 pub struct Backends {
     config: Arc<BackendConfig>,
     workers: Arc<Workers>,
-    nodes: Mutex<HashMap<Arc<str>, Arc<Node>>>,
+    masters: Mutex<HashMap<Arc<str>, Arc<Node>>>,
+    replicas: Mutex<HashMap<Arc<str>, Arc<Node>>>,
     stats: Arc<BackendStats>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
 }
 
 impl Backends {
@@ -473,23 +604,38 @@ impl Backends {
         Backends {
             config: Arc::new(config),
             workers,
-            nodes: Mutex::new(HashMap::new()),
+            masters: Mutex::new(HashMap::new()),
+            replicas: Mutex::new(HashMap::new()),
             stats: Arc::new(BackendStats::default()),
         }
     }
 
-    /// The node at `addr`, created (and its connections started) on first use.
+    /// The master at `addr`, created (and its connections started) on first use.
     pub fn node(&self, addr: &str) -> Arc<Node> {
-        let mut nodes = match self.nodes.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        self.get_or_open(&self.masters, addr, Role::Master)
+    }
+
+    /// The replica at `addr`, created on first use; `None` when replicas get no connections
+    /// (no read policy sends them anything).
+    pub fn replica(&self, addr: &str) -> Option<Arc<Node>> {
+        (self.config.replica_links != ReplicaLinks::Off)
+            .then(|| self.get_or_open(&self.replicas, addr, Role::Replica))
+    }
+
+    fn get_or_open(
+        &self,
+        map: &Mutex<HashMap<Arc<str>, Arc<Node>>>,
+        addr: &str,
+        role: Role,
+    ) -> Arc<Node> {
+        let mut nodes = lock(map);
         if let Some(n) = nodes.get(addr) {
             return n.clone();
         }
         let addr: Arc<str> = Arc::from(addr);
         let node = Arc::new(Node::new(
             addr.clone(),
+            role,
             self.config.clone(),
             self.stats.clone(),
             self.workers.clone(),
@@ -498,22 +644,20 @@ impl Backends {
         node
     }
 
-    /// Forgets nodes not in `keep` and closes their shared connections now, although a
-    /// session may still hold the node for a moment (its outbox): a node that left the
-    /// topology (a demoted master) keeps no connection open. A node needed again later is a new
-    /// one, with new connections.
-    pub fn retain(&self, keep: &[Arc<str>]) {
-        let mut nodes = match self.nodes.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        nodes.retain(|addr, node| {
-            let kept = keep.iter().any(|k| k == addr);
-            if !kept {
-                node.retire();
-            }
-            kept
-        });
+    /// Forgets the masters not in `masters` and the replicas not in `replicas`, and closes
+    /// their shared connections now, although a session may still hold the node for a moment
+    /// (its outbox): a node that left its role (a demoted master) keeps no connection open in
+    /// it. A node needed again later is a new one, with new connections.
+    pub fn retain(&self, masters: &[Arc<str>], replicas: &[Arc<str>]) {
+        for (map, keep) in [(&self.masters, masters), (&self.replicas, replicas)] {
+            lock(map).retain(|addr, node| {
+                let kept = keep.iter().any(|k| k == addr);
+                if !kept {
+                    node.retire();
+                }
+                kept
+            });
+        }
     }
 
     pub fn config(&self) -> &BackendConfig {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backend::connector::ClientTls;
-use crate::backend::{BackendConfig, Connector, Credentials, Secret};
+use crate::backend::{BackendConfig, Connector, Credentials, ReplicaLinks, Secret};
 use crate::frontend::{MultiKeyPolicy, SessionConfig};
 use crate::protocol::Limits;
 use crate::tls::{ClientFiles, MinVersion, ServerCert, ServerFiles};
@@ -40,6 +40,24 @@ pub struct Config {
     pub tls: Option<TlsListen>,
     /// Which zone each node is in: the topology snapshots read it.
     pub zones: crate::zones::ZoneMap,
+    /// How replicas are judged fit for reads (when the read policy uses them).
+    pub reads: ReadsConfig,
+}
+
+/// The replica checker's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadsConfig {
+    pub max_replica_lag: Duration,
+    pub check_interval: Duration,
+}
+
+impl Default for ReadsConfig {
+    fn default() -> Self {
+        ReadsConfig {
+            max_replica_lag: Duration::from_secs(10),
+            check_interval: Duration::from_secs(1),
+        }
+    }
 }
 
 /// The TLS listener's settings, its certificate loaded and checked.
@@ -161,6 +179,8 @@ pub struct Overrides {
     /// `--zone` (or SLOTGATE_ZONE) and `--zone-map` flags.
     pub zone: Option<String>,
     pub zone_map: Vec<String>,
+    /// `--read-from`.
+    pub read_from: Option<String>,
     /// `--tls-listen` and the files that go with it.
     pub tls_listen: Option<String>,
     pub tls_cert: Option<String>,
@@ -607,6 +627,18 @@ impl Config {
                 }
                 z => z,
             },
+            read_from: match o.read_from.as_deref().or(f.reads.from.as_deref()) {
+                None => crate::router::ReadFrom::Master,
+                Some(name) => crate::router::ReadFrom::parse(name).ok_or_else(|| {
+                    invalid(
+                        "reads.from",
+                        format!(
+                            "'{name}' is not a read policy (one of {})",
+                            crate::router::ReadFrom::NAMES.join(", ")
+                        ),
+                    )
+                })?,
+            },
         };
         if session.max_pipeline >= 1 << 40 {
             return Err(invalid("clients.max_pipeline", "too large"));
@@ -635,6 +667,11 @@ impl Config {
                 b.max_private_per_node,
                 bd.max_private_per_node,
             )?,
+            replica_links: match (&backend_mode, session.read_from.uses_replicas()) {
+                (_, false) => ReplicaLinks::Off,
+                (BackendMode::Cluster { .. }, true) => ReplicaLinks::ReadOnly,
+                (_, true) => ReplicaLinks::Plain,
+            },
         };
         if backend.connections_per_node > 64 {
             return Err(invalid(
@@ -650,6 +687,14 @@ impl Config {
                 "backend.backoff_min_ms",
                 "must not exceed backoff_max_ms",
             ));
+        }
+        let reads_default = ReadsConfig::default();
+        let reads = ReadsConfig {
+            max_replica_lag: ms(f.reads.max_replica_lag_ms, reads_default.max_replica_lag),
+            check_interval: ms(f.reads.check_interval_ms, reads_default.check_interval),
+        };
+        if reads.check_interval < Duration::from_millis(50) {
+            return Err(invalid("reads.check_interval_ms", "must be at least 50"));
         }
         let rd = RefreshConfig::default();
         let t = &f.topology;
@@ -730,6 +775,7 @@ impl Config {
             },
             tls,
             zones: zone_map(&f.zones, &o.zone_map)?,
+            reads,
         })
     }
 }

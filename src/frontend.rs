@@ -74,8 +74,11 @@ pub struct SessionConfig {
     /// added (so one large value still goes through): past it the client is closed, as
     /// Redis' `client-output-buffer-limit` does. `None`: no limit.
     pub output_buffer_limit: Option<usize>,
-    /// The zone slotgate runs in (`zone`, `--zone`, `SLOTGATE_ZONE`), for INFO.
+    /// The zone slotgate runs in (`zone`, `--zone`, `SLOTGATE_ZONE`): replica reads prefer
+    /// nodes there; INFO shows it.
     pub zone: Option<String>,
+    /// Where reads may go (`[reads] from`, `--read-from`).
+    pub read_from: crate::router::ReadFrom,
 }
 
 /// A proxy serves many applications, so unlike Redis' `normal 0 0 0` the default is a bound.
@@ -98,6 +101,7 @@ impl Default for SessionConfig {
             deny_commands: Vec::new(),
             max_auth_failures_per_minute: 60,
             zone: None,
+            read_from: crate::router::ReadFrom::Master,
         }
     }
 }
@@ -154,6 +158,25 @@ pub struct ProxyStats {
     pub tls_handshake_failures: AtomicU64,
     /// AUTH and HELLO AUTH refused.
     pub auth_failures: AtomicU64,
+    /// Reads a read policy placed: on a replica in slotgate's zone, on one elsewhere, on the
+    /// master; and reads sent again elsewhere after a failure.
+    pub reads_local_replica: AtomicU64,
+    pub reads_remote_replica: AtomicU64,
+    pub reads_master: AtomicU64,
+    pub reads_retried: AtomicU64,
+}
+
+impl ProxyStats {
+    /// Counts a read placed by a read policy.
+    pub fn count_read(&self, placement: crate::router::Placement) {
+        use crate::router::Placement;
+        let c = match placement {
+            Placement::LocalReplica => &self.reads_local_replica,
+            Placement::RemoteReplica => &self.reads_remote_replica,
+            Placement::Master => &self.reads_master,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// Everything a session needs, shared by all of them.

@@ -104,6 +104,11 @@ struct Cli {
     #[arg(long = "zone-map", value_name = "NAME=CIDR,...")]
     zone_map: Vec<String>,
 
+    /// Where reads may go: master (default), prefer-replica, same-zone, same-zone-or-master or
+    /// nearest; writes always go to the master.
+    #[arg(long, value_name = "POLICY")]
+    read_from: Option<String>,
+
     /// A TLS listener for clients, beside --listen; needs --tls-cert and --tls-key.
     #[arg(long, value_name = "IP:PORT")]
     tls_listen: Option<String>,
@@ -190,6 +195,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         requirepass: cli.requirepass.as_deref().map(Secret::new),
         zone: cli.zone,
         zone_map: cli.zone_map,
+        read_from: cli.read_from,
         tls_listen: cli.tls_listen,
         tls_cert: cli.tls_cert,
         tls_key: cli.tls_key,

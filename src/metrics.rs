@@ -197,7 +197,13 @@ pub struct NodeMetrics {
     pub latency_buckets: LatencyBuckets,
     pub requests: Counter,
     pub requests_seen: AtomicU64,
+    /// Requests written whose replies have not come back (added when written, taken when
+    /// answered or failed).
+    pub awaiting: AtomicU64,
     pub errors_seen: AtomicU64,
+    /// Moving average of the reply latency in nanoseconds (weight 1/8 per reply; 0 until the
+    /// first reply): the figure replica reads choose by.
+    latency_ewma: AtomicU64,
     pub in_flight: Gauge,
     pub connected: Gauge,
     pub connects: Counter,
@@ -227,7 +233,9 @@ impl NodeMetrics {
             latency_buckets: LatencyBuckets::default(),
             requests: counter!(names::BACKEND_REQUESTS, "node" => n.clone()),
             requests_seen: AtomicU64::new(0),
+            awaiting: AtomicU64::new(0),
             errors_seen: AtomicU64::new(0),
+            latency_ewma: AtomicU64::new(0),
             in_flight: gauge!(names::BACKEND_IN_FLIGHT, "node" => n.clone()),
             connected: gauge!(names::BACKEND_CONNECTED, "node" => n.clone()),
             connects: counter!(names::BACKEND_CONNECTS, "node" => n.clone()),
@@ -245,6 +253,30 @@ impl NodeMetrics {
         // recorder is installed).
         self.latency.record(Seconds(nanos));
         self.latency_buckets.record_us(nanos / 1000);
+    }
+
+    /// Adds one reply's latency to the moving average reads choose by. Only this node's
+    /// connections write it; a lost update between two of them (on two workers) costs one
+    /// sample, never a wrong figure.
+    pub fn observe_load(&self, nanos: u64) {
+        let old = self.latency_ewma.load(Ordering::Relaxed);
+        let new = if old == 0 {
+            nanos.max(1)
+        } else {
+            (old - old / 8 + nanos / 8).max(1)
+        };
+        self.latency_ewma.store(new, Ordering::Relaxed);
+    }
+
+    /// The moving average of the reply latency, in nanoseconds (0 before the first reply).
+    pub fn latency_ewma_nanos(&self) -> u64 {
+        self.latency_ewma.load(Ordering::Relaxed)
+    }
+
+    /// Requests written to the node whose replies have not come back yet.
+    pub fn outstanding(&self) -> u64 {
+        // Taken before it is added only in a race between workers: never shown below 0.
+        (self.awaiting.load(Ordering::Relaxed) as i64).max(0) as u64
     }
 
     pub fn error(&self, kind: ErrorKind, n: u64) {

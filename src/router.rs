@@ -10,4 +10,4 @@ pub mod target;
 
 pub use redirect::{Budget, Redirect, RedirectDecision, decide};
 pub use slot::{SLOTS, key_slot};
-pub use target::node_for;
+pub use target::{Placement, ReadFrom, ReadTarget, node_for, read_node};

@@ -10,6 +10,7 @@
 pub mod cluster;
 pub mod control;
 pub mod refresh;
+pub mod replica_health;
 pub mod sentinel;
 pub mod standalone;
 
@@ -156,11 +157,19 @@ impl TopologySource for AnySource {
 
 const NO_NODE: u16 = u16::MAX;
 
-/// A replica in a snapshot: where it is, and in which zone.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A replica in a snapshot: where it is, in which zone, and its node handle when a read policy
+/// sends it reads (`None` otherwise: it then has no connections).
+#[derive(Debug, Clone)]
 pub struct Replica {
     pub addr: Arc<str>,
     pub zone: Option<Arc<str>>,
+    pub node: Option<Arc<Node>>,
+}
+
+impl PartialEq for Replica {
+    fn eq(&self, other: &Replica) -> bool {
+        self.addr == other.addr && self.zone == other.zone
+    }
 }
 
 /// An immutable routing snapshot: shards (a master and its replicas, each with its zone) and
@@ -212,6 +221,7 @@ impl Topology {
                     .map(|r| Replica {
                         addr: Arc::from(r.as_str()),
                         zone: zone_of(&zones, r),
+                        node: backends.replica(r),
                     })
                     .collect(),
             );
@@ -249,6 +259,22 @@ impl Topology {
 
     pub fn masters(&self) -> &[Arc<Node>] {
         &self.masters
+    }
+
+    /// The shard (an index into [`Self::masters`]) serving `slot`.
+    #[inline]
+    pub fn shard_of(&self, slot: u16) -> Option<usize> {
+        let idx = *self.slots.get(slot as usize)?;
+        (idx != NO_NODE).then_some(idx as usize)
+    }
+
+    /// The replica nodes that have connections (a read policy uses them), for the replica
+    /// checker and for keeping their connections across refreshes.
+    pub fn replica_nodes(&self) -> impl Iterator<Item = (usize, &Arc<Node>)> {
+        self.replicas.iter().enumerate().flat_map(|(shard, rs)| {
+            rs.iter()
+                .filter_map(move |r| Some((shard, r.node.as_ref()?)))
+        })
     }
 
     /// The replicas of the shard whose master is `masters()[shard]`.

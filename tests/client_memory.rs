@@ -48,15 +48,9 @@ fn flood(proxy: &Proxy, n: usize) -> TcpStream {
 }
 
 fn info_field(proxy: &Proxy, field: &str) -> String {
-    let info: String = redis::cmd("INFO")
-        .arg("proxy")
-        .query(&mut proxy.conn())
-        .unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+    proxy
+        .info_field(field)
         .unwrap_or_else(|| panic!("no {field} in INFO"))
-        .trim()
-        .to_string()
 }
 
 /// Peak RSS in KiB over `d`.

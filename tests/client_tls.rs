@@ -45,13 +45,7 @@ fn text(o: &Output) -> String {
 }
 
 fn info_field(proxy: &Proxy, name: &str) -> String {
-    let info: String = redis::cmd("INFO")
-        .arg("proxy")
-        .query(&mut proxy.conn())
-        .unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name}:")).map(str::to_string))
-        .unwrap_or_default()
+    proxy.info_field(name).unwrap_or_default()
 }
 
 /// The subject of the certificate a TLS server on `port` presents.

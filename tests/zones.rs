@@ -36,15 +36,7 @@ fn nodes_on_three_loopback_addresses_are_placed_in_their_zones() {
         ],
     );
     let mut c = proxy.conn();
-    let nodes = || -> Vec<String> {
-        let info: String = redis::cmd("INFO").query(&mut proxy.conn()).unwrap();
-        info.lines()
-            .skip_while(|l| !l.starts_with("# Nodes"))
-            .skip(1)
-            .take_while(|l| !l.is_empty())
-            .map(str::to_string)
-            .collect()
-    };
+    let nodes = || proxy.nodes_section();
     wait_until("every replica listed", Duration::from_secs(20), || {
         nodes()
             .iter()

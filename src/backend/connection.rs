@@ -31,6 +31,7 @@ use crate::protocol::encode::{self, Proto};
 /// node answers `+OK`, which is never delivered).
 pub const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
 const HELLO3: &[u8] = b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n";
+const READONLY: &[u8] = b"*1\r\n$8\r\nREADONLY\r\n";
 /// Stop taking new requests while this much is still unwritten.
 const WRITE_HIGH_WATER: usize = 256 * 1024;
 const READ_CHUNK: usize = 32 * 1024;
@@ -106,8 +107,17 @@ pub(super) fn spawn(
     dialect: Dialect,
     config: Arc<BackendConfig>,
     tel: Telemetry,
+    readonly: bool,
 ) -> Link {
-    spawn_kind(on, addr, dialect, config, tel, Kind::Shared, None)
+    spawn_kind(
+        on,
+        addr,
+        Open { dialect, readonly },
+        config,
+        tel,
+        Kind::Shared,
+        None,
+    )
 }
 
 /// Starts a private connection: no read timeout (a blocked client may wait for ever), no
@@ -119,7 +129,15 @@ pub(super) fn spawn_private(
     tel: Telemetry,
 ) -> Link {
     let on = tokio::runtime::Handle::current();
-    spawn_kind(&on, addr, dialect, config, tel, Kind::Private, None)
+    spawn_kind(
+        &on,
+        addr,
+        Open::plain(dialect),
+        config,
+        tel,
+        Kind::Private,
+        None,
+    )
 }
 
 /// Starts a subscriber connection: private, and every frame it reads (subscription replies,
@@ -135,7 +153,7 @@ pub(super) fn spawn_subscriber(
     spawn_kind(
         &on,
         addr,
-        dialect,
+        Open::plain(dialect),
         config,
         tel,
         Kind::Subscriber,
@@ -146,24 +164,42 @@ pub(super) fn spawn_subscriber(
 fn spawn_kind(
     on: &tokio::runtime::Handle,
     addr: Arc<str>,
-    dialect: Dialect,
+    open: Open,
     config: Arc<BackendConfig>,
     tel: Telemetry,
     kind: Kind,
     pushes: Option<ReplyTo>,
 ) -> Link {
+    let dialect = open.dialect;
     let (tx, rx) = mailbox::channel();
     let state = Arc::new(AtomicU8::new(LinkState::Connecting as u8));
     let depth = config.queue_depth.max(1);
     let span = info_span!("backend", node = %addr, proto = ?dialect.proto, db = dialect.db);
     let queue = Queue { rx, pushes };
-    on.spawn(run(addr, dialect, config, queue, state.clone(), tel, kind).instrument(span));
+    on.spawn(run(addr, open, config, queue, state.clone(), tel, kind).instrument(span));
     Link { tx, depth, state }
+}
+
+/// What a connection's handshake sets up: its dialect, and `READONLY` (a cluster replica's
+/// connections, so that it serves reads of its master's slots instead of redirecting them).
+#[derive(Debug, Clone, Copy)]
+struct Open {
+    dialect: Dialect,
+    readonly: bool,
+}
+
+impl Open {
+    fn plain(dialect: Dialect) -> Open {
+        Open {
+            dialect,
+            readonly: false,
+        }
+    }
 }
 
 async fn run(
     addr: Arc<str>,
-    dialect: Dialect,
+    open_as: Open,
     config: Arc<BackendConfig>,
     mut rx: Queue,
     state: Arc<AtomicU8>,
@@ -173,7 +209,7 @@ async fn run(
     let mut backoff = config.backoff_min;
     let mut failures = 0u32;
     loop {
-        match open(&addr, dialect, &config).await {
+        match open(&addr, open_as, &config).await {
             Ok(stream) => {
                 state.store(LinkState::Up as u8, Ordering::Relaxed);
                 tel.stats.connects.fetch_add(1, Ordering::Relaxed);
@@ -243,14 +279,15 @@ async fn run(
 
 /// Connects and runs the handshake: `AUTH` when credentials are set, then what the dialect
 /// needs: `HELLO 3` for RESP3 (its reply must be a map), `SELECT db` for a database other than
-/// 0. Every command's reply must be the one expected (`+OK`, a map); all are written at once
+/// 0, then `READONLY` for a cluster replica's. Every command's reply must be the one expected (`+OK`, a map); all are written at once
 /// and their replies read in order. A refused handshake is logged with the server's reply,
 /// which never holds the password.
 async fn open(
     addr: &Arc<str>,
-    dialect: Dialect,
+    open_as: Open,
     config: &BackendConfig,
 ) -> Result<BackendStream, BackendError> {
+    let dialect = open_as.dialect;
     let mut s = config
         .connector
         .connect(addr)
@@ -272,6 +309,10 @@ async fn open(
         encode::bulk(&mut setup, b"SELECT");
         encode::bulk(&mut setup, db.as_bytes());
         expect.push(Expect::Ok("SELECT"));
+    }
+    if open_as.readonly {
+        setup.extend_from_slice(READONLY);
+        expect.push(Expect::Ok("READONLY"));
     }
     if expect.is_empty() {
         return Ok(s);
@@ -374,6 +415,8 @@ async fn serve(
     let ticks = |t: Instant| t.saturating_duration_since(epoch).as_nanos() as u64;
     let timer = tokio::time::sleep(config.read_timeout);
     tokio::pin!(timer);
+    // A read policy chooses nodes by their load: only then is it measured.
+    let track_load = config.replica_links != super::ReplicaLinks::Off;
 
     let result = poll_fn(|cx| {
         // Sources that said Pending this round have our waker; skip them until the next wake.
@@ -413,6 +456,9 @@ async fn serve(
                             if rx.pushes.is_none() {
                                 inflight.push_back(Pending::Reply(req.reply_to, sent));
                             }
+                        }
+                        if track_load && rx.pushes.is_none() {
+                            tel.node.awaiting.fetch_add(n as u64, Ordering::Relaxed);
                         }
                         progress = true;
                         if deferred < MAX_DEFERS && wbuf.len() < COALESCE_LIMIT {
@@ -485,6 +531,7 @@ async fn serve(
                     let now = Instant::now();
                     let now_ticks = ticks(now);
                     let mut start = 0;
+                    let mut answered = 0u64;
                     for &end in &ends {
                         let reply = chunk.slice(start..end);
                         start = end;
@@ -494,7 +541,12 @@ async fn serve(
                         }
                         match inflight.pop_front() {
                             Some(Pending::Reply(to, sent)) => {
-                                tel.node.observe_nanos(now_ticks.saturating_sub(sent));
+                                answered += 1;
+                                let took = now_ticks.saturating_sub(sent);
+                                tel.node.observe_nanos(took);
+                                if track_load {
+                                    tel.node.observe_load(took);
+                                }
                                 deliveries.push(to, Ok(reply));
                             }
                             Some(Pending::Skip) => {}
@@ -509,6 +561,9 @@ async fn serve(
                         }
                     }
                     deliveries.flush();
+                    if track_load && answered > 0 {
+                        tel.node.awaiting.fetch_sub(answered, Ordering::Relaxed);
+                    }
                     if let Some(e) = failure {
                         return Poll::Ready(Err(BackendError::Protocol(addr.clone(), e)));
                     }
@@ -565,6 +620,9 @@ async fn serve(
                 failed += 1;
                 to.send(Err(e.clone()));
             }
+        }
+        if track_load {
+            tel.node.awaiting.fetch_sub(failed, Ordering::Relaxed);
         }
         tel.node.error(kind, failed.max(1));
         let _ = stream.shutdown().await;

@@ -41,6 +41,8 @@ pub struct FileConfig {
     pub admin: AdminFile,
     #[serde(default)]
     pub tls: TlsFile,
+    #[serde(default)]
+    pub reads: ReadsFile,
     /// Proxy users: `[[users]] name = "app" rules = "on >secret ~* &* +@read"`.
     pub users: Option<Vec<UserFile>>,
     /// The zone (or region) slotgate runs in, e.g. "eu-west-1a".
@@ -169,6 +171,19 @@ pub struct BackendTlsFile {
     pub server_name: Option<String>,
     /// Oldest TLS version accepted: "1.3" (default) or "1.2".
     pub min_version: Option<String>,
+}
+
+/// Where reads go: `[reads]`.
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadsFile {
+    /// "master" (default), "prefer-replica", "same-zone", "same-zone-or-master" or "nearest".
+    pub from: Option<String>,
+    /// A replica further behind its master than this (its last ACK, as the master's INFO
+    /// replication says) gets no reads until it catches up.
+    pub max_replica_lag_ms: Option<u64>,
+    /// How often each master's INFO replication is read to judge its replicas.
+    pub check_interval_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]

@@ -585,6 +585,15 @@ pub fn proxy_info_section(ctx: &Context) -> String {
         "proxy_backend_errors",
         s.backend_errors.load(Ordering::Relaxed).to_string(),
     );
+    line("proxy_read_from", ctx.config.read_from.as_str().into());
+    for (k, v) in [
+        ("proxy_reads_local_replica", &s.reads_local_replica),
+        ("proxy_reads_remote_replica", &s.reads_remote_replica),
+        ("proxy_reads_master", &s.reads_master),
+        ("proxy_reads_retried", &s.reads_retried),
+    ] {
+        line(k, v.load(Ordering::Relaxed).to_string());
+    }
     let b = ctx.backends.stats();
     line(
         "backend_requests",
@@ -629,7 +638,7 @@ pub fn proxy_info_section(ctx: &Context) -> String {
                 .map_or("-".to_string(), |v| v.to_string())
         };
         text.push_str(&format!(
-            "node{shard}:addr={},role=master,up={},p50_us={},p99_us={},p999_us={},requests={},errors={},health={},zone={}\r\n",
+            "node{shard}:addr={},role=master,up={},p50_us={},p99_us={},p999_us={},requests={},errors={},health={},latency_us={},zone={}\r\n",
             m.addr(),
             u8::from(m.is_up()),
             q(0.5),
@@ -638,11 +647,30 @@ pub fn proxy_info_section(ctx: &Context) -> String {
             met.requests_seen.load(Ordering::Relaxed),
             met.errors_seen.load(Ordering::Relaxed),
             met.health_score(m.is_up()),
+            met.latency_ewma_nanos() / 1000,
             topo.master_zone(shard).unwrap_or("-"),
         ));
         for (i, r) in topo.replicas_of(shard).iter().enumerate() {
+            // With a read policy that uses replicas: what reads are chosen by.
+            let figures = r.node.as_ref().map_or(String::new(), |n| {
+                let met = n.metrics();
+                format!(
+                    ",up={},reads={},replication={},lag_ms={},requests={},errors={},latency_us={}",
+                    u8::from(n.is_up()),
+                    if n.replication().serves_reads() && n.is_up() {
+                        "serving"
+                    } else {
+                        "skipped"
+                    },
+                    n.replication().as_str(),
+                    n.lag_ms().map_or("-".to_string(), |l| l.to_string()),
+                    met.requests_seen.load(Ordering::Relaxed),
+                    met.errors_seen.load(Ordering::Relaxed),
+                    met.latency_ewma_nanos() / 1000,
+                )
+            });
             text.push_str(&format!(
-                "node{shard}_replica{i}:addr={},role=replica,zone={}\r\n",
+                "node{shard}_replica{i}:addr={},role=replica{figures},zone={}\r\n",
                 r.addr,
                 r.zone.as_deref().unwrap_or("-"),
             ));

@@ -50,8 +50,19 @@ use place::{Combine, Fanout, Gather, PartState, QueuePlace, Split, Via, merge_fa
 
 type TopologyCache = arc_swap::Cache<Arc<arc_swap::ArcSwap<Topology>>, Arc<Topology>>;
 
+/// How a split request is sent: how its replies merge, the key step, and whether its parts
+/// are reads a read policy may place.
+#[derive(Debug, Clone, Copy)]
+struct SplitOf {
+    merge: Merge,
+    step: u8,
+    read: bool,
+}
+
 struct Session {
     ctx: Arc<Context>,
+    /// The read policy sends reads to replicas (held here: read on every keyed request).
+    replica_reads: bool,
     client: ClientState,
     parser: RequestParser,
     queue: VecDeque<QueuePlace>,
@@ -130,6 +141,7 @@ pub async fn run(
         client.log_in(user, &ctx);
     }
     let mut s = Session {
+        replica_reads: ctx.config.read_from.uses_replicas(),
         client,
         parser: RequestParser::new(ctx.config.limits),
         // One place is all a client that waits for each reply needs; pipelines grow it.
@@ -692,32 +704,70 @@ impl Session {
                         );
                     }
                 }
+                // A read under a read policy may go to a replica.
+                let read = self.replica_reads && entry.spec.has(command::flags::READONLY);
                 if !self.topo.load().slotted {
                     // One master holds every key: no slots, no CROSSSLOT, nothing to split.
-                    return self.send_single(req.into_raw(), None);
+                    return self.send_keyed(req.into_raw(), None, read);
                 }
                 if entry.route == Route::Keyed
                     && let Some(key) = entry.single_key.and_then(|i| req.arg(i))
                 {
                     let slot = crate::router::key_slot(key);
-                    return self.send_single(req.into_raw(), Some(slot));
+                    return self.send_keyed(req.into_raw(), Some(slot), read);
                 }
                 let mut keys = KeyPositions::new();
                 command::key_positions(entry.spec, &req, &mut keys);
                 let mut slots = command::KeySlots::new();
                 match command::key_slots(&req, &keys, &mut slots) {
-                    Ok(slot) => self.send_single(req.into_raw(), slot),
+                    Ok(slot) => self.send_keyed(req.into_raw(), slot, read),
                     Err(command::CrossSlot) => match entry.route {
                         Route::Split { merge, step }
                             if self.ctx.config.multi_key == MultiKeyPolicy::Split =>
                         {
-                            self.send_split(entry.spec.name, &req, &keys, &slots, merge, step)
+                            let how = SplitOf { merge, step, read };
+                            self.send_split(entry.spec.name, &req, &keys, &slots, how)
                         }
                         _ => self.reject(command::cross_slot(&slots)),
                     },
                 }
             }
         }
+    }
+
+    /// Sends a keyed request: a read under a read policy as the policy chooses, anything else
+    /// to the master of `slot`.
+    #[inline(always)]
+    fn send_keyed(&mut self, frame: Bytes, slot: Option<u16>, read: bool) {
+        if read {
+            self.send_read(frame, slot)
+        } else {
+            self.send_single(frame, slot)
+        }
+    }
+
+    /// Sends a read to the node the read policy chooses for `slot` (a replica or the master),
+    /// remembering which, so that a failure there is retried once elsewhere. Kept out of line:
+    /// the master path (every GET without a read policy) stays as short as it was.
+    #[inline(never)]
+    fn send_read(&mut self, frame: Bytes, slot: Option<u16>) {
+        let (policy, id) = (self.ctx.config.read_from, self.client.id);
+        let here = self.ctx.config.zone.as_deref();
+        let Some((at, node, placement)) =
+            crate::router::read_node(self.topo.load(), slot, policy, here, id, None)
+                .map(|t| (t.at, t.node.clone(), t.placement))
+        else {
+            return self.send_single(frame, slot);
+        };
+        let seq = self.next_seq();
+        let dialect = self.client.dialect();
+        let mut part = PartState::new(frame.clone(), slot, None, dialect);
+        part.read_at = Some(at);
+        let mut parts = SmallVec::new();
+        parts.push(part);
+        self.push_waiting(Combine::Single, parts);
+        self.ctx.stats.count_read(placement);
+        self.send_to(&node, tag(seq, 0), frame, false, Via::shared(dialect));
     }
 
     /// Sends a whole request to the master of `slot` (any master when `None`).
@@ -905,15 +955,8 @@ impl Session {
             .ok_or_else(|| crate::error::BackendError::Lost(node.addr().clone()))
     }
 
-    fn send_split(
-        &mut self,
-        name: &str,
-        req: &Request,
-        keys: &[u32],
-        slots: &[u16],
-        merge: Merge,
-        step: u8,
-    ) {
+    fn send_split(&mut self, name: &str, req: &Request, keys: &[u32], slots: &[u16], how: SplitOf) {
+        let SplitOf { merge, step, read } = how;
         let seq = self.next_seq();
         let Some(split) = multi::split(req, keys, slots, step) else {
             return self.reject(Rejection::WrongArity(name.to_string()));
@@ -922,15 +965,29 @@ impl Session {
             return self.push_error("ERR slotgate: too many slots in one request");
         }
         let dialect = self.client.dialect();
-        let parts: SmallVec<[PartState; 1]> = split
+        let mut parts: SmallVec<[PartState; 1]> = split
             .iter()
             .map(|p| PartState::new(p.request.clone(), Some(p.slot), None, dialect))
             .collect();
         // Sent before the queue place is taken: shared sends wait in the outbox and failures
         // come back through the reply queue, so no reply can arrive before the place exists.
+        let (policy, id) = (self.ctx.config.read_from, self.client.id);
         for (i, p) in split.iter().enumerate() {
-            match self.route(Some(p.slot)) {
-                Some(node) => {
+            let target = if read {
+                let here = self.ctx.config.zone.as_deref();
+                crate::router::read_node(self.topo.load(), Some(p.slot), policy, here, id, None)
+                    .map(|t| (Some((t.at, t.placement)), t.node.clone()))
+            } else {
+                self.route(Some(p.slot)).map(|n| (None, n))
+            };
+            match target {
+                Some((read_at, node)) => {
+                    if let Some((at, placement)) = read_at {
+                        if let Some(part) = parts.get_mut(i) {
+                            part.read_at = Some(at);
+                        }
+                        self.ctx.stats.count_read(placement);
+                    }
                     let via = Via::shared(dialect);
                     self.send_to(&node, tag(seq, i), p.request.clone(), false, via)
                 }

@@ -1,14 +1,203 @@
 //! Which node a request (or one part of a split request) goes to in a snapshot: the one
-//! decision every place in a session that sends something makes through [`node_for`], so that a
-//! read policy has one place to go.
+//! decision every place in a session that sends something makes, through [`node_for`] (a
+//! master) or, for a read under a read policy, [`read_node`] (a master or one of its replicas,
+//! by zone, health and measured load; the choice itself is [`choose_read`], a pure function
+//! of what is known of each candidate).
 //!
-//! Pure: a function of the snapshot, the slot and the client. It must never look at a socket,
-//! a clock or the global topology.
+//! A function of the snapshot, the slot, the client and the figures the snapshot's nodes carry
+//! (their connections' state, measured latency and load, the replica checker's verdict: atomics
+//! that others write). It must never look at a socket, a clock or the global topology, and
+//! never sends a write anywhere but to a master.
 
 use std::sync::Arc;
 
+use smallvec::SmallVec;
+
 use crate::backend::Node;
 use crate::topology::Topology;
+
+/// Where reads may go (`[reads] from`, `--read-from`). Writes always go to the master.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReadFrom {
+    /// Every read to the master (the default: what Redis Cluster clients do).
+    #[default]
+    Master,
+    /// A healthy replica of the slot's shard, else the master.
+    PreferReplica,
+    /// Replicas in slotgate's zone, then replicas elsewhere, then the master.
+    SameZone,
+    /// Replicas in slotgate's zone, then the master if it is in that zone, then other replicas,
+    /// then the master.
+    SameZoneOrMaster,
+    /// The lowest measured load among the shard's healthy nodes, master included.
+    Nearest,
+}
+
+impl ReadFrom {
+    pub const NAMES: [&'static str; 5] = [
+        "master",
+        "prefer-replica",
+        "same-zone",
+        "same-zone-or-master",
+        "nearest",
+    ];
+
+    pub fn parse(s: &str) -> Option<ReadFrom> {
+        Some(match s {
+            "master" => ReadFrom::Master,
+            "prefer-replica" => ReadFrom::PreferReplica,
+            "same-zone" => ReadFrom::SameZone,
+            "same-zone-or-master" => ReadFrom::SameZoneOrMaster,
+            "nearest" => ReadFrom::Nearest,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReadFrom::Master => "master",
+            ReadFrom::PreferReplica => "prefer-replica",
+            ReadFrom::SameZone => "same-zone",
+            ReadFrom::SameZoneOrMaster => "same-zone-or-master",
+            ReadFrom::Nearest => "nearest",
+        }
+    }
+
+    /// Whether the policy ever reads from a replica (and so replicas need connections).
+    pub fn uses_replicas(self) -> bool {
+        self != ReadFrom::Master
+    }
+}
+
+/// What the read decision knows about one node of a shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Candidate {
+    pub master: bool,
+    /// In slotgate's own zone (never true when slotgate has no zone).
+    pub local: bool,
+    /// Its connection is not down and, for a replica, its replication is fit for reads.
+    pub usable: bool,
+    /// Measured latency times load; lower is better (0: not measured yet).
+    pub score: u64,
+}
+
+/// How far down a policy's preference a candidate is (lower first).
+fn tier(policy: ReadFrom, c: &Candidate) -> u8 {
+    match (policy, c.master, c.local) {
+        (ReadFrom::Master, true, _) => 0,
+        (ReadFrom::Master, false, _) => u8::MAX,
+        (ReadFrom::PreferReplica, master, _) => u8::from(master),
+        (ReadFrom::SameZone, false, true) => 0,
+        (ReadFrom::SameZone, false, false) => 1,
+        (ReadFrom::SameZone, true, _) => 2,
+        (ReadFrom::SameZoneOrMaster, false, true) => 0,
+        (ReadFrom::SameZoneOrMaster, true, true) => 1,
+        (ReadFrom::SameZoneOrMaster, false, false) => 2,
+        (ReadFrom::SameZoneOrMaster, true, false) => 3,
+        (ReadFrom::Nearest, _, _) => 0,
+    }
+}
+
+/// The candidate a read goes to: the usable one highest in the policy's preference, the lowest
+/// score among equals, ties spread by `salt` (the client's id, so that one client stays on one
+/// node while the figures are equal). `exclude` is the candidate a first attempt failed on:
+/// the answer is then another one, or `None` (nothing else to try). With nothing usable and
+/// nothing excluded, the master (which then fails the read as it fails a write).
+pub fn choose_read(
+    policy: ReadFrom,
+    candidates: &[Candidate],
+    exclude: Option<usize>,
+    salt: u64,
+) -> Option<usize> {
+    let n = candidates.len().max(1) as u64;
+    let best = candidates
+        .iter()
+        .enumerate()
+        .filter(|&(i, c)| c.usable && Some(i) != exclude && tier(policy, c) != u8::MAX)
+        .min_by_key(|&(i, c)| (tier(policy, c), c.score, (i as u64 + salt) % n))
+        .map(|(i, _)| i);
+    match (best, exclude) {
+        (Some(i), _) => Some(i),
+        (None, Some(_)) => None,
+        (None, None) => candidates.iter().position(|c| c.master),
+    }
+}
+
+/// Where a read went, for the counters of read placement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// A replica in slotgate's zone.
+    LocalReplica,
+    /// A replica elsewhere (or slotgate has no zone).
+    RemoteReplica,
+    /// The master.
+    Master,
+}
+
+/// The node a read goes to: its index among the shard's candidates, and where it is.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadTarget<'t> {
+    pub at: u8,
+    pub node: &'t Arc<Node>,
+    pub placement: Placement,
+}
+
+/// At most this many candidates per shard are considered (the master and its first replicas).
+const MAX_CANDIDATES: usize = 8;
+
+/// The node a read of `slot` goes to under `policy` (`None`: the only master of an unslotted
+/// topology), with its index among the shard's candidates (0 is the master, then the replicas
+/// in snapshot order) for a retry to exclude. `here` is slotgate's zone.
+pub fn read_node<'t>(
+    topo: &'t Topology,
+    slot: Option<u16>,
+    policy: ReadFrom,
+    here: Option<&str>,
+    client: u64,
+    exclude: Option<u8>,
+) -> Option<ReadTarget<'t>> {
+    let shard = match slot {
+        Some(s) => topo.shard_of(s)?,
+        None if !topo.slotted => 0,
+        None => return None,
+    };
+    let master = topo.masters().get(shard)?;
+    let replicas = topo.replicas_of(shard);
+    let local = |zone: Option<&str>| here.is_some() && zone == here;
+    let mut cands: SmallVec<[Candidate; MAX_CANDIDATES]> = SmallVec::new();
+    let mut nodes: SmallVec<[&Arc<Node>; MAX_CANDIDATES]> = SmallVec::new();
+    cands.push(Candidate {
+        master: true,
+        local: local(topo.master_zone(shard)),
+        usable: master.serving(client),
+        score: master.load_score(),
+    });
+    nodes.push(master);
+    for node in replicas.iter().filter_map(|r| Some((r, r.node.as_ref()?))) {
+        let (r, node) = node;
+        if nodes.len() == MAX_CANDIDATES {
+            break;
+        }
+        cands.push(Candidate {
+            master: false,
+            local: local(r.zone.as_deref()),
+            usable: node.serving(client) && node.replication().serves_reads(),
+            score: node.load_score(),
+        });
+        nodes.push(node);
+    }
+    let i = choose_read(policy, &cands, exclude.map(usize::from), client)?;
+    let c = cands.get(i)?;
+    Some(ReadTarget {
+        at: i as u8,
+        node: nodes.get(i)?,
+        placement: match (c.master, c.local) {
+            (true, _) => Placement::Master,
+            (false, true) => Placement::LocalReplica,
+            (false, false) => Placement::RemoteReplica,
+        },
+    })
+}
 
 /// The node for a request: the master serving `slot`; for a keyless request (`None`), one
 /// master chosen by the client's id, so that one client's keyless requests stay on one node
@@ -62,6 +251,146 @@ mod tests {
         assert_eq!(addr(node_for(&t, Some(100), 7)).as_deref(), Some("b:1"));
         let gap = topology(&[("a:1", &[(0, 99)])]);
         assert_eq!(addr(node_for(&gap, Some(100), 7)), None);
+    }
+
+    const M: usize = 0;
+
+    /// A shard as the decision sees it: the master (in zone a, or in slotgate's zone when
+    /// `master_local`), then replicas given as (local, usable, score).
+    fn shard(
+        master_local: bool,
+        master_usable: bool,
+        replicas: &[(bool, bool, u64)],
+    ) -> Vec<Candidate> {
+        let mut v = vec![Candidate {
+            master: true,
+            local: master_local,
+            usable: master_usable,
+            score: 50,
+        }];
+        v.extend(replicas.iter().map(|&(local, usable, score)| Candidate {
+            master: false,
+            local,
+            usable,
+            score,
+        }));
+        v
+    }
+
+    #[test]
+    fn master_policy_reads_from_the_master_even_when_replicas_are_fitter() {
+        let s = shard(false, true, &[(true, true, 1)]);
+        assert_eq!(choose_read(ReadFrom::Master, &s, None, 0), Some(M));
+        // Its retry has nowhere else to go.
+        assert_eq!(choose_read(ReadFrom::Master, &s, Some(M), 0), None);
+    }
+
+    #[test]
+    fn prefer_replica_takes_the_least_loaded_replica_then_the_master() {
+        let s = shard(false, true, &[(false, true, 90), (false, true, 10)]);
+        assert_eq!(choose_read(ReadFrom::PreferReplica, &s, None, 0), Some(2));
+        // The fitter one failed: the other replica, then (both excluded or down) the master.
+        assert_eq!(
+            choose_read(ReadFrom::PreferReplica, &s, Some(2), 0),
+            Some(1)
+        );
+        let down = shard(false, true, &[(false, false, 1), (false, false, 1)]);
+        assert_eq!(
+            choose_read(ReadFrom::PreferReplica, &down, None, 0),
+            Some(M)
+        );
+    }
+
+    #[test]
+    fn same_zone_prefers_local_replicas_then_remote_ones_then_the_master() {
+        let s = shard(true, true, &[(false, true, 1), (true, true, 99)]);
+        assert_eq!(choose_read(ReadFrom::SameZone, &s, None, 0), Some(2));
+        assert_eq!(choose_read(ReadFrom::SameZone, &s, Some(2), 0), Some(1));
+        let only_master = shard(true, true, &[(false, false, 1), (true, false, 1)]);
+        assert_eq!(
+            choose_read(ReadFrom::SameZone, &only_master, None, 0),
+            Some(M)
+        );
+    }
+
+    #[test]
+    fn same_zone_or_master_takes_a_local_master_before_a_remote_replica() {
+        let local_master = shard(true, true, &[(false, true, 1)]);
+        assert_eq!(
+            choose_read(ReadFrom::SameZoneOrMaster, &local_master, None, 0),
+            Some(M)
+        );
+        let remote_master = shard(false, true, &[(false, true, 1)]);
+        assert_eq!(
+            choose_read(ReadFrom::SameZoneOrMaster, &remote_master, None, 0),
+            Some(1)
+        );
+        let local_replica = shard(true, true, &[(false, true, 1), (true, true, 99)]);
+        assert_eq!(
+            choose_read(ReadFrom::SameZoneOrMaster, &local_replica, None, 0),
+            Some(2)
+        );
+    }
+
+    #[test]
+    fn nearest_takes_the_lowest_score_master_included() {
+        let s = shard(false, true, &[(true, true, 70), (false, true, 60)]);
+        assert_eq!(choose_read(ReadFrom::Nearest, &s, None, 0), Some(M));
+        let slow_master = shard(false, true, &[(true, true, 70), (false, true, 60)])
+            .into_iter()
+            .map(|mut c| {
+                if c.master {
+                    c.score = 500;
+                }
+                c
+            })
+            .collect::<Vec<_>>();
+        assert_eq!(
+            choose_read(ReadFrom::Nearest, &slow_master, None, 0),
+            Some(2)
+        );
+    }
+
+    #[test]
+    fn a_master_that_is_down_leaves_the_reads_to_its_replicas() {
+        // The failover trap: the master is gone, its replica is the freshest copy there is.
+        let s = shard(true, false, &[(false, true, 1)]);
+        for p in [
+            ReadFrom::PreferReplica,
+            ReadFrom::SameZone,
+            ReadFrom::SameZoneOrMaster,
+            ReadFrom::Nearest,
+        ] {
+            assert_eq!(choose_read(p, &s, None, 0), Some(1), "{p:?}");
+        }
+        // Nothing usable at all: the master, whose failure the client gets as for a write.
+        let none = shard(true, false, &[(false, false, 1)]);
+        assert_eq!(choose_read(ReadFrom::SameZone, &none, None, 0), Some(M));
+        assert_eq!(choose_read(ReadFrom::SameZone, &none, Some(M), 0), None);
+    }
+
+    #[test]
+    fn equal_candidates_are_spread_by_client_and_each_client_stays_put() {
+        let s = shard(false, true, &[(false, true, 0), (false, true, 0)]);
+        let picks: Vec<_> = (0..4)
+            .map(|salt| choose_read(ReadFrom::PreferReplica, &s, None, salt))
+            .collect();
+        assert!(
+            picks.contains(&Some(1)) && picks.contains(&Some(2)),
+            "{picks:?}"
+        );
+        assert_eq!(
+            choose_read(ReadFrom::PreferReplica, &s, None, 7),
+            choose_read(ReadFrom::PreferReplica, &s, None, 7)
+        );
+    }
+
+    #[test]
+    fn policy_names_read_back() {
+        for name in ReadFrom::NAMES {
+            assert_eq!(ReadFrom::parse(name).map(ReadFrom::as_str), Some(name));
+        }
+        assert_eq!(ReadFrom::parse("replica"), None);
     }
 
     #[tokio::test]

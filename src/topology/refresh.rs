@@ -108,10 +108,17 @@ pub async fn run<S: TopologySource>(
                 if !change.masters_added.is_empty() || !change.masters_removed.is_empty() {
                     stats.master_switches.fetch_add(1, Ordering::Relaxed);
                 }
-                // Only masters have connections: a master that became a replica loses its own.
-                let keep: Vec<Arc<str>> = next.masters().iter().map(|m| m.addr().clone()).collect();
+                // A node keeps its connections only in the role it still has: a master that
+                // became a replica loses its master connections (and gets replica ones when a
+                // read policy wants them).
+                let masters: Vec<Arc<str>> =
+                    next.masters().iter().map(|m| m.addr().clone()).collect();
+                let replicas: Vec<Arc<str>> = next
+                    .replica_nodes()
+                    .map(|(_, r)| r.addr().clone())
+                    .collect();
                 handle.store(next);
-                backends.retain(&keep);
+                backends.retain(&masters, &replicas);
             }
             Err(e) => {
                 stats.failures.fetch_add(1, Ordering::Relaxed);

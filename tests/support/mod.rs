@@ -313,7 +313,13 @@ impl Cluster {
     /// `replica_ips` (127.0.0.2, 127.0.0.3 ...: a "zone" each), which the nodes announce: the
     /// masters are created first, then each replica meets the cluster and follows its master.
     pub fn start_zoned(masters: usize, replica_ips: &[&str]) -> Cluster {
-        let args = CLUSTER_NODE_ARGS;
+        Self::start_zoned_with(masters, replica_ips, &[])
+    }
+
+    /// [`Self::start_zoned`], every node started with `extra` arguments as well.
+    pub fn start_zoned_with(masters: usize, replica_ips: &[&str], extra: &[&str]) -> Cluster {
+        let args: Vec<&str> = CLUSTER_NODE_ARGS.iter().chain(extra).copied().collect();
+        let args = args.as_slice();
         let mut nodes: Vec<Redis> = (0..masters)
             .map(|_| Redis::start_with(free_port(), args, None))
             .collect();
@@ -478,6 +484,30 @@ impl Proxy {
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// A field of slotgate's `INFO proxy`, trimmed.
+    pub fn info_field(&self, field: &str) -> Option<String> {
+        let info: String = redis::cmd("INFO")
+            .arg("proxy")
+            .query(&mut self.conn())
+            .ok()?;
+        info.lines()
+            .find_map(|l| l.strip_prefix(&format!("{field}:")))
+            .map(|v| v.trim().to_string())
+    }
+
+    /// The lines of INFO's `# Nodes` section (empty when slotgate cannot be asked).
+    pub fn nodes_section(&self) -> Vec<String> {
+        let Ok(info) = redis::cmd("INFO").query::<String>(&mut self.conn()) else {
+            return Vec::new();
+        };
+        info.lines()
+            .skip_while(|l| !l.starts_with("# Nodes"))
+            .skip(1)
+            .take_while(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect()
     }
 
     pub fn addr(&self) -> String {
@@ -722,11 +752,40 @@ impl SentinelGroup {
         node_password: Option<&str>,
         sentinel_password: Option<&str>,
     ) -> SentinelGroup {
+        let ips = vec!["127.0.0.1"; replicas];
+        Self::start_placed(
+            &ips,
+            sentinels,
+            down_after_ms,
+            node_password,
+            sentinel_password,
+        )
+    }
+
+    /// A group whose master listens on 127.0.0.1 and whose replicas listen on (and announce)
+    /// `replica_ips`, one each: zones on one machine.
+    pub fn start_zoned(
+        replica_ips: &[&str],
+        sentinels: usize,
+        down_after_ms: u64,
+    ) -> SentinelGroup {
+        Self::start_placed(replica_ips, sentinels, down_after_ms, None, None)
+    }
+
+    fn start_placed(
+        replica_ips: &[&str],
+        sentinels: usize,
+        down_after_ms: u64,
+        node_password: Option<&str>,
+        sentinel_password: Option<&str>,
+    ) -> SentinelGroup {
+        let replicas = replica_ips.len();
         let master = Redis::start_with(free_port(), &[], node_password);
         let mport = master.port.to_string();
         let mut nodes = vec![master];
-        for _ in 0..replicas {
-            nodes.push(Redis::start_with(
+        for ip in replica_ips {
+            nodes.push(Redis::start_at(
+                ip,
                 free_port(),
                 &["--replicaof", "127.0.0.1", &mport],
                 node_password,

@@ -40,6 +40,11 @@ pub(super) struct PartState {
     pub(super) skip: u32,
     pub(super) redirects: u32,
     pub(super) retries: u32,
+    /// A read sent under a read policy: the candidate of its shard it went to (0 is the
+    /// master), so that a retry after a failure goes to another. `None` for everything else.
+    pub(super) read_at: Option<u8>,
+    /// The read was sent again once already, after a failure.
+    pub(super) reread: bool,
 }
 
 impl PartState {
@@ -60,6 +65,8 @@ impl PartState {
             skip: 0,
             redirects: 0,
             retries: 0,
+            read_at: None,
+            reread: false,
         }
     }
 }

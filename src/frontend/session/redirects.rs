@@ -74,6 +74,18 @@ fn script_repair(ctx: &Context, request: &Bytes) -> Option<Bytes> {
     )
 }
 
+/// Whether a read that got `result` is worth sending to another candidate: the node failed it
+/// (down, overloaded, connection lost or timed out, a malformed reply), or a replica could not
+/// serve it (`-LOADING` its data set, `-MASTERDOWN` with `replica-serve-stale-data no`).
+fn worth_another_read(result: &Result<Bytes, crate::error::BackendError>) -> bool {
+    use crate::error::BackendError as E;
+    match result {
+        Ok(reply) => reply.starts_with(b"-LOADING") || reply.starts_with(b"-MASTERDOWN"),
+        Err(E::Down(_) | E::Overloaded(_) | E::Lost(_) | E::Timeout(..) | E::Protocol(..)) => true,
+        Err(E::TooManyPrivate(_) | E::NoMaster) => false,
+    }
+}
+
 impl Session {
     /// The reply (or failure) for part `r.tag` of a queue place: an answer completes the part;
     /// an error is followed, retried or delivered.
@@ -97,6 +109,38 @@ impl Session {
             let Some(part) = parts.get_mut(part_idx) else {
                 return;
             };
+            // A read a read policy placed, that failed where it went (the node down, the
+            // connection lost or timed out, a replica still loading or cut off from its
+            // master): sent once more, to the next candidate. Never a write: only reads get
+            // `read_at`.
+            if let Some(at) = part.read_at
+                && !part.reread
+                && worth_another_read(&r.result)
+            {
+                let here = self.ctx.config.zone.as_deref();
+                let (policy, id) = (self.ctx.config.read_from, self.client.id);
+                let next = crate::router::read_node(
+                    self.topo.load(),
+                    part.slot,
+                    policy,
+                    here,
+                    id,
+                    Some(at),
+                );
+                if let Some(t) = next {
+                    part.reread = true;
+                    part.read_at = Some(t.at);
+                    self.ctx.stats.reads_retried.fetch_add(1, Ordering::Relaxed);
+                    self.ctx.stats.count_read(t.placement);
+                    if let Err(e) = &r.result
+                        && e.suggests_refresh()
+                    {
+                        self.ctx.topology.request_refresh(None);
+                    }
+                    let (node, frame, via) = (t.node.clone(), part.request.clone(), Via::of(part));
+                    return self.send_to(&node, r.tag, frame, false, via);
+                }
+            }
             let reply = match r.result {
                 Err(e) => {
                     self.ctx
@@ -171,6 +215,8 @@ impl Session {
                     part.redirects += 1;
                     let node = self.ctx.backends.node(&addr);
                     (part.node, part.asking) = (Some(node.clone()), false);
+                    // The master it names serves it from now on, read or not.
+                    part.read_at = None;
                     self.ctx.topology.patch_slot(slot, node.clone());
                     self.ctx.topology.request_refresh(Some(node.addr()));
                     if part.redirects > 1 {
@@ -199,6 +245,7 @@ impl Session {
                     part.redirects += 1;
                     let node = self.ctx.backends.node(&addr);
                     (part.node, part.asking) = (Some(node.clone()), true);
+                    part.read_at = None;
                     Action::Resend {
                         tag: r.tag,
                         node,

@@ -1,0 +1,274 @@
+//! The replica checker: while a read policy sends reads to replicas, it reads each master's
+//! `INFO replication` every `check_interval` and tells each replica node of the current
+//! snapshot whether it may serve reads ([`Replication`]): connected to its master and online
+//! (not in its initial sync), and no further behind than `max_replica_lag` (the seconds since
+//! its last acknowledgement, as the master counts them).
+//!
+//! The verdict is [`verdict`], a pure function of what the master said. This module must never
+//! keep a replica from serving because its master cannot be asked: while a master is down every
+//! replica of it is cut off, yet it is the freshest copy there is (the failover trap), so its
+//! replicas then stay `Unknown`, which serves. It never blocks the request path: sessions read
+//! the verdict from the node's atomics.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use super::TopologyHandle;
+use super::control::{self, Control};
+use crate::backend::{Connector, Replication};
+use crate::config::ReadsConfig;
+
+/// One `slaveN:` line of a master's `INFO replication`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaReport {
+    /// `ip:port` as the replica announced itself.
+    pub addr: String,
+    /// `state=online` (not waiting for or receiving its initial sync).
+    pub online: bool,
+    /// Seconds since the replica's last acknowledgement.
+    pub lag_secs: u64,
+}
+
+/// The replicas a master lists in its `INFO replication` text; `None` when the node does not
+/// say it is a master.
+pub fn parse_replication(info: &str) -> Option<Vec<ReplicaReport>> {
+    let mut master = false;
+    let mut out = Vec::new();
+    for line in info.lines().map(str::trim_end) {
+        if line == "role:master" {
+            master = true;
+        }
+        let Some((name, fields)) = line.split_once(':') else {
+            continue;
+        };
+        if !name.starts_with("slave") || !name[5..].bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let kv = |k: &str| {
+            fields
+                .split(',')
+                .find_map(|p| p.strip_prefix(k)?.strip_prefix('='))
+        };
+        let (Some(ip), Some(port)) = (kv("ip"), kv("port").and_then(|p| p.parse::<i64>().ok()))
+        else {
+            continue;
+        };
+        out.push(ReplicaReport {
+            addr: control::join_host_port(ip, port),
+            online: kv("state") == Some("online"),
+            lag_secs: kv("lag").and_then(|l| l.parse().ok()).unwrap_or(0),
+        });
+    }
+    master.then_some(out)
+}
+
+/// What a replica is fit for, from its master's answer: `reports` is `None` when the master
+/// could not be asked (or does not say it is a master), and `comparable` says whether the
+/// master names its replicas the way the snapshot does (every line it lists is a replica the
+/// snapshot knows), so that a replica it does not list is known to be disconnected rather than
+/// named differently. Returns the state and the lag in milliseconds when known.
+pub fn verdict(
+    addr: &str,
+    reports: Option<&[ReplicaReport]>,
+    comparable: bool,
+    max_lag: Duration,
+) -> (Replication, Option<u64>) {
+    let Some(reports) = reports else {
+        // The failover trap: a master that cannot be asked says nothing against its replicas.
+        return (Replication::Unknown, None);
+    };
+    match reports.iter().find(|r| r.addr == addr) {
+        None if comparable => (Replication::Syncing, None),
+        None => (Replication::Unknown, None),
+        Some(r) if !r.online => (Replication::Syncing, None),
+        Some(r) => {
+            let lag_ms = r.lag_secs.saturating_mul(1000);
+            let state = if u128::from(lag_ms) > max_lag.as_millis() {
+                Replication::Lagging
+            } else {
+                Replication::Online
+            };
+            (state, Some(lag_ms))
+        }
+    }
+}
+
+/// How long one master may take to answer.
+const ASK_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Checks the replicas of the current snapshot every `cfg.check_interval` until `shutdown`.
+pub async fn run(
+    handle: Arc<TopologyHandle>,
+    connector: Connector,
+    cfg: ReadsConfig,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(cfg.check_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // One control connection per master, kept between checks, dropped when it fails.
+    let mut links: HashMap<Arc<str>, Control> = HashMap::new();
+    let mut last: HashMap<Arc<str>, Replication> = HashMap::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let topo = handle.load_full();
+        let known: Vec<&str> = topo.replica_nodes().map(|(_, r)| &**r.addr()).collect();
+        for (shard, master) in topo.masters().iter().enumerate() {
+            let replicas: Vec<_> = topo
+                .replicas_of(shard)
+                .iter()
+                .filter_map(|r| r.node.clone())
+                .collect();
+            if replicas.is_empty() {
+                continue;
+            }
+            let reports = ask(&mut links, master.addr(), &connector).await;
+            let comparable = reports
+                .as_ref()
+                .is_some_and(|rs| rs.iter().all(|r| known.contains(&r.addr.as_str())));
+            for node in replicas {
+                let (state, lag) = verdict(
+                    node.addr(),
+                    reports.as_deref(),
+                    comparable,
+                    cfg.max_replica_lag,
+                );
+                node.set_replication(state, lag);
+                let before = last.insert(node.addr().clone(), state);
+                if before.is_some_and(|b| b != state) {
+                    info!(replica = %node.addr(), from = before.map(|b| b.as_str()), to = state.as_str(), lag_ms = lag, "replica fitness for reads changed");
+                }
+            }
+        }
+        links.retain(|addr, _| topo.masters().iter().any(|m| m.addr() == addr));
+        last.retain(|addr, _| known.contains(&&**addr));
+    }
+}
+
+/// The master's replicas, or `None` when it cannot be asked.
+async fn ask(
+    links: &mut HashMap<Arc<str>, Control>,
+    master: &Arc<str>,
+    connector: &Connector,
+) -> Option<Vec<ReplicaReport>> {
+    let answer = tokio::time::timeout(ASK_TIMEOUT, async {
+        if !links.contains_key(master) {
+            let c = Control::connect(master, connector).await?;
+            links.insert(master.clone(), c);
+        }
+        let c = links
+            .get_mut(master)
+            .ok_or_else(|| crate::error::TopologyError::Unreachable {
+                addr: master.to_string(),
+                reason: "no connection".into(),
+            })?;
+        c.command(&["INFO", "replication"], "INFO").await
+    })
+    .await;
+    match answer {
+        Ok(Ok(frame)) => control::text(&frame).and_then(|t| parse_replication(&t)),
+        Ok(Err(e)) => {
+            debug!(node = %master, error = %e, "INFO replication failed");
+            links.remove(master);
+            None
+        }
+        Err(_) => {
+            debug!(node = %master, "INFO replication timed out");
+            links.remove(master);
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INFO: &str = "# Replication\r\nrole:master\r\nconnected_slaves:2\r\n\
+        slave0:ip=127.0.0.2,port=7001,state=online,offset=1000,lag=0\r\n\
+        slave1:ip=127.0.0.3,port=7002,state=wait_bgsave,offset=0,lag=4\r\n\
+        master_failover_state:no-failover\r\nmaster_repl_offset:1000\r\n";
+
+    fn reports() -> Vec<ReplicaReport> {
+        parse_replication(INFO).unwrap()
+    }
+
+    #[test]
+    fn reads_every_replica_line_of_a_master() {
+        assert_eq!(
+            reports(),
+            [
+                ReplicaReport {
+                    addr: "127.0.0.2:7001".into(),
+                    online: true,
+                    lag_secs: 0
+                },
+                ReplicaReport {
+                    addr: "127.0.0.3:7002".into(),
+                    online: false,
+                    lag_secs: 4
+                },
+            ]
+        );
+        // A replica's own INFO says role:slave: nothing to judge by.
+        assert_eq!(
+            parse_replication("role:slave\r\nmaster_link_status:down\r\n"),
+            None
+        );
+    }
+
+    const LAG: Duration = Duration::from_secs(2);
+
+    #[test]
+    fn an_online_replica_within_the_lag_serves() {
+        let r = reports();
+        assert_eq!(
+            verdict("127.0.0.2:7001", Some(&r), true, LAG),
+            (Replication::Online, Some(0))
+        );
+    }
+
+    #[test]
+    fn a_replica_in_its_initial_sync_or_not_listed_does_not() {
+        let r = reports();
+        assert_eq!(
+            verdict("127.0.0.3:7002", Some(&r), true, LAG).0,
+            Replication::Syncing
+        );
+        assert_eq!(
+            verdict("127.0.0.4:7003", Some(&r), true, LAG).0,
+            Replication::Syncing
+        );
+        // Named otherwise by the master (a host name in the snapshot): nothing is known.
+        assert_eq!(
+            verdict("replica-4:7003", Some(&r), false, LAG).0,
+            Replication::Unknown
+        );
+    }
+
+    #[test]
+    fn a_replica_behind_by_more_than_the_limit_lags() {
+        let r = [ReplicaReport {
+            addr: "127.0.0.2:7001".into(),
+            online: true,
+            lag_secs: 3,
+        }];
+        assert_eq!(
+            verdict("127.0.0.2:7001", Some(&r), true, LAG),
+            (Replication::Lagging, Some(3000))
+        );
+    }
+
+    #[test]
+    fn a_master_that_cannot_be_asked_leaves_its_replicas_serving() {
+        let (state, lag) = verdict("127.0.0.2:7001", None, true, LAG);
+        assert_eq!((state, lag), (Replication::Unknown, None));
+        assert!(state.serves_reads());
+    }
+}
