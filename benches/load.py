@@ -15,6 +15,11 @@ scenarios send 5x the requests, so that a run lasts long enough to time. Every p
 is stopped when it ends.
 
     cargo build --release && python3 benches/load.py [--requests N] [--threads N] [--repeat K]
+        [--read-from POLICY]
+
+With --read-from (prefer-replica, same-zone ...), a second slotgate reads under that policy and
+the GET scenarios run through it too, beside the master-only run; the GETs each node served in
+those runs (its INFO commandstats) are printed after the tables.
 """
 import argparse, csv, io, os, resource, shutil, signal, statistics, subprocess, sys, tempfile, time
 
@@ -84,6 +89,8 @@ def main():
     ap.add_argument("--threads", type=int, default=0, help="slotgate worker threads (0: default)")
     ap.add_argument("--binary", default="target/release/slotgate")
     ap.add_argument("--repeat", type=int, default=3, help="runs per scenario (medians printed)")
+    ap.add_argument("--read-from", default=None,
+                    help="also run the GET scenarios through a slotgate with this read policy")
     opts = ap.parse_args()
     if not os.path.exists(opts.binary):
         raise SystemExit("build first: cargo build --release")
@@ -118,6 +125,26 @@ def main():
                                  stderr=open(os.path.join(work, "slotgate.log"), "w"))
         redis_pids = [p.pid for p in procs]
         procs.insert(0, proxy)
+        policy_port = base + 51
+        policy_proxy = None
+        if opts.read_from:
+            policy_proxy = subprocess.Popen(
+                [opts.binary, "--listen", f"127.0.0.1:{policy_port}", "--seed", f"127.0.0.1:{base}",
+                 "--log", "warn", "--threads", str(opts.threads), "--read-from", opts.read_from],
+                stderr=open(os.path.join(work, "slotgate-reads.log"), "w"))
+            procs.insert(0, policy_proxy)
+            for _ in range(100):
+                if subprocess.run(["redis-cli", "-p", str(policy_port), "ping"],
+                                  capture_output=True).returncode == 0:
+                    break
+                time.sleep(0.05)
+            # Redis 7.0 lists a fresh replica as loading in CLUSTER SHARDS for a while: wait
+            # until the second slotgate has every replica taking reads.
+            for _ in range(300):
+                nodes = sh("redis-cli", "-p", str(policy_port), "info", "nodes")
+                if nodes.count("reads=serving") >= 3:
+                    break
+                time.sleep(0.1)
         for _ in range(100):
             if subprocess.run(["redis-cli", "-p", str(proxy_port), "ping"], capture_output=True).returncode == 0:
                 break
@@ -143,15 +170,28 @@ def main():
         print(f"slotgate load harness: 50 clients, 64-byte values, {n} requests per run "
               f"({5 * n} pipelined), medians of {opts.repeat} runs, "
               f"{os.cpu_count()} CPUs, redis {sh('redis-server', '--version').split()[2]}")
-        print(f"{'scenario':<20} {'slotgate rps':>13} {'direct rps':>11} {'ratio':>6} "
+        if policy_proxy:
+            scenarios += [
+                (f"GET  P1 {opts.read_from}", ["-t", "get", "-r", "100000", "-P", "1"], False),
+                (f"GET  P16 {opts.read_from}", ["-t", "get", "-r", "100000", "-P", "16"], False),
+            ]
+        print(f"{'scenario':<28} {'slotgate rps':>13} {'direct rps':>11} {'ratio':>6} "
               f"{'p50 ms':>7} {'p99 ms':>7} {'d.p50':>6} {'d.p99':>6} {'cpu us/req':>10}")
         med = statistics.median
         budgets = []
+        counted = False
         for name, args, direct_ok in scenarios:
             count = n * 5 if "P16" in name else n
             runs, directs, ratios = [], [], []
+            via_policy = policy_proxy is not None and name.endswith(str(opts.read_from))
+            port, pid = (policy_port, policy_proxy.pid) if via_policy else (proxy_port, proxy.pid)
+            if via_policy and not counted:
+                # From here on only the policy's slotgate sends GETs: count where they land.
+                for p in ports:
+                    sh("redis-cli", "-p", str(p), "config", "resetstat")
+                counted = True
             for _ in range(max(1, opts.repeat)):
-                runs.append(bench(proxy_port, args, n=count, pids=[[proxy.pid], redis_pids]))
+                runs.append(bench(port, args, n=count, pids=[[pid], redis_pids]))
                 if direct_ok == "owner":
                     directs.append(bench(owner, args, n=count, pids=[redis_pids]))
                 elif direct_ok:
@@ -168,7 +208,7 @@ def main():
                 d = {k: med(x[k] for x in directs) for k in keys}
                 d["redis_us"] = med(x["pids_us"][0] for x in directs)
             ratio = f"{med(ratios):.2f}" if ratios else "-"
-            print(f"{name:<20} {r['rps']:>13.0f} {(d['rps'] if d else 0):>11.0f} {ratio:>6} "
+            print(f"{name:<28} {r['rps']:>13.0f} {(d['rps'] if d else 0):>11.0f} {ratio:>6} "
                   f"{r['p50']:>7.3f} {r['p99']:>7.3f} {(d['p50'] if d else 0):>6.3f} "
                   f"{(d['p99'] if d else 0):>6.3f} {r['proxy_us']:>10.2f}", flush=True)
             budgets.append((name, r, d))
@@ -179,17 +219,29 @@ def main():
         # summed over its threads (so above 100% is possible with several workers).
         print("\nCPU per request (us; utime+stime), share of all CPUs busy, share of the run "
               "slotgate waited for a CPU; slotgate | direct")
-        print(f"{'scenario':<20} {'bench':>6} {'redis':>6} {'proxy':>6} {'total':>6} {'busy':>5}"
+        print(f"{'scenario':<28} {'bench':>6} {'redis':>6} {'proxy':>6} {'total':>6} {'busy':>5}"
               f" {'waited':>6} | {'bench':>6} {'redis':>6} {'total':>6} {'busy':>5} | {'cpu bound':>9}")
         for name, r, d in budgets:
             via = r["bench_us"] + r["redis_us"] + r["proxy_us"]
-            line = (f"{name:<20} {r['bench_us']:>6.2f} {r['redis_us']:>6.2f} {r['proxy_us']:>6.2f}"
+            line = (f"{name:<28} {r['bench_us']:>6.2f} {r['redis_us']:>6.2f} {r['proxy_us']:>6.2f}"
                     f" {via:>6.2f} {r['busy']:>5.0%} {r['proxy_wait']:>6.0%}")
             if d:
                 direct = d["bench_us"] + d["redis_us"]
                 line += (f" | {d['bench_us']:>6.2f} {d['redis_us']:>6.2f} {direct:>6.2f}"
                          f" {d['busy']:>5.0%} | {direct / via:>9.2f}")
             print(line)
+        if policy_proxy:
+            # Every GET scenario ran since the reset: the direct cluster runs read masters, the
+            # master-only slotgate masters, the policy's slotgate where its policy placed them.
+            print(f"\nGETs each node served in the {opts.read_from} runs (INFO commandstats):")
+            for p in ports:
+                role = "master" if "role:master" in sh("redis-cli", "-p", str(p), "info", "replication") else "replica"
+                stats = sh("redis-cli", "-p", str(p), "info", "commandstats")
+                calls = next((l.split("calls=")[1].split(",")[0] for l in stats.splitlines()
+                              if l.startswith("cmdstat_get:")), "0")
+                print(f"  127.0.0.1:{p} {role:<8} {calls:>10}")
+            info = sh("redis-cli", "-p", str(policy_port), "info", "proxy")
+            print("  " + ", ".join(l.strip() for l in info.splitlines() if l.startswith("proxy_reads_")))
     finally:
         for p in procs:
             p.send_signal(signal.SIGKILL)

@@ -171,6 +171,14 @@ impl Admin {
         counter!(names::TOPOLOGY_CHANGES).absolute(load(&r.changes));
         counter!(names::MASTER_SWITCHES).absolute(load(&r.master_switches));
         counter!(names::BACKEND_WRITES).absolute(load(&b.writes));
+        for (placement, n) in [
+            ("local_replica", &s.reads_local_replica),
+            ("remote_replica", &s.reads_remote_replica),
+            ("master", &s.reads_master),
+        ] {
+            counter!(names::READS, "placement" => placement).absolute(load(n));
+        }
+        counter!(names::READS_RETRIED).absolute(load(&s.reads_retried));
         let topo = self.ctx.topology.load_full();
         gauge!(names::TOPOLOGY_EPOCH).set(topo.epoch as f64);
         gauge!(names::TOPOLOGY_AGE).set(topo.created.elapsed().as_secs_f64());
@@ -185,6 +193,16 @@ impl Admin {
             for r in topo.replicas_of(shard) {
                 gauge!(names::NODE_INFO, "node" => r.addr.to_string(), "role" => "replica", "shard" => shard.to_string())
                     .set(1.0);
+                // 0 without a read policy that uses replicas: they take no reads then.
+                let serving = r
+                    .node
+                    .as_ref()
+                    .is_some_and(|n| n.is_up() && n.replication().serves_reads());
+                gauge!(names::REPLICA_SERVING, "node" => r.addr.to_string()).set(if serving {
+                    1.0
+                } else {
+                    0.0
+                });
             }
         }
     }

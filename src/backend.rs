@@ -412,10 +412,20 @@ impl Node {
             .store(lag_ms.unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
-    /// Whether the connection `session` would use on this worker can take a request now.
+    /// Where, among a node's connections of the default dialect, the one `session` uses on
+    /// the calling worker is: the same place in every node (they share one configuration).
     #[inline]
-    pub fn serving(&self, session: u64) -> bool {
-        self.pick(&self.default, session)
+    pub fn link_slot(&self, session: u64) -> usize {
+        let per = self.config.connections_per_node.max(1);
+        let worker = workers::current().min(self.workers.len().saturating_sub(1));
+        worker * per + (session % per as u64) as usize
+    }
+
+    /// Whether the connection at `slot` ([`Self::link_slot`]) can take a request now.
+    #[inline]
+    pub fn serving_at(&self, slot: usize) -> bool {
+        self.default
+            .get(slot)
             .is_some_and(|l| l.state() != LinkState::Down)
     }
 

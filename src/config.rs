@@ -179,8 +179,9 @@ pub struct Overrides {
     /// `--zone` (or SLOTGATE_ZONE) and `--zone-map` flags.
     pub zone: Option<String>,
     pub zone_map: Vec<String>,
-    /// `--read-from`.
+    /// `--read-from` and `--read-your-writes-ms`.
     pub read_from: Option<String>,
+    pub read_your_writes_ms: Option<u64>,
     /// `--tls-listen` and the files that go with it.
     pub tls_listen: Option<String>,
     pub tls_cert: Option<String>,
@@ -639,6 +640,11 @@ impl Config {
                     )
                 })?,
             },
+            read_your_writes: o
+                .read_your_writes_ms
+                .or(f.reads.read_your_writes_ms)
+                .filter(|&ms| ms > 0)
+                .map(Duration::from_millis),
         };
         if session.max_pipeline >= 1 << 40 {
             return Err(invalid("clients.max_pipeline", "too large"));

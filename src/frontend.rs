@@ -79,6 +79,9 @@ pub struct SessionConfig {
     pub zone: Option<String>,
     /// Where reads may go (`[reads] from`, `--read-from`).
     pub read_from: crate::router::ReadFrom,
+    /// After a client writes a slot, its reads of that slot go to the master for this long
+    /// (`[reads] read_your_writes_ms`, `--read-your-writes-ms`; `None`: off).
+    pub read_your_writes: Option<Duration>,
 }
 
 /// A proxy serves many applications, so unlike Redis' `normal 0 0 0` the default is a bound.
@@ -102,6 +105,7 @@ impl Default for SessionConfig {
             max_auth_failures_per_minute: 60,
             zone: None,
             read_from: crate::router::ReadFrom::Master,
+            read_your_writes: None,
         }
     }
 }

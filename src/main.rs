@@ -109,6 +109,11 @@ struct Cli {
     #[arg(long, value_name = "POLICY")]
     read_from: Option<String>,
 
+    /// After a client writes a slot, its reads of that slot go to the master for this long
+    /// (0: off, the default).
+    #[arg(long, value_name = "MS")]
+    read_your_writes_ms: Option<u64>,
+
     /// A TLS listener for clients, beside --listen; needs --tls-cert and --tls-key.
     #[arg(long, value_name = "IP:PORT")]
     tls_listen: Option<String>,
@@ -196,6 +201,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         zone: cli.zone,
         zone_map: cli.zone_map,
         read_from: cli.read_from,
+        read_your_writes_ms: cli.read_your_writes_ms,
         tls_listen: cli.tls_listen,
         tls_cert: cli.tls_cert,
         tls_key: cli.tls_key,

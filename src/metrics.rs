@@ -50,6 +50,11 @@ pub mod names {
     pub const READY: &str = "slotgate_ready";
     pub const HEALTH_SCORE: &str = "slotgate_health_score";
     pub const ADMIN_UNAUTHORIZED: &str = "slotgate_admin_unauthorized_total";
+    /// Reads a read policy placed, by `placement` (local_replica, remote_replica, master).
+    pub const READS: &str = "slotgate_reads_total";
+    pub const READS_RETRIED: &str = "slotgate_reads_retried_total";
+    /// Per replica: 1 while it takes reads, 0 while skipped (or no read policy uses replicas).
+    pub const REPLICA_SERVING: &str = "slotgate_replica_serving";
 
     /// Every name, for the test that checks dashboards and alert rules.
     pub const ALL: &[&str] = &[
@@ -91,6 +96,9 @@ pub mod names {
         READY,
         HEALTH_SCORE,
         ADMIN_UNAUTHORIZED,
+        READS,
+        READS_RETRIED,
+        REPLICA_SERVING,
     ];
 }
 
@@ -204,6 +212,8 @@ pub struct NodeMetrics {
     /// Moving average of the reply latency in nanoseconds (weight 1/8 per reply; 0 until the
     /// first reply): the figure replica reads choose by.
     latency_ewma: AtomicU64,
+    /// `requests_seen` at the last [`Self::age_idle_latency`].
+    seen_at_aging: AtomicU64,
     pub in_flight: Gauge,
     pub connected: Gauge,
     pub connects: Counter,
@@ -236,6 +246,7 @@ impl NodeMetrics {
             awaiting: AtomicU64::new(0),
             errors_seen: AtomicU64::new(0),
             latency_ewma: AtomicU64::new(0),
+            seen_at_aging: AtomicU64::new(0),
             in_flight: gauge!(names::BACKEND_IN_FLIGHT, "node" => n.clone()),
             connected: gauge!(names::BACKEND_CONNECTED, "node" => n.clone()),
             connects: counter!(names::BACKEND_CONNECTS, "node" => n.clone()),
@@ -266,6 +277,17 @@ impl NodeMetrics {
             (old - old / 8 + nanos / 8).max(1)
         };
         self.latency_ewma.store(new, Ordering::Relaxed);
+    }
+
+    /// Halves the moving average when no request was written to the node since the last call
+    /// (the replica checker's, once per check): a node reads left because it was slow is tried
+    /// again once its old figure has aged below the others'.
+    pub fn age_idle_latency(&self) {
+        let seen = self.requests_seen.load(Ordering::Relaxed);
+        if self.seen_at_aging.swap(seen, Ordering::Relaxed) == seen {
+            let v = self.latency_ewma.load(Ordering::Relaxed);
+            self.latency_ewma.store(v / 2, Ordering::Relaxed);
+        }
     }
 
     /// The moving average of the reply latency, in nanoseconds (0 before the first reply).

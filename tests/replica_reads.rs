@@ -29,8 +29,15 @@ const ZONES: [&str; 6] = [
 /// slotgate's arguments for `same-zone` reads from zone b, with quick refreshes and checks
 /// (the config file lives as long as the `TempConf`).
 fn same_zone_b() -> (TempConf, Vec<String>) {
-    let conf =
-        TempConf::new("[topology]\nrefresh_interval_ms = 300\n[reads]\ncheck_interval_ms = 200\n");
+    same_zone_b_with(QUICK)
+}
+
+/// Quick refreshes and replica checks.
+const QUICK: &str = "[topology]\nrefresh_interval_ms = 300\n[reads]\ncheck_interval_ms = 200\n";
+
+/// [`same_zone_b`] with another config file.
+fn same_zone_b_with(conf: &str) -> (TempConf, Vec<String>) {
+    let conf = TempConf::new(conf);
     let mut args: Vec<String> = [
         "--config",
         conf.path(),
@@ -113,6 +120,14 @@ fn write_all(proxy: &Proxy, cluster: &Cluster, keys: &[String]) {
     }
 }
 
+/// Waits until `reads` has grown by `more`.
+fn wait_for_more(reads: &AtomicU64, more: u64) {
+    let target = reads.load(Ordering::Relaxed) + more;
+    wait_until("reads to go on", Duration::from_secs(30), || {
+        reads.load(Ordering::Relaxed) >= target
+    });
+}
+
 /// Reads `keys` in a loop from another thread until told to stop: (reads, errors, wrong values,
 /// the slowest read).
 struct Reader {
@@ -156,10 +171,7 @@ impl Reader {
     }
 
     fn wait_reads(&self, more: u64) {
-        let target = self.reads.load(Ordering::Relaxed) + more;
-        wait_until("reads to go on", Duration::from_secs(30), || {
-            self.reads.load(Ordering::Relaxed) >= target
-        });
+        wait_for_more(&self.reads, more);
     }
 
     fn stop(self) -> (u64, Vec<String>, Duration) {
@@ -343,5 +355,230 @@ fn sentinel_reads_go_to_the_same_zone_replica_and_survive_a_failover() {
             .get::<_, String>("after")
             .unwrap(),
         "1"
+    );
+}
+
+/// Reads a counter through the proxy in a loop, checking that it never goes back, while a writer
+/// increments it: (reads, read errors, values that went back, writes, write errors).
+struct Counter {
+    stop: Arc<AtomicBool>,
+    reads: Arc<AtomicU64>,
+    reader: std::thread::JoinHandle<(u64, Vec<String>)>,
+    writer: std::thread::JoinHandle<(u64, u64)>,
+}
+
+impl Counter {
+    fn start(proxy: &Proxy, key: &str) -> Counter {
+        let stop = Arc::new(AtomicBool::new(false));
+        let reads = Arc::new(AtomicU64::new(0));
+        let (mut r, mut w) = (proxy.conn(), proxy.conn());
+        let (s, n, k) = (stop.clone(), reads.clone(), key.to_string());
+        let reader = std::thread::spawn(move || {
+            let (mut last, mut errors, mut back) = (0i64, 0, Vec::new());
+            while !s.load(Ordering::Relaxed) {
+                match r.get::<_, Option<i64>>(&k) {
+                    Ok(v) => {
+                        let v = v.unwrap_or(0);
+                        if v < last {
+                            back.push(format!("{v} after {last}"));
+                        }
+                        last = last.max(v);
+                    }
+                    Err(_) => errors += 1,
+                }
+                n.fetch_add(1, Ordering::Relaxed);
+            }
+            (errors, back)
+        });
+        let (s, k) = (stop.clone(), key.to_string());
+        let writer = std::thread::spawn(move || {
+            let (mut writes, mut errors) = (0, 0);
+            while !s.load(Ordering::Relaxed) {
+                match w.incr::<_, _, i64>(&k, 1) {
+                    Ok(_) => writes += 1,
+                    Err(_) => errors += 1,
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            (writes, errors)
+        });
+        Counter {
+            stop,
+            reads,
+            reader,
+            writer,
+        }
+    }
+
+    fn wait_reads(&self, more: u64) {
+        wait_for_more(&self.reads, more);
+    }
+
+    /// (read errors, values that went back, writes, write errors).
+    fn stop(self) -> (u64, Vec<String>, u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        let (read_errors, back) = self.reader.join().unwrap();
+        let (writes, write_errors) = self.writer.join().unwrap();
+        (read_errors, back, writes, write_errors)
+    }
+}
+
+#[test]
+fn a_stalled_replica_is_skipped_until_it_catches_up_and_read_your_writes_reads_the_master() {
+    let cluster = Cluster::start_zoned(3, &["127.0.0.2", "127.0.0.3"]);
+    let (_conf, args) = same_zone_b_with(
+        "[topology]\nrefresh_interval_ms = 300\n[backend]\nread_timeout_ms = 1000\n\
+         [reads]\ncheck_interval_ms = 200\nmax_replica_lag_ms = 1000\n",
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let proxy = Proxy::cluster(&cluster, &args);
+    wait_serving(&proxy, 6);
+
+    // 1. SIGSTOP the zone-b replica of the counter's shard for 3 s under a read and a write
+    //    load: no error, the counter never goes back, and once the replica has caught up it
+    //    serves reads again.
+    let key = "stall:counter";
+    let owner = cluster
+        .owner_of_slot(slotgate::router::key_slot(key.as_bytes()))
+        .port;
+    let stalled = cluster
+        .nodes
+        .iter()
+        .find(|n| n.ip == "127.0.0.2" && master_port_of(n) == owner)
+        .unwrap()
+        .port;
+    let load = Counter::start(&proxy, key);
+    load.wait_reads(300);
+    cluster.node(stalled).signal("STOP");
+    std::thread::sleep(Duration::from_secs(3));
+    cluster.node(stalled).signal("CONT");
+    let addr = cluster.node(stalled).addr();
+    wait_until(
+        "the replica to serve again",
+        Duration::from_secs(20),
+        || {
+            proxy
+                .nodes_section()
+                .iter()
+                .any(|l| l.contains(&format!("addr={addr},")) && l.contains("reads=serving"))
+        },
+    );
+    let before = cluster.node(stalled).calls("get");
+    load.wait_reads(500);
+    let (read_errors, back, writes, write_errors) = load.stop();
+    assert_eq!(
+        (read_errors, write_errors),
+        (0, 0),
+        "errors through a replica stall"
+    );
+    assert!(back.is_empty(), "the counter went back: {back:?}");
+    assert!(writes > 100, "{writes} writes");
+    assert!(
+        cluster.node(stalled).calls("get") > before,
+        "the replica got no reads after it caught up"
+    );
+
+    // 2. Read your writes: with both replicas of a shard stopped, a client that writes a key
+    //    and reads it at once reads it from the master (never waiting on a stopped replica).
+    let (_ryw, args) = same_zone_b_with(
+        "[backend]\nread_timeout_ms = 1000\n[reads]\ncheck_interval_ms = 200\n\
+         read_your_writes_ms = 2000\n",
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let proxy = Proxy::cluster(&cluster, &args);
+    wait_serving(&proxy, 6);
+    let owner = cluster
+        .owner_of_slot(slotgate::router::key_slot(b"ryw:key"))
+        .port;
+    let replicas: Vec<u16> = cluster
+        .nodes
+        .iter()
+        .filter(|n| n.ip != "127.0.0.1" && master_port_of(n) == owner)
+        .map(|n| n.port)
+        .collect();
+    let mut c = proxy.conn();
+    let _: () = c.set("ryw:key", "0").unwrap();
+    for &p in &replicas {
+        cluster.node(p).signal("STOP");
+    }
+    let mut slowest = Duration::ZERO;
+    for i in 1..=100 {
+        let _: () = c.set("ryw:key", i).unwrap();
+        let t = Instant::now();
+        assert_eq!(c.get::<_, i64>("ryw:key").unwrap(), i);
+        slowest = slowest.max(t.elapsed());
+    }
+    for &p in &replicas {
+        cluster.node(p).signal("CONT");
+    }
+    assert!(
+        slowest < Duration::from_millis(500),
+        "a read waited on a stopped replica: {slowest:?}"
+    );
+    assert!(cluster.node(owner).calls("get") >= 100);
+}
+
+#[test]
+fn nearest_moves_reads_away_from_a_replica_made_slow() {
+    let cluster = Cluster::start_zoned(3, &["127.0.0.2", "127.0.0.3"]);
+    let conf = TempConf::new(QUICK);
+    let proxy = Proxy::cluster(
+        &cluster,
+        &["--config", conf.path(), "--read-from", "nearest"],
+    );
+    wait_serving(&proxy, 6);
+    let owner = cluster.masters()[0].port;
+    let keys = keys_of(&cluster, owner, 20);
+    write_all(&proxy, &cluster, &keys);
+    let slow = cluster
+        .nodes
+        .iter()
+        .find(|n| n.ip == "127.0.0.2" && master_port_of(n) == owner)
+        .unwrap();
+    // Four clients, so that ties spread over the shard's three nodes.
+    let readers: Vec<Reader> = (0..4)
+        .map(|_| Reader::start(&proxy, keys.clone()))
+        .collect();
+    for r in &readers {
+        r.wait_reads(100);
+    }
+    // The replica answers in bursts: stopped 40 ms, running 10 ms, for 3 s.
+    let before = slow.calls("get");
+    let shard_gets = |cluster: &Cluster| -> u64 {
+        cluster
+            .nodes
+            .iter()
+            .filter(|n| {
+                n.port == owner
+                    || n.info_field("replication", "master_port") == Some(owner.to_string())
+            })
+            .map(|n| n.calls("get"))
+            .sum()
+    };
+    let shard_before = shard_gets(&cluster);
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        slow.signal("STOP");
+        std::thread::sleep(Duration::from_millis(40));
+        slow.signal("CONT");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let slow_share =
+        (slow.calls("get") - before) as f64 / (shard_gets(&cluster) - shard_before).max(1) as f64;
+    let mut errors = 0;
+    for r in readers {
+        let (e, wrong, _) = r.stop();
+        errors += e;
+        assert!(wrong.iter().all(|w| !w.contains(" = ")), "{wrong:?}");
+    }
+    assert_eq!(errors, 0);
+    eprintln!(
+        "nearest: the slow replica served {:.1}% of its shard's reads",
+        slow_share * 100.0
+    );
+    assert!(
+        slow_share < 0.15,
+        "the slow replica kept {:.0}% of the reads",
+        slow_share * 100.0
     );
 }

@@ -184,6 +184,9 @@ pub struct ReadsFile {
     pub max_replica_lag_ms: Option<u64>,
     /// How often each master's INFO replication is read to judge its replicas.
     pub check_interval_ms: Option<u64>,
+    /// After a client writes a slot, its reads of that slot go to the master for this long
+    /// (0, the default: off).
+    pub read_your_writes_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]

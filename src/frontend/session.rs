@@ -43,6 +43,7 @@ use crate::topology::Topology;
 mod multi_exec;
 mod place;
 mod pubsub;
+mod recent_writes;
 mod redirects;
 
 use crate::frontend::tag::{FORGET, PART_BITS, PART_MASK, Tagged, classify, is_part, part as tag};
@@ -63,6 +64,9 @@ struct Session {
     ctx: Arc<Context>,
     /// The read policy sends reads to replicas (held here: read on every keyed request).
     replica_reads: bool,
+    /// With `read_your_writes_ms`: the slots this client wrote lately, whose reads go to the
+    /// master.
+    recent_writes: Option<recent_writes::RecentWrites>,
     client: ClientState,
     parser: RequestParser,
     queue: VecDeque<QueuePlace>,
@@ -142,6 +146,11 @@ pub async fn run(
     }
     let mut s = Session {
         replica_reads: ctx.config.read_from.uses_replicas(),
+        recent_writes: ctx
+            .config
+            .read_your_writes
+            .filter(|_| ctx.config.read_from.uses_replicas())
+            .map(recent_writes::RecentWrites::new),
         client,
         parser: RequestParser::new(ctx.config.limits),
         // One place is all a client that waits for each reply needs; pipelines grow it.
@@ -739,6 +748,21 @@ impl Session {
     /// to the master of `slot`.
     #[inline(always)]
     fn send_keyed(&mut self, frame: Bytes, slot: Option<u16>, read: bool) {
+        if self.replica_reads {
+            self.send_placed(frame, slot, read)
+        } else {
+            self.send_single(frame, slot)
+        }
+    }
+
+    /// Under a read policy that uses replicas: a read where the policy places it (or to the
+    /// master, when the client wrote its slot within `read_your_writes_ms`), a write to the
+    /// master, remembered for read-your-writes.
+    #[inline(never)]
+    fn send_placed(&mut self, frame: Bytes, slot: Option<u16>, read: bool) {
+        if self.pinned_to_master(slot, read) {
+            return self.send_single(frame, slot);
+        }
         if read {
             self.send_read(frame, slot)
         } else {
@@ -746,28 +770,55 @@ impl Session {
         }
     }
 
+    /// Whether a request for `slot` goes to the master for read-your-writes: a write is
+    /// remembered (and goes there anyway), a read of a slot written within the window goes
+    /// there. Always false without `read_your_writes_ms`.
+    fn pinned_to_master(&mut self, slot: Option<u16>, read: bool) -> bool {
+        let Some(recent) = &mut self.recent_writes else {
+            return false;
+        };
+        // An unslotted topology has one master: everything is "slot 0".
+        let slot = slot.unwrap_or(0);
+        let now = Instant::now();
+        if !read {
+            recent.wrote(slot, now);
+            return true;
+        }
+        recent.pins(slot, now)
+    }
+
     /// Sends a read to the node the read policy chooses for `slot` (a replica or the master),
     /// remembering which, so that a failure there is retried once elsewhere. Kept out of line:
     /// the master path (every GET without a read policy) stays as short as it was.
     #[inline(never)]
     fn send_read(&mut self, frame: Bytes, slot: Option<u16>) {
-        let (policy, id) = (self.ctx.config.read_from, self.client.id);
-        let here = self.ctx.config.zone.as_deref();
-        let Some((at, node, placement)) =
-            crate::router::read_node(self.topo.load(), slot, policy, here, id, None)
-                .map(|t| (t.at, t.node.clone(), t.placement))
-        else {
-            return self.send_single(frame, slot);
-        };
         let seq = self.next_seq();
         let dialect = self.client.dialect();
-        let mut part = PartState::new(frame.clone(), slot, None, dialect);
-        part.read_at = Some(at);
         let mut parts = SmallVec::new();
-        parts.push(part);
+        parts.push(PartState::new(frame.clone(), slot, None, dialect));
         self.push_waiting(Combine::Single, parts);
-        self.ctx.stats.count_read(placement);
-        self.send_to(&node, tag(seq, 0), frame, false, Via::shared(dialect));
+        // As on the master path: the node borrowed from the snapshot into the outbox.
+        let (policy, id) = (self.ctx.config.read_from, self.client.id);
+        let here = self.ctx.config.zone.as_deref();
+        match crate::router::read_node(self.topo.load(), slot, policy, here, id, None) {
+            Some(t) => {
+                if let Some(QueuePlace::Waiting { parts, .. }) = self.queue.back_mut()
+                    && let Some(part) = parts.first_mut()
+                {
+                    part.read_at = Some(t.at);
+                }
+                self.ctx.stats.count_read(t.placement);
+                let req = backend_request(&self.tx, tag(seq, 0), frame, false, 0);
+                queue_shared(
+                    &mut self.outbox,
+                    &mut self.outbox_dirty,
+                    t.node,
+                    dialect,
+                    req,
+                );
+            }
+            None => self.fail_part(tag(seq, 0), "CLUSTERDOWN Hash slot not served"),
+        }
     }
 
     /// Sends a whole request to the master of `slot` (any master when `None`).
@@ -973,7 +1024,8 @@ impl Session {
         // come back through the reply queue, so no reply can arrive before the place exists.
         let (policy, id) = (self.ctx.config.read_from, self.client.id);
         for (i, p) in split.iter().enumerate() {
-            let target = if read {
+            let pinned = self.replica_reads && self.pinned_to_master(Some(p.slot), read);
+            let target = if read && !pinned {
                 let here = self.ctx.config.zone.as_deref();
                 crate::router::read_node(self.topo.load(), Some(p.slot), policy, here, id, None)
                     .map(|t| (Some((t.at, t.placement)), t.node.clone()))

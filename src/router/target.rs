@@ -11,8 +11,6 @@
 
 use std::sync::Arc;
 
-use smallvec::SmallVec;
-
 use crate::backend::Node;
 use crate::topology::Topology;
 
@@ -98,6 +96,40 @@ fn tier(policy: ReadFrom, c: &Candidate) -> u8 {
     }
 }
 
+/// The best candidate seen so far, by the key a policy ranks them with.
+struct Best<T> {
+    key: (u8, u64, u64),
+    at: usize,
+    item: T,
+}
+
+impl<T> Best<T> {
+    /// Keeps candidate `at` (of `n`) when it is usable, not excluded, allowed by the policy and
+    /// ranks before the best so far: higher in the policy's preference, then a lower score, then
+    /// the rotation by `salt` that spreads ties.
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    fn offer(
+        best: &mut Option<Best<T>>,
+        policy: ReadFrom,
+        c: &Candidate,
+        at: usize,
+        n: u64,
+        exclude: Option<usize>,
+        salt: u64,
+        item: T,
+    ) {
+        let t = tier(policy, c);
+        if !c.usable || Some(at) == exclude || t == u8::MAX {
+            return;
+        }
+        let key = (t, c.score, (at as u64).wrapping_add(salt) % n.max(1));
+        if best.as_ref().is_none_or(|b| key < b.key) {
+            *best = Some(Best { key, at, item });
+        }
+    }
+}
+
 /// The candidate a read goes to: the usable one highest in the policy's preference, the lowest
 /// score among equals, ties spread by `salt` (the client's id, so that one client stays on one
 /// node while the figures are equal). `exclude` is the candidate a first attempt failed on:
@@ -109,15 +141,13 @@ pub fn choose_read(
     exclude: Option<usize>,
     salt: u64,
 ) -> Option<usize> {
-    let n = candidates.len().max(1) as u64;
-    let best = candidates
-        .iter()
-        .enumerate()
-        .filter(|&(i, c)| c.usable && Some(i) != exclude && tier(policy, c) != u8::MAX)
-        .min_by_key(|&(i, c)| (tier(policy, c), c.score, (i as u64 + salt) % n))
-        .map(|(i, _)| i);
+    let n = candidates.len() as u64;
+    let mut best = None;
+    for (i, c) in candidates.iter().enumerate() {
+        Best::offer(&mut best, policy, c, i, n, exclude, salt, ());
+    }
     match (best, exclude) {
-        (Some(i), _) => Some(i),
+        (Some(b), _) => Some(b.at),
         (None, Some(_)) => None,
         (None, None) => candidates.iter().position(|c| c.master),
     }
@@ -142,12 +172,14 @@ pub struct ReadTarget<'t> {
     pub placement: Placement,
 }
 
-/// At most this many candidates per shard are considered (the master and its first replicas).
-const MAX_CANDIDATES: usize = 8;
+/// At most this many candidates per shard are considered (the master and its first replicas),
+/// so that a candidate's index fits the `u8` a retry keeps.
+const MAX_CANDIDATES: usize = 64;
 
 /// The node a read of `slot` goes to under `policy` (`None`: the only master of an unslotted
 /// topology), with its index among the shard's candidates (0 is the master, then the replicas
-/// in snapshot order) for a retry to exclude. `here` is slotgate's zone.
+/// in snapshot order) for a retry to exclude. `here` is slotgate's zone. The same ranking as
+/// [`choose_read`], in one pass over the shard without gathering its candidates first.
 pub fn read_node<'t>(
     topo: &'t Topology,
     slot: Option<u16>,
@@ -164,37 +196,61 @@ pub fn read_node<'t>(
     let master = topo.masters().get(shard)?;
     let replicas = topo.replicas_of(shard);
     let local = |zone: Option<&str>| here.is_some() && zone == here;
-    let mut cands: SmallVec<[Candidate; MAX_CANDIDATES]> = SmallVec::new();
-    let mut nodes: SmallVec<[&Arc<Node>; MAX_CANDIDATES]> = SmallVec::new();
-    cands.push(Candidate {
+    // Every node's connections are laid out alike: the one this client uses is at the same
+    // place in each.
+    let link = master.link_slot(client);
+    let n = (1 + replicas.len()).min(MAX_CANDIDATES) as u64;
+    let exclude = exclude.map(usize::from);
+    let master_local = local(topo.master_zone(shard));
+    let mut best = None;
+    let c = Candidate {
         master: true,
-        local: local(topo.master_zone(shard)),
-        usable: master.serving(client),
+        local: master_local,
+        usable: master.serving_at(link),
         score: master.load_score(),
-    });
-    nodes.push(master);
-    for node in replicas.iter().filter_map(|r| Some((r, r.node.as_ref()?))) {
-        let (r, node) = node;
-        if nodes.len() == MAX_CANDIDATES {
-            break;
-        }
-        cands.push(Candidate {
+    };
+    Best::offer(
+        &mut best,
+        policy,
+        &c,
+        0,
+        n,
+        exclude,
+        client,
+        (master, master_local),
+    );
+    for (i, r) in replicas.iter().enumerate().take(MAX_CANDIDATES - 1) {
+        let Some(node) = &r.node else { continue };
+        let is_local = local(r.zone.as_deref());
+        let c = Candidate {
             master: false,
-            local: local(r.zone.as_deref()),
-            usable: node.serving(client) && node.replication().serves_reads(),
+            local: is_local,
+            usable: node.serving_at(link) && node.replication().serves_reads(),
             score: node.load_score(),
-        });
-        nodes.push(node);
+        };
+        Best::offer(
+            &mut best,
+            policy,
+            &c,
+            i + 1,
+            n,
+            exclude,
+            client,
+            (node, is_local),
+        );
     }
-    let i = choose_read(policy, &cands, exclude.map(usize::from), client)?;
-    let c = cands.get(i)?;
+    let (at, (node, is_local)) = match (best, exclude) {
+        (Some(b), _) => (b.at, b.item),
+        (None, Some(_)) => return None,
+        (None, None) => (0, (master, master_local)),
+    };
     Some(ReadTarget {
-        at: i as u8,
-        node: nodes.get(i)?,
-        placement: match (c.master, c.local) {
-            (true, _) => Placement::Master,
-            (false, true) => Placement::LocalReplica,
-            (false, false) => Placement::RemoteReplica,
+        at: at as u8,
+        node,
+        placement: match (at, is_local) {
+            (0, _) => Placement::Master,
+            (_, true) => Placement::LocalReplica,
+            (_, false) => Placement::RemoteReplica,
         },
     })
 }

@@ -1,14 +1,21 @@
 //! The replica checker: while a read policy sends reads to replicas, it reads each master's
 //! `INFO replication` every `check_interval` and tells each replica node of the current
 //! snapshot whether it may serve reads ([`Replication`]): connected to its master and online
-//! (not in its initial sync), and no further behind than `max_replica_lag` (the seconds since
-//! its last acknowledgement, as the master counts them).
+//! (not in its initial sync), no further behind than `max_replica_lag` (the seconds since its
+//! last acknowledgement, as the master counts them). A replica that was unfit (back from a
+//! stall, a restart, a resync) serves again only once it holds what its master held one check
+//! earlier (its acknowledged offset against the master's offset at the last check).
 //!
 //! The verdict is [`verdict`], a pure function of what the master said. This module must never
 //! keep a replica from serving because its master cannot be asked: while a master is down every
 //! replica of it is cut off, yet it is the freshest copy there is (the failover trap), so its
 //! replicas then stay `Unknown`, which serves. It never blocks the request path: sessions read
 //! the verdict from the node's atomics.
+//!
+//! It also ages the latency figure reads choose by: a node that got no request since the last
+//! check (reads moved away from it when it was slow) has its moving average halved, so that it
+//! is tried again once it looks no worse than the others, rather than shunned for ever on an
+//! old figure.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,16 +38,29 @@ pub struct ReplicaReport {
     pub online: bool,
     /// Seconds since the replica's last acknowledgement.
     pub lag_secs: u64,
+    /// The replication offset the replica last acknowledged.
+    pub offset: u64,
 }
 
-/// The replicas a master lists in its `INFO replication` text; `None` when the node does not
-/// say it is a master.
-pub fn parse_replication(info: &str) -> Option<Vec<ReplicaReport>> {
+/// What a master says about its replication: its own offset and its replicas.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MasterReport {
+    pub offset: u64,
+    pub replicas: Vec<ReplicaReport>,
+}
+
+/// A master's offset and the replicas it lists in its `INFO replication` text; `None` when the
+/// node does not say it is a master.
+pub fn parse_replication(info: &str) -> Option<MasterReport> {
     let mut master = false;
+    let mut offset = 0;
     let mut out = Vec::new();
     for line in info.lines().map(str::trim_end) {
         if line == "role:master" {
             master = true;
+        }
+        if let Some(o) = line.strip_prefix("master_repl_offset:") {
+            offset = o.parse().unwrap_or(0);
         }
         let Some((name, fields)) = line.split_once(':') else {
             continue;
@@ -61,20 +81,27 @@ pub fn parse_replication(info: &str) -> Option<Vec<ReplicaReport>> {
             addr: control::join_host_port(ip, port),
             online: kv("state") == Some("online"),
             lag_secs: kv("lag").and_then(|l| l.parse().ok()).unwrap_or(0),
+            offset: kv("offset").and_then(|l| l.parse().ok()).unwrap_or(0),
         });
     }
-    master.then_some(out)
+    master.then_some(MasterReport {
+        offset,
+        replicas: out,
+    })
 }
 
 /// What a replica is fit for, from its master's answer: `reports` is `None` when the master
 /// could not be asked (or does not say it is a master), and `comparable` says whether the
 /// master names its replicas the way the snapshot does (every line it lists is a replica the
 /// snapshot knows), so that a replica it does not list is known to be disconnected rather than
-/// named differently. Returns the state and the lag in milliseconds when known.
+/// named differently. `catch_up` is, for a replica that was unfit, the master's offset at the
+/// check before, which it must have reached to serve again. Returns the state and the lag in
+/// milliseconds when known.
 pub fn verdict(
     addr: &str,
     reports: Option<&[ReplicaReport]>,
     comparable: bool,
+    catch_up: Option<u64>,
     max_lag: Duration,
 ) -> (Replication, Option<u64>) {
     let Some(reports) = reports else {
@@ -87,7 +114,8 @@ pub fn verdict(
         Some(r) if !r.online => (Replication::Syncing, None),
         Some(r) => {
             let lag_ms = r.lag_secs.saturating_mul(1000);
-            let state = if u128::from(lag_ms) > max_lag.as_millis() {
+            let behind = catch_up.is_some_and(|o| r.offset < o);
+            let state = if u128::from(lag_ms) > max_lag.as_millis() || behind {
                 Replication::Lagging
             } else {
                 Replication::Online
@@ -112,6 +140,8 @@ pub async fn run(
     // One control connection per master, kept between checks, dropped when it fails.
     let mut links: HashMap<Arc<str>, Control> = HashMap::new();
     let mut last: HashMap<Arc<str>, Replication> = HashMap::new();
+    // Each master's offset at the last check.
+    let mut offsets: HashMap<Arc<str>, u64> = HashMap::new();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -128,18 +158,27 @@ pub async fn run(
             if replicas.is_empty() {
                 continue;
             }
-            let reports = ask(&mut links, master.addr(), &connector).await;
-            let comparable = reports
+            master.metrics().age_idle_latency();
+            let report = ask(&mut links, master.addr(), &connector).await;
+            let comparable = report
                 .as_ref()
-                .is_some_and(|rs| rs.iter().all(|r| known.contains(&r.addr.as_str())));
+                .is_some_and(|m| m.replicas.iter().all(|r| known.contains(&r.addr.as_str())));
+            let previous = match &report {
+                Some(m) => offsets.insert(master.addr().clone(), m.offset).unwrap_or(0),
+                None => offsets.remove(master.addr()).unwrap_or(0),
+            };
+            let reports = report.as_ref().map(|m| m.replicas.as_slice());
             for node in replicas {
+                let catch_up = (!node.replication().serves_reads()).then_some(previous);
                 let (state, lag) = verdict(
                     node.addr(),
-                    reports.as_deref(),
+                    reports,
                     comparable,
+                    catch_up,
                     cfg.max_replica_lag,
                 );
                 node.set_replication(state, lag);
+                node.metrics().age_idle_latency();
                 let before = last.insert(node.addr().clone(), state);
                 if before.is_some_and(|b| b != state) {
                     info!(replica = %node.addr(), from = before.map(|b| b.as_str()), to = state.as_str(), lag_ms = lag, "replica fitness for reads changed");
@@ -147,16 +186,17 @@ pub async fn run(
             }
         }
         links.retain(|addr, _| topo.masters().iter().any(|m| m.addr() == addr));
+        offsets.retain(|addr, _| topo.masters().iter().any(|m| m.addr() == addr));
         last.retain(|addr, _| known.contains(&&**addr));
     }
 }
 
-/// The master's replicas, or `None` when it cannot be asked.
+/// What the master says of its replication, or `None` when it cannot be asked.
 async fn ask(
     links: &mut HashMap<Arc<str>, Control>,
     master: &Arc<str>,
     connector: &Connector,
-) -> Option<Vec<ReplicaReport>> {
+) -> Option<MasterReport> {
     let answer = tokio::time::timeout(ASK_TIMEOUT, async {
         if !links.contains_key(master) {
             let c = Control::connect(master, connector).await?;
@@ -196,7 +236,7 @@ mod tests {
         master_failover_state:no-failover\r\nmaster_repl_offset:1000\r\n";
 
     fn reports() -> Vec<ReplicaReport> {
-        parse_replication(INFO).unwrap()
+        parse_replication(INFO).unwrap().replicas
     }
 
     #[test]
@@ -207,15 +247,18 @@ mod tests {
                 ReplicaReport {
                     addr: "127.0.0.2:7001".into(),
                     online: true,
-                    lag_secs: 0
+                    lag_secs: 0,
+                    offset: 1000,
                 },
                 ReplicaReport {
                     addr: "127.0.0.3:7002".into(),
                     online: false,
-                    lag_secs: 4
+                    lag_secs: 4,
+                    offset: 0,
                 },
             ]
         );
+        assert_eq!(parse_replication(INFO).unwrap().offset, 1000);
         // A replica's own INFO says role:slave: nothing to judge by.
         assert_eq!(
             parse_replication("role:slave\r\nmaster_link_status:down\r\n"),
@@ -229,8 +272,24 @@ mod tests {
     fn an_online_replica_within_the_lag_serves() {
         let r = reports();
         assert_eq!(
-            verdict("127.0.0.2:7001", Some(&r), true, LAG),
+            verdict("127.0.0.2:7001", Some(&r), true, Some(900), LAG),
             (Replication::Online, Some(0))
+        );
+    }
+
+    #[test]
+    fn a_replica_back_from_a_stall_waits_until_it_holds_what_its_master_held() {
+        // Acknowledged recently, but behind where the master was at the last check.
+        let r = reports();
+        assert_eq!(
+            verdict("127.0.0.2:7001", Some(&r), true, Some(1001), LAG),
+            (Replication::Lagging, Some(0))
+        );
+        // A replica that has been serving is not held to it (its last acknowledgement may be
+        // up to a second old).
+        assert_eq!(
+            verdict("127.0.0.2:7001", Some(&r), true, None, LAG).0,
+            Replication::Online
         );
     }
 
@@ -238,16 +297,16 @@ mod tests {
     fn a_replica_in_its_initial_sync_or_not_listed_does_not() {
         let r = reports();
         assert_eq!(
-            verdict("127.0.0.3:7002", Some(&r), true, LAG).0,
+            verdict("127.0.0.3:7002", Some(&r), true, None, LAG).0,
             Replication::Syncing
         );
         assert_eq!(
-            verdict("127.0.0.4:7003", Some(&r), true, LAG).0,
+            verdict("127.0.0.4:7003", Some(&r), true, None, LAG).0,
             Replication::Syncing
         );
         // Named otherwise by the master (a host name in the snapshot): nothing is known.
         assert_eq!(
-            verdict("replica-4:7003", Some(&r), false, LAG).0,
+            verdict("replica-4:7003", Some(&r), false, None, LAG).0,
             Replication::Unknown
         );
     }
@@ -258,16 +317,17 @@ mod tests {
             addr: "127.0.0.2:7001".into(),
             online: true,
             lag_secs: 3,
+            offset: 5,
         }];
         assert_eq!(
-            verdict("127.0.0.2:7001", Some(&r), true, LAG),
+            verdict("127.0.0.2:7001", Some(&r), true, None, LAG),
             (Replication::Lagging, Some(3000))
         );
     }
 
     #[test]
     fn a_master_that_cannot_be_asked_leaves_its_replicas_serving() {
-        let (state, lag) = verdict("127.0.0.2:7001", None, true, LAG);
+        let (state, lag) = verdict("127.0.0.2:7001", None, true, None, LAG);
         assert_eq!((state, lag), (Replication::Unknown, None));
         assert!(state.serves_reads());
     }

@@ -246,6 +246,18 @@ impl Redis {
         self.child.is_some()
     }
 
+    /// Sends the process a signal by name (`STOP`, `CONT`): a stalled node, for real.
+    pub fn signal(&self, name: &str) {
+        if let Some(c) = &self.child {
+            let ok = Command::new("kill")
+                .arg(format!("-{name}"))
+                .arg(c.id().to_string())
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "kill -{name} failed");
+        }
+    }
+
     /// A field of `INFO <section>`; `None` also when the node cannot be asked (during a
     /// failover, Sentinel has the old master drop its clients, the asking one included).
     pub fn info_field(&self, section: &str, field: &str) -> Option<String> {

@@ -1,8 +1,9 @@
 //! Error replies to a part of a request: MOVED, ASK, TRYAGAIN, READONLY after a failover,
-//! NOSCRIPT for a script slotgate loaded, and lost connections. Each is followed or retried
+//! NOSCRIPT for a script slotgate loaded, and lost connections; and a read a read policy placed
+//! that failed where it went (sent once more, to the next candidate). Each is followed or retried
 //! within the part's budget, invisibly to the client, or delivered as Redis gave it.
 //!
-//! A part must never be sent twice at once, follow more redirects or retries than its budget,
+//! A part must never be sent twice at once, a write never sent to a second node after a failure, follow more redirects or retries than its budget,
 //! or lose its place in the reply queue.
 
 use std::sync::Arc;
