@@ -220,7 +220,9 @@ impl Admin {
                     "shard": shard,
                     "master": {
                         "node": m.addr().as_ref(),
+                        "role": "master",
                         "up": m.is_up(),
+                        "latency_us": m.metrics().latency_ewma_nanos() / 1000,
                         "latency_p50_us": lat.quantile_us(0.5),
                         "latency_p99_us": lat.quantile_us(0.99),
                         "requests": m.metrics().requests_seen.load(Ordering::Relaxed),
@@ -231,7 +233,17 @@ impl Admin {
                     },
                     "replicas": topo.replicas_of(shard).iter().map(|r| serde_json::json!({
                         "node": r.addr.as_ref(),
+                        "role": "replica",
                         "zone": r.zone.as_deref(),
+                        // Under a read policy that uses replicas: what reads are chosen by.
+                        "reads": r.node.as_ref().map(|n| serde_json::json!({
+                            "serving": n.is_up() && n.replication().serves_reads(),
+                            "up": n.is_up(),
+                            "replication": n.replication().as_str(),
+                            "lag_ms": n.lag_ms(),
+                            "latency_us": n.metrics().latency_ewma_nanos() / 1000,
+                            "outstanding": n.metrics().outstanding(),
+                        })),
                         "info": info.get(r.addr.as_ref()),
                     })).collect::<Vec<_>>(),
                     "slots": topo.ranges_of(shard),
