@@ -381,9 +381,7 @@ impl Node {
 
     /// The connection of `links` that `session` uses on the calling worker.
     fn pick<'l>(&self, links: &'l [Link], session: u64) -> Option<&'l Link> {
-        let per = self.config.connections_per_node.max(1);
-        let worker = workers::current().min(self.workers.len().saturating_sub(1));
-        links.get(worker * per + (session % per as u64) as usize)
+        links.get(self.link_slot(session))
     }
 
     pub fn addr(&self) -> &Arc<str> {

@@ -760,10 +760,9 @@ impl Session {
     /// master, remembered for read-your-writes.
     #[inline(never)]
     fn send_placed(&mut self, frame: Bytes, slot: Option<u16>, read: bool) {
-        if self.pinned_to_master(slot, read) {
-            return self.send_single(frame, slot);
-        }
-        if read {
+        // Asked for writes too: it remembers them.
+        let pinned = self.pinned_to_master(slot, read);
+        if read && !pinned {
             self.send_read(frame, slot)
         } else {
             self.send_single(frame, slot)
@@ -798,9 +797,8 @@ impl Session {
         parts.push(PartState::new(frame.clone(), slot, None, dialect));
         self.push_waiting(Combine::Single, parts);
         // As on the master path: the node borrowed from the snapshot into the outbox.
-        let (policy, id) = (self.ctx.config.read_from, self.client.id);
-        let here = self.ctx.config.zone.as_deref();
-        match crate::router::read_node(self.topo.load(), slot, policy, here, id, None) {
+        let id = self.client.id;
+        match read_target(&mut self.topo, &self.ctx.config, id, slot, None) {
             Some(t) => {
                 if let Some(QueuePlace::Waiting { parts, .. }) = self.queue.back_mut()
                     && let Some(part) = parts.first_mut()
@@ -1022,12 +1020,11 @@ impl Session {
             .collect();
         // Sent before the queue place is taken: shared sends wait in the outbox and failures
         // come back through the reply queue, so no reply can arrive before the place exists.
-        let (policy, id) = (self.ctx.config.read_from, self.client.id);
+        let id = self.client.id;
         for (i, p) in split.iter().enumerate() {
-            let pinned = self.replica_reads && self.pinned_to_master(Some(p.slot), read);
+            let pinned = self.pinned_to_master(Some(p.slot), read);
             let target = if read && !pinned {
-                let here = self.ctx.config.zone.as_deref();
-                crate::router::read_node(self.topo.load(), Some(p.slot), policy, here, id, None)
+                read_target(&mut self.topo, &self.ctx.config, id, Some(p.slot), None)
                     .map(|t| (Some((t.at, t.placement)), t.node.clone()))
             } else {
                 self.route(Some(p.slot)).map(|n| (None, n))
@@ -1332,6 +1329,19 @@ fn backend_request(
 
 /// Holds `req` for `node`'s shared connection until the end of the session's round, so that
 /// requests for one node leave together.
+/// Where a read of `slot` goes under the session configuration's read policy, from slotgate's
+/// zone (`exclude`: the candidate a first attempt failed on).
+fn read_target<'t>(
+    topo: &'t mut TopologyCache,
+    config: &crate::frontend::SessionConfig,
+    client: u64,
+    slot: Option<u16>,
+    exclude: Option<u8>,
+) -> Option<crate::router::ReadTarget<'t>> {
+    let here = config.zone.as_deref();
+    crate::router::read_node(topo.load(), slot, config.read_from, here, client, exclude)
+}
+
 fn queue_shared(
     outbox: &mut Vec<(Arc<Node>, Dialect, Vec<BackendRequest>)>,
     dirty: &mut bool,

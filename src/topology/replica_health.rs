@@ -139,7 +139,6 @@ pub async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // One control connection per master, kept between checks, dropped when it fails.
     let mut links: HashMap<Arc<str>, Control> = HashMap::new();
-    let mut last: HashMap<Arc<str>, Replication> = HashMap::new();
     // Each master's offset at the last check.
     let mut offsets: HashMap<Arc<str>, u64> = HashMap::new();
     loop {
@@ -169,7 +168,8 @@ pub async fn run(
             };
             let reports = report.as_ref().map(|m| m.replicas.as_slice());
             for node in replicas {
-                let catch_up = (!node.replication().serves_reads()).then_some(previous);
+                let before = node.replication();
+                let catch_up = (!before.serves_reads()).then_some(previous);
                 let (state, lag) = verdict(
                     node.addr(),
                     reports,
@@ -179,15 +179,15 @@ pub async fn run(
                 );
                 node.set_replication(state, lag);
                 node.metrics().age_idle_latency();
-                let before = last.insert(node.addr().clone(), state);
-                if before.is_some_and(|b| b != state) {
-                    info!(replica = %node.addr(), from = before.map(|b| b.as_str()), to = state.as_str(), lag_ms = lag, "replica fitness for reads changed");
+                // Not the first verdict on a fit replica (unknown to online): every other change.
+                if before != state && (before, state) != (Replication::Unknown, Replication::Online)
+                {
+                    info!(replica = %node.addr(), from = before.as_str(), to = state.as_str(), lag_ms = lag, "replica fitness for reads changed");
                 }
             }
         }
         links.retain(|addr, _| topo.masters().iter().any(|m| m.addr() == addr));
         offsets.retain(|addr, _| topo.masters().iter().any(|m| m.addr() == addr));
-        last.retain(|addr, _| known.contains(&&**addr));
     }
 }
 

@@ -3,8 +3,9 @@
 //! that failed where it went (sent once more, to the next candidate). Each is followed or retried
 //! within the part's budget, invisibly to the client, or delivered as Redis gave it.
 //!
-//! A part must never be sent twice at once, a write never sent to a second node after a failure, follow more redirects or retries than its budget,
-//! or lose its place in the reply queue.
+//! A part must never be sent twice at once, a write never sent to a second node after a
+//! failure; a part must never follow more redirects or retries than its budget, or lose its
+//! place in the reply queue.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -118,14 +119,11 @@ impl Session {
                 && !part.reread
                 && worth_another_read(&r.result)
             {
-                let here = self.ctx.config.zone.as_deref();
-                let (policy, id) = (self.ctx.config.read_from, self.client.id);
-                let next = crate::router::read_node(
-                    self.topo.load(),
+                let next = super::read_target(
+                    &mut self.topo,
+                    &self.ctx.config,
+                    self.client.id,
                     part.slot,
-                    policy,
-                    here,
-                    id,
                     Some(at),
                 );
                 if let Some(t) = next {
