@@ -179,6 +179,13 @@ impl Admin {
             counter!(names::READS, "placement" => placement).absolute(load(n));
         }
         counter!(names::READS_RETRIED).absolute(load(&s.reads_retried));
+        for (reason, n) in [
+            ("down", &s.read_skips_down),
+            ("syncing", &s.read_skips_syncing),
+            ("lagging", &s.read_skips_lagging),
+        ] {
+            counter!(names::READ_SKIPS, "reason" => reason).absolute(load(n));
+        }
         let topo = self.ctx.topology.load_full();
         gauge!(names::TOPOLOGY_EPOCH).set(topo.epoch as f64);
         gauge!(names::TOPOLOGY_AGE).set(topo.created.elapsed().as_secs_f64());

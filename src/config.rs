@@ -200,6 +200,16 @@ fn ms(v: Option<u64>, default: Duration) -> Duration {
     v.map(Duration::from_millis).unwrap_or(default)
 }
 
+/// A redirect or retry budget: at most 1,000 (a request is never bounced more than that; a
+/// part counts its redirects in 16 bits).
+fn budget(field: &'static str, value: Option<u32>, default: u16) -> Result<u16, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(n) if n <= 1000 => Ok(n as u16),
+        Some(_) => Err(invalid(field, "must be at most 1000")),
+    }
+}
+
 fn positive(field: &'static str, v: Option<usize>, default: usize) -> Result<usize, ConfigError> {
     match v {
         Some(0) => Err(invalid(field, "must be at least 1")),
@@ -608,8 +618,8 @@ impl Config {
                 o.max_clients.or(c.max_clients),
                 sd.max_clients,
             )?,
-            max_redirects: c.max_redirects.unwrap_or(sd.max_redirects),
-            max_tryagain: c.max_tryagain.unwrap_or(sd.max_tryagain),
+            max_redirects: budget("clients.max_redirects", c.max_redirects, sd.max_redirects)?,
+            max_tryagain: budget("clients.max_tryagain", c.max_tryagain, sd.max_tryagain)?,
             tryagain_delay: ms(c.tryagain_delay_ms, sd.tryagain_delay),
             fleet_writes: c.fleet_writes.unwrap_or(false),
             idle_timeout: c
@@ -827,6 +837,12 @@ mod tests {
         assert!(parse("seeds = [\"a:1\"]\nmulti_key = \"loose\"").is_err());
         assert!(parse("seeds = [\"a:1\"]\n[backend]\nconnections_per_node = 0").is_err());
         assert!(parse("seeds = [\"a:1\"]\nlisten = \"localhost\"").is_err());
+        assert!(parse("seeds = [\"a:1\"]\n[clients]\nmax_redirects = 1001").is_err());
+        assert!(parse("seeds = [\"a:1\"]\n[clients]\nmax_tryagain = 70000").is_err());
+        let budgets = parse("seeds = [\"a:1\"]\n[clients]\nmax_redirects = 1000\nmax_tryagain = 0")
+            .map(|c| (c.session.max_redirects, c.session.max_tryagain))
+            .map_err(|e| e.to_string());
+        assert_eq!(budgets, Ok((1000, 0)));
     }
 
     #[test]

@@ -41,6 +41,17 @@ impl BackendError {
         matches!(self, BackendError::Down(_) | BackendError::Overloaded(_))
     }
 
+    /// True when the node failed the request (down, overloaded, the connection lost or timed
+    /// out, a malformed reply), rather than slotgate's own limits or an empty topology: a read
+    /// that failed this way is worth sending to another node.
+    pub fn node_failed(&self) -> bool {
+        use BackendError as E;
+        match self {
+            E::Down(_) | E::Overloaded(_) | E::Lost(_) | E::Timeout(..) | E::Protocol(..) => true,
+            E::TooManyPrivate(_) | E::NoMaster => false,
+        }
+    }
+
     /// True when the node itself seems gone, so the topology is worth refreshing.
     pub fn suggests_refresh(&self) -> bool {
         !matches!(self, BackendError::Overloaded(_))

@@ -51,9 +51,9 @@ pub struct SessionConfig {
     pub max_pipeline: usize,
     pub max_clients: usize,
     /// Most MOVED/ASK/TRYAGAIN a request follows before its error reaches the client.
-    pub max_redirects: u32,
+    pub max_redirects: u16,
     /// Most TRYAGAIN retries of one request (with backoff from `tryagain_delay` to 100 ms).
-    pub max_tryagain: u32,
+    pub max_tryagain: u16,
     pub tryagain_delay: Duration,
     pub multi_key: MultiKeyPolicy,
     /// FLUSHALL, FLUSHDB and CONFIG SET/RESETSTAT/REWRITE go to every master instead of being
@@ -168,12 +168,27 @@ pub struct ProxyStats {
     pub reads_remote_replica: AtomicU64,
     pub reads_master: AtomicU64,
     pub reads_retried: AtomicU64,
+    /// Replicas read decisions passed over, by why ([`crate::router::Skipped`]).
+    pub read_skips_down: AtomicU64,
+    pub read_skips_syncing: AtomicU64,
+    pub read_skips_lagging: AtomicU64,
 }
 
 impl ProxyStats {
-    /// Counts a read placed by a read policy.
-    pub fn count_read(&self, placement: crate::router::Placement) {
+    /// Counts a read placed by a read policy, and the replicas it passed over.
+    pub fn count_read(&self, placement: crate::router::Placement, skipped: crate::router::Skipped) {
         use crate::router::Placement;
+        if skipped != crate::router::Skipped::default() {
+            for (c, n) in [
+                (&self.read_skips_down, skipped.down),
+                (&self.read_skips_syncing, skipped.syncing),
+                (&self.read_skips_lagging, skipped.lagging),
+            ] {
+                if n > 0 {
+                    c.fetch_add(u64::from(n), Ordering::Relaxed);
+                }
+            }
+        }
         let c = match placement {
             Placement::LocalReplica => &self.reads_local_replica,
             Placement::RemoteReplica => &self.reads_remote_replica,

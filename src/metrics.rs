@@ -53,6 +53,8 @@ pub mod names {
     /// Reads a read policy placed, by `placement` (local_replica, remote_replica, master).
     pub const READS: &str = "slotgate_reads_total";
     pub const READS_RETRIED: &str = "slotgate_reads_retried_total";
+    /// Replicas read decisions passed over as unfit, by `reason` (down, syncing, lagging).
+    pub const READ_SKIPS: &str = "slotgate_read_skips_total";
     /// Per replica: 1 while it takes reads, 0 while skipped (or no read policy uses replicas).
     pub const REPLICA_SERVING: &str = "slotgate_replica_serving";
 
@@ -98,6 +100,7 @@ pub mod names {
         ADMIN_UNAUTHORIZED,
         READS,
         READS_RETRIED,
+        READ_SKIPS,
         REPLICA_SERVING,
     ];
 }

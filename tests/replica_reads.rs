@@ -261,7 +261,10 @@ fn same_zone_reads_land_on_the_local_replicas_and_survive_replica_and_master_kil
         .find(|n| n.is_running() && n.ip == "127.0.0.3" && master_port_of(n) == masters[0])
         .unwrap();
     assert!(zone_c.calls("get") > 0, "the zone-c replica took no reads");
-    eprintln!("replica kill: slowest read {slowest:?}");
+    eprintln!(
+        "replica kill: slowest read {slowest:?}, reads that passed over a down replica: {}",
+        proxy_field(&proxy, "proxy_read_skips_down")
+    );
 
     // 3. SIGKILL a master whose replicas are alive: its slots' reads keep succeeding through
     //    the outage and the failover that follows.
@@ -473,6 +476,15 @@ fn a_stalled_replica_is_skipped_until_it_catches_up_and_read_your_writes_reads_t
     );
     assert!(back.is_empty(), "the counter went back: {back:?}");
     assert!(writes > 100, "{writes} writes");
+    let skips: Vec<u64> = ["down", "syncing", "lagging"]
+        .iter()
+        .map(|r| proxy_field(&proxy, &format!("proxy_read_skips_{r}")))
+        .collect();
+    eprintln!("replica stall: reads passed over it (down, syncing, lagging): {skips:?}");
+    assert!(
+        skips.iter().sum::<u64>() > 0,
+        "no read counted the stalled replica as skipped"
+    );
     assert!(
         cluster.node(stalled).calls("get") > before,
         "the replica got no reads after it caught up"

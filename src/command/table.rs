@@ -355,6 +355,17 @@ pub struct Entry {
     pub id: u16,
 }
 
+/// The argument of the command named `name` (a table name: `script|load` for a subcommand)
+/// that names a script: EVALSHA's and EVALSHA_RO's SHA1 (to repair a NOSCRIPT), SCRIPT LOAD's
+/// body (to remember it).
+pub fn script_arg(name: &str) -> Option<usize> {
+    match name {
+        "evalsha" | "evalsha_ro" => Some(1),
+        "script|load" => Some(2),
+        _ => None,
+    }
+}
+
 /// The index of the one key `spec`'s key specs can name, if they name exactly one at a fixed
 /// place.
 fn single_key(spec: &CommandSpec) -> Option<usize> {

@@ -591,6 +591,9 @@ pub fn proxy_info_section(ctx: &Context) -> String {
         ("proxy_reads_remote_replica", &s.reads_remote_replica),
         ("proxy_reads_master", &s.reads_master),
         ("proxy_reads_retried", &s.reads_retried),
+        ("proxy_read_skips_down", &s.read_skips_down),
+        ("proxy_read_skips_syncing", &s.read_skips_syncing),
+        ("proxy_read_skips_lagging", &s.read_skips_lagging),
     ] {
         line(k, v.load(Ordering::Relaxed).to_string());
     }

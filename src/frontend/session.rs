@@ -673,10 +673,11 @@ impl Session {
                 }
             }
             Route::Transaction(t) => self.transaction(t, entry, &req),
-            Route::Scan => self.scan(&req),
+            Route::Scan => self.scan(entry.id, &req),
             Route::PubSub => self.pubsub(entry, &req),
             Route::Blocking => match self.slot_for(entry, &req) {
                 Ok(slot) => self.send_single_via(
+                    entry.id,
                     req.raw().clone(),
                     slot,
                     Via::private(self.client.dialect()),
@@ -687,12 +688,13 @@ impl Session {
                 name: command::display_name(entry.spec.name),
                 reason,
             }),
-            Route::AnyMaster => self.send_single(req.into_raw(), None),
-            Route::AllMasters(merge) => self.send_all_masters(req.into_raw(), merge),
+            Route::AnyMaster => self.send_single(entry.id, req.into_raw(), None),
+            Route::AllMasters(merge) => self.send_all_masters(entry.id, req.into_raw(), merge),
             Route::Keyed | Route::Split { .. } => {
                 if is_blocking_stream_read(entry.spec.name, &req) {
                     return match self.slot_for(entry, &req) {
                         Ok(slot) => self.send_single_via(
+                            entry.id,
                             req.raw().clone(),
                             slot,
                             Via::private(self.client.dialect()),
@@ -707,6 +709,7 @@ impl Session {
                         && slot == watched
                     {
                         return self.send_single_via(
+                            entry.id,
                             req.raw().clone(),
                             slot,
                             Via::private(self.client.dialect()),
@@ -717,25 +720,25 @@ impl Session {
                 let read = self.replica_reads && entry.spec.has(command::flags::READONLY);
                 if !self.topo.load().slotted {
                     // One master holds every key: no slots, no CROSSSLOT, nothing to split.
-                    return self.send_keyed(req.into_raw(), None, read);
+                    return self.send_keyed(entry.id, req.into_raw(), None, read);
                 }
                 if entry.route == Route::Keyed
                     && let Some(key) = entry.single_key.and_then(|i| req.arg(i))
                 {
                     let slot = crate::router::key_slot(key);
-                    return self.send_keyed(req.into_raw(), Some(slot), read);
+                    return self.send_keyed(entry.id, req.into_raw(), Some(slot), read);
                 }
                 let mut keys = KeyPositions::new();
                 command::key_positions(entry.spec, &req, &mut keys);
                 let mut slots = command::KeySlots::new();
                 match command::key_slots(&req, &keys, &mut slots) {
-                    Ok(slot) => self.send_keyed(req.into_raw(), slot, read),
+                    Ok(slot) => self.send_keyed(entry.id, req.into_raw(), slot, read),
                     Err(command::CrossSlot) => match entry.route {
                         Route::Split { merge, step }
                             if self.ctx.config.multi_key == MultiKeyPolicy::Split =>
                         {
                             let how = SplitOf { merge, step, read };
-                            self.send_split(entry.spec.name, &req, &keys, &slots, how)
+                            self.send_split(entry, &req, &keys, &slots, how)
                         }
                         _ => self.reject(command::cross_slot(&slots)),
                     },
@@ -747,11 +750,11 @@ impl Session {
     /// Sends a keyed request: a read under a read policy as the policy chooses, anything else
     /// to the master of `slot`.
     #[inline(always)]
-    fn send_keyed(&mut self, frame: Bytes, slot: Option<u16>, read: bool) {
+    fn send_keyed(&mut self, command: u16, frame: Bytes, slot: Option<u16>, read: bool) {
         if self.replica_reads {
-            self.send_placed(frame, slot, read)
+            self.send_placed(command, frame, slot, read)
         } else {
-            self.send_single(frame, slot)
+            self.send_single(command, frame, slot)
         }
     }
 
@@ -759,13 +762,13 @@ impl Session {
     /// master, when the client wrote its slot within `read_your_writes_ms`), a write to the
     /// master, remembered for read-your-writes.
     #[inline(never)]
-    fn send_placed(&mut self, frame: Bytes, slot: Option<u16>, read: bool) {
+    fn send_placed(&mut self, command: u16, frame: Bytes, slot: Option<u16>, read: bool) {
         // Asked for writes too: it remembers them.
         let pinned = self.pinned_to_master(slot, read);
         if read && !pinned {
-            self.send_read(frame, slot)
+            self.send_read(command, frame, slot)
         } else {
-            self.send_single(frame, slot)
+            self.send_single(command, frame, slot)
         }
     }
 
@@ -790,11 +793,11 @@ impl Session {
     /// remembering which, so that a failure there is retried once elsewhere. Kept out of line:
     /// the master path (every GET without a read policy) stays as short as it was.
     #[inline(never)]
-    fn send_read(&mut self, frame: Bytes, slot: Option<u16>) {
+    fn send_read(&mut self, command: u16, frame: Bytes, slot: Option<u16>) {
         let seq = self.next_seq();
         let dialect = self.client.dialect();
         let mut parts = SmallVec::new();
-        parts.push(PartState::new(frame.clone(), slot, None, dialect));
+        parts.push(PartState::new(frame.clone(), command, slot, None, dialect));
         self.push_waiting(Combine::Single, parts);
         // As on the master path: the node borrowed from the snapshot into the outbox.
         let id = self.client.id;
@@ -805,7 +808,7 @@ impl Session {
                 {
                     part.read_at = Some(t.at);
                 }
-                self.ctx.stats.count_read(t.placement);
+                self.ctx.stats.count_read(t.placement, t.skipped);
                 let req = backend_request(&self.tx, tag(seq, 0), frame, false, 0);
                 queue_shared(
                     &mut self.outbox,
@@ -820,13 +823,13 @@ impl Session {
     }
 
     /// Sends a whole request to the master of `slot` (any master when `None`).
-    fn send_single(&mut self, frame: Bytes, slot: Option<u16>) {
-        self.send_single_via(frame, slot, Via::shared(self.client.dialect()))
+    fn send_single(&mut self, command: u16, frame: Bytes, slot: Option<u16>) {
+        self.send_single_via(command, frame, slot, Via::shared(self.client.dialect()))
     }
 
-    fn send_single_via(&mut self, frame: Bytes, slot: Option<u16>, via: Via) {
+    fn send_single_via(&mut self, command: u16, frame: Bytes, slot: Option<u16>, via: Via) {
         let seq = self.next_seq();
-        let mut part = PartState::new(frame.clone(), slot, None, via.dialect);
+        let mut part = PartState::new(frame.clone(), command, slot, None, via.dialect);
         part.private = via.private;
         part.skip = via.skip;
         let mut parts = SmallVec::new();
@@ -855,9 +858,9 @@ impl Session {
 
     /// SCAN over every master in turn: the low 8 bits of the cursor name the master (in address
     /// order), the rest is that master's own cursor.
-    fn scan(&mut self, req: &Request) {
+    fn scan(&mut self, command: u16, req: &Request) {
         if !self.topo.load().slotted {
-            return self.send_single(req.raw().clone(), None);
+            return self.send_single(command, req.raw().clone(), None);
         }
         let cursor = req
             .arg(1)
@@ -890,6 +893,7 @@ impl Session {
         let dialect = self.client.dialect();
         parts.push(PartState::new(
             frame.clone(),
+            command,
             None,
             Some(node.clone()),
             dialect,
@@ -1004,11 +1008,18 @@ impl Session {
             .ok_or_else(|| crate::error::BackendError::Lost(node.addr().clone()))
     }
 
-    fn send_split(&mut self, name: &str, req: &Request, keys: &[u32], slots: &[u16], how: SplitOf) {
+    fn send_split(
+        &mut self,
+        entry: &Entry,
+        req: &Request,
+        keys: &[u32],
+        slots: &[u16],
+        how: SplitOf,
+    ) {
         let SplitOf { merge, step, read } = how;
         let seq = self.next_seq();
         let Some(split) = multi::split(req, keys, slots, step) else {
-            return self.reject(Rejection::WrongArity(name.to_string()));
+            return self.reject(Rejection::WrongArity(entry.spec.name.to_string()));
         };
         if split.len() > (1 << PART_BITS) {
             return self.push_error("ERR slotgate: too many slots in one request");
@@ -1016,7 +1027,7 @@ impl Session {
         let dialect = self.client.dialect();
         let mut parts: SmallVec<[PartState; 1]> = split
             .iter()
-            .map(|p| PartState::new(p.request.clone(), Some(p.slot), None, dialect))
+            .map(|p| PartState::new(p.request.clone(), entry.id, Some(p.slot), None, dialect))
             .collect();
         // Sent before the queue place is taken: shared sends wait in the outbox and failures
         // come back through the reply queue, so no reply can arrive before the place exists.
@@ -1025,17 +1036,17 @@ impl Session {
             let pinned = self.pinned_to_master(Some(p.slot), read);
             let target = if read && !pinned {
                 read_target(&mut self.topo, &self.ctx.config, id, Some(p.slot), None)
-                    .map(|t| (Some((t.at, t.placement)), t.node.clone()))
+                    .map(|t| (Some((t.at, t.placement, t.skipped)), t.node.clone()))
             } else {
                 self.route(Some(p.slot)).map(|n| (None, n))
             };
             match target {
                 Some((read_at, node)) => {
-                    if let Some((at, placement)) = read_at {
+                    if let Some((at, placement, skipped)) = read_at {
                         if let Some(part) = parts.get_mut(i) {
                             part.read_at = Some(at);
                         }
-                        self.ctx.stats.count_read(placement);
+                        self.ctx.stats.count_read(placement, skipped);
                     }
                     let via = Via::shared(dialect);
                     self.send_to(&node, tag(seq, i), p.request.clone(), false, via)
@@ -1055,7 +1066,7 @@ impl Session {
         );
     }
 
-    fn send_all_masters(&mut self, frame: Bytes, merge: Merge) {
+    fn send_all_masters(&mut self, command: u16, frame: Bytes, merge: Merge) {
         let seq = self.next_seq();
         let masters: Vec<Arc<Node>> = self.topo.load().masters().to_vec();
         if masters.is_empty() {
@@ -1064,7 +1075,7 @@ impl Session {
         let dialect = self.client.dialect();
         let parts: SmallVec<[PartState; 1]> = masters
             .iter()
-            .map(|m| PartState::new(frame.clone(), None, Some(m.clone()), dialect))
+            .map(|m| PartState::new(frame.clone(), command, None, Some(m.clone()), dialect))
             .collect();
         let gather = Gather::new(parts.len());
         self.push_waiting(

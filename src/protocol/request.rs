@@ -478,9 +478,50 @@ fn hex(b: u8) -> u8 {
     }
 }
 
+/// Argument `i` of a request already accepted by [`RequestParser`] (its [`Request::raw`], always
+/// multibulk), found by stepping over the argument headers before it. For the rare paths that
+/// need one argument of a request a part carries (a NOSCRIPT repair): the part already says
+/// which command it is, so nothing parses the request again. `None` for bytes of another shape.
+pub fn arg_of(raw: &[u8], i: usize) -> Option<&[u8]> {
+    let mut at = find_crlf(raw, 0)? + 2;
+    for n in 0..=i {
+        if raw.get(at) != Some(&b'$') {
+            return None;
+        }
+        let end = find_crlf(raw, at)?;
+        let len = usize::try_from(parse_int(raw.get(at + 1..end)?)?).ok()?;
+        let data = end + 2;
+        if n == i {
+            return raw.get(data..data.checked_add(len)?);
+        }
+        at = data.checked_add(len)?.checked_add(2)?;
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn should_find_an_argument_of_an_accepted_request_again() {
+        let req = Request::from_args(&["EVALSHA", "ab12", "1", "k"]);
+        assert_eq!(arg_of(req.raw(), 0), Some(&b"EVALSHA"[..]));
+        assert_eq!(arg_of(req.raw(), 1), Some(&b"ab12"[..]));
+        assert_eq!(arg_of(req.raw(), 3), Some(&b"k"[..]));
+        assert_eq!(arg_of(req.raw(), 4), None);
+        let empty = Request::from_args(&["SCRIPT", "LOAD", ""]);
+        assert_eq!(arg_of(empty.raw(), 2), Some(&b""[..]));
+    }
+
+    #[test]
+    fn should_find_nothing_in_bytes_of_another_shape() {
+        assert_eq!(arg_of(b"", 0), None);
+        assert_eq!(arg_of(b"+OK\r\n", 0), None);
+        assert_eq!(arg_of(b"*1\r\n$9\r\nabc\r\n", 0), None);
+        assert_eq!(arg_of(b"*1\r\n$-1\r\n", 0), None);
+        assert_eq!(arg_of(b"*2\r\n$99999999999999999999\r\n", 1), None);
+    }
     use proptest::prelude::*;
 
     fn parse_all(input: &[u8]) -> Result<Vec<Vec<Vec<u8>>>, ProtocolError> {

@@ -1,7 +1,9 @@
-//! What a MOVED, ASK, TRYAGAIN or CLUSTERDOWN error reply means for the request that got it.
+//! What a reply means for the part of a request that got it: MOVED, ASK, TRYAGAIN, READONLY,
+//! NOSCRIPT for a script slotgate holds, a read a read policy placed that failed where it went.
 //!
-//! `decide` reads the reply's first line only and returns an enum; the session acts on it.
-//! It must never follow a redirect more times than the budget it is given.
+//! [`next_step`] reads the reply's first line only and returns the complete action; the session
+//! carries it out. It must never follow a redirect more times than the budget it is given, nor
+//! send a write anywhere a second time after a failure.
 
 /// A redirect parsed from an error reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,21 +17,6 @@ pub enum Redirect {
     /// `-READONLY ...`: a write reached a node that is a replica now (a demoted master). The
     /// write did not run; learn the new master and send it there.
     ReadOnly,
-}
-
-/// What the session does with a reply.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RedirectDecision {
-    /// Not a redirect, or the budget is spent: hand the reply to the client as it is.
-    Deliver,
-    /// Send again to the node named, patch the slot map, ask for a refresh.
-    FollowMoved { slot: u16, addr: String },
-    /// Send `ASKING` + the request to the node named, leave the map alone.
-    FollowAsk { addr: String },
-    /// Wait, then send again to the same slot owner.
-    RetryLater,
-    /// Ask for a topology refresh, then send again to whichever master the map names.
-    Rediscover,
 }
 
 /// Parses the redirect in an error reply's bytes (`-MOVED 3999 127.0.0.1:6381\r\n`).
@@ -71,29 +58,113 @@ pub fn parse(reply: &[u8]) -> Option<Redirect> {
 /// keys take to move, which says nothing about a redirect loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Budget {
-    pub redirects: u32,
-    pub max_redirects: u32,
-    pub retries: u32,
-    pub max_retries: u32,
+    pub redirects: u16,
+    pub max_redirects: u16,
+    pub retries: u16,
+    pub max_retries: u16,
 }
 
-/// Decides what to do with `reply`, given the request's redirect budget.
-pub fn decide(reply: &[u8], budget: Budget) -> RedirectDecision {
+/// What the session knows of a part when its reply (or failure) comes back: everything the
+/// decision depends on besides the reply itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartFacts {
+    pub budget: Budget,
+    /// Sent on the session's own connection (a blocking command, under WATCH): that connection
+    /// is tied to the session, so a READONLY there is the client's to see.
+    pub private: bool,
+    /// A read a read policy placed, not yet sent a second time: a failure where it went is worth
+    /// one try at the next candidate. Never true for a write.
+    pub may_reread: bool,
+    /// An EVALSHA whose script body slotgate holds, not yet repaired once: a NOSCRIPT is
+    /// answered by loading the script on that node and running the EVALSHA again.
+    pub may_load_script: bool,
+}
+
+/// How a part came back from its node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome<'r> {
+    /// The node's reply, whole.
+    Reply(&'r [u8]),
+    /// No reply: the connection failed. `node_failed` when the node itself failed the request
+    /// (down, overloaded, lost, timed out, malformed), not slotgate's own limits.
+    Failed { node_failed: bool },
+}
+
+/// The complete action for a part after its reply: the session carries it out and decides
+/// nothing more (it only finds the next read candidate, which needs the snapshot).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PartAction {
+    /// Give the reply (or the failure as an error reply) to the client as it is.
+    Deliver,
+    /// Send the read to the next candidate of its shard, once. When there is none, the session
+    /// asks again with `may_reread` false.
+    ReadElsewhere,
+    /// Load the script on the node that answered, then send the EVALSHA again there; counts as
+    /// a redirect.
+    LoadScript,
+    /// Send again to the node named, patch the slot map, ask for a refresh. `backoff`: the part
+    /// was redirected before (owners not converged yet, a SETSLOT NODE still propagating), so
+    /// wait a moment before sending.
+    FollowMoved {
+        slot: u16,
+        addr: String,
+        backoff: bool,
+    },
+    /// Send `ASKING` + the request to the node named, leave the map alone.
+    FollowAsk { addr: String },
+    /// Wait, then send again to the same slot owner (TRYAGAIN).
+    RetryLater,
+    /// Ask for a topology refresh, then send again to whichever master the map names (READONLY:
+    /// the write did not run).
+    Rediscover,
+}
+
+/// Replies that say a replica could not serve a read: still loading its data set, or cut off
+/// from its master with `replica-serve-stale-data no`.
+fn replica_could_not_serve(reply: &[u8]) -> bool {
+    reply.starts_with(b"-LOADING") || reply.starts_with(b"-MASTERDOWN")
+}
+
+/// Decides the complete action for a part that came back as `outcome`, given what is known of
+/// it.
+pub fn next_step(outcome: Outcome<'_>, facts: PartFacts) -> PartAction {
+    let reply = match outcome {
+        Outcome::Failed { node_failed } if node_failed && facts.may_reread => {
+            return PartAction::ReadElsewhere;
+        }
+        Outcome::Failed { .. } => return PartAction::Deliver,
+        Outcome::Reply(reply) => reply,
+    };
     if reply.first() != Some(&b'-') {
-        return RedirectDecision::Deliver;
+        return PartAction::Deliver;
+    }
+    if facts.may_reread && replica_could_not_serve(reply) {
+        return PartAction::ReadElsewhere;
+    }
+    let budget = facts.budget;
+    if facts.may_load_script
+        && reply.starts_with(b"-NOSCRIPT")
+        && budget.redirects < budget.max_redirects
+    {
+        return PartAction::LoadScript;
     }
     let Some(redirect) = parse(reply) else {
-        return RedirectDecision::Deliver;
+        return PartAction::Deliver;
     };
     match redirect {
-        Redirect::TryAgain if budget.retries < budget.max_retries => RedirectDecision::RetryLater,
-        Redirect::TryAgain => RedirectDecision::Deliver,
-        // A demoted master: worth one retry after rediscovery, never a loop.
-        Redirect::ReadOnly if budget.redirects == 0 => RedirectDecision::Rediscover,
-        Redirect::ReadOnly => RedirectDecision::Deliver,
-        _ if budget.redirects >= budget.max_redirects => RedirectDecision::Deliver,
-        Redirect::Moved { slot, addr } => RedirectDecision::FollowMoved { slot, addr },
-        Redirect::Ask { addr, .. } => RedirectDecision::FollowAsk { addr },
+        Redirect::TryAgain if budget.retries < budget.max_retries => PartAction::RetryLater,
+        Redirect::TryAgain => PartAction::Deliver,
+        // A demoted master: worth one retry after rediscovery, never a loop; on a private
+        // connection the client's.
+        Redirect::ReadOnly if budget.redirects == 0 && !facts.private => PartAction::Rediscover,
+        Redirect::ReadOnly => PartAction::Deliver,
+        _ if budget.redirects >= budget.max_redirects => PartAction::Deliver,
+        Redirect::Moved { slot, addr } => PartAction::FollowMoved {
+            slot,
+            addr,
+            backoff: budget.redirects > 0,
+        },
+        Redirect::Ask { addr, .. } => PartAction::FollowAsk { addr },
     }
 }
 
@@ -101,22 +172,51 @@ pub fn decide(reply: &[u8], budget: Budget) -> RedirectDecision {
 mod tests {
     use super::*;
 
-    fn b(redirects: u32, retries: u32) -> Budget {
-        Budget {
-            redirects,
-            max_redirects: 5,
-            retries,
-            max_retries: 5,
+    fn b(redirects: u16, retries: u16) -> PartFacts {
+        PartFacts {
+            budget: Budget {
+                redirects,
+                max_redirects: 5,
+                retries,
+                max_retries: 5,
+            },
+            private: false,
+            may_reread: false,
+            may_load_script: false,
+        }
+    }
+
+    fn reply(r: &[u8], facts: PartFacts) -> PartAction {
+        next_step(Outcome::Reply(r), facts)
+    }
+
+    fn read(facts: PartFacts) -> PartFacts {
+        PartFacts {
+            may_reread: true,
+            ..facts
         }
     }
 
     #[test]
     fn should_follow_moved_and_patch_the_slot() {
         assert_eq!(
-            decide(b"-MOVED 3999 127.0.0.1:6381\r\n", b(0, 0)),
-            RedirectDecision::FollowMoved {
+            reply(b"-MOVED 3999 127.0.0.1:6381\r\n", b(0, 0)),
+            PartAction::FollowMoved {
                 slot: 3999,
-                addr: "127.0.0.1:6381".into()
+                addr: "127.0.0.1:6381".into(),
+                backoff: false,
+            }
+        );
+    }
+
+    #[test]
+    fn should_back_off_on_a_second_moved() {
+        assert_eq!(
+            reply(b"-MOVED 3999 127.0.0.1:6381\r\n", b(1, 0)),
+            PartAction::FollowMoved {
+                slot: 3999,
+                addr: "127.0.0.1:6381".into(),
+                backoff: true,
             }
         );
     }
@@ -124,8 +224,8 @@ mod tests {
     #[test]
     fn should_follow_ask_once_without_updating_the_map() {
         assert_eq!(
-            decide(b"-ASK 1 10.0.0.1:7000\r\n", b(0, 0)),
-            RedirectDecision::FollowAsk {
+            reply(b"-ASK 1 10.0.0.1:7000\r\n", b(0, 0)),
+            PartAction::FollowAsk {
                 addr: "10.0.0.1:7000".into()
             }
         );
@@ -134,68 +234,110 @@ mod tests {
     #[test]
     fn should_retry_later_on_tryagain() {
         assert_eq!(
-            decide(
+            reply(
                 b"-TRYAGAIN Multiple keys request during rehashing of slot\r\n",
                 b(1, 0)
             ),
-            RedirectDecision::RetryLater
+            PartAction::RetryLater
         );
     }
 
     #[test]
     fn should_deliver_when_the_budget_is_spent() {
-        assert_eq!(
-            decide(b"-MOVED 1 a:1\r\n", b(5, 0)),
-            RedirectDecision::Deliver
-        );
-        assert_eq!(
-            decide(b"-TRYAGAIN x\r\n", b(0, 5)),
-            RedirectDecision::Deliver
-        );
+        assert_eq!(reply(b"-MOVED 1 a:1\r\n", b(5, 0)), PartAction::Deliver);
+        assert_eq!(reply(b"-TRYAGAIN x\r\n", b(0, 5)), PartAction::Deliver);
     }
 
     #[test]
     fn should_rediscover_once_after_readonly() {
-        let reply = b"-READONLY You can't write against a read only replica.\r\n";
-        assert_eq!(decide(reply, b(0, 0)), RedirectDecision::Rediscover);
-        assert_eq!(decide(reply, b(1, 0)), RedirectDecision::Deliver);
+        let r = b"-READONLY You can't write against a read only replica.\r\n";
+        assert_eq!(reply(r, b(0, 0)), PartAction::Rediscover);
+        assert_eq!(reply(r, b(1, 0)), PartAction::Deliver);
+    }
+
+    #[test]
+    fn should_deliver_readonly_on_a_private_connection() {
+        let r = b"-READONLY You can't write against a read only replica.\r\n";
+        let private = PartFacts {
+            private: true,
+            ..b(0, 0)
+        };
+        assert_eq!(reply(r, private), PartAction::Deliver);
     }
 
     #[test]
     fn should_keep_tryagain_and_redirect_budgets_apart() {
+        assert_eq!(reply(b"-TRYAGAIN x\r\n", b(5, 0)), PartAction::RetryLater);
         assert_eq!(
-            decide(b"-TRYAGAIN x\r\n", b(5, 0)),
-            RedirectDecision::RetryLater
-        );
-        assert_eq!(
-            decide(b"-ASK 1 a:1\r\n", b(0, 5)),
-            RedirectDecision::FollowAsk { addr: "a:1".into() }
+            reply(b"-ASK 1 a:1\r\n", b(0, 5)),
+            PartAction::FollowAsk { addr: "a:1".into() }
         );
     }
 
     #[test]
     fn should_deliver_clusterdown_and_other_errors() {
-        assert_eq!(
-            decide(b"-CLUSTERDOWN The cluster is down\r\n", b(0, 0)),
-            RedirectDecision::Deliver
-        );
-        assert_eq!(
-            decide(b"-ERR wrong\r\n", b(0, 0)),
-            RedirectDecision::Deliver
-        );
-        assert_eq!(decide(b"+OK\r\n", b(0, 0)), RedirectDecision::Deliver);
+        let down = b"-CLUSTERDOWN The cluster is down\r\n";
+        assert_eq!(reply(down, b(0, 0)), PartAction::Deliver);
+        assert_eq!(reply(b"-ERR wrong\r\n", b(0, 0)), PartAction::Deliver);
+        assert_eq!(reply(b"+OK\r\n", b(0, 0)), PartAction::Deliver);
+        assert_eq!(reply(b"+OK\r\n", read(b(0, 0))), PartAction::Deliver);
     }
 
     #[test]
     fn should_deliver_malformed_redirects() {
-        assert_eq!(
-            decide(b"-MOVED 99999 a:1\r\n", b(0, 0)),
-            RedirectDecision::Deliver
-        );
-        assert_eq!(
-            decide(b"-MOVED x a:1\r\n", b(0, 0)),
-            RedirectDecision::Deliver
-        );
-        assert_eq!(decide(b"-MOVED 1\r\n", b(0, 0)), RedirectDecision::Deliver);
+        assert_eq!(reply(b"-MOVED 99999 a:1\r\n", b(0, 0)), PartAction::Deliver);
+        assert_eq!(reply(b"-MOVED x a:1\r\n", b(0, 0)), PartAction::Deliver);
+        assert_eq!(reply(b"-MOVED 1\r\n", b(0, 0)), PartAction::Deliver);
+    }
+
+    #[test]
+    fn should_read_elsewhere_after_a_node_failure_of_a_placed_read() {
+        let failed = Outcome::Failed { node_failed: true };
+        assert_eq!(next_step(failed, read(b(0, 0))), PartAction::ReadElsewhere);
+    }
+
+    #[test]
+    fn should_deliver_a_failure_of_a_write_or_of_a_read_tried_twice() {
+        let failed = Outcome::Failed { node_failed: true };
+        assert_eq!(next_step(failed, b(0, 0)), PartAction::Deliver);
+    }
+
+    #[test]
+    fn should_deliver_a_failure_of_slotgates_own_limits() {
+        let failed = Outcome::Failed { node_failed: false };
+        assert_eq!(next_step(failed, read(b(0, 0))), PartAction::Deliver);
+    }
+
+    #[test]
+    fn should_read_elsewhere_when_a_replica_is_loading_or_cut_off() {
+        let loading = b"-LOADING Redis is loading the dataset in memory\r\n";
+        let masterdown = b"-MASTERDOWN Link with MASTER is down\r\n";
+        assert_eq!(reply(loading, read(b(0, 0))), PartAction::ReadElsewhere);
+        assert_eq!(reply(masterdown, read(b(0, 0))), PartAction::ReadElsewhere);
+        assert_eq!(reply(loading, b(0, 0)), PartAction::Deliver);
+    }
+
+    #[test]
+    fn should_follow_a_moved_from_a_replica() {
+        assert!(matches!(
+            reply(b"-MOVED 7 a:1\r\n", read(b(0, 0))),
+            PartAction::FollowMoved { slot: 7, .. }
+        ));
+    }
+
+    #[test]
+    fn should_load_a_known_script_once_within_the_budget() {
+        let noscript = b"-NOSCRIPT No matching script. Please use EVAL.\r\n";
+        let known = PartFacts {
+            may_load_script: true,
+            ..b(0, 0)
+        };
+        assert_eq!(reply(noscript, known), PartAction::LoadScript);
+        assert_eq!(reply(noscript, b(0, 0)), PartAction::Deliver);
+        let spent = PartFacts {
+            may_load_script: true,
+            ..b(5, 0)
+        };
+        assert_eq!(reply(noscript, spent), PartAction::Deliver);
     }
 }

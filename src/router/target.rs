@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use crate::backend::Node;
+use crate::backend::{Node, Replication};
 use crate::topology::Topology;
 
 /// Where reads may go (`[reads] from`, `--read-from`). Writes always go to the master.
@@ -170,6 +170,35 @@ pub struct ReadTarget<'t> {
     pub at: u8,
     pub node: &'t Arc<Node>,
     pub placement: Placement,
+    /// The shard's replicas the decision passed over as unfit, by why.
+    pub skipped: Skipped,
+}
+
+/// Replicas a read decision passed over because they could not serve, by why: what the
+/// per-reason skip counters count (a replica the policy simply ranked lower is not skipped).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Skipped {
+    /// Its connections are failing (refused, reset, timed out): the node seems down.
+    pub down: u8,
+    /// Not connected to its master, or in its initial sync.
+    pub syncing: u8,
+    /// Further behind its master than `max_replica_lag_ms`, or catching up after that.
+    pub lagging: u8,
+}
+
+impl Skipped {
+    /// Counts `node` when it cannot serve a read.
+    fn count(&mut self, node: &Node, link: usize) {
+        if !node.serving_at(link) {
+            self.down = self.down.saturating_add(1);
+            return;
+        }
+        match node.replication() {
+            Replication::Syncing => self.syncing = self.syncing.saturating_add(1),
+            Replication::Lagging => self.lagging = self.lagging.saturating_add(1),
+            Replication::Unknown | Replication::Online => {}
+        }
+    }
 }
 
 /// At most this many candidates per shard are considered (the master and its first replicas),
@@ -203,6 +232,7 @@ pub fn read_node<'t>(
     let exclude = exclude.map(usize::from);
     let master_local = local(topo.master_zone(shard));
     let mut best = None;
+    let mut skipped = Skipped::default();
     let c = Candidate {
         master: true,
         local: master_local,
@@ -222,10 +252,14 @@ pub fn read_node<'t>(
     for (i, r) in replicas.iter().enumerate().take(MAX_CANDIDATES - 1) {
         let Some(node) = &r.node else { continue };
         let is_local = local(r.zone.as_deref());
+        let usable = node.serving_at(link) && node.replication().serves_reads();
+        if !usable {
+            skipped.count(node, link);
+        }
         let c = Candidate {
             master: false,
             local: is_local,
-            usable: node.serving_at(link) && node.replication().serves_reads(),
+            usable,
             score: node.load_score(),
         };
         Best::offer(
@@ -252,6 +286,7 @@ pub fn read_node<'t>(
             (_, true) => Placement::LocalReplica,
             (_, false) => Placement::RemoteReplica,
         },
+        skipped,
     })
 }
 

@@ -110,6 +110,7 @@ impl Session {
                         return self.push_ready(b.freeze());
                     }
                     return self.send_single_via(
+                        entry.id,
                         frame,
                         slot,
                         Via {
@@ -119,6 +120,7 @@ impl Session {
                     );
                 }
                 self.send_single_via(
+                    entry.id,
                     frame,
                     slot,
                     Via {
@@ -154,12 +156,17 @@ impl Session {
                     });
                 }
                 self.watching = Some(slot);
-                self.send_single_via(req.raw().clone(), slot, Via::private(self.client.dialect()));
+                self.send_single_via(
+                    entry.id,
+                    req.raw().clone(),
+                    slot,
+                    Via::private(self.client.dialect()),
+                );
             }
             Txn::Unwatch => match self.watching.take() {
                 Some(w) => {
                     let via = Via::private(self.client.dialect());
-                    self.send_single_via(req.raw().clone(), w, via)
+                    self.send_single_via(entry.id, req.raw().clone(), w, via)
                 }
                 None => {
                     encode::ok(&mut b);

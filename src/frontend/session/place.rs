@@ -12,15 +12,18 @@ use smallvec::SmallVec;
 
 use super::super::{Context, local};
 use crate::backend::{Dialect, Node};
-use crate::command::Merge;
 use crate::command::multi::{self, MergeWith};
+use crate::command::{Merge, table};
 use crate::metrics::CommandMetrics;
-use crate::protocol::{RequestParser, encode};
+use crate::protocol::encode;
 
 /// Parts of one request that went to backends.
 #[derive(Debug)]
 pub(super) struct PartState {
     pub(super) request: Bytes,
+    /// The command the part carries, as its table entry's number ([`Entry::id`]; EXEC for a
+    /// transaction sent whole): what a reply is judged by, so nothing parses `request` again.
+    pub(super) command: u16,
     /// The slot the part routes by (`None` for fan-outs to a fixed node).
     pub(super) slot: Option<u16>,
     /// The node the part goes to when it is not routed by slot: a fan-out's fixed node, or the
@@ -38,8 +41,8 @@ pub(super) struct PartState {
     pub(super) dialect: Dialect,
     /// Replies the frame produces before the wanted one (a buffered transaction).
     pub(super) skip: u32,
-    pub(super) redirects: u32,
-    pub(super) retries: u32,
+    pub(super) redirects: u16,
+    pub(super) retries: u16,
     /// A read sent under a read policy: the candidate of its shard it went to (0 is the
     /// master), so that a retry after a failure goes to another. `None` for everything else.
     pub(super) read_at: Option<u8>,
@@ -50,12 +53,14 @@ pub(super) struct PartState {
 impl PartState {
     pub(super) fn new(
         request: Bytes,
+        command: u16,
         slot: Option<u16>,
         node: Option<Arc<Node>>,
         dialect: Dialect,
     ) -> Self {
         PartState {
             request,
+            command,
             slot,
             node,
             asking: false,
@@ -69,6 +74,13 @@ impl PartState {
             reread: false,
         }
     }
+}
+
+/// The argument naming a script in `part`'s request ([`table::script_arg`]: an EVALSHA's SHA1,
+/// a SCRIPT LOAD's body), found by the command the part carries.
+pub(super) fn script_arg<'p>(ctx: &Context, part: &'p PartState) -> Option<&'p [u8]> {
+    let i = table::script_arg(ctx.table.name_of(part.command)?)?;
+    crate::protocol::request::arg_of(&part.request, i)
 }
 
 /// How a part travels: on a shared pipelined connection of its dialect, or on the session's
@@ -213,20 +225,13 @@ pub(super) fn merge_fanout(
     match merge {
         Merge::Same => {
             // SCRIPT LOAD through slotgate: remember the body, to load it again on a node that
-            // lost it (see `script_repair`).
+            // lost it (a NOSCRIPT repair). Copied: a slice would pin the client's read buffer.
             if let (Some(first), Some(part)) = (replies.first(), parts.first())
+                && ctx.table.name_of(part.command) == Some("script|load")
+                && let Some(body) = script_arg(ctx, part)
                 && let Some(sha) = multi::bulk_text(first)
             {
-                let mut buf = BytesMut::from(&part.request[..]);
-                if let Ok(Some(req)) = RequestParser::new(ctx.config.limits).parse(&mut buf)
-                    && req.arg(1).is_some_and(|a| a.eq_ignore_ascii_case(b"load"))
-                    && req
-                        .arg(0)
-                        .is_some_and(|a| a.eq_ignore_ascii_case(b"script"))
-                    && let Some(body) = req.arg(2)
-                {
-                    ctx.scripts.remember(&sha, Bytes::copy_from_slice(body));
-                }
+                ctx.scripts.remember(&sha, Bytes::copy_from_slice(body));
             }
             multi::merge(merge, MergeWith::replies_only(proto), replies, &mut b);
         }
@@ -288,6 +293,7 @@ mod tests {
     fn should_keep_queue_places_small() {
         // Every request moves its queue place in and out of the queue: past 128 bytes each move
         // is a memcpy call instead of a few register moves.
-        assert!(std::mem::size_of::<QueuePlace>() <= 128);
+        let size = std::mem::size_of::<QueuePlace>();
+        assert!(size <= 128, "{size} bytes");
     }
 }

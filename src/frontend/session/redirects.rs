@@ -17,12 +17,11 @@ use super::Session;
 use super::place::{QueuePlace, Via};
 use crate::backend::connection::ASKING;
 use crate::backend::{BackendReply, BackendRequest, Dialect, Node, ReplyTo};
-use crate::frontend::Context;
 use crate::frontend::tag::PART_BITS;
-use crate::protocol::{Request, RequestParser, encode};
-use crate::router::{Budget, RedirectDecision, decide};
+use crate::protocol::{Request, encode};
+use crate::router::{Budget, Outcome, PartAction, PartFacts, next_step};
 
-/// What to do after a backend reply, decided while the queue is borrowed.
+/// How the session carries out a part's [`PartAction`], gathered while the queue is borrowed.
 enum Action {
     /// The reply is final: it answers its part.
     Deliver(Bytes),
@@ -44,7 +43,7 @@ enum Action {
         slot: Option<u16>,
         node: Option<Arc<Node>>,
         frame: Bytes,
-        attempt: u32,
+        attempt: u16,
         via: Via,
     },
 }
@@ -56,37 +55,6 @@ const REDISCOVER_POLL: std::time::Duration = std::time::Duration::from_millis(10
 
 /// Longest wait between two TRYAGAIN retries.
 const MAX_RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
-
-/// For an EVALSHA/EVALSHA_RO `request` whose script slotgate knows, the `SCRIPT LOAD` frame
-/// that puts it back on a node.
-fn script_repair(ctx: &Context, request: &Bytes) -> Option<Bytes> {
-    let mut buf = BytesMut::from(&request[..]);
-    let req = RequestParser::new(ctx.config.limits)
-        .parse(&mut buf)
-        .ok()??;
-    let name = req.arg(0)?;
-    if !name.eq_ignore_ascii_case(b"evalsha") && !name.eq_ignore_ascii_case(b"evalsha_ro") {
-        return None;
-    }
-    let body = ctx.scripts.body(req.arg(1)?)?;
-    Some(
-        Request::from_args(&[&b"SCRIPT"[..], b"LOAD", &body])
-            .raw()
-            .clone(),
-    )
-}
-
-/// Whether a read that got `result` is worth sending to another candidate: the node failed it
-/// (down, overloaded, connection lost or timed out, a malformed reply), or a replica could not
-/// serve it (`-LOADING` its data set, `-MASTERDOWN` with `replica-serve-stale-data no`).
-fn worth_another_read(result: &Result<Bytes, crate::error::BackendError>) -> bool {
-    use crate::error::BackendError as E;
-    match result {
-        Ok(reply) => reply.starts_with(b"-LOADING") || reply.starts_with(b"-MASTERDOWN"),
-        Err(E::Down(_) | E::Overloaded(_) | E::Lost(_) | E::Timeout(..) | E::Protocol(..)) => true,
-        Err(E::TooManyPrivate(_) | E::NoMaster) => false,
-    }
-}
 
 impl Session {
     /// The reply (or failure) for part `r.tag` of a queue place: an answer completes the part;
@@ -111,26 +79,51 @@ impl Session {
             let Some(part) = parts.get_mut(part_idx) else {
                 return;
             };
-            // A read a read policy placed, that failed where it went (the node down, the
-            // connection lost or timed out, a replica still loading or cut off from its
-            // master): sent once more, to the next candidate. Never a write: only reads get
-            // `read_at`.
-            if let Some(at) = part.read_at
-                && !part.reread
-                && worth_another_read(&r.result)
-            {
+            let outcome = match &r.result {
+                // Not an error, so neither a redirect nor anything else to act on.
+                Ok(reply) if reply.first() != Some(&b'-') => {
+                    return self.complete(idx as usize, part_idx, r.result.unwrap_or_default());
+                }
+                Ok(reply) => Outcome::Reply(reply),
+                Err(e) => Outcome::Failed {
+                    node_failed: e.node_failed(),
+                },
+            };
+            // The body of an EVALSHA's script, when a NOSCRIPT came back and slotgate holds it.
+            let script_body = match outcome {
+                Outcome::Reply(reply) if reply.starts_with(b"-NOSCRIPT") && !part.script_loaded => {
+                    super::place::script_arg(&self.ctx, part)
+                        .and_then(|sha| self.ctx.scripts.body(sha))
+                }
+                _ => None,
+            };
+            let mut facts = PartFacts {
+                budget: Budget {
+                    redirects: part.redirects,
+                    max_redirects,
+                    retries: part.retries,
+                    max_retries,
+                },
+                private: part.private,
+                may_reread: part.read_at.is_some() && !part.reread,
+                may_load_script: script_body.is_some(),
+            };
+            let mut step = next_step(outcome, facts);
+            if step == PartAction::ReadElsewhere {
+                // A read a read policy placed, that failed where it went: sent once more, to
+                // the next candidate, if its shard has one.
                 let next = super::read_target(
                     &mut self.topo,
                     &self.ctx.config,
                     self.client.id,
                     part.slot,
-                    Some(at),
+                    part.read_at,
                 );
                 if let Some(t) = next {
                     part.reread = true;
                     part.read_at = Some(t.at);
                     self.ctx.stats.reads_retried.fetch_add(1, Ordering::Relaxed);
-                    self.ctx.stats.count_read(t.placement);
+                    self.ctx.stats.count_read(t.placement, t.skipped);
                     if let Err(e) = &r.result
                         && e.suggests_refresh()
                     {
@@ -139,74 +132,66 @@ impl Session {
                     let (node, frame, via) = (t.node.clone(), part.request.clone(), Via::of(part));
                     return self.send_to(&node, r.tag, frame, false, via);
                 }
+                facts.may_reread = false;
+                step = next_step(outcome, facts);
             }
-            let reply = match r.result {
-                Err(e) => {
-                    self.ctx
-                        .stats
-                        .backend_errors
-                        .fetch_add(1, Ordering::Relaxed);
-                    if e.suggests_refresh() {
-                        self.ctx.topology.request_refresh(None);
-                    }
-                    let mut b = BytesMut::new();
-                    encode::error(&mut b, &e.to_string());
-                    b.freeze()
-                }
-                Ok(bytes) => bytes,
-            };
-            if reply.first() != Some(&b'-') {
-                // Not an error, so neither a redirect nor NOSCRIPT.
-                return self.complete(idx as usize, part_idx, reply);
-            }
-            // EVALSHA of a script this node lacks, but that was loaded through slotgate: load it
-            // on the node that answered (where the last redirect, if any, sent the part) and run
-            // the EVALSHA again, once, counted against the redirect budget.
-            if reply.starts_with(b"-NOSCRIPT")
-                && !part.script_loaded
-                && part.redirects < max_redirects
-                && let Some(load) = script_repair(&self.ctx, &part.request)
-            {
-                part.script_loaded = true;
-                part.redirects += 1;
-                let node = part.node.clone().or_else(|| {
-                    crate::router::node_for(self.topo.load(), part.slot, self.client.id).cloned()
-                });
-                if let Some(node) = node {
-                    let mut frame = BytesMut::from(&load[..]);
-                    if part.asking {
-                        frame.extend_from_slice(ASKING);
-                    }
-                    frame.extend_from_slice(&part.request);
-                    let via = Via {
-                        skip: part.skip + 1 + u32::from(part.asking),
-                        ..Via::of(part)
-                    };
-                    let (tag, frame) = (r.tag, frame.freeze());
-                    return self.send_to(&node, tag, frame, false, via);
-                }
-            }
-            let decision = decide(
-                &reply,
-                Budget {
-                    redirects: part.redirects,
-                    max_redirects,
-                    retries: part.retries,
-                    max_retries,
-                },
-            );
-            if decision != RedirectDecision::Deliver || part.redirects > 0 {
-                debug!(redirects = part.redirects, ?decision, reply = %String::from_utf8_lossy(&reply).trim_end(), "redirect");
+            if step != PartAction::Deliver || part.redirects > 0 {
+                debug!(redirects = part.redirects, ?step, "redirect");
             }
             let via = Via::of(part);
-            // A private part's READONLY is delivered: its connection is tied to the session.
-            let decision = match decision {
-                RedirectDecision::Rediscover if part.private => RedirectDecision::Deliver,
-                d => d,
-            };
-            action = match decision {
-                RedirectDecision::Deliver => Action::Deliver(reply),
-                RedirectDecision::FollowMoved { slot, addr } => {
+            action = match step {
+                PartAction::Deliver | PartAction::ReadElsewhere => match r.result {
+                    Ok(reply) => Action::Deliver(reply),
+                    Err(e) => {
+                        self.ctx
+                            .stats
+                            .backend_errors
+                            .fetch_add(1, Ordering::Relaxed);
+                        if e.suggests_refresh() {
+                            self.ctx.topology.request_refresh(None);
+                        }
+                        let mut b = BytesMut::new();
+                        encode::error(&mut b, &e.to_string());
+                        Action::Deliver(b.freeze())
+                    }
+                },
+                PartAction::LoadScript => {
+                    // Load the script on the node that answered (where the last redirect, if
+                    // any, sent the part) and run the EVALSHA again there, once.
+                    part.script_loaded = true;
+                    part.redirects += 1;
+                    let node = part.node.clone().or_else(|| {
+                        crate::router::node_for(self.topo.load(), part.slot, self.client.id)
+                            .cloned()
+                    });
+                    match (node, script_body) {
+                        (Some(node), Some(body)) => {
+                            let load = Request::from_args(&[&b"SCRIPT"[..], b"LOAD", &body]);
+                            let mut frame = BytesMut::from(&load.raw()[..]);
+                            if part.asking {
+                                frame.extend_from_slice(ASKING);
+                            }
+                            frame.extend_from_slice(&part.request);
+                            let via = Via {
+                                skip: part.skip + 1 + u32::from(part.asking),
+                                ..via
+                            };
+                            Action::Resend {
+                                tag: r.tag,
+                                node,
+                                frame: frame.freeze(),
+                                asking: false,
+                                via,
+                            }
+                        }
+                        _ => Action::Deliver(r.result.unwrap_or_default()),
+                    }
+                }
+                PartAction::FollowMoved {
+                    slot,
+                    addr,
+                    backoff,
+                } => {
                     self.ctx
                         .stats
                         .redirects_moved
@@ -218,9 +203,7 @@ impl Session {
                     part.read_at = None;
                     self.ctx.topology.patch_slot(slot, node.clone());
                     self.ctx.topology.request_refresh(Some(node.addr()));
-                    if part.redirects > 1 {
-                        // Bouncing between nodes: the slot's owners have not converged yet
-                        // (a SETSLOT NODE still propagating). Give them a moment.
+                    if backoff {
                         Action::RetryLater {
                             tag: r.tag,
                             slot: None,
@@ -239,7 +222,7 @@ impl Session {
                         }
                     }
                 }
-                RedirectDecision::FollowAsk { addr } => {
+                PartAction::FollowAsk { addr } => {
                     self.ctx.stats.redirects_ask.fetch_add(1, Ordering::Relaxed);
                     part.redirects += 1;
                     let node = self.ctx.backends.node(&addr);
@@ -253,7 +236,7 @@ impl Session {
                         via,
                     }
                 }
-                RedirectDecision::Rediscover => {
+                PartAction::Rediscover => {
                     self.ctx
                         .stats
                         .redirects_readonly
@@ -267,7 +250,7 @@ impl Session {
                         dialect: part.dialect,
                     }
                 }
-                RedirectDecision::RetryLater => {
+                PartAction::RetryLater => {
                     self.ctx
                         .stats
                         .redirects_tryagain
@@ -342,7 +325,7 @@ impl Session {
                 let (dialect, id, tx) = (via.dialect, self.client.id, self.tx.clone());
                 // Back off exponentially, capped: a migration batch usually moves within a few tries.
                 let delay = (self.ctx.config.tryagain_delay
-                    * 2u32.saturating_pow(attempt.saturating_sub(1).min(6)))
+                    * 2u32.saturating_pow(u32::from(attempt.saturating_sub(1).min(6))))
                 .min(MAX_RETRY_DELAY);
                 tokio::spawn(async move {
                     tokio::time::sleep(delay).await;
