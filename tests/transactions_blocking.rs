@@ -164,6 +164,40 @@ assert r.get("{py}a") == "20"
 print("redis-py transactions ok")
 "#;
     support::run_python(script, proxy.port);
+
+    // Commands Redis flags no-multi (SAVE, SHUTDOWN, SYNC) are refused at queue time with
+    // Redis' own error, and EXEC then aborts: the same answers as a redis-server's.
+    let answers = |c: &mut redis::Connection| -> Vec<String> {
+        let mut out = Vec::new();
+        for cmd in [
+            &["MULTI"][..],
+            &["SET", "{nm}k", "1"],
+            &["SAVE"],
+            &["SHUTDOWN", "NOSAVE"],
+            &["EXEC"],
+        ] {
+            let mut q = redis::cmd(cmd[0]);
+            for a in &cmd[1..] {
+                q.arg(*a);
+            }
+            out.push(match q.query::<Value>(c) {
+                Ok(v) => format!("{v:?}"),
+                Err(e) => format!("{:?} {}", e.code(), e.detail().unwrap_or_default()),
+            });
+        }
+        out
+    };
+    let through = answers(&mut proxy.conn());
+    let direct = answers(
+        &mut cluster
+            .owner_of_slot(slotgate::router::key_slot(b"nm"))
+            .conn(),
+    );
+    assert_eq!(through, direct);
+    assert!(
+        through[2].contains("Command not allowed inside a transaction"),
+        "{through:?}"
+    );
 }
 
 #[test]

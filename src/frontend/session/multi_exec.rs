@@ -8,7 +8,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::Session;
 use super::place::Via;
-use crate::command::{Entry, Local, Rejection, Route, Txn};
+use crate::command::{Entry, Local, Rejection, Route, Txn, flags};
 use crate::frontend::tag::FORGET;
 use crate::frontend::transaction::Transaction;
 use crate::protocol::{Request, encode};
@@ -18,6 +18,14 @@ impl Session {
     /// CROSSSLOT), answered `+QUEUED`, sent at EXEC.
     pub(super) fn queue_in_transaction(&mut self, entry: &Entry, req: &Request) {
         let name = entry.spec.name;
+        if entry.spec.has(flags::NO_MULTI) {
+            // Redis' own refusal (SAVE, SHUTDOWN, SUBSCRIBE, WATCH ...), which also makes EXEC
+            // abort.
+            if let Some(t) = &mut self.txn {
+                t.abort();
+            }
+            return self.push_error("ERR Command not allowed inside a transaction");
+        }
         let allowed = matches!(
             entry.route,
             Route::Keyed
