@@ -954,7 +954,7 @@ pub fn move_slot(cluster: &Cluster, slot: u16, from: &Redis, to: &Redis) {
         let keys: Vec<String> = redis::cmd("CLUSTER")
             .arg("GETKEYSINSLOT")
             .arg(slot)
-            .arg(5)
+            .arg(20)
             .query(&mut from.conn())
             .unwrap();
         if keys.is_empty() {
@@ -971,7 +971,9 @@ pub fn move_slot(cluster: &Cluster, slot: u16, from: &Redis, to: &Redis) {
             m.arg(k);
         }
         m.query::<redis::Value>(&mut from.conn()).unwrap();
-        // Migrate in small batches with pauses so clients meet the slot half-moved.
+        // Migrate in small batches with pauses so clients meet the slot half-moved. Not slower:
+        // a multi-key write of a new key and an old one gets TRYAGAIN until the slot's last key
+        // has moved (from the importing node too), and slotgate retries it for about 10 s.
         std::thread::sleep(Duration::from_millis(20));
     }
     // The documented order: destination first, then source, then everyone else.
