@@ -178,15 +178,13 @@ impl ProxyStats {
     /// Counts a read placed by a read policy, and the replicas it passed over.
     pub fn count_read(&self, placement: crate::router::Placement, skipped: crate::router::Skipped) {
         use crate::router::Placement;
-        if skipped != crate::router::Skipped::default() {
-            for (c, n) in [
-                (&self.read_skips_down, skipped.down),
-                (&self.read_skips_syncing, skipped.syncing),
-                (&self.read_skips_lagging, skipped.lagging),
-            ] {
-                if n > 0 {
-                    c.fetch_add(u64::from(n), Ordering::Relaxed);
-                }
+        for (c, n) in [
+            (&self.read_skips_down, skipped.down),
+            (&self.read_skips_syncing, skipped.syncing),
+            (&self.read_skips_lagging, skipped.lagging),
+        ] {
+            if n > 0 {
+                c.fetch_add(u64::from(n), Ordering::Relaxed);
             }
         }
         let c = match placement {

@@ -187,13 +187,14 @@ pub struct Skipped {
 }
 
 impl Skipped {
-    /// Counts `node` when it cannot serve a read.
-    fn count(&mut self, node: &Node, link: usize) {
-        if !node.serving_at(link) {
+    /// Counts a replica that cannot serve a read: its connections failing (`serving` false),
+    /// else its replication state.
+    fn count(&mut self, serving: bool, replication: Replication) {
+        if !serving {
             self.down = self.down.saturating_add(1);
             return;
         }
-        match node.replication() {
+        match replication {
             Replication::Syncing => self.syncing = self.syncing.saturating_add(1),
             Replication::Lagging => self.lagging = self.lagging.saturating_add(1),
             Replication::Unknown | Replication::Online => {}
@@ -252,9 +253,10 @@ pub fn read_node<'t>(
     for (i, r) in replicas.iter().enumerate().take(MAX_CANDIDATES - 1) {
         let Some(node) = &r.node else { continue };
         let is_local = local(r.zone.as_deref());
-        let usable = node.serving_at(link) && node.replication().serves_reads();
+        let (serving, replication) = (node.serving_at(link), node.replication());
+        let usable = serving && replication.serves_reads();
         if !usable {
-            skipped.count(node, link);
+            skipped.count(serving, replication);
         }
         let c = Candidate {
             master: false,
@@ -473,6 +475,23 @@ mod tests {
         assert_eq!(
             choose_read(ReadFrom::PreferReplica, &s, None, 7),
             choose_read(ReadFrom::PreferReplica, &s, None, 7)
+        );
+    }
+
+    #[test]
+    fn skipped_replicas_are_counted_by_why() {
+        let mut s = Skipped::default();
+        s.count(false, Replication::Online);
+        s.count(true, Replication::Syncing);
+        s.count(true, Replication::Lagging);
+        s.count(false, Replication::Lagging);
+        assert_eq!(
+            s,
+            Skipped {
+                down: 2,
+                syncing: 1,
+                lagging: 1
+            }
         );
     }
 

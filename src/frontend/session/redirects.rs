@@ -136,7 +136,11 @@ impl Session {
                 step = next_step(outcome, facts);
             }
             if step != PartAction::Deliver || part.redirects > 0 {
-                debug!(redirects = part.redirects, ?step, "redirect");
+                let reply = match outcome {
+                    Outcome::Reply(reply) => String::from_utf8_lossy(reply),
+                    Outcome::Failed { .. } => "(connection failed)".into(),
+                };
+                debug!(redirects = part.redirects, ?step, reply = %reply.trim_end(), "redirect");
             }
             let via = Via::of(part);
             action = match step {
