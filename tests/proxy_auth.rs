@@ -378,6 +378,10 @@ fn proxy_users_are_allowed_and_denied_exactly_as_redis_acl_users() {
         &["ACL", "GETUSER", "nosuch"],
         &["SUBSCRIBE", "ch"],
         &["PSUBSCRIBE", "news.*"],
+        // Left subscribed, the next user's PUBLISH would race the closing of this session's
+        // subscriber connection (as it would race a closing client on Redis itself).
+        &["UNSUBSCRIBE"],
+        &["PUNSUBSCRIBE"],
     ];
     for (user, password) in [
         ("app", "apppw"),
