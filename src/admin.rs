@@ -226,7 +226,7 @@ impl Admin {
                 serde_json::json!({
                     "shard": shard,
                     "master": {
-                        "node": m.addr().as_ref(),
+                        "node": m.addr().as_str(),
                         "role": "master",
                         "up": m.is_up(),
                         "latency_us": m.metrics().latency_ewma_nanos() / 1000,
@@ -236,10 +236,10 @@ impl Admin {
                         "errors": m.metrics().errors_seen.load(Ordering::Relaxed),
                         "health_score": m.metrics().health_score(m.is_up()),
                         "zone": topo.master_zone(shard),
-                        "info": info.get(m.addr().as_ref()),
+                        "info": info.get(m.addr().as_str()),
                     },
                     "replicas": topo.replicas_of(shard).iter().map(|r| serde_json::json!({
-                        "node": r.addr.as_ref(),
+                        "node": r.addr.as_str(),
                         "role": "replica",
                         "zone": r.zone.as_deref(),
                         // Under a read policy that uses replicas: what reads are chosen by.
@@ -251,7 +251,7 @@ impl Admin {
                             "latency_us": n.metrics().latency_ewma_nanos() / 1000,
                             "outstanding": n.metrics().outstanding(),
                         })),
-                        "info": info.get(r.addr.as_ref()),
+                        "info": info.get(r.addr.as_str()),
                     })).collect::<Vec<_>>(),
                     "slots": topo.ranges_of(shard),
                 })

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -51,10 +51,10 @@ pub enum AppError {
     DeniedCommand(String),
     #[error("cannot start the worker threads: {0}")]
     Workers(std::io::Error),
-    #[error("could not learn the topology from {seeds:?} within {secs}s: {cause}")]
+    #[error("could not learn the topology from {seeds:?} within {waited:?}: {cause}")]
     Discovery {
-        seeds: Vec<String>,
-        secs: u64,
+        seeds: Vec<crate::backend::NodeAddr>,
+        waited: Duration,
         /// Part of the message, not a `source()`: the chain would print it twice.
         cause: TopologyError,
     },
@@ -87,7 +87,7 @@ async fn first_layout(source: &AnySource, config: &Config) -> Result<Layout, App
             Err(e) if e.is_misconfiguration() || Instant::now() >= deadline => {
                 return Err(AppError::Discovery {
                     seeds: config.backend_mode.addresses(),
-                    secs: config.startup_timeout.as_secs(),
+                    waited: config.startup_timeout,
                     cause: e,
                 });
             }

@@ -8,6 +8,7 @@
 //! fast. [`Backends`] keeps one `Node` per address across topology snapshots. Nothing here
 //! decides routing, and nothing here blocks a session on a slow node beyond the queue bound.
 
+pub mod address;
 pub mod connection;
 pub mod connector;
 pub mod stream;
@@ -21,6 +22,7 @@ use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::mailbox::{self, SendError};
+pub use address::{AddrError, Endpoint, NodeAddr};
 pub use connector::{Connector, Credentials, Secret};
 
 use crate::error::BackendError;
@@ -258,7 +260,7 @@ impl Link {
 /// A backend Redis node.
 #[derive(Debug)]
 pub struct Node {
-    addr: Arc<str>,
+    addr: NodeAddr,
     role: Role,
     /// Permits for private connections.
     private_slots: Arc<Semaphore>,
@@ -279,7 +281,7 @@ pub struct Node {
 
 impl Node {
     fn new(
-        addr: Arc<str>,
+        addr: NodeAddr,
         role: Role,
         config: Arc<BackendConfig>,
         stats: Arc<BackendStats>,
@@ -357,7 +359,7 @@ impl Node {
 
     /// `connections_per_node` connections on each worker, worker by worker.
     fn links(
-        addr: &Arc<str>,
+        addr: &NodeAddr,
         dialect: Dialect,
         readonly: bool,
         config: &Arc<BackendConfig>,
@@ -384,7 +386,7 @@ impl Node {
         links.get(self.link_slot(session))
     }
 
-    pub fn addr(&self) -> &Arc<str> {
+    pub fn addr(&self) -> &NodeAddr {
         &self.addr
     }
 
@@ -561,13 +563,13 @@ impl Node {
 /// permit.
 #[derive(Debug)]
 pub struct PrivateLink {
-    addr: Arc<str>,
+    addr: NodeAddr,
     link: Link,
     _permit: OwnedSemaphorePermit,
 }
 
 impl PrivateLink {
-    pub fn addr(&self) -> &Arc<str> {
+    pub fn addr(&self) -> &NodeAddr {
         &self.addr
     }
 
@@ -595,8 +597,8 @@ impl PrivateLink {
 pub struct Backends {
     config: Arc<BackendConfig>,
     workers: Arc<Workers>,
-    masters: Mutex<HashMap<Arc<str>, Arc<Node>>>,
-    replicas: Mutex<HashMap<Arc<str>, Arc<Node>>>,
+    masters: Mutex<HashMap<NodeAddr, Arc<Node>>>,
+    replicas: Mutex<HashMap<NodeAddr, Arc<Node>>>,
     stats: Arc<BackendStats>,
 }
 
@@ -619,28 +621,28 @@ impl Backends {
     }
 
     /// The master at `addr`, created (and its connections started) on first use.
-    pub fn node(&self, addr: &str) -> Arc<Node> {
+    pub fn node(&self, addr: &NodeAddr) -> Arc<Node> {
         self.get_or_open(&self.masters, addr, Role::Master)
     }
 
     /// The replica at `addr`, created on first use; `None` when replicas get no connections
     /// (no read policy sends them anything).
-    pub fn replica(&self, addr: &str) -> Option<Arc<Node>> {
+    pub fn replica(&self, addr: &NodeAddr) -> Option<Arc<Node>> {
         (self.config.replica_links != ReplicaLinks::Off)
             .then(|| self.get_or_open(&self.replicas, addr, Role::Replica))
     }
 
     fn get_or_open(
         &self,
-        map: &Mutex<HashMap<Arc<str>, Arc<Node>>>,
-        addr: &str,
+        map: &Mutex<HashMap<NodeAddr, Arc<Node>>>,
+        addr: &NodeAddr,
         role: Role,
     ) -> Arc<Node> {
         let mut nodes = lock(map);
         if let Some(n) = nodes.get(addr) {
             return n.clone();
         }
-        let addr: Arc<str> = Arc::from(addr);
+        let addr = addr.clone();
         let node = Arc::new(Node::new(
             addr.clone(),
             role,
@@ -656,7 +658,7 @@ impl Backends {
     /// their shared connections now, although a session may still hold the node for a moment
     /// (its outbox): a node that left its role (a demoted master) keeps no connection open in
     /// it. A node needed again later is a new one, with new connections.
-    pub fn retain(&self, masters: &[Arc<str>], replicas: &[Arc<str>]) {
+    pub fn retain(&self, masters: &[NodeAddr], replicas: &[NodeAddr]) {
         for (map, keep) in [(&self.masters, masters), (&self.replicas, replicas)] {
             lock(map).retain(|addr, node| {
                 let kept = keep.iter().any(|k| k == addr);

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backend::connector::ClientTls;
-use crate::backend::{BackendConfig, Connector, Credentials, ReplicaLinks, Secret};
+use crate::backend::{BackendConfig, Connector, Credentials, NodeAddr, ReplicaLinks, Secret};
 use crate::frontend::{MultiKeyPolicy, SessionConfig};
 use crate::protocol::Limits;
 use crate::tls::{ClientFiles, MinVersion, ServerCert, ServerFiles};
@@ -111,20 +111,20 @@ impl std::fmt::Debug for AdminConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BackendMode {
     /// A Redis Cluster, learned from these seed nodes.
-    Cluster { seeds: Vec<String> },
+    Cluster { seeds: Vec<NodeAddr> },
     /// A master watched by Sentinels.
     Sentinel {
-        sentinels: Vec<String>,
+        sentinels: Vec<NodeAddr>,
         master_name: String,
         auth: Option<Credentials>,
     },
     /// One Redis server.
-    Standalone { server: String },
+    Standalone { server: NodeAddr },
 }
 
 impl BackendMode {
     /// The addresses start-up errors name.
-    pub fn addresses(&self) -> Vec<String> {
+    pub fn addresses(&self) -> Vec<NodeAddr> {
         match self {
             BackendMode::Cluster { seeds } => seeds.clone(),
             BackendMode::Sentinel { sentinels, .. } => sentinels.clone(),
@@ -386,14 +386,8 @@ fn zone_map(
 }
 
 /// Checks a `host:port` seed address.
-fn check_addr(field: &'static str, s: &str) -> Result<(), ConfigError> {
-    let Some((host, port)) = s.rsplit_once(':') else {
-        return Err(invalid(field, format!("'{s}' is not host:port")));
-    };
-    if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
-        return Err(invalid(field, format!("'{s}' is not host:port")));
-    }
-    Ok(())
+fn check_addr(field: &'static str, s: &str) -> Result<NodeAddr, ConfigError> {
+    NodeAddr::parse(s).map_err(|e| invalid(field, e.to_string()))
 }
 
 /// A non-empty list of `host:port` addresses: the flags' if any, else the file's.
@@ -403,7 +397,7 @@ fn address_list(
     file: &Option<Vec<String>>,
     what: &str,
     flag: &str,
-) -> Result<Vec<String>, ConfigError> {
+) -> Result<Vec<NodeAddr>, ConfigError> {
     let list = if flags.is_empty() {
         file.clone().unwrap_or_default()
     } else {
@@ -415,10 +409,7 @@ fn address_list(
             format!("at least one {what} is needed ({flag} HOST:PORT)"),
         ));
     }
-    for a in &list {
-        check_addr(field, a)?;
-    }
-    Ok(list)
+    list.iter().map(|a| check_addr(field, a)).collect()
 }
 
 /// Which backends to front: flags first (each names its mode), then the file's `mode`.
@@ -489,7 +480,7 @@ fn backend_mode(f: &FileConfig, o: &Overrides) -> Result<BackendMode, ConfigErro
                         "standalone mode needs the server's address (--standalone HOST:PORT)",
                     )
                 })?;
-            check_addr("server", &server)?;
+            let server = check_addr("server", &server)?;
             Ok(BackendMode::Standalone { server })
         }
         other => Err(invalid(
@@ -661,6 +652,13 @@ impl Config {
         }
         let bd = BackendConfig::default();
         let b = &f.backend;
+        let client_tls = backend_tls(&b.tls, o)?;
+        if client_tls.is_some() && backend_mode.addresses().iter().any(|a| a.is_unix()) {
+            return Err(invalid(
+                "backend.tls",
+                "TLS towards a Unix socket: Redis serves TLS on TCP ports only",
+            ));
+        }
         let backend = BackendConfig {
             connections_per_node: positive(
                 "backend.connections_per_node",
@@ -671,7 +669,7 @@ impl Config {
                 backend_credentials(b, o)?,
                 ms(b.connect_timeout_ms, bd.connector.connect_timeout()),
             )
-            .with_tls(backend_tls(&b.tls, o)?),
+            .with_tls(client_tls),
             read_timeout: ms(b.read_timeout_ms, bd.read_timeout),
             queue_depth: positive("backend.queue_depth", b.queue_depth, bd.queue_depth)?,
             max_in_flight: positive("backend.max_in_flight", b.max_in_flight, bd.max_in_flight)?,
@@ -883,7 +881,7 @@ mod tests {
         assert_eq!(
             c.map(|c| c.backend_mode),
             Ok(BackendMode::Cluster {
-                seeds: vec!["b:2".to_string()]
+                seeds: vec!["b:2".into()]
             })
         );
     }

@@ -3,9 +3,9 @@
 //! Errors become a RESP error line once, at the session, through `Display`. Nothing in the
 //! library may ever match on error text; callers match on these variants.
 
-use std::sync::Arc;
 use std::time::Duration;
 
+use crate::backend::NodeAddr;
 use crate::protocol::ProtocolError;
 
 /// A request that could not be completed by a backend node.
@@ -13,25 +13,25 @@ use crate::protocol::ProtocolError;
 pub enum BackendError {
     /// The node is known down: the request was refused before it was written.
     #[error("ERR slotgate: backend {0} is unreachable")]
-    Down(Arc<str>),
+    Down(NodeAddr),
     /// The node's queue is full: the request was refused before it was written.
     #[error("ERR slotgate: backend {0} is overloaded (queue full)")]
-    Overloaded(Arc<str>),
+    Overloaded(NodeAddr),
     /// The connection broke after the request may have been written.
     #[error("ERR slotgate: connection to backend {0} lost")]
-    Lost(Arc<str>),
+    Lost(NodeAddr),
     /// No reply within the read timeout; the connection is closed.
     #[error("ERR slotgate: backend {0} did not reply within {1:?}")]
-    Timeout(Arc<str>, Duration),
+    Timeout(NodeAddr, Duration),
     /// Every private connection to the node is in use.
     #[error("ERR slotgate: too many blocked or watching clients on backend {0}")]
-    TooManyPrivate(Arc<str>),
+    TooManyPrivate(NodeAddr),
     /// No master is known for the request (the topology has none right now).
     #[error("ERR slotgate: no master available")]
     NoMaster,
     /// The node sent bytes that are not RESP; the connection is closed.
     #[error("ERR slotgate: backend {0} sent a malformed reply ({1})")]
-    Protocol(Arc<str>, ProtocolError),
+    Protocol(NodeAddr, ProtocolError),
 }
 
 impl BackendError {
@@ -62,28 +62,28 @@ impl BackendError {
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum TopologyError {
     #[error("cannot reach {addr}: {reason}")]
-    Unreachable { addr: String, reason: String },
+    Unreachable { addr: NodeAddr, reason: String },
     #[error("{addr} answered {what} with an error: {reply}")]
     ErrorReply {
-        addr: String,
+        addr: NodeAddr,
         what: &'static str,
         reply: String,
     },
     #[error("{addr} sent an unreadable {what} reply")]
-    Malformed { addr: String, what: &'static str },
+    Malformed { addr: NodeAddr, what: &'static str },
     #[error("the slot map from {addr} covers {covered} of 16384 slots")]
-    Incomplete { addr: String, covered: usize },
+    Incomplete { addr: NodeAddr, covered: usize },
     #[error(
         "{addr} is not in cluster mode (cluster support disabled): use --standalone {addr}, or mode = \"standalone\" and server = \"{addr}\" in the config file"
     )]
-    NotCluster { addr: String },
+    NotCluster { addr: NodeAddr },
     /// The TLS handshake failed: the server's certificate is not trusted or not for that name,
     /// or it refused slotgate's.
     #[error("TLS with {addr} failed: {reason}")]
-    Tls { addr: String, reason: String },
+    Tls { addr: NodeAddr, reason: String },
     /// The server refused the credentials slotgate presented, or wants some it was not given.
     #[error("{addr} refused slotgate's login: {reply}")]
-    Auth { addr: String, reply: String },
+    Auth { addr: NodeAddr, reply: String },
     #[error("no node answered: {}", join(.0))]
     NoNodeAnswered(Vec<TopologyError>),
 }

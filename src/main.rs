@@ -43,8 +43,9 @@ struct Cli {
     #[arg(long, value_name = "NAME")]
     master_name: Option<String>,
 
-    /// Standalone mode: the one Redis server to front.
-    #[arg(long, value_name = "HOST:PORT")]
+    /// Standalone mode: the one Redis server to front (HOST:PORT, or unix:/PATH for a server's
+    /// Unix socket on this host).
+    #[arg(long, value_name = "HOST:PORT|unix:/PATH")]
     standalone: Option<String>,
 
     /// Multi-key commands across slots: "split" (split and merge MGET/MSET/DEL/UNLINK/EXISTS/TOUCH)

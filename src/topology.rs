@@ -21,21 +21,21 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use tokio::sync::mpsc;
 
-use crate::backend::{Backends, Node};
+use crate::backend::{Backends, Node, NodeAddr};
 use crate::error::TopologyError;
 use crate::router::SLOTS;
 use crate::zones::ZoneMap;
 
 /// The zone of the node at `addr`, as the snapshot keeps it.
-fn zone_of(zones: &ZoneMap, addr: &str) -> Option<Arc<str>> {
+fn zone_of(zones: &ZoneMap, addr: &NodeAddr) -> Option<Arc<str>> {
     zones.zone_of(addr).map(Arc::from)
 }
 
 /// One shard as a topology source reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShardLayout {
-    pub master: String,
-    pub replicas: Vec<String>,
+    pub master: NodeAddr,
+    pub replicas: Vec<NodeAddr>,
     /// Inclusive slot ranges.
     pub ranges: Vec<(u16, u16)>,
 }
@@ -56,7 +56,7 @@ pub struct Layout {
 
 impl Layout {
     /// A layout of one master (and its replicas) that serves every key.
-    pub fn single(master: String, replicas: Vec<String>, version: Option<String>) -> Layout {
+    pub fn single(master: NodeAddr, replicas: Vec<NodeAddr>, version: Option<String>) -> Layout {
         Layout {
             shards: vec![ShardLayout {
                 master,
@@ -98,7 +98,7 @@ pub trait TopologySource: Send + Sync + 'static {
     /// Learns the layout, asking `candidates` first (in order), then the source's own seeds.
     fn discover(
         &self,
-        candidates: &[String],
+        candidates: &[NodeAddr],
     ) -> impl Future<Output = Result<Layout, TopologyError>> + Send;
 
     /// Starts whatever background watchers the source has (Sentinel's `+switch-master`
@@ -108,7 +108,7 @@ pub trait TopologySource: Send + Sync + 'static {
     }
 
     /// Seed addresses, for logging and as the last candidates.
-    fn seeds(&self) -> &[String];
+    fn seeds(&self) -> &[NodeAddr];
 }
 
 /// The topology sources slotgate has, as one type (the trait's futures are not object-safe).
@@ -130,7 +130,7 @@ impl AnySource {
 }
 
 impl TopologySource for AnySource {
-    async fn discover(&self, candidates: &[String]) -> Result<Layout, TopologyError> {
+    async fn discover(&self, candidates: &[NodeAddr]) -> Result<Layout, TopologyError> {
         match self {
             AnySource::Cluster(s) => s.discover(candidates).await,
             AnySource::Sentinel(s) => s.discover(candidates).await,
@@ -138,7 +138,7 @@ impl TopologySource for AnySource {
         }
     }
 
-    fn seeds(&self) -> &[String] {
+    fn seeds(&self) -> &[NodeAddr] {
         match self {
             AnySource::Cluster(s) => s.seeds(),
             AnySource::Sentinel(s) => s.seeds(),
@@ -161,7 +161,7 @@ const NO_NODE: u16 = u16::MAX;
 /// sends it reads (`None` otherwise: it then has no connections).
 #[derive(Debug, Clone)]
 pub struct Replica {
-    pub addr: Arc<str>,
+    pub addr: NodeAddr,
     pub zone: Option<Arc<str>>,
     pub node: Option<Arc<Node>>,
 }
@@ -219,7 +219,7 @@ impl Topology {
                     .replicas
                     .iter()
                     .map(|r| Replica {
-                        addr: Arc::from(r.as_str()),
+                        addr: r.clone(),
                         zone: zone_of(&zones, r),
                         node: backends.replica(r),
                     })
@@ -309,8 +309,8 @@ impl Topology {
     }
 
     /// Every node address in the snapshot, masters first.
-    pub fn addresses(&self) -> Vec<Arc<str>> {
-        let mut v: Vec<Arc<str>> = self.masters.iter().map(|m| m.addr().clone()).collect();
+    pub fn addresses(&self) -> Vec<NodeAddr> {
+        let mut v: Vec<NodeAddr> = self.masters.iter().map(|m| m.addr().clone()).collect();
         for r in self.replicas.iter().flatten() {
             v.push(r.addr.clone());
         }
@@ -369,13 +369,13 @@ impl Topology {
         })
     }
 
-    fn replicas_sorted(&self) -> Vec<(Arc<str>, Vec<Arc<str>>)> {
-        let mut v: Vec<(Arc<str>, Vec<Arc<str>>)> = self
+    fn replicas_sorted(&self) -> Vec<(NodeAddr, Vec<NodeAddr>)> {
+        let mut v: Vec<(NodeAddr, Vec<NodeAddr>)> = self
             .masters
             .iter()
             .zip(&self.replicas)
             .map(|(m, r)| {
-                let mut r: Vec<Arc<str>> = r.iter().map(|r| r.addr.clone()).collect();
+                let mut r: Vec<NodeAddr> = r.iter().map(|r| r.addr.clone()).collect();
                 r.sort();
                 (m.addr().clone(), r)
             })
@@ -388,7 +388,7 @@ impl Topology {
 /// A request for a refresh: where to ask first, and whether it may wait for the debounce.
 #[derive(Debug, Clone)]
 pub struct RefreshHint {
-    pub addr: Option<Arc<str>>,
+    pub addr: Option<NodeAddr>,
     pub urgent: bool,
 }
 
@@ -426,7 +426,7 @@ impl TopologyHandle {
 
     /// Asks the refresher for a refresh, optionally starting at `hint` (the node that said
     /// MOVED). Never waits: if a refresh is already queued, this one is dropped.
-    pub fn request_refresh(&self, hint: Option<&Arc<str>>) {
+    pub fn request_refresh(&self, hint: Option<&NodeAddr>) {
         let _ = self.hints.try_send(RefreshHint {
             addr: hint.cloned(),
             urgent: false,
@@ -435,7 +435,7 @@ impl TopologyHandle {
 
     /// Like [`Self::request_refresh`], without the debounce: a master has just been promoted
     /// and every write meanwhile goes to the old one.
-    pub fn request_refresh_now(&self, hint: Option<&Arc<str>>) {
+    pub fn request_refresh_now(&self, hint: Option<&NodeAddr>) {
         let _ = self.hints.try_send(RefreshHint {
             addr: hint.cloned(),
             urgent: true,
@@ -458,10 +458,10 @@ impl TopologyHandle {
 /// What routes by: the masters, the replicas and each slot's master, by address.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Routes {
-    pub masters: std::collections::BTreeSet<Arc<str>>,
-    pub replicas: std::collections::BTreeSet<Arc<str>>,
+    pub masters: std::collections::BTreeSet<NodeAddr>,
+    pub replicas: std::collections::BTreeSet<NodeAddr>,
     /// Each slot's master (empty when the topology has no slots).
-    pub owners: Vec<Option<Arc<str>>>,
+    pub owners: Vec<Option<NodeAddr>>,
 }
 
 impl Topology {
@@ -490,17 +490,17 @@ impl Topology {
 /// What a new topology changed, for the log line that announces it: never an empty line.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TopologyChange {
-    pub masters_added: Vec<Arc<str>>,
-    pub masters_removed: Vec<Arc<str>>,
-    pub replicas_added: Vec<Arc<str>>,
-    pub replicas_removed: Vec<Arc<str>>,
+    pub masters_added: Vec<NodeAddr>,
+    pub masters_removed: Vec<NodeAddr>,
+    pub replicas_added: Vec<NodeAddr>,
+    pub replicas_removed: Vec<NodeAddr>,
     pub slots_moved: usize,
 }
 
 impl TopologyChange {
     pub fn between(before: &Routes, after: &Routes) -> TopologyChange {
-        let diff = |a: &std::collections::BTreeSet<Arc<str>>,
-                    b: &std::collections::BTreeSet<Arc<str>>| {
+        let diff = |a: &std::collections::BTreeSet<NodeAddr>,
+                    b: &std::collections::BTreeSet<NodeAddr>| {
             a.difference(b).cloned().collect::<Vec<_>>()
         };
         TopologyChange {
@@ -525,7 +525,7 @@ impl TopologyChange {
 impl std::fmt::Display for TopologyChange {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut parts: Vec<String> = Vec::new();
-        let list = |v: &[Arc<str>]| v.iter().map(|a| &**a).collect::<Vec<_>>().join(",");
+        let list = |v: &[NodeAddr]| v.iter().map(|a| &**a).collect::<Vec<_>>().join(",");
         for (what, v) in [
             ("new masters", &self.masters_added),
             ("masters gone", &self.masters_removed),
@@ -575,34 +575,34 @@ mod tests {
         let got: Vec<Option<String>> = t.replicas_of(0).iter().map(zone).collect();
         assert_eq!(got, [Some("b".to_string()), None]);
         // A MOVED to a node the snapshot did not have: a new shard, its zone read from the map.
-        let moved = t.with_slot_moved(5, backends.node("10.0.2.7:7000"));
+        let moved = t.with_slot_moved(5, backends.node(&"10.0.2.7:7000".into()));
         assert_eq!(moved.master_zone(1), Some("b"));
         assert_eq!(moved.replicas_of(0), t.replicas_of(0));
     }
 
     fn routes(masters: &[&str], replicas: &[&str], owners: &[&str]) -> Routes {
         Routes {
-            masters: masters.iter().map(|&m| Arc::from(m)).collect(),
-            replicas: replicas.iter().map(|&m| Arc::from(m)).collect(),
-            owners: owners.iter().map(|&m| Some(Arc::from(m))).collect(),
+            masters: masters.iter().map(|&m| NodeAddr::from(m)).collect(),
+            replicas: replicas.iter().map(|&m| NodeAddr::from(m)).collect(),
+            owners: owners.iter().map(|&m| Some(NodeAddr::from(m))).collect(),
         }
     }
 
     #[test]
     fn should_name_a_failover_as_a_master_swapped_with_its_replica() {
-        let before = routes(&["a", "b"], &["c"], &["a", "a", "b"]);
-        let after = routes(&["c", "b"], &["a"], &["c", "c", "b"]);
+        let before = routes(&["a:1", "b:1"], &["c:1"], &["a:1", "a:1", "b:1"]);
+        let after = routes(&["c:1", "b:1"], &["a:1"], &["c:1", "c:1", "b:1"]);
         let change = TopologyChange::between(&before, &after);
         assert_eq!(
             change.to_string(),
-            "new masters c; masters gone a; new replicas a; replicas gone c; 2 slots moved"
+            "new masters c:1; masters gone a:1; new replicas a:1; replicas gone c:1; 2 slots moved"
         );
     }
 
     #[test]
     fn should_count_slots_moved_by_a_resharding() {
-        let before = routes(&["a", "b"], &[], &["a", "a", "b"]);
-        let after = routes(&["a", "b"], &[], &["a", "b", "b"]);
+        let before = routes(&["a:1", "b:1"], &[], &["a:1", "a:1", "b:1"]);
+        let after = routes(&["a:1", "b:1"], &[], &["a:1", "b:1", "b:1"]);
         let change = TopologyChange::between(&before, &after);
         assert_eq!(change.to_string(), "1 slots moved");
         assert!(TopologyChange::between(&before, &before).is_empty());

@@ -11,6 +11,8 @@ mod support;
 
 use std::process::Command;
 
+use support::run_until_exit;
+
 fn slotgate(args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_slotgate"))
         .args(args)
@@ -178,31 +180,6 @@ fn the_reference_config_names_every_setting_and_every_flag() {
     }
 }
 
-/// Runs slotgate until it exits (at most `secs`), returning how long it took and what it said.
-fn run_until_exit(args: &[&str], secs: u64) -> (std::time::Duration, String) {
-    let started = std::time::Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_slotgate"))
-        .args(args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > std::time::Duration::from_secs(secs) {
-            let _ = child.kill();
-            panic!("slotgate {args:?} did not exit within {secs}s");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (started.elapsed(), text)
-}
-
 #[test]
 fn errors_name_their_cause_once() {
     let (ok, text) = slotgate(&["--check-config", "/nonexistent/slotgate.toml"]);
@@ -228,14 +205,14 @@ fn errors_name_their_cause_once() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
     let redis = support::Redis::start(&[]);
-    let (_, text) = run_until_exit(&["--listen", &addr, "--standalone", &redis.addr()], 20);
+    let (_, _, text) = run_until_exit(&["--listen", &addr, "--standalone", &redis.addr()], 20);
     assert_eq!(text.matches("Address already in use").count(), 1, "{text}");
 }
 
 #[test]
 fn a_seed_without_cluster_support_says_at_once_to_use_standalone() {
     let redis = support::Redis::start(&[]);
-    let (took, text) = run_until_exit(&["--listen", "127.0.0.1:0", "--seed", &redis.addr()], 20);
+    let (_, took, text) = run_until_exit(&["--listen", "127.0.0.1:0", "--seed", &redis.addr()], 20);
     assert!(
         took < std::time::Duration::from_secs(3),
         "took {took:?}: {text}"

@@ -18,9 +18,9 @@ use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use super::Dialect;
 use super::stream::BackendStream;
 use super::{BackendConfig, BackendReply, BackendRequest, Link, LinkState, ReplyTo, Telemetry};
+use super::{Dialect, NodeAddr};
 use crate::error::BackendError;
 use crate::mailbox;
 use crate::metrics::ErrorKind;
@@ -103,7 +103,7 @@ enum Kind {
 /// Starts a shared connection task for `addr` on the runtime `on` and returns its sending side.
 pub(super) fn spawn(
     on: &tokio::runtime::Handle,
-    addr: Arc<str>,
+    addr: NodeAddr,
     dialect: Dialect,
     config: Arc<BackendConfig>,
     tel: Telemetry,
@@ -123,7 +123,7 @@ pub(super) fn spawn(
 /// Starts a private connection: no read timeout (a blocked client may wait for ever), no
 /// reconnect (a WATCH must not move silently to another connection).
 pub(super) fn spawn_private(
-    addr: Arc<str>,
+    addr: NodeAddr,
     dialect: Dialect,
     config: Arc<BackendConfig>,
     tel: Telemetry,
@@ -143,7 +143,7 @@ pub(super) fn spawn_private(
 /// Starts a subscriber connection: private, and every frame it reads (subscription replies,
 /// messages) goes to `pushes` in the order read.
 pub(super) fn spawn_subscriber(
-    addr: Arc<str>,
+    addr: NodeAddr,
     dialect: Dialect,
     config: Arc<BackendConfig>,
     tel: Telemetry,
@@ -163,7 +163,7 @@ pub(super) fn spawn_subscriber(
 
 fn spawn_kind(
     on: &tokio::runtime::Handle,
-    addr: Arc<str>,
+    addr: NodeAddr,
     open: Open,
     config: Arc<BackendConfig>,
     tel: Telemetry,
@@ -198,7 +198,7 @@ impl Open {
 }
 
 async fn run(
-    addr: Arc<str>,
+    addr: NodeAddr,
     open_as: Open,
     config: Arc<BackendConfig>,
     mut rx: Queue,
@@ -283,7 +283,7 @@ async fn run(
 /// and their replies read in order. A refused handshake is logged with the server's reply,
 /// which never holds the password.
 async fn open(
-    addr: &Arc<str>,
+    addr: &NodeAddr,
     open_as: Open,
     config: &BackendConfig,
 ) -> Result<BackendStream, BackendError> {
@@ -385,7 +385,7 @@ impl Expect {
 async fn serve(
     mut stream: BackendStream,
     rx: &mut Queue,
-    addr: &Arc<str>,
+    addr: &NodeAddr,
     config: &BackendConfig,
     tel: &Telemetry,
     kind: Kind,

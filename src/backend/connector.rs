@@ -1,5 +1,6 @@
-//! How slotgate reaches a Redis server: the transport it opens (TCP, or TLS with a CA bundle,
-//! the server name checked, an optional client certificate) and the credentials it presents
+//! How slotgate reaches a Redis server: the transport it opens for a [`NodeAddr`] (TCP, TLS over
+//! TCP with a CA bundle, the server name checked, an optional client certificate, or a Unix
+//! socket) and the credentials it presents
 //! (`AUTH [user] password`). Data connections (`backend::connection`) and control connections
 //! (`topology::control`: discovery, `ROLE`, `INFO` polls, Sentinels) all open through a
 //! [`Connector`], so they never disagree on how to reach or log in to a node.
@@ -15,6 +16,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use rustls::pki_types::ServerName;
 
+use super::address::{Endpoint, NodeAddr};
 use super::stream::{self, BackendStream};
 use crate::protocol::encode;
 
@@ -114,17 +116,24 @@ impl Connector {
         self.tls.is_some()
     }
 
-    /// Opens the transport to `addr` (`host:port`) within the connect timeout, the TLS
-    /// handshake included. The caller sends [`Self::auth_frame`] before anything else.
-    pub async fn connect(&self, addr: &str) -> io::Result<BackendStream> {
+    /// Opens the transport to `addr` within the connect timeout, the TLS handshake included.
+    /// A Unix socket is never TLS (Redis serves TLS on TCP ports only). The caller sends
+    /// [`Self::auth_frame`] before anything else.
+    pub async fn connect(&self, addr: &NodeAddr) -> io::Result<BackendStream> {
         let open = async {
+            let host = match addr.endpoint() {
+                Endpoint::Unix(path) => {
+                    return Ok(BackendStream::Unix(stream::connect_unix(path).await?));
+                }
+                Endpoint::Tcp { host, .. } => host,
+            };
             let tcp = stream::connect_tcp(addr, self.connect_timeout).await?;
             let Some(tls) = &self.tls else {
                 return Ok(BackendStream::Tcp(tcp));
             };
             let host = match &tls.server_name {
                 Some(name) => name.as_str(),
-                None => host_of(addr),
+                None => host,
             };
             let name = ServerName::try_from(host.to_string()).map_err(|e| {
                 io::Error::new(
@@ -152,14 +161,6 @@ impl Connector {
     }
 }
 
-/// The host of `host:port` (IPv6 in brackets: without them).
-fn host_of(addr: &str) -> &str {
-    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
-    host.strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host)
-}
-
 impl Default for Connector {
     fn default() -> Self {
         Connector::new(None, Duration::from_secs(1))
@@ -183,13 +184,6 @@ mod tests {
         );
         assert!(!printed.contains("hunter2"), "{printed}");
         assert!(printed.contains("app"), "{printed}");
-    }
-
-    #[test]
-    fn the_name_checked_is_the_host_connected_to() {
-        assert_eq!(host_of("127.0.0.1:6379"), "127.0.0.1");
-        assert_eq!(host_of("redis.example.com:6380"), "redis.example.com");
-        assert_eq!(host_of("[::1]:6379"), "::1");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 
 use super::subscriptions::kind_and_name;
-use crate::backend::{BackendReply, BackendRequest, Node, PrivateLink, ReplyTo};
+use crate::backend::{BackendReply, BackendRequest, Node, NodeAddr, PrivateLink, ReplyTo};
 use crate::error::BackendError;
 use crate::mailbox;
 use crate::protocol::encode::{self, Proto};
@@ -96,7 +96,7 @@ struct ShardState {
     /// What the client is subscribed to, as it sees it.
     subscribed: BTreeSet<Vec<u8>>,
     /// Channels dropped by their node, with the node that dropped them, to subscribe again.
-    lost: BTreeMap<Vec<u8>, Option<Arc<str>>>,
+    lost: BTreeMap<Vec<u8>, Option<NodeAddr>>,
     /// Channels slotgate subscribed again; their confirmations are hidden.
     resubscribing: BTreeSet<Vec<u8>>,
     /// Channels the client asked to leave; their `sunsubscribe` frames are the client's.
@@ -476,7 +476,7 @@ impl ShardState {
         self.attempts += 1;
         let last_try = self.attempts >= max_attempts;
         // Channels by the node and slot they go to now (one SSUBSCRIBE per slot).
-        let mut plan: BTreeMap<(Arc<str>, u16), Planned> = BTreeMap::new();
+        let mut plan: BTreeMap<(NodeAddr, u16), Planned> = BTreeMap::new();
         for (ch, dropped_by) in &self.lost {
             let Some(node) = route(ch).filter(|n| n.is_up()) else {
                 continue;

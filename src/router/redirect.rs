@@ -5,13 +5,15 @@
 //! carries it out. It must never follow a redirect more times than the budget it is given, nor
 //! send a write anywhere a second time after a failure.
 
+use crate::backend::NodeAddr;
+
 /// A redirect parsed from an error reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Redirect {
     /// `-MOVED <slot> <host:port>`: the slot lives elsewhere for good.
-    Moved { slot: u16, addr: String },
+    Moved { slot: u16, addr: NodeAddr },
     /// `-ASK <slot> <host:port>`: ask that node once, with `ASKING` first.
-    Ask { slot: u16, addr: String },
+    Ask { slot: u16, addr: NodeAddr },
     /// `-TRYAGAIN ...`: a multi-key request during resharding; retry later.
     TryAgain,
     /// `-READONLY ...`: a write reached a node that is a replica now (a demoted master). The
@@ -42,10 +44,8 @@ pub fn parse(reply: &[u8]) -> Option<Redirect> {
         .parse()
         .ok()
         .filter(|&s: &u16| (s as usize) < super::SLOTS)?;
-    if addr.is_empty() || addr.contains(' ') {
-        return None;
-    }
-    let addr = addr.to_string();
+    // A node reports TCP addresses only; anything else is no redirect slotgate can follow.
+    let addr = NodeAddr::tcp(addr).ok()?;
     Some(if moved {
         Redirect::Moved { slot, addr }
     } else {
@@ -107,11 +107,11 @@ pub enum PartAction {
     /// wait a moment before sending.
     FollowMoved {
         slot: u16,
-        addr: String,
+        addr: NodeAddr,
         backoff: bool,
     },
     /// Send `ASKING` + the request to the node named, leave the map alone.
-    FollowAsk { addr: String },
+    FollowAsk { addr: NodeAddr },
     /// Wait, then send again to the same slot owner (TRYAGAIN).
     RetryLater,
     /// Ask for a topology refresh, then send again to whichever master the map names (READONLY:

@@ -321,7 +321,7 @@ mod tests {
             shards: shards
                 .iter()
                 .map(|(m, r)| ShardLayout {
-                    master: m.to_string(),
+                    master: (*m).into(),
                     replicas: vec![],
                     ranges: r.to_vec(),
                 })

@@ -12,7 +12,7 @@ use redis_protocol::resp2::types::OwnedFrame;
 
 use super::control::{Control, field, int, join_host_port, redis_version, text};
 use super::{Layout, ShardLayout, TopologySource};
-use crate::backend::Connector;
+use crate::backend::{Connector, NodeAddr};
 use crate::error::TopologyError;
 use crate::router::SLOTS;
 
@@ -23,14 +23,14 @@ const INFO_SERVER: &[u8] = b"*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n";
 /// Learns a Redis Cluster's layout from its nodes.
 #[derive(Debug, Clone)]
 pub struct ClusterSource {
-    seeds: Vec<String>,
+    seeds: Vec<NodeAddr>,
     timeout: Duration,
     /// How the nodes are reached, as the data path reaches them.
     via: Connector,
 }
 
 impl ClusterSource {
-    pub fn new(seeds: Vec<String>, timeout: Duration, via: Connector) -> Self {
+    pub fn new(seeds: Vec<NodeAddr>, timeout: Duration, via: Connector) -> Self {
         Self {
             seeds,
             timeout,
@@ -39,7 +39,7 @@ impl ClusterSource {
     }
 
     /// Asks one node for the layout.
-    pub async fn query(&self, addr: &str) -> Result<Layout, TopologyError> {
+    pub async fn query(&self, addr: &NodeAddr) -> Result<Layout, TopologyError> {
         let fut = async {
             let mut conn = Control::connect(addr, &self.via).await?;
             let frame = conn.call(CLUSTER_SHARDS, "CLUSTER SHARDS").await?;
@@ -58,13 +58,13 @@ impl ClusterSource {
         let layout = tokio::time::timeout(self.timeout, fut)
             .await
             .map_err(|_| TopologyError::Unreachable {
-                addr: addr.to_string(),
+                addr: addr.clone(),
                 reason: format!("no answer within {:?}", self.timeout),
             })??;
         let covered = layout.covered();
         if covered != SLOTS {
             return Err(TopologyError::Incomplete {
-                addr: addr.to_string(),
+                addr: addr.clone(),
                 covered,
             });
         }
@@ -73,11 +73,11 @@ impl ClusterSource {
 }
 
 impl TopologySource for ClusterSource {
-    async fn discover(&self, candidates: &[String]) -> Result<Layout, TopologyError> {
-        let mut tried: Vec<&str> = Vec::new();
+    async fn discover(&self, candidates: &[NodeAddr]) -> Result<Layout, TopologyError> {
+        let mut tried: Vec<&NodeAddr> = Vec::new();
         let mut errors = Vec::new();
         for addr in candidates.iter().chain(self.seeds.iter()) {
-            if tried.contains(&addr.as_str()) {
+            if tried.contains(&addr) {
                 continue;
             }
             tried.push(addr);
@@ -89,7 +89,7 @@ impl TopologySource for ClusterSource {
         Err(TopologyError::NoNodeAnswered(errors))
     }
 
-    fn seeds(&self) -> &[String] {
+    fn seeds(&self) -> &[NodeAddr] {
         &self.seeds
     }
 }
@@ -97,7 +97,7 @@ impl TopologySource for ClusterSource {
 /// The address a node is reached at: its `endpoint` (or `ip`) and `port`, or over TLS its
 /// `tls-port` (a node with `tls-cluster yes` and `port 0` announces no other). A node that
 /// announces no usable endpoint (`?` or empty) is reached at the host of the node we asked.
-fn node_addr(kv: &[OwnedFrame], asked: &str, tls: bool) -> Option<String> {
+fn node_addr(kv: &[OwnedFrame], asked: &NodeAddr, tls: bool) -> Option<NodeAddr> {
     let port_of = |name: &str| field(kv, name).and_then(int).filter(|&p| p > 0);
     let port = if tls {
         port_of("tls-port").or_else(|| port_of("port"))
@@ -112,26 +112,30 @@ fn node_addr(kv: &[OwnedFrame], asked: &str, tls: bool) -> Option<String> {
                 .and_then(text)
                 .filter(|h| !h.is_empty() && h != "?")
         })
-        .or_else(|| asked.rsplit_once(':').map(|(h, _)| h.to_string()))?;
-    Some(join_host_port(&host, port))
+        .or_else(|| asked.host().map(str::to_string))?;
+    join_host_port(&host, port)
 }
 
 /// Parses a `CLUSTER SHARDS` reply (RESP2 shape: shards as flat key/value arrays).
-pub fn parse_shards(frame: &OwnedFrame, asked: &str, tls: bool) -> Result<Layout, TopologyError> {
+pub fn parse_shards(
+    frame: &OwnedFrame,
+    asked: &NodeAddr,
+    tls: bool,
+) -> Result<Layout, TopologyError> {
     let malformed = || TopologyError::Malformed {
-        addr: asked.to_string(),
+        addr: asked.clone(),
         what: "CLUSTER SHARDS",
     };
     let shards = match frame {
         OwnedFrame::Array(a) => a,
         OwnedFrame::Error(e) if e.starts_with(crate::error::CLUSTER_DISABLED) => {
             return Err(TopologyError::NotCluster {
-                addr: asked.to_string(),
+                addr: asked.clone(),
             });
         }
         OwnedFrame::Error(e) => {
             return Err(TopologyError::ErrorReply {
-                addr: asked.to_string(),
+                addr: asked.clone(),
                 what: "CLUSTER SHARDS",
                 reply: e.clone(),
             });
@@ -190,9 +194,9 @@ pub fn parse_shards(frame: &OwnedFrame, asked: &str, tls: bool) -> Result<Layout
 }
 
 /// Parses a `CLUSTER SLOTS` reply: `[start, end, [ip, port, id], [replica...]...]` per range.
-pub fn parse_slots(frame: &OwnedFrame, asked: &str) -> Result<Layout, TopologyError> {
+pub fn parse_slots(frame: &OwnedFrame, asked: &NodeAddr) -> Result<Layout, TopologyError> {
     let malformed = || TopologyError::Malformed {
-        addr: asked.to_string(),
+        addr: asked.clone(),
         what: "CLUSTER SLOTS",
     };
     let OwnedFrame::Array(ranges) = frame else {
@@ -209,19 +213,19 @@ pub fn parse_slots(frame: &OwnedFrame, asked: &str) -> Result<Layout, TopologyEr
         if lo < 0 || hi < lo || hi >= SLOTS as i64 {
             return Err(malformed());
         }
-        let addr_of = |f: &OwnedFrame| -> Option<String> {
+        let addr_of = |f: &OwnedFrame| -> Option<NodeAddr> {
             let OwnedFrame::Array(n) = f else { return None };
             let host = n
                 .first()
                 .and_then(text)
                 .filter(|h| !h.is_empty() && h != "?");
-            let host = host.or_else(|| asked.rsplit_once(':').map(|(h, _)| h.to_string()))?;
-            Some(join_host_port(&host, n.get(1).and_then(int)?))
+            let host = host.or_else(|| asked.host().map(str::to_string))?;
+            join_host_port(&host, n.get(1).and_then(int)?)
         };
         let Some(master) = items.get(2).and_then(addr_of) else {
             return Err(malformed());
         };
-        let replicas: Vec<String> = items.iter().skip(3).filter_map(addr_of).collect();
+        let replicas: Vec<NodeAddr> = items.iter().skip(3).filter_map(addr_of).collect();
         match layout.shards.iter_mut().find(|s| s.master == master) {
             Some(s) => s.ranges.push((lo as u16, hi as u16)),
             None => layout.shards.push(ShardLayout {
@@ -270,11 +274,11 @@ mod tests {
             ("ip", ip()),
         ]);
         assert_eq!(
-            node_addr(&both, "x:1", false).as_deref(),
+            node_addr(&both, &"x:1".into(), false).as_deref(),
             Some("10.0.0.5:6379")
         );
         assert_eq!(
-            node_addr(&both, "x:1", true).as_deref(),
+            node_addr(&both, &"x:1".into(), true).as_deref(),
             Some("10.0.0.5:6380")
         );
         // `port 0` with `tls-cluster yes`: only the TLS port is usable.
@@ -284,14 +288,14 @@ mod tests {
             ("ip", ip()),
         ]);
         assert_eq!(
-            node_addr(&tls_only, "x:1", true).as_deref(),
+            node_addr(&tls_only, &"x:1".into(), true).as_deref(),
             Some("10.0.0.5:6380")
         );
-        assert_eq!(node_addr(&tls_only, "x:1", false), None);
+        assert_eq!(node_addr(&tls_only, &"x:1".into(), false), None);
         // A node without a TLS port, over TLS: its port (TLS on the main port).
         let plain = kv(&[("port", OwnedFrame::Integer(6379)), ("ip", ip())]);
         assert_eq!(
-            node_addr(&plain, "x:1", true).as_deref(),
+            node_addr(&plain, &"x:1".into(), true).as_deref(),
             Some("10.0.0.5:6379")
         );
     }
@@ -305,13 +309,17 @@ mod tests {
             node("c", 7002, "master", "fail"),
             node("d", 7003, "replica", "online"),
         );
-        let layout =
-            parse_shards(&decode_all(wire.as_bytes()), "127.0.0.1:7000", false).unwrap_or_default();
+        let layout = parse_shards(
+            &decode_all(wire.as_bytes()),
+            &"127.0.0.1:7000".into(),
+            false,
+        )
+        .unwrap_or_default();
         assert_eq!(layout.shards.len(), 1);
         assert_eq!(layout.shards[0].master, "127.0.0.1:7000");
         assert_eq!(
             layout.shards[0].replicas,
-            vec!["127.0.0.1:7001".to_string()]
+            vec![NodeAddr::from("127.0.0.1:7001")]
         );
         assert_eq!(layout.covered(), 8192);
     }
@@ -319,16 +327,19 @@ mod tests {
     #[test]
     fn should_parse_cluster_slots() {
         let wire = b"*1\r\n*4\r\n:0\r\n:16383\r\n*3\r\n$9\r\n127.0.0.1\r\n:7000\r\n$1\r\na\r\n*3\r\n$0\r\n\r\n:7001\r\n$1\r\nb\r\n";
-        let layout = parse_slots(&decode_all(wire), "10.0.0.9:7000").unwrap_or_default();
+        let layout = parse_slots(&decode_all(wire), &"10.0.0.9:7000".into()).unwrap_or_default();
         assert_eq!(layout.shards.len(), 1);
         assert_eq!(layout.shards[0].master, "127.0.0.1:7000");
-        assert_eq!(layout.shards[0].replicas, vec!["10.0.0.9:7001".to_string()]);
+        assert_eq!(
+            layout.shards[0].replicas,
+            vec![NodeAddr::from("10.0.0.9:7001")]
+        );
         assert_eq!(layout.covered(), SLOTS);
     }
 
     #[test]
     fn should_reject_out_of_range_slots() {
         let wire = b"*1\r\n*3\r\n:0\r\n:16384\r\n*2\r\n$9\r\n127.0.0.1\r\n:7000\r\n";
-        assert!(parse_slots(&decode_all(wire), "x:1").is_err());
+        assert!(parse_slots(&decode_all(wire), &"x:1".into()).is_err());
     }
 }

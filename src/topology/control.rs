@@ -9,8 +9,8 @@ use redis_protocol::resp2::decode::decode;
 use redis_protocol::resp2::types::OwnedFrame;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::backend::Connector;
 use crate::backend::stream::BackendStream;
+use crate::backend::{Connector, NodeAddr};
 use crate::error::TopologyError;
 use crate::protocol::{Limits, ReplyScanner, Request};
 
@@ -18,7 +18,7 @@ use crate::protocol::{Limits, ReplyScanner, Request};
 pub const MAX_CONTROL_REPLY: usize = 64 * 1024 * 1024;
 
 pub struct Control {
-    addr: String,
+    addr: NodeAddr,
     stream: BackendStream,
     buf: BytesMut,
 }
@@ -26,23 +26,23 @@ pub struct Control {
 impl Control {
     /// Connects to `addr` as `via` says (its transport, its credentials: `AUTH` first, whose
     /// refusal is the error).
-    pub async fn connect(addr: &str, via: &Connector) -> Result<Control, TopologyError> {
+    pub async fn connect(addr: &NodeAddr, via: &Connector) -> Result<Control, TopologyError> {
         let stream = via.connect(addr).await.map_err(|e| {
             if e.kind() == std::io::ErrorKind::InvalidData {
                 // What rustls says of a refused handshake.
                 TopologyError::Tls {
-                    addr: addr.to_string(),
+                    addr: addr.clone(),
                     reason: e.to_string(),
                 }
             } else {
                 TopologyError::Unreachable {
-                    addr: addr.to_string(),
+                    addr: addr.clone(),
                     reason: e.to_string(),
                 }
             }
         })?;
         let mut c = Control {
-            addr: addr.to_string(),
+            addr: addr.clone(),
             stream,
             buf: BytesMut::with_capacity(16 * 1024),
         };
@@ -51,7 +51,7 @@ impl Control {
                 OwnedFrame::SimpleString(ok) if ok == b"OK" => {}
                 OwnedFrame::Error(e) => {
                     return Err(TopologyError::Auth {
-                        addr: addr.to_string(),
+                        addr: addr.clone(),
                         reply: e.to_string(),
                     });
                 }
@@ -61,7 +61,7 @@ impl Control {
         Ok(c)
     }
 
-    pub fn addr(&self) -> &str {
+    pub fn addr(&self) -> &NodeAddr {
         &self.addr
     }
 
@@ -173,12 +173,8 @@ pub fn field<'f>(kv: &'f [OwnedFrame], name: &str) -> Option<&'f OwnedFrame> {
 }
 
 /// `host:port`, with IPv6 hosts in brackets.
-pub fn join_host_port(host: &str, port: i64) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
+pub fn join_host_port(host: &str, port: i64) -> Option<NodeAddr> {
+    NodeAddr::from_host_port(host, u16::try_from(port).ok()?).ok()
 }
 
 /// The node's `databases` setting, or `None` when `CONFIG GET` is refused (renamed or denied,

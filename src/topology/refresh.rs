@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::{RefreshHint, Topology, TopologyHandle, TopologySource};
-use crate::backend::Backends;
+use crate::backend::{Backends, NodeAddr};
 
 /// When and how often to refresh.
 #[derive(Debug, Clone, Copy)]
@@ -59,7 +59,7 @@ pub async fn run<S: TopologySource>(
     ticker.tick().await;
     let mut last = Instant::now();
     loop {
-        let mut hint: Option<Arc<str>> = None;
+        let mut hint: Option<NodeAddr> = None;
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = ticker.tick() => {}
@@ -77,11 +77,9 @@ pub async fn run<S: TopologySource>(
         }
         last = Instant::now();
         let current = handle.load_full();
-        let mut candidates: Vec<String> = Vec::new();
-        if let Some(h) = &hint {
-            candidates.push(h.to_string());
-        }
-        candidates.extend(current.addresses().iter().map(|a| a.to_string()));
+        let mut candidates: Vec<NodeAddr> = Vec::new();
+        candidates.extend(hint.clone());
+        candidates.extend(current.addresses());
         stats.refreshes.fetch_add(1, Ordering::Relaxed);
         match source.discover(&candidates).await {
             Ok(layout) => {
@@ -111,9 +109,9 @@ pub async fn run<S: TopologySource>(
                 // A node keeps its connections only in the role it still has: a master that
                 // became a replica loses its master connections (and gets replica ones when a
                 // read policy wants them).
-                let masters: Vec<Arc<str>> =
+                let masters: Vec<NodeAddr> =
                     next.masters().iter().map(|m| m.addr().clone()).collect();
-                let replicas: Vec<Arc<str>> = next
+                let replicas: Vec<NodeAddr> = next
                     .replica_nodes()
                     .map(|(_, r)| r.addr().clone())
                     .collect();

@@ -26,14 +26,14 @@ use tracing::{debug, info};
 
 use super::TopologyHandle;
 use super::control::{self, Control};
-use crate::backend::{Connector, Replication};
+use crate::backend::{Connector, NodeAddr, Replication};
 use crate::config::ReadsConfig;
 
 /// One `slaveN:` line of a master's `INFO replication`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplicaReport {
     /// `ip:port` as the replica announced itself.
-    pub addr: String,
+    pub addr: NodeAddr,
     /// `state=online` (not waiting for or receiving its initial sync).
     pub online: bool,
     /// Seconds since the replica's last acknowledgement.
@@ -77,8 +77,11 @@ pub fn parse_replication(info: &str) -> Option<MasterReport> {
         else {
             continue;
         };
+        let Some(addr) = control::join_host_port(ip, port) else {
+            continue;
+        };
         out.push(ReplicaReport {
-            addr: control::join_host_port(ip, port),
+            addr,
             online: kv("state") == Some("online"),
             lag_secs: kv("lag").and_then(|l| l.parse().ok()).unwrap_or(0),
             offset: kv("offset").and_then(|l| l.parse().ok()).unwrap_or(0),
@@ -108,7 +111,7 @@ pub fn verdict(
         // The failover trap: a master that cannot be asked says nothing against its replicas.
         return (Replication::Unknown, None);
     };
-    match reports.iter().find(|r| r.addr == addr) {
+    match reports.iter().find(|r| r.addr.as_str() == addr) {
         None if comparable => (Replication::Syncing, None),
         None => (Replication::Unknown, None),
         Some(r) if !r.online => (Replication::Syncing, None),
@@ -138,9 +141,9 @@ pub async fn run(
     let mut tick = tokio::time::interval(cfg.check_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // One control connection per master, kept between checks, dropped when it fails.
-    let mut links: HashMap<Arc<str>, Control> = HashMap::new();
+    let mut links: HashMap<NodeAddr, Control> = HashMap::new();
     // Each master's offset at the last check.
-    let mut offsets: HashMap<Arc<str>, u64> = HashMap::new();
+    let mut offsets: HashMap<NodeAddr, u64> = HashMap::new();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -193,8 +196,8 @@ pub async fn run(
 
 /// What the master says of its replication, or `None` when it cannot be asked.
 async fn ask(
-    links: &mut HashMap<Arc<str>, Control>,
-    master: &Arc<str>,
+    links: &mut HashMap<NodeAddr, Control>,
+    master: &NodeAddr,
     connector: &Connector,
 ) -> Option<MasterReport> {
     let answer = tokio::time::timeout(ASK_TIMEOUT, async {
@@ -205,7 +208,7 @@ async fn ask(
         let c = links
             .get_mut(master)
             .ok_or_else(|| crate::error::TopologyError::Unreachable {
-                addr: master.to_string(),
+                addr: master.clone(),
                 reason: "no connection".into(),
             })?;
         c.command(&["INFO", "replication"], "INFO").await

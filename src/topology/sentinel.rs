@@ -16,12 +16,12 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::control::{Control, databases, field, int, join_host_port, redis_version, text};
 use super::{Layout, TopologyHandle, TopologySource};
-use crate::backend::Connector;
+use crate::backend::{Connector, NodeAddr};
 use crate::error::TopologyError;
 
 #[derive(Debug, Clone)]
 pub struct SentinelSource {
-    sentinels: Vec<String>,
+    sentinels: Vec<NodeAddr>,
     master_name: String,
     /// How the Sentinels are reached (with their own password, if any).
     to_sentinels: Connector,
@@ -33,7 +33,7 @@ pub struct SentinelSource {
     /// for some Sentinels); the old master takes writes until it is reconfigured, and such
     /// writes are lost. Following the promotion as soon as the replica says `ROLE master` keeps
     /// that window to milliseconds.
-    promoting: Arc<Mutex<Option<(String, Instant)>>>,
+    promoting: Arc<Mutex<Option<(NodeAddr, Instant)>>>,
     /// Events already logged, with when: every Sentinel announces the same event, and the
     /// log says it once.
     logged: Arc<Mutex<Vec<(String, Instant)>>>,
@@ -66,7 +66,7 @@ const PROMOTION_POLLS: u32 = 300;
 
 impl SentinelSource {
     pub fn new(
-        sentinels: Vec<String>,
+        sentinels: Vec<NodeAddr>,
         master_name: String,
         to_sentinels: Connector,
         to_nodes: Connector,
@@ -98,7 +98,7 @@ impl SentinelSource {
         true
     }
 
-    fn promoting(&self) -> Option<String> {
+    fn promoting(&self) -> Option<NodeAddr> {
         let mut guard = match self.promoting.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
@@ -113,7 +113,7 @@ impl SentinelSource {
         }
     }
 
-    fn set_promoting(&self, addr: Option<String>) {
+    fn set_promoting(&self, addr: Option<NodeAddr>) {
         let mut guard = match self.promoting.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
@@ -122,7 +122,7 @@ impl SentinelSource {
     }
 
     /// Polls the replica being promoted until it says it is a master, then asks for a refresh.
-    fn follow_promotion(&self, replica: String, handle: Arc<TopologyHandle>) {
+    fn follow_promotion(&self, replica: NodeAddr, handle: Arc<TopologyHandle>) {
         self.set_promoting(Some(replica.clone()));
         let me = self.clone();
         tokio::spawn(async move {
@@ -131,7 +131,7 @@ impl SentinelSource {
                     if me.first_to_announce(&format!("promoted {replica}")) {
                         info!(%replica, "the replica Sentinel is promoting is a master now");
                     }
-                    handle.request_refresh_now(Some(&Arc::from(replica.as_str())));
+                    handle.request_refresh_now(Some(&replica));
                     return;
                 }
                 tokio::time::sleep(PROMOTION_POLL).await;
@@ -139,12 +139,12 @@ impl SentinelSource {
         });
     }
 
-    async fn connect_sentinel(&self, addr: &str) -> Result<Control, TopologyError> {
+    async fn connect_sentinel(&self, addr: &NodeAddr) -> Result<Control, TopologyError> {
         Control::connect(addr, &self.to_sentinels).await
     }
 
     /// Asks one Sentinel, then confirms with the master itself.
-    async fn query(&self, sentinel: &str) -> Result<Layout, TopologyError> {
+    async fn query(&self, sentinel: &NodeAddr) -> Result<Layout, TopologyError> {
         let mut s = self.connect_sentinel(sentinel).await?;
         let reply = s
             .command(
@@ -154,19 +154,22 @@ impl SentinelSource {
             .await?;
         let master = match &reply {
             OwnedFrame::Array(a) => match (a.first().and_then(text), a.get(1).and_then(int)) {
-                (Some(host), Some(port)) => join_host_port(&host, port),
+                (Some(host), Some(port)) => match join_host_port(&host, port) {
+                    Some(addr) => addr,
+                    None => return Err(malformed(sentinel, "SENTINEL get-master-addr-by-name")),
+                },
                 _ => return Err(malformed(sentinel, "SENTINEL get-master-addr-by-name")),
             },
             OwnedFrame::Null => {
                 return Err(TopologyError::ErrorReply {
-                    addr: sentinel.to_string(),
+                    addr: sentinel.clone(),
                     what: "SENTINEL get-master-addr-by-name",
                     reply: format!("no master named '{}'", self.master_name),
                 });
             }
             OwnedFrame::Error(e) => {
                 return Err(TopologyError::ErrorReply {
-                    addr: sentinel.to_string(),
+                    addr: sentinel.clone(),
                     what: "SENTINEL get-master-addr-by-name",
                     reply: e.clone(),
                 });
@@ -213,7 +216,7 @@ impl SentinelSource {
     /// Subscribes to one Sentinel's events until shutdown, reconnecting after errors.
     async fn watch_one(
         self,
-        sentinel: String,
+        sentinel: NodeAddr,
         handle: Arc<TopologyHandle>,
         shutdown: CancellationToken,
     ) {
@@ -261,9 +264,10 @@ impl SentinelSource {
                     if channel == "+switch-master" {
                         let mut words = payload.split(' ');
                         let new = match (words.nth(3), words.next()) {
-                            (Some(host), Some(port)) => {
-                                port.parse::<i64>().ok().map(|p| join_host_port(host, p))
-                            }
+                            (Some(host), Some(port)) => port
+                                .parse::<i64>()
+                                .ok()
+                                .and_then(|p| join_host_port(host, p)),
                             _ => None,
                         };
                         if self.first_to_announce(&format!("{channel} {payload}")) {
@@ -271,8 +275,7 @@ impl SentinelSource {
                         } else {
                             debug!(%sentinel, event = %payload, "another Sentinel announced it too");
                         }
-                        let hint: Option<Arc<str>> = new.map(|n| Arc::from(n.as_str()));
-                        handle.request_refresh_now(hint.as_ref());
+                        handle.request_refresh_now(new.as_ref());
                     } else {
                         debug!(%channel, event = %payload, "Sentinel event");
                         handle.request_refresh(None);
@@ -303,15 +306,15 @@ impl SentinelSource {
     }
 }
 
-fn malformed(addr: &str, what: &'static str) -> TopologyError {
+fn malformed(addr: &NodeAddr, what: &'static str) -> TopologyError {
     TopologyError::Malformed {
-        addr: addr.to_string(),
+        addr: addr.clone(),
         what,
     }
 }
 
 /// Whether the node at `addr` answers `ROLE` with `master`.
-async fn role_is_master(addr: &str, via: &Connector) -> bool {
+async fn role_is_master(addr: &NodeAddr, via: &Connector) -> bool {
     let ask = async {
         let mut c = Control::connect(addr, via).await?;
         c.command(&["ROLE"], "ROLE").await
@@ -323,21 +326,21 @@ async fn role_is_master(addr: &str, via: &Connector) -> bool {
 }
 
 /// The `ip:port` of the instance an event is about: `<type> <name> <ip> <port> @ ...`.
-fn instance_addr(payload: &str) -> Option<String> {
+fn instance_addr(payload: &str) -> Option<NodeAddr> {
     let mut words = payload.split(' ');
     let (_kind, _name, ip, port) = (words.next()?, words.next()?, words.next()?, words.next()?);
-    Some(join_host_port(ip, port.parse().ok()?))
+    join_host_port(ip, port.parse().ok()?)
 }
 
 /// The replicas without the master: during a failover Sentinel still lists the replica it
 /// promoted among the replicas after slotgate has seen it answer `ROLE master`.
-fn without_master(mut replicas: Vec<String>, master: &str) -> Vec<String> {
+fn without_master(mut replicas: Vec<NodeAddr>, master: &NodeAddr) -> Vec<NodeAddr> {
     replicas.retain(|r| r != master);
     replicas
 }
 
 /// A replica from `SENTINEL replicas` that is up and linked to its master.
-fn healthy_replica(f: &OwnedFrame) -> Option<String> {
+fn healthy_replica(f: &OwnedFrame) -> Option<NodeAddr> {
     let OwnedFrame::Array(kv) = f else {
         return None;
     };
@@ -350,7 +353,7 @@ fn healthy_replica(f: &OwnedFrame) -> Option<String> {
     }
     let host = field(kv, "ip").and_then(text)?;
     let port = field(kv, "port").and_then(int)?;
-    Some(join_host_port(&host, port))
+    join_host_port(&host, port)
 }
 
 /// Whether a Sentinel event is about our master: `+switch-master <name> ...`, or
@@ -373,7 +376,7 @@ fn names_master(channel: &str, payload: &str, master: &str) -> bool {
 }
 
 impl TopologySource for SentinelSource {
-    async fn discover(&self, _candidates: &[String]) -> Result<Layout, TopologyError> {
+    async fn discover(&self, _candidates: &[NodeAddr]) -> Result<Layout, TopologyError> {
         let mut errors = Vec::new();
         for s in &self.sentinels {
             match tokio::time::timeout(self.timeout, self.query(s)).await {
@@ -388,7 +391,7 @@ impl TopologySource for SentinelSource {
         Err(TopologyError::NoNodeAnswered(errors))
     }
 
-    fn seeds(&self) -> &[String] {
+    fn seeds(&self) -> &[NodeAddr] {
         &self.sentinels
     }
 
@@ -441,19 +444,22 @@ mod tests {
     fn should_read_the_instance_an_event_is_about() {
         assert_eq!(
             instance_addr("slave 127.0.0.1:6380 127.0.0.1 6380 @ mymaster 127.0.0.1 6379"),
-            Some("127.0.0.1:6380".to_string())
+            Some(NodeAddr::from("127.0.0.1:6380"))
         );
         assert_eq!(instance_addr("slave x"), None);
     }
 
     #[test]
     fn should_never_list_the_master_among_its_replicas() {
-        let replicas = vec!["127.0.0.1:6380".to_string(), "127.0.0.1:6381".to_string()];
+        let replicas: Vec<NodeAddr> = vec!["127.0.0.1:6380".into(), "127.0.0.1:6381".into()];
         assert_eq!(
-            without_master(replicas.clone(), "127.0.0.1:6380"),
-            vec!["127.0.0.1:6381".to_string()]
+            without_master(replicas.clone(), &"127.0.0.1:6380".into()),
+            vec![NodeAddr::from("127.0.0.1:6381")]
         );
-        assert_eq!(without_master(replicas.clone(), "127.0.0.1:6379"), replicas);
+        assert_eq!(
+            without_master(replicas.clone(), &"127.0.0.1:6379".into()),
+            replicas
+        );
     }
 
     #[test]
@@ -470,7 +476,7 @@ mod tests {
         };
         assert_eq!(
             healthy_replica(&r("slave")),
-            Some("127.0.0.1:6380".to_string())
+            Some(NodeAddr::from("127.0.0.1:6380"))
         );
         assert_eq!(healthy_replica(&r("s_down,slave")), None);
     }

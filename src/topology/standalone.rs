@@ -7,19 +7,19 @@ use std::time::Duration;
 
 use super::control::{Control, databases, redis_version};
 use super::{Layout, TopologySource};
-use crate::backend::Connector;
+use crate::backend::{Connector, NodeAddr};
 use crate::error::TopologyError;
 
 #[derive(Debug, Clone)]
 pub struct StandaloneSource {
-    addr: Vec<String>,
+    addr: Vec<NodeAddr>,
     timeout: Duration,
     /// How the server is reached, as the data path reaches it.
     via: Connector,
 }
 
 impl StandaloneSource {
-    pub fn new(addr: String, timeout: Duration, via: Connector) -> Self {
+    pub fn new(addr: NodeAddr, timeout: Duration, via: Connector) -> Self {
         Self {
             addr: vec![addr],
             timeout,
@@ -29,8 +29,10 @@ impl StandaloneSource {
 }
 
 impl TopologySource for StandaloneSource {
-    async fn discover(&self, _candidates: &[String]) -> Result<Layout, TopologyError> {
-        let addr = self.addr.first().cloned().unwrap_or_default();
+    async fn discover(&self, _candidates: &[NodeAddr]) -> Result<Layout, TopologyError> {
+        let Some(addr) = self.addr.first().cloned() else {
+            return Err(TopologyError::NoNodeAnswered(Vec::new()));
+        };
         let probe = async {
             let mut c = Control::connect(&addr, &self.via).await?;
             let info = c.command(&["INFO", "server"], "INFO").await?;
@@ -46,7 +48,7 @@ impl TopologySource for StandaloneSource {
         Ok(Layout::single(addr, Vec::new(), version).with_databases(databases))
     }
 
-    fn seeds(&self) -> &[String] {
+    fn seeds(&self) -> &[NodeAddr] {
         &self.addr
     }
 }

@@ -217,6 +217,11 @@ impl Redis {
         wait_for_ping_url("redis", &self.url(), Duration::from_secs(10));
     }
 
+    /// The directory the server runs in (a socket file can go there).
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
     pub fn addr(&self) -> String {
         format!("{}:{}", self.ip, self.port)
     }
@@ -1059,4 +1064,31 @@ impl Drop for Certs {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Runs slotgate until it exits (at most `secs`): whether it succeeded, how long it took, and
+/// what it printed.
+pub fn run_until_exit(args: &[&str], secs: u64) -> (bool, Duration, String) {
+    let started = std::time::Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_slotgate"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(secs) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("slotgate {args:?} did not exit within {secs}s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), started.elapsed(), text)
 }
