@@ -562,8 +562,11 @@ impl Config {
         if limits.max_request_bytes > u32::MAX as usize / 2 {
             return Err(invalid("limits.max_request_bytes", "must be below 2 GiB"));
         }
-        if limits.max_reply_depth > 4096 {
-            return Err(invalid("limits.max_reply_depth", "must be at most 4096"));
+        if limits.max_reply_depth > crate::protocol::MAX_REPLY_DEPTH_LIMIT {
+            return Err(invalid(
+                "limits.max_reply_depth",
+                format!("must be at most {}", crate::protocol::MAX_REPLY_DEPTH_LIMIT),
+            ));
         }
         let sd = SessionConfig::default();
         let c = &f.clients;

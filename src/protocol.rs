@@ -22,7 +22,10 @@ pub const DEFAULT_MAX_ARGS: usize = 1024 * 1024;
 /// Largest single request, all arguments together.
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 512 * 1024 * 1024 + 64 * 1024;
 /// Deepest aggregate nesting accepted in a backend reply (hiredis uses the same cap).
-pub const DEFAULT_MAX_REPLY_DEPTH: usize = 1024;
+pub const DEFAULT_MAX_REPLY_DEPTH: usize = 10_000;
+
+/// The deepest `max_reply_depth` the config accepts.
+pub const MAX_REPLY_DEPTH_LIMIT: usize = 1_000_000;
 
 /// Limits on everything a peer can make the proxy buffer or count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

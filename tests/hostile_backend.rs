@@ -1,6 +1,7 @@
 //! A scripted fake node, for replies a real Redis cannot be made to give on demand: a backend
-//! that answers with bytes that are not RESP, or with nesting deeper than the limit. slotgate
-//! answers the client with an error, drops that connection, reconnects, and keeps serving.
+//! that answers with bytes that are not RESP, or with arrays that never close. slotgate answers
+//! the client with an error, drops that connection, reconnects, and keeps serving. A complete
+//! reply nested beyond `max_reply_depth` fails its own request only.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -81,11 +82,21 @@ fn serve(mut s: TcpStream, bad: &'static [u8]) {
     }
 }
 
+/// The error `GET k` gets (it must get one).
+fn get_error(c: &mut redis::Connection) -> String {
+    redis::cmd("GET")
+        .arg("k")
+        .query::<Option<String>>(c)
+        .unwrap_err()
+        .to_string()
+}
+
 #[test]
 fn malformed_and_too_deep_backend_replies_become_client_errors_not_crashes() {
     for bad in [
         &b"?garbage\r\n"[..],
-        &b"*1\r\n".repeat(5000).leak()[..],
+        // Arrays that never close, past the hard limit of a million levels.
+        &b"*1\r\n".repeat(1_000_001).leak()[..],
         &b"$99999999999999\r\n"[..],
     ] {
         let stop = Arc::new(AtomicBool::new(false));
@@ -94,11 +105,7 @@ fn malformed_and_too_deep_backend_replies_become_client_errors_not_crashes() {
         let proxy = Proxy::spawn(&["--standalone".to_string(), format!("127.0.0.1:{port}")]);
         let mut c = proxy.conn();
         for _ in 0..3 {
-            let e = redis::cmd("GET")
-                .arg("k")
-                .query::<Option<String>>(&mut c)
-                .unwrap_err()
-                .to_string();
+            let e = get_error(&mut c);
             assert!(e.contains("malformed reply"), "{e}");
             // Past the reconnect backoff, the next request gets a fresh connection.
             std::thread::sleep(Duration::from_millis(300));
@@ -115,4 +122,30 @@ fn malformed_and_too_deep_backend_replies_become_client_errors_not_crashes() {
         drop(proxy);
         handle.join().unwrap();
     }
+}
+
+#[test]
+fn a_complete_reply_beyond_the_depth_limit_fails_its_request_and_keeps_the_connection() {
+    let mut deep = b"*1\r\n".repeat(12_000);
+    deep.extend_from_slice(b":1\r\n");
+    let stop = Arc::new(AtomicBool::new(false));
+    let connections = Arc::new(AtomicUsize::new(0));
+    let (port, handle) = fake_node(deep.leak(), stop.clone(), connections.clone());
+    let proxy = Proxy::spawn(&["--standalone".to_string(), format!("127.0.0.1:{port}")]);
+    let mut c = proxy.conn();
+    let before = connections.load(Ordering::Relaxed);
+    for _ in 0..3 {
+        let e = get_error(&mut c);
+        assert!(e.contains("nested deeper than 10000 levels"), "{e}");
+        let pong: String = redis::cmd("PING").query(&mut c).unwrap();
+        assert_eq!(pong, "PONG");
+    }
+    assert_eq!(
+        connections.load(Ordering::Relaxed),
+        before,
+        "no connection was dropped or opened"
+    );
+    stop.store(true, Ordering::Relaxed);
+    drop(proxy);
+    handle.join().unwrap();
 }

@@ -1,6 +1,6 @@
 //! Keyspace-wide commands and scripts across a real 3-master cluster: SCAN with a cursor that
 //! carries the master, KEYS merged from every master, SCRIPT LOAD/EXISTS/FLUSH and FUNCTION LOAD
-//! on every master, EVALSHA and FCALL routed by key.
+//! on every master, EVALSHA and FCALL routed by key; a script's deeply nested reply relayed.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -271,4 +271,94 @@ fn evalsha_is_repaired_on_the_node_a_redirect_led_to() {
         has_script(cluster.node(to), &sha),
         "loaded on the importing node"
     );
+}
+
+/// What Redis sends for a Lua table that holds itself: 7,995 nested arrays around an error.
+const SELF_HOLDING_TABLE: &str = "local a={};local b={a};a[1]=b;return a";
+
+/// Sends `EVAL SELF_HOLDING_TABLE 0` on a new connection to `port` and reads its whole reply,
+/// which ends with Redis' `-ERR reached lua stack limit` (or slotgate's error, when shallower).
+fn eval_deep(port: u16) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let script = SELF_HOLDING_TABLE;
+    let req = format!(
+        "*3\r\n$4\r\nEVAL\r\n${}\r\n{script}\r\n$1\r\n0\r\n",
+        script.len()
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 65536];
+    while !(got.ends_with(b"stack limit\r\n")
+        || got.starts_with(b"-ERR slotgate") && got.ends_with(b"\r\n"))
+    {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed after {} bytes", got.len());
+        got.extend_from_slice(&buf[..n]);
+    }
+    got
+}
+
+#[test]
+fn a_deeply_nested_reply_is_relayed_and_one_beyond_the_limit_fails_its_client_alone() {
+    let server = support::Redis::start(&[]);
+    let want = eval_deep(server.port);
+    assert_eq!(nesting(&want), 7995, "Redis nests that deep");
+    // Relayed byte for byte under the default limit.
+    let proxy = Proxy::spawn(&["--standalone".into(), server.addr()]);
+    assert_eq!(eval_deep(proxy.port), want);
+
+    // Under a lower limit: that client gets an error, while another client's pipeline on the
+    // same (single) backend connection is answered in full, and the connection stays.
+    let conf = support::TempConf::new(
+        "[limits]\nmax_reply_depth = 100\n[backend]\nconnections_per_node = 1\n",
+    );
+    let strict = Proxy::spawn(&[
+        "--standalone".into(),
+        server.addr(),
+        "--config".into(),
+        conf.path().into(),
+    ]);
+    let mut other = strict.conn();
+    let _: () = redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .query(&mut other)
+        .unwrap();
+    let connects = strict.info_field("backend_connects");
+    let reader = {
+        let url = strict.url();
+        std::thread::spawn(move || {
+            let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+            for _ in 0..200 {
+                let mut pipe = redis::pipe();
+                for _ in 0..50 {
+                    pipe.get("k");
+                }
+                let got: Vec<String> = pipe.query(&mut c).unwrap();
+                assert!(got.iter().all(|v| v == "v"), "{got:?}");
+            }
+        })
+    };
+    for _ in 0..5 {
+        let got = eval_deep(strict.port);
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            "-ERR slotgate: the reply was nested deeper than 100 levels (limits.max_reply_depth) and was dropped\r\n"
+        );
+    }
+    reader.join().unwrap();
+    let v: String = redis::cmd("GET").arg("k").query(&mut other).unwrap();
+    assert_eq!(v, "v");
+    assert_eq!(
+        strict.info_field("backend_connects"),
+        connects,
+        "the connection stayed"
+    );
+}
+
+/// How many `*1` array headers a reply holds.
+fn nesting(reply: &[u8]) -> usize {
+    reply.windows(4).filter(|w| w == b"*1\r\n").count()
 }

@@ -24,8 +24,8 @@ use super::{Dialect, NodeAddr};
 use crate::error::BackendError;
 use crate::mailbox;
 use crate::metrics::ErrorKind;
-use crate::protocol::ReplyScanner;
 use crate::protocol::encode::{self, Proto};
+use crate::protocol::{Limits, ReplyScanner};
 
 /// The frame that lets the next command on a connection act on a slot being imported (the
 /// node answers `+OK`, which is never delivered).
@@ -381,6 +381,38 @@ impl Expect {
     }
 }
 
+/// The replies of one read (`chunk`, each ending at its offset in `ends`) with each reply nested
+/// beyond the limit replaced by an error for its request alone; `ends` is updated to match.
+#[cold]
+fn replace_too_deep(chunk: &Bytes, ends: &mut [usize], limits: Limits) -> Bytes {
+    let error = format!(
+        "-ERR slotgate: the reply was nested deeper than {} levels (limits.max_reply_depth) and was dropped\r\n",
+        limits.max_reply_depth
+    );
+    let mut out = BytesMut::with_capacity(chunk.len());
+    let mut start = 0;
+    for end in ends.iter_mut() {
+        let reply = chunk.get(start..*end).unwrap_or_default();
+        start = *end;
+        // Each slice is one complete reply the connection's scanner accepted.
+        let mut scanner = ReplyScanner::relaying(limits);
+        if let Ok(Some(_)) = scanner.scan(reply)
+            && scanner.take_too_deep()
+        {
+            warn!(
+                bytes = reply.len(),
+                limit = limits.max_reply_depth,
+                "dropped a reply nested deeper than limits.max_reply_depth"
+            );
+            out.extend_from_slice(error.as_bytes());
+        } else {
+            out.extend_from_slice(reply);
+        }
+        *end = out.len();
+    }
+    out.freeze()
+}
+
 /// Runs one established connection until it breaks (`Err`) or every sender is gone (`Ok`).
 async fn serve(
     mut stream: BackendStream,
@@ -393,7 +425,9 @@ async fn serve(
     let mut wbuf = BytesMut::with_capacity(16 * 1024);
     let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
     let mut inflight: VecDeque<Pending> = VecDeque::with_capacity(256);
-    let mut scanner = ReplyScanner::new(config.limits);
+    // A reply nested beyond the limit is read to its end and replaced by an error for its one
+    // request; the connection and the other requests on it go on.
+    let mut scanner = ReplyScanner::relaying(config.limits);
     let mut batch: Vec<BackendRequest> = Vec::with_capacity(64);
     let mut deliveries = Deliveries {
         to: None,
@@ -527,7 +561,11 @@ async fn serve(
                             Err(e) => break Some(e),
                         }
                     };
-                    let chunk = rbuf.split_to(scanned).freeze();
+                    let mut chunk = rbuf.split_to(scanned).freeze();
+                    // Asked once per read, not per reply; only then is the read rewritten.
+                    if scanner.take_too_deep() {
+                        chunk = replace_too_deep(&chunk, &mut ends, config.limits);
+                    }
                     let now = Instant::now();
                     let now_ticks = ticks(now);
                     let mut start = 0;

@@ -431,7 +431,8 @@ fn each_element(reply: &[u8], mut f: impl FnMut(usize, usize)) -> Option<usize> 
     let cr = body.iter().position(|&b| b == b'\r')?;
     let n = usize::try_from(parse_int(body.get(..cr)?)?).ok()?;
     let mut off = 1 + cr + 2;
-    let mut scanner = ReplyScanner::new(Limits::default());
+    // The connection's scanner already accepted the whole reply, at any depth it relays.
+    let mut scanner = ReplyScanner::relaying(Limits::default());
     for _ in 0..n {
         let len = scanner.scan(reply.get(off..)?).ok()??;
         f(off, off + len);

@@ -3,10 +3,12 @@
 //!
 //! The scanner keeps its place inside a partial reply (a small stack of how many elements each
 //! open aggregate still needs), so a large reply arriving in many reads is scanned once. It must
-//! never recurse, never accept nesting beyond its limit, and never wait for more bytes than a
-//! configured bulk length.
+//! never recurse and never wait for more bytes than a configured bulk length. Nesting beyond its
+//! limit is refused ([`ReplyScanner::new`], for replies slotgate decodes itself) or, on a data
+//! connection ([`ReplyScanner::relaying`]), scanned to the reply's end and flagged, so that
+//! reply alone is replaced by an error and the connection stays in step.
 
-use super::{Limits, ProtocolError, find_crlf, parse_int, short_len};
+use super::{Limits, MAX_REPLY_DEPTH_LIMIT, ProtocolError, find_crlf, parse_int, short_len};
 
 /// What the first byte of a complete reply says about it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,15 +42,44 @@ pub struct ReplyScanner {
     /// Offset of the next unscanned element header in the current reply.
     pos: usize,
     stack: Vec<Open>,
+    /// Nesting beyond the limit is scanned through (and flagged) rather than refused.
+    relay_deep: bool,
+    /// The reply being scanned went beyond the limit.
+    too_deep: bool,
+    /// A reply that went beyond the limit was completed since [`Self::take_too_deep`].
+    deep_done: bool,
 }
 
 impl ReplyScanner {
+    /// A scanner that refuses nesting beyond `limits.max_reply_depth` with an error.
     pub fn new(limits: Limits) -> Self {
         Self {
             limits,
             pos: 0,
             stack: Vec::new(),
+            relay_deep: false,
+            too_deep: false,
+            deep_done: false,
         }
+    }
+
+    /// A scanner for a data connection: a reply nested beyond the limit is still scanned to its
+    /// end (its stack costs 16 bytes per level, and each level is at least 4 bytes of the reply,
+    /// which is buffered until complete anyway); [`Self::take_too_deep`] then says so. Nesting
+    /// beyond [`MAX_REPLY_DEPTH_LIMIT`] is refused even so: no real server sends it, and a
+    /// node that never closes its arrays must not grow the stack without bound.
+    pub fn relaying(limits: Limits) -> Self {
+        Self {
+            relay_deep: true,
+            ..Self::new(limits)
+        }
+    }
+
+    /// Whether a reply `scan` returned since the last call was nested beyond the limit (and
+    /// clears it). A reply still incomplete is not counted until it is returned.
+    #[inline]
+    pub fn take_too_deep(&mut self) -> bool {
+        std::mem::take(&mut self.deep_done)
     }
 
     /// Returns the length of the complete reply at the front of `buf`, or `Ok(None)` if more
@@ -124,7 +155,10 @@ impl ReplyScanner {
                         return Err(ProtocolError::BadReplyLength);
                     } else if n > 0 {
                         if self.stack.len() >= self.limits.max_reply_depth {
-                            return Err(ProtocolError::ReplyTooDeep(self.limits.max_reply_depth));
+                            if !self.relay_deep || self.stack.len() >= MAX_REPLY_DEPTH_LIMIT {
+                                return Err(ProtocolError::ReplyTooDeep(self.stack.len()));
+                            }
+                            self.too_deep = true;
                         }
                         let per = if matches!(t, b'%' | b'|') { 2 } else { 1 };
                         self.stack.push(Open {
@@ -152,6 +186,10 @@ impl ReplyScanner {
             let Some(top) = self.stack.last_mut() else {
                 let n = self.pos;
                 self.pos = 0;
+                if self.too_deep {
+                    self.too_deep = false;
+                    self.deep_done = true;
+                }
                 return Some(n);
             };
             top.remaining -= 1;
@@ -229,11 +267,76 @@ mod tests {
     }
 
     #[test]
+    fn a_relaying_scanner_reads_a_too_deep_reply_to_its_end_and_flags_it_alone() {
+        let limits = Limits {
+            max_reply_depth: 8,
+            ..Limits::default()
+        };
+        // What Redis sends for a Lua table that holds itself, nested 20 levels, then a plain
+        // reply behind it on the same connection.
+        let mut deep = b"*1\r\n".repeat(20);
+        deep.extend_from_slice(b"-ERR reached lua stack limit\r\n");
+        let shallow = b"*2\r\n*1\r\n:1\r\n$1\r\nx\r\n";
+        let wire = [&deep[..], shallow, b"+OK\r\n"].concat();
+        for chunk in [1, 3, wire.len()] {
+            let mut s = ReplyScanner::relaying(limits);
+            let mut got = Vec::new();
+            let (mut buf, mut off) = (Vec::new(), 0);
+            for piece in wire.chunks(chunk) {
+                buf.extend_from_slice(piece);
+                while let Some(n) = s.scan(&buf[off..]).unwrap() {
+                    got.push((n, s.take_too_deep()));
+                    off += n;
+                }
+            }
+            assert_eq!(
+                got,
+                [(deep.len(), true), (shallow.len(), false), (5, false)],
+                "chunks of {chunk}"
+            );
+        }
+        // Asked once per read, as a connection asks: the flag survives reads that end inside
+        // the deep reply, and shows in the read that completes it.
+        for chunk in [1, 7, 50] {
+            let mut s = ReplyScanner::relaying(limits);
+            let (mut buf, mut off) = (Vec::new(), 0);
+            for (i, piece) in wire.chunks(chunk).enumerate() {
+                buf.extend_from_slice(piece);
+                while let Some(n) = s.scan(&buf[off..]).unwrap() {
+                    off += n;
+                }
+                let completes_deep = (i * chunk..(i + 1) * chunk).contains(&(deep.len() - 1));
+                assert_eq!(
+                    s.take_too_deep(),
+                    completes_deep,
+                    "chunks of {chunk}, read {i}"
+                );
+            }
+        }
+        // Exactly at the limit is relayed; the refusing scanner refuses one level more.
+        let mut s = ReplyScanner::relaying(limits);
+        let at = [b"*1\r\n".repeat(8), b":1\r\n".to_vec()].concat();
+        assert_eq!(s.scan(&at), Ok(Some(at.len())));
+        assert!(!s.take_too_deep());
+        let over = [b"*1\r\n".repeat(9), b":1\r\n".to_vec()].concat();
+        assert_eq!(
+            ReplyScanner::new(limits).scan(&over),
+            Err(ProtocolError::ReplyTooDeep(8))
+        );
+        // A node that never closes its arrays is cut off at the hard limit.
+        let endless = b"*1\r\n".repeat(MAX_REPLY_DEPTH_LIMIT + 1);
+        assert_eq!(
+            ReplyScanner::relaying(limits).scan(&endless),
+            Err(ProtocolError::ReplyTooDeep(MAX_REPLY_DEPTH_LIMIT))
+        );
+    }
+
+    #[test]
     fn should_reject_hostile_replies() {
-        let deep = b"*1\r\n".repeat(2000);
-        assert_eq!(scan_all(&deep), Err(ProtocolError::ReplyTooDeep(1024)));
-        let deep3 = b"%1\r\n".repeat(2000);
-        assert_eq!(scan_all(&deep3), Err(ProtocolError::ReplyTooDeep(1024)));
+        let deep = b"*1\r\n".repeat(20_000);
+        assert_eq!(scan_all(&deep), Err(ProtocolError::ReplyTooDeep(10_000)));
+        let deep3 = b"%1\r\n".repeat(20_000);
+        assert_eq!(scan_all(&deep3), Err(ProtocolError::ReplyTooDeep(10_000)));
         assert_eq!(
             scan_all(b"$999999999999\r\n"),
             Err(ProtocolError::BadReplyLength)
