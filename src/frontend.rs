@@ -6,6 +6,7 @@
 //! `frontend/local.rs`.
 
 pub mod buffers;
+pub mod client_reply;
 pub mod client_stream;
 pub mod clients;
 pub mod host;

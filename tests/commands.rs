@@ -748,3 +748,96 @@ print("client_info ok")
 "#;
     support::run_python(script, proxy.port);
 }
+
+/// Sends `cmds` in one write, then `CLIENT REPLY ON` and `ECHO end`, and reads every byte up
+/// to the end marker.
+fn replies_of(port: u16, cmds: &[&str]) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut wire = Vec::new();
+    for c in cmds.iter().chain(&["CLIENT REPLY ON", "ECHO end"]) {
+        let args: Vec<&str> = c.split(' ').collect();
+        wire.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+        for a in args {
+            wire.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
+        }
+    }
+    s.write_all(&wire).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.ends_with(b"$3\r\nend\r\n") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[test]
+fn client_reply_off_and_skip_drop_replies_as_redis_does() {
+    let cluster = Cluster::start(3, 0);
+    let proxy = Proxy::cluster(&cluster, &[]);
+    let reference = Redis::start(&[]);
+    let sequences: &[&[&str]] = &[
+        &[
+            "CLIENT REPLY OFF",
+            "SET a 1",
+            "GET a",
+            "CLIENT REPLY ON",
+            "GET a",
+        ],
+        &["CLIENT REPLY SKIP", "GET a", "GET a"],
+        &["CLIENT REPLY SKIP", "CLIENT REPLY SKIP", "GET a", "GET a"],
+        &[
+            "CLIENT REPLY OFF",
+            "CLIENT REPLY SKIP",
+            "GET a",
+            "CLIENT REPLY ON",
+            "PING",
+        ],
+        &["CLIENT REPLY SKIP", "CLIENT REPLY ON", "PING"],
+        &["CLIENT REPLY FOO", "PING"],
+        &["CLIENT REPLY OFF", "CLIENT REPLY FOO", "NOSUCH", "GET"],
+        &["CLIENT REPLY", "PING"],
+        &["CLIENT REPLY skip", "MULTI", "GET a", "EXEC"],
+        &["CLIENT REPLY OFF", "RESET", "PING"],
+        &["CLIENT REPLY SKIP", "RESET", "PING"],
+        // Replies from three masters (and a split MGET) arriving in any order, a blocking pop
+        // on its own connection timing out while silenced, a fan-out.
+        &[
+            "SET b 2",
+            "CLIENT REPLY OFF",
+            "SET c 3",
+            "MGET a b c",
+            "BLPOP nolist 0.1",
+            "DBSIZE",
+            "CLIENT REPLY ON",
+            "MGET a b c",
+            "CLIENT REPLY SKIP",
+            "MGET a b c",
+            "GET b",
+        ],
+    ];
+    for seq in sequences {
+        // The reference starts every sequence from the same data as the cluster.
+        let _: () = redis::cmd("FLUSHALL").query(&mut reference.conn()).unwrap();
+        for m in cluster.masters() {
+            let _: () = redis::cmd("FLUSHALL").query(&mut m.conn()).unwrap();
+        }
+        assert_eq!(
+            replies_of(proxy.port, seq),
+            replies_of(reference.port, seq),
+            "{seq:?}"
+        );
+    }
+    // Inside MULTI, Redis queues it and then writes a malformed EXEC reply (an array header
+    // without its elements); slotgate refuses it at queue time and the transaction aborts.
+    let got = replies_of(
+        proxy.port,
+        &["MULTI", "CLIENT REPLY OFF", "SET a 1", "EXEC"],
+    );
+    assert!(
+        got.contains("cannot be used inside MULTI") && got.contains("-EXECABORT"),
+        "{got}"
+    );
+}

@@ -235,6 +235,8 @@ pub enum Local {
     ClientSetInfo,
     ClientNoEvict,
     ClientNoTouch,
+    /// `CLIENT REPLY ON|OFF|SKIP`: answered by the session, which owns which replies are sent.
+    ClientReply,
     ClusterKeySlot,
     /// What a Redis without cluster support says to CLUSTER, READONLY and READWRITE.
     ClusterDisabled,
@@ -485,6 +487,7 @@ fn named_route(name: &str) -> Option<Route> {
         "client|setinfo" => Local(self::Local::ClientSetInfo),
         "client|no-evict" => Local(self::Local::ClientNoEvict),
         "client|no-touch" => Local(self::Local::ClientNoTouch),
+        "client|reply" => Local(self::Local::ClientReply),
         "cluster|keyslot" => Local(self::Local::ClusterKeySlot),
         "acl|cat" => Local(self::Local::AclCat),
         "acl|whoami" => Local(self::Local::AclWhoami),
@@ -855,6 +858,7 @@ impl Table {
                 route.replace('|', "\\|")
             ));
         }
+        out.push_str(include_str!("differences.md"));
         out
     }
 }

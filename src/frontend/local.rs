@@ -333,6 +333,9 @@ pub fn answer(
                 encode::error(out, "ERR syntax error");
             }
         }
+        // The session answers it (it changes which of its replies are sent); a mode it does
+        // not know is the one answer left here.
+        Local::ClientReply => encode::error(out, "ERR syntax error"),
         Local::ClusterKeySlot => encode::integer(out, i64::from(key_slot(arg(2)))),
         Local::ClusterDisabled => encode::error(out, CLUSTER_DISABLED),
     }

@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::buffers::{self, Spare};
+use super::client_reply::ClientReply;
 use super::client_stream::ClientStream;
 use super::io_signal::IoSignal;
 use super::local::{self, ClientState};
@@ -109,6 +110,10 @@ struct Session {
     live: Arc<super::clients::Live>,
     /// `clients.output_buffer_limit_bytes` (`usize::MAX` when there is none).
     output_limit: usize,
+    /// CLIENT REPLY OFF/SKIP: which queue places get no reply.
+    client_reply: ClientReply,
+    /// `client_reply.first_silent()`, kept here: the one comparison each reply costs.
+    silent_from: u64,
 }
 
 /// Most private connections one session keeps.
@@ -176,6 +181,8 @@ pub async fn run(
         ready_bytes: 0,
         live,
         output_limit: ctx.config.output_buffer_limit.unwrap_or(usize::MAX),
+        client_reply: ClientReply::default(),
+        silent_from: u64::MAX,
         ctx,
     };
     // No buffer of the session's own until it holds a partial request or unread replies: the
@@ -655,23 +662,7 @@ impl Session {
             return self.queue_in_transaction(entry, &req);
         }
         match entry.route {
-            Route::Local(l) => {
-                let mut b = BytesMut::new();
-                let db = self.client.db;
-                local::answer(l, &req, &mut self.client, &self.ctx, &mut b);
-                self.push_ready(b.freeze());
-                if self.client.db != db && l == Local::Select {
-                    self.privates_follow_db();
-                }
-                if l == Local::Reset {
-                    self.txn = None;
-                    self.watching = None;
-                    self.privates.clear();
-                    self.subscriber = None;
-                    self.subs = Subscriptions::default();
-                    self.shards.clear();
-                }
-            }
+            Route::Local(l) => self.local(l, &req),
             Route::Transaction(t) => self.transaction(t, entry, &req),
             Route::Scan => self.scan(entry.id, &req),
             Route::PubSub => self.pubsub(entry, &req),
@@ -1288,10 +1279,65 @@ impl Session {
         {
             self.close_for_output_limit();
         }
-        if !self.abort {
+        let silenced = self.base >= self.silent_from && self.silenced_front();
+        if !self.abort && !silenced {
             self.out.extend_from_slice(reply);
         }
         self.base += 1;
+    }
+
+    /// A command slotgate answers itself.
+    #[inline(never)]
+    fn local(&mut self, l: Local, req: &Request) {
+        if l == Local::ClientReply {
+            return self.client_reply(req);
+        }
+        let mut b = BytesMut::new();
+        let db = self.client.db;
+        local::answer(l, req, &mut self.client, &self.ctx, &mut b);
+        self.push_ready(b.freeze());
+        if self.client.db != db && l == Local::Select {
+            self.privates_follow_db();
+        }
+        if l == Local::Reset {
+            // RESET's own reply is the place just taken.
+            self.client_reply.reset(self.next_seq() - 1);
+            self.silent_from = self.client_reply.first_silent();
+            self.txn = None;
+            self.watching = None;
+            self.privates.clear();
+            self.subscriber = None;
+            self.subs = Subscriptions::default();
+            self.shards.clear();
+        }
+    }
+
+    /// Whether the reply at the front (place `base`) is one CLIENT REPLY OFF or SKIP silenced.
+    #[cold]
+    fn silenced_front(&mut self) -> bool {
+        let silent = self.client_reply.is_silent(self.base);
+        self.silent_from = self.client_reply.first_silent();
+        silent
+    }
+
+    /// `CLIENT REPLY ON|OFF|SKIP`: OFF and SKIP take no place in the queue (they have no reply);
+    /// ON answers `+OK`, which is sent even when it ends OFF.
+    fn client_reply(&mut self, req: &Request) {
+        let mode = req.arg(2).unwrap_or_default();
+        let next = self.next_seq();
+        if mode.eq_ignore_ascii_case(b"off") {
+            self.current = None;
+            self.client_reply.off(next);
+        } else if mode.eq_ignore_ascii_case(b"skip") {
+            self.current = None;
+            self.client_reply.skip(next);
+        } else if mode.eq_ignore_ascii_case(b"on") {
+            self.client_reply.on(next);
+            self.push_ready(Bytes::from_static(b"+OK\r\n"));
+        } else {
+            self.push_error("ERR syntax error");
+        }
+        self.silent_from = self.client_reply.first_silent();
     }
 
     /// Whether the replies in `out` may wait for the next one, to reach the client in one
