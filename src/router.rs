@@ -10,5 +10,11 @@ pub mod slot;
 pub mod target;
 
 pub use redirect::{Budget, Outcome, PartAction, PartFacts, Redirect, next_step};
+
+/// Channel pub/sub (SUBSCRIBE, PSUBSCRIBE, PUBLISH; not shard channels) goes to this slot's
+/// master. Redis Cluster delivers a message to subscribers on every node, but PUBLISH counts
+/// only the receivers on the node it ran on: with the subscriber connections and PUBLISH on one
+/// master, the count through slotgate is exact (and through every slotgate with the same map).
+pub const PUBSUB_SLOT: u16 = 0;
 pub use slot::{SLOTS, key_slot};
 pub use target::{Placement, ReadFrom, ReadTarget, Skipped, node_for, read_node};

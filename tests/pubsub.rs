@@ -83,6 +83,45 @@ fn subscribers_receive_messages_and_follow_redis_rules() {
         ]
     );
 
+    // PUBLISH counts the receivers exactly, whichever client sends it (clients' keyless
+    // commands spread over the masters; PUBLISH goes where the subscriber connections are), and
+    // a second subscriber to the same pattern leaves NUMPAT at one pattern, as on one Redis.
+    let mut other = proxy.raw();
+    let mut obuf = Vec::new();
+    send(&mut other, "PSUBSCRIBE spo*");
+    assert_eq!(
+        texts(&read_reply(&mut other, &mut obuf)),
+        ["psubscribe", "spo*", "1"]
+    );
+    for _ in 0..6 {
+        let mut fresh = proxy.conn();
+        let n: i64 = redis::cmd("PUBLISH")
+            .arg("news")
+            .arg("count")
+            .query(&mut fresh)
+            .unwrap();
+        assert_eq!(n, 1, "news has one subscriber");
+        let n: i64 = redis::cmd("PUBLISH")
+            .arg("sports")
+            .arg("count")
+            .query(&mut fresh)
+            .unwrap();
+        assert_eq!(
+            n, 3,
+            "sports: one channel subscriber, two pattern subscribers"
+        );
+        let numpat: i64 = redis::cmd("PUBSUB")
+            .arg("NUMPAT")
+            .query(&mut fresh)
+            .unwrap();
+        assert_eq!(numpat, 1);
+        for _ in 0..3 {
+            read_reply(&mut sub, &mut buf);
+        }
+        read_reply(&mut other, &mut obuf);
+    }
+    drop(other);
+
     // In subscribed mode a RESP2 client may only (un)subscribe, PING, QUIT or RESET.
     send(&mut sub, "GET x");
     let e = texts(&read_reply(&mut sub, &mut buf));

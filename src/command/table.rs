@@ -282,6 +282,9 @@ pub enum Route {
     Split { merge: Merge, step: u8 },
     /// To one master; the reply does not depend on which.
     AnyMaster,
+    /// PUBLISH: to the pub/sub master ([`crate::router::PUBSUB_SLOT`]'s), where the sessions'
+    /// subscriber connections are, so that its count of receivers is exact.
+    Publish,
     /// To every master, replies merged.
     AllMasters(Merge),
     /// Answered by the proxy.
@@ -309,6 +312,7 @@ impl Route {
                 format!("split per slot across masters, merged ({merge:?})")
             }
             Route::AnyMaster => "sent to any master".into(),
+            Route::Publish => "sent to the master of slot 0, where slotgate's subscriber connections are (the receiver count is exact)".into(),
             Route::AllMasters(m) => format!("sent to every master, merged ({m:?})"),
             Route::Local(l) => format!("answered by slotgate ({l:?})"),
             Route::Blocking => {
@@ -516,7 +520,8 @@ fn named_route(name: &str) -> Option<Route> {
         | "command|getkeys"
         | "command|getkeysandflags"
         | "command|help" => AnyMaster,
-        "time" | "lolwut" | "config|get" | "publish" => AnyMaster,
+        "time" | "lolwut" | "config|get" => AnyMaster,
+        "publish" => Publish,
         // Flagged admin, but it only tests the HyperLogLog code on whichever node runs it.
         "pfselftest" => AnyMaster,
         "memory|usage" => Keyed,
@@ -945,6 +950,7 @@ mod tests {
         assert_eq!(route(b"bzpopmin"), Some(Route::Blocking));
         assert_eq!(route(b"multi"), Some(Route::Transaction(Txn::Multi)));
         assert_eq!(route(b"subscribe"), Some(Route::PubSub));
+        assert_eq!(route(b"publish"), Some(Route::Publish));
         assert_eq!(route(b"ping"), Some(Route::Local(Local::Ping)));
         let client = t.get(b"client");
         assert_eq!(

@@ -680,6 +680,10 @@ impl Session {
                 reason,
             }),
             Route::AnyMaster => self.send_single(entry.id, req.into_raw(), None),
+            Route::Publish => {
+                let slot = Some(crate::router::PUBSUB_SLOT);
+                self.send_single(entry.id, req.into_raw(), slot)
+            }
             Route::AllMasters(merge) => self.send_all_masters(entry.id, req.into_raw(), merge),
             Route::Keyed | Route::Split { .. } => {
                 if is_blocking_stream_read(entry.spec.name, &req) {

@@ -31,6 +31,7 @@ impl Session {
             Route::Keyed
                 | Route::Split { .. }
                 | Route::AnyMaster
+                | Route::Publish
                 | Route::Blocking
                 | Route::Local(Local::Ping | Local::Echo)
         );

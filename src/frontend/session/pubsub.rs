@@ -40,15 +40,15 @@ fn ends_subscriptions(frame: &[u8]) -> bool {
 }
 
 impl Session {
-    /// SUBSCRIBE and friends: sent on the subscriber connection (opened on first use, to any
-    /// master, or for shard channels to the channels' slot master); the node's frames come back
-    /// as pushes.
+    /// SUBSCRIBE and friends: sent on the subscriber connection (opened on first use, to the
+    /// pub/sub master where PUBLISH goes too, or for shard channels to the channels' slot
+    /// master); the node's frames come back as pushes.
     pub(super) fn pubsub(&mut self, entry: &Entry, req: &Request) {
         if matches!(entry.spec.name, "ssubscribe" | "sunsubscribe") {
             return self.shard_pubsub(entry, req);
         }
         if self.subscriber.is_none() {
-            let Some(node) = self.route(None) else {
+            let Some(node) = self.route(Some(crate::router::PUBSUB_SLOT)) else {
                 return self.push_error("CLUSTERDOWN Hash slot not served");
             };
             let pushes = ReplyTo {
@@ -104,7 +104,8 @@ impl Session {
     }
 
     /// Opens a new subscriber connection and subscribes it to everything the client had:
-    /// shard channels at their slot's master, the rest at any master that is up.
+    /// shard channels at their slot's master, the rest at the pub/sub master (or, while it is
+    /// down, any master that is up).
     pub(super) fn resubscribe(&mut self) {
         let topo = self.topo.load().clone();
         let route = |ch: &[u8]| {
@@ -129,7 +130,13 @@ impl Session {
             return;
         }
         self.resub_attempts += 1;
-        let node = topo.masters().iter().find(|m| m.is_up()).cloned();
+        // The pub/sub master, where PUBLISH goes; while it is down (a failover), any master
+        // that is up, so that messages keep coming (counts are then exact again once the
+        // client subscribes anew).
+        let node = crate::router::node_for(&topo, Some(crate::router::PUBSUB_SLOT), 0)
+            .filter(|m| m.is_up())
+            .or_else(|| topo.masters().iter().find(|m| m.is_up()))
+            .cloned();
         let Some(node) = node else {
             if self.resub_attempts >= RESUBSCRIBE_ATTEMPTS {
                 self.push_error("ERR slotgate: lost the subscriber connection and found no master to subscribe again");
