@@ -362,3 +362,61 @@ fn a_deeply_nested_reply_is_relayed_and_one_beyond_the_limit_fails_its_client_al
 fn nesting(reply: &[u8]) -> usize {
     reply.windows(4).filter(|w| w == b"*1\r\n").count()
 }
+
+/// `args` on a connection, as text: the value or the error, so that replies compare whole.
+fn answer(c: &mut redis::Connection, args: &[&str]) -> String {
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    match cmd.query::<Value>(c) {
+        Ok(v) => format!("{v:?}"),
+        Err(e) => format!("error: {e}"),
+    }
+}
+
+#[test]
+fn scripts_run_with_eval_exist_for_evalsha_on_every_master_until_flushed() {
+    let cluster = Cluster::start(3, 0);
+    let proxy = Proxy::cluster(&cluster, &[]);
+    let reference = support::Redis::start(&[]);
+    let (mut p, mut r) = (proxy.conn(), reference.conn());
+    let ok = "return KEYS[1]";
+    let bad = "return (";
+    let raises = "return redis.call('nosuch')";
+    let sha = |b: &str| {
+        // What SCRIPT LOAD names it, asked of the reference (and not kept there).
+        let s: String = redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(b)
+            .query(&mut reference.conn())
+            .unwrap();
+        s
+    };
+    let (ok_sha, bad_sha, raises_sha) = (sha(ok), "a".repeat(40), sha(raises));
+    let _: () = redis::cmd("SCRIPT").arg("FLUSH").query(&mut r).unwrap();
+    // Keys on each master, so the EVALSHAs meet masters the EVAL never reached.
+    let keys: Vec<String> = (0..30).map(|i| format!("k{i}")).collect();
+    let mut steps: Vec<Vec<&str>> = vec![
+        vec!["SCRIPT", "EXISTS", &ok_sha, &raises_sha],
+        vec!["EVAL", ok, "1", &keys[0]],
+        vec!["EVAL", bad, "0"],
+        vec!["EVAL", raises, "0"],
+        vec!["SCRIPT", "EXISTS", &ok_sha, &bad_sha, &raises_sha],
+    ];
+    for k in &keys {
+        steps.push(vec!["EVALSHA", &ok_sha, "1", k]);
+    }
+    steps.extend([
+        vec!["SCRIPT", "EXISTS", &ok_sha],
+        vec!["SCRIPT", "FLUSH"],
+        vec!["SCRIPT", "EXISTS", &ok_sha, &raises_sha],
+        vec!["EVALSHA", &ok_sha, "1", &keys[1]],
+    ]);
+    for step in &steps {
+        let (got, want) = (answer(&mut p, step), answer(&mut r, step));
+        // A script's error names the node's own line; compare up to it.
+        let cut = |s: &str| s.split(" script: ").next().unwrap_or_default().to_string();
+        assert_eq!(cut(&got), cut(&want), "{step:?}");
+    }
+}

@@ -100,6 +100,9 @@ pub struct MergeWith<'a> {
     /// `# Proxy`, when the INFO asked for it; empty otherwise.
     pub proxy_section: &'a str,
     pub own_server: Option<&'a OwnServer>,
+    /// SCRIPT EXISTS: which of the scripts asked about slotgate holds the body of (it loads
+    /// them where a node lacks them, so EVALSHA works), in argument order.
+    pub held: &'a [bool],
 }
 
 impl MergeWith<'_> {
@@ -112,6 +115,7 @@ impl MergeWith<'_> {
             nodes: &[],
             proxy_section: "",
             own_server: None,
+            held: &[],
         }
     }
 }
@@ -150,7 +154,7 @@ pub fn merge(kind: Merge, with: MergeWith<'_>, replies: &[Bytes], out: &mut Byte
                 .first()
                 .map_or(&b"-ERR slotgate: no master answered\r\n"[..], |r| &r[..]),
         ),
-        Merge::AllExist => merge_all_exist(replies, out),
+        Merge::AllExist => merge_all_exist(replies, with.held, out),
         Merge::Concat => merge_concat(replies, MAX_CONCAT_ELEMENTS, out),
         Merge::Union => merge_union(replies, out),
         Merge::PairSum => merge_pair_sum(replies, out),
@@ -366,7 +370,7 @@ pub fn rewrite_scan_reply(reply: &Bytes, index: usize, masters: usize, out: &mut
 }
 
 /// Element-wise minimum of integer arrays (SCRIPT EXISTS over every master).
-fn merge_all_exist(replies: &[Bytes], out: &mut BytesMut) {
+fn merge_all_exist(replies: &[Bytes], held: &[bool], out: &mut BytesMut) {
     let mut acc: Option<Vec<i64>> = None;
     for r in replies {
         let Some(elems) = array_elements(r) else {
@@ -387,8 +391,8 @@ fn merge_all_exist(replies: &[Bytes], out: &mut BytesMut) {
     }
     let acc = acc.unwrap_or_default();
     encode::array_header(out, acc.len());
-    for n in acc {
-        encode::integer(out, n);
+    for (i, n) in acc.into_iter().enumerate() {
+        encode::integer(out, n.max(i64::from(held.get(i) == Some(&true))));
     }
 }
 
@@ -873,6 +877,23 @@ mod tests {
             &mut out,
         );
         assert_eq!(&out[..], b"*2\r\n:1\r\n:0\r\n");
+        // A script slotgate holds the body of exists for its clients: EVALSHA loads it where
+        // it is missing.
+        let mut out = BytesMut::new();
+        let with = MergeWith {
+            held: &[false, true],
+            ..MergeWith::replies_only(encode::Proto::Resp2)
+        };
+        merge(
+            Merge::AllExist,
+            with,
+            &[
+                Bytes::from_static(b"*2\r\n:0\r\n:0\r\n"),
+                Bytes::from_static(b"*2\r\n:0\r\n:1\r\n"),
+            ],
+            &mut out,
+        );
+        assert_eq!(&out[..], b"*2\r\n:0\r\n:1\r\n");
     }
 
     #[test]

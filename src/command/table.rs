@@ -359,6 +359,9 @@ pub struct Entry {
     /// The entry's number in its table ([`Table::name_of`] gives its name back): what a
     /// session records as its last command, in one store.
     pub id: u16,
+    /// EVAL and EVAL_RO: the node caches the script they run, and slotgate remembers its body
+    /// once it has (so that EVALSHA works on every master and SCRIPT EXISTS says so).
+    pub caches_script: bool,
 }
 
 /// The argument of the command named `name` (a table name: `script|load` for a subcommand)
@@ -657,6 +660,7 @@ fn build_entry(spec: &'static CommandSpec, names: &mut Vec<&'static str>) -> Ent
             }),
         groups: groups(spec),
         id,
+        caches_script: matches!(spec.name, "eval" | "eval_ro"),
     }
 }
 

@@ -1,6 +1,8 @@
-//! The scripts loaded through slotgate (`SCRIPT LOAD`), by SHA1, so that an `EVALSHA` answered
-//! with NOSCRIPT by a node that lacks the script (a restarted node, a promoted replica, a node
-//! that gained the slot) can be repaired: slotgate loads the script there and retries once.
+//! The scripts loaded through slotgate (`SCRIPT LOAD`, or an `EVAL` the node cached), by SHA1,
+//! so that an `EVALSHA` answered with NOSCRIPT by a node that lacks the script (a restarted
+//! node, a promoted replica, a node that gained the slot, a master the `EVAL` never reached)
+//! can be repaired: slotgate loads the script there and retries once. `SCRIPT FLUSH` through
+//! slotgate forgets them, as the nodes do.
 //!
 //! Bounded: past `MAX_SCRIPTS` new scripts are not remembered (their NOSCRIPT reaches the client,
 //! which handles it as with Redis). It must never grow without bound.
@@ -35,6 +37,13 @@ impl ScriptCache {
         self.bodies.lock().ok()?.get(&sha).cloned()
     }
 
+    /// Forgets every script (`SCRIPT FLUSH` went through).
+    pub fn clear(&self) {
+        if let Ok(mut map) = self.bodies.lock() {
+            map.clear();
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.bodies.lock().map_or(0, |m| m.len())
     }
@@ -42,6 +51,11 @@ impl ScriptCache {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// A script's SHA1 as Redis names it: 40 lowercase hex digits.
+pub fn sha1_hex(body: &[u8]) -> String {
+    sha1_smol::Sha1::from(body).digest().to_string()
 }
 
 #[cfg(test)]
@@ -54,5 +68,16 @@ mod tests {
         c.remember("ABC", Bytes::from_static(b"return 1"));
         assert_eq!(c.body(b"abc"), Some(Bytes::from_static(b"return 1")));
         assert_eq!(c.body(b"nope"), None);
+        c.clear();
+        assert!(c.is_empty());
+    }
+
+    #[test]
+    fn a_script_is_named_by_the_sha1_redis_gives_it() {
+        // SCRIPT LOAD "return 1" on Redis 7.0.
+        assert_eq!(
+            sha1_hex(b"return 1"),
+            "e0e1f9fabfc9d4800c877a703b823ac0578ff8db"
+        );
     }
 }

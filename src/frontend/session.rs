@@ -680,10 +680,7 @@ impl Session {
                 reason,
             }),
             Route::AnyMaster => self.send_single(entry.id, req.into_raw(), None),
-            Route::Publish => {
-                let slot = Some(crate::router::PUBSUB_SLOT);
-                self.send_single(entry.id, req.into_raw(), slot)
-            }
+            Route::Publish => self.publish(entry.id, req.into_raw()),
             Route::AllMasters(merge) => self.send_all_masters(entry.id, req.into_raw(), merge),
             Route::Keyed | Route::Split { .. } => {
                 if is_blocking_stream_read(entry.spec.name, &req) {
@@ -723,6 +720,10 @@ impl Session {
                     let slot = crate::router::key_slot(key);
                     return self.send_keyed(entry.id, req.into_raw(), Some(slot), read);
                 }
+                // Past the single-key path: a command with several keys, or numkeys (EVAL).
+                if entry.caches_script {
+                    return self.eval(entry, &req);
+                }
                 let mut keys = KeyPositions::new();
                 command::key_positions(entry.spec, &req, &mut keys);
                 let mut slots = command::KeySlots::new();
@@ -739,6 +740,33 @@ impl Session {
                     },
                 }
             }
+        }
+    }
+
+    /// PUBLISH, to the pub/sub master (where the subscriber connections are).
+    #[inline(never)]
+    fn publish(&mut self, command: u16, frame: Bytes) {
+        self.send_single(command, frame, Some(crate::router::PUBSUB_SLOT))
+    }
+
+    /// EVAL and EVAL_RO in a cluster (the keyed path sends them here once it knows they are
+    /// not single-key commands): sent as a keyed request (never split), its part marked so
+    /// that its reply, once it shows the node cached the script, makes slotgate remember it.
+    #[inline(never)]
+    fn eval(&mut self, entry: &Entry, req: &Request) {
+        let slot = match self.slot_for(entry, req) {
+            Ok(slot) => slot,
+            Err(r) => return self.reject(r),
+        };
+        // (Under WATCH of this slot the keyed path kept it on the WATCH's connection.)
+        // EVAL_RO is a read a read policy may place on a replica.
+        let read = self.replica_reads && entry.spec.has(command::flags::READONLY);
+        self.send_keyed(entry.id, req.raw().clone(), slot, read);
+        // The send took this request's place, the last in the queue.
+        if let Some(QueuePlace::Waiting { combine, .. }) = self.queue.back_mut()
+            && matches!(combine, Combine::Single)
+        {
+            *combine = Combine::Eval;
         }
     }
 
@@ -1178,6 +1206,12 @@ impl Session {
         };
         let done = match combine {
             Combine::Single => reply,
+            Combine::Eval => {
+                if let Some(part) = parts.first() {
+                    place::remember_eval(&self.ctx, part, &reply);
+                }
+                reply
+            }
             Combine::Scan { index, masters } => {
                 let mut b = BytesMut::new();
                 multi::rewrite_scan_reply(&reply, *index as usize, *masters as usize, &mut b);

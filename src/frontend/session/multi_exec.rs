@@ -44,16 +44,17 @@ impl Session {
             ));
         }
         let slot = match entry.route {
-            Route::Keyed | Route::Split { .. } | Route::Blocking => match self.slot_for(entry, req)
-            {
-                Ok(s) => s,
-                Err(r) => {
-                    if let Some(t) = &mut self.txn {
-                        t.abort();
+            Route::Keyed | Route::Split { .. } | Route::Blocking => {
+                match self.slot_for(entry, req) {
+                    Ok(s) => s,
+                    Err(r) => {
+                        if let Some(t) = &mut self.txn {
+                            t.abort();
+                        }
+                        return self.reject(r);
                     }
-                    return self.reject(r);
                 }
-            },
+            }
             _ => None,
         };
         let watched = self.watching.flatten();

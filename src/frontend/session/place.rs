@@ -83,6 +83,24 @@ pub(super) fn script_arg<'p>(ctx: &Context, part: &'p PartState) -> Option<&'p [
     crate::protocol::request::arg_of(&part.request, i)
 }
 
+/// After an EVAL's reply: remembers the script's body when the node cached it, as Redis does
+/// for any script that compiled: the reply is a value, or an error the running script raised
+/// (Redis names the script's SHA1 in it). A compile error, BUSY, or an error of slotgate's
+/// own means no node holds it. Copied: a slice would pin the client's read buffer.
+pub(super) fn remember_eval(ctx: &Context, part: &PartState, reply: &[u8]) {
+    let Some(body) = crate::protocol::request::arg_of(&part.request, 1) else {
+        return;
+    };
+    let sha = crate::frontend::scripts::sha1_hex(body);
+    let cached = reply.first() != Some(&b'-')
+        || reply
+            .windows(sha.len() + 8)
+            .any(|w| w.starts_with(b"script: ") && w.ends_with(sha.as_bytes()));
+    if cached {
+        ctx.scripts.remember(&sha, Bytes::copy_from_slice(body));
+    }
+}
+
 /// How a part travels: on a shared pipelined connection of its dialect, or on the session's
 /// own (which follows the session's database itself).
 #[derive(Debug, Clone, Copy)]
@@ -124,6 +142,8 @@ impl Via {
 #[derive(Debug)]
 pub(super) enum Combine {
     Single,
+    /// An EVAL: its reply tells whether the node cached the script (see [`remember_eval`]).
+    Eval,
     Split(Box<Split>),
     AllMasters(Box<Fanout>),
     /// A SCAN step on master `index` of `masters`: its cursor is rewritten in the reply.
@@ -194,7 +214,7 @@ impl Combine {
         match self {
             Combine::Split(s) => s.gather.answered(part),
             Combine::AllMasters(f) => f.gather.answered(part),
-            Combine::Single | Combine::Scan { .. } => false,
+            Combine::Single | Combine::Eval | Combine::Scan { .. } => false,
         }
     }
 }
@@ -234,6 +254,34 @@ pub(super) fn merge_fanout(
                 ctx.scripts.remember(&sha, Bytes::copy_from_slice(body));
             }
             multi::merge(merge, MergeWith::replies_only(proto), replies, &mut b);
+        }
+        Merge::AllExist => {
+            // SCRIPT EXISTS sha...: what every master has, or slotgate can load where missing.
+            let held: SmallVec<[bool; 8]> = parts
+                .first()
+                .map(|p| {
+                    (2..)
+                        .map_while(|i| crate::protocol::request::arg_of(&p.request, i))
+                        .map(|sha| ctx.scripts.body(sha).is_some())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let with = MergeWith {
+                held: &held,
+                ..MergeWith::replies_only(proto)
+            };
+            multi::merge(merge, with, replies, &mut b);
+        }
+        Merge::AllOk => {
+            multi::merge(merge, MergeWith::replies_only(proto), replies, &mut b);
+            // SCRIPT FLUSH done on every master: the bodies slotgate held are gone there too.
+            if b.starts_with(b"+OK")
+                && parts
+                    .first()
+                    .is_some_and(|p| ctx.table.name_of(p.command) == Some("script|flush"))
+            {
+                ctx.scripts.clear();
+            }
         }
         Merge::Info => {
             let asked = parts
