@@ -420,3 +420,51 @@ fn scripts_run_with_eval_exist_for_evalsha_on_every_master_until_flushed() {
         assert_eq!(cut(&got), cut(&want), "{step:?}");
     }
 }
+
+/// Runs a script that loops until killed on a new connection to `port` (in a thread), kills it
+/// with SCRIPT KILL once the node is busy, and returns what the killer, the script's caller, a
+/// second SCRIPT KILL and a FUNCTION KILL got.
+fn kill_a_busy_script(port: u16) -> Vec<String> {
+    let url = format!("redis://127.0.0.1:{port}/");
+    let caller = {
+        let url = url.clone();
+        std::thread::spawn(move || {
+            let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+            answer(
+                &mut c,
+                &["EVAL", "local i = 0 while true do i = i + 1 end", "0"],
+            )
+        })
+    };
+    // The node answers others (and takes SCRIPT KILL) once the script ran 100 ms.
+    std::thread::sleep(Duration::from_millis(500));
+    let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+    let killed = answer(&mut c, &["SCRIPT", "KILL"]);
+    let caller_got = caller.join().unwrap();
+    // A script's error names the node's own line; compare up to it.
+    let caller_got = caller_got
+        .split(" script: ")
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    vec![
+        killed,
+        caller_got,
+        answer(&mut c, &["SCRIPT", "KILL"]),
+        answer(&mut c, &["FUNCTION", "KILL"]),
+    ]
+}
+
+#[test]
+fn script_kill_reaches_the_busy_master_and_answers_as_redis() {
+    let busy = ["--busy-reply-threshold", "100"];
+    let cluster = Cluster::start_with(3, 0, &busy, None);
+    let proxy = Proxy::cluster(&cluster, &[]);
+    let reference = support::Redis::start(&busy);
+    let want = kill_a_busy_script(reference.port);
+    assert!(
+        want[0].contains("ok") && want[1].contains("killed"),
+        "{want:?}"
+    );
+    assert_eq!(kill_a_busy_script(proxy.port), want);
+}

@@ -123,13 +123,18 @@ impl MergeWith<'_> {
 /// Merges the replies of a split request's parts, or of a fan-out's masters (in part order),
 /// into `out`: every [`Merge`] kind, in this one place.
 pub fn merge(kind: Merge, with: MergeWith<'_>, replies: &[Bytes], out: &mut BytesMut) {
-    if let Some(e) = first_error(replies) {
+    // For a kill, errors are the usual answer (every master but one says NOTBUSY): they are
+    // not the result before the merge looks.
+    if kind != Merge::AnyOk
+        && let Some(e) = first_error(replies)
+    {
         out.put_slice(e);
         return;
     }
     let (parts, total_keys) = (with.parts, with.total_keys);
     match kind {
         Merge::Sum => merge_sum(replies, out),
+        Merge::AnyOk => merge_any_ok(replies, out),
         Merge::AllOk => {
             if let Some(r) = replies.iter().find(|r| r.as_ref() != b"+OK\r\n") {
                 out.put_slice(r);
@@ -370,6 +375,18 @@ pub fn rewrite_scan_reply(reply: &Bytes, index: usize, masters: usize, out: &mut
 }
 
 /// Element-wise minimum of integer arrays (SCRIPT EXISTS over every master).
+fn merge_any_ok(replies: &[Bytes], out: &mut BytesMut) {
+    let pick = replies
+        .iter()
+        .find(|r| r.as_ref() == b"+OK\r\n")
+        .or_else(|| replies.iter().find(|r| r.starts_with(b"-UNKILLABLE")))
+        .or_else(|| replies.first());
+    match pick {
+        Some(r) => out.put_slice(r),
+        None => unexpected(out, "a reply"),
+    }
+}
+
 fn merge_all_exist(replies: &[Bytes], held: &[bool], out: &mut BytesMut) {
     let mut acc: Option<Vec<i64>> = None;
     for r in replies {
@@ -605,10 +622,11 @@ pub mod fuzzing {
     use crate::protocol::encode;
     use crate::protocol::{Limits, ReplyScanner, Request};
 
-    const KINDS: [Merge; 12] = [
+    const KINDS: [Merge; 13] = [
         Merge::Ordered,
         Merge::Sum,
         Merge::AllOk,
+        Merge::AnyOk,
         Merge::Info,
         Merge::Same,
         Merge::AllExist,
@@ -894,6 +912,22 @@ mod tests {
             &mut out,
         );
         assert_eq!(&out[..], b"*2\r\n:0\r\n:1\r\n");
+    }
+
+    #[test]
+    fn a_kill_answers_ok_from_the_busy_master_else_its_refusal_else_notbusy() {
+        let notbusy = Bytes::from_static(b"-NOTBUSY No scripts in execution right now.\r\n");
+        let ok = Bytes::from_static(b"+OK\r\n");
+        let unkillable = Bytes::from_static(b"-UNKILLABLE Sorry the script already executed write commands against the dataset.\r\n");
+        for (replies, want) in [
+            (vec![notbusy.clone(), ok.clone(), notbusy.clone()], &ok),
+            (vec![notbusy.clone(), unkillable.clone()], &unkillable),
+            (vec![notbusy.clone(), notbusy.clone()], &notbusy),
+        ] {
+            let mut out = BytesMut::new();
+            merge_parts(Merge::AnyOk, &[], &replies, 0, &mut out);
+            assert_eq!(&out[..], &want[..]);
+        }
     }
 
     #[test]

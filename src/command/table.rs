@@ -193,6 +193,9 @@ pub enum Merge {
     Sum,
     /// MSET: `+OK` when every part said OK, else the first error.
     AllOk,
+    /// SCRIPT KILL, FUNCTION KILL: `+OK` from the master whose script was killed; else a
+    /// master's `-UNKILLABLE` (the script wrote); else the first reply (`-NOTBUSY`).
+    AnyOk,
     /// INFO: the first master's text with the keyspace summed and a `# Proxy` section.
     Info,
     /// SCRIPT LOAD, FUNCTION LOAD: every master answers the same; the first reply, or the first
@@ -571,6 +574,7 @@ fn named_route(name: &str) -> Option<Route> {
         | "sunsubscribe" => PubSub,
         "script|load" | "function|load" => AllMasters(Merge::Same),
         "script|exists" => AllMasters(Merge::AllExist),
+        "script|kill" | "function|kill" => AllMasters(Merge::AnyOk),
         "script|flush" | "function|delete" | "function|flush" | "function|restore" => {
             AllMasters(Merge::AllOk)
         }

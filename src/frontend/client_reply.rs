@@ -19,10 +19,14 @@ pub struct ClientReply {
 const OPEN: u64 = u64::MAX;
 
 impl ClientReply {
-    /// The first place that may be silent: the session compares each place it writes with
-    /// this (one comparison per reply) and asks [`Self::is_silent`] only from there on.
+    /// The first place that may be silent: [`Self::is_silent`] need only be asked from there on.
     pub fn first_silent(&self) -> u64 {
         self.spans.front().map_or(OPEN, |&(start, _)| start)
+    }
+
+    /// Nothing is or will be silent.
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
     }
 
     fn off_now(&self) -> bool {

@@ -110,10 +110,9 @@ struct Session {
     live: Arc<super::clients::Live>,
     /// `clients.output_buffer_limit_bytes` (`usize::MAX` when there is none).
     output_limit: usize,
-    /// CLIENT REPLY OFF/SKIP: which queue places get no reply.
-    client_reply: ClientReply,
-    /// `client_reply.first_silent()`, kept here: the one comparison each reply costs.
-    silent_from: u64,
+    /// CLIENT REPLY OFF/SKIP: which queue places get no reply; boxed, and `None` while there
+    /// are none (an idle client's memory, and the one test each reply costs).
+    client_reply: Option<Box<ClientReply>>,
 }
 
 /// Most private connections one session keeps.
@@ -181,8 +180,7 @@ pub async fn run(
         ready_bytes: 0,
         live,
         output_limit: ctx.config.output_buffer_limit.unwrap_or(usize::MAX),
-        client_reply: ClientReply::default(),
-        silent_from: u64::MAX,
+        client_reply: None,
         ctx,
     };
     // No buffer of the session's own until it holds a partial request or unread replies: the
@@ -1101,12 +1099,61 @@ impl Session {
             .map(|m| PartState::new(frame.clone(), command, None, Some(m.clone()), dialect))
             .collect();
         let gather = Gather::new(parts.len());
+        if merge == Merge::AnyOk {
+            return self.kill_on_every_master(seq, &masters, frame, parts, gather);
+        }
         self.push_waiting(
-            Combine::AllMasters(Box::new(Fanout { merge, gather })),
+            Combine::AllMasters(Box::new(Fanout {
+                merge,
+                gather,
+                _links: Vec::new(),
+            })),
             parts,
         );
         for (i, m) in masters.iter().enumerate() {
             self.send_to(m, tag(seq, i), frame.clone(), false, Via::shared(dialect));
+        }
+    }
+
+    /// SCRIPT KILL and FUNCTION KILL, on a new connection to each master: a busy node serves
+    /// them (Redis lets them through while a script runs), but a shared connection may be the
+    /// one whose EVAL is the busy script, its later requests waiting behind it.
+    #[cold]
+    fn kill_on_every_master(
+        &mut self,
+        seq: u64,
+        masters: &[Arc<Node>],
+        frame: Bytes,
+        mut parts: SmallVec<[PartState; 1]>,
+        gather: Gather,
+    ) {
+        for p in &mut parts {
+            p.private = true;
+        }
+        self.push_waiting(
+            Combine::AllMasters(Box::new(Fanout {
+                merge: Merge::AnyOk,
+                gather,
+                _links: Vec::with_capacity(masters.len()),
+            })),
+            parts,
+        );
+        let dialect = self.client.dialect();
+        for (i, m) in masters.iter().enumerate() {
+            let req = backend_request(&self.tx, tag(seq, i), frame.clone(), false, 0);
+            match m.private(dialect) {
+                Ok(link) => {
+                    link.send(req);
+                    if let Some(QueuePlace::Waiting {
+                        combine: Combine::AllMasters(fanout),
+                        ..
+                    }) = self.queue.back_mut()
+                    {
+                        fanout._links.push(link);
+                    }
+                }
+                Err(e) => req.reply_to.send(Err(e)),
+            }
         }
     }
 
@@ -1317,7 +1364,7 @@ impl Session {
         {
             self.close_for_output_limit();
         }
-        let silenced = self.base >= self.silent_from && self.silenced_front();
+        let silenced = self.client_reply.is_some() && self.silenced_front();
         if !self.abort && !silenced {
             self.out.extend_from_slice(reply);
         }
@@ -1339,8 +1386,8 @@ impl Session {
         }
         if l == Local::Reset {
             // RESET's own reply is the place just taken.
-            self.client_reply.reset(self.next_seq() - 1);
-            self.silent_from = self.client_reply.first_silent();
+            let at = self.next_seq() - 1;
+            self.change_client_reply(|r| r.reset(at));
             self.txn = None;
             self.watching = None;
             self.privates.clear();
@@ -1353,9 +1400,19 @@ impl Session {
     /// Whether the reply at the front (place `base`) is one CLIENT REPLY OFF or SKIP silenced.
     #[cold]
     fn silenced_front(&mut self) -> bool {
-        let silent = self.client_reply.is_silent(self.base);
-        self.silent_from = self.client_reply.first_silent();
+        let base = self.base;
+        let mut silent = false;
+        self.change_client_reply(|r| silent = base >= r.first_silent() && r.is_silent(base));
         silent
+    }
+
+    /// Applies `f` to the CLIENT REPLY state, which exists only while it silences something.
+    fn change_client_reply(&mut self, f: impl FnOnce(&mut ClientReply)) {
+        let r = self.client_reply.get_or_insert_with(Box::default);
+        f(r);
+        if r.is_empty() {
+            self.client_reply = None;
+        }
     }
 
     /// `CLIENT REPLY ON|OFF|SKIP`: OFF and SKIP take no place in the queue (they have no reply);
@@ -1365,17 +1422,16 @@ impl Session {
         let next = self.next_seq();
         if mode.eq_ignore_ascii_case(b"off") {
             self.current = None;
-            self.client_reply.off(next);
+            self.change_client_reply(|r| r.off(next));
         } else if mode.eq_ignore_ascii_case(b"skip") {
             self.current = None;
-            self.client_reply.skip(next);
+            self.change_client_reply(|r| r.skip(next));
         } else if mode.eq_ignore_ascii_case(b"on") {
-            self.client_reply.on(next);
+            self.change_client_reply(|r| r.on(next));
             self.push_ready(Bytes::from_static(b"+OK\r\n"));
         } else {
             self.push_error("ERR syntax error");
         }
-        self.silent_from = self.client_reply.first_silent();
     }
 
     /// Whether the replies in `out` may wait for the next one, to reach the client in one

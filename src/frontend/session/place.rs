@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 use smallvec::SmallVec;
 
 use super::super::{Context, local};
-use crate::backend::{Dialect, Node};
+use crate::backend::{Dialect, Node, PrivateLink};
 use crate::command::multi::{self, MergeWith};
 use crate::command::{Merge, table};
 use crate::metrics::CommandMetrics;
@@ -167,6 +167,9 @@ pub(super) struct Split {
 pub(super) struct Fanout {
     pub(super) merge: Merge,
     pub(super) gather: Gather,
+    /// Connections of this request's own (SCRIPT KILL, FUNCTION KILL), held (never read) until
+    /// it is answered: a shared connection may be the one stuck behind the very script to kill.
+    pub(super) _links: Vec<PrivateLink>,
 }
 
 /// The replies of a request sent in several parts, kept until the last one arrives.
