@@ -841,3 +841,48 @@ fn client_reply_off_and_skip_drop_replies_as_redis_does() {
         "{got}"
     );
 }
+
+#[test]
+fn randomkey_draws_keys_from_masters_as_often_as_they_hold_them() {
+    let cluster = Cluster::start(3, 0);
+    let proxy = Proxy::cluster(&cluster, &[]);
+    let mut c = proxy.conn();
+    let owners = cluster.slot_owner_ports();
+    let owner = |k: &str| owners[slotgate::router::key_slot(k.as_bytes()) as usize];
+    let ports: Vec<u16> = cluster.masters().iter().map(|m| m.port).collect();
+    // 900 keys on the first master, 100 on the second, none on the third.
+    let (mut big, mut small) = (Vec::new(), Vec::new());
+    for i in 0.. {
+        let k = format!("rk{i}");
+        if owner(&k) == ports[0] && big.len() < 900 {
+            big.push(k);
+        } else if owner(&k) == ports[1] && small.len() < 100 {
+            small.push(k);
+        }
+        if big.len() == 900 && small.len() == 100 {
+            break;
+        }
+    }
+    let mut pipe = redis::pipe();
+    for k in big.iter().chain(&small) {
+        pipe.set(k, 1).ignore();
+    }
+    let () = pipe.query(&mut c).unwrap();
+    let mut from_big = 0;
+    for _ in 0..1000 {
+        let k: String = redis::cmd("RANDOMKEY").query(&mut c).unwrap();
+        assert!(big.contains(&k) || small.contains(&k), "{k}");
+        from_big += usize::from(owner(&k) == ports[0]);
+    }
+    // On one Redis, 90% of draws would be of the first 900 keys (binomial: 900 +- 30 in 1000).
+    assert!(
+        (800..=970).contains(&from_big),
+        "{from_big} of 1000 from the 900 keys"
+    );
+    // An empty keyspace gives a null.
+    for m in cluster.masters() {
+        let _: () = redis::cmd("FLUSHALL").query(&mut m.conn()).unwrap();
+    }
+    let none: Option<String> = redis::cmd("RANDOMKEY").query(&mut c).unwrap();
+    assert_eq!(none, None);
+}

@@ -103,6 +103,8 @@ pub struct MergeWith<'a> {
     /// SCRIPT EXISTS: which of the scripts asked about slotgate holds the body of (it loads
     /// them where a node lacks them, so EVALSHA works), in argument order.
     pub held: &'a [bool],
+    /// RANDOMKEY: a random number the draw of a master uses.
+    pub random: u64,
 }
 
 impl MergeWith<'_> {
@@ -116,6 +118,7 @@ impl MergeWith<'_> {
             proxy_section: "",
             own_server: None,
             held: &[],
+            random: 0,
         }
     }
 }
@@ -169,13 +172,7 @@ pub fn merge(kind: Merge, with: MergeWith<'_>, replies: &[Bytes], out: &mut Byte
             Ok(text) => encode::verbatim(out, with.proto, text.as_bytes()),
             Err(e) => out.put_slice(&e),
         },
-        Merge::FirstNonNull => {
-            let is_null = |r: &Bytes| r.as_ref() == b"$-1\r\n" || r.as_ref() == b"_\r\n";
-            match replies.iter().find(|r| !is_null(r)).or(replies.first()) {
-                Some(r) => out.put_slice(r),
-                None => unexpected(out, "RANDOMKEY"),
-            }
-        }
+        Merge::RandomKey => merge_random_key(replies, with.random, out),
     }
 }
 
@@ -375,6 +372,43 @@ pub fn rewrite_scan_reply(reply: &Bytes, index: usize, masters: usize, out: &mut
 }
 
 /// Element-wise minimum of integer arrays (SCRIPT EXISTS over every master).
+/// RANDOMKEY over `n` masters: `replies` holds their keys, then their DBSIZEs. A master that
+/// gave a key is drawn with probability proportional to its key count, so every key in the
+/// cluster is about as likely as on one Redis.
+fn merge_random_key(replies: &[Bytes], random: u64, out: &mut BytesMut) {
+    let n = replies.len() / 2;
+    let (keys, counts) = replies.split_at(n);
+    let is_null = |r: &Bytes| r.as_ref() == b"$-1\r\n" || r.as_ref() == b"_\r\n";
+    let weights: SmallVec<[u64; 8]> = keys
+        .iter()
+        .zip(counts)
+        .map(|(k, c)| {
+            if is_null(k) {
+                0
+            } else {
+                // A key seen in a master whose count says 0 (it just came) still counts once.
+                integer(c).map_or(1, |c| c.max(1) as u64)
+            }
+        })
+        .collect();
+    let total: u64 = weights.iter().sum();
+    if total == 0 {
+        return match keys.first() {
+            Some(k) => out.put_slice(k),
+            None => unexpected(out, "RANDOMKEY"),
+        };
+    }
+    let mut draw = random % total;
+    for (k, w) in keys.iter().zip(&weights) {
+        if draw < *w {
+            out.put_slice(k);
+            return;
+        }
+        draw -= w;
+    }
+    unexpected(out, "RANDOMKEY");
+}
+
 fn merge_any_ok(replies: &[Bytes], out: &mut BytesMut) {
     let pick = replies
         .iter()
@@ -631,7 +665,7 @@ pub mod fuzzing {
         Merge::Same,
         Merge::AllExist,
         Merge::Concat,
-        Merge::FirstNonNull,
+        Merge::RandomKey,
         Merge::Union,
         Merge::PairSum,
         Merge::Newest,
@@ -912,6 +946,49 @@ mod tests {
             &mut out,
         );
         assert_eq!(&out[..], b"*2\r\n:0\r\n:1\r\n");
+    }
+
+    #[test]
+    fn randomkey_draws_a_master_by_its_key_count() {
+        let key = |k: &'static [u8]| Bytes::from_static(k);
+        let count = |n: i64| Bytes::from(format!(":{n}\r\n"));
+        let replies = [
+            key(b"$1\r\na\r\n"),
+            key(b"$-1\r\n"),
+            key(b"$1\r\nc\r\n"),
+            count(3),
+            count(0),
+            count(1),
+        ];
+        let draw = |random: u64| {
+            let mut out = BytesMut::new();
+            let with = MergeWith {
+                random,
+                ..MergeWith::replies_only(encode::Proto::Resp2)
+            };
+            merge(Merge::RandomKey, with, &replies, &mut out);
+            out
+        };
+        // Four keys in all: draws 0-2 fall on the first master's three, 3 on the third's one.
+        let got: Vec<BytesMut> = (0..8).map(draw).collect();
+        for (i, g) in got.iter().enumerate() {
+            let want: &[u8] = if i % 4 < 3 {
+                b"$1\r\na\r\n"
+            } else {
+                b"$1\r\nc\r\n"
+            };
+            assert_eq!(&g[..], want, "draw {i}");
+        }
+        // Every master empty: null, as on one Redis.
+        let empty = [key(b"$-1\r\n"), key(b"$-1\r\n"), count(0), count(0)];
+        let mut out = BytesMut::new();
+        merge(
+            Merge::RandomKey,
+            MergeWith::replies_only(encode::Proto::Resp2),
+            &empty,
+            &mut out,
+        );
+        assert_eq!(&out[..], b"$-1\r\n");
     }
 
     #[test]

@@ -205,9 +205,9 @@ pub enum Merge {
     AllExist,
     /// KEYS: the arrays of every master, one after another (capped).
     Concat,
-    /// RANDOMKEY: the first master's key that is not null (null only when every master is
-    /// empty).
-    FirstNonNull,
+    /// RANDOMKEY: every master's RANDOMKEY, then every master's DBSIZE; a key from a master
+    /// drawn at random, weighted by its key count (null only when every master is empty).
+    RandomKey,
     /// PUBSUB CHANNELS, PUBSUB SHARDCHANNELS: the arrays of every master, each name once.
     Union,
     /// PUBSUB NUMSUB, PUBSUB SHARDNUMSUB: `[name, count, ...]` from every master, the counts
@@ -559,7 +559,7 @@ fn named_route(name: &str) -> Option<Route> {
         "wait" => Refuse(WAIT),
         "scan" => Scan,
         "keys" => AllMasters(Merge::Concat),
-        "randomkey" => AllMasters(Merge::FirstNonNull),
+        "randomkey" => AllMasters(Merge::RandomKey),
         "flushall" | "flushdb" | "config|set" | "config|resetstat" | "config|rewrite" => {
             Refuse(FLEET_WRITES)
         }

@@ -1089,19 +1089,34 @@ impl Session {
 
     fn send_all_masters(&mut self, command: u16, frame: Bytes, merge: Merge) {
         let seq = self.next_seq();
-        let masters: Vec<Arc<Node>> = self.topo.load().masters().to_vec();
+        let mut masters: Vec<Arc<Node>> = self.topo.load().masters().to_vec();
         if masters.is_empty() {
             return self.push_error("CLUSTERDOWN The cluster is down");
         }
         let dialect = self.client.dialect();
-        let parts: SmallVec<[PartState; 1]> = masters
+        let mut parts: SmallVec<[PartState; 1]> = masters
             .iter()
             .map(|m| PartState::new(frame.clone(), command, None, Some(m.clone()), dialect))
             .collect();
+        if merge == Merge::RandomKey {
+            // Each master's key count too, to weigh its key by: DBSIZE on the same connection.
+            let dbsize = Bytes::from_static(b"*1\r\n$6\r\nDBSIZE\r\n");
+            for m in masters.clone() {
+                parts.push(PartState::new(
+                    dbsize.clone(),
+                    command,
+                    None,
+                    Some(m.clone()),
+                    dialect,
+                ));
+                masters.push(m);
+            }
+        }
         let gather = Gather::new(parts.len());
         if merge == Merge::AnyOk {
             return self.kill_on_every_master(seq, &masters, frame, parts, gather);
         }
+        let frames: SmallVec<[Bytes; 8]> = parts.iter().map(|p| p.request.clone()).collect();
         self.push_waiting(
             Combine::AllMasters(Box::new(Fanout {
                 merge,
@@ -1110,8 +1125,8 @@ impl Session {
             })),
             parts,
         );
-        for (i, m) in masters.iter().enumerate() {
-            self.send_to(m, tag(seq, i), frame.clone(), false, Via::shared(dialect));
+        for (i, (m, f)) in masters.iter().zip(frames).enumerate() {
+            self.send_to(m, tag(seq, i), f, false, Via::shared(dialect));
         }
     }
 

@@ -258,6 +258,13 @@ pub(super) fn merge_fanout(
             }
             multi::merge(merge, MergeWith::replies_only(proto), replies, &mut b);
         }
+        Merge::RandomKey => {
+            let with = MergeWith {
+                random: fastrand::u64(..),
+                ..MergeWith::replies_only(proto)
+            };
+            multi::merge(merge, with, replies, &mut b);
+        }
         Merge::AllExist => {
             // SCRIPT EXISTS sha...: what every master has, or slotgate can load where missing.
             let held: SmallVec<[bool; 8]> = parts
