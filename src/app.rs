@@ -240,6 +240,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
             executable: std::env::current_exe()
                 .map(|p| p.display().to_string())
                 .unwrap_or_default(),
+            clients: None,
         },
     });
     if let (Some(listener), Some(a)) = (admin_listener, &config.admin) {

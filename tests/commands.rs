@@ -886,3 +886,60 @@ fn randomkey_draws_keys_from_masters_as_often_as_they_hold_them() {
     let none: Option<String> = redis::cmd("RANDOMKEY").query(&mut c).unwrap();
     assert_eq!(none, None);
 }
+
+#[test]
+fn info_counts_blocked_clients_and_errors_over_every_master() {
+    let cluster = Cluster::start(3, 0);
+    let proxy = Proxy::cluster(&cluster, &[]);
+    let owners = cluster.slot_owner_ports();
+    let ports: Vec<u16> = cluster.masters().iter().map(|m| m.port).collect();
+    // A key on each master.
+    let keys: Vec<String> = ports
+        .iter()
+        .map(|p| {
+            (0..)
+                .map(|i| format!("info{i}"))
+                .find(|k| owners[slotgate::router::key_slot(k.as_bytes()) as usize] == *p)
+                .unwrap()
+        })
+        .collect();
+    let field = |c: &mut redis::Connection, section: &str, name: &str| -> String {
+        let info: String = redis::cmd("INFO").arg(section).query(c).unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+    let mut c = proxy.conn();
+    // One client blocked on each master, as three clients of one Redis would be.
+    let blocked: Vec<_> = keys
+        .iter()
+        .map(|k| {
+            let (url, k) = (proxy.url(), format!("{{{k}}}:list"));
+            std::thread::spawn(move || {
+                let mut b = redis::Client::open(url).unwrap().get_connection().unwrap();
+                let _: Option<(String, String)> =
+                    redis::cmd("BLPOP").arg(&k).arg(3).query(&mut b).unwrap();
+            })
+        })
+        .collect();
+    support::wait_until("three blocked clients", Duration::from_secs(5), || {
+        field(&mut c, "clients", "blocked_clients") == "3"
+    });
+    // slotgate's own clients: this one and the three blocked.
+    assert_eq!(field(&mut c, "clients", "connected_clients"), "4");
+    // An error on each master: one Redis would count three.
+    for k in &keys {
+        let _: () = redis::cmd("SET").arg(k).arg("s").query(&mut c).unwrap();
+        let e = redis::cmd("LPUSH").arg(k).arg("x").query::<i64>(&mut c);
+        assert!(e.is_err());
+    }
+    assert_eq!(
+        field(&mut c, "errorstats", "errorstat_WRONGTYPE"),
+        "count=3"
+    );
+    for t in blocked {
+        t.join().unwrap();
+    }
+}

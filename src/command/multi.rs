@@ -538,12 +538,50 @@ pub struct OwnServer {
     pub tcp_port: u16,
     pub process_id: u32,
     pub executable: String,
+    /// slotgate's own connected clients and commands processed, at the time of the INFO: what
+    /// `connected_clients` and `total_commands_processed` say (the client's view). `None`
+    /// keeps the first master's.
+    pub clients: Option<(u64, u64)>,
+}
+
+/// INFO fields that describe data or work spread over the masters: their sum is what one
+/// Redis holding all of it would say.
+const SUMMED_INFO_FIELDS: &[&str] = &[
+    "blocked_clients",
+    "pubsub_channels",
+    "pubsub_patterns",
+    "keyspace_hits",
+    "keyspace_misses",
+    "expired_keys",
+    "evicted_keys",
+    "total_error_replies",
+    "rdb_changes_since_last_save",
+    "used_memory",
+    "used_memory_dataset",
+];
+
+/// Bytes as Redis writes `used_memory_human` (`bytesToHuman`).
+fn bytes_to_human(n: i64) -> String {
+    let n = n.max(0) as f64;
+    let units = ["K", "M", "G", "T", "P"];
+    if n < 1024.0 {
+        return format!("{n}B");
+    }
+    let mut v = n / 1024.0;
+    for u in units {
+        if v < 1024.0 {
+            return format!("{v:.2}{u}");
+        }
+        v /= 1024.0;
+    }
+    format!("{:.2}P", v * 1024.0)
 }
 
 /// Merges the INFO texts of every master: the first master's sections, with the `# Keyspace`
-/// counts summed over all of them, the cluster fields rewritten to what a standalone server says,
-/// the fields of `# Server` that describe the process the client talks to taken from `own`, and
-/// `proxy_section` appended.
+/// counts summed over all of them, the fields of [`SUMMED_INFO_FIELDS`] summed, every master's
+/// `# Errorstats` lines merged (counts summed per error), the cluster fields rewritten to what
+/// a standalone server says, the fields of `# Server` that describe the process the client
+/// talks to and the client counts taken from `own`, and `proxy_section` appended.
 pub fn merge_info(
     replies: &[Bytes],
     proxy_section: &str,
@@ -591,13 +629,36 @@ pub fn merge_info(
             }
         }
     }
+    // Summed fields and error counts, over every master.
+    let mut sums: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
+    let mut errors: std::collections::BTreeMap<String, i64> = std::collections::BTreeMap::new();
+    for t in &texts {
+        for line in t.lines() {
+            let Some((k, v)) = line.trim_end().split_once(':') else {
+                continue;
+            };
+            if let Some(&f) = SUMMED_INFO_FIELDS.iter().find(|&&f| f == k) {
+                *sums.entry(f).or_default() += v.parse::<i64>().unwrap_or(0);
+            } else if let Some(kind) = k.strip_prefix("errorstat_") {
+                let n = v.strip_prefix("count=").and_then(|n| n.parse::<i64>().ok());
+                *errors.entry(kind.to_string()).or_default() += n.unwrap_or(0);
+            }
+        }
+    }
     let mut out = String::with_capacity(first.len() + 256);
     let mut in_ks = false;
+    let mut in_errors = false;
     for line in first.lines() {
         if line.starts_with('#') {
             in_ks = line.trim() == "# Keyspace";
+            in_errors = line.trim() == "# Errorstats";
             out.push_str(line);
             out.push_str("\r\n");
+            if in_errors {
+                for (kind, n) in &errors {
+                    out.push_str(&format!("errorstat_{kind}:count={n}\r\n"));
+                }
+            }
             if in_ks {
                 for (db, v) in &keyspace {
                     out.push_str(&format!(
@@ -608,12 +669,28 @@ pub fn merge_info(
             }
             continue;
         }
-        if in_ks {
+        if in_ks || in_errors && !line.trim().is_empty() {
             continue;
         }
         let line = line.trim_end();
         let field = line.split_once(':').map_or("", |(k, _)| k);
+        if let Some(sum) = sums.get(field) {
+            out.push_str(&format!("{field}:{sum}\r\n"));
+            continue;
+        }
         match (line, field) {
+            (_, "used_memory_human") if sums.contains_key("used_memory") => {
+                let human = bytes_to_human(sums.get("used_memory").copied().unwrap_or(0));
+                out.push_str(&format!("used_memory_human:{human}"));
+            }
+            (_, "connected_clients") if own.clients.is_some() => {
+                let n = own.clients.map_or(0, |c| c.0);
+                out.push_str(&format!("connected_clients:{n}"));
+            }
+            (_, "total_commands_processed") if own.clients.is_some() => {
+                let n = own.clients.map_or(0, |c| c.1);
+                out.push_str(&format!("total_commands_processed:{n}"));
+            }
             ("redis_mode:cluster", _) => out.push_str("redis_mode:standalone"),
             ("cluster_enabled:1", _) => out.push_str("cluster_enabled:0"),
             (_, "tcp_port") => out.push_str(&format!("tcp_port:{}", own.tcp_port)),
@@ -989,6 +1066,42 @@ mod tests {
             &mut out,
         );
         assert_eq!(&out[..], b"$-1\r\n");
+    }
+
+    #[test]
+    fn info_fields_of_data_are_summed_errors_merged_and_client_counts_are_slotgates() {
+        let bulk = |t: &str| Bytes::from(format!("${}\r\n{t}\r\n", t.len()));
+        let a = bulk(
+            "# Clients\r\nconnected_clients:7\r\nblocked_clients:1\r\n\r\n\
+             # Memory\r\nused_memory:1048576\r\nused_memory_human:1.00M\r\n\r\n\
+             # Stats\r\ntotal_commands_processed:50\r\nkeyspace_hits:3\r\n\r\n\
+             # Errorstats\r\nerrorstat_ERR:count=1\r\n",
+        );
+        let b = bulk(
+            "# Clients\r\nconnected_clients:9\r\nblocked_clients:2\r\n\r\n\
+             # Memory\r\nused_memory:2097152\r\nused_memory_human:2.00M\r\n\r\n\
+             # Stats\r\ntotal_commands_processed:60\r\nkeyspace_hits:4\r\n\r\n\
+             # Errorstats\r\nerrorstat_ERR:count=2\r\nerrorstat_WRONGTYPE:count=5\r\n",
+        );
+        let own = OwnServer {
+            clients: Some((3, 42)),
+            ..OwnServer::default()
+        };
+        let text = merge_info(&[a, b], "", &own).unwrap_or_default();
+        for want in [
+            "connected_clients:3\r\n",
+            "blocked_clients:3\r\n",
+            "used_memory:3145728\r\n",
+            "used_memory_human:3.00M\r\n",
+            "total_commands_processed:42\r\n",
+            "keyspace_hits:7\r\n",
+            "# Errorstats\r\nerrorstat_ERR:count=3\r\nerrorstat_WRONGTYPE:count=5\r\n",
+        ] {
+            assert!(text.contains(want), "{want:?} in {text}");
+        }
+        assert_eq!(text.matches("errorstat_").count(), 2, "{text}");
+        assert_eq!(bytes_to_human(1000), "1000B");
+        assert_eq!(bytes_to_human(1536), "1.50K");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! Pure state and pure merging: this module must never send anything or write to the client.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -303,9 +304,17 @@ pub(super) fn merge_fanout(
             } else {
                 String::new()
             };
+            // The client's view: slotgate's own clients and commands.
+            let own = multi::OwnServer {
+                clients: Some((
+                    ctx.stats.connections_current.load(Ordering::Relaxed),
+                    ctx.stats.commands.load(Ordering::Relaxed),
+                )),
+                ..ctx.own_server.clone()
+            };
             let with = MergeWith {
                 proxy_section: &section,
-                own_server: Some(&ctx.own_server),
+                own_server: Some(&own),
                 ..MergeWith::replies_only(proto)
             };
             multi::merge(merge, with, replies, &mut b);
