@@ -238,6 +238,9 @@ pub struct Link {
     tx: mailbox::Sender<BackendRequest>,
     depth: usize,
     state: Arc<AtomicU8>,
+    /// The node's `CLIENT ID` for a private connection once it is open (0 before, or for a
+    /// shared one).
+    backend_id: Arc<AtomicU64>,
 }
 
 impl Drop for Link {
@@ -571,6 +574,11 @@ pub struct PrivateLink {
 impl PrivateLink {
     pub fn addr(&self) -> &NodeAddr {
         &self.addr
+    }
+
+    /// The node's id for this connection (`CLIENT ID`), once it is open.
+    pub fn backend_id(&self) -> Option<u64> {
+        Some(self.link.backend_id.load(Ordering::Relaxed)).filter(|&id| id != 0)
     }
 
     /// False once the connection failed; the session then drops it.

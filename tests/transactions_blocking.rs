@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use redis::{Commands, Value};
-use support::{Cluster, Proxy};
+use support::{Cluster, Proxy, Redis};
 
 fn blocked_clients(cluster: &Cluster) -> u64 {
     cluster
@@ -449,4 +449,63 @@ fn job_queue_workload_and_a_resp3_client_run_without_error() {
     );
     let v: Value = redis::cmd("GET").arg("missing").query(&mut r3).unwrap();
     assert_eq!(v, Value::Nil);
+}
+
+/// `args` as text: the value or the error, so that replies compare whole.
+fn said(c: &mut redis::Connection, args: &[&str]) -> String {
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    match cmd.query::<redis::Value>(c) {
+        Ok(v) => format!("{v:?}"),
+        Err(e) => format!("error: {e}"),
+    }
+}
+
+/// CLIENT UNBLOCK of a client blocked in BLPOP (TIMEOUT, then ERROR), of an idle one, of no
+/// client, and with bad arguments, through `url`: what the blocked client and the asker got.
+fn unblock_story(url: &str) -> Vec<String> {
+    let mut asker = redis::Client::open(url).unwrap().get_connection().unwrap();
+    let mut out = Vec::new();
+    let mut blocked_conn = redis::Client::open(url).unwrap().get_connection().unwrap();
+    let id: i64 = redis::cmd("CLIENT")
+        .arg("ID")
+        .query(&mut blocked_conn)
+        .unwrap();
+    let id = id.to_string();
+    for mode in [None, Some("ERROR")] {
+        let waiter = std::thread::spawn(move || {
+            let got = said(&mut blocked_conn, &["BLPOP", "{q}unblock", "0"]);
+            (got, blocked_conn)
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        let mut args = vec!["CLIENT", "UNBLOCK", &id];
+        args.extend(mode);
+        out.push(said(&mut asker, &args));
+        let (got, conn) = waiter.join().unwrap();
+        out.push(got);
+        blocked_conn = conn;
+    }
+    for args in [
+        &["CLIENT", "UNBLOCK", &id][..],
+        &["CLIENT", "UNBLOCK", "999999"],
+        &["CLIENT", "UNBLOCK", "x"],
+        &["CLIENT", "UNBLOCK", &id, "FOO"],
+        &["CLIENT", "UNBLOCK", &id, "TIMEOUT", "more"],
+    ] {
+        out.push(said(&mut asker, args));
+    }
+    drop(blocked_conn);
+    out
+}
+
+#[test]
+fn client_unblock_reaches_the_node_a_client_is_blocked_on() {
+    let cluster = Cluster::start(3, 0);
+    let proxy = Proxy::cluster(&cluster, &[]);
+    let reference = Redis::start(&[]);
+    let want = unblock_story(&reference.url());
+    assert_eq!(want[0], "int(1)", "{want:?}");
+    assert_eq!(unblock_story(&proxy.url()), want);
 }

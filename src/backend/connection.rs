@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::task::Poll;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -74,11 +74,13 @@ impl Deliveries {
     }
 }
 
-/// The receiving side of a link: the channel and the count of requests waiting in it.
+/// The task's side of a link: the channel requests arrive on, and what it reports back.
 struct Queue {
     rx: mailbox::Receiver<BackendRequest>,
     /// For a subscriber connection: where every frame read goes.
     pushes: Option<ReplyTo>,
+    /// Where a private connection reports the node's `CLIENT ID` for it once open.
+    backend_id: Arc<AtomicU64>,
 }
 
 #[derive(Debug)]
@@ -112,7 +114,11 @@ pub(super) fn spawn(
     spawn_kind(
         on,
         addr,
-        Open { dialect, readonly },
+        Open {
+            dialect,
+            readonly,
+            client_id: false,
+        },
         config,
         tel,
         Kind::Shared,
@@ -129,15 +135,12 @@ pub(super) fn spawn_private(
     tel: Telemetry,
 ) -> Link {
     let on = tokio::runtime::Handle::current();
-    spawn_kind(
-        &on,
-        addr,
-        Open::plain(dialect),
-        config,
-        tel,
-        Kind::Private,
-        None,
-    )
+    let open = Open {
+        // The node's id for this connection, so that CLIENT UNBLOCK can name it there.
+        client_id: true,
+        ..Open::plain(dialect)
+    };
+    spawn_kind(&on, addr, open, config, tel, Kind::Private, None)
 }
 
 /// Starts a subscriber connection: private, and every frame it reads (subscription replies,
@@ -173,11 +176,21 @@ fn spawn_kind(
     let dialect = open.dialect;
     let (tx, rx) = mailbox::channel();
     let state = Arc::new(AtomicU8::new(LinkState::Connecting as u8));
+    let backend_id = Arc::new(AtomicU64::new(0));
     let depth = config.queue_depth.max(1);
     let span = info_span!("backend", node = %addr, proto = ?dialect.proto, db = dialect.db);
-    let queue = Queue { rx, pushes };
+    let queue = Queue {
+        rx,
+        pushes,
+        backend_id: backend_id.clone(),
+    };
     on.spawn(run(addr, open, config, queue, state.clone(), tel, kind).instrument(span));
-    Link { tx, depth, state }
+    Link {
+        tx,
+        depth,
+        state,
+        backend_id,
+    }
 }
 
 /// What a connection's handshake sets up: its dialect, and `READONLY` (a cluster replica's
@@ -186,6 +199,8 @@ fn spawn_kind(
 struct Open {
     dialect: Dialect,
     readonly: bool,
+    /// Ask `CLIENT ID` (a private connection: CLIENT UNBLOCK names it by that id).
+    client_id: bool,
 }
 
 impl Open {
@@ -193,6 +208,7 @@ impl Open {
         Open {
             dialect,
             readonly: false,
+            client_id: false,
         }
     }
 }
@@ -210,7 +226,10 @@ async fn run(
     let mut failures = 0u32;
     loop {
         match open(&addr, open_as, &config).await {
-            Ok(stream) => {
+            Ok((stream, id)) => {
+                if let Some(id) = id {
+                    rx.backend_id.store(id, Ordering::Relaxed);
+                }
                 state.store(LinkState::Up as u8, Ordering::Relaxed);
                 tel.stats.connects.fetch_add(1, Ordering::Relaxed);
                 tel.node.connects.increment(1);
@@ -279,14 +298,16 @@ async fn run(
 
 /// Connects and runs the handshake: `AUTH` when credentials are set, then what the dialect
 /// needs: `HELLO 3` for RESP3 (its reply must be a map), `SELECT db` for a database other than
-/// 0, then `READONLY` for a cluster replica's. Every command's reply must be the one expected (`+OK`, a map); all are written at once
-/// and their replies read in order. A refused handshake is logged with the server's reply,
-/// which never holds the password.
+/// 0, then `READONLY` for a cluster replica's, then `CLIENT ID` for a private connection.
+/// Every command's reply must be the one expected (`+OK`, a map, an integer); all are written
+/// at once and their replies read in order. A refused handshake is logged with the server's
+/// reply, which never holds the password. Returns the stream and the node's id for it when
+/// asked.
 async fn open(
     addr: &NodeAddr,
     open_as: Open,
     config: &BackendConfig,
-) -> Result<BackendStream, BackendError> {
+) -> Result<(BackendStream, Option<u64>), BackendError> {
     let dialect = open_as.dialect;
     let mut s = config
         .connector
@@ -314,9 +335,14 @@ async fn open(
         setup.extend_from_slice(READONLY);
         expect.push(Expect::Ok("READONLY"));
     }
-    if expect.is_empty() {
-        return Ok(s);
+    if open_as.client_id {
+        setup.extend_from_slice(b"*2\r\n$6\r\nCLIENT\r\n$2\r\nID\r\n");
+        expect.push(Expect::Integer("CLIENT ID"));
     }
+    if expect.is_empty() {
+        return Ok((s, None));
+    }
+    let mut id = None;
     let handshake = async {
         s.write_all(&setup).await?;
         s.flush().await?;
@@ -336,6 +362,12 @@ async fn open(
             };
             let reply = buf.split_to(n);
             scanner = ReplyScanner::new(config.limits);
+            if let Expect::Integer(_) = want {
+                id = reply
+                    .strip_prefix(b":")
+                    .and_then(|r| std::str::from_utf8(r).ok())
+                    .and_then(|r| r.trim_end().parse::<u64>().ok());
+            }
             if !want.accepts(&reply) {
                 return Err(std::io::Error::other(format!(
                     "{} answered {}",
@@ -348,7 +380,7 @@ async fn open(
         Ok(())
     };
     match tokio::time::timeout(config.read_timeout, handshake).await {
-        Ok(Ok(())) => Ok(s),
+        Ok(Ok(())) => Ok((s, id)),
         Ok(Err(e)) => {
             warn!(error = %e, "backend refused the connection handshake");
             Err(BackendError::Down(addr.clone()))
@@ -364,6 +396,8 @@ enum Expect {
     Map(&'static str),
     /// `+OK`.
     Ok(&'static str),
+    /// An integer (`CLIENT ID`).
+    Integer(&'static str),
 }
 
 impl Expect {
@@ -371,12 +405,13 @@ impl Expect {
         match self {
             Expect::Map(_) => reply.first() == Some(&b'%'),
             Expect::Ok(_) => reply == b"+OK\r\n",
+            Expect::Integer(_) => reply.first() == Some(&b':'),
         }
     }
 
     fn command(self) -> &'static str {
         match self {
-            Expect::Map(c) | Expect::Ok(c) => c,
+            Expect::Map(c) | Expect::Ok(c) | Expect::Integer(c) => c,
         }
     }
 }

@@ -240,6 +240,9 @@ pub enum Local {
     ClientNoTouch,
     /// `CLIENT REPLY ON|OFF|SKIP`: answered by the session, which owns which replies are sent.
     ClientReply,
+    /// `CLIENT UNBLOCK id [TIMEOUT|ERROR]`: the session of client `id` has it sent to the node
+    /// it is blocked on, naming its connection there; the node answers.
+    ClientUnblock,
     ClusterKeySlot,
     /// What a Redis without cluster support says to CLUSTER, READONLY and READWRITE.
     ClusterDisabled,
@@ -497,6 +500,7 @@ fn named_route(name: &str) -> Option<Route> {
         "client|setinfo" => Local(self::Local::ClientSetInfo),
         "client|no-evict" => Local(self::Local::ClientNoEvict),
         "client|no-touch" => Local(self::Local::ClientNoTouch),
+        "client|unblock" => Local(self::Local::ClientUnblock),
         "client|reply" => Local(self::Local::ClientReply),
         "cluster|keyslot" => Local(self::Local::ClusterKeySlot),
         "acl|cat" => Local(self::Local::AclCat),

@@ -16,7 +16,7 @@ use crate::backend::BackendReply;
 use crate::command::Table;
 use crate::mailbox;
 
-use super::tag::KILL;
+use super::tag::{KILL, UNBLOCK};
 
 #[derive(Debug)]
 struct Registered {
@@ -64,6 +64,19 @@ pub struct Endpoint {
 #[derive(Debug, Default)]
 pub struct ClientRegistry {
     clients: Mutex<BTreeMap<u64, Registered>>,
+    /// CLIENT UNBLOCK requests not yet taken by the session they name.
+    unblocks: Mutex<Vec<Unblock>>,
+}
+
+/// `CLIENT UNBLOCK id TIMEOUT|ERROR`, on its way to the session of client `id`: that session
+/// sends it to the node it is blocked on, naming its own connection there, with the asking
+/// client's reply address, so the node's `:1`/`:0` answers the asker and the blocked command
+/// gets the node's own timeout or error reply.
+#[derive(Debug)]
+pub struct Unblock {
+    pub target: u64,
+    pub error: bool,
+    pub reply_to: crate::backend::ReplyTo,
 }
 
 /// Which clients `CLIENT KILL` targets.
@@ -109,6 +122,10 @@ impl ClientRegistry {
     pub fn unregister(&self, id: u64) {
         if let Ok(mut m) = self.clients.lock() {
             m.remove(&id);
+        }
+        // A client that left is blocked no more.
+        for u in self.take_unblocks(id) {
+            u.reply_to.send(Ok(Bytes::from_static(b":0\r\n")));
         }
     }
 
@@ -173,6 +190,36 @@ impl ClientRegistry {
             ));
         }
         out
+    }
+
+    /// Hands `u` to the session of client `u.target`; `Err(u)` when there is no such client.
+    pub fn unblock(&self, u: Unblock) -> Result<(), Unblock> {
+        let Ok(m) = self.clients.lock() else {
+            return Err(u);
+        };
+        let Some(c) = m.get(&u.target) else {
+            return Err(u);
+        };
+        let wake = c.wake.clone();
+        drop(m);
+        if let Ok(mut q) = self.unblocks.lock() {
+            q.push(u);
+        }
+        let _ = wake.send(BackendReply {
+            tag: UNBLOCK,
+            result: Ok(Bytes::new()),
+        });
+        Ok(())
+    }
+
+    /// The CLIENT UNBLOCK requests naming client `id`, taken.
+    pub fn take_unblocks(&self, id: u64) -> Vec<Unblock> {
+        let Ok(mut q) = self.unblocks.lock() else {
+            return Vec::new();
+        };
+        let (mine, rest): (Vec<Unblock>, Vec<Unblock>) = q.drain(..).partition(|u| u.target == id);
+        *q = rest;
+        mine
     }
 
     /// Stops the sessions matching `filter`; how many.

@@ -336,6 +336,8 @@ pub fn answer(
         // The session answers it (it changes which of its replies are sent); a mode it does
         // not know is the one answer left here.
         Local::ClientReply => encode::error(out, "ERR syntax error"),
+        // The session answers it (the node the target is blocked on does).
+        Local::ClientUnblock => encode::integer(out, 0),
         Local::ClusterKeySlot => encode::integer(out, i64::from(key_slot(arg(2)))),
         Local::ClusterDisabled => encode::error(out, CLUSTER_DISABLED),
     }

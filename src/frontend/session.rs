@@ -660,7 +660,7 @@ impl Session {
             return self.queue_in_transaction(entry, &req);
         }
         match entry.route {
-            Route::Local(l) => self.local(l, &req),
+            Route::Local(l) => self.local(l, entry.id, &req),
             Route::Transaction(t) => self.transaction(t, entry, &req),
             Route::Scan => self.scan(entry.id, &req),
             Route::PubSub => self.pubsub(entry, &req),
@@ -1256,6 +1256,7 @@ impl Session {
                 self.abort = true;
                 self.client.closing = true;
             }
+            Tagged::Unblock => self.unblocked_by_others(),
             Tagged::Forget => {}
         }
     }
@@ -1388,9 +1389,12 @@ impl Session {
 
     /// A command slotgate answers itself.
     #[inline(never)]
-    fn local(&mut self, l: Local, req: &Request) {
+    fn local(&mut self, l: Local, command: u16, req: &Request) {
         if l == Local::ClientReply {
             return self.client_reply(req);
+        }
+        if l == Local::ClientUnblock {
+            return self.client_unblock(command, req);
         }
         let mut b = BytesMut::new();
         let db = self.client.db;
@@ -1409,6 +1413,108 @@ impl Session {
             self.subscriber = None;
             self.subs = Subscriptions::default();
             self.shards.clear();
+        }
+    }
+
+    /// `CLIENT UNBLOCK id [TIMEOUT|ERROR]`: its reply comes from the node client `id` is blocked
+    /// on (`:1`), or is `:0` (no such client, not blocked, or the asking client itself).
+    fn client_unblock(&mut self, command: u16, req: &Request) {
+        if req.argc() > 4 {
+            // Redis names the subcommand as the client wrote it.
+            let sub = String::from_utf8_lossy(req.arg(1).unwrap_or_default()).into_owned();
+            return self.push_error(&format!(
+                "ERR unknown subcommand or wrong number of arguments for '{sub}'. Try CLIENT HELP."
+            ));
+        }
+        let Some(target) = req
+            .arg(2)
+            .and_then(|a| std::str::from_utf8(a).ok())
+            .and_then(|a| a.parse::<u64>().ok())
+        else {
+            return self.push_error("ERR value is not an integer or out of range");
+        };
+        let error = match req.arg(3) {
+            None => false,
+            Some(m) if m.eq_ignore_ascii_case(b"timeout") => false,
+            Some(m) if m.eq_ignore_ascii_case(b"error") => true,
+            Some(_) => {
+                return self.push_error("ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR");
+            }
+        };
+        let seq = self.next_seq();
+        let mut parts = SmallVec::new();
+        parts.push(PartState::new(
+            req.raw().clone(),
+            command,
+            None,
+            None,
+            self.client.dialect(),
+        ));
+        self.push_waiting(Combine::Single, parts);
+        let reply_to = crate::backend::ReplyTo {
+            tx: self.tx.clone(),
+            tag: tag(seq, 0),
+        };
+        let u = super::clients::Unblock {
+            target,
+            error,
+            reply_to,
+        };
+        // A client sending a command is not blocked (in Redis its blocking command ran first).
+        if target == self.client.id {
+            return u.reply_to.send(Ok(Bytes::from_static(b":0\r\n")));
+        }
+        if let Err(u) = self.ctx.clients.unblock(u) {
+            u.reply_to.send(Ok(Bytes::from_static(b":0\r\n")));
+        }
+    }
+
+    /// CLIENT UNBLOCK requests from other clients naming this one: each is sent to the node
+    /// this session is blocked on, naming its private connection there (`CLIENT ID`, asked when
+    /// it opened), with the asker's reply address; the node unblocks the command, which gets
+    /// the node's own timeout or error reply. Not blocked: `:0` to the asker.
+    fn unblocked_by_others(&mut self) {
+        for u in self.ctx.clients.take_unblocks(self.client.id) {
+            let blocked = self.queue.iter().find_map(|place| match place {
+                QueuePlace::Waiting { combine, parts, .. } => {
+                    parts.iter().enumerate().find_map(|(i, p)| {
+                        let blocking = self
+                            .ctx
+                            .table
+                            .name_of(p.command)
+                            .and_then(|n| self.ctx.table.get(n.as_bytes()))
+                            .is_some_and(|e| e.spec.has(command::flags::BLOCKING));
+                        (p.private && blocking && !combine.answered(i)).then(|| {
+                            p.node.clone().or_else(|| {
+                                crate::router::node_for(self.topo.load(), p.slot, self.client.id)
+                                    .cloned()
+                            })
+                        })
+                    })
+                }
+                QueuePlace::Ready(_) => None,
+            });
+            let target = blocked.flatten().and_then(|node| {
+                let id = self
+                    .privates
+                    .iter()
+                    .find(|l| l.addr() == node.addr())
+                    .and_then(|l| l.backend_id())?;
+                Some((node, id))
+            });
+            let Some((node, id)) = target else {
+                u.reply_to.send(Ok(Bytes::from_static(b":0\r\n")));
+                continue;
+            };
+            let id = id.to_string();
+            let mode: &[u8] = if u.error { b"ERROR" } else { b"TIMEOUT" };
+            let frame =
+                Request::from_args(&[&b"CLIENT"[..], b"UNBLOCK", id.as_bytes(), mode]).into_raw();
+            node.send(
+                self.client.dialect(),
+                self.client.id,
+                BackendRequest::new(frame, u.reply_to),
+            );
         }
     }
 

@@ -31,6 +31,8 @@ pub const PUSH: Tag = u64::MAX - 1;
 pub const RESUBSCRIBE: Tag = u64::MAX - 2;
 /// CLIENT KILL: the session closes.
 pub const KILL: Tag = u64::MAX - 3;
+/// CLIENT UNBLOCK: the session takes the requests waiting for it in the client registry.
+pub const UNBLOCK: Tag = u64::MAX - 4;
 
 /// What a tag stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +46,7 @@ pub enum Tagged {
     Push,
     Resubscribe,
     Kill,
+    Unblock,
     /// A frame of the shard subscriber connection with this tag ([`shard`]).
     Shard(Tag),
 }
@@ -76,6 +79,7 @@ pub fn classify(tag: Tag) -> Tagged {
         PUSH => Tagged::Push,
         RESUBSCRIBE => Tagged::Resubscribe,
         KILL => Tagged::Kill,
+        UNBLOCK => Tagged::Unblock,
         t if (SHARD_BASE..SHARD_BASE + SHARD_SPAN).contains(&t) => Tagged::Shard(t),
         // Between the shard range and the named signals: no tag is made there.
         _ => Tagged::Forget,
@@ -83,7 +87,8 @@ pub fn classify(tag: Tag) -> Tagged {
 }
 
 const _: () = assert!(
-    SHARD_BASE + SHARD_SPAN <= KILL
+    SHARD_BASE + SHARD_SPAN <= UNBLOCK
+        && UNBLOCK < KILL
         && KILL < RESUBSCRIBE
         && RESUBSCRIBE < PUSH
         && PUSH < FORGET
@@ -103,6 +108,7 @@ mod tests {
         assert_eq!(classify(PUSH), Tagged::Push);
         assert_eq!(classify(RESUBSCRIBE), Tagged::Resubscribe);
         assert_eq!(classify(KILL), Tagged::Kill);
+        assert_eq!(classify(UNBLOCK), Tagged::Unblock);
         for n in [0, 1, SHARD_SPAN - 1, SHARD_SPAN, 3 * SHARD_SPAN + 5] {
             let t = shard(n);
             assert_eq!(classify(t), Tagged::Shard(t));
