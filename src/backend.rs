@@ -238,9 +238,6 @@ pub struct Link {
     tx: mailbox::Sender<BackendRequest>,
     depth: usize,
     state: Arc<AtomicU8>,
-    /// The node's `CLIENT ID` for a private connection once it is open (0 before, or for a
-    /// shared one).
-    backend_id: Arc<AtomicU64>,
 }
 
 impl Drop for Link {
@@ -316,13 +313,13 @@ impl Node {
     /// must not silently move to a new connection.
     pub fn private(&self, dialect: Dialect) -> Result<PrivateLink, BackendError> {
         let permit = self.private_permit()?;
-        let link = connection::spawn_private(
+        let (link, id) = connection::spawn_private(
             self.addr.clone(),
             dialect,
             self.config.clone(),
             self.tel.clone(),
         );
-        Ok(self.private_link(link, permit))
+        Ok(self.private_link(link, permit, id))
     }
 
     /// A pub/sub connection for one session: like [`Self::private`], and every frame it reads
@@ -337,7 +334,7 @@ impl Node {
             self.tel.clone(),
             pushes,
         );
-        Ok(self.private_link(link, permit))
+        Ok(self.private_link(link, permit, Arc::default()))
     }
 
     fn private_permit(&self) -> Result<OwnedSemaphorePermit, BackendError> {
@@ -347,11 +344,17 @@ impl Node {
             .map_err(|_| BackendError::TooManyPrivate(self.addr.clone()))
     }
 
-    fn private_link(&self, link: Link, permit: OwnedSemaphorePermit) -> PrivateLink {
+    fn private_link(
+        &self,
+        link: Link,
+        permit: OwnedSemaphorePermit,
+        backend_id: Arc<AtomicU64>,
+    ) -> PrivateLink {
         PrivateLink {
             addr: self.addr.clone(),
             link,
             _permit: permit,
+            backend_id,
         }
     }
 
@@ -569,6 +572,9 @@ pub struct PrivateLink {
     addr: NodeAddr,
     link: Link,
     _permit: OwnedSemaphorePermit,
+    /// The node's `CLIENT ID` for this connection once it is open (0 before; always 0 for a
+    /// subscriber connection).
+    backend_id: Arc<AtomicU64>,
 }
 
 impl PrivateLink {
@@ -578,7 +584,7 @@ impl PrivateLink {
 
     /// The node's id for this connection (`CLIENT ID`), once it is open.
     pub fn backend_id(&self) -> Option<u64> {
-        Some(self.link.backend_id.load(Ordering::Relaxed)).filter(|&id| id != 0)
+        Some(self.backend_id.load(Ordering::Relaxed)).filter(|&id| id != 0)
     }
 
     /// False once the connection failed; the session then drops it.

@@ -436,10 +436,17 @@ fn kill_a_busy_script(port: u16) -> Vec<String> {
             )
         })
     };
-    // The node answers others (and takes SCRIPT KILL) once the script ran 100 ms.
-    std::thread::sleep(Duration::from_millis(500));
+    // The node answers others (and takes SCRIPT KILL) once the script ran 100 ms; until the
+    // script has started, a kill finds nothing to kill (NOTBUSY) and is tried again.
     let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
-    let killed = answer(&mut c, &["SCRIPT", "KILL"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(4);
+    let killed = loop {
+        std::thread::sleep(Duration::from_millis(100));
+        let got = answer(&mut c, &["SCRIPT", "KILL"]);
+        if !got.contains("NotBusy") || std::time::Instant::now() > deadline {
+            break got;
+        }
+    };
     let caller_got = caller.join().unwrap();
     // A script's error names the node's own line; compare up to it.
     let caller_got = caller_got

@@ -80,7 +80,7 @@ struct Queue {
     /// For a subscriber connection: where every frame read goes.
     pushes: Option<ReplyTo>,
     /// Where a private connection reports the node's `CLIENT ID` for it once open.
-    backend_id: Arc<AtomicU64>,
+    backend_id: Option<Arc<AtomicU64>>,
 }
 
 #[derive(Debug)]
@@ -121,8 +121,7 @@ pub(super) fn spawn(
         },
         config,
         tel,
-        Kind::Shared,
-        None,
+        Ends::Shared,
     )
 }
 
@@ -133,14 +132,16 @@ pub(super) fn spawn_private(
     dialect: Dialect,
     config: Arc<BackendConfig>,
     tel: Telemetry,
-) -> Link {
+) -> (Link, Arc<AtomicU64>) {
     let on = tokio::runtime::Handle::current();
     let open = Open {
         // The node's id for this connection, so that CLIENT UNBLOCK can name it there.
         client_id: true,
         ..Open::plain(dialect)
     };
-    spawn_kind(&on, addr, open, config, tel, Kind::Private, None)
+    let id = Arc::new(AtomicU64::new(0));
+    let link = spawn_kind(&on, addr, open, config, tel, Ends::Private(id.clone()));
+    (link, id)
 }
 
 /// Starts a subscriber connection: private, and every frame it reads (subscription replies,
@@ -159,9 +160,17 @@ pub(super) fn spawn_subscriber(
         Open::plain(dialect),
         config,
         tel,
-        Kind::Subscriber,
-        Some(pushes),
+        Ends::Subscriber(pushes),
     )
+}
+
+/// What a connection of each kind reports back besides replies.
+enum Ends {
+    Shared,
+    /// The node's `CLIENT ID` for the connection goes here once it is open.
+    Private(Arc<AtomicU64>),
+    /// Every frame read goes here.
+    Subscriber(ReplyTo),
 }
 
 fn spawn_kind(
@@ -170,27 +179,25 @@ fn spawn_kind(
     open: Open,
     config: Arc<BackendConfig>,
     tel: Telemetry,
-    kind: Kind,
-    pushes: Option<ReplyTo>,
+    ends: Ends,
 ) -> Link {
+    let (kind, pushes, backend_id) = match ends {
+        Ends::Shared => (Kind::Shared, None, None),
+        Ends::Private(id) => (Kind::Private, None, Some(id)),
+        Ends::Subscriber(to) => (Kind::Subscriber, Some(to), None),
+    };
     let dialect = open.dialect;
     let (tx, rx) = mailbox::channel();
     let state = Arc::new(AtomicU8::new(LinkState::Connecting as u8));
-    let backend_id = Arc::new(AtomicU64::new(0));
     let depth = config.queue_depth.max(1);
     let span = info_span!("backend", node = %addr, proto = ?dialect.proto, db = dialect.db);
     let queue = Queue {
         rx,
         pushes,
-        backend_id: backend_id.clone(),
+        backend_id,
     };
     on.spawn(run(addr, open, config, queue, state.clone(), tel, kind).instrument(span));
-    Link {
-        tx,
-        depth,
-        state,
-        backend_id,
-    }
+    Link { tx, depth, state }
 }
 
 /// What a connection's handshake sets up: its dialect, and `READONLY` (a cluster replica's
@@ -227,8 +234,8 @@ async fn run(
     loop {
         match open(&addr, open_as, &config).await {
             Ok((stream, id)) => {
-                if let Some(id) = id {
-                    rx.backend_id.store(id, Ordering::Relaxed);
+                if let (Some(id), Some(to)) = (id, &rx.backend_id) {
+                    to.store(id, Ordering::Relaxed);
                 }
                 state.store(LinkState::Up as u8, Ordering::Relaxed);
                 tel.stats.connects.fetch_add(1, Ordering::Relaxed);
@@ -396,7 +403,9 @@ enum Expect {
     Map(&'static str),
     /// `+OK`.
     Ok(&'static str),
-    /// An integer (`CLIENT ID`).
+    /// An integer (`CLIENT ID`), or any error: a node running a long script answers `-BUSY`
+    /// to it, and the connection must open even so (it may carry the SCRIPT KILL); it then
+    /// has no id, and CLIENT UNBLOCK cannot name it.
     Integer(&'static str),
 }
 
@@ -405,7 +414,7 @@ impl Expect {
         match self {
             Expect::Map(_) => reply.first() == Some(&b'%'),
             Expect::Ok(_) => reply == b"+OK\r\n",
-            Expect::Integer(_) => reply.first() == Some(&b':'),
+            Expect::Integer(_) => matches!(reply.first(), Some(b':' | b'-')),
         }
     }
 

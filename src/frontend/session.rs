@@ -660,7 +660,7 @@ impl Session {
             return self.queue_in_transaction(entry, &req);
         }
         match entry.route {
-            Route::Local(l) => self.local(l, entry.id, &req),
+            Route::Local(l) => self.local(l, &req),
             Route::Transaction(t) => self.transaction(t, entry, &req),
             Route::Scan => self.scan(entry.id, &req),
             Route::PubSub => self.pubsub(entry, &req),
@@ -1389,12 +1389,12 @@ impl Session {
 
     /// A command slotgate answers itself.
     #[inline(never)]
-    fn local(&mut self, l: Local, command: u16, req: &Request) {
+    fn local(&mut self, l: Local, req: &Request) {
         if l == Local::ClientReply {
             return self.client_reply(req);
         }
         if l == Local::ClientUnblock {
-            return self.client_unblock(command, req);
+            return self.client_unblock(req);
         }
         let mut b = BytesMut::new();
         let db = self.client.db;
@@ -1418,7 +1418,7 @@ impl Session {
 
     /// `CLIENT UNBLOCK id [TIMEOUT|ERROR]`: its reply comes from the node client `id` is blocked
     /// on (`:1`), or is `:0` (no such client, not blocked, or the asking client itself).
-    fn client_unblock(&mut self, command: u16, req: &Request) {
+    fn client_unblock(&mut self, req: &Request) {
         if req.argc() > 4 {
             // Redis names the subcommand as the client wrote it.
             let sub = String::from_utf8_lossy(req.arg(1).unwrap_or_default()).into_owned();
@@ -1442,6 +1442,9 @@ impl Session {
             }
         };
         let seq = self.next_seq();
+        // No entry number: nothing judges this part's reply by its command (a node's `:1`/`:0`,
+        // never a redirect, never a script).
+        let command = u16::MAX;
         let mut parts = SmallVec::new();
         parts.push(PartState::new(
             req.raw().clone(),
