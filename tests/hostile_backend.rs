@@ -133,6 +133,9 @@ fn a_complete_reply_beyond_the_depth_limit_fails_its_request_and_keeps_the_conne
     let (port, handle) = fake_node(deep.leak(), stop.clone(), connections.clone());
     let proxy = Proxy::spawn(&["--standalone".to_string(), format!("127.0.0.1:{port}")]);
     let mut c = proxy.conn();
+    // Every worker's connection opened (they open with the node, each on its own time).
+    assert!(get_error(&mut c).contains("nested deeper"));
+    std::thread::sleep(Duration::from_millis(500));
     let before = connections.load(Ordering::Relaxed);
     for _ in 0..3 {
         let e = get_error(&mut c);

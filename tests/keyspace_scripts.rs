@@ -326,6 +326,8 @@ fn a_deeply_nested_reply_is_relayed_and_one_beyond_the_limit_fails_its_client_al
         .arg("v")
         .query(&mut other)
         .unwrap();
+    // Every worker's connection opened (they open with the node, each on its own time).
+    std::thread::sleep(Duration::from_millis(500));
     let connects = strict.info_field("backend_connects");
     let reader = {
         let url = strict.url();
