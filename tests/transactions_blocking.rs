@@ -479,10 +479,18 @@ fn unblock_story(url: &str) -> Vec<String> {
             let got = said(&mut blocked_conn, &["BLPOP", "{q}unblock", "0"]);
             (got, blocked_conn)
         });
-        std::thread::sleep(Duration::from_millis(300));
         let mut args = vec!["CLIENT", "UNBLOCK", &id];
         args.extend(mode);
-        out.push(said(&mut asker, &args));
+        // Until the BLPOP has reached its node, there is nothing to unblock (`:0`): ask again.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let got = loop {
+            std::thread::sleep(Duration::from_millis(100));
+            let got = said(&mut asker, &args);
+            if got != "int(0)" || Instant::now() > deadline {
+                break got;
+            }
+        };
+        out.push(got);
         let (got, conn) = waiter.join().unwrap();
         out.push(got);
         blocked_conn = conn;
