@@ -79,7 +79,7 @@ struct Session {
     /// Connections of this session's own (blocking commands, WATCH), a few at most.
     privates: Vec<PrivateLink>,
     /// The transaction being queued between MULTI and EXEC.
-    txn: Option<Transaction>,
+    txn: Option<Box<Transaction>>,
     /// Set by WATCH: the watched keys' slot (`None` when the backend has no slots). Commands for
     /// it go on the private connection holding the WATCH until EXEC, DISCARD or UNWATCH.
     watching: Option<Option<u16>>,
@@ -88,7 +88,8 @@ struct Session {
     /// The pub/sub connection while the client has subscriptions.
     subscriber: Option<PrivateLink>,
     /// What the client is subscribed to, to subscribe again after a failover.
-    subs: Subscriptions,
+    /// Boxed, and `None` until the first subscription frame: an idle client's memory.
+    subs: Option<Box<Subscriptions>>,
     /// Shared-connection requests of this round, per node and protocol; sent at its end.
     outbox: Vec<(Arc<Node>, Dialect, Vec<BackendRequest>)>,
     outbox_dirty: bool,
@@ -168,7 +169,7 @@ pub async fn run(
         watching: None,
         current: None,
         subscriber: None,
-        subs: Subscriptions::default(),
+        subs: None,
         resub_attempts: 0,
         shards: ShardChannels::default(),
         outbox: Vec::new(),
@@ -1243,7 +1244,7 @@ impl Session {
                     // The subscriber connection broke (its node failed): subscribe again on a
                     // node that is up, invisibly to the client.
                     self.subscriber = None;
-                    if !self.subs.is_empty() {
+                    if self.subs.as_ref().is_some_and(|s| !s.is_empty()) {
                         self.resub_attempts = 0;
                         self.ctx.topology.request_refresh(None);
                         self.schedule_resubscribe();
@@ -1411,7 +1412,7 @@ impl Session {
             self.watching = None;
             self.privates.clear();
             self.subscriber = None;
-            self.subs = Subscriptions::default();
+            self.subs = None;
             self.shards.clear();
         }
     }

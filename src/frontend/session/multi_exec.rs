@@ -10,7 +10,6 @@ use super::Session;
 use super::place::Via;
 use crate::command::{Entry, Local, Rejection, Route, Txn, flags};
 use crate::frontend::tag::FORGET;
-use crate::frontend::transaction::Transaction;
 use crate::protocol::{Request, encode};
 
 impl Session {
@@ -87,7 +86,7 @@ impl Session {
                 if self.txn.is_some() {
                     return self.push_error("ERR MULTI calls can not be nested");
                 }
-                self.txn = Some(Transaction::default());
+                self.txn = Some(Box::default());
                 encode::ok(&mut b);
                 self.push_ready(b.freeze());
             }

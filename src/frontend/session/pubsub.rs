@@ -126,7 +126,7 @@ impl Session {
                 self.client.closing = true;
             }
         }
-        if self.subscriber.is_some() || self.subs.is_empty() {
+        if self.subscriber.is_some() || self.subs.as_ref().is_none_or(|s| s.is_empty()) {
             return;
         }
         self.resub_attempts += 1;
@@ -152,7 +152,7 @@ impl Session {
         };
         match node.subscriber(self.client.proto, pushes) {
             Ok(link) => {
-                let frames = self.subs.resubscribe();
+                let frames = self.subs.get_or_insert_with(Box::default).resubscribe();
                 link.send(BackendRequest::new(
                     frames,
                     ReplyTo {
@@ -184,7 +184,7 @@ impl Session {
     /// it follows every reply to an earlier request. A count of 0 in an unsubscribe reply ends
     /// subscribed mode and closes the connection.
     pub(super) fn on_push(&mut self, frame: Bytes) {
-        if !self.subs.observe(&frame) {
+        if !self.subs.get_or_insert_with(Box::default).observe(&frame) {
             return;
         }
         if ends_subscriptions(&frame) {
