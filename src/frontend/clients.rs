@@ -217,9 +217,7 @@ impl ClientRegistry {
         let Ok(mut q) = self.unblocks.lock() else {
             return Vec::new();
         };
-        let (mine, rest): (Vec<Unblock>, Vec<Unblock>) = q.drain(..).partition(|u| u.target == id);
-        *q = rest;
-        mine
+        q.extract_if(.., |u| u.target == id).collect()
     }
 
     /// Stops the sessions matching `filter`; how many.

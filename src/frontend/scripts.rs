@@ -21,13 +21,15 @@ pub struct ScriptCache {
 }
 
 impl ScriptCache {
-    /// Remembers `body` under `sha` (as Redis answered SCRIPT LOAD).
-    pub fn remember(&self, sha: &str, body: Bytes) {
+    /// Remembers `body` under `sha` (as Redis answered SCRIPT LOAD, or an EVAL's node cached
+    /// it). Copied only when it is new: a slice would pin the client's read buffer, and an EVAL
+    /// run again costs no copy.
+    pub fn remember(&self, sha: &str, body: &[u8]) {
         let Ok(mut map) = self.bodies.lock() else {
             return;
         };
-        if map.len() < MAX_SCRIPTS || map.contains_key(sha) {
-            map.insert(sha.to_ascii_lowercase(), body);
+        if map.len() < MAX_SCRIPTS && !map.contains_key(sha) {
+            map.insert(sha.to_ascii_lowercase(), Bytes::copy_from_slice(body));
         }
     }
 
@@ -65,7 +67,7 @@ mod tests {
     #[test]
     fn should_find_scripts_by_sha_in_any_case() {
         let c = ScriptCache::default();
-        c.remember("ABC", Bytes::from_static(b"return 1"));
+        c.remember("ABC", b"return 1");
         assert_eq!(c.body(b"abc"), Some(Bytes::from_static(b"return 1")));
         assert_eq!(c.body(b"nope"), None);
         c.clear();

@@ -1102,16 +1102,13 @@ impl Session {
         if merge == Merge::RandomKey {
             // Each master's key count too, to weigh its key by: DBSIZE on the same connection.
             let dbsize = Bytes::from_static(b"*1\r\n$6\r\nDBSIZE\r\n");
-            for m in masters.clone() {
-                parts.push(PartState::new(
-                    dbsize.clone(),
-                    command,
-                    None,
-                    Some(m.clone()),
-                    dialect,
-                ));
-                masters.push(m);
-            }
+            let n = masters.len();
+            masters.extend_from_within(..);
+            parts.extend(
+                masters.iter().skip(n).map(|m| {
+                    PartState::new(dbsize.clone(), command, None, Some(m.clone()), dialect)
+                }),
+            );
         }
         let gather = Gather::new(parts.len());
         if merge == Merge::AnyOk {
@@ -1143,6 +1140,19 @@ impl Session {
         mut parts: SmallVec<[PartState; 1]>,
         gather: Gather,
     ) {
+        let dialect = self.client.dialect();
+        // Replies reach the session's mailbox, read after this place is queued.
+        let mut links = Vec::with_capacity(masters.len());
+        for (i, m) in masters.iter().enumerate() {
+            let req = backend_request(&self.tx, tag(seq, i), frame.clone(), false, 0);
+            match m.private(dialect) {
+                Ok(link) => {
+                    link.send(req);
+                    links.push(link);
+                }
+                Err(e) => req.reply_to.send(Err(e)),
+            }
+        }
         for p in &mut parts {
             p.private = true;
         }
@@ -1150,27 +1160,10 @@ impl Session {
             Combine::AllMasters(Box::new(Fanout {
                 merge: Merge::AnyOk,
                 gather,
-                _links: Vec::with_capacity(masters.len()),
+                _links: links,
             })),
             parts,
         );
-        let dialect = self.client.dialect();
-        for (i, m) in masters.iter().enumerate() {
-            let req = backend_request(&self.tx, tag(seq, i), frame.clone(), false, 0);
-            match m.private(dialect) {
-                Ok(link) => {
-                    link.send(req);
-                    if let Some(QueuePlace::Waiting {
-                        combine: Combine::AllMasters(fanout),
-                        ..
-                    }) = self.queue.back_mut()
-                    {
-                        fanout._links.push(link);
-                    }
-                }
-                Err(e) => req.reply_to.send(Err(e)),
-            }
-        }
     }
 
     /// The master for `slot`, or a master chosen by client id for keyless requests.

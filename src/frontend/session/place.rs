@@ -87,7 +87,7 @@ pub(super) fn script_arg<'p>(ctx: &Context, part: &'p PartState) -> Option<&'p [
 /// After an EVAL's reply: remembers the script's body when the node cached it, as Redis does
 /// for any script that compiled: the reply is a value, or an error the running script raised
 /// (Redis names the script's SHA1 in it). A compile error, BUSY, or an error of slotgate's
-/// own means no node holds it. Copied: a slice would pin the client's read buffer.
+/// own means no node holds it.
 pub(super) fn remember_eval(ctx: &Context, part: &PartState, reply: &[u8]) {
     let Some(body) = crate::protocol::request::arg_of(&part.request, 1) else {
         return;
@@ -98,7 +98,7 @@ pub(super) fn remember_eval(ctx: &Context, part: &PartState, reply: &[u8]) {
             .windows(sha.len() + 8)
             .any(|w| w.starts_with(b"script: ") && w.ends_with(sha.as_bytes()));
     if cached {
-        ctx.scripts.remember(&sha, Bytes::copy_from_slice(body));
+        ctx.scripts.remember(&sha, body);
     }
 }
 
@@ -249,13 +249,13 @@ pub(super) fn merge_fanout(
     match merge {
         Merge::Same => {
             // SCRIPT LOAD through slotgate: remember the body, to load it again on a node that
-            // lost it (a NOSCRIPT repair). Copied: a slice would pin the client's read buffer.
+            // lost it (a NOSCRIPT repair).
             if let (Some(first), Some(part)) = (replies.first(), parts.first())
                 && ctx.table.name_of(part.command) == Some("script|load")
                 && let Some(body) = script_arg(ctx, part)
                 && let Some(sha) = multi::bulk_text(first)
             {
-                ctx.scripts.remember(&sha, Bytes::copy_from_slice(body));
+                ctx.scripts.remember(&sha, body);
             }
             multi::merge(merge, MergeWith::replies_only(proto), replies, &mut b);
         }
