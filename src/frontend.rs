@@ -11,6 +11,7 @@ pub mod client_stream;
 pub mod clients;
 pub mod host;
 pub mod io_signal;
+pub mod keyspace_events;
 pub mod local;
 pub mod scripts;
 pub mod session;

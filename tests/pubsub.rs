@@ -558,3 +558,182 @@ fn a_shard_subscription_that_meets_a_moved_slot_is_followed_for_the_client() {
     assert_holds_shard_subscription(cluster.node(to_port));
     spublish_reaches(&mut c, &mut sub, &mut buf, ch, "hello");
 }
+
+/// Reads frames off `sub` until `done` says the collection is complete, then 300 ms more (a
+/// duplicate would show then); fails after 10 s.
+fn collect_frames(
+    sub: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    mut done: impl FnMut(&[Vec<String>]) -> bool,
+) -> Vec<Vec<String>> {
+    sub.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut seen = Vec::new();
+    let mut settle: Option<std::time::Instant> = None;
+    loop {
+        let now = std::time::Instant::now();
+        if settle.is_some_and(|t| now >= t) {
+            break;
+        }
+        assert!(now < deadline, "incomplete after 10 s: {seen:?}");
+        let mut chunk = [0u8; 65536];
+        if let Ok(n) = std::io::Read::read(sub, &mut chunk) {
+            assert!(n > 0, "connection closed");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        while let Ok(Some((frame, used))) = redis_protocol::resp2::decode::decode(buf) {
+            buf.drain(..used);
+            seen.push(texts(&frame));
+        }
+        if settle.is_none() && done(&seen) {
+            settle = Some(std::time::Instant::now() + Duration::from_millis(300));
+        }
+    }
+    sub.set_read_timeout(None).unwrap();
+    seen
+}
+
+/// Keys that together live on every master of `cluster`.
+fn keys_on_every_master(cluster: &Cluster) -> Vec<String> {
+    let keys: Vec<String> = (0..24).map(|i| format!("ev-{i}")).collect();
+    let mut owners: Vec<u16> = keys
+        .iter()
+        .map(|k| cluster.owner_of_slot(keyslot(cluster, k)).port)
+        .collect();
+    owners.sort_unstable();
+    owners.dedup();
+    assert_eq!(
+        owners.len(),
+        cluster.masters().len(),
+        "spread the keys wider"
+    );
+    keys
+}
+
+/// What a subscriber to `*` sees for: SET of every key, DEL of the first, PUBLISH news.
+fn keyspace_session(
+    sub: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    c: &mut redis::Connection,
+    keys: &[String],
+) -> Vec<Vec<String>> {
+    send(sub, "PSUBSCRIBE *");
+    assert_eq!(texts(&read_reply(sub, buf)), ["psubscribe", "*", "1"]);
+    for k in keys {
+        let _: () = redis::cmd("SET").arg(k).arg("v").query(c).unwrap();
+    }
+    let _: i64 = redis::cmd("DEL").arg(&keys[0]).query(c).unwrap();
+    let _: i64 = redis::cmd("PUBLISH").arg("news").arg("n").query(c).unwrap();
+    // Per SET: a keyspace and a keyevent message; the DEL two more; one message on news.
+    let want = 2 * keys.len() + 2 + 1;
+    let mut seen = collect_frames(sub, buf, |s| s.len() >= want);
+    seen.sort();
+    seen
+}
+
+#[test]
+fn keyspace_notifications_of_every_master_reach_the_client_once_as_one_redis_sends_them() {
+    let events = ["--notify-keyspace-events", "KEA"];
+    let cluster = Cluster::start_with(3, 0, &events, None);
+    let proxy = Proxy::cluster(&cluster, &[]);
+    let keys = keys_on_every_master(&cluster);
+
+    // The same session against one real Redis and through slotgate: the same frames, each once
+    // (the connections to the other masters hide the PUBLISH every node delivers).
+    let single = support::Redis::start(&events);
+    let mut rsub = TcpStream::connect(single.addr()).unwrap();
+    let mut rbuf = Vec::new();
+    let expected = keyspace_session(&mut rsub, &mut rbuf, &mut single.conn(), &keys);
+    let mut sub = proxy.raw();
+    let mut buf = Vec::new();
+    let got = keyspace_session(&mut sub, &mut buf, &mut proxy.conn(), &keys);
+    assert_eq!(got, expected);
+    assert!(
+        expected
+            .iter()
+            .any(|f| f == &["pmessage", "*", "__keyevent@0__:del", keys[0].as_str()])
+    );
+
+    // Leaving stops the events of every master.
+    send(&mut sub, "PUNSUBSCRIBE");
+    assert_eq!(
+        texts(&read_reply(&mut sub, &mut buf)),
+        ["punsubscribe", "*", "0"]
+    );
+
+    // Keyspace channels of keys on every master.
+    let mut c = proxy.conn();
+    let mut ksub = proxy.raw();
+    let mut kbuf = Vec::new();
+    let channels: Vec<String> = keys.iter().map(|k| format!("__keyspace@0__:{k}")).collect();
+    send(&mut ksub, &format!("SUBSCRIBE {}", channels.join(" ")));
+    for (i, ch) in channels.iter().enumerate() {
+        let n = (i + 1).to_string();
+        assert_eq!(
+            texts(&read_reply(&mut ksub, &mut kbuf)),
+            ["subscribe", ch.as_str(), n.as_str()]
+        );
+    }
+    for k in &keys {
+        let _: i64 = redis::cmd("INCR")
+            .arg(format!("{k}-other"))
+            .query(&mut c)
+            .unwrap();
+        let _: i64 = redis::cmd("DEL").arg(k).query(&mut c).unwrap();
+    }
+    let mut seen = collect_frames(&mut ksub, &mut kbuf, |s| s.len() >= keys.len() - 1);
+    seen.sort();
+    let mut want: Vec<Vec<String>> = channels[1..]
+        .iter()
+        .map(|ch| vec!["message".into(), ch.clone(), "del".into()])
+        .collect();
+    want.sort();
+    assert_eq!(
+        seen, want,
+        "ev-0 was deleted already; no other key's events"
+    );
+
+    // Leaving closes the subscriptions on every master.
+    send(&mut ksub, "UNSUBSCRIBE");
+    for _ in &channels {
+        assert_eq!(texts(&read_reply(&mut ksub, &mut kbuf))[0], "unsubscribe");
+    }
+    support::wait_until(
+        "no subscription left on any master",
+        Duration::from_secs(10),
+        || {
+            cluster.masters().iter().all(|m| {
+                let mut mc = m.conn();
+                let pats: i64 = redis::cmd("PUBSUB").arg("NUMPAT").query(&mut mc).unwrap();
+                let chans: Vec<String> =
+                    redis::cmd("PUBSUB").arg("CHANNELS").query(&mut mc).unwrap();
+                pats == 0 && chans.is_empty()
+            })
+        },
+    );
+
+    // RESP3 (redis-py 8, pushes) sees every master's events too.
+    let script = r#"
+import sys, time, redis
+r = redis.Redis(port=int(sys.argv[1]), protocol=3, decode_responses=True)
+p = r.pubsub()
+p.psubscribe("__keyevent@0__:*")
+assert p.get_message(timeout=2)["type"] == "psubscribe"
+keys = [f"ev-{i}" for i in range(24)]
+for k in keys:
+    r.set(k, "3")
+got = set()
+deadline = time.time() + 10
+while len(got) < len(keys) and time.time() < deadline:
+    m = p.get_message(timeout=1)
+    if m and m["type"] == "pmessage":
+        assert m["channel"] == "__keyevent@0__:set", m
+        assert m["data"] not in got, ("twice", m)
+        got.add(m["data"])
+assert got == set(keys), sorted(set(keys) - got)
+p.close()
+print("redis-py resp3 keyspace events ok")
+"#;
+    support::run_python(script, proxy.port);
+}

@@ -28,6 +28,7 @@ use super::buffers::{self, Spare};
 use super::client_reply::ClientReply;
 use super::client_stream::ClientStream;
 use super::io_signal::IoSignal;
+use super::keyspace_events::KeyspaceEvents;
 use super::local::{self, ClientState};
 use super::shard_channels::ShardChannels;
 use super::subscriptions::Subscriptions;
@@ -96,6 +97,9 @@ struct Session {
     last_lookup: command::LastLookup,
     /// Shard channels (SSUBSCRIBE): a subscriber connection per master that owns some.
     shards: ShardChannels,
+    /// Keyspace notifications: a connection to every other master while the client subscribes
+    /// to them (`keyspace_events`).
+    keyspace: KeyspaceEvents,
     /// Re-subscription attempts since the subscriber connection was lost.
     resub_attempts: u32,
     /// Close at once, without waiting for unread replies (a subscriber that stopped reading).
@@ -172,6 +176,7 @@ pub async fn run(
         subs: None,
         resub_attempts: 0,
         shards: ShardChannels::default(),
+        keyspace: KeyspaceEvents::default(),
         outbox: Vec::new(),
         outbox_dirty: false,
         last_lookup: command::LastLookup::default(),
@@ -1231,6 +1236,7 @@ impl Session {
         match classify(r.tag) {
             Tagged::Part { .. } => self.on_part_reply(r),
             Tagged::Shard(t) => self.on_shard_push(t, r.result),
+            Tagged::Keyspace(t) => self.on_keyspace_push(t, r.result),
             Tagged::Push => match r.result {
                 Ok(frame) => self.on_push(frame),
                 Err(_) => {
@@ -1407,6 +1413,7 @@ impl Session {
             self.subscriber = None;
             self.subs = None;
             self.shards.clear();
+            self.keyspace.clear();
         }
     }
 

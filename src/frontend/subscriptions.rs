@@ -31,7 +31,7 @@ pub fn kind_and_name(frame: &[u8]) -> Option<(&[u8], Option<&[u8]>)> {
 }
 
 /// One bulk string at the front of `b`: its data (`None` for `$-1`) and what follows.
-fn bulk(b: &[u8]) -> Option<(Option<&[u8]>, &[u8])> {
+pub(super) fn bulk(b: &[u8]) -> Option<(Option<&[u8]>, &[u8])> {
     let rest = b.strip_prefix(b"$")?;
     let cr = rest.iter().position(|&c| c == b'\r')?;
     let len: i64 = std::str::from_utf8(rest.get(..cr)?).ok()?.parse().ok()?;

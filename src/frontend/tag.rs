@@ -1,11 +1,12 @@
 //! The tags of a session's backend requests, which their replies come back with: the queue place
 //! and part a reply answers, or which of the session's own signals it is (a subscriber frame, a
-//! timer, a kill, a shard subscriber's frame, a reply to drop). Every tag value is made and read
+//! timer, a kill, a shard subscriber's or keyspace event connection's frame, a reply to drop). Every tag value is made and read
 //! here, and [`classify`] turns one into what it means.
 //!
 //! The hot path reads a reply's place with [`is_part`] and shifts; nothing outside this module
 //! compares a tag with a number. It must never give one value two meanings: signals sit above
-//! every sequence number a session can reach, and the shard range below the named signals, as
+//! every sequence number a session can reach, and the shard and keyspace ranges below the named
+//! signals, as
 //! the assertions at the bottom check at compile time.
 
 /// A reply's tag: a sequence number above the low [`PART_BITS`] bits and the part below, or a
@@ -22,6 +23,10 @@ const FIRST_SIGNAL: Tag = u64::MAX - (1 << 32);
 /// taken modulo `SHARD_SPAN`).
 const SHARD_BASE: Tag = FIRST_SIGNAL;
 const SHARD_SPAN: u64 = 1 << 31;
+/// Keyspace event connections' frames (`keyspace_events`): `KEYSPACE_BASE + n` for the n-th
+/// connection opened (n taken modulo `KEYSPACE_SPAN`).
+const KEYSPACE_BASE: Tag = SHARD_BASE + SHARD_SPAN;
+const KEYSPACE_SPAN: u64 = 1 << 30;
 /// Replies no place waits for (an UNWATCH after DISCARD, slotgate's own re-subscriptions):
 /// dropped.
 pub const FORGET: Tag = u64::MAX;
@@ -49,6 +54,8 @@ pub enum Tagged {
     Unblock,
     /// A frame of the shard subscriber connection with this tag ([`shard`]).
     Shard(Tag),
+    /// A frame of the keyspace event connection with this tag ([`keyspace`]).
+    Keyspace(Tag),
 }
 
 /// The tag of part `part` of request `seq`.
@@ -68,6 +75,11 @@ pub fn shard(n: u64) -> Tag {
     SHARD_BASE + n % SHARD_SPAN
 }
 
+/// The tag of the `n`-th keyspace event connection a session opens.
+pub fn keyspace(n: u64) -> Tag {
+    KEYSPACE_BASE + n % KEYSPACE_SPAN
+}
+
 /// What `tag` stands for.
 pub fn classify(tag: Tag) -> Tagged {
     match tag {
@@ -81,13 +93,15 @@ pub fn classify(tag: Tag) -> Tagged {
         KILL => Tagged::Kill,
         UNBLOCK => Tagged::Unblock,
         t if (SHARD_BASE..SHARD_BASE + SHARD_SPAN).contains(&t) => Tagged::Shard(t),
-        // Between the shard range and the named signals: no tag is made there.
+        t if (KEYSPACE_BASE..KEYSPACE_BASE + KEYSPACE_SPAN).contains(&t) => Tagged::Keyspace(t),
+        // Between the keyspace range and the named signals: no tag is made there.
         _ => Tagged::Forget,
     }
 }
 
 const _: () = assert!(
-    SHARD_BASE + SHARD_SPAN <= UNBLOCK
+    SHARD_BASE + SHARD_SPAN <= KEYSPACE_BASE
+        && KEYSPACE_BASE + KEYSPACE_SPAN <= UNBLOCK
         && UNBLOCK < KILL
         && KILL < RESUBSCRIBE
         && RESUBSCRIBE < PUSH
@@ -113,6 +127,9 @@ mod tests {
             let t = shard(n);
             assert_eq!(classify(t), Tagged::Shard(t));
             assert!(!is_part(t));
+            let k = keyspace(n);
+            assert_eq!(classify(k), Tagged::Keyspace(k));
+            assert!(!is_part(k));
         }
         assert!(is_part(part((1 << 40) - 1, PART_MASK as usize)));
     }

@@ -1,9 +1,12 @@
 //! Pub/sub for a session: its channel and pattern subscriber connection, shard channel
-//! connections, frames from them taking places in the reply queue, and subscribing again
-//! elsewhere when a connection is lost.
+//! connections, keyspace event connections to the other masters, frames from them taking places
+//! in the reply queue, and subscribing again elsewhere when a connection is lost.
 //!
 //! A subscriber's frames must never overtake a reply to an earlier request, and messages must
 //! never pile up without bound for a client that does not read them.
+
+use std::collections::VecDeque;
+use std::time::Instant;
 
 use bytes::Bytes;
 use tracing::debug;
@@ -11,6 +14,7 @@ use tracing::debug;
 use super::Session;
 use crate::backend::{BackendReply, BackendRequest, ReplyTo};
 use crate::command::Entry;
+use crate::frontend::keyspace_events::{Frame as KeyspaceFrame, Kind, Masters};
 use crate::frontend::shard_channels::{Frame as ShardFrame, Resubscribe};
 use crate::frontend::tag::{FORGET, PUSH, RESUBSCRIBE};
 use crate::protocol::Request;
@@ -61,6 +65,94 @@ impl Session {
             }
         }
         self.send_on_subscriber(req);
+        self.follow_keyspace_events(entry, req);
+    }
+
+    /// Keyspace notifications come from the master that holds the key: subscriptions that can
+    /// name them are made on every master (`keyspace_events`).
+    fn follow_keyspace_events(&mut self, entry: &Entry, req: &Request) {
+        let (kind, subscribing) = match entry.spec.name {
+            "subscribe" => (Kind::Channels, true),
+            "psubscribe" => (Kind::Patterns, true),
+            "unsubscribe" => (Kind::Channels, false),
+            "punsubscribe" => (Kind::Patterns, false),
+            _ => return,
+        };
+        if !subscribing {
+            let held = self.keyspace.unsubscribe(kind, req, &self.tx);
+            return self.push_frames(held);
+        }
+        let topo = self.topo.load().clone();
+        let Some(primary) = self.subscriber.as_ref().map(|l| l.addr().clone()) else {
+            return;
+        };
+        if !topo.slotted {
+            return;
+        }
+        let to = Masters {
+            all: topo.masters(),
+            primary: &primary,
+            proto: self.client.proto,
+            tx: &self.tx,
+        };
+        let round = self.keyspace.subscribe(kind, req, &to);
+        if round == Resubscribe::Again {
+            self.schedule_resubscribe();
+        }
+    }
+
+    /// A round of the retry timer for keyspace event connections: held frames that may go,
+    /// connections to open.
+    fn repair_keyspace_events(&mut self) {
+        if !self.keyspace.is_active() {
+            return;
+        }
+        let held = self.keyspace.released(Instant::now());
+        self.push_frames(held);
+        // Without a subscriber connection, its own repair ticks the timer.
+        let Some(primary) = self.subscriber.as_ref().map(|l| l.addr().clone()) else {
+            return;
+        };
+        let topo = self.topo.load().clone();
+        let to = Masters {
+            all: topo.masters(),
+            primary: &primary,
+            proto: self.client.proto,
+            tx: &self.tx,
+        };
+        let round = self.keyspace.repair(&to);
+        if round == Resubscribe::Again {
+            self.schedule_resubscribe();
+        }
+    }
+
+    /// A frame (or the end) of a keyspace event connection.
+    pub(super) fn on_keyspace_push(
+        &mut self,
+        tag: u64,
+        result: Result<Bytes, crate::error::BackendError>,
+    ) {
+        let now = Instant::now();
+        match self.keyspace.on_frame(tag, result) {
+            KeyspaceFrame::Forward(f) => {
+                let out = self.keyspace.hold(f, now);
+                self.push_frames(out);
+            }
+            KeyspaceFrame::Hide => {}
+            KeyspaceFrame::Lost => {
+                // Its master failed or left: learn the new one and subscribe there.
+                self.ctx.topology.request_refresh(None);
+                self.schedule_resubscribe();
+            }
+        }
+        let held = self.keyspace.released(now);
+        self.push_frames(held);
+    }
+
+    fn push_frames(&mut self, frames: VecDeque<Bytes>) {
+        for f in frames {
+            self.push_frame(f);
+        }
     }
 
     /// SSUBSCRIBE at the channels' slot master; SUNSUBSCRIBE where the channels are held.
@@ -107,6 +199,11 @@ impl Session {
     /// shard channels at their slot's master, the rest at the pub/sub master (or, while it is
     /// down, any master that is up).
     pub(super) fn resubscribe(&mut self) {
+        self.resubscribe_channels();
+        self.repair_keyspace_events();
+    }
+
+    fn resubscribe_channels(&mut self) {
         let topo = self.topo.load().clone();
         let route = |ch: &[u8]| {
             let slot = topo.slotted.then(|| crate::router::key_slot(ch));
@@ -190,6 +287,10 @@ impl Session {
         if ends_subscriptions(&frame) {
             self.subscriber = None;
         }
+        if self.keyspace.is_active() {
+            let out = self.keyspace.hold(frame, Instant::now());
+            return self.push_frames(out);
+        }
         self.push_frame(frame);
     }
 
@@ -231,6 +332,7 @@ impl Session {
                 );
             }
             self.shards.clear();
+            self.keyspace.clear();
             self.client.closing = true;
             self.abort = true;
             return;
