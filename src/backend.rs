@@ -3,15 +3,17 @@
 //! A [`Node`] owns a small, fixed set of shared, pipelined connections per [`Dialect`] (the
 //! protocol, RESP2 or RESP3, and the database a connection's handshake selected; the RESP2
 //! database 0 set is opened at once, the others when a session first needs them) on each worker
-//! thread; a session always uses the same one per node, on its own worker,
-//! so its commands to one node stay in order and never cross threads. Requests are queued on a bounded channel; a full queue or a node known to be down fails
-//! fast. [`Backends`] keeps one `Node` per address across topology snapshots. Nothing here
+//! thread; a session always uses the same one per node, on its own worker, so its commands to
+//! one node stay in order and never cross threads. A session's own (private) connections come
+//! from [`Node::private`], a few opened ahead of need (`warm`). Requests are queued on a bounded
+//! channel; a full queue or a node known to be down fails fast. [`Backends`] keeps one `Node` per address across topology snapshots. Nothing here
 //! decides routing, and nothing here blocks a session on a slow node beyond the queue bound.
 
 pub mod address;
 pub mod connection;
 pub mod connector;
 pub mod stream;
+pub mod warm;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
@@ -24,6 +26,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::mailbox::{self, SendError};
 pub use address::{AddrError, Endpoint, NodeAddr};
 pub use connector::{Connector, Credentials, Secret};
+use warm::{Warm, WarmPool};
 
 use crate::error::BackendError;
 use crate::metrics::{ErrorKind, NodeMetrics};
@@ -181,6 +184,10 @@ pub struct BackendConfig {
     pub limits: Limits,
     /// Most private connections (blocking commands, WATCH) per node at once.
     pub max_private_per_node: usize,
+    /// Private connections kept open and idle per node and dialect, ready for a session's
+    /// first blocking command (`warm`): for masters from the start, for any node once it used
+    /// one. 0 opens each when needed.
+    pub warm_private_per_node: usize,
     /// Whether replicas get connections of their own.
     pub replica_links: ReplicaLinks,
 }
@@ -197,6 +204,7 @@ impl Default for BackendConfig {
             backoff_max: Duration::from_secs(2),
             limits: Limits::default(),
             max_private_per_node: 256,
+            warm_private_per_node: 2,
             replica_links: ReplicaLinks::Off,
         }
     }
@@ -264,6 +272,8 @@ pub struct Node {
     role: Role,
     /// Permits for private connections.
     private_slots: Arc<Semaphore>,
+    /// Private connections opened ahead of need (they take a permit when handed out).
+    warm: WarmPool,
     /// The connections of [`Dialect::DEFAULT`], opened with the node.
     default: Vec<Link>,
     /// Every other dialect's, opened when a session first uses it.
@@ -293,8 +303,9 @@ impl Node {
         };
         let readonly = Self::readonly(role, &config);
         let default = Self::links(&addr, Dialect::DEFAULT, readonly, &config, &tel, &workers);
-        Node {
+        let node = Node {
             private_slots: Arc::new(Semaphore::new(config.max_private_per_node.max(1))),
+            warm: WarmPool::new(config.warm_private_per_node),
             addr,
             role,
             default,
@@ -305,21 +316,53 @@ impl Node {
             config,
             tel,
             workers,
+        };
+        if role == Role::Master {
+            node.warm_up(Dialect::DEFAULT, node.workers.handle(0));
         }
+        node
     }
 
     /// A connection of its own for one session (blocking commands, WATCH), bounded per node.
     /// It has no read timeout and never reconnects: state tied to it (a WATCH, a blocked client)
     /// must not silently move to a new connection.
+    /// One opened ahead of need is handed out when there is one, and another opened in its
+    /// place.
     pub fn private(&self, dialect: Dialect) -> Result<PrivateLink, BackendError> {
         let permit = self.private_permit()?;
-        let (link, id) = connection::spawn_private(
+        let here = tokio::runtime::Handle::current();
+        let (link, id) = match self.warm.take(dialect) {
+            Some(w) => (w.link, w.id),
+            None => self.spawn_private(dialect, &here),
+        };
+        self.warm_up(dialect, &here);
+        Ok(self.private_link(link, permit, id))
+    }
+
+    fn spawn_private(
+        &self,
+        dialect: Dialect,
+        on: &tokio::runtime::Handle,
+    ) -> (Link, Arc<AtomicU64>) {
+        connection::spawn_private(
+            on,
             self.addr.clone(),
             dialect,
             self.config.clone(),
             self.tel.clone(),
-        );
-        Ok(self.private_link(link, permit, id))
+        )
+    }
+
+    /// Opens, on `on`, the idle private connections of `dialect` the pool lacks (none once the
+    /// node left the topology).
+    fn warm_up(&self, dialect: Dialect, on: &tokio::runtime::Handle) {
+        if self.retired.load(Ordering::Relaxed) {
+            return;
+        }
+        self.warm.fill(dialect, || {
+            let (link, id) = self.spawn_private(dialect, on);
+            Warm { link, id }
+        });
     }
 
     /// A pub/sub connection for one session: like [`Self::private`], and every frame it reads
@@ -542,6 +585,7 @@ impl Node {
     /// follow fail fast as to a node that is down.
     fn retire(&self) {
         self.retired.store(true, Ordering::Relaxed);
+        self.warm.clear();
         for link in &self.default {
             link.tx.close();
         }

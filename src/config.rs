@@ -684,12 +684,19 @@ impl Config {
                 b.max_private_per_node,
                 bd.max_private_per_node,
             )?,
+            warm_private_per_node: b.warm_private_per_node.unwrap_or(bd.warm_private_per_node),
             replica_links: match (&backend_mode, session.read_from.uses_replicas()) {
                 (_, false) => ReplicaLinks::Off,
                 (BackendMode::Cluster { .. }, true) => ReplicaLinks::ReadOnly,
                 (_, true) => ReplicaLinks::Plain,
             },
         };
+        if backend.warm_private_per_node > 64 {
+            return Err(invalid(
+                "backend.warm_private_per_node",
+                "must be at most 64",
+            ));
+        }
         if backend.connections_per_node > 64 {
             return Err(invalid(
                 "backend.connections_per_node",

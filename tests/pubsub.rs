@@ -230,7 +230,7 @@ fn subscriptions_survive_the_failover_of_their_node() {
     // A shard channel on the same master, on another client.
     let shard = (0..100)
         .map(|i| format!("{{f{i}}}jobs"))
-        .find(|ch| cluster.owner_of_slot(keyslot(&cluster, ch)).port == holder)
+        .find(|ch| cluster.owner_of_slot(cluster.keyslot(ch)).port == holder)
         .unwrap();
     let mut ssub = proxy.raw();
     let mut sbuf = Vec::new();
@@ -367,14 +367,6 @@ fn assert_holds_shard_subscription(node: &support::Redis) {
     );
 }
 
-fn keyslot(cluster: &Cluster, key: &str) -> u16 {
-    redis::cmd("CLUSTER")
-        .arg("KEYSLOT")
-        .arg(key)
-        .query(&mut cluster.masters()[0].conn())
-        .unwrap()
-}
-
 /// Reads frames until one satisfies `want`, failing on any `sunsubscribe` the client did not
 /// ask for; `poke` runs between reads (it publishes).
 fn wait_for_frame(
@@ -418,7 +410,7 @@ fn shard_channels_span_masters_follow_slot_moves_and_pubsub_introspection_merges
     // Two shard channels whose slots live on different masters.
     let names: Vec<String> = (0..50).map(|i| format!("{{t{i}}}events")).collect();
     let first = names[0].clone();
-    let owner = |ch: &str| cluster.owner_of_slot(keyslot(&cluster, ch)).port;
+    let owner = |ch: &str| cluster.owner_of_slot(cluster.keyslot(ch)).port;
     let second = names
         .iter()
         .find(|n| owner(n) != owner(&first))
@@ -482,7 +474,7 @@ fn shard_channels_span_masters_follow_slot_moves_and_pubsub_introspection_merges
 
     // The first channel's slot moves to the master holding neither channel; Redis tells the
     // subscriber `sunsubscribe`, slotgate hides it and subscribes again at the new owner.
-    let slot = keyslot(&cluster, &first);
+    let slot = cluster.keyslot(&first);
     let from = cluster.owner_of_slot(slot);
     let to = cluster
         .masters()
@@ -537,7 +529,7 @@ fn a_shard_subscription_that_meets_a_moved_slot_is_followed_for_the_client() {
         .unwrap();
     // The channel's slot moves behind slotgate's back: its map still names the old owner.
     let ch = "{moved}feed";
-    let slot = keyslot(&cluster, ch);
+    let slot = cluster.keyslot(ch);
     let from = cluster.owner_of_slot(slot);
     let to = cluster
         .masters()
@@ -599,7 +591,7 @@ fn keys_on_every_master(cluster: &Cluster) -> Vec<String> {
     let keys: Vec<String> = (0..24).map(|i| format!("ev-{i}")).collect();
     let mut owners: Vec<u16> = keys
         .iter()
-        .map(|k| cluster.owner_of_slot(keyslot(cluster, k)).port)
+        .map(|k| cluster.owner_of_slot(cluster.keyslot(k)).port)
         .collect();
     owners.sort_unstable();
     owners.dedup();

@@ -517,3 +517,111 @@ fn client_unblock_reaches_the_node_a_client_is_blocked_on() {
     assert_eq!(want[0], "int(1)", "{want:?}");
     assert_eq!(unblock_story(&proxy.url()), want);
 }
+
+/// Rounds of 20 in which a new client's BLPOP, written before another client's LPUSH and LPOP
+/// on the same list, gets the element (Redis hands a pushed element to a blocked client, so the
+/// other's LPOP finds nothing): the BLPOP reached the node first.
+fn first_blpop_served(addr: &str) -> usize {
+    use std::io::{Read, Write};
+    let mut other = std::net::TcpStream::connect(addr).unwrap();
+    let mut served = 0;
+    for round in 0..20 {
+        let list = format!("first-blpop-{round}");
+        let mut waiter = std::net::TcpStream::connect(addr).unwrap();
+        waiter
+            .write_all(format!("BLPOP {list} 5\r\n").as_bytes())
+            .unwrap();
+        std::thread::sleep(Duration::from_micros(300));
+        other
+            .write_all(format!("LPUSH {list} x\r\nLPOP {list}\r\n").as_bytes())
+            .unwrap();
+        let mut got = Vec::new();
+        while !got.ends_with(b"\r\n") || got.iter().filter(|&&b| b == b'\n').count() < 2 {
+            let mut chunk = [0u8; 256];
+            let n = other.read(&mut chunk).unwrap();
+            got.extend_from_slice(&chunk[..n]);
+        }
+        if got == b":1\r\n$-1\r\n" {
+            served += 1;
+        } else {
+            // Overtaken: the waiter still waits; end it.
+            let _ = waiter.shutdown(std::net::Shutdown::Both);
+        }
+    }
+    served
+}
+
+/// The node's connection ids (`CLIENT LIST`) and the id of the one blocked in `cmd`, if any.
+fn node_connections(node: &Redis, cmd: &str) -> (Vec<u64>, Option<u64>) {
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query(&mut node.conn())
+        .unwrap();
+    let id = |l: &str| {
+        l.split(' ')
+            .find_map(|f| f.strip_prefix("id="))
+            .and_then(|v| v.parse().ok())
+    };
+    let ids = list.lines().filter_map(id).collect();
+    let blocked = list
+        .lines()
+        .find(|l| l.contains(&format!("cmd={cmd}")) && l.contains("flags=b"))
+        .and_then(id);
+    (ids, blocked)
+}
+
+#[test]
+fn a_new_clients_first_blocking_command_is_not_overtaken() {
+    let cluster = Cluster::start(3, 0);
+    let proxy = Proxy::cluster(&cluster, &[]);
+    let list = "warm-list";
+    let node = cluster.owner_of_slot(cluster.keyslot(list));
+    // The connection a new client's first BLPOP runs on was open before the client came.
+    let mut before = Vec::new();
+    support::wait_until(
+        "idle private connections open",
+        Duration::from_secs(10),
+        || {
+            before = node_connections(node, "blpop").0;
+            // Its shared connection, the control connection and two idle private ones (the
+            // CLIENT LIST's own connection counts too).
+            before.len() >= 5
+        },
+    );
+    let mut waiter = proxy.raw();
+    std::io::Write::write_all(&mut waiter, format!("BLPOP {list} 5\r\n").as_bytes()).unwrap();
+    let mut on = None;
+    support::wait_until("the BLPOP blocked", Duration::from_secs(10), || {
+        on = node_connections(node, "blpop").1;
+        on.is_some()
+    });
+    assert!(
+        before.contains(&on.unwrap()),
+        "BLPOP ran on {on:?}, opened after {before:?}"
+    );
+    // Another takes its place.
+    support::wait_until(
+        "the idle pool filled again",
+        Duration::from_secs(10),
+        || node_connections(node, "blpop").0.len() > before.len(),
+    );
+
+    // Another client's later LPUSH then LPOP: the element goes to the BLPOP first, as on one
+    // Redis (measured over 20 new clients, each writing BLPOP 300 µs before the other's LPUSH:
+    // `cargo test --test transactions_blocking first_blocking -- --nocapture` prints how many
+    // got theirs, through slotgate and on one redis-server).
+    let mut c = proxy.conn();
+    let n: i64 = c.lpush(list, "x").unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(
+        support::read_reply(&mut waiter, &mut Vec::new()),
+        redis_protocol::resp2::types::OwnedFrame::Array(vec![
+            redis_protocol::resp2::types::OwnedFrame::BulkString(list.into()),
+            redis_protocol::resp2::types::OwnedFrame::BulkString(b"x".to_vec()),
+        ])
+    );
+    let single = Redis::start(&[]);
+    let redis_served = first_blpop_served(&single.addr());
+    let served = first_blpop_served(&proxy.addr());
+    eprintln!("first BLPOP served: redis {redis_served}/20, slotgate {served}/20");
+}

@@ -128,19 +128,19 @@ pub(super) fn spawn(
 /// Starts a private connection: no read timeout (a blocked client may wait for ever), no
 /// reconnect (a WATCH must not move silently to another connection).
 pub(super) fn spawn_private(
+    on: &tokio::runtime::Handle,
     addr: NodeAddr,
     dialect: Dialect,
     config: Arc<BackendConfig>,
     tel: Telemetry,
 ) -> (Link, Arc<AtomicU64>) {
-    let on = tokio::runtime::Handle::current();
     let open = Open {
         // The node's id for this connection, so that CLIENT UNBLOCK can name it there.
         client_id: true,
         ..Open::plain(dialect)
     };
     let id = Arc::new(AtomicU64::new(0));
-    let link = spawn_kind(&on, addr, open, config, tel, Ends::Private(id.clone()));
+    let link = spawn_kind(on, addr, open, config, tel, Ends::Private(id.clone()));
     (link, id)
 }
 

@@ -150,6 +150,7 @@ pub struct BackendFile {
     pub backoff_min_ms: Option<u64>,
     pub backoff_max_ms: Option<u64>,
     pub max_private_per_node: Option<usize>,
+    pub warm_private_per_node: Option<usize>,
     /// TLS to the nodes (and the Sentinels): `[backend.tls]`.
     #[serde(default)]
     pub tls: BackendTlsFile,

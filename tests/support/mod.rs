@@ -429,6 +429,15 @@ impl Cluster {
     }
 
     /// The node that serves `slot` as master now.
+    /// The slot of `key`, as the cluster computes it (`CLUSTER KEYSLOT`).
+    pub fn keyslot(&self, key: &str) -> u16 {
+        redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query(&mut self.masters()[0].conn())
+            .unwrap()
+    }
+
     pub fn owner_of_slot(&self, slot: u16) -> &Redis {
         let port = self.slot_owner_ports()[slot as usize];
         self.node(port)
