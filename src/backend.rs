@@ -12,6 +12,7 @@
 pub mod address;
 pub mod connection;
 pub mod connector;
+pub mod liveness;
 pub mod stream;
 pub mod warm;
 

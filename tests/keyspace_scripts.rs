@@ -477,3 +477,68 @@ fn script_kill_reaches_the_busy_master_and_answers_as_redis() {
     );
     assert_eq!(kill_a_busy_script(proxy.port), want);
 }
+
+/// A script that runs `ms` milliseconds by the node's clock, then answers "done".
+fn script_running(ms: u64) -> String {
+    format!(
+        "local s = redis.call('TIME') repeat local n = redis.call('TIME') \
+         until (n[1] - s[1]) * 1000000 + (n[2] - s[2]) > {} return 'done'",
+        ms * 1000
+    )
+}
+
+/// Runs the script on `url` in a thread; meanwhile, once the node is busy, a second client's GET
+/// of `key` (on the script's node): returns what the caller and the second client got.
+fn run_long_script_beside_a_get(url: &str, ms: u64, key: &str) -> (String, String) {
+    let caller = {
+        let url = url.to_string();
+        std::thread::spawn(move || {
+            let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+            answer(&mut c, &["EVAL", &script_running(ms), "1", "{long}k"])
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let mut other = redis::Client::open(url).unwrap().get_connection().unwrap();
+    let got = answer(&mut other, &["GET", key]);
+    (caller.join().unwrap(), got)
+}
+
+#[test]
+fn a_node_running_a_long_script_is_busy_not_dead() {
+    let busy = ["--busy-reply-threshold", "100"];
+    let cluster = Cluster::start_with(3, 0, &busy, None);
+    // The script runs four read timeouts; one worker, so the other client's GET shares the
+    // script's connection to that node.
+    let conf = support::TempConf::new("[backend]\nread_timeout_ms = 500\n");
+    let proxy = Proxy::cluster(&cluster, &["--config", conf.path(), "--threads", "1"]);
+    let mut c = proxy.conn();
+    let _: () = redis::cmd("SET")
+        .arg("{long}v")
+        .arg("1")
+        .query(&mut c)
+        .unwrap();
+
+    // One Redis: the caller gets its answer; another client meanwhile gets -BUSY.
+    let reference = support::Redis::start(&busy);
+    let (caller, other) = run_long_script_beside_a_get(&reference.url(), 2000, "{long}v");
+    assert_eq!(caller, "bulk-string('\"done\"')");
+    assert!(other.contains("BUSY"), "{other}");
+
+    // Through slotgate the caller gets its answer too, not a timeout; the other client's GET,
+    // behind the script on the same connection, waits for it and is answered (not -BUSY: see
+    // COMMANDS.md), and the connection stays up for everyone.
+    let (caller, other) = run_long_script_beside_a_get(&proxy.url(), 2000, "{long}v");
+    assert_eq!(caller, "bulk-string('\"done\"')");
+    assert_eq!(other, "bulk-string('\"1\"')");
+    assert_eq!(answer(&mut c, &["GET", "{long}v"]), "bulk-string('\"1\"')");
+
+    // A stalled node is still given up on: a read timeout and a silent probe (another).
+    let node = cluster.owner_of_slot(cluster.keyslot("{long}v"));
+    node.signal("STOP");
+    let t = std::time::Instant::now();
+    let got = answer(&mut c, &["GET", "{long}v"]);
+    let waited = t.elapsed();
+    node.signal("CONT");
+    assert!(got.contains("did not reply"), "{got}");
+    assert!(waited < Duration::from_secs(3), "{waited:?}");
+}

@@ -18,6 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use super::liveness::{self, Probe, Verdict};
 use super::stream::BackendStream;
 use super::{BackendConfig, BackendReply, BackendRequest, Link, LinkState, ReplyTo, Telemetry};
 use super::{Dialect, NodeAddr};
@@ -203,7 +204,7 @@ fn spawn_kind(
 /// What a connection's handshake sets up: its dialect, and `READONLY` (a cluster replica's
 /// connections, so that it serves reads of its master's slots instead of redirecting them).
 #[derive(Debug, Clone, Copy)]
-struct Open {
+pub(super) struct Open {
     dialect: Dialect,
     readonly: bool,
     /// Ask `CLIENT ID` (a private connection: CLIENT UNBLOCK names it by that id).
@@ -211,7 +212,7 @@ struct Open {
 }
 
 impl Open {
-    fn plain(dialect: Dialect) -> Open {
+    pub(super) fn plain(dialect: Dialect) -> Open {
         Open {
             dialect,
             readonly: false,
@@ -310,7 +311,7 @@ async fn run(
 /// at once and their replies read in order. A refused handshake is logged with the server's
 /// reply, which never holds the password. Returns the stream and the node's id for it when
 /// asked.
-async fn open(
+pub(super) async fn open(
     addr: &NodeAddr,
     open_as: Open,
     config: &BackendConfig,
@@ -462,7 +463,7 @@ async fn serve(
     mut stream: BackendStream,
     rx: &mut Queue,
     addr: &NodeAddr,
-    config: &BackendConfig,
+    config: &Arc<BackendConfig>,
     tel: &Telemetry,
     kind: Kind,
 ) -> Result<(), BackendError> {
@@ -493,6 +494,8 @@ async fn serve(
     let ticks = |t: Instant| t.saturating_duration_since(epoch).as_nanos() as u64;
     let timer = tokio::time::sleep(config.read_timeout);
     tokio::pin!(timer);
+    // A reply found late: the probe asking the node whether it is busy, and when it was sent.
+    let mut probe: Option<(tokio::sync::oneshot::Receiver<Probe>, Instant)> = None;
     // A read policy chooses nodes by their load: only then is it measured.
     let track_load = config.replica_links != super::ReplicaLinks::Off;
 
@@ -669,17 +672,48 @@ async fn serve(
                 if kind == Kind::Shared && !inflight.is_empty() {
                     // The timer is never armed later than `deadline` (progress only moves it
                     // on), so it fires on time or early; early means re-arm and wait.
+                    if let Some((answer, late_since)) = &mut probe {
+                        let Poll::Ready(answer) = Pin::new(answer).poll(cx) else {
+                            return Poll::Pending;
+                        };
+                        let answer = answer.unwrap_or(Probe::Silent);
+                        let progressed = last_progress > *late_since;
+                        probe = None;
+                        match liveness::verdict(answer, progressed) {
+                            Verdict::Wait => {
+                                if answer == Probe::Busy {
+                                    debug!("the node runs a script: waiting on");
+                                    last_progress = Instant::now();
+                                }
+                                timer.as_mut().reset(last_progress + config.read_timeout);
+                                cx.waker().wake_by_ref();
+                                return Poll::Pending;
+                            }
+                            Verdict::GiveUp => {
+                                return Poll::Ready(Err(BackendError::Timeout(
+                                    addr.clone(),
+                                    config.read_timeout,
+                                )));
+                            }
+                        }
+                    }
                     let deadline = last_progress + config.read_timeout;
                     if timer.as_mut().poll(cx).is_ready() {
-                        if Instant::now() < deadline {
+                        let now = Instant::now();
+                        if now < deadline {
                             timer.as_mut().reset(deadline);
                             cx.waker().wake_by_ref();
                             return Poll::Pending;
                         }
-                        return Poll::Ready(Err(BackendError::Timeout(
-                            addr.clone(),
-                            config.read_timeout,
-                        )));
+                        // Late: ask the node on a connection of its own before giving up.
+                        let (tell, answer) = tokio::sync::oneshot::channel();
+                        let (to, with) = (addr.clone(), config.clone());
+                        tokio::spawn(async move {
+                            let _ = tell.send(liveness::probe(to, with).await);
+                        });
+                        probe = Some((answer, now));
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
                     }
                 }
                 return Poll::Pending;
