@@ -3,13 +3,20 @@
 //! runs a long script or function answers `-BUSY` (after its `busy-reply-threshold`), and is
 //! alive: the connection keeps waiting, as the script's caller would on one Redis. A node that
 //! answers something else was slow (its answer follows the late reply); one that answers nothing
-//! within another `read_timeout` (and let this connection read nothing meanwhile) is stalled or
-//! gone, and the connection gives up.
+//! within [`probe_timeout`] (a quarter of `read_timeout`), and let this connection read nothing
+//! meanwhile, is stalled or gone, and the connection gives up: a stalled node costs at most
+//! 1.25 `read_timeout`.
+//!
+//! The probe is short because a busy node answers it at once: a reply `read_timeout` late waits
+//! behind a script that has run at least that long, and Redis answers `-BUSY` as soon as a
+//! script has run `busy-reply-threshold` (5 s, like slotgate's default `read_timeout`). With a
+//! `read_timeout` below the node's threshold a busy node looks stalled, as before the probe.
 //!
 //! The probe only reads the node's answer; the decision is [`verdict`], a pure function. A probe
 //! never carries a client's request.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -51,8 +58,14 @@ pub fn verdict(probe: Probe, progressed: bool) -> Verdict {
     }
 }
 
+/// How long a probe may take, connection and handshake included: a quarter of `read_timeout`,
+/// at least 10 ms.
+pub fn probe_timeout(read_timeout: Duration) -> Duration {
+    (read_timeout / 4).max(Duration::from_millis(10))
+}
+
 /// Opens a connection to `addr` (its handshake: `AUTH` is allowed while a script runs), sends
-/// `PING` and classifies the answer; at most `read_timeout` for all of it.
+/// `PING` and classifies the answer; at most [`probe_timeout`] for all of it.
 pub async fn probe(addr: NodeAddr, config: Arc<BackendConfig>) -> Probe {
     let ask = async {
         let (mut s, _) = open(&addr, Open::plain(Dialect::DEFAULT), &config)
@@ -76,7 +89,7 @@ pub async fn probe(addr: NodeAddr, config: Arc<BackendConfig>) -> Probe {
             }
         }
     };
-    match tokio::time::timeout(config.read_timeout, ask).await {
+    match tokio::time::timeout(probe_timeout(config.read_timeout), ask).await {
         Ok(Some(p)) => p,
         Ok(None) | Err(_) => Probe::Silent,
     }
@@ -105,6 +118,18 @@ mod tests {
     #[test]
     fn should_give_up_on_a_silent_node() {
         assert_eq!(verdict(Probe::Silent, false), Verdict::GiveUp);
+    }
+
+    #[test]
+    fn should_probe_for_a_quarter_of_the_read_timeout_and_never_less_than_10ms() {
+        assert_eq!(
+            probe_timeout(Duration::from_secs(5)),
+            Duration::from_millis(1250)
+        );
+        assert_eq!(
+            probe_timeout(Duration::from_millis(20)),
+            Duration::from_millis(10)
+        );
     }
 
     #[test]
