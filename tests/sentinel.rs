@@ -48,6 +48,15 @@ fn writer(url: String, stop: Arc<AtomicBool>) -> JoinHandle<Outcome> {
     })
 }
 
+/// The SHA1 a node gives `body` (SCRIPT LOAD of a body it already holds changes nothing).
+fn sha1_of(node: &mut redis::Connection, body: &str) -> String {
+    redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg(body)
+        .query(node)
+        .unwrap()
+}
+
 /// Waits until the Sentinels name a master other than `old`; returns when that was seen.
 fn wait_switch(g: &SentinelGroup, old: u16) -> Instant {
     support::wait_until(
@@ -124,6 +133,20 @@ fn sentinel_mode_follows_a_manual_failover_and_never_writes_to_the_old_master() 
         .arg("hello2")
         .query(&mut c)
         .unwrap();
+    // Scripts cached through slotgate, one by EVAL and one by SCRIPT LOAD: Redis 7 replicates
+    // neither to the replicas, so only slotgate can give them to the new master.
+    let evaled: String = redis::cmd("EVAL")
+        .arg("return 'evaled'")
+        .arg(0)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(evaled, "evaled");
+    let loaded: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg("return 'loaded'")
+        .query(&mut c)
+        .unwrap();
+    let shas = [sha1_of(&mut g.node(old).conn(), "return 'evaled'"), loaded];
 
     let stop = Arc::new(AtomicBool::new(false));
     let w = writer(proxy.url(), stop.clone());
@@ -173,6 +196,22 @@ fn sentinel_mode_follows_a_manual_failover_and_never_writes_to_the_old_master() 
             is_master_link || !wrote,
             "a client still writes to the demoted master: {line}"
         );
+    }
+    // The new master lacks both scripts; through slotgate SCRIPT EXISTS says 1 and EVALSHA
+    // runs them, as on the one Redis the client thinks it talks to.
+    let exists = |c: &mut redis::Connection| -> Vec<i64> {
+        redis::cmd("SCRIPT")
+            .arg("EXISTS")
+            .arg(&shas[0])
+            .arg(&shas[1])
+            .query(c)
+            .unwrap()
+    };
+    assert_eq!(exists(&mut g.node(new).conn()), [0, 0], "new master");
+    assert_eq!(exists(&mut c), [1, 1], "through slotgate");
+    for (sha, want) in shas.iter().zip(["evaled", "loaded"]) {
+        let got: String = redis::cmd("EVALSHA").arg(sha).arg(0).query(&mut c).unwrap();
+        assert_eq!(got, want);
     }
     let rejected = g
         .node(old)

@@ -716,6 +716,11 @@ impl Session {
                 let read = self.replica_reads && entry.spec.has(command::flags::READONLY);
                 if !self.topo.load().slotted {
                     // One master holds every key: no slots, no CROSSSLOT, nothing to split.
+                    // An EVAL's body is remembered all the same: a new master after a
+                    // failover lacks the scripts the old one cached.
+                    if entry.caches_script {
+                        return self.eval(entry, &req);
+                    }
                     return self.send_keyed(entry.id, req.into_raw(), None, read);
                 }
                 if entry.route == Route::Keyed
@@ -753,8 +758,8 @@ impl Session {
         self.send_single(command, frame, Some(crate::router::PUBSUB_SLOT))
     }
 
-    /// EVAL and EVAL_RO in a cluster (the keyed path sends them here once it knows they are
-    /// not single-key commands): sent as a keyed request (never split), its part marked so
+    /// EVAL and EVAL_RO (the keyed path sends them here once it knows they are not single-key
+    /// commands, in every mode): sent as a keyed request (never split), its part marked so
     /// that its reply, once it shows the node cached the script, makes slotgate remember it.
     #[inline(never)]
     fn eval(&mut self, entry: &Entry, req: &Request) {
