@@ -165,6 +165,9 @@ impl Admin {
         counter!(names::REDIRECTS, "kind" => "ask").absolute(load(&s.redirects_ask));
         counter!(names::REDIRECTS, "kind" => "tryagain").absolute(load(&s.redirects_tryagain));
         counter!(names::REDIRECTS, "kind" => "readonly").absolute(load(&s.redirects_readonly));
+        counter!(names::REDIRECTS, "kind" => "hold").absolute(load(&s.failover_holds));
+        counter!(names::REDIRECTS, "kind" => "hold_expired")
+            .absolute(load(&s.failover_holds_expired));
         counter!(names::CROSSSLOT_REJECTIONS).absolute(load(&s.crossslot_rejected));
         counter!(names::TOPOLOGY_REFRESHES).absolute(load(&r.refreshes));
         counter!(names::TOPOLOGY_REFRESH_FAILURES).absolute(load(&r.failures));

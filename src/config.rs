@@ -615,6 +615,11 @@ impl Config {
             max_redirects: budget("clients.max_redirects", c.max_redirects, sd.max_redirects)?,
             max_tryagain: budget("clients.max_tryagain", c.max_tryagain, sd.max_tryagain)?,
             tryagain_delay: ms(c.tryagain_delay_ms, sd.tryagain_delay),
+            failover_hold: match c.failover_hold_ms {
+                Some(0) => None,
+                Some(n) => Some(Duration::from_millis(n)),
+                None => sd.failover_hold,
+            },
             fleet_writes: c.fleet_writes.unwrap_or(false),
             idle_timeout: c
                 .idle_timeout_ms

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::backend::NodeAddr;
 use crate::protocol::ProtocolError;
+use crate::router::Failure;
 
 /// A request that could not be completed by a backend node.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -35,20 +36,17 @@ pub enum BackendError {
 }
 
 impl BackendError {
-    /// True when the request certainly never reached the node, so sending it again (to this or
-    /// another node) cannot apply it twice.
-    pub fn retry_safe(&self) -> bool {
-        matches!(self, BackendError::Down(_) | BackendError::Overloaded(_))
-    }
-
-    /// True when the node failed the request (down, overloaded, the connection lost or timed
-    /// out, a malformed reply), rather than slotgate's own limits or an empty topology: a read
-    /// that failed this way is worth sending to another node.
-    pub fn node_failed(&self) -> bool {
+    /// What the failure means for sending the request again: whether it was written at all,
+    /// and whether the node or slotgate failed it.
+    pub fn failure(&self) -> Failure {
         use BackendError as E;
         match self {
-            E::Down(_) | E::Overloaded(_) | E::Lost(_) | E::Timeout(..) | E::Protocol(..) => true,
-            E::TooManyPrivate(_) | E::NoMaster => false,
+            E::Down(_) => Failure::Unsent { node_failed: true },
+            E::NoMaster => Failure::Unsent { node_failed: false },
+            E::Overloaded(_) => Failure::Overloaded,
+            E::Lost(_) => Failure::Lost,
+            E::Timeout(..) | E::Protocol(..) => Failure::Late,
+            E::TooManyPrivate(_) => Failure::Limit,
         }
     }
 

@@ -57,6 +57,10 @@ pub struct SessionConfig {
     /// Most TRYAGAIN retries of one request (with backoff from `tryagain_delay` to 100 ms).
     pub max_tryagain: u16,
     pub tryagain_delay: Duration,
+    /// How long a request its master failed without running it waits for a master of its
+    /// slot (a failover, a restart) before the failure reaches the client; `None` delivers it
+    /// at once.
+    pub failover_hold: Option<Duration>,
     pub multi_key: MultiKeyPolicy,
     /// FLUSHALL, FLUSHDB and CONFIG SET/RESETSTAT/REWRITE go to every master instead of being
     /// refused.
@@ -89,6 +93,10 @@ pub struct SessionConfig {
 /// A proxy serves many applications, so unlike Redis' `normal 0 0 0` the default is a bound.
 pub const DEFAULT_OUTPUT_BUFFER_LIMIT: usize = 256 * 1024 * 1024;
 
+/// The failover hold's default: Redis Cluster's default `cluster-node-timeout` (15 s), after
+/// which a replica is promoted, and a margin for the election.
+pub const DEFAULT_FAILOVER_HOLD: Duration = Duration::from_secs(20);
+
 impl Default for SessionConfig {
     fn default() -> Self {
         Self {
@@ -98,6 +106,7 @@ impl Default for SessionConfig {
             max_redirects: 5,
             max_tryagain: 100,
             tryagain_delay: Duration::from_millis(20),
+            failover_hold: Some(DEFAULT_FAILOVER_HOLD),
             multi_key: MultiKeyPolicy::Split,
             fleet_writes: false,
             idle_timeout: None,
@@ -152,6 +161,9 @@ pub struct ProxyStats {
     pub redirects_ask: AtomicU64,
     pub redirects_tryagain: AtomicU64,
     pub redirects_readonly: AtomicU64,
+    /// Request parts held for a master (the failover hold), and those whose hold ran out.
+    pub failover_holds: AtomicU64,
+    pub failover_holds_expired: AtomicU64,
     pub crossslot_rejected: AtomicU64,
     pub backend_errors: AtomicU64,
     /// Bytes read from and written to clients (sessions add what they moved each time they

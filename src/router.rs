@@ -9,7 +9,7 @@ pub mod redirect;
 pub mod slot;
 pub mod target;
 
-pub use redirect::{Budget, Outcome, PartAction, PartFacts, Redirect, next_step};
+pub use redirect::{Budget, Failure, Outcome, PartAction, PartFacts, Redirect, next_step};
 
 /// Channel pub/sub (SUBSCRIBE, PSUBSCRIBE, PUBLISH; not shard channels) goes to this slot's
 /// master. Redis Cluster delivers a message to subscribers on every node, but PUBLISH counts

@@ -465,8 +465,8 @@ impl NameKey {
 #[derive(Debug)]
 pub struct Table {
     commands: HashMap<NameKey, Entry, foldhash::fast::RandomState>,
-    /// Every entry's name, by its [`Entry::id`].
-    names: Vec<&'static str>,
+    /// Every entry's description, by its [`Entry::id`].
+    specs: Vec<&'static CommandSpec>,
 }
 
 const WAIT: &str = "WAIT counts the replicas that acknowledged one connection's writes; not supported through a proxy yet";
@@ -639,9 +639,9 @@ static CLIENT_EXTRAS: &[CommandSpec] = &[
     },
 ];
 
-fn build_entry(spec: &'static CommandSpec, names: &mut Vec<&'static str>) -> Entry {
+fn build_entry(spec: &'static CommandSpec, names: &mut Vec<&'static CommandSpec>) -> Entry {
     let id = u16::try_from(names.len()).unwrap_or(u16::MAX);
-    names.push(spec.name);
+    names.push(spec);
     let mut subs = HashMap::with_hasher(foldhash::fast::RandomState::default());
     let extras: &'static [CommandSpec] = if spec.name == "client" {
         CLIENT_EXTRAS
@@ -675,7 +675,12 @@ fn build_entry(spec: &'static CommandSpec, names: &mut Vec<&'static str>) -> Ent
 impl Table {
     /// The name of the entry numbered `id` (`client|list` for a subcommand).
     pub fn name_of(&self, id: u16) -> Option<&'static str> {
-        self.names.get(usize::from(id)).copied()
+        self.spec_of(id).map(|s| s.name)
+    }
+
+    /// The description of the entry numbered `id`.
+    pub fn spec_of(&self, id: u16) -> Option<&'static CommandSpec> {
+        self.specs.get(usize::from(id)).copied()
     }
 
     /// The table for Redis 7.0.
@@ -694,7 +699,10 @@ impl Table {
                 commands.insert(key, build_entry(spec, &mut names));
             }
         }
-        let mut t = Table { commands, names };
+        let mut t = Table {
+            commands,
+            specs: names,
+        };
         if fleet_writes {
             for name in ["flushall", "flushdb"] {
                 if let Some(e) = NameKey::of(name.as_bytes()).and_then(|k| t.commands.get_mut(&k)) {
@@ -747,7 +755,7 @@ impl Table {
     /// How many entries (commands and subcommands) the table numbers: every [`Entry::id`] is
     /// below it.
     pub fn entry_count(&self) -> usize {
-        self.names.len()
+        self.specs.len()
     }
 
     /// The ids of every entry in the ACL category `bit`.

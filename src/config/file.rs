@@ -115,6 +115,9 @@ pub struct ClientsFile {
     pub max_redirects: Option<u32>,
     pub max_tryagain: Option<u32>,
     pub tryagain_delay_ms: Option<u64>,
+    /// How long a request its master failed without running it waits for a new master; 0
+    /// fails it at once.
+    pub failover_hold_ms: Option<u64>,
     pub drain_timeout_ms: Option<u64>,
     /// Send FLUSHALL, FLUSHDB and CONFIG SET/RESETSTAT/REWRITE to every master.
     pub fleet_writes: Option<bool>,

@@ -567,6 +567,14 @@ pub fn proxy_info_section(ctx: &Context) -> String {
         s.redirects_readonly.load(Ordering::Relaxed).to_string(),
     );
     line(
+        "proxy_failover_holds",
+        s.failover_holds.load(Ordering::Relaxed).to_string(),
+    );
+    line(
+        "proxy_failover_holds_expired",
+        s.failover_holds_expired.load(Ordering::Relaxed).to_string(),
+    );
+    line(
         "proxy_redirects_tryagain",
         s.redirects_tryagain.load(Ordering::Relaxed).to_string(),
     );

@@ -42,6 +42,7 @@ use crate::protocol::encode;
 use crate::protocol::{ReplyKind, Request, RequestParser};
 use crate::topology::Topology;
 
+mod hold;
 mod multi_exec;
 mod place;
 mod pubsub;
@@ -118,6 +119,8 @@ struct Session {
     /// CLIENT REPLY OFF/SKIP: which queue places get no reply; boxed, and `None` while there
     /// are none (an idle client's memory, and the one test each reply costs).
     client_reply: Option<Box<ClientReply>>,
+    /// Parts waiting for a master (the failover hold), while any are.
+    hold: Option<Arc<hold::Hold>>,
 }
 
 /// Most private connections one session keeps.
@@ -187,6 +190,7 @@ pub async fn run(
         live,
         output_limit: ctx.config.output_buffer_limit.unwrap_or(usize::MAX),
         client_reply: None,
+        hold: None,
         ctx,
     };
     // No buffer of the session's own until it holds a partial request or unread replies: the
@@ -872,6 +876,10 @@ impl Session {
                 Some(n) => self.send_to(&n, tag(seq, 0), frame, false, via),
                 None => self.fail_part(tag(seq, 0), "CLUSTERDOWN Hash slot not served"),
             };
+        }
+        // Behind this slot's held parts, while a failover hold has some.
+        if self.hold.is_some() && self.queue_behind_hold(tag(seq, 0), &frame, slot, via) {
+            return;
         }
         // The usual path: into the outbox, the node borrowed from the topology snapshot (a
         // reference is taken only when the outbox first meets the node).

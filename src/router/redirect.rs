@@ -1,5 +1,6 @@
 //! What a reply means for the part of a request that got it: MOVED, ASK, TRYAGAIN, READONLY,
-//! NOSCRIPT for a script slotgate holds, a read a read policy placed that failed where it went.
+//! NOSCRIPT for a script slotgate holds, a read a read policy placed that failed where it went,
+//! and a failover hold for a part its master failed without running it.
 //!
 //! [`next_step`] reads the reply's first line only and returns the complete action; the session
 //! carries it out. It must never follow a redirect more times than the budget it is given, nor
@@ -78,6 +79,39 @@ pub struct PartFacts {
     /// An EVALSHA whose script body slotgate holds, not yet repaired once: a NOSCRIPT is
     /// answered by loading the script on that node and running the EVALSHA again.
     pub may_load_script: bool,
+    /// The part may wait for a new master (the failover hold): it goes to its slot's master on
+    /// a shared connection, and its hold (when it had one) has time left.
+    pub may_hold: bool,
+    /// The command only reads: running it twice changes nothing.
+    pub read_only: bool,
+}
+
+/// How a request failed without a reply, as far as running it again is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// Refused before it was written: the node is known down (`node_failed`), or no master is
+    /// known for it.
+    Unsent { node_failed: bool },
+    /// The node's queue is full: refused before it was written, and failed fast.
+    Overloaded,
+    /// The connection broke after the request may have been written.
+    Lost,
+    /// No reply in time, or a reply that is not RESP: the node may have run it.
+    Late,
+    /// One of slotgate's own limits (private connections per node).
+    Limit,
+}
+
+impl Failure {
+    /// The node failed the request, rather than slotgate's own limits or an empty topology: a
+    /// read that failed this way is worth sending to another node.
+    pub fn node_failed(self) -> bool {
+        match self {
+            Failure::Unsent { node_failed } => node_failed,
+            Failure::Overloaded | Failure::Lost | Failure::Late => true,
+            Failure::Limit => false,
+        }
+    }
 }
 
 /// How a part came back from its node.
@@ -85,9 +119,8 @@ pub struct PartFacts {
 pub enum Outcome<'r> {
     /// The node's reply, whole.
     Reply(&'r [u8]),
-    /// No reply: the connection failed. `node_failed` when the node itself failed the request
-    /// (down, overloaded, lost, timed out, malformed), not slotgate's own limits.
-    Failed { node_failed: bool },
+    /// No reply: the request failed, as the [`Failure`] says.
+    Failed(Failure),
 }
 
 /// The complete action for a part after its reply: the session carries it out and decides
@@ -117,6 +150,17 @@ pub enum PartAction {
     /// Ask for a topology refresh, then send again to whichever master the map names (READONLY:
     /// the write did not run).
     Rediscover,
+    /// The master failed the part without running it (down, no master known, CLUSTERDOWN,
+    /// LOADING), or it is a read whose connection broke: hold it until a master for its slot is
+    /// reachable (a failover, a restart), then send it there, after the session's earlier held
+    /// parts; when the hold's time is up, deliver what came back.
+    Hold,
+}
+
+/// Replies that say the master did not run the command and may serve it soon: the cluster is
+/// down for its slot (a failover in progress), or a restarted master still loads its data.
+fn master_not_serving_yet(reply: &[u8]) -> bool {
+    reply.starts_with(b"-CLUSTERDOWN") || reply.starts_with(b"-LOADING")
 }
 
 /// Replies that say a replica could not serve a read: still loading its data set, or cut off
@@ -129,10 +173,15 @@ fn replica_could_not_serve(reply: &[u8]) -> bool {
 /// it.
 pub fn next_step(outcome: Outcome<'_>, facts: PartFacts) -> PartAction {
     let reply = match outcome {
-        Outcome::Failed { node_failed } if node_failed && facts.may_reread => {
+        Outcome::Failed(f) if f.node_failed() && facts.may_reread => {
             return PartAction::ReadElsewhere;
         }
-        Outcome::Failed { .. } => return PartAction::Deliver,
+        // Never written, or a read whose connection broke: sending it again runs it once.
+        Outcome::Failed(Failure::Unsent { .. }) if facts.may_hold => return PartAction::Hold,
+        Outcome::Failed(Failure::Lost) if facts.may_hold && facts.read_only => {
+            return PartAction::Hold;
+        }
+        Outcome::Failed(_) => return PartAction::Deliver,
         Outcome::Reply(reply) => reply,
     };
     if reply.first() != Some(&b'-') {
@@ -140,6 +189,9 @@ pub fn next_step(outcome: Outcome<'_>, facts: PartFacts) -> PartAction {
     }
     if facts.may_reread && replica_could_not_serve(reply) {
         return PartAction::ReadElsewhere;
+    }
+    if facts.may_hold && master_not_serving_yet(reply) {
+        return PartAction::Hold;
     }
     let budget = facts.budget;
     if facts.may_load_script
@@ -183,6 +235,15 @@ mod tests {
             private: false,
             may_reread: false,
             may_load_script: false,
+            may_hold: false,
+            read_only: false,
+        }
+    }
+
+    fn holdable(facts: PartFacts) -> PartFacts {
+        PartFacts {
+            may_hold: true,
+            ..facts
         }
     }
 
@@ -292,20 +353,76 @@ mod tests {
 
     #[test]
     fn should_read_elsewhere_after_a_node_failure_of_a_placed_read() {
-        let failed = Outcome::Failed { node_failed: true };
+        let failed = Outcome::Failed(Failure::Lost);
         assert_eq!(next_step(failed, read(b(0, 0))), PartAction::ReadElsewhere);
+        // Before any hold: the next replica is tried first.
+        let down = Outcome::Failed(Failure::Unsent { node_failed: true });
+        assert_eq!(
+            next_step(down, holdable(read(b(0, 0)))),
+            PartAction::ReadElsewhere
+        );
     }
 
     #[test]
     fn should_deliver_a_failure_of_a_write_or_of_a_read_tried_twice() {
-        let failed = Outcome::Failed { node_failed: true };
+        let failed = Outcome::Failed(Failure::Lost);
         assert_eq!(next_step(failed, b(0, 0)), PartAction::Deliver);
+        let late = Outcome::Failed(Failure::Late);
+        assert_eq!(next_step(late, b(0, 0)), PartAction::Deliver);
     }
 
     #[test]
     fn should_deliver_a_failure_of_slotgates_own_limits() {
-        let failed = Outcome::Failed { node_failed: false };
+        let failed = Outcome::Failed(Failure::Limit);
         assert_eq!(next_step(failed, read(b(0, 0))), PartAction::Deliver);
+        assert_eq!(next_step(failed, holdable(b(0, 0))), PartAction::Deliver);
+    }
+
+    #[test]
+    fn should_hold_a_part_never_sent_to_a_down_master_or_for_want_of_one() {
+        for node_failed in [true, false] {
+            let unsent = Outcome::Failed(Failure::Unsent { node_failed });
+            assert_eq!(next_step(unsent, holdable(b(0, 0))), PartAction::Hold);
+            // Out of hold time (or not holdable): the failure is the client's.
+            assert_eq!(next_step(unsent, b(0, 0)), PartAction::Deliver);
+        }
+    }
+
+    #[test]
+    fn should_hold_a_read_whose_connection_broke_but_never_a_write() {
+        let lost = Outcome::Failed(Failure::Lost);
+        let read_only = PartFacts {
+            read_only: true,
+            ..holdable(b(0, 0))
+        };
+        assert_eq!(next_step(lost, read_only), PartAction::Hold);
+        assert_eq!(next_step(lost, holdable(b(0, 0))), PartAction::Deliver);
+    }
+
+    #[test]
+    fn should_deliver_a_late_reply_and_a_full_queue_without_holding() {
+        let read_only = PartFacts {
+            read_only: true,
+            ..holdable(b(0, 0))
+        };
+        for f in [Failure::Late, Failure::Overloaded] {
+            assert_eq!(
+                next_step(Outcome::Failed(f), read_only),
+                PartAction::Deliver
+            );
+        }
+    }
+
+    #[test]
+    fn should_hold_clusterdown_and_loading_from_a_master() {
+        let down = b"-CLUSTERDOWN The cluster is down\r\n";
+        let loading = b"-LOADING Redis is loading the dataset in memory\r\n";
+        assert_eq!(reply(down, holdable(b(0, 0))), PartAction::Hold);
+        assert_eq!(reply(loading, holdable(b(0, 0))), PartAction::Hold);
+        assert_eq!(
+            reply(b"-ERR wrong\r\n", holdable(b(0, 0))),
+            PartAction::Deliver
+        );
     }
 
     #[test]

@@ -49,6 +49,9 @@ pub(super) struct PartState {
     pub(super) read_at: Option<u8>,
     /// The read was sent again once already, after a failure.
     pub(super) reread: bool,
+    /// When the failover hold gives up on the part, once it was held (on the hold's clock,
+    /// [`super::hold::Deadline`]: four bytes keep a queue place within 128).
+    pub(super) hold_until: Option<super::hold::Deadline>,
 }
 
 impl PartState {
@@ -73,6 +76,7 @@ impl PartState {
             retries: 0,
             read_at: None,
             reread: false,
+            hold_until: None,
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Error replies to a part of a request: MOVED, ASK, TRYAGAIN, READONLY after a failover,
-//! NOSCRIPT for a script slotgate loaded, and lost connections; and a read a read policy placed
-//! that failed where it went (sent once more, to the next candidate). Each is followed or retried
-//! within the part's budget, invisibly to the client, or delivered as Redis gave it.
+//! NOSCRIPT for a script slotgate loaded, and lost connections; a read a read policy placed
+//! that failed where it went (sent once more, to the next candidate); and a part its master
+//! failed without running it, held for a master (`hold`). Each is followed or retried within
+//! the part's budget, invisibly to the client, or delivered as Redis gave it.
 //!
 //! A part must never be sent twice at once, a write never sent to a second node after a
 //! failure; a part must never follow more redirects or retries than its budget, or lose its
@@ -14,9 +15,11 @@ use bytes::{Bytes, BytesMut};
 use tracing::debug;
 
 use super::Session;
+use super::hold::{Deadline, Held, Hold};
 use super::place::{QueuePlace, Via};
 use crate::backend::connection::ASKING;
-use crate::backend::{BackendReply, BackendRequest, Dialect, Node, ReplyTo};
+use crate::backend::{BackendReply, BackendRequest, Dialect, Node, NodeAddr, ReplyTo};
+use crate::error::BackendError;
 use crate::frontend::tag::PART_BITS;
 use crate::protocol::{Request, encode};
 use crate::router::{Budget, Outcome, PartAction, PartFacts, next_step};
@@ -46,12 +49,26 @@ enum Action {
         attempt: u16,
         via: Via,
     },
+    Hold(Box<Held>),
 }
 
 /// After READONLY, how long (in polls) to wait for a new master before sending again.
 const REDISCOVER_POLLS: u32 = 200;
 
 const REDISCOVER_POLL: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// How long a part held after a master's CLUSTERDOWN or LOADING waits before it is sent again.
+const REPLY_HOLD_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The node a failure names, when it names one.
+fn failed_node(e: &BackendError) -> Option<NodeAddr> {
+    use BackendError as E;
+    match e {
+        E::Down(a) | E::Overloaded(a) | E::Lost(a) | E::TooManyPrivate(a) => Some(a.clone()),
+        E::Timeout(a, _) | E::Protocol(a, _) => Some(a.clone()),
+        E::NoMaster => None,
+    }
+}
 
 /// Longest wait between two TRYAGAIN retries.
 const MAX_RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
@@ -85,9 +102,7 @@ impl Session {
                     return self.complete(idx as usize, part_idx, r.result.unwrap_or_default());
                 }
                 Ok(reply) => Outcome::Reply(reply),
-                Err(e) => Outcome::Failed {
-                    node_failed: e.node_failed(),
-                },
+                Err(e) => Outcome::Failed(e.failure()),
             };
             // The body of an EVALSHA's script, when a NOSCRIPT came back and slotgate holds it.
             let script_body = match outcome {
@@ -107,6 +122,15 @@ impl Session {
                 private: part.private,
                 may_reread: part.read_at.is_some() && !part.reread,
                 may_load_script: script_body.is_some(),
+                may_hold: self.ctx.config.failover_hold.is_some()
+                    && !part.private
+                    && part.node.is_none()
+                    && part.hold_until.is_none_or(|until| !until.passed()),
+                read_only: self
+                    .ctx
+                    .table
+                    .spec_of(part.command)
+                    .is_some_and(|s| s.has(crate::command::flags::READONLY)),
             };
             let mut step = next_step(outcome, facts);
             if step == PartAction::ReadElsewhere {
@@ -254,6 +278,44 @@ impl Session {
                         dialect: part.dialect,
                     }
                 }
+                PartAction::Hold => {
+                    self.ctx
+                        .stats
+                        .failover_holds
+                        .fetch_add(1, Ordering::Relaxed);
+                    let now = tokio::time::Instant::now();
+                    let hold = self.ctx.config.failover_hold.unwrap_or_default();
+                    let until = part
+                        .hold_until
+                        .get_or_insert_with(|| Deadline::after(hold))
+                        .instant();
+                    // The master that failed it: the one the error names, else the slot's.
+                    let from = match &r.result {
+                        Err(e) => failed_node(e),
+                        Ok(_) => {
+                            crate::router::node_for(self.topo.load(), part.slot, self.client.id)
+                                .map(|n| n.addr().clone())
+                        }
+                    };
+                    // A master that answered (CLUSTERDOWN, LOADING) is asked again after a
+                    // pause; one that is down, as soon as the topology offers a master.
+                    let not_before = if r.result.is_ok() {
+                        now + REPLY_HOLD_PAUSE
+                    } else {
+                        now
+                    };
+                    Action::Hold(Box::new(Held {
+                        tag: r.tag,
+                        slot: part.slot,
+                        frame: part.request.clone(),
+                        dialect: part.dialect,
+                        skip: part.skip,
+                        from,
+                        not_before,
+                        until,
+                        failure: r.result,
+                    }))
+                }
                 PartAction::RetryLater => {
                     self.ctx
                         .stats
@@ -273,6 +335,7 @@ impl Session {
         }
         match action {
             Action::Deliver(reply) => self.complete(idx as usize, part_idx, reply),
+            Action::Hold(held) => self.hold(held),
             Action::Rediscover {
                 tag,
                 slot,
@@ -337,5 +400,56 @@ impl Session {
                 });
             }
         }
+    }
+
+    /// Holds `held` behind the session's parts already held, starting a hold when none runs.
+    fn hold(&mut self, held: Box<Held>) {
+        let held = match &self.hold {
+            Some(hold) => match hold.push(held) {
+                Ok(()) => return,
+                Err(back) => back,
+            },
+            None => held,
+        };
+        self.hold = Some(Hold::start(
+            held,
+            self.ctx.clone(),
+            self.client.id,
+            self.tx.clone(),
+        ));
+    }
+
+    /// While a hold runs: queues a new part for `slot` behind the parts held for that slot, so
+    /// that it does not overtake them; false when none is held for it (the part goes as usual).
+    pub(super) fn queue_behind_hold(
+        &mut self,
+        tag: u64,
+        frame: &Bytes,
+        slot: Option<u16>,
+        via: Via,
+    ) -> bool {
+        let Some(hold) = &self.hold else {
+            return false;
+        };
+        if hold.is_done() {
+            self.hold = None;
+            return false;
+        }
+        if !hold.holds_slot(slot) {
+            return false;
+        }
+        let now = tokio::time::Instant::now();
+        let held = Box::new(Held {
+            tag,
+            slot,
+            frame: frame.clone(),
+            dialect: via.dialect,
+            skip: via.skip,
+            from: None,
+            not_before: now,
+            until: now + self.ctx.config.failover_hold.unwrap_or_default(),
+            failure: Err(BackendError::NoMaster),
+        });
+        hold.push(held).is_ok()
     }
 }
