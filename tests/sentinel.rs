@@ -401,3 +401,53 @@ fn standalone_mode_runs_an_unaware_client_unchanged() {
     let direct: i64 = redis::cmd("DBSIZE").query(&mut server.conn()).unwrap();
     assert_eq!(dbsize, direct);
 }
+
+#[test]
+fn standalone_mode_holds_requests_across_a_restart_and_fails_them_when_the_hold_runs_out() {
+    let _serial = serial();
+    let mut server = Redis::start(&[]);
+    let conf = support::TempConf::new("[clients]\nfailover_hold_ms = 3000\n");
+    let args = [
+        "--standalone".to_string(),
+        server.addr(),
+        "--config".to_string(),
+        conf.path().to_string(),
+    ];
+    let proxy = Proxy::spawn(&args);
+    let mut c = proxy.conn();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _: () = c.set("k", "v").unwrap();
+
+    // Killed, then started again 500 ms later (empty: no persistence): the GET sent meanwhile
+    // waits and is answered by the restarted server, with no error.
+    server.kill();
+    let restarter = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(500));
+        server.restart();
+        server
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let t = Instant::now();
+    let v: Option<String> = c.get("k").unwrap();
+    let took = t.elapsed();
+    let mut server = restarter.join().unwrap();
+    eprintln!("held across the restart: {took:?}, got {v:?}");
+    assert_eq!(v, None, "the restarted server is empty");
+    assert!(took >= Duration::from_millis(200), "{took:?}: not held");
+    let _: () = c.set("k", "again").unwrap();
+
+    // Killed for good: the request fails once the hold (3 s) runs out, with the error it met.
+    server.kill();
+    std::thread::sleep(Duration::from_millis(100));
+    let t = Instant::now();
+    let err = c.get::<_, Option<String>>("k").unwrap_err().to_string();
+    let took = t.elapsed();
+    eprintln!("hold ran out after {took:?}: {err}");
+    assert!(err.contains("is unreachable"), "{err}");
+    assert!(took >= Duration::from_millis(2500), "{took:?}");
+    assert!(took < Duration::from_secs(8), "{took:?}");
+    // (INFO asks the server too.)
+    server.restart();
+    let expired = proxy.info_field("proxy_failover_holds_expired").unwrap();
+    assert_eq!(expired, "1");
+}
