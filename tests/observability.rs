@@ -202,7 +202,8 @@ fn admin_endpoint_reports_per_node_latency_readiness_and_guards_with_a_token() {
     // The SET that makes slotgate meet the dead node is held (the failover hold) until the
     // replica takes over: sent on a connection of its own that does not wait for it.
     let mut poke = proxy.conn();
-    poke.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    poke.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
     support::wait_until("/ready to turn 503", Duration::from_secs(10), || {
         let _ = redis::cmd("SET").arg("obs:0").arg(1).query::<()>(&mut poke);
         get(admin_port, "/ready", Some("s3cret")).0 == 503
