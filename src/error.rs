@@ -50,6 +50,16 @@ impl BackendError {
         }
     }
 
+    /// The node the failure names, when it names one.
+    pub fn node(&self) -> Option<&NodeAddr> {
+        use BackendError as E;
+        match self {
+            E::Down(a) | E::Overloaded(a) | E::Lost(a) | E::TooManyPrivate(a) => Some(a),
+            E::Timeout(a, _) | E::Protocol(a, _) => Some(a),
+            E::NoMaster => None,
+        }
+    }
+
     /// True when the node itself seems gone, so the topology is worth refreshing.
     pub fn suggests_refresh(&self) -> bool {
         !matches!(self, BackendError::Overloaded(_))

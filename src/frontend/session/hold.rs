@@ -109,6 +109,17 @@ pub(super) fn release(
     }
 }
 
+/// What [`Hold::queue_behind`] did with a new part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Behind {
+    /// Queued behind its slot's held parts.
+    Queued,
+    /// Nothing is held for its slot: it goes as usual.
+    SlotFree,
+    /// The hold has ended: it goes as usual, and the session lets the hold go.
+    Done,
+}
+
 /// A session's held parts, shared with the task releasing them.
 #[derive(Debug, Default)]
 pub(super) struct Hold {
@@ -134,15 +145,19 @@ impl Hold {
         Ok(())
     }
 
-    /// Whether a part for `slot` is held: a new request for it must queue behind.
-    pub(super) fn holds_slot(&self, slot: Option<u16>) -> bool {
-        let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        !s.done && s.parts.iter().any(|h| h.slot == slot)
-    }
-
-    /// Whether the release task has ended (nothing is held).
-    pub(super) fn is_done(&self) -> bool {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).done
+    /// Queues the part `make` builds behind the parts held for `slot`, when there are any: a
+    /// new request for a held slot must not overtake them. `Behind::Done` once the release
+    /// task has ended (nothing is held any more).
+    pub(super) fn queue_behind(&self, slot: Option<u16>, make: impl FnOnce() -> Held) -> Behind {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if s.done {
+            return Behind::Done;
+        }
+        if !s.parts.iter().any(|h| h.slot == slot) {
+            return Behind::SlotFree;
+        }
+        s.parts.push_back(Box::new(make()));
+        Behind::Queued
     }
 
     /// Starts a hold with `first`, and the task releasing it on the current runtime.

@@ -15,10 +15,10 @@ use bytes::{Bytes, BytesMut};
 use tracing::debug;
 
 use super::Session;
-use super::hold::{Deadline, Held, Hold};
+use super::hold::{Behind, Deadline, Held, Hold};
 use super::place::{QueuePlace, Via};
 use crate::backend::connection::ASKING;
-use crate::backend::{BackendReply, BackendRequest, Dialect, Node, NodeAddr, ReplyTo};
+use crate::backend::{BackendReply, BackendRequest, Dialect, Node, ReplyTo};
 use crate::error::BackendError;
 use crate::frontend::tag::PART_BITS;
 use crate::protocol::{Request, encode};
@@ -59,16 +59,6 @@ const REDISCOVER_POLL: std::time::Duration = std::time::Duration::from_millis(10
 
 /// How long a part held after a master's CLUSTERDOWN or LOADING waits before it is sent again.
 const REPLY_HOLD_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
-
-/// The node a failure names, when it names one.
-fn failed_node(e: &BackendError) -> Option<NodeAddr> {
-    use BackendError as E;
-    match e {
-        E::Down(a) | E::Overloaded(a) | E::Lost(a) | E::TooManyPrivate(a) => Some(a.clone()),
-        E::Timeout(a, _) | E::Protocol(a, _) => Some(a.clone()),
-        E::NoMaster => None,
-    }
-}
 
 /// Longest wait between two TRYAGAIN retries.
 const MAX_RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
@@ -291,7 +281,7 @@ impl Session {
                         .instant();
                     // The master that failed it: the one the error names, else the slot's.
                     let from = match &r.result {
-                        Err(e) => failed_node(e),
+                        Err(e) => e.node().cloned(),
                         Ok(_) => {
                             crate::router::node_for(self.topo.load(), part.slot, self.client.id)
                                 .map(|n| n.addr().clone())
@@ -431,25 +421,28 @@ impl Session {
         let Some(hold) = &self.hold else {
             return false;
         };
-        if hold.is_done() {
-            self.hold = None;
-            return false;
-        }
-        if !hold.holds_slot(slot) {
-            return false;
-        }
-        let now = tokio::time::Instant::now();
-        let held = Box::new(Held {
-            tag,
-            slot,
-            frame: frame.clone(),
-            dialect: via.dialect,
-            skip: via.skip,
-            from: None,
-            not_before: now,
-            until: now + self.ctx.config.failover_hold.unwrap_or_default(),
-            failure: Err(BackendError::NoMaster),
+        let until = self.ctx.config.failover_hold.unwrap_or_default();
+        let behind = hold.queue_behind(slot, || {
+            let now = tokio::time::Instant::now();
+            Held {
+                tag,
+                slot,
+                frame: frame.clone(),
+                dialect: via.dialect,
+                skip: via.skip,
+                from: None,
+                not_before: now,
+                until: now + until,
+                failure: Err(BackendError::NoMaster),
+            }
         });
-        hold.push(held).is_ok()
+        match behind {
+            Behind::Queued => true,
+            Behind::SlotFree => false,
+            Behind::Done => {
+                self.hold = None;
+                false
+            }
+        }
     }
 }
