@@ -74,6 +74,8 @@ impl Running {
         self.ctx
             .draining
             .store(true, std::sync::atomic::Ordering::SeqCst);
+        // After the flag: a session registering meanwhile sees it (`drain_all`).
+        self.ctx.clients.drain_all();
         self.shutdown.cancel();
         let _ = self.done.await;
     }
@@ -100,7 +102,8 @@ async fn first_layout(source: &AnySource, config: &Config) -> Result<Layout, App
 }
 
 /// Binds, discovers and starts serving; returns once clients can connect.
-pub async fn start(config: Config) -> Result<Running, AppError> {
+pub async fn start(mut config: Config) -> Result<Running, AppError> {
+    config.session.max_clients = crate::fd_limit::adjust(config.session.max_clients);
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|cause| AppError::Bind {
@@ -227,7 +230,9 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         next_client_id: AtomicU64::new(1),
         draining: AtomicBool::new(false),
         scripts: Default::default(),
-        clients: Default::default(),
+        clients: crate::frontend::clients::ClientRegistry::with_budget(
+            config.session.memory_budget,
+        ),
         pipeline_depth: metrics::histogram!(crate::metrics::names::PIPELINE_DEPTH),
         workers: workers.clone(),
         auth_throttle: crate::access::AuthThrottle::new(

@@ -630,6 +630,16 @@ impl Config {
                 Some(n) => Some(n),
                 None => sd.output_buffer_limit,
             },
+            memory_budget: match c.memory_budget_bytes {
+                Some(0) => None,
+                Some(n) => Some(n),
+                None => sd.memory_budget,
+            },
+            request_timeout: match c.request_timeout_ms {
+                Some(0) => None,
+                Some(n) => Some(Duration::from_millis(n)),
+                None => sd.request_timeout,
+            },
             multi_key,
             zone: match o.zone.clone().or(f.zone.clone()) {
                 Some(z) if z.trim().is_empty() || z.contains(char::is_whitespace) => {

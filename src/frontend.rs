@@ -13,6 +13,7 @@ pub mod host;
 pub mod io_signal;
 pub mod keyspace_events;
 pub mod local;
+pub mod memory_budget;
 pub mod scripts;
 pub mod session;
 pub mod shard_channels;
@@ -80,6 +81,13 @@ pub struct SessionConfig {
     /// added (so one large value still goes through): past it the client is closed, as
     /// Redis' `client-output-buffer-limit` does. `None`: no limit.
     pub output_buffer_limit: Option<usize>,
+    /// Most bytes every client's buffers hold together before the clients holding the most
+    /// are closed, as Redis' `maxmemory-clients`. `None`: no budget.
+    pub memory_budget: Option<usize>,
+    /// Close a client whose partial request has waited this long for the rest of its bytes
+    /// (a slowloris holds connections so); a request that completes restarts the clock.
+    /// `None`: never.
+    pub request_timeout: Option<Duration>,
     /// The zone slotgate runs in (`zone`, `--zone`, `SLOTGATE_ZONE`): replica reads prefer
     /// nodes there; INFO shows it.
     pub zone: Option<String>,
@@ -92,6 +100,13 @@ pub struct SessionConfig {
 
 /// A proxy serves many applications, so unlike Redis' `normal 0 0 0` the default is a bound.
 pub const DEFAULT_OUTPUT_BUFFER_LIMIT: usize = 256 * 1024 * 1024;
+
+/// The memory budget's default: four clients at the output buffer limit.
+pub const DEFAULT_MEMORY_BUDGET: usize = 1024 * 1024 * 1024;
+
+/// The request timeout's default: 30 s is 17 MB/s for a request of the default 512 MiB limit,
+/// and far longer than any client takes to write a request it has.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The failover hold's default: Redis Cluster's default `cluster-node-timeout` (15 s), after
 /// which a replica is promoted, and a margin for the election.
@@ -111,6 +126,8 @@ impl Default for SessionConfig {
             fleet_writes: false,
             idle_timeout: None,
             output_buffer_limit: Some(DEFAULT_OUTPUT_BUFFER_LIMIT),
+            memory_budget: Some(DEFAULT_MEMORY_BUDGET),
+            request_timeout: Some(DEFAULT_REQUEST_TIMEOUT),
             access: crate::access::Access::default(),
             deny_commands: Vec::new(),
             max_auth_failures_per_minute: 60,
@@ -172,6 +189,8 @@ pub struct ProxyStats {
     pub bytes_out: StripedCounter,
     /// Clients closed for holding more unread replies than the output buffer limit.
     pub output_limit_closes: AtomicU64,
+    /// Clients closed because a partial request waited past `clients.request_timeout_ms`.
+    pub request_timeouts: AtomicU64,
     /// TLS clients whose handshake failed or timed out.
     pub tls_handshake_failures: AtomicU64,
     /// AUTH and HELLO AUTH refused.
@@ -221,7 +240,8 @@ pub struct Context {
     pub refresh: Arc<RefreshStats>,
     pub started: Instant,
     pub next_client_id: AtomicU64,
-    /// Set before the shutdown token is cancelled, so sessions need not poll the token on
+    /// Set before the shutdown token is cancelled and sessions are told (`drain_all`), so a
+    /// session starting meanwhile sees it; sessions need not poll the token on
     /// every wake.
     pub draining: AtomicBool,
     /// Scripts loaded through slotgate, for NOSCRIPT repair.
@@ -384,7 +404,6 @@ async fn accept_loop(
             .fetch_add(1, Ordering::Relaxed);
         let id = ctx.next_client_id.fetch_add(1, Ordering::Relaxed);
         let ctx2 = ctx.clone();
-        let token = shutdown.clone();
         let tls = door.tls.clone();
         // The session runs on a worker of its own choosing, in turn; a socket moving to
         // another worker leaves this thread's reactor for that worker's.
@@ -432,7 +451,7 @@ async fn accept_loop(
             // One await of the session, as for a plaintext client: the session's poll stays
             // the only thing between the host and the request path.
             if let Some((stream, user)) = stream {
-                session::run(stream, ctx2.clone(), id, at, user, token).await;
+                session::run(stream, ctx2.clone(), id, at, user).await;
             }
             ctx2.stats
                 .connections_current

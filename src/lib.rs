@@ -36,6 +36,7 @@ pub mod backend;
 pub mod command;
 pub mod config;
 pub mod error;
+pub mod fd_limit;
 pub mod frontend;
 pub mod mailbox;
 pub mod metrics;

@@ -1,6 +1,8 @@
-//! What one client can make slotgate hold: replies it does not read are bounded (the output
+//! What clients can make slotgate hold: replies one does not read are bounded (the output
 //! buffer limit closes it, with a log line; requests it already sent wait meanwhile), memory
-//! goes back after a burst, and an idle client costs a few KiB. Against a real redis-server.
+//! goes back after a burst, all of them together stay within the memory budget (the one
+//! holding the most is closed), a request trickling in is closed after the request timeout,
+//! and 10,000 idle clients are held at a few KiB each. Against a real redis-server.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -136,17 +138,40 @@ fn the_output_buffer_limit_closes_only_the_client_past_it() {
     assert_eq!(pong, "PONG");
 }
 
+/// Raises this test process' open-files limit (its clients' sockets) to what `n` clients need.
+fn allow_open_files(n: u64) {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let now = getrlimit(Resource::Nofile);
+    if now.current.is_some_and(|c| c < n) {
+        assert!(
+            now.maximum.is_none_or(|m| m >= n),
+            "this machine's hard open-files limit {:?} is below the {n} this test needs",
+            now.maximum
+        );
+        setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(n),
+                maximum: now.maximum,
+            },
+        )
+        .unwrap();
+    }
+}
+
 #[test]
-fn an_idle_client_costs_under_4_kib() {
+fn ten_thousand_clients_are_held_at_once_idle_ones_cost_under_4_kib_and_the_next_is_refused() {
     let redis = Redis::start(&[]);
+    // slotgate raises its own open-files limit for max_clients (10,000 by default).
     let proxy = standalone(&redis, &[]);
+    let max = 10_000;
+    allow_open_files(max as u64 + 1_000);
     // What the clients cost each, not what the first one costs once (a worker's spare
     // buffers, the registry's first nodes): measured from after 200 clients are in.
     let warm = 200;
-    let n = 4_000;
-    let mut clients = Vec::with_capacity(warm + n);
+    let mut clients = Vec::with_capacity(max);
     let mut base = 0;
-    for i in 0..warm + n {
+    for i in 0..max {
         if i == warm {
             std::thread::sleep(Duration::from_millis(200));
             base = proxy.rss_kib();
@@ -163,12 +188,233 @@ fn an_idle_client_costs_under_4_kib() {
         clients.push(s);
     }
     std::thread::sleep(Duration::from_millis(500));
-    let per_client = (proxy.rss_kib() - base) * 1024 / n as u64;
-    eprintln!("{per_client} bytes of RSS per idle client");
+    let per_client = (proxy.rss_kib() - base) * 1024 / (max - warm) as u64;
+    eprintln!("{per_client} bytes of RSS per idle client, {max} clients held");
     assert!(per_client < 4096, "{per_client} bytes per idle client");
-    let clients_seen = info_field(&proxy, "proxy_connected_clients");
-    assert!(
-        clients_seen.parse::<usize>().unwrap() >= warm + n,
-        "{clients_seen}"
+
+    // The next one gets Redis' error, and the ones held are still served.
+    let mut extra = TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
+    extra
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = extra.read(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"-ERR max number of clients reached\r\n");
+    for s in &mut clients {
+        s.write_all(b"PING\r\n").unwrap();
+    }
+    for s in &mut clients {
+        let mut buf = [0u8; 7];
+        s.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"+PONG\r\n");
+    }
+    // One leaves: there is room again.
+    clients.pop();
+    // Asked on a connection of its own, refused until the place is free.
+    let mut info = String::new();
+    support::wait_until("a place freed", Duration::from_secs(5), || {
+        let mut s = TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = vec![0u8; 1 << 16];
+        if s.write_all(b"INFO proxy\r\n").is_err() {
+            return false;
+        }
+        let mut got = 0;
+        // The bulk reply whole: its length line, then that many bytes and CRLF.
+        loop {
+            match s.read(&mut buf[got..]) {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => got += n,
+            }
+            let text = String::from_utf8_lossy(&buf[..got]).into_owned();
+            if !text.starts_with('$') {
+                return false;
+            }
+            if let Some((len, body)) = text[1..].split_once("\r\n")
+                && body.len() >= len.parse::<usize>().unwrap() + 2
+            {
+                info = body.to_string();
+                return true;
+            }
+        }
+    });
+    // The extra client, and any INFO asked before the place was free.
+    let rejected: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("proxy_rejected_connections:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(rejected >= 1, "{rejected}");
+}
+
+/// Reads `s` to its end (its connection closed) or for `d`; the bytes read and whether the
+/// end came.
+fn read_until_closed(s: &mut TcpStream, d: Duration) -> (usize, bool) {
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let end = Instant::now() + d;
+    let mut buf = vec![0u8; 1 << 16];
+    let mut n = 0;
+    while Instant::now() < end {
+        match s.read(&mut buf) {
+            Ok(0) => return (n, true),
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return (n, true),
+            Err(_) => {}
+        }
+    }
+    (n, false)
+}
+
+#[test]
+fn past_the_memory_budget_the_client_holding_the_most_is_closed_and_the_others_are_served() {
+    let redis = with_big_value();
+    let conf = TempConf::new("[clients]\nmemory_budget_bytes = 16777216\n");
+    let proxy = standalone(&redis, &["--config", conf.path()]);
+    // A client with 60 unread replies (6 MB, some of it in the kernel's socket buffers) fits.
+    let mut small = flood(&proxy, 60);
+    support::wait_until(
+        "the small client's replies held",
+        Duration::from_secs(10),
+        || {
+            info_field(&proxy, "proxy_client_buffer_bytes")
+                .parse::<usize>()
+                .unwrap()
+                > 1024 * 1024
+        },
     );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(info_field(&proxy, "proxy_evicted_clients"), "0");
+    // One with 1,000 (100 MB) does not: it holds the most when the budget is passed.
+    // It reads nothing until it is closed (reading, it would hold nothing).
+    let mut large = flood(&proxy, 1_000);
+    support::wait_until("a client evicted", Duration::from_secs(10), || {
+        info_field(&proxy, "proxy_evicted_clients") != "0"
+    });
+    let (got, closed) = read_until_closed(&mut large, Duration::from_secs(10));
+    assert!(closed, "the client holding the most is closed");
+    assert!(got < 500 * VALUE, "{got} bytes reached it");
+    assert_eq!(info_field(&proxy, "proxy_evicted_clients"), "1");
+    assert!(
+        proxy.log().contains("memory budget"),
+        "a log line says why: {}",
+        proxy.log()
+    );
+    // The other client gets every reply, and new ones are served.
+    let mut want = 60 * (VALUE + format!("${VALUE}\r\n\r\n").len());
+    small
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = vec![0u8; 1 << 16];
+    while want > 0 {
+        let n = small.read(&mut buf).unwrap();
+        assert!(n > 0, "the small client was closed");
+        want = want.checked_sub(n).expect("more bytes than 60 replies");
+    }
+    let v: Vec<u8> = redis::cmd("GET")
+        .arg("big")
+        .query(&mut proxy.conn())
+        .unwrap();
+    assert_eq!(v.len(), VALUE);
+    support::wait_until("the budget given back", Duration::from_secs(5), || {
+        info_field(&proxy, "proxy_client_buffer_bytes")
+            .parse::<usize>()
+            .unwrap()
+            < 1024 * 1024
+    });
+}
+
+#[test]
+fn without_a_memory_budget_the_same_clients_are_all_kept() {
+    let redis = with_big_value();
+    let conf = TempConf::new("[clients]\nmemory_budget_bytes = 0\n");
+    let proxy = standalone(&redis, &["--config", conf.path()]);
+    let _small = flood(&proxy, 60);
+    let mut large = flood(&proxy, 1_000);
+    support::wait_until(
+        "the large client's replies held",
+        Duration::from_secs(10),
+        || {
+            info_field(&proxy, "proxy_client_buffer_bytes")
+                .parse::<usize>()
+                .unwrap()
+                > 32 * 1024 * 1024
+        },
+    );
+    let (_, closed) = read_until_closed(&mut large, Duration::from_millis(200));
+    assert!(!closed);
+    assert_eq!(info_field(&proxy, "proxy_evicted_clients"), "0");
+}
+
+/// A client that sends the start of a SET whose value never comes whole: a byte every 100 ms.
+fn trickle(proxy: &Proxy) -> TcpStream {
+    let mut s = TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
+    s.write_all(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1000\r\n")
+        .unwrap();
+    let mut w = s.try_clone().unwrap();
+    std::thread::spawn(move || {
+        for _ in 0..100 {
+            std::thread::sleep(Duration::from_millis(100));
+            if w.write_all(b"x").is_err() {
+                return;
+            }
+        }
+    });
+    s
+}
+
+#[test]
+fn a_request_trickling_in_is_closed_after_the_request_timeout_and_a_pipelining_client_is_not() {
+    let redis = Redis::start(&[]);
+    let conf = TempConf::new("[clients]\nrequest_timeout_ms = 500\n");
+    let proxy = standalone(&redis, &["--config", conf.path()]);
+    let started = Instant::now();
+    let mut slow = trickle(&proxy);
+    // A client whose every write ends in the middle of its next request, for 2 s: each
+    // request that completes restarts the clock.
+    let mut piped = TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
+    let mut w = piped.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        w.write_all(b"PI").unwrap();
+        for _ in 0..10 {
+            std::thread::sleep(Duration::from_millis(200));
+            w.write_all(b"NG\r\nPI").unwrap();
+        }
+        w.write_all(b"NG\r\n").unwrap();
+    });
+    // A client that sends nothing holds no partial request.
+    let mut quiet = TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
+
+    let (_, closed) = read_until_closed(&mut slow, Duration::from_secs(5));
+    assert!(closed, "the trickling client is closed");
+    let after = started.elapsed();
+    assert!(
+        after >= Duration::from_millis(450),
+        "closed after {after:?}"
+    );
+    writer.join().unwrap();
+    piped
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut pongs = [0u8; 11 * 7];
+    piped.read_exact(&mut pongs).unwrap();
+    assert_eq!(&pongs[..], b"+PONG\r\n".repeat(11).as_slice());
+    quiet.write_all(b"PING\r\n").unwrap();
+    let mut pong = [0u8; 7];
+    quiet.read_exact(&mut pong).unwrap();
+    assert_eq!(&pong, b"+PONG\r\n");
+    assert_eq!(
+        info_field(&proxy, "proxy_request_timeout_disconnections"),
+        "1"
+    );
+    assert!(proxy.log().contains("request timeout"), "{}", proxy.log());
+
+    // Without the limit the same client is kept.
+    let conf = TempConf::new("[clients]\nrequest_timeout_ms = 0\n");
+    let proxy = standalone(&redis, &["--config", conf.path()]);
+    let mut slow = trickle(&proxy);
+    let (_, closed) = read_until_closed(&mut slow, Duration::from_millis(1500));
+    assert!(!closed, "without a request timeout the client stays");
 }

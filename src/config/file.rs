@@ -125,6 +125,12 @@ pub struct ClientsFile {
     pub idle_timeout_ms: Option<u64>,
     /// Reply bytes held for a client that does not read them before it is closed; 0: no limit.
     pub output_buffer_limit_bytes: Option<usize>,
+    /// Most bytes every client's buffers (partial requests, unread replies) hold together; past
+    /// it the clients holding the most are closed (Redis' `maxmemory-clients`). 0: no budget.
+    pub memory_budget_bytes: Option<usize>,
+    /// Close a client whose partial request has waited this long for its last bytes (a
+    /// slowloris); 0: never.
+    pub request_timeout_ms: Option<u64>,
     /// Commands (`flushall`) and subcommands (`config|set`) no client may run: they are
     /// answered as unknown, as Redis answers a command hidden by `rename-command`.
     pub deny_commands: Option<Vec<String>>,

@@ -1,12 +1,13 @@
 //! The registry of slotgate's own clients, for `CLIENT LIST` and `CLIENT KILL`: who is
-//! connected, since when, under which name, and how to stop each session.
+//! connected, since when, under which name, and how to stop each session; and what their
+//! buffers hold against the memory budget (`memory_budget`), closing the largest past it.
 //!
-//! A lock is taken on connect, disconnect, SETNAME, LIST and KILL only; never per request. It
-//! must never list or kill a backend's clients.
+//! A lock is taken on connect, disconnect, SETNAME, LIST, KILL and an eviction only; never per
+//! request. It must never list or kill a backend's clients.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -15,8 +16,11 @@ use bytes::Bytes;
 use crate::backend::BackendReply;
 use crate::command::Table;
 use crate::mailbox;
+use tracing::warn;
 
-use super::tag::{KILL, UNBLOCK};
+use super::memory_budget::{self, MemoryBudget};
+
+use super::tag::{DRAIN, KILL, UNBLOCK};
 
 #[derive(Debug)]
 struct Registered {
@@ -41,6 +45,10 @@ struct Registered {
 pub struct Live {
     /// The [`crate::command::Entry::id`] of the last command, `NONE` before the first.
     cmd: AtomicU32,
+    /// Bytes the session's own buffers hold, as last charged to the memory budget.
+    mem: AtomicUsize,
+    /// Set (to `mem` then) when the budget closed this client: bytes counted as being freed.
+    evicted: AtomicUsize,
 }
 
 impl Live {
@@ -66,6 +74,8 @@ pub struct ClientRegistry {
     clients: Mutex<BTreeMap<u64, Registered>>,
     /// CLIENT UNBLOCK requests not yet taken by the session they name.
     unblocks: Mutex<Vec<Unblock>>,
+    /// What every client's buffers hold, against `clients.memory_budget_bytes`.
+    pub budget: MemoryBudget,
 }
 
 /// `CLIENT UNBLOCK id TIMEOUT|ERROR`, on its way to the session of client `id`: that session
@@ -89,6 +99,58 @@ pub struct KillFilter {
 }
 
 impl ClientRegistry {
+    /// A registry whose clients' buffers together may hold `budget` bytes (`None`: any).
+    pub fn with_budget(budget: Option<usize>) -> Self {
+        ClientRegistry {
+            budget: MemoryBudget::new(budget),
+            ..Default::default()
+        }
+    }
+
+    /// Session `live` now holds `new` bytes of its own instead of `old`; past the budget, the
+    /// clients holding the most are told to close.
+    pub fn charge(&self, live: &Live, old: usize, new: usize) {
+        live.mem.store(new, Ordering::Relaxed);
+        if self.budget.recharge(old, new) {
+            self.evict();
+        }
+    }
+
+    /// Closes the clients holding the most until the rest fit the budget, as Redis evicts
+    /// clients past `maxmemory-clients`; one log line each.
+    #[cold]
+    fn evict(&self) {
+        let Ok(m) = self.clients.lock() else { return };
+        // Under the lock: another eviction may have covered the excess meanwhile.
+        let excess = self.budget.excess();
+        if excess == 0 {
+            return;
+        }
+        let mut holdings: Vec<(u64, usize)> = m
+            .iter()
+            .filter(|(_, c)| c.live.evicted.load(Ordering::Relaxed) == 0)
+            .map(|(id, c)| (*id, c.live.mem.load(Ordering::Relaxed)))
+            .collect();
+        for id in memory_budget::victims(&mut holdings, excess) {
+            let Some(c) = m.get(&id) else { continue };
+            let held = c.live.mem.load(Ordering::Relaxed).max(1);
+            c.live.evicted.store(held, Ordering::Relaxed);
+            self.budget.closing(held);
+            warn!(
+                client = id,
+                addr = %c.addr,
+                held,
+                total = self.budget.total(),
+                budget = self.budget.limit().unwrap_or(0),
+                "closing client: clients' buffers are past the memory budget (clients.memory_budget_bytes); it holds the most"
+            );
+            let _ = c.wake.send(BackendReply {
+                tag: KILL,
+                result: Ok(Bytes::new()),
+            });
+        }
+    }
+
     /// Registers a session; what it updates per request is in the [`Live`] returned.
     pub fn register(
         &self,
@@ -98,6 +160,8 @@ impl ClientRegistry {
     ) -> Arc<Live> {
         let live = Arc::new(Live {
             cmd: AtomicU32::new(Live::NONE),
+            mem: AtomicUsize::new(0),
+            evicted: AtomicUsize::new(0),
         });
         if let Ok(mut m) = self.clients.lock() {
             m.insert(
@@ -120,8 +184,15 @@ impl ClientRegistry {
     }
 
     pub fn unregister(&self, id: u64) {
-        if let Ok(mut m) = self.clients.lock() {
-            m.remove(&id);
+        let gone = self.clients.lock().ok().and_then(|mut m| m.remove(&id));
+        if let Some(c) = gone {
+            // What it held goes back to the budget, and so does the credit of its eviction.
+            self.budget
+                .recharge(c.live.mem.swap(0, Ordering::Relaxed), 0);
+            let freeing = c.live.evicted.swap(0, Ordering::Relaxed);
+            if freeing > 0 {
+                self.budget.closed(freeing);
+            }
         }
         // A client that left is blocked no more.
         for u in self.take_unblocks(id) {
@@ -218,6 +289,18 @@ impl ClientRegistry {
             return Vec::new();
         };
         q.extract_if(.., |u| u.target == id).collect()
+    }
+
+    /// Tells every session that slotgate is draining. A session registered after this call
+    /// sees [`super::Context::draining`] set, which is stored before it.
+    pub fn drain_all(&self) {
+        let Ok(m) = self.clients.lock() else { return };
+        for c in m.values() {
+            let _ = c.wake.send(BackendReply {
+                tag: DRAIN,
+                result: Ok(Bytes::new()),
+            });
+        }
     }
 
     /// Stops the sessions matching `filter`; how many.

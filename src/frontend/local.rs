@@ -587,6 +587,22 @@ pub fn proxy_info_section(ctx: &Context) -> String {
         s.output_limit_closes.load(Ordering::Relaxed).to_string(),
     );
     line(
+        "proxy_request_timeout_disconnections",
+        s.request_timeouts.load(Ordering::Relaxed).to_string(),
+    );
+    line(
+        "proxy_evicted_clients",
+        ctx.clients
+            .budget
+            .evicted
+            .load(Ordering::Relaxed)
+            .to_string(),
+    );
+    line(
+        "proxy_client_buffer_bytes",
+        ctx.clients.budget.total().to_string(),
+    );
+    line(
         "proxy_auth_failures",
         s.auth_failures.load(Ordering::Relaxed).to_string(),
     );

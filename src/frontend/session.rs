@@ -14,14 +14,13 @@ use std::sync::atomic::Ordering;
 
 use bytes::{Bytes, BytesMut};
 use smallvec::SmallVec;
-use std::future::{Future, poll_fn};
+use std::future::poll_fn;
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
 use std::time::Instant;
 
 use bytes::Buf;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::buffers::{self, Spare};
@@ -48,6 +47,7 @@ mod place;
 mod pubsub;
 mod recent_writes;
 mod redirects;
+mod timeouts;
 
 use crate::frontend::tag::{FORGET, PART_BITS, PART_MASK, Tagged, classify, is_part, part as tag};
 use place::{Combine, Fanout, Gather, PartState, QueuePlace, Split, Via, merge_fanout};
@@ -121,6 +121,10 @@ struct Session {
     client_reply: Option<Box<ClientReply>>,
     /// Parts waiting for a master (the failover hold), while any are.
     hold: Option<Arc<hold::Hold>>,
+    /// Bytes of its own buffers this session last charged to the memory budget.
+    charged: usize,
+    /// slotgate is draining: read no more, answer what is owed, close.
+    drained: bool,
 }
 
 /// Most private connections one session keeps.
@@ -146,10 +150,11 @@ pub async fn run(
     id: u64,
     at: super::clients::Endpoint,
     certificate_user: Option<u16>,
-    shutdown: CancellationToken,
 ) {
     let (tx, mut rx) = mailbox::channel();
     let live = ctx.clients.register(id, at, tx.clone());
+    // After registering: from here on a drain reaches the session as a signal (`Drain`).
+    let drained = ctx.draining.load(Ordering::SeqCst);
     let mut client = ClientState::new(id, &ctx.config.access);
     client.peer = Some(at.peer.ip());
     if let Some(user) = certificate_user {
@@ -191,6 +196,8 @@ pub async fn run(
         output_limit: ctx.config.output_buffer_limit.unwrap_or(usize::MAX),
         client_reply: None,
         hold: None,
+        charged: 0,
+        drained,
         ctx,
     };
     // No buffer of the session's own until it holds a partial request or unread replies: the
@@ -202,9 +209,6 @@ pub async fn run(
     // not per read.
     let (mut bytes_in, mut bytes_out) = (0u64, 0u64);
     let max_pipeline = s.ctx.config.max_pipeline.max(1);
-    let cancelled = shutdown.cancelled();
-    tokio::pin!(cancelled);
-    let mut watching = false;
     // Whether `rbuf` may hold a complete request not yet parsed: parsing again without new
     // bytes would only find the same partial request.
     let mut unparsed = false;
@@ -218,7 +222,12 @@ pub async fn run(
     // Bytes already added to the shared counters (with `bytes_in + bytes_out`, every byte the
     // socket moved: what the idle-timeout watch, when one is set, looks at).
     let mut bytes_flushed: u64 = 0;
-    let mut idle = s.ctx.config.idle_timeout.map(IdleWatch::new);
+    let mut idle = s.ctx.config.idle_timeout.map(timeouts::IdleWatch::new);
+    let mut request_watch = s
+        .ctx
+        .config
+        .request_timeout
+        .map(timeouts::RequestWatch::new);
     // Bytes were written to a TLS stream and not yet flushed (see the write below); a TCP
     // stream's flush does nothing, so it is never called.
     let tls = stream.is_tls();
@@ -343,14 +352,10 @@ pub async fn run(
                 || (unparsed && s.queue.len() < max_pipeline && s.out.len() < OUT_HIGH_WATER)
                 || (!read_waiting && s.may_read(eof, max_pipeline));
             if !progress {
-                // The cancellation future is polled once to register, then only once the
-                // proxy is draining: polling it on every wake costs more than a request.
-                if !eof && (!watching || s.ctx.draining.load(Ordering::Relaxed)) {
-                    watching = true;
-                    if cancelled.as_mut().poll(cx).is_ready() {
-                        eof = true;
-                        continue;
-                    }
+                // A drain comes as a signal (`Drain`): nothing to poll on every wake.
+                if s.drained && !eof {
+                    eof = true;
+                    continue;
                 }
                 if let Some(w) = &mut idle {
                     // Replies the client does not read are no reason to keep it: Redis closes
@@ -367,10 +372,26 @@ pub async fn run(
                     s.flush_bytes(&mut bytes_in, &mut bytes_out);
                 }
                 s.give_back_buffers(&mut rbuf);
+                // What the session keeps of its own while it sleeps: at pipeline 1 nothing,
+                // and no partial request, so neither the budget nor the clock is looked at.
+                let own = s.own_bytes(&rbuf);
+                if (own | s.charged) != 0 || request_watch.as_ref().is_some_and(|w| w.running()) {
+                    s.recharge(own);
+                    if let Some(w) = &mut request_watch {
+                        // Bytes the parser has seen and could not make a request of yet.
+                        let partial = !unparsed && !rbuf.is_empty();
+                        if w.expired(cx, partial, s.next_seq()) {
+                            s.close_for_request_timeout(rbuf.len());
+                            return Poll::Ready(false);
+                        }
+                    }
+                }
                 return Poll::Pending;
             }
         }
         s.give_back_buffers(&mut rbuf);
+        let own = s.own_bytes(&rbuf);
+        s.recharge(own);
         cx.waker().wake_by_ref();
         Poll::Pending
     })
@@ -379,53 +400,6 @@ pub async fn run(
     s.flush_bytes(&mut bytes_in, &mut bytes_out);
     if clean {
         let _ = stream.shutdown().await;
-    }
-}
-
-/// Redis' `timeout` for one session. A timer looks at the bytes the socket has moved (counted
-/// anyway: nothing is added per request) every quarter of the timeout, and the client is idle
-/// once four checks in a row saw no change while it waited for nothing: idle for at least the
-/// timeout and at most a quarter more.
-struct IdleWatch {
-    every: std::time::Duration,
-    timer: Pin<Box<tokio::time::Sleep>>,
-    seen: u64,
-    quiet: u32,
-}
-
-/// Checks without activity that make a client idle.
-const IDLE_CHECKS: u32 = 4;
-
-impl IdleWatch {
-    fn new(timeout: std::time::Duration) -> Self {
-        let every = (timeout / IDLE_CHECKS).max(std::time::Duration::from_millis(1));
-        IdleWatch {
-            every,
-            timer: Box::pin(tokio::time::sleep(every)),
-            seen: 0,
-            quiet: 0,
-        }
-    }
-
-    /// Polls the timer (registering the task) and says whether the client has been idle for
-    /// the whole timeout. `activity` is the socket's count of bytes moved; `waiting` is true
-    /// while a node still owes the client a reply (a blocked command too) or the client is
-    /// subscribed (never idle then).
-    fn expired(&mut self, cx: &mut TaskContext<'_>, activity: u64, waiting: bool) -> bool {
-        while self.timer.as_mut().poll(cx).is_ready() {
-            if activity == self.seen && !waiting {
-                self.quiet += 1;
-                if self.quiet >= IDLE_CHECKS {
-                    return true;
-                }
-            } else {
-                self.quiet = 0;
-                self.seen = activity;
-            }
-            let next = tokio::time::Instant::now() + self.every;
-            self.timer.as_mut().reset(next);
-        }
-        false
     }
 }
 
@@ -446,6 +420,37 @@ impl Session {
     fn give_back_buffers(&mut self, rbuf: &mut BytesMut) {
         buffers::give_back(Spare::Read, rbuf);
         buffers::give_back(Spare::Write, &mut self.out);
+    }
+
+    /// Bytes the session holds of its own once its buffers are given back: a partial request,
+    /// replies the client has not read.
+    #[inline]
+    fn own_bytes(&self, rbuf: &BytesMut) -> usize {
+        rbuf.capacity() + self.out.capacity() + self.ready_bytes
+    }
+
+    /// Charges what the session holds of its own to the memory budget, when it changed.
+    #[inline]
+    fn recharge(&mut self, own: usize) {
+        if own != self.charged {
+            self.ctx.clients.charge(&self.live, self.charged, own);
+            self.charged = own;
+        }
+    }
+
+    /// A request stopped short for longer than `clients.request_timeout_ms`: the client is
+    /// closed (a slowloris), with a log line.
+    #[cold]
+    fn close_for_request_timeout(&mut self, held: usize) {
+        warn!(
+            client = self.client.id,
+            held,
+            "closing client: its partial request waited past the request timeout (clients.request_timeout_ms)"
+        );
+        self.ctx
+            .stats
+            .request_timeouts
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     fn flush_bytes(&self, bytes_in: &mut u64, bytes_out: &mut u64) {
@@ -1270,6 +1275,7 @@ impl Session {
                 self.client.closing = true;
             }
             Tagged::Unblock => self.unblocked_by_others(),
+            Tagged::Drain => self.drained = true,
             Tagged::Forget => {}
         }
     }

@@ -38,6 +38,8 @@ pub const RESUBSCRIBE: Tag = u64::MAX - 2;
 pub const KILL: Tag = u64::MAX - 3;
 /// CLIENT UNBLOCK: the session takes the requests waiting for it in the client registry.
 pub const UNBLOCK: Tag = u64::MAX - 4;
+/// slotgate is draining (SIGTERM): the session reads no more, answers what it owes, closes.
+pub const DRAIN: Tag = u64::MAX - 5;
 
 /// What a tag stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +54,7 @@ pub enum Tagged {
     Resubscribe,
     Kill,
     Unblock,
+    Drain,
     /// A frame of the shard subscriber connection with this tag ([`shard`]).
     Shard(Tag),
     /// A frame of the keyspace event connection with this tag ([`keyspace`]).
@@ -92,6 +95,7 @@ pub fn classify(tag: Tag) -> Tagged {
         RESUBSCRIBE => Tagged::Resubscribe,
         KILL => Tagged::Kill,
         UNBLOCK => Tagged::Unblock,
+        DRAIN => Tagged::Drain,
         t if (SHARD_BASE..SHARD_BASE + SHARD_SPAN).contains(&t) => Tagged::Shard(t),
         t if (KEYSPACE_BASE..KEYSPACE_BASE + KEYSPACE_SPAN).contains(&t) => Tagged::Keyspace(t),
         // Between the keyspace range and the named signals: no tag is made there.
@@ -101,7 +105,8 @@ pub fn classify(tag: Tag) -> Tagged {
 
 const _: () = assert!(
     SHARD_BASE + SHARD_SPAN <= KEYSPACE_BASE
-        && KEYSPACE_BASE + KEYSPACE_SPAN <= UNBLOCK
+        && KEYSPACE_BASE + KEYSPACE_SPAN <= DRAIN
+        && DRAIN < UNBLOCK
         && UNBLOCK < KILL
         && KILL < RESUBSCRIBE
         && RESUBSCRIBE < PUSH
@@ -123,6 +128,7 @@ mod tests {
         assert_eq!(classify(RESUBSCRIBE), Tagged::Resubscribe);
         assert_eq!(classify(KILL), Tagged::Kill);
         assert_eq!(classify(UNBLOCK), Tagged::Unblock);
+        assert_eq!(classify(DRAIN), Tagged::Drain);
         for n in [0, 1, SHARD_SPAN - 1, SHARD_SPAN, 3 * SHARD_SPAN + 5] {
             let t = shard(n);
             assert_eq!(classify(t), Tagged::Shard(t));
