@@ -48,6 +48,8 @@ struct Op {
     at: Instant,
     took: Duration,
     write: bool,
+    /// The slot of its key.
+    slot: u16,
     outcome: Outcome,
 }
 
@@ -85,8 +87,13 @@ impl Load {
                 let mut i = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     let at = Instant::now();
+                    let key = if write {
+                        format!("chaos:w{t}:{i}")
+                    } else {
+                        format!("chaos:r:{}", (i * 7919 + t) % READ_KEYS)
+                    };
+                    let slot = slotgate::router::key_slot(key.as_bytes());
                     let outcome = if write {
-                        let key = format!("chaos:w{t}:{i}");
                         match redis::cmd("SET").arg(&key).arg(i).query::<()>(&mut c) {
                             Ok(()) => {
                                 acked.push((Instant::now(), key, i));
@@ -96,12 +103,9 @@ impl Load {
                         }
                     } else {
                         let j = (i * 7919 + t) % READ_KEYS;
-                        match redis::cmd("GET")
-                            .arg(format!("chaos:r:{j}"))
-                            .query::<Option<u64>>(&mut c)
-                        {
+                        match redis::cmd("GET").arg(&key).query::<Option<u64>>(&mut c) {
                             Ok(Some(v)) if v == j => Outcome::Ok,
-                            Ok(v) => Outcome::Wrong(format!("chaos:r:{j} read {v:?}")),
+                            Ok(v) => Outcome::Wrong(format!("{key} read {v:?}")),
                             Err(e) => Outcome::Error(e.to_string()),
                         }
                     };
@@ -109,6 +113,7 @@ impl Load {
                         at,
                         took: at.elapsed(),
                         write,
+                        slot,
                         outcome,
                     });
                     if let Some(Op {
@@ -156,6 +161,8 @@ struct Figures {
     lost_after: usize,
     p99: Duration,
     max: Duration,
+    /// p99 of the requests for the shards the fault did not touch, while it lasted.
+    p99_others: Option<Duration>,
     /// From the fault to the end of the last request that failed or was slower than [`SLOW`].
     full_service: Duration,
     examples: Vec<String>,
@@ -164,7 +171,14 @@ struct Figures {
 impl Figures {
     /// Stops the load once the fault is over (the scenario saw it recover) and a second more
     /// has passed, and checks every acknowledged write through slotgate.
-    fn measure(name: &str, load: Load, proxy: &Proxy, fault: Instant, recovered: Instant) -> Self {
+    /// `hit`: which slots the fault's shard held (a cluster fault), for the other shards' p99.
+    fn measure(
+        name: &str,
+        load: Load,
+        proxy: &Proxy,
+        (fault, recovered): (Instant, Instant),
+        hit: Option<&[bool]>,
+    ) -> Self {
         std::thread::sleep(Duration::from_secs(1));
         let (ops, acked) = load.stop();
         let reads = ops.iter().filter(|o| !o.write).count();
@@ -175,17 +189,21 @@ impl Figures {
             .iter()
             .filter(|o| matches!(o.outcome, Outcome::Wrong(_)))
             .count();
-        let mut during: Vec<Duration> = ops
-            .iter()
-            .filter(|o| o.at >= fault && o.at <= recovered)
-            .map(|o| o.took)
-            .collect();
-        during.sort();
-        let p99 = during
-            .get(during.len().saturating_sub(1) * 99 / 100)
-            .copied()
-            .unwrap_or_default();
-        let max = during.last().copied().unwrap_or_default();
+        let during = |keep: &dyn Fn(&Op) -> bool| {
+            let mut took: Vec<Duration> = ops
+                .iter()
+                .filter(|o| o.at >= fault && o.at <= recovered && keep(o))
+                .map(|o| o.took)
+                .collect();
+            took.sort();
+            let p99 = took
+                .get(took.len().saturating_sub(1) * 99 / 100)
+                .copied()
+                .unwrap_or_default();
+            (p99, took.last().copied().unwrap_or_default())
+        };
+        let (p99, max) = during(&|_| true);
+        let p99_others = hit.map(|hit| during(&|o| !hit[o.slot as usize]).0);
         let full_service = ops
             .iter()
             .filter(|o| o.at >= fault)
@@ -229,12 +247,13 @@ impl Figures {
             lost_after,
             p99,
             max,
+            p99_others,
             full_service,
             examples,
         };
         // The README's row.
         eprintln!(
-            "chaos | {name} | {} | {} | {} | {} | {} | {} | {:.0} ms | {:.0} ms | {:.2} s |",
+            "chaos | {name} | {} | {} | {} | {} | {} | {} | {:.0} ms | {:.0} ms | {} | {:.2} s |",
             f.reads,
             f.read_errors + f.wrong_reads,
             f.writes,
@@ -243,6 +262,8 @@ impl Figures {
             f.lost_after,
             f.p99.as_secs_f64() * 1e3,
             f.max.as_secs_f64() * 1e3,
+            f.p99_others
+                .map_or("-".into(), |d| format!("{:.0} ms", d.as_secs_f64() * 1e3)),
             f.full_service.as_secs_f64()
         );
         for e in &f.examples {
@@ -344,10 +365,13 @@ fn on_a_cluster(name: &str, replica_reads: bool, fault: impl FnOnce(&mut Cluster
     };
     let proxy = Proxy::cluster(&cluster, extra);
     let load = Load::start(&proxy);
+    let owners = cluster.slot_owner_ports();
+    let shard = victim(&cluster);
+    let hit: Vec<bool> = owners.iter().map(|&p| p == shard).collect();
     let at = Instant::now();
     fault(&mut cluster);
     let recovered = Instant::now();
-    Figures::measure(name, load, &proxy, at, recovered)
+    Figures::measure(name, load, &proxy, (at, recovered), Some(&hit))
 }
 
 /// [`on_a_cluster`] for a Sentinel group of a master, 2 replicas and 3 Sentinels.
@@ -360,7 +384,7 @@ fn on_sentinels(name: &str, fault: impl FnOnce(&mut SentinelGroup)) -> Figures {
     let at = Instant::now();
     fault(&mut g);
     let recovered = Instant::now();
-    Figures::measure(name, load, &proxy, at, recovered)
+    Figures::measure(name, load, &proxy, (at, recovered), None)
 }
 
 /// The master of the readers' first key, which every fault here hits.
