@@ -200,6 +200,15 @@ fn ms(v: Option<u64>, default: Duration) -> Duration {
     v.map(Duration::from_millis).unwrap_or(default)
 }
 
+/// A limit that 0 turns off: the value given (`None` for 0), or the default when none is.
+fn zero_is_off<T: PartialEq + Default>(v: Option<T>, default: Option<T>) -> Option<T> {
+    match v {
+        Some(n) if n == T::default() => None,
+        Some(n) => Some(n),
+        None => default,
+    }
+}
+
 /// A redirect or retry budget: at most 1,000 (a request is never bounced more than that; a
 /// part counts its redirects in 16 bits).
 fn budget(field: &'static str, value: Option<u32>, default: u16) -> Result<u16, ConfigError> {
@@ -615,31 +624,21 @@ impl Config {
             max_redirects: budget("clients.max_redirects", c.max_redirects, sd.max_redirects)?,
             max_tryagain: budget("clients.max_tryagain", c.max_tryagain, sd.max_tryagain)?,
             tryagain_delay: ms(c.tryagain_delay_ms, sd.tryagain_delay),
-            failover_hold: match c.failover_hold_ms {
-                Some(0) => None,
-                Some(n) => Some(Duration::from_millis(n)),
-                None => sd.failover_hold,
-            },
+            failover_hold: zero_is_off(
+                c.failover_hold_ms.map(Duration::from_millis),
+                sd.failover_hold,
+            ),
             fleet_writes: c.fleet_writes.unwrap_or(false),
             idle_timeout: c
                 .idle_timeout_ms
                 .filter(|&t| t > 0)
                 .map(Duration::from_millis),
-            output_buffer_limit: match c.output_buffer_limit_bytes {
-                Some(0) => None,
-                Some(n) => Some(n),
-                None => sd.output_buffer_limit,
-            },
-            memory_budget: match c.memory_budget_bytes {
-                Some(0) => None,
-                Some(n) => Some(n),
-                None => sd.memory_budget,
-            },
-            request_timeout: match c.request_timeout_ms {
-                Some(0) => None,
-                Some(n) => Some(Duration::from_millis(n)),
-                None => sd.request_timeout,
-            },
+            output_buffer_limit: zero_is_off(c.output_buffer_limit_bytes, sd.output_buffer_limit),
+            memory_budget: zero_is_off(c.memory_budget_bytes, sd.memory_budget),
+            request_timeout: zero_is_off(
+                c.request_timeout_ms.map(Duration::from_millis),
+                sd.request_timeout,
+            ),
             multi_key,
             zone: match o.zone.clone().or(f.zone.clone()) {
                 Some(z) if z.trim().is_empty() || z.contains(char::is_whitespace) => {

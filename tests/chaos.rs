@@ -525,18 +525,7 @@ fn a_replica_restarted_empty_with_replica_reads() {
 
 #[test]
 fn sentinel_failover() {
-    let f = on_sentinels("SENTINEL FAILOVER", |g| {
-        let old = g.master_port();
-        let _: String = redis::cmd("SENTINEL")
-            .arg("FAILOVER")
-            .arg("mymaster")
-            .query(&mut g.sentinels[0].conn())
-            .unwrap();
-        support::wait_until("a new master", Duration::from_secs(30), || {
-            g.master_port() != old
-        });
-        g.wait_steady();
-    });
+    let f = on_sentinels("SENTINEL FAILOVER", |g| g.failover());
     // Sentinel's failover is not a coordinated handover as CLUSTER FAILOVER is: the replica is
     // promoted while the old master still takes writes, until Sentinel reconfigures it and
     // slotgate follows +switch-master; what it took meanwhile is dropped when it syncs from

@@ -331,16 +331,7 @@ fn sentinel_reads_go_to_the_same_zone_replica_and_survive_a_failover() {
     // A failover under a read load: no read fails, writes follow the new master.
     let reader = Reader::start(&proxy, keys.clone());
     reader.wait_reads(200);
-    let old = g.master_port();
-    let _: String = redis::cmd("SENTINEL")
-        .arg("FAILOVER")
-        .arg("mymaster")
-        .query(&mut g.sentinels[0].conn())
-        .unwrap();
-    wait_until("the Sentinels to switch", Duration::from_secs(30), || {
-        g.master_port() != old
-    });
-    g.wait_steady();
+    g.failover();
     reader.wait_reads(2000);
     let (errors, wrong, slowest) = reader.stop();
     assert_eq!(

@@ -20,7 +20,15 @@ use tracing::warn;
 
 use super::memory_budget::{self, MemoryBudget};
 
-use super::tag::{DRAIN, KILL, UNBLOCK};
+use super::tag::{DRAIN, KILL, Tag, UNBLOCK};
+
+/// Wakes a session with a signal (`tag`); a session that has gone is no one's concern.
+fn signal(wake: &mailbox::Sender<BackendReply>, tag: Tag) {
+    let _ = wake.send(BackendReply {
+        tag,
+        result: Ok(Bytes::new()),
+    });
+}
 
 #[derive(Debug)]
 struct Registered {
@@ -144,10 +152,7 @@ impl ClientRegistry {
                 budget = self.budget.limit().unwrap_or(0),
                 "closing client: clients' buffers are past the memory budget (clients.memory_budget_bytes); it holds the most"
             );
-            let _ = c.wake.send(BackendReply {
-                tag: KILL,
-                result: Ok(Bytes::new()),
-            });
+            signal(&c.wake, KILL);
         }
     }
 
@@ -276,10 +281,7 @@ impl ClientRegistry {
         if let Ok(mut q) = self.unblocks.lock() {
             q.push(u);
         }
-        let _ = wake.send(BackendReply {
-            tag: UNBLOCK,
-            result: Ok(Bytes::new()),
-        });
+        signal(&wake, UNBLOCK);
         Ok(())
     }
 
@@ -296,10 +298,7 @@ impl ClientRegistry {
     pub fn drain_all(&self) {
         let Ok(m) = self.clients.lock() else { return };
         for c in m.values() {
-            let _ = c.wake.send(BackendReply {
-                tag: DRAIN,
-                result: Ok(Bytes::new()),
-            });
+            signal(&c.wake, DRAIN);
         }
     }
 
@@ -317,10 +316,7 @@ impl ClientRegistry {
             {
                 continue;
             }
-            let _ = c.wake.send(BackendReply {
-                tag: KILL,
-                result: Ok(Bytes::new()),
-            });
+            signal(&c.wake, KILL);
             n += 1;
         }
         n

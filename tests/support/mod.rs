@@ -905,6 +905,21 @@ impl SentinelGroup {
         });
     }
 
+    /// `SENTINEL FAILOVER` through the first Sentinel; returns once the Sentinels name a new
+    /// master and the group is steady again.
+    pub fn failover(&self) {
+        let old = self.master_port();
+        let _: String = redis::cmd("SENTINEL")
+            .arg("FAILOVER")
+            .arg("mymaster")
+            .query(&mut self.sentinels[0].conn())
+            .unwrap();
+        wait_until("the Sentinels to switch", Duration::from_secs(30), || {
+            self.master_port() != old
+        });
+        self.wait_steady();
+    }
+
     /// The master's port as the first live Sentinel says.
     pub fn master_port(&self) -> u16 {
         self.sentinels

@@ -1,6 +1,7 @@
 //! The session's clocks: Redis' idle `timeout`, and the partial-request timeout that closes a
 //! slowloris. Both look at counts the session keeps anyway (bytes moved, requests parsed), so
-//! neither adds work per request; each holds one timer, made when first needed. They must
+//! neither adds work per request; each holds one timer (the request timeout's made when it
+//! first sees a partial request). They must
 //! never close a client a node still owes a reply (idle), nor one whose requests complete
 //! (request timeout).
 
