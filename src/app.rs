@@ -167,13 +167,16 @@ pub async fn start(mut config: Config) -> Result<Running, AppError> {
             sentinels,
             master_name,
             auth,
-        } => AnySource::Sentinel(SentinelSource::new(
-            sentinels.clone(),
-            master_name.clone(),
-            to_nodes.with_credentials(auth.clone()),
-            to_nodes,
-            config.discovery_timeout,
-        )),
+        } => AnySource::Sentinel(
+            SentinelSource::new(
+                sentinels.clone(),
+                master_name.clone(),
+                to_nodes.with_credentials(auth.clone()),
+                to_nodes,
+                config.discovery_timeout,
+            )
+            .with_failover_pause(config.session.failover_hold),
+        ),
         BackendMode::Standalone { server } => AnySource::Standalone(StandaloneSource::new(
             server.clone(),
             config.discovery_timeout,

@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::warn;
 
 use crate::mailbox::{self, SendError};
 pub use address::{AddrError, Endpoint, NodeAddr};
@@ -281,6 +282,12 @@ pub struct Node {
     others: Mutex<HashMap<Dialect, Arc<Vec<Link>>>>,
     /// The node left the topology: its connections are closed and no new ones open.
     retired: AtomicBool,
+    /// A master Sentinel is failing over away from ([`Node::pause`]): sends fail fast and
+    /// unsent ([`BackendError::FailingOver`]), so the sessions' failover hold keeps them for
+    /// the new master.
+    paused: AtomicBool,
+    /// Pauses begun, so that a pause's timer ends only its own pause.
+    pauses: AtomicU64,
     /// A replica's [`Replication`] (always `Unknown` for a master).
     replication: AtomicU8,
     /// A replica's lag behind its master in milliseconds, as last read (`u64::MAX`: unknown).
@@ -312,6 +319,8 @@ impl Node {
             default,
             others: Mutex::new(HashMap::new()),
             retired: AtomicBool::new(false),
+            paused: AtomicBool::new(false),
+            pauses: AtomicU64::new(0),
             replication: AtomicU8::new(Replication::Unknown as u8),
             lag_ms: AtomicU64::new(u64::MAX),
             config,
@@ -488,14 +497,42 @@ impl Node {
             .saturating_mul(m.outstanding().saturating_add(1))
     }
 
+    /// Stops sending to this master for at most `limit`: Sentinel is failing it over (it has
+    /// chosen the replica to promote), and a write it took from now on would be dropped when it
+    /// is demoted. Sends fail fast and unsent until [`Self::resume`], the limit, or the
+    /// node's retirement (the new master is published; the old one is a new `Node` if it is ever
+    /// a master again).
+    pub fn pause(self: &Arc<Self>, limit: Duration) {
+        let pause = self.pauses.fetch_add(1, Ordering::Relaxed) + 1;
+        self.paused.store(true, Ordering::Release);
+        let node = Arc::downgrade(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(limit).await;
+            if let Some(node) = node.upgrade()
+                && node.pauses.load(Ordering::Relaxed) == pause
+                && node.paused.swap(false, Ordering::AcqRel)
+            {
+                warn!(node = %node.addr, ?limit, "failover not completed in time: sending to the master again");
+            }
+        });
+    }
+
+    /// Ends a pause: the failover was given up and the master stays.
+    pub fn resume(&self) {
+        self.paused.store(false, Ordering::Release);
+    }
+
+    /// Whether sends are paused for a failover.
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Acquire)
+    }
+
     /// Queues `req` on the connection this session uses for this node. Fails fast, handing the
-    /// request back through its `ReplyTo`, when the node is down or its queue is full.
+    /// request back through its `ReplyTo`, when the node is down, paused, or its queue is full.
     pub fn send(&self, dialect: Dialect, session: u64, req: BackendRequest) {
         self.with_link(dialect, session, |link| {
             let Some(link) = link else {
-                return req
-                    .reply_to
-                    .send(Err(BackendError::Down(self.addr.clone())));
+                return req.reply_to.send(Err(self.unusable()));
             };
             match link.tx.send_bounded(req, link.depth) {
                 Ok(()) => {}
@@ -512,7 +549,7 @@ impl Node {
     }
 
     /// Runs `f` with the connection `session` uses for `dialect` on the calling worker, or
-    /// `None` when it is down.
+    /// `None` when it is down or the node is paused ([`Self::unusable`] says which).
     #[inline]
     fn with_link<R>(
         &self,
@@ -529,7 +566,17 @@ impl Node {
         };
         f(self
             .pick(links, session)
-            .filter(|l| l.state() != LinkState::Down))
+            .filter(|l| l.state() != LinkState::Down && !self.paused.load(Ordering::Relaxed)))
+    }
+
+    /// Why [`Self::with_link`] found no connection to use.
+    #[cold]
+    fn unusable(&self) -> BackendError {
+        if self.paused.load(Ordering::Relaxed) {
+            BackendError::FailingOver(self.addr.clone())
+        } else {
+            BackendError::Down(self.addr.clone())
+        }
     }
 
     /// The connections of a dialect other than the default, opened on first use.
@@ -562,7 +609,7 @@ impl Node {
     pub fn send_batch(&self, dialect: Dialect, session: u64, reqs: &mut Vec<BackendRequest>) {
         let failure = self.with_link(dialect, session, |link| {
             let Some(link) = link else {
-                return Some(BackendError::Down(self.addr.clone()));
+                return Some(self.unusable());
             };
             match link.tx.send_many_bounded(reqs, link.depth) {
                 Ok(()) => None,
@@ -604,9 +651,9 @@ impl Node {
         &self.tel.node
     }
 
-    /// True when every connection of the default dialect is up.
+    /// True when every connection of the default dialect is up and sends are not paused.
     pub fn is_up(&self) -> bool {
-        self.default.iter().all(|l| l.state() == LinkState::Up)
+        !self.is_paused() && self.default.iter().all(|l| l.state() == LinkState::Up)
     }
 }
 

@@ -30,6 +30,10 @@ pub enum BackendError {
     /// No master is known for the request (the topology has none right now).
     #[error("ERR slotgate: no master available")]
     NoMaster,
+    /// The node is a master Sentinel is failing over away from: the request was refused
+    /// before it was written, so that no write reaches a master about to be demoted.
+    #[error("ERR slotgate: backend {0} is being failed over")]
+    FailingOver(NodeAddr),
     /// The node sent bytes that are not RESP; the connection is closed.
     #[error("ERR slotgate: backend {0} sent a malformed reply ({1})")]
     Protocol(NodeAddr, ProtocolError),
@@ -41,7 +45,7 @@ impl BackendError {
     pub fn failure(&self) -> Failure {
         use BackendError as E;
         match self {
-            E::Down(_) => Failure::Unsent { node_failed: true },
+            E::Down(_) | E::FailingOver(_) => Failure::Unsent { node_failed: true },
             E::NoMaster => Failure::Unsent { node_failed: false },
             E::Overloaded(_) => Failure::Overloaded,
             E::Lost(_) => Failure::Lost,
@@ -55,14 +59,19 @@ impl BackendError {
         use BackendError as E;
         match self {
             E::Down(a) | E::Overloaded(a) | E::Lost(a) | E::TooManyPrivate(a) => Some(a),
+            E::FailingOver(a) => Some(a),
             E::Timeout(a, _) | E::Protocol(a, _) => Some(a),
             E::NoMaster => None,
         }
     }
 
-    /// True when the node itself seems gone, so the topology is worth refreshing.
+    /// True when the node itself seems gone, so the topology is worth refreshing (a failover
+    /// in progress is being followed already).
     pub fn suggests_refresh(&self) -> bool {
-        !matches!(self, BackendError::Overloaded(_))
+        !matches!(
+            self,
+            BackendError::Overloaded(_) | BackendError::FailingOver(_)
+        )
     }
 }
 

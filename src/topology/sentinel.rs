@@ -37,6 +37,10 @@ pub struct SentinelSource {
     /// Events already logged, with when: every Sentinel announces the same event, and the
     /// log says it once.
     logged: Arc<Mutex<Vec<(String, Instant)>>>,
+    /// How long sends to a master being failed over may be paused (`Node::pause`), from the
+    /// moment Sentinel picks the replica to promote until the new master is published; `None`
+    /// (no failover hold to keep them meanwhile) pauses nothing.
+    pause_limit: Option<Duration>,
 }
 
 /// How long an event is remembered as logged.
@@ -80,6 +84,39 @@ impl SentinelSource {
             timeout,
             promoting: Arc::new(Mutex::new(None)),
             logged: Arc::new(Mutex::new(Vec::new())),
+            pause_limit: None,
+        }
+    }
+
+    /// Pauses sends to a master from the moment Sentinel starts failing it over, for at most
+    /// `limit` (the sessions' failover hold keeps the requests meanwhile).
+    pub fn with_failover_pause(mut self, limit: Option<Duration>) -> Self {
+        self.pause_limit = limit;
+        self
+    }
+
+    /// Pauses the master a failover is leaving, when it is the one slotgate sends to: what it
+    /// would take from now on is lost when it is demoted.
+    fn pause_master(&self, payload: &str, handle: &TopologyHandle) {
+        let (Some(limit), Some(old)) = (self.pause_limit, event_master(payload)) else {
+            return;
+        };
+        let topology = handle.load_full();
+        if let Some(master) = topology.masters().iter().find(|m| *m.addr() == old)
+            && !master.is_paused()
+        {
+            info!(master = %old, "Sentinel is failing the master over: holding its requests for the new one");
+            master.pause(limit);
+        }
+    }
+
+    /// Ends a pause: the failover was given up.
+    fn resume_masters(handle: &TopologyHandle) {
+        for master in handle.load_full().masters() {
+            if master.is_paused() {
+                info!(master = %master.addr(), "Sentinel gave the failover up: sending to the master again");
+                master.resume();
+            }
         }
     }
 
@@ -255,11 +292,13 @@ impl SentinelSource {
                         if self.first_to_announce(&format!("{channel} {payload}")) {
                             info!(%channel, %replica, "Sentinel is promoting a replica");
                         }
+                        self.pause_master(&payload, &handle);
                         self.follow_promotion(replica, handle.clone());
                         continue;
                     }
                     if channel == "+failover-end-for-timeout" {
                         self.set_promoting(None);
+                        Self::resume_masters(&handle);
                     }
                     if channel == "+switch-master" {
                         let mut words = payload.split(' ');
@@ -329,6 +368,14 @@ async fn role_is_master(addr: &NodeAddr, via: &Connector) -> bool {
 fn instance_addr(payload: &str) -> Option<NodeAddr> {
     let mut words = payload.split(' ');
     let (_kind, _name, ip, port) = (words.next()?, words.next()?, words.next()?, words.next()?);
+    join_host_port(ip, port.parse().ok()?)
+}
+
+/// The master an instance event's payload names after its `@`:
+/// `<type> <name> <ip> <port> @ <master-name> <master-ip> <master-port>`.
+fn event_master(payload: &str) -> Option<NodeAddr> {
+    let mut words = payload.split(" @ ").nth(1)?.split(' ');
+    let (_name, ip, port) = (words.next()?, words.next()?, words.next()?);
     join_host_port(ip, port.parse().ok()?)
 }
 
@@ -438,6 +485,25 @@ mod tests {
             "slave 127.0.0.1:6380 127.0.0.1 6380 @ other 127.0.0.1 6379",
             "mymaster"
         ));
+    }
+
+    #[test]
+    fn should_read_the_master_an_instance_event_names() {
+        let addr = NodeAddr::from;
+        assert_eq!(
+            event_master("slave 127.0.0.1:7001 127.0.0.1 7001 @ mymaster 127.0.0.1 7000"),
+            Some(addr("127.0.0.1:7000"))
+        );
+        // A master event names no master after an `@`; a cut payload names none.
+        assert_eq!(event_master("master mymaster 127.0.0.1 7000"), None);
+        assert_eq!(
+            event_master("slave a 127.0.0.1 7001 @ mymaster 127.0.0.1"),
+            None
+        );
+        assert_eq!(
+            event_master("slave a 127.0.0.1 7001 @ mymaster 127.0.0.1 x"),
+            None
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The failover hold: parts of a session's requests that their master failed without running
-//! them (the node down, no master known, `CLUSTERDOWN`, `LOADING`; a read whose connection
-//! broke) wait here, in the order they failed, until a master for their slot is reachable,
+//! them (the node down or paused for a Sentinel failover, no master known, `CLUSTERDOWN`,
+//! `LOADING`; a read whose connection broke) wait here, in the order they failed, until a master for their slot is reachable,
 //! and are then sent there; when `failover_hold_ms` has passed since a part first failed, the
 //! failure it came back with is delivered. Requests the session sends meanwhile for a slot
 //! that has parts held queue behind them, so a client's writes to one key run in its order.

@@ -57,8 +57,17 @@ const REDISCOVER_POLLS: u32 = 200;
 
 const REDISCOVER_POLL: std::time::Duration = std::time::Duration::from_millis(10);
 
-/// How long a part held after a master's CLUSTERDOWN or LOADING waits before it is sent again.
-const REPLY_HOLD_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+/// How long a part held after a master's CLUSTERDOWN or LOADING waits before it is sent again,
+/// having been held `held_for` already: 10 ms at first, then half the time held so far, at most
+/// 100 ms. With `cluster-require-full-coverage` every master answers CLUSTERDOWN from the moment
+/// a failed master is marked FAIL until it learns of the promotion, a few milliseconds after the
+/// promoted replica itself; a part asked again soon rides that out with little delay, and a long
+/// outage costs each held part ten requests a second.
+fn reply_hold_pause(held_for: std::time::Duration) -> std::time::Duration {
+    const FIRST: std::time::Duration = std::time::Duration::from_millis(10);
+    const MOST: std::time::Duration = std::time::Duration::from_millis(100);
+    (held_for / 2).clamp(FIRST, MOST)
+}
 
 /// Longest wait between two TRYAGAIN retries.
 const MAX_RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
@@ -279,6 +288,7 @@ impl Session {
                         .hold_until
                         .get_or_insert_with(|| Deadline::after(hold))
                         .instant();
+                    let held_for = hold.saturating_sub(until.saturating_duration_since(now));
                     // The master that failed it: the one the error names, else the slot's.
                     let from = match &r.result {
                         Err(e) => e.node().cloned(),
@@ -290,7 +300,7 @@ impl Session {
                     // A master that answered (CLUSTERDOWN, LOADING) is asked again after a
                     // pause; one that is down, as soon as the topology offers a master.
                     let not_before = if r.result.is_ok() {
-                        now + REPLY_HOLD_PAUSE
+                        now + reply_hold_pause(held_for)
                     } else {
                         now
                     };
@@ -444,5 +454,24 @@ impl Session {
                 false
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::reply_hold_pause;
+
+    #[test]
+    fn should_ask_a_master_that_said_clusterdown_again_soon_then_less_often() {
+        let ms = Duration::from_millis;
+        // First held: soon, for the moments every master says CLUSTERDOWN around a promotion.
+        assert_eq!(reply_hold_pause(ms(0)), ms(10));
+        assert_eq!(reply_hold_pause(ms(20)), ms(10));
+        // Then half the time held so far...
+        assert_eq!(reply_hold_pause(ms(60)), ms(30));
+        // ...and never less often than ten times a second.
+        assert_eq!(reply_hold_pause(ms(5_000)), ms(100));
     }
 }
