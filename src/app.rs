@@ -233,6 +233,9 @@ pub async fn start(mut config: Config) -> Result<Running, AppError> {
         next_client_id: AtomicU64::new(1),
         draining: AtomicBool::new(false),
         scripts: Default::default(),
+        hold_budget: crate::frontend::hold_budget::HoldBudget::new(
+            config.session.failover_hold_max_bytes,
+        ),
         clients: crate::frontend::clients::ClientRegistry::with_budget(
             config.session.memory_budget,
         ),

@@ -635,6 +635,10 @@ impl Config {
                 .map(Duration::from_millis),
             output_buffer_limit: zero_is_off(c.output_buffer_limit_bytes, sd.output_buffer_limit),
             memory_budget: zero_is_off(c.memory_budget_bytes, sd.memory_budget),
+            failover_hold_max_bytes: zero_is_off(
+                c.failover_hold_max_bytes,
+                sd.failover_hold_max_bytes,
+            ),
             request_timeout: zero_is_off(
                 c.request_timeout_ms.map(Duration::from_millis),
                 sd.request_timeout,

@@ -9,6 +9,7 @@ pub mod buffers;
 pub mod client_reply;
 pub mod client_stream;
 pub mod clients;
+pub mod hold_budget;
 pub mod host;
 pub mod io_signal;
 pub mod keyspace_events;
@@ -84,6 +85,9 @@ pub struct SessionConfig {
     /// Most bytes every client's buffers hold together before the clients holding the most
     /// are closed, as Redis' `maxmemory-clients`. `None`: no budget.
     pub memory_budget: Option<usize>,
+    /// Most bytes of requests the failover hold keeps for one shard; past it they fail at
+    /// once. `None`: no limit.
+    pub failover_hold_max_bytes: Option<usize>,
     /// Close a client whose partial request has waited this long for the rest of its bytes
     /// (a slowloris holds connections so); a request that completes restarts the clock.
     /// `None`: never.
@@ -103,6 +107,10 @@ pub const DEFAULT_OUTPUT_BUFFER_LIMIT: usize = 256 * 1024 * 1024;
 
 /// The memory budget's default: four clients at the output buffer limit.
 pub const DEFAULT_MEMORY_BUDGET: usize = 1024 * 1024 * 1024;
+
+/// The failover hold's default limit per shard: 64 MiB is 100,000 SETs of a 500-byte value, a
+/// thousand clients pipelining 100 each, and a sixteenth of the memory budget.
+pub const DEFAULT_FAILOVER_HOLD_MAX_BYTES: usize = 64 * 1024 * 1024;
 
 /// The request timeout's default: 30 s is 17 MB/s for a request of the default 512 MiB limit,
 /// and far longer than any client takes to write a request it has.
@@ -127,6 +135,7 @@ impl Default for SessionConfig {
             idle_timeout: None,
             output_buffer_limit: Some(DEFAULT_OUTPUT_BUFFER_LIMIT),
             memory_budget: Some(DEFAULT_MEMORY_BUDGET),
+            failover_hold_max_bytes: Some(DEFAULT_FAILOVER_HOLD_MAX_BYTES),
             request_timeout: Some(DEFAULT_REQUEST_TIMEOUT),
             access: crate::access::Access::default(),
             deny_commands: Vec::new(),
@@ -246,6 +255,8 @@ pub struct Context {
     pub draining: AtomicBool,
     /// Scripts loaded through slotgate, for NOSCRIPT repair.
     pub scripts: scripts::ScriptCache,
+    /// What the failover hold keeps, per shard, against `clients.failover_hold_max_bytes`.
+    pub hold_budget: hold_budget::HoldBudget,
     /// slotgate's own clients, for CLIENT LIST and CLIENT KILL.
     pub clients: clients::ClientRegistry,
     /// Requests parsed from one client read: how deep clients pipeline.

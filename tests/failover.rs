@@ -198,3 +198,77 @@ fn a_killed_master_is_a_pause_no_read_fails_and_pipelined_writes_keep_their_orde
     assert!(holds > 0);
     assert!(proxy.log().contains("topology changed"));
 }
+
+/// The hold keeps a bounded amount per shard (`failover_hold_max_bytes`): past it, requests
+/// for the dead shard fail at once with the error they came back with, while the part already
+/// held still reaches the promoted replica.
+#[test]
+fn a_full_hold_fails_further_requests_for_the_dead_shard_at_once() {
+    let mut cluster = Cluster::start(3, 1);
+    cluster.wait_replicas_synced();
+    // One byte: the first part held fills the dead shard's hold (a part fits an empty hold
+    // whatever its size); every later one is refused while it waits.
+    let conf = support::TempConf::new(
+        "[clients]\nfailover_hold_ms = 20000\nfailover_hold_max_bytes = 1\n",
+    );
+    let proxy = Proxy::cluster(&cluster, &["--config", conf.path()]);
+    let victim_port = cluster
+        .owner_of_slot(slotgate::router::key_slot(b"victim"))
+        .port;
+    // Connections first, so that the clients only send once the master is gone.
+    let mut clients: Vec<redis::Connection> = (0..10).map(|_| proxy.conn()).collect();
+    let mut first = clients.remove(0);
+    cluster.node_mut(victim_port).kill();
+    std::thread::sleep(Duration::from_millis(300));
+    let held = std::thread::spawn(move || {
+        first
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let t = Instant::now();
+        let r = first.set::<_, _, ()>("{victim}:held", 1);
+        (r.map_err(|e| e.to_string()), t.elapsed())
+    });
+    // Until the first is held (not asked of INFO: its fan-out to the dead master would wait
+    // in the hold too).
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!held.is_finished(), "the first is held");
+    for (i, c) in clients.iter_mut().enumerate() {
+        let t = Instant::now();
+        let r = c.set::<_, _, ()>(format!("{{victim}}:{i}"), i);
+        let e = r
+            .expect_err("refused: the shard's hold is full")
+            .to_string();
+        assert!(e.contains("is unreachable"), "{e}");
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "refused at once: {:?}",
+            t.elapsed()
+        );
+    }
+    // The held one waited for the promotion and ran there.
+    let (r, took) = held.join().unwrap();
+    assert_eq!(r, Ok(()));
+    // (INFO only now: its part for the dead master would have been refused too.)
+    assert_eq!(
+        proxy.info_field("proxy_failover_holds_refused").as_deref(),
+        Some("9")
+    );
+    assert!(took > Duration::from_millis(500), "{took:?}");
+    let v: u64 = proxy.conn().get("{victim}:held").unwrap();
+    assert_eq!(v, 1);
+    assert_eq!(
+        proxy.info_field("proxy_failover_held_bytes").as_deref(),
+        Some("0")
+    );
+    // Other shards were never refused: a key elsewhere answers as usual.
+    let other = (0..1000)
+        .map(|i| format!("other:{i}"))
+        .find(|k| {
+            cluster
+                .owner_of_slot(slotgate::router::key_slot(k.as_bytes()))
+                .port
+                != victim_port
+        })
+        .unwrap();
+    let () = proxy.conn().set(&other, 7).unwrap();
+}

@@ -118,6 +118,9 @@ pub struct ClientsFile {
     /// How long a request its master failed without running it waits for a new master; 0
     /// fails it at once.
     pub failover_hold_ms: Option<u64>,
+    /// Most bytes of requests the failover hold keeps for one shard; past it they fail at
+    /// once. 0: no limit.
+    pub failover_hold_max_bytes: Option<usize>,
     pub drain_timeout_ms: Option<u64>,
     /// Send FLUSHALL, FLUSHDB and CONFIG SET/RESETSTAT/REWRITE to every master.
     pub fleet_writes: Option<bool>,

@@ -575,6 +575,14 @@ pub fn proxy_info_section(ctx: &Context) -> String {
         s.failover_holds_expired.load(Ordering::Relaxed).to_string(),
     );
     line(
+        "proxy_failover_holds_refused",
+        ctx.hold_budget.refused.load(Ordering::Relaxed).to_string(),
+    );
+    line(
+        "proxy_failover_held_bytes",
+        ctx.hold_budget.total().to_string(),
+    );
+    line(
         "proxy_redirects_tryagain",
         s.redirects_tryagain.load(Ordering::Relaxed).to_string(),
     );

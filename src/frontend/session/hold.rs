@@ -75,6 +75,8 @@ pub(super) struct Held {
     pub(super) until: Instant,
     /// What it came back with, delivered when the hold gives up.
     pub(super) failure: Result<Bytes, BackendError>,
+    /// What it is charged to its shard's hold budget (0 for a part queued behind).
+    pub(super) charge: usize,
 }
 
 /// What to do with the oldest held part.
@@ -197,6 +199,7 @@ async fn run(hold: Arc<Hold>, ctx: Arc<Context>, session: u64, tx: mailbox::Send
                     break;
                 }
                 let Some(h) = s.parts.pop_front() else { break };
+                ctx.hold_budget.release(h.from.as_ref(), h.charge);
                 let reply_to = ReplyTo {
                     tx: tx.clone(),
                     tag: h.tag,

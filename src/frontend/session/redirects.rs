@@ -1,7 +1,8 @@
 //! Error replies to a part of a request: MOVED, ASK, TRYAGAIN, READONLY after a failover,
 //! NOSCRIPT for a script slotgate loaded, and lost connections; a read a read policy placed
 //! that failed where it went (sent once more, to the next candidate); and a part its master
-//! failed without running it, held for a master (`hold`). Each is followed or retried within
+//! failed without running it, held for a master (`hold`; within its shard's hold budget,
+//! `hold_budget`, else delivered at once). Each is followed or retried within
 //! the part's budget, invisibly to the client, or delivered as Redis gave it.
 //!
 //! A part must never be sent twice at once, a write never sent to a second node after a
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::{Bytes, BytesMut};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::Session;
 use super::hold::{Behind, Deadline, Held, Hold};
@@ -20,6 +21,8 @@ use super::place::{QueuePlace, Via};
 use crate::backend::connection::ASKING;
 use crate::backend::{BackendReply, BackendRequest, Dialect, Node, ReplyTo};
 use crate::error::BackendError;
+use crate::frontend::Context;
+use crate::frontend::hold_budget::PART_OVERHEAD;
 use crate::frontend::tag::PART_BITS;
 use crate::protocol::{Request, encode};
 use crate::router::{Budget, Outcome, PartAction, PartFacts, next_step};
@@ -50,6 +53,23 @@ enum Action {
         via: Via,
     },
     Hold(Box<Held>),
+}
+
+/// A part's result as its final answer: a node's reply as it is, a failure as its error (counted,
+/// and a refresh asked for when it suggests one).
+fn delivered(ctx: &Context, result: Result<Bytes, BackendError>) -> Action {
+    match result {
+        Ok(reply) => Action::Deliver(reply),
+        Err(e) => {
+            ctx.stats.backend_errors.fetch_add(1, Ordering::Relaxed);
+            if e.suggests_refresh() {
+                ctx.topology.request_refresh(None);
+            }
+            let mut b = BytesMut::new();
+            encode::error(&mut b, &e.to_string());
+            Action::Deliver(b.freeze())
+        }
+    }
 }
 
 /// After READONLY, how long (in polls) to wait for a new master before sending again.
@@ -167,21 +187,7 @@ impl Session {
             }
             let via = Via::of(part);
             action = match step {
-                PartAction::Deliver | PartAction::ReadElsewhere => match r.result {
-                    Ok(reply) => Action::Deliver(reply),
-                    Err(e) => {
-                        self.ctx
-                            .stats
-                            .backend_errors
-                            .fetch_add(1, Ordering::Relaxed);
-                        if e.suggests_refresh() {
-                            self.ctx.topology.request_refresh(None);
-                        }
-                        let mut b = BytesMut::new();
-                        encode::error(&mut b, &e.to_string());
-                        Action::Deliver(b.freeze())
-                    }
-                },
+                PartAction::Deliver | PartAction::ReadElsewhere => delivered(&self.ctx, r.result),
                 PartAction::LoadScript => {
                     // Load the script on the node that answered (where the last redirect, if
                     // any, sent the part) and run the EVALSHA again there, once.
@@ -304,17 +310,31 @@ impl Session {
                     } else {
                         now
                     };
-                    Action::Hold(Box::new(Held {
-                        tag: r.tag,
-                        slot: part.slot,
-                        frame: part.request.clone(),
-                        dialect: part.dialect,
-                        skip: part.skip,
-                        from,
-                        not_before,
-                        until,
-                        failure: r.result,
-                    }))
+                    let charge = part.request.len() + PART_OVERHEAD;
+                    if !self.ctx.hold_budget.admit(from.as_ref(), charge) {
+                        let refused = self.ctx.hold_budget.refused.load(Ordering::Relaxed);
+                        if refused.is_power_of_two() {
+                            warn!(
+                                shard = ?from.as_ref().map(|a| a.to_string()),
+                                refused,
+                                "the failover hold of this shard is full (clients.failover_hold_max_bytes): failing requests at once"
+                            );
+                        }
+                        delivered(&self.ctx, r.result)
+                    } else {
+                        Action::Hold(Box::new(Held {
+                            tag: r.tag,
+                            slot: part.slot,
+                            frame: part.request.clone(),
+                            dialect: part.dialect,
+                            skip: part.skip,
+                            from,
+                            not_before,
+                            until,
+                            failure: r.result,
+                            charge,
+                        }))
+                    }
                 }
                 PartAction::RetryLater => {
                     self.ctx
@@ -444,6 +464,7 @@ impl Session {
                 not_before: now,
                 until: now + until,
                 failure: Err(BackendError::NoMaster),
+                charge: 0,
             }
         });
         match behind {
