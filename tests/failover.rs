@@ -272,3 +272,55 @@ fn a_full_hold_fails_further_requests_for_the_dead_shard_at_once() {
         .unwrap();
     let () = proxy.conn().set(&other, 7).unwrap();
 }
+
+/// Reads a read policy would send to a replica, and the parts of a split command, wait behind
+/// the client's held writes of their slot: after a held SET, a GET and an MGET of the key read
+/// the new value from the promoted replica, not the old one from the replica that is still up.
+#[test]
+fn reads_and_split_parts_wait_behind_a_held_write_of_their_slot() {
+    let mut cluster = Cluster::start(3, 1);
+    let proxy = Proxy::cluster(&cluster, &["--read-from", "prefer-replica"]);
+    let victim_port = cluster
+        .owner_of_slot(slotgate::router::key_slot(b"victim"))
+        .port;
+    let other = (0..1000)
+        .map(|i| format!("other:{i}"))
+        .find(|k| {
+            cluster
+                .owner_of_slot(slotgate::router::key_slot(k.as_bytes()))
+                .port
+                != victim_port
+        })
+        .unwrap();
+    let mut c = proxy.conn();
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let () = c.set("{victim}:k", "old").unwrap();
+    let () = c.set(&other, "o").unwrap();
+    cluster.wait_replicas_synced();
+    cluster.node_mut(victim_port).kill();
+    std::thread::sleep(Duration::from_millis(300));
+    // The SET first, alone, so that it is held before the reads arrive.
+    use std::io::{Read, Write};
+    let mut raw = std::net::TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    raw.write_all(b"*3\r\n$3\r\nSET\r\n$10\r\n{victim}:k\r\n$3\r\nnew\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let mget = format!(
+        "*3\r\n$4\r\nMGET\r\n$10\r\n{{victim}}:k\r\n${}\r\n{other}\r\n",
+        other.len()
+    );
+    raw.write_all(b"*2\r\n$3\r\nGET\r\n$10\r\n{victim}:k\r\n")
+        .unwrap();
+    raw.write_all(mget.as_bytes()).unwrap();
+    let want = b"+OK\r\n$3\r\nnew\r\n*2\r\n$3\r\nnew\r\n$1\r\no\r\n";
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    while got.len() < want.len() {
+        let n = raw.read(&mut buf).unwrap();
+        assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    // The GET and the MGET's part of the held slot waited behind the SET.
+    assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(want));
+}

@@ -840,6 +840,12 @@ impl Session {
         let mut parts = SmallVec::new();
         parts.push(PartState::new(frame.clone(), command, slot, None, dialect));
         self.push_waiting(Combine::Single, parts);
+        // Behind this slot's held parts (earlier writes), to the master, as they go.
+        if self.hold.is_some()
+            && self.queue_behind_hold(tag(seq, 0), &frame, slot, Via::shared(dialect))
+        {
+            return;
+        }
         // As on the master path: the node borrowed from the snapshot into the outbox.
         let id = self.client.id;
         match read_target(&mut self.topo, &self.ctx.config, id, slot, None) {
@@ -1078,6 +1084,17 @@ impl Session {
         // come back through the reply queue, so no reply can arrive before the place exists.
         let id = self.client.id;
         for (i, p) in split.iter().enumerate() {
+            // Behind this slot's held parts, while a failover hold has some.
+            if self.hold.is_some()
+                && self.queue_behind_hold(
+                    tag(seq, i),
+                    &p.request,
+                    Some(p.slot),
+                    Via::shared(dialect),
+                )
+            {
+                continue;
+            }
             let pinned = self.pinned_to_master(Some(p.slot), read);
             let target = if read && !pinned {
                 read_target(&mut self.topo, &self.ctx.config, id, Some(p.slot), None)
