@@ -21,14 +21,13 @@ pub mod shard_channels;
 pub mod subscriptions;
 pub mod tag;
 pub mod transaction;
-pub mod unix_listener;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, debug_span, info, warn};
@@ -273,76 +272,13 @@ pub struct Context {
 /// A new client's socket on its way to its worker: still registered with this thread's reactor,
 /// or taken out of it for another worker's.
 enum Handoff {
-    Here(Accepted),
-    MovedTcp(std::net::TcpStream),
-    MovedUnix(std::os::unix::net::UnixStream),
+    Here(TcpStream),
+    Moved(std::net::TcpStream),
 }
 
-/// A socket clients connect to: TCP, or a Unix socket file (its path, for CLIENT LIST).
-pub enum Listener {
-    Tcp(TcpListener),
-    Unix(UnixListener, Arc<str>),
-}
-
-/// A client's socket as accepted.
-enum Accepted {
-    Tcp(TcpStream),
-    Unix(UnixStream),
-}
-
-impl Listener {
-    async fn accept(&self) -> std::io::Result<(Accepted, clients::Peer)> {
-        match self {
-            Listener::Tcp(l) => {
-                let (s, peer) = l.accept().await?;
-                Ok((Accepted::Tcp(s), clients::Peer::Tcp(peer)))
-            }
-            Listener::Unix(l, path) => {
-                let (s, _) = l.accept().await?;
-                Ok((Accepted::Unix(s), clients::Peer::Unix(path.clone())))
-            }
-        }
-    }
-}
-
-impl Accepted {
-    async fn refuse(mut self, line: &'static [u8]) {
-        let _ = match &mut self {
-            Accepted::Tcp(s) => s.write_all(line).await,
-            Accepted::Unix(s) => s.write_all(line).await,
-        };
-    }
-
-    fn fd(&self) -> i32 {
-        match self {
-            Accepted::Tcp(s) => std::os::fd::AsRawFd::as_raw_fd(s),
-            Accepted::Unix(s) => std::os::fd::AsRawFd::as_raw_fd(s),
-        }
-    }
-
-    /// Out of this thread's reactor, for another worker's.
-    fn into_std(self) -> std::io::Result<Handoff> {
-        match self {
-            Accepted::Tcp(s) => s.into_std().map(Handoff::MovedTcp),
-            Accepted::Unix(s) => s.into_std().map(Handoff::MovedUnix),
-        }
-    }
-}
-
-impl Handoff {
-    /// The socket registered with the current worker's reactor.
-    fn arrive(self) -> std::io::Result<Accepted> {
-        match self {
-            Handoff::Here(a) => Ok(a),
-            Handoff::MovedTcp(s) => TcpStream::from_std(s).map(Accepted::Tcp),
-            Handoff::MovedUnix(s) => UnixStream::from_std(s).map(Accepted::Unix),
-        }
-    }
-}
-
-/// A listening socket and how its clients talk: plain RESP, or RESP inside TLS (TCP only).
+/// A listening socket and how its clients talk: plain RESP, or RESP inside TLS.
 pub struct Door {
-    pub listener: Listener,
+    pub listener: TcpListener,
     pub tls: Option<TlsDoor>,
 }
 
@@ -447,7 +383,7 @@ async fn accept_loop(
             _ = shutdown.cancelled() => return,
             a = listener.accept() => a,
         };
-        let (stream, peer) = match accepted {
+        let (mut stream, peer) = match accepted {
             Ok(a) => a,
             Err(e) => {
                 // Out of file descriptors and similar: back off instead of spinning.
@@ -465,16 +401,15 @@ async fn accept_loop(
                 .connections_rejected
                 .fetch_add(1, Ordering::Relaxed);
             warn!(%peer, max = ctx.config.max_clients, "refusing client: max number of clients reached");
-            tokio::spawn(stream.refuse(b"-ERR max number of clients reached\r\n"));
+            tokio::spawn(async move {
+                let _ = stream
+                    .write_all(b"-ERR max number of clients reached\r\n")
+                    .await;
+            });
             continue;
         }
-        let local = match &stream {
-            Accepted::Tcp(s) => {
-                let _ = s.set_nodelay(true);
-                s.local_addr().ok().map(clients::Peer::Tcp)
-            }
-            Accepted::Unix(_) => Some(peer.clone()),
-        };
+        let _ = stream.set_nodelay(true);
+        let local = stream.local_addr().ok();
         ctx.stats
             .connections_current
             .fetch_add(1, Ordering::Relaxed);
@@ -488,7 +423,7 @@ async fn accept_loop(
             Handoff::Here(stream)
         } else {
             match stream.into_std() {
-                Ok(h) => h,
+                Ok(s) => Handoff::Moved(s),
                 Err(e) => {
                     warn!(%peer, error = %e, "cannot hand the client to a worker");
                     ctx.stats
@@ -498,33 +433,31 @@ async fn accept_loop(
                 }
             }
         };
-        let shown = peer.to_string();
         let session = async move {
-            let stream = match handoff.arrive() {
-                Ok(s) => s,
-                Err(e) => {
-                    warn!(error = %e, "cannot register the client on its worker");
-                    ctx2.stats
-                        .connections_current
-                        .fetch_sub(1, Ordering::Relaxed);
-                    return;
-                }
+            let stream = match handoff {
+                Handoff::Here(s) => s,
+                Handoff::Moved(std) => match TcpStream::from_std(std) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        warn!(error = %e, "cannot register the client on its worker");
+                        ctx2.stats
+                            .connections_current
+                            .fetch_sub(1, Ordering::Relaxed);
+                        return;
+                    }
+                },
             };
             debug!("client connected");
             let at = clients::Endpoint {
-                peer: peer.clone(),
+                peer,
                 local,
-                fd: stream.fd(),
+                fd: std::os::fd::AsRawFd::as_raw_fd(&stream),
             };
-            let stream = match (stream, tls) {
-                (Accepted::Tcp(s), None) => Some((client_stream::ClientStream::Tcp(s), None)),
-                (Accepted::Unix(s), _) => Some((client_stream::ClientStream::Unix(s), None)),
+            let stream = match tls {
+                None => Some((client_stream::ClientStream::Tcp(stream), None)),
                 // On the session's worker, as any other future: a client that never finishes
                 // its handshake holds no worker, only its place under max_clients.
-                (Accepted::Tcp(s), Some(tls)) => match &peer {
-                    clients::Peer::Tcp(addr) => tls_handshake(&tls, s, *addr, &ctx2).await,
-                    clients::Peer::Unix(_) => None,
-                },
+                Some(tls) => tls_handshake(&tls, stream, peer, &ctx2).await,
             };
             // One await of the session, as for a plaintext client: the session's poll stays
             // the only thing between the host and the request path.
@@ -538,12 +471,12 @@ async fn accept_loop(
         }
         // At debug level only: a span per session costs each idle client about 350 bytes
         // (tests/client_memory.rs); the info and warn lines a session writes name the client.
-        .instrument(debug_span!("session", id, peer = %shown));
+        .instrument(debug_span!("session", id, %peer));
         let started = hosts
             .get(worker)
             .is_some_and(|h| h.run(tracker.track_future(session)));
         if !started {
-            warn!(peer = %shown, worker, "cannot hand the client to its worker: the worker has stopped");
+            warn!(%peer, worker, "cannot hand the client to its worker: the worker has stopped");
             ctx.stats
                 .connections_current
                 .fetch_sub(1, Ordering::Relaxed);

@@ -32,8 +32,8 @@ fn signal(wake: &mailbox::Sender<BackendReply>, tag: Tag) {
 
 #[derive(Debug)]
 struct Registered {
-    addr: Peer,
-    laddr: Option<Peer>,
+    addr: SocketAddr,
+    laddr: Option<SocketAddr>,
     fd: i32,
     name: Option<Vec<u8>>,
     /// The protocol the client chose (HELLO): 2 or 3.
@@ -69,40 +69,12 @@ impl Live {
 }
 
 /// Where a client is connected: for CLIENT LIST.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct Endpoint {
-    pub peer: Peer,
-    pub local: Option<Peer>,
+    pub peer: SocketAddr,
+    pub local: Option<SocketAddr>,
     /// The socket's file descriptor (-1 when there is none, as for Redis' fake clients).
     pub fd: i32,
-}
-
-/// One end of a client's connection: a TCP address, or the Unix socket it came through (shown
-/// as Redis shows a Unix-socket client, `path:0`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Peer {
-    Tcp(SocketAddr),
-    Unix(Arc<str>),
-}
-
-impl Peer {
-    /// The address's IP, for what is kept per client address (the AUTH throttle); every client
-    /// of a Unix socket counts as one address, `::`.
-    pub fn ip(&self) -> std::net::IpAddr {
-        match self {
-            Peer::Tcp(a) => a.ip(),
-            Peer::Unix(_) => std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
-        }
-    }
-}
-
-impl std::fmt::Display for Peer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Peer::Tcp(a) => a.fmt(f),
-            Peer::Unix(path) => write!(f, "{path}:0"),
-        }
-    }
 }
 
 #[derive(Debug, Default)]
@@ -278,7 +250,7 @@ impl ClientRegistry {
                 .as_deref()
                 .map(String::from_utf8_lossy)
                 .unwrap_or_default();
-            let laddr = c.laddr.as_ref().map(|a| a.to_string()).unwrap_or_default();
+            let laddr = c.laddr.map(|a| a.to_string()).unwrap_or_default();
             let cmd = u16::try_from(c.live.cmd.load(Ordering::Relaxed))
                 .ok()
                 .and_then(|i| table.name_of(i))

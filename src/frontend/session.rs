@@ -152,12 +152,11 @@ pub async fn run(
     certificate_user: Option<u16>,
 ) {
     let (tx, mut rx) = mailbox::channel();
-    let ip = at.peer.ip();
     let live = ctx.clients.register(id, at, tx.clone());
     // After registering: from here on a drain reaches the session as a signal (`Drain`).
     let drained = ctx.draining.load(Ordering::SeqCst);
     let mut client = ClientState::new(id, &ctx.config.access);
-    client.peer = Some(ip);
+    client.peer = Some(at.peer.ip());
     if let Some(user) = certificate_user {
         client.certificate_user = Some(user);
         client.log_in(user, &ctx);
