@@ -261,15 +261,7 @@ fn a_full_hold_fails_further_requests_for_the_dead_shard_at_once() {
         Some("0")
     );
     // Other shards were never refused: a key elsewhere answers as usual.
-    let other = (0..1000)
-        .map(|i| format!("other:{i}"))
-        .find(|k| {
-            cluster
-                .owner_of_slot(slotgate::router::key_slot(k.as_bytes()))
-                .port
-                != victim_port
-        })
-        .unwrap();
+    let other = key_not_on(&cluster, victim_port);
     let () = proxy.conn().set(&other, 7).unwrap();
 }
 
@@ -283,15 +275,7 @@ fn reads_and_split_parts_wait_behind_a_held_write_of_their_slot() {
     let victim_port = cluster
         .owner_of_slot(slotgate::router::key_slot(b"victim"))
         .port;
-    let other = (0..1000)
-        .map(|i| format!("other:{i}"))
-        .find(|k| {
-            cluster
-                .owner_of_slot(slotgate::router::key_slot(k.as_bytes()))
-                .port
-                != victim_port
-        })
-        .unwrap();
+    let other = key_not_on(&cluster, victim_port);
     let mut c = proxy.conn();
     c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let () = c.set("{victim}:k", "old").unwrap();
@@ -323,4 +307,17 @@ fn reads_and_split_parts_wait_behind_a_held_write_of_their_slot() {
     }
     // The GET and the MGET's part of the held slot waited behind the SET.
     assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(want));
+}
+
+/// A key whose slot the master on `port` does not own.
+fn key_not_on(cluster: &Cluster, port: u16) -> String {
+    (0..1000)
+        .map(|i| format!("other:{i}"))
+        .find(|k| {
+            cluster
+                .owner_of_slot(slotgate::router::key_slot(k.as_bytes()))
+                .port
+                != port
+        })
+        .unwrap()
 }

@@ -48,13 +48,13 @@ impl HoldBudget {
     /// Charges `bytes` to `shard` when they fit under its limit; false (and counted) when not.
     pub fn admit(&self, shard: Option<&NodeAddr>, bytes: usize) -> bool {
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-        let now = held.get(&shard.cloned()).copied().unwrap_or(0);
-        if !fits(now, bytes, self.limit) {
-            drop(held);
+        // A refusal needs bytes held already, so it leaves no empty entry behind.
+        let now = held.entry(shard.cloned()).or_insert(0);
+        if !fits(*now, bytes, self.limit) {
             self.refused.fetch_add(1, Ordering::Relaxed);
             return false;
         }
-        *held.entry(shard.cloned()).or_insert(0) += bytes;
+        *now += bytes;
         true
     }
 
