@@ -34,6 +34,8 @@ pub enum AppError {
         /// Part of the message, not a `source()`: the chain would print it twice.
         cause: std::io::Error,
     },
+    #[error("cannot listen on the Unix socket {0}")]
+    UnixBind(#[from] crate::frontend::unix_listener::UnixBindError),
     #[error("cannot listen on {addr} for the admin endpoint: {cause}")]
     AdminBind {
         addr: SocketAddr,
@@ -63,6 +65,8 @@ pub enum AppError {
 /// A running proxy: its address and the token that stops it.
 pub struct Running {
     pub local_addr: SocketAddr,
+    /// The Unix socket's file, removed when slotgate stops.
+    unix_socket: Option<crate::frontend::unix_listener::SocketFile>,
     shutdown: CancellationToken,
     ctx: Arc<Context>,
     done: tokio::task::JoinHandle<()>,
@@ -78,6 +82,7 @@ impl Running {
         self.ctx.clients.drain_all();
         self.shutdown.cancel();
         let _ = self.done.await;
+        drop(self.unix_socket);
     }
 }
 
@@ -114,6 +119,10 @@ pub async fn start(mut config: Config) -> Result<Running, AppError> {
         addr: config.listen,
         cause,
     })?;
+    let unix = match &config.unix_socket {
+        Some(u) => Some(crate::frontend::unix_listener::bind(&u.path, u.perm)?),
+        None => None,
+    };
     let tls_listener = match &config.tls {
         Some(t) => Some(
             TcpListener::bind(t.listen)
@@ -236,8 +245,10 @@ pub async fn start(mut config: Config) -> Result<Running, AppError> {
         hold_budget: crate::frontend::hold_budget::HoldBudget::new(
             config.session.failover_hold_max_bytes,
         ),
-        clients: crate::frontend::clients::ClientRegistry::with_budget(
+        clients: crate::frontend::clients::ClientRegistry::new(
             config.session.memory_budget,
+            unix.as_ref()
+                .map(|(_, file)| file.path().display().to_string().into()),
         ),
         pipeline_depth: metrics::histogram!(crate::metrics::names::PIPELINE_DEPTH),
         workers: workers.clone(),
@@ -271,7 +282,7 @@ pub async fn start(mut config: Config) -> Result<Running, AppError> {
         ));
     }
     let mut doors = vec![frontend::Door {
-        listener,
+        listener: frontend::Listener::Tcp(listener),
         tls: None,
     }];
     if let (Some(listener), Some(t)) = (tls_listener, &config.tls) {
@@ -282,7 +293,7 @@ pub async fn start(mut config: Config) -> Result<Running, AppError> {
             shutdown.clone(),
         ));
         doors.push(frontend::Door {
-            listener,
+            listener: frontend::Listener::Tcp(listener),
             tls: Some(frontend::TlsDoor {
                 acceptor: tokio_rustls::TlsAcceptor::from(t.server.clone()),
                 handshake_timeout: t.handshake_timeout,
@@ -290,6 +301,14 @@ pub async fn start(mut config: Config) -> Result<Running, AppError> {
             }),
         });
     }
+    let unix_socket = unix.map(|(listener, file)| {
+        info!(path = %file.path().display(), "Unix socket listener ready");
+        doors.push(frontend::Door {
+            listener: frontend::Listener::Unix(listener),
+            tls: None,
+        });
+        file
+    });
     let drain = config.drain_timeout;
     let token = shutdown.clone();
     let serve_ctx = ctx.clone();
@@ -304,6 +323,7 @@ pub async fn start(mut config: Config) -> Result<Running, AppError> {
     info!(listen = %local_addr, "slotgate ready");
     Ok(Running {
         local_addr,
+        unix_socket,
         shutdown,
         ctx,
         done,

@@ -23,6 +23,8 @@ use file::{BackendFile, BackendTlsFile, TlsFile};
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// The Unix socket clients may connect to as well, if any.
+    pub unix_socket: Option<UnixSocket>,
     /// Where the topology comes from.
     pub backend_mode: BackendMode,
     pub log: String,
@@ -151,10 +153,61 @@ pub enum ConfigError {
     Invalid { field: &'static str, reason: String },
 }
 
+/// A Unix socket listener: its file and the file's mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnixSocket {
+    pub path: std::path::PathBuf,
+    pub perm: u32,
+}
+
+/// The Unix socket's settings, checked: an absolute path short enough for a socket address,
+/// and permissions in octal, at most 777.
+fn unix_socket(
+    path: Option<String>,
+    perm: Option<String>,
+) -> Result<Option<UnixSocket>, ConfigError> {
+    let Some(path) = path else {
+        if perm.is_some() {
+            return Err(invalid("unix_socket_perm", "set without unix_socket"));
+        }
+        return Ok(None);
+    };
+    if !path.starts_with('/') {
+        return Err(invalid(
+            "unix_socket",
+            format!("'{path}' is not an absolute path"),
+        ));
+    }
+    // sun_path holds 108 bytes with the terminating NUL.
+    if path.len() > 107 {
+        return Err(invalid(
+            "unix_socket",
+            format!("'{path}' is longer than a socket address allows (107 bytes)"),
+        ));
+    }
+    let perm_s = perm.unwrap_or_else(|| "700".into());
+    let perm = match u32::from_str_radix(&perm_s, 8) {
+        Ok(p) if p <= 0o777 => p,
+        _ => {
+            return Err(invalid(
+                "unix_socket_perm",
+                format!("'{perm_s}' is not a file mode in octal (for example 770)"),
+            ));
+        }
+    };
+    Ok(Some(UnixSocket {
+        path: path.into(),
+        perm,
+    }))
+}
+
 /// Values given on the command line; each one overrides the file.
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
     pub listen: Option<String>,
+    /// `--unix-socket` and `--unix-socket-perm`.
+    pub unix_socket: Option<String>,
+    pub unix_socket_perm: Option<String>,
     pub seeds: Vec<String>,
     pub sentinels: Vec<String>,
     pub master_name: Option<String>,
@@ -784,6 +837,10 @@ impl Config {
         };
         Ok(Config {
             listen,
+            unix_socket: unix_socket(
+                o.unix_socket.clone().or(f.unix_socket),
+                o.unix_socket_perm.clone().or(f.unix_socket_perm),
+            )?,
             backend_mode,
             log,
             threads: match o.threads.or(f.threads).unwrap_or(0) {

@@ -21,13 +21,14 @@ pub mod shard_channels;
 pub mod subscriptions;
 pub mod tag;
 pub mod transaction;
+pub mod unix_listener;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, debug_span, info, warn};
@@ -272,13 +273,95 @@ pub struct Context {
 /// A new client's socket on its way to its worker: still registered with this thread's reactor,
 /// or taken out of it for another worker's.
 enum Handoff {
-    Here(TcpStream),
-    Moved(std::net::TcpStream),
+    HereTcp(TcpStream),
+    HereUnix(UnixStream),
+    MovedTcp(std::net::TcpStream),
+    MovedUnix(std::os::unix::net::UnixStream),
 }
 
-/// A listening socket and how its clients talk: plain RESP, or RESP inside TLS.
+/// A socket clients connect to: TCP, or a Unix socket file (whose path the client registry
+/// holds, for CLIENT LIST).
+pub enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+/// A client's socket as accepted.
+enum Accepted {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Listener {
+    async fn accept(&self) -> std::io::Result<(Accepted, clients::Peer)> {
+        match self {
+            Listener::Tcp(l) => {
+                let (s, peer) = l.accept().await?;
+                Ok((Accepted::Tcp(s), clients::Peer::Tcp(peer)))
+            }
+            Listener::Unix(l) => Ok((Accepted::Unix(l.accept().await?.0), clients::Peer::Unix)),
+        }
+    }
+}
+
+impl Accepted {
+    async fn refuse(mut self, line: &'static [u8]) {
+        let _ = match &mut self {
+            Accepted::Tcp(s) => s.write_all(line).await,
+            Accepted::Unix(s) => s.write_all(line).await,
+        };
+    }
+
+    /// The address the client connected to, for CLIENT LIST's `laddr`; Nagle off on TCP.
+    fn local(&self) -> Option<clients::Peer> {
+        match self {
+            Accepted::Tcp(s) => {
+                let _ = s.set_nodelay(true);
+                s.local_addr().ok().map(clients::Peer::Tcp)
+            }
+            Accepted::Unix(_) => Some(clients::Peer::Unix),
+        }
+    }
+
+    fn fd(&self) -> i32 {
+        match self {
+            Accepted::Tcp(s) => std::os::fd::AsRawFd::as_raw_fd(s),
+            Accepted::Unix(s) => std::os::fd::AsRawFd::as_raw_fd(s),
+        }
+    }
+
+    /// Still in this thread's reactor, for a session on this worker.
+    fn here(self) -> Handoff {
+        match self {
+            Accepted::Tcp(s) => Handoff::HereTcp(s),
+            Accepted::Unix(s) => Handoff::HereUnix(s),
+        }
+    }
+
+    /// Out of this thread's reactor, for another worker's.
+    fn into_std(self) -> std::io::Result<Handoff> {
+        match self {
+            Accepted::Tcp(s) => s.into_std().map(Handoff::MovedTcp),
+            Accepted::Unix(s) => s.into_std().map(Handoff::MovedUnix),
+        }
+    }
+}
+
+impl Handoff {
+    /// The socket registered with the current worker's reactor.
+    fn arrive(self) -> std::io::Result<Accepted> {
+        match self {
+            Handoff::HereTcp(s) => Ok(Accepted::Tcp(s)),
+            Handoff::HereUnix(s) => Ok(Accepted::Unix(s)),
+            Handoff::MovedTcp(s) => TcpStream::from_std(s).map(Accepted::Tcp),
+            Handoff::MovedUnix(s) => UnixStream::from_std(s).map(Accepted::Unix),
+        }
+    }
+}
+
+/// A listening socket and how its clients talk: plain RESP, or RESP inside TLS (TCP only).
 pub struct Door {
-    pub listener: TcpListener,
+    pub listener: Listener,
     pub tls: Option<TlsDoor>,
 }
 
@@ -296,7 +379,7 @@ pub struct TlsDoor {
 fn certificate_user(
     tls: &TlsDoor,
     stream: &tokio_rustls::server::TlsStream<TcpStream>,
-    peer: std::net::SocketAddr,
+    peer: clients::Peer,
     ctx: &Context,
 ) -> Option<u16> {
     if !tls.user_from_cn {
@@ -319,7 +402,7 @@ fn certificate_user(
 async fn tls_handshake(
     tls: &TlsDoor,
     stream: TcpStream,
-    peer: std::net::SocketAddr,
+    peer: clients::Peer,
     ctx: &Context,
 ) -> Option<(client_stream::ClientStream, Option<u16>)> {
     let handshake = tokio::time::timeout(tls.handshake_timeout, tls.acceptor.accept(stream));
@@ -383,7 +466,7 @@ async fn accept_loop(
             _ = shutdown.cancelled() => return,
             a = listener.accept() => a,
         };
-        let (mut stream, peer) = match accepted {
+        let (stream, peer) = match accepted {
             Ok(a) => a,
             Err(e) => {
                 // Out of file descriptors and similar: back off instead of spinning.
@@ -401,15 +484,10 @@ async fn accept_loop(
                 .connections_rejected
                 .fetch_add(1, Ordering::Relaxed);
             warn!(%peer, max = ctx.config.max_clients, "refusing client: max number of clients reached");
-            tokio::spawn(async move {
-                let _ = stream
-                    .write_all(b"-ERR max number of clients reached\r\n")
-                    .await;
-            });
+            tokio::spawn(stream.refuse(b"-ERR max number of clients reached\r\n"));
             continue;
         }
-        let _ = stream.set_nodelay(true);
-        let local = stream.local_addr().ok();
+        let local = stream.local();
         ctx.stats
             .connections_current
             .fetch_add(1, Ordering::Relaxed);
@@ -420,10 +498,10 @@ async fn accept_loop(
         // another worker leaves this thread's reactor for that worker's.
         let worker = ctx.workers.next_worker();
         let handoff = if worker == crate::workers::current() {
-            Handoff::Here(stream)
+            stream.here()
         } else {
             match stream.into_std() {
-                Ok(s) => Handoff::Moved(s),
+                Ok(h) => h,
                 Err(e) => {
                     warn!(%peer, error = %e, "cannot hand the client to a worker");
                     ctx.stats
@@ -434,40 +512,43 @@ async fn accept_loop(
             }
         };
         let session = async move {
-            let stream = match handoff {
-                Handoff::Here(s) => s,
-                Handoff::Moved(std) => match TcpStream::from_std(std) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        warn!(error = %e, "cannot register the client on its worker");
-                        ctx2.stats
-                            .connections_current
-                            .fetch_sub(1, Ordering::Relaxed);
-                        return;
+            // The opening's state (the handshake) overlaps the session's in this future's
+            // memory: each idle client pays for the larger only (tests/client_memory.rs).
+            let opened = match handoff.arrive() {
+                Ok(stream) => {
+                    let fd = stream.fd();
+                    match (stream, tls) {
+                        (Accepted::Tcp(s), None) => {
+                            Some((client_stream::ClientStream::Tcp(s), fd, None))
+                        }
+                        // On the session's worker, as any other future: a client that never
+                        // finishes its handshake holds no worker, only its place under
+                        // max_clients.
+                        (Accepted::Tcp(s), Some(tls)) => tls_handshake(&tls, s, peer, &ctx2)
+                            .await
+                            .map(|(s, user)| (s, fd, user)),
+                        // A Unix socket's door has no TLS.
+                        (Accepted::Unix(s), _) => {
+                            Some((client_stream::ClientStream::Unix(s), fd, None))
+                        }
                     }
-                },
+                }
+                Err(e) => {
+                    warn!(error = %e, "cannot register the client on its worker");
+                    None
+                }
             };
-            debug!("client connected");
-            let at = clients::Endpoint {
-                peer,
-                local,
-                fd: std::os::fd::AsRawFd::as_raw_fd(&stream),
-            };
-            let stream = match tls {
-                None => Some((client_stream::ClientStream::Tcp(stream), None)),
-                // On the session's worker, as any other future: a client that never finishes
-                // its handshake holds no worker, only its place under max_clients.
-                Some(tls) => tls_handshake(&tls, stream, peer, &ctx2).await,
-            };
-            // One await of the session, as for a plaintext client: the session's poll stays
-            // the only thing between the host and the request path.
-            if let Some((stream, user)) = stream {
+            if let Some((stream, fd, user)) = opened {
+                debug!("client connected");
+                let at = clients::Endpoint { peer, local, fd };
+                // One await of the session, as for a plaintext client: the session's poll
+                // stays the only thing between the host and the request path.
                 session::run(stream, ctx2.clone(), id, at, user).await;
+                debug!("client gone");
             }
             ctx2.stats
                 .connections_current
                 .fetch_sub(1, Ordering::Relaxed);
-            debug!("client gone");
         }
         // At debug level only: a span per session costs each idle client about 350 bytes
         // (tests/client_memory.rs); the info and warn lines a session writes name the client.

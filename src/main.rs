@@ -31,6 +31,15 @@ struct Cli {
     #[arg(short, long, value_name = "IP:PORT")]
     listen: Option<String>,
 
+    /// Accept clients on this Unix socket too (an absolute path; a stale socket file is
+    /// replaced, a live one is not).
+    #[arg(long, value_name = "PATH")]
+    unix_socket: Option<String>,
+
+    /// The Unix socket file's permissions, in octal [default: 700].
+    #[arg(long, value_name = "MODE")]
+    unix_socket_perm: Option<String>,
+
     /// Cluster mode: a cluster node to learn the topology from; repeat for several.
     #[arg(short, long = "seed", value_name = "HOST:PORT")]
     seeds: Vec<String>,
@@ -181,6 +190,8 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     let overrides = Overrides {
         listen: cli.listen,
+        unix_socket: cli.unix_socket,
+        unix_socket_perm: cli.unix_socket_perm,
         seeds: cli.seeds,
         sentinels: cli.sentinels,
         master_name: cli.master_name,

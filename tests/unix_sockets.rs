@@ -48,17 +48,7 @@ fn a_server_behind_its_unix_socket_is_fronted_in_full() {
     assert_eq!((a, b), (1, 2));
 
     // A blocking pop (a private connection), served by a push from another client.
-    let pusher = {
-        let url = proxy.url();
-        std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(200));
-            let mut p = redis::Client::open(url).unwrap().get_connection().unwrap();
-            let _: i64 = p.lpush("q", "job").unwrap();
-        })
-    };
-    let popped: (String, String) = redis::cmd("BLPOP").arg("q").arg(5).query(&mut c).unwrap();
-    assert_eq!(popped, ("q".to_string(), "job".to_string()));
-    pusher.join().unwrap();
+    blpop_woken_by_a_push(&mut c, &proxy);
 
     // Pub/sub (a subscriber connection).
     let mut sub_conn = proxy.conn();
@@ -145,4 +135,152 @@ fn a_socket_address_slotgate_cannot_use_is_refused_with_the_reason() {
         text.contains(&format!("unix:{missing}")) && text.contains("No such file or directory"),
         "{text}"
     );
+}
+
+/// Clients through slotgate's own Unix socket (`--unix-socket`, `--unix-socket-perm`), in front
+/// of a 3-master cluster: a stale socket file from a crash is replaced, the mode is applied,
+/// pipelines, a transaction, a blocking pop and pub/sub work over it, CLIENT LIST shows the
+/// client as Redis shows a Unix-socket client, a second slotgate does not steal the live socket,
+/// and a plain file at the path is never removed.
+#[test]
+fn clients_are_served_over_slotgates_own_unix_socket() {
+    use std::os::unix::fs::PermissionsExt;
+    let cluster = support::Cluster::start(3, 0);
+    let dir =
+        std::env::temp_dir().join(format!("sg-listen-{}-{}", std::process::id(), free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = dir.join("slotgate.sock");
+    let sock_s = sock.to_string_lossy().into_owned();
+    // A stale socket file, as a killed slotgate leaves it.
+    drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+    let proxy = Proxy::cluster(
+        &cluster,
+        &["--unix-socket", &sock_s, "--unix-socket-perm", "770"],
+    );
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o770);
+    let url = format!("redis+unix://{sock_s}");
+    let mut c = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+
+    let _: () = c.set("k", "v").unwrap();
+    assert_eq!(c.get::<_, String>("k").unwrap(), "v");
+    // A pipeline over keys of every master, and a split MGET.
+    let mut pipe = redis::pipe();
+    for i in 0..100 {
+        pipe.set(format!("p:{i}"), i).ignore();
+    }
+    pipe.mget((0..100).map(|i| format!("p:{i}")).collect::<Vec<_>>());
+    let (got,): (Vec<i64>,) = pipe.query(&mut c).unwrap();
+    assert_eq!(got, (0..100).collect::<Vec<_>>());
+    // A transaction.
+    let (a, b): (i64, i64) = redis::pipe()
+        .atomic()
+        .incr("{t}a", 1)
+        .incr("{t}b", 2)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!((a, b), (1, 2));
+    // CLIENT LIST names the socket as Redis does for its own Unix-socket clients.
+    let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut c).unwrap();
+    assert!(
+        list.contains(&format!("addr={sock_s}:0 laddr={sock_s}:0")),
+        "{list}"
+    );
+    // A blocking pop over the socket, woken by a push over TCP.
+    blpop_woken_by_a_push(&mut c, &proxy);
+    // Pub/sub over the socket.
+    let mut sub = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    sub.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut ps = sub.as_pubsub();
+    ps.subscribe("news").unwrap();
+    let receivers: i64 = proxy.conn().publish("news", "hello").unwrap();
+    assert_eq!(receivers, 1);
+    let msg = ps.get_message().unwrap();
+    assert_eq!(msg.get_payload::<String>().unwrap(), "hello");
+    drop(ps);
+
+    // A second slotgate does not take the live socket over.
+    let seed = format!("127.0.0.1:{}", cluster.nodes[0].port);
+    let start_on = |path: &str| {
+        run_until_exit(
+            &[
+                "--seed",
+                &seed,
+                "--listen",
+                "127.0.0.1:0",
+                "--unix-socket",
+                path,
+            ],
+            20,
+        )
+    };
+    let (ok, _, text) = start_on(&sock_s);
+    assert!(
+        !ok && text.contains("another process is listening on it"),
+        "{text}"
+    );
+    assert_eq!(
+        c.get::<_, String>("k").unwrap(),
+        "v",
+        "the first still serves"
+    );
+
+    // A plain file at the path is left alone.
+    let plain = dir.join("plain");
+    std::fs::write(&plain, b"keep").unwrap();
+    let (ok, _, text) = start_on(&plain.to_string_lossy());
+    assert!(!ok && text.contains("is not a socket"), "{text}");
+    assert_eq!(std::fs::read(&plain).unwrap(), b"keep");
+    // A relative path and a bad mode are refused when the config is read.
+    let (ok, _, text) = run_until_exit(
+        &[
+            "--standalone",
+            "127.0.0.1:1",
+            "--unix-socket",
+            "s.sock",
+            "--check-config",
+            "/dev/null",
+        ],
+        10,
+    );
+    assert!(!ok && text.contains("is not an absolute path"), "{text}");
+    let (ok, _, text) = run_until_exit(
+        &[
+            "--standalone",
+            "127.0.0.1:1",
+            "--unix-socket",
+            "/tmp/s.sock",
+            "--unix-socket-perm",
+            "999",
+            "--check-config",
+            "/dev/null",
+        ],
+        10,
+    );
+    assert!(!ok && text.contains("not a file mode in octal"), "{text}");
+    drop(c);
+    drop(proxy);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A BLPOP on `c`, answered by a push another client sends through `proxy`'s TCP port 200 ms
+/// later.
+fn blpop_woken_by_a_push(c: &mut redis::Connection, proxy: &Proxy) {
+    let pusher = {
+        let url = proxy.url();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            let mut p = redis::Client::open(url).unwrap().get_connection().unwrap();
+            let _: i64 = p.lpush("q", "job").unwrap();
+        })
+    };
+    let popped: (String, String) = redis::cmd("BLPOP").arg("q").arg(5).query(c).unwrap();
+    assert_eq!(popped, ("q".to_string(), "job".to_string()));
+    pusher.join().unwrap();
 }

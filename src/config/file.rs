@@ -9,6 +9,11 @@ use serde::{Deserialize, Serialize};
 pub struct FileConfig {
     /// Address clients connect to, e.g. "127.0.0.1:6380".
     pub listen: Option<String>,
+    /// A Unix socket clients may connect to as well (redis-server's `unixsocket`), an absolute
+    /// path; off if unset.
+    pub unix_socket: Option<String>,
+    /// The socket file's permissions, in octal (redis-server's `unixsocketperm`); "700" if unset.
+    pub unix_socket_perm: Option<String>,
     /// "cluster" (default), "sentinel" or "standalone".
     pub mode: Option<String>,
     /// Cluster nodes to learn the topology from (cluster mode).

@@ -32,8 +32,8 @@ fn signal(wake: &mailbox::Sender<BackendReply>, tag: Tag) {
 
 #[derive(Debug)]
 struct Registered {
-    addr: SocketAddr,
-    laddr: Option<SocketAddr>,
+    addr: Peer,
+    laddr: Option<Peer>,
     fd: i32,
     name: Option<Vec<u8>>,
     /// The protocol the client chose (HELLO): 2 or 3.
@@ -71,14 +71,45 @@ impl Live {
 /// Where a client is connected: for CLIENT LIST.
 #[derive(Debug, Clone, Copy)]
 pub struct Endpoint {
-    pub peer: SocketAddr,
-    pub local: Option<SocketAddr>,
+    pub peer: Peer,
+    pub local: Option<Peer>,
     /// The socket's file descriptor (-1 when there is none, as for Redis' fake clients).
     pub fd: i32,
 }
 
+/// One end of a client's connection: a TCP address, or the Unix socket listener (whose path
+/// the registry holds once, and CLIENT LIST shows as Redis shows a Unix-socket client,
+/// `path:0`). Copy and no larger than a `SocketAddr`: every idle client keeps two.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    Tcp(SocketAddr),
+    Unix,
+}
+
+impl Peer {
+    /// The address's IP, for what is kept per client address (the AUTH throttle); every client
+    /// of a Unix socket counts as one address, `::`.
+    pub fn ip(&self) -> std::net::IpAddr {
+        match self {
+            Peer::Tcp(a) => a.ip(),
+            Peer::Unix => std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+        }
+    }
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Peer::Tcp(a) => a.fmt(f),
+            Peer::Unix => f.write_str("unix-socket"),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct ClientRegistry {
+    /// The Unix socket listener's path, for the clients connected through it.
+    unix_socket: Option<Arc<str>>,
     clients: Mutex<BTreeMap<u64, Registered>>,
     /// CLIENT UNBLOCK requests not yet taken by the session they name.
     unblocks: Mutex<Vec<Unblock>>,
@@ -107,11 +138,21 @@ pub struct KillFilter {
 }
 
 impl ClientRegistry {
-    /// A registry whose clients' buffers together may hold `budget` bytes (`None`: any).
-    pub fn with_budget(budget: Option<usize>) -> Self {
+    /// A registry whose clients' buffers together may hold `budget` bytes (`None`: any), with
+    /// the path of the Unix socket listener when there is one.
+    pub fn new(budget: Option<usize>, unix_socket: Option<Arc<str>>) -> Self {
         ClientRegistry {
             budget: MemoryBudget::new(budget),
+            unix_socket,
             ..Default::default()
+        }
+    }
+
+    /// A client's address as CLIENT LIST shows it: `ip:port`, or `path:0` for a Unix socket.
+    fn shown(&self, peer: &Peer) -> String {
+        match peer {
+            Peer::Tcp(a) => a.to_string(),
+            Peer::Unix => format!("{}:0", self.unix_socket.as_deref().unwrap_or_default()),
         }
     }
 
@@ -250,14 +291,14 @@ impl ClientRegistry {
                 .as_deref()
                 .map(String::from_utf8_lossy)
                 .unwrap_or_default();
-            let laddr = c.laddr.map(|a| a.to_string()).unwrap_or_default();
+            let laddr = c.laddr.map(|a| self.shown(&a)).unwrap_or_default();
             let cmd = u16::try_from(c.live.cmd.load(Ordering::Relaxed))
                 .ok()
                 .and_then(|i| table.name_of(i))
                 .unwrap_or("NULL");
             out.push_str(&format!(
                 "id={id} addr={} laddr={laddr} fd={} name={name} age={} idle=0 flags=N db={} sub=0 psub=0 ssub=0 multi=-1 cmd={cmd} user={} redir=-1 resp={}\n",
-                c.addr,
+                self.shown(&c.addr),
                 c.fd,
                 c.since.elapsed().as_secs(),
                 c.db,
@@ -311,7 +352,7 @@ impl ClientRegistry {
                 || filter
                     .addr
                     .as_deref()
-                    .is_some_and(|a| a != c.addr.to_string())
+                    .is_some_and(|a| *a != self.shown(&c.addr))
                 || filter.skip == Some(*id)
             {
                 continue;
