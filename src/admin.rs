@@ -1,11 +1,15 @@
 //! The admin HTTP listener (HTTPS with the TLS listener's certificate when configured):
-//! `/metrics` (Prometheus text), `/health` (process alive), `/ready` (200 only when every slot
-//! has a reachable master), `/topology` (JSON: shards, nodes, roles,
-//! slot ranges, per-node latency and health), with an optional bearer token on every path but
-//! `/health`. Also the periodic export of the proxy's counters and the backend INFO poller.
+//! `/metrics` (Prometheus text), `/health` (process alive: always 200, with the coverage as
+//! detail), `/ready` (whether slotgate can serve, decided in [`readiness`]: 503 from the moment
+//! a drain starts), `/topology` (JSON: shards, nodes, roles, slot ranges, per-node latency and
+//! health), with an optional bearer token on every path but `/health`. Also the periodic export
+//! of the proxy's counters and the backend INFO poller. It keeps answering through a drain and
+//! stops after it.
 //!
 //! Nothing here is on the request path: it reads counters and snapshots only. It must never
 //! block a runtime thread on rendering or on a slow backend.
+
+pub mod readiness;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -31,6 +35,7 @@ use crate::frontend::Context;
 use crate::metrics::names;
 use crate::router::SLOTS;
 use crate::topology::control::{Control, text};
+use readiness::{Coverage, NotReady, ReadyRequires};
 
 /// What the INFO poller last read from a node.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -48,6 +53,7 @@ pub struct Admin {
     ctx: Arc<Context>,
     prometheus: Option<PrometheusHandle>,
     token: Option<String>,
+    ready_requires: ReadyRequires,
     info: Mutex<BTreeMap<String, NodeInfo>>,
 }
 
@@ -56,11 +62,13 @@ impl Admin {
         ctx: Arc<Context>,
         prometheus: Option<PrometheusHandle>,
         token: Option<String>,
+        ready_requires: ReadyRequires,
     ) -> Arc<Admin> {
         Arc::new(Admin {
             ctx,
             prometheus,
             token,
+            ready_requires,
             info: Mutex::new(BTreeMap::new()),
         })
     }
@@ -94,7 +102,7 @@ impl Admin {
             );
         }
         match path {
-            "/health" => respond(StatusCode::OK, "text/plain", "OK\n".into()),
+            "/health" => respond(StatusCode::OK, "text/plain", self.health_text()),
             "/ready" => match self.readiness() {
                 Ok(()) => respond(StatusCode::OK, "text/plain", "ready\n".into()),
                 Err(why) => respond(
@@ -119,21 +127,43 @@ impl Admin {
 
     /// Ready when every slot has a master (one master in Sentinel/standalone mode) and every
     /// master's connections are up.
-    pub fn readiness(&self) -> Result<(), String> {
+    /// How much of the keyspace the current snapshot can serve.
+    pub fn coverage(&self) -> Coverage {
         let topo = self.ctx.topology.load_full();
-        if topo.covered() != SLOTS {
-            return Err(format!("{} of {SLOTS} slots have a master", topo.covered()));
+        let up: Vec<bool> = topo.masters().iter().map(|m| m.is_up()).collect();
+        let mut c = Coverage::default();
+        for slot in 0..SLOTS as u16 {
+            if let Some(shard) = topo.shard_of(slot) {
+                c.mapped += 1;
+                c.reachable += usize::from(up.get(shard).copied().unwrap_or(false));
+            }
         }
-        let down: Vec<String> = topo
+        c.down = topo
             .masters()
             .iter()
             .filter(|m| !m.is_up())
             .map(|m| m.addr().to_string())
             .collect();
-        if !down.is_empty() {
-            return Err(format!("masters unreachable: {}", down.join(", ")));
+        c
+    }
+
+    /// `/ready`'s answer ([`readiness::decide`]).
+    pub fn readiness(&self) -> Result<(), NotReady> {
+        let draining = self.ctx.draining.load(Ordering::SeqCst);
+        readiness::decide(self.ready_requires, draining, &self.coverage())
+    }
+
+    /// `/health`'s body: `OK`, then what slotgate can serve.
+    fn health_text(&self) -> String {
+        let c = self.coverage();
+        let mut text = format!("OK\nslots_reachable={} of {SLOTS}\n", c.reachable);
+        if !c.down.is_empty() {
+            text.push_str(&format!("masters_unreachable={}\n", c.down.join(",")));
         }
-        Ok(())
+        if self.ctx.draining.load(Ordering::SeqCst) {
+            text.push_str("draining\n");
+        }
+        text
     }
 
     /// The health score of the whole proxy: the lowest of its masters' scores, 0 when not ready.
@@ -193,6 +223,7 @@ impl Admin {
         gauge!(names::TOPOLOGY_EPOCH).set(topo.epoch as f64);
         gauge!(names::TOPOLOGY_AGE).set(topo.created.elapsed().as_secs_f64());
         gauge!(names::SLOTS_COVERED).set(topo.covered() as f64);
+        gauge!(names::SLOTS_REACHABLE).set(self.coverage().reachable as f64);
         gauge!(names::READY).set(if self.readiness().is_ok() { 1.0 } else { 0.0 });
         gauge!(names::HEALTH_SCORE).set(f64::from(self.health_score()));
         for (shard, m) in topo.masters().iter().enumerate() {
@@ -266,6 +297,7 @@ impl Admin {
             "age_seconds": topo.created.elapsed().as_secs(),
             "slotted": topo.slotted,
             "slots_covered": topo.covered(),
+            "slots_reachable": self.coverage().reachable,
             "ready": self.readiness().is_ok(),
             "health_score": self.health_score(),
             "shards": shards,

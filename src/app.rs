@@ -68,6 +68,8 @@ pub struct Running {
     /// The Unix socket's file, removed when slotgate stops.
     unix_socket: Option<crate::frontend::unix_listener::SocketFile>,
     shutdown: CancellationToken,
+    /// Stops the admin listener, after the drain: `/ready` answers 503 throughout it.
+    admin_stop: CancellationToken,
     ctx: Arc<Context>,
     done: tokio::task::JoinHandle<()>,
 }
@@ -82,6 +84,7 @@ impl Running {
         self.ctx.clients.drain_all();
         self.shutdown.cancel();
         let _ = self.done.await;
+        self.admin_stop.cancel();
         drop(self.unix_socket);
     }
 }
@@ -265,8 +268,9 @@ pub async fn start(mut config: Config) -> Result<Running, AppError> {
             clients: None,
         },
     });
+    let admin_stop = CancellationToken::new();
     if let (Some(listener), Some(a)) = (admin_listener, &config.admin) {
-        let admin = Admin::new(ctx.clone(), prometheus, a.token.clone());
+        let admin = Admin::new(ctx.clone(), prometheus, a.token.clone(), a.ready_requires);
         info!(listen = %a.listen, "admin endpoint ready");
         tokio::spawn(
             admin
@@ -278,7 +282,7 @@ pub async fn start(mut config: Config) -> Result<Running, AppError> {
             listener,
             https,
             admin,
-            shutdown.clone(),
+            admin_stop.clone(),
         ));
     }
     let mut doors = vec![frontend::Door {
@@ -325,6 +329,7 @@ pub async fn start(mut config: Config) -> Result<Running, AppError> {
         local_addr,
         unix_socket,
         shutdown,
+        admin_stop,
         ctx,
         done,
     })

@@ -96,6 +96,8 @@ pub struct AdminConfig {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// How long an HTTPS handshake may take.
     pub handshake_timeout: Duration,
+    /// What `/ready` requires.
+    pub ready_requires: crate::admin::readiness::ReadyRequires,
 }
 
 impl std::fmt::Debug for AdminConfig {
@@ -105,6 +107,7 @@ impl std::fmt::Debug for AdminConfig {
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("info_interval", &self.info_interval)
             .field("tls", &self.tls.is_some())
+            .field("ready_requires", &self.ready_requires)
             .finish_non_exhaustive()
     }
 }
@@ -870,6 +873,19 @@ impl Config {
                         .as_ref()
                         .map_or(Duration::from_secs(10), |t| t.handshake_timeout),
                     tls: admin_tls,
+                    ready_requires: match f.admin.ready_requires.as_deref() {
+                        None => Default::default(),
+                        Some(name) => crate::admin::readiness::ReadyRequires::parse(name)
+                            .ok_or_else(|| {
+                                invalid(
+                                    "admin.ready_requires",
+                                    format!(
+                                        "'{name}' is not a readiness requirement (one of {})",
+                                        crate::admin::readiness::ReadyRequires::NAMES.join(", ")
+                                    ),
+                                )
+                            })?,
+                    },
                 }),
             },
             tls,

@@ -38,6 +38,8 @@ pub mod names {
     pub const TOPOLOGY_EPOCH: &str = "slotgate_topology_epoch";
     pub const TOPOLOGY_AGE: &str = "slotgate_topology_age_seconds";
     pub const SLOTS_COVERED: &str = "slotgate_slots_covered";
+    /// Slots whose master is reachable: below 16384, part of the keyspace cannot be served.
+    pub const SLOTS_REACHABLE: &str = "slotgate_slots_reachable";
     pub const MASTER_SWITCHES: &str = "slotgate_master_switches_total";
     pub const CLIENT_CONNECTIONS: &str = "slotgate_client_connections";
     pub const CLIENT_ACCEPTED: &str = "slotgate_client_connections_accepted_total";
@@ -86,6 +88,7 @@ pub mod names {
         TOPOLOGY_EPOCH,
         TOPOLOGY_AGE,
         SLOTS_COVERED,
+        SLOTS_REACHABLE,
         MASTER_SWITCHES,
         CLIENT_CONNECTIONS,
         CLIENT_ACCEPTED,

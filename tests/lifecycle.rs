@@ -1,4 +1,5 @@
-//! The proxy's own lifecycle against a real cluster: on SIGTERM slotgate stops accepting,
+//! The proxy's own lifecycle against a real cluster: on SIGTERM slotgate turns `/ready` to
+//! 503 at once (the admin listener answering through the drain), stops accepting,
 //! lets every client receive the replies it is owed, closes them and exits 0 within the drain
 //! timeout, with its sessions spread over several worker threads; with an idle timeout set, it
 //! closes idle clients as Redis' `timeout` does, and only those.
@@ -28,7 +29,12 @@ const SLOW: &str = "local s = redis.call('TIME') \
 #[test]
 fn sigterm_drains_outstanding_replies_then_exits() {
     let cluster = Cluster::start(3, 0);
-    let mut proxy = Proxy::cluster(&cluster, &["--threads", "3"]);
+    let admin = support::free_port();
+    let mut proxy = Proxy::cluster(
+        &cluster,
+        &["--threads", "3", "--admin", &format!("127.0.0.1:{admin}")],
+    );
+    assert_eq!(ready(admin), Some(200));
     // Clients on every worker, each with a slow request in flight when the signal comes.
     let mut clients: Vec<TcpStream> = (0..6).map(|_| proxy.raw()).collect();
     for (i, c) in clients.iter_mut().enumerate() {
@@ -41,8 +47,21 @@ fn sigterm_drains_outstanding_replies_then_exits() {
         c.write_all(frame.as_bytes()).unwrap();
     }
     std::thread::sleep(Duration::from_millis(50));
+    let started = std::time::Instant::now();
+    proxy.send_signal("TERM");
+    // /ready turns 503 at once and answers so while the replies are owed (an orchestrator
+    // takes the pod out of rotation while it drains).
+    let mut during_drain = None;
+    while started.elapsed() < Duration::from_millis(250) {
+        during_drain = ready(admin);
+        if during_drain == Some(503) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(during_drain, Some(503), "/ready while draining");
     let (status, took) = proxy
-        .terminate(Duration::from_secs(15))
+        .wait_exit(started, Duration::from_secs(15))
         .expect("slotgate exits after SIGTERM");
     assert!(status.success(), "{status}");
     // Two 300 ms scripts queue on each master: the exit waited for them, and no longer.
@@ -68,6 +87,17 @@ fn sigterm_drains_outstanding_replies_then_exits() {
     );
     let log = proxy.log();
     assert!(log.contains("draining"), "{log}");
+}
+
+/// The status `/ready` answers on the admin listener at `port`, `None` when nothing answers.
+fn ready(port: u16) -> Option<u16> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET /ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    text.split(' ').nth(1)?.parse().ok()
 }
 
 /// Sends one command on a raw socket and reads its reply.

@@ -15,7 +15,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use support::{Cluster, Proxy};
+use support::{Cluster, Proxy, TempConf};
 
 /// A plain HTTP/1.1 GET: (status, body).
 fn get(port: u16, path: &str, token: Option<&str>) -> (u16, String) {
@@ -97,8 +97,26 @@ fn admin_endpoint_reports_per_node_latency_readiness_and_guards_with_a_token() {
         ],
     );
 
+    // The strict form of /ready, on a second slotgate.
+    let strict_port = support::free_port();
+    let strict_conf = TempConf::new(
+        "[admin]\nready_requires = \"all-slots\"\n[topology]\nrefresh_interval_ms = 500\n",
+    );
+    let strict = Proxy::cluster(
+        &cluster,
+        &[
+            "--admin",
+            &format!("127.0.0.1:{strict_port}"),
+            "--config",
+            strict_conf.path(),
+        ],
+    );
+
     // Token: /health is open, everything else needs the bearer token.
-    assert_eq!(get(admin_port, "/health", None), (200, "OK\n".into()));
+    assert_eq!(
+        get(admin_port, "/health", None),
+        (200, "OK\nslots_reachable=16384 of 16384\n".into())
+    );
     assert_eq!(get(admin_port, "/metrics", None).0, 401);
     assert_eq!(get(admin_port, "/metrics", Some("wrong")).0, 401);
     assert_eq!(
@@ -192,8 +210,10 @@ fn admin_endpoint_reports_per_node_latency_readiness_and_guards_with_a_token() {
             .any(|k| k.starts_with("slotgate_backend_used_memory_bytes{"))
     });
 
-    // Kill a master: /ready turns 503 and the node's error and connection metrics move; after the
-    // replica takes over, /ready is 200 again.
+    // Kill a master: the node's error and connection metrics move, /health and
+    // slotgate_slots_reachable report the partial coverage, /ready stays 200 (one shard down
+    // must not take every sidecar out of rotation) but turns 503 where all slots are required;
+    // after the replica takes over, both are 200 and every slot reachable again.
     let victim = cluster
         .owner_of_slot(slotgate::router::key_slot(b"obs:0"))
         .port;
@@ -204,11 +224,52 @@ fn admin_endpoint_reports_per_node_latency_readiness_and_guards_with_a_token() {
     let mut poke = proxy.conn();
     poke.set_read_timeout(Some(Duration::from_millis(50)))
         .unwrap();
-    support::wait_until("/ready to turn 503", Duration::from_secs(10), || {
-        let _ = redis::cmd("SET").arg("obs:0").arg(1).query::<()>(&mut poke);
-        get(admin_port, "/ready", Some("s3cret")).0 == 503
-    });
+    let mut strict_poke = redis::Client::open(format!("redis://127.0.0.1:{}", strict.port))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    strict_poke
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    // A SET of the victim's key through each slotgate, so that both meet the dead node.
+    let set = |conns: [&mut redis::Connection; 2]| {
+        for c in conns {
+            let _ = redis::cmd("SET").arg("obs:0").arg(1).query::<()>(c);
+        }
+    };
+    support::wait_until(
+        "the strict /ready to turn 503",
+        Duration::from_secs(10),
+        || {
+            set([&mut poke, &mut strict_poke]);
+            get(strict_port, "/ready", None).0 == 503
+                && get(admin_port, "/health", None).1.contains(&node)
+        },
+    );
+    let (_, why) = get(strict_port, "/ready", None);
+    assert!(
+        why.starts_with("not ready: ")
+            && why.contains("slots have a reachable master")
+            && why.contains(&node),
+        "{why}"
+    );
+    assert_eq!(
+        get(admin_port, "/ready", Some("s3cret")),
+        (200, "ready\n".into()),
+        "one shard down leaves slotgate ready"
+    );
+    let health = get(admin_port, "/health", None).1;
+    assert!(
+        health.starts_with("OK\nslots_reachable=")
+            && health.contains(&format!("masters_unreachable={node}")),
+        "{health}"
+    );
     let m = scrape(admin_port, "s3cret");
+    let reachable = m.get("slotgate_slots_reachable").copied().unwrap_or(0.0);
+    assert!(
+        reachable > 0.0 && reachable < 16384.0,
+        "slotgate_slots_reachable {reachable}"
+    );
     let errors: f64 = m
         .iter()
         .filter(|(k, _)| k.starts_with("slotgate_backend_errors_total{") && k.contains(&node))
@@ -224,8 +285,9 @@ fn admin_endpoint_reports_per_node_latency_readiness_and_guards_with_a_token() {
         "/ready back to 200 after failover",
         Duration::from_secs(30),
         || {
-            let _ = redis::cmd("SET").arg("obs:0").arg(1).query::<()>(&mut c);
-            get(admin_port, "/ready", Some("s3cret")).0 == 200
+            set([&mut c, &mut strict_poke]);
+            get(strict_port, "/ready", None).0 == 200
+                && get(admin_port, "/health", None).1 == "OK\nslots_reachable=16384 of 16384\n"
         },
     );
     std::thread::sleep(Duration::from_millis(500));

@@ -110,6 +110,8 @@ pub struct AdminFile {
     pub info_interval_ms: Option<u64>,
     /// HTTPS with the `[tls]` certificate (no client certificate asked for: the token guards it).
     pub tls: Option<bool>,
+    /// What `/ready` requires: "one-master" (default) or "all-slots".
+    pub ready_requires: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]

@@ -577,10 +577,25 @@ impl Proxy {
     /// process to exit: its exit status and how long it took, or `None` if it did not exit.
     pub fn terminate(&mut self, timeout: Duration) -> Option<(std::process::ExitStatus, Duration)> {
         let started = Instant::now();
+        self.send_signal("TERM");
+        self.wait_exit(started, timeout)
+    }
+
+    /// Sends signal `sig` (`TERM`, `HUP` ...) without waiting.
+    pub fn send_signal(&self, sig: &str) {
         Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
             .status()
             .unwrap();
+    }
+
+    /// Waits until `started + timeout` for the process to exit: its status and how long it
+    /// took from `started`.
+    pub fn wait_exit(
+        &mut self,
+        started: Instant,
+        timeout: Duration,
+    ) -> Option<(std::process::ExitStatus, Duration)> {
         while started.elapsed() < timeout {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return Some((status, started.elapsed()));
