@@ -61,6 +61,19 @@ echo "== alert rules and Prometheus config"
 "$PROMTOOL" check rules deploy/observability/slotgate-alerts.yml
 "$PROMTOOL" check config deploy/observability/prometheus.yml
 
+echo "== Kubernetes manifests (a schema check, not a cluster run) and the systemd unit"
+cargo build --quiet --locked --bin slotgate
+python3 deploy/k8s/check.py target/debug/slotgate
+if command -v systemd-analyze >/dev/null; then
+  # The unit as installed, its binary at this checkout's; any remark fails the check.
+  unit_dir="$(mktemp -d)"
+  sed "s|/usr/local/bin/slotgate|$PWD/target/debug/slotgate|" deploy/systemd/slotgate.service >"$unit_dir/slotgate.service"
+  remarks="$(systemd-analyze verify "$unit_dir/slotgate.service" 2>&1)" || { echo "$remarks"; exit 1; }
+  [ -z "$remarks" ] || { echo "systemd-analyze verify: $remarks"; exit 1; }
+  rm -rf "$unit_dir"
+  echo "deploy/systemd/slotgate.service: systemd-analyze verify clean"
+fi
+
 echo "== container image (FROM scratch, static binary, podman with runc)"
 deploy/docker/image-test.sh
 
