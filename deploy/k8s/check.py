@@ -90,14 +90,20 @@ for p, d in by_kind.get("Deployment", []):
         fail(f"{p}: may run as root")
 
 # slotgate itself accepts the config each ConfigMap carries.
+checked = 0
 for p, cm in by_kind.get("ConfigMap", []):
-    text = cm.get("data", {}).get("slotgate.toml")
-    if text is None:
+    if cm["metadata"]["name"] != "slotgate":
         continue
-    with tempfile.NamedTemporaryFile("w", suffix=".toml") as f:
-        f.write(text)
-        f.flush()
-        run([sys.argv[1], "--check-config", f.name])
+    for key, text in cm.get("data", {}).items():
+        if not key.endswith(".toml"):
+            continue
+        with tempfile.NamedTemporaryFile("w", suffix=".toml") as f:
+            f.write(text)
+            f.flush()
+            run([sys.argv[1], "--check-config", f.name])
+        checked += 1
+if checked < 2:
+    fail(f"{checked} slotgate configs found in the ConfigMap, not 2 (cluster and Sentinel)")
 
 print(f"{len(resources)} manifests checked against Kubernetes {', '.join(VERSIONS)}:",
       "FAILED" if failures else "ok")
