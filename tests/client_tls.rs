@@ -364,7 +364,7 @@ fn the_admin_listener_speaks_https_with_the_tls_certificate() {
     let proxy = Proxy::spawn(&args);
     assert_eq!(
         https_get(admin_port, &certs.path("ca.crt"), "/health", None),
-        "200 OK"
+        "200 OK\nslots_reachable=16384 of 16384"
     );
     assert!(
         https_get(
