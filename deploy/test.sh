@@ -63,11 +63,12 @@ echo "== alert rules and Prometheus config"
 
 echo "== Kubernetes manifests (a schema check, not a cluster run) and the systemd unit"
 cargo build --quiet --locked --bin slotgate
-python3 deploy/k8s/check.py target/debug/slotgate
+slotgate_bin="$(realpath "${CARGO_TARGET_DIR:-target}")/debug/slotgate"
+python3 deploy/k8s/check.py "$slotgate_bin"
 if command -v systemd-analyze >/dev/null; then
   # The unit as installed, its binary at this checkout's; any remark fails the check.
   unit_dir="$(mktemp -d)"
-  sed "s|/usr/local/bin/slotgate|$PWD/target/debug/slotgate|" deploy/systemd/slotgate.service >"$unit_dir/slotgate.service"
+  sed "s|/usr/local/bin/slotgate|$slotgate_bin|" deploy/systemd/slotgate.service >"$unit_dir/slotgate.service"
   remarks="$(systemd-analyze verify "$unit_dir/slotgate.service" 2>&1)" || { echo "$remarks"; exit 1; }
   [ -z "$remarks" ] || { echo "systemd-analyze verify: $remarks"; exit 1; }
   rm -rf "$unit_dir"

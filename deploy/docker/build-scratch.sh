@@ -24,7 +24,7 @@ triple="$(rustc -vV | sed -n 's/^host: //p')"
 RUSTFLAGS="-C target-feature=+crt-static" cargo build --locked $release --target "$triple" --bin slotgate
 profile_dir="debug"
 [ -n "$release" ] && profile_dir="release"
-bin="target/$triple/$profile_dir/slotgate"
+bin="${CARGO_TARGET_DIR:-target}/$triple/$profile_dir/slotgate"
 if ldd "$bin" >/dev/null 2>&1 && ! ldd "$bin" 2>&1 | grep -q "statically linked"; then
   echo "$bin is not statically linked" >&2
   exit 1
