@@ -54,6 +54,7 @@ struct Op {
 }
 
 /// What one load thread saw: every request, and the writes acknowledged (key, value).
+/// Acknowledged writes are kept with the instant they were sent.
 type Seen = (Vec<Op>, Vec<(Instant, String, u64)>);
 
 /// Two writers (SET of a new key each time, spread over every slot) and two readers (GET of
@@ -96,7 +97,9 @@ impl Load {
                     let outcome = if write {
                         match redis::cmd("SET").arg(&key).arg(i).query::<()>(&mut c) {
                             Ok(()) => {
-                                acked.push((Instant::now(), key, i));
+                                // When it was sent: only a write sent after the fault landed
+                                // cannot have been acknowledged by the node as it was before.
+                                acked.push((at, key, i));
                                 Outcome::Ok
                             }
                             Err(e) => Outcome::Error(e.to_string()),
@@ -155,8 +158,9 @@ struct Figures {
     wrong_reads: usize,
     writes: usize,
     write_errors: usize,
-    /// Acknowledged writes missing afterwards: acknowledged before the fault (asynchronous
-    /// replication may lose those to a kill), and after it (never allowed).
+    /// Acknowledged writes missing afterwards: sent before the fault landed (one the old
+    /// master acknowledged an instant before it died: asynchronous replication may lose those
+    /// to a kill), and sent after it (which only the node's successor can have acknowledged).
     lost_before: usize,
     lost_after: usize,
     p99: Duration,
@@ -172,11 +176,14 @@ impl Figures {
     /// Stops the load once the fault is over (the scenario saw it recover) and a second more
     /// has passed, and checks every acknowledged write through slotgate.
     /// `hit`: which slots the fault's shard held (a cluster fault), for the other shards' p99.
+    /// `fault` is when the scenario began (latencies are measured from it), `landed` when the
+    /// fault took effect (a node killed and reaped, a signal delivered): the line between the
+    /// writes a kill may lose and those it never may.
     fn measure(
         name: &str,
         load: Load,
         proxy: &Proxy,
-        (fault, recovered): (Instant, Instant),
+        (fault, landed, recovered): (Instant, Instant, Instant),
         hit: Option<&[bool]>,
     ) -> Self {
         std::thread::sleep(Duration::from_secs(1));
@@ -229,7 +236,7 @@ impl Figures {
             let got: Vec<Option<u64>> = mget.query(&mut c).unwrap();
             for ((at, _, v), g) in chunk.iter().zip(got) {
                 if g != Some(*v) {
-                    if *at < fault {
+                    if *at < landed {
                         lost_before += 1;
                     } else {
                         lost_after += 1;
@@ -352,9 +359,14 @@ fn wait_recovered(cluster: &Cluster) {
     cluster.wait_ok();
 }
 
-/// Runs one fault on a 3+3 cluster under the load: `fault` makes it (the load is running) and
-/// returns once the cluster has recovered. Prints the row and returns the figures.
-fn on_a_cluster(name: &str, replica_reads: bool, fault: impl FnOnce(&mut Cluster)) -> Figures {
+/// Runs one fault on a 3+3 cluster under the load: `fault` makes it (the load is running),
+/// waits until the cluster has recovered and returns the instant the fault landed (see
+/// [`Figures::measure`]). Prints the row and returns the figures.
+fn on_a_cluster(
+    name: &str,
+    replica_reads: bool,
+    fault: impl FnOnce(&mut Cluster) -> Instant,
+) -> Figures {
     let _s = serial();
     let mut cluster = Cluster::start(3, 1);
     cluster.wait_replicas_synced();
@@ -369,22 +381,22 @@ fn on_a_cluster(name: &str, replica_reads: bool, fault: impl FnOnce(&mut Cluster
     let shard = victim(&cluster);
     let hit: Vec<bool> = owners.iter().map(|&p| p == shard).collect();
     let at = Instant::now();
-    fault(&mut cluster);
+    let landed = fault(&mut cluster);
     let recovered = Instant::now();
-    Figures::measure(name, load, &proxy, (at, recovered), Some(&hit))
+    Figures::measure(name, load, &proxy, (at, landed, recovered), Some(&hit))
 }
 
 /// [`on_a_cluster`] for a Sentinel group of a master, 2 replicas and 3 Sentinels.
-fn on_sentinels(name: &str, fault: impl FnOnce(&mut SentinelGroup)) -> Figures {
+fn on_sentinels(name: &str, fault: impl FnOnce(&mut SentinelGroup) -> Instant) -> Figures {
     let _s = serial();
     let mut g = SentinelGroup::start(2, 3, 1000);
     g.wait_steady();
     let proxy = Proxy::sentinel(&g.sentinel_addrs(), &[]);
     let load = Load::start(&proxy);
     let at = Instant::now();
-    fault(&mut g);
+    let landed = fault(&mut g);
     let recovered = Instant::now();
-    Figures::measure(name, load, &proxy, (at, recovered), None)
+    Figures::measure(name, load, &proxy, (at, landed, recovered), None)
 }
 
 /// The master of the readers' first key, which every fault here hits.
@@ -396,7 +408,9 @@ fn victim(cluster: &Cluster) -> u16 {
 fn master_sigkill() {
     let f = on_a_cluster("master SIGKILL", false, |c| {
         c.node_mut(victim(c)).kill();
+        let landed = Instant::now();
         wait_recovered(c);
+        landed
     });
     // One write per writer may be in flight at the kill.
     f.assert_at_most(2, Loss::Replication);
@@ -406,7 +420,9 @@ fn master_sigkill() {
 fn master_sigkill_with_replica_reads() {
     let f = on_a_cluster("master SIGKILL, replica reads", true, |c| {
         c.node_mut(victim(c)).kill();
+        let landed = Instant::now();
         wait_recovered(c);
+        landed
     });
     f.assert_at_most(2, Loss::Replication);
 }
@@ -415,6 +431,7 @@ fn master_sigkill_with_replica_reads() {
 fn manual_cluster_failover() {
     let f = on_a_cluster("CLUSTER FAILOVER", false, |c| {
         let replica = replica_of(c, victim(c));
+        let landed = Instant::now();
         let () = redis::cmd("CLUSTER")
             .arg("FAILOVER")
             .query(&mut c.node(replica).conn())
@@ -423,6 +440,7 @@ fn manual_cluster_failover() {
             c.node(replica).info_field("replication", "role").as_deref() == Some("master")
         });
         wait_recovered(c);
+        landed
     });
     f.assert_invisible();
 }
@@ -432,6 +450,7 @@ fn master_sigstop_longer_than_the_node_timeout() {
     let f = on_a_cluster("master SIGSTOP > node timeout", false, |c| {
         let victim = victim(c);
         c.node(victim).signal("STOP");
+        let landed = Instant::now();
         // The node timeout is 1 s: the cluster fails it over meanwhile (asked of the others: a
         // stopped node answers nothing).
         support::wait_until("a replica promoted", Duration::from_secs(30), || {
@@ -447,6 +466,7 @@ fn master_sigstop_longer_than_the_node_timeout() {
             c.node(victim).info_field("replication", "role").as_deref() == Some("slave")
         });
         wait_recovered(c);
+        landed
     });
     // Writes that reached the stopped master run when it wakes, before it has learned that it
     // was demoted: Redis answers them OK, then drops them when it syncs from the new master.
@@ -459,6 +479,7 @@ fn replica_sigkill_with_replica_reads() {
     let f = on_a_cluster("replica SIGKILL, replica reads", true, |c| {
         let replica = replica_of(c, victim(c));
         c.node_mut(replica).kill();
+        let landed = Instant::now();
         // Until every node has marked it failed.
         support::wait_until("the replica marked failed", Duration::from_secs(30), || {
             c.nodes.iter().filter(|n| n.is_running()).all(|n| {
@@ -470,6 +491,7 @@ fn replica_sigkill_with_replica_reads() {
                     .any(|l| l.contains(&format!(":{replica}@")) && l.contains("fail"))
             })
         });
+        landed
     });
     f.assert_invisible();
 }
@@ -479,10 +501,12 @@ fn replica_sigstop_with_replica_reads() {
     let f = on_a_cluster("replica SIGSTOP 3 s, replica reads", true, |c| {
         let replica = replica_of(c, victim(c));
         c.node(replica).signal("STOP");
+        let landed = Instant::now();
         std::thread::sleep(Duration::from_secs(3));
         c.node(replica).signal("CONT");
         c.wait_replicas_synced();
         wait_recovered(c);
+        landed
     });
     f.assert_invisible();
 }
@@ -491,6 +515,7 @@ fn replica_sigstop_with_replica_reads() {
 fn a_third_of_the_slots_resharded_live() {
     let f = on_a_cluster("a third of the slots resharded", false, |c| {
         let masters: Vec<String> = c.masters().iter().map(|m| m.node_id()).collect();
+        let landed = Instant::now();
         let out = Command::new("redis-cli")
             .args(["--cluster", "reshard", &c.masters()[0].addr()])
             // From two masters, so that neither is left without slots (its replica would
@@ -506,6 +531,7 @@ fn a_third_of_the_slots_resharded_live() {
             String::from_utf8_lossy(&out.stdout)
         );
         wait_recovered(c);
+        landed
     });
     f.assert_invisible();
 }
@@ -517,15 +543,21 @@ fn a_replica_restarted_empty_with_replica_reads() {
         // nodes.conf kept, so it rejoins as the same replica) and syncs from its master.
         let replica = replica_of(c, victim(c));
         c.node_mut(replica).restart();
+        let landed = Instant::now();
         c.wait_replicas_synced();
         wait_recovered(c);
+        landed
     });
     f.assert_invisible();
 }
 
 #[test]
 fn sentinel_failover() {
-    let f = on_sentinels("SENTINEL FAILOVER", |g| g.failover());
+    let f = on_sentinels("SENTINEL FAILOVER", |g| {
+        let landed = Instant::now();
+        g.failover();
+        landed
+    });
     // Sentinel's failover is not a coordinated handover as CLUSTER FAILOVER is: the replica is
     // promoted while the old master still takes writes, until Sentinel reconfigures it; what it
     // took meanwhile is dropped when it syncs from the new master (2-6 writes a run before
@@ -540,10 +572,12 @@ fn sentinel_master_sigkill() {
     let f = on_sentinels("Sentinel master SIGKILL", |g| {
         let old = g.master_port();
         g.node_mut(old).kill();
+        let landed = Instant::now();
         support::wait_until("a new master", Duration::from_secs(40), || {
             g.master_port() != old
         });
         g.wait_steady();
+        landed
     });
     f.assert_at_most(2, Loss::Replication);
 }
