@@ -798,7 +798,8 @@ impl User {
 /// ends (Redis has no such limit; a proxy in front of many applications should).
 #[derive(Debug)]
 pub struct AuthThrottle {
-    limit: u32,
+    /// A reload may change it.
+    limit: std::sync::atomic::AtomicU32,
     window: std::time::Duration,
     by_addr:
         std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, (std::time::Instant, u32)>>,
@@ -812,7 +813,7 @@ impl AuthThrottle {
     /// `limit` failures per `window`; 0 never throttles.
     pub fn new(limit: u32, window: std::time::Duration) -> AuthThrottle {
         AuthThrottle {
-            limit,
+            limit: std::sync::atomic::AtomicU32::new(limit),
             window,
             by_addr: Default::default(),
         }
@@ -842,14 +843,25 @@ impl AuthThrottle {
         f(e)
     }
 
+    /// A reload's new limit.
+    pub fn set_limit(&self, limit: u32) {
+        self.limit
+            .store(limit, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn limit(&self) -> u32 {
+        self.limit.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Whether an AUTH from `addr` may be checked at all now.
     pub fn admits(&self, addr: std::net::IpAddr, now: std::time::Instant) -> bool {
-        self.limit == 0 || self.with_entry(addr, now, |e| e.1 < self.limit)
+        let limit = self.limit();
+        limit == 0 || self.with_entry(addr, now, |e| e.1 < limit)
     }
 
     /// Counts a failed AUTH from `addr`.
     pub fn failed(&self, addr: std::net::IpAddr, now: std::time::Instant) {
-        if self.limit > 0 {
+        if self.limit() > 0 {
             self.with_entry(addr, now, |e| e.1 = e.1.saturating_add(1));
         }
     }
@@ -953,6 +965,12 @@ impl Access {
             .users
             .iter()
             .position(|u| u.enabled && u.name.as_bytes() == name)?;
+        u16::try_from(i).ok()
+    }
+
+    /// The number of the user named `name`, on or off.
+    pub fn index_of(&self, name: &[u8]) -> Option<u16> {
+        let i = self.users.iter().position(|u| u.name.as_bytes() == name)?;
         u16::try_from(i).ok()
     }
 

@@ -56,6 +56,8 @@ pub struct Admin {
     token: Option<String>,
     ready_requires: ReadyRequires,
     info: Mutex<BTreeMap<String, NodeInfo>>,
+    /// `POST /reload` (only with a token).
+    reloader: Arc<crate::reload::Reloader>,
 }
 
 impl Admin {
@@ -64,6 +66,7 @@ impl Admin {
         prometheus: Option<PrometheusHandle>,
         token: Option<String>,
         ready_requires: ReadyRequires,
+        reloader: Arc<crate::reload::Reloader>,
     ) -> Arc<Admin> {
         Arc::new(Admin {
             ctx,
@@ -71,6 +74,7 @@ impl Admin {
             token,
             ready_requires,
             info: Mutex::new(BTreeMap::new()),
+            reloader,
         })
     }
 
@@ -94,6 +98,9 @@ impl Admin {
                 "text/plain",
                 "unauthorized\n".into(),
             );
+        }
+        if path == "/reload" {
+            return self.reload(req.method());
         }
         if req.method() != hyper::Method::GET {
             return respond(
@@ -123,6 +130,38 @@ impl Admin {
             }
             "/topology" => respond(StatusCode::OK, "application/json", self.topology_json()),
             _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+        }
+    }
+
+    /// `POST /reload`: the config file read again, as SIGHUP does; 200 with what was applied
+    /// and what needs a restart, 400 with why the file was refused. Only with `admin.token`
+    /// set: a reload changes users and limits, which no one without the token may do.
+    fn reload(&self, method: &hyper::Method) -> Response<Full<Bytes>> {
+        if self.token.is_none() {
+            return respond(
+                StatusCode::FORBIDDEN,
+                "text/plain",
+                "reload over HTTP needs admin.token to be set\n".into(),
+            );
+        }
+        if method != hyper::Method::POST {
+            return respond(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "text/plain",
+                "POST only\n".into(),
+            );
+        }
+        match crate::reload::reload_and_log(&self.reloader, "admin") {
+            Ok(plan) => {
+                let live: Vec<&str> = plan.live.iter().map(|c| c.as_str()).collect();
+                let body = serde_json::json!({ "applied": live, "needs_restart": plan.restart });
+                respond(StatusCode::OK, "application/json", format!("{body}\n"))
+            }
+            Err(e) => respond(
+                StatusCode::BAD_REQUEST,
+                "text/plain",
+                format!("not reloaded: {e}\n"),
+            ),
         }
     }
 
@@ -294,7 +333,7 @@ impl Admin {
             .collect();
         serde_json::json!({
             "epoch": topo.epoch,
-            "zone": self.ctx.config.zone,
+            "zone": self.ctx.config.load().zone,
             "age_seconds": topo.created.elapsed().as_secs(),
             "slotted": topo.slotted,
             "slots_covered": topo.covered(),

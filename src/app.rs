@@ -109,8 +109,14 @@ async fn first_layout(source: &AnySource, config: &Config) -> Result<Layout, App
     }
 }
 
-/// Binds, discovers and starts serving; returns once clients can connect.
-pub async fn start(mut config: Config) -> Result<Running, AppError> {
+/// Binds, discovers and starts serving; returns once clients can connect. With `reload`
+/// (where the configuration came from, and the file as read), SIGHUP and the admin
+/// listener's `POST /reload` reload it; without, SIGHUP reloads the TLS certificate only.
+pub async fn start(
+    mut config: Config,
+    reload: Option<(crate::reload::Source, crate::config::FileConfig)>,
+) -> Result<Running, AppError> {
+    let as_read = config.clone();
     config.session.max_clients = crate::fd_limit::adjust(config.session.max_clients);
     let listener = TcpListener::bind(config.listen)
         .await
@@ -238,7 +244,7 @@ pub async fn start(mut config: Config) -> Result<Running, AppError> {
         )),
         topology: handle,
         backends,
-        config: config.session.clone(),
+        config: arc_swap::ArcSwap::from_pointee(config.session.clone()),
         stats: ProxyStats::default(),
         refresh: refresh_stats,
         started: Instant::now(),
@@ -268,9 +274,37 @@ pub async fn start(mut config: Config) -> Result<Running, AppError> {
             clients: None,
         },
     });
+    let certificate = config.tls.as_ref().map(|t| t.cert.clone());
+    let reloader = Arc::new(match reload {
+        Some((source, file)) => {
+            crate::reload::Reloader::new(source, file, as_read, ctx.clone(), certificate)
+        }
+        None => crate::reload::Reloader::new(
+            crate::reload::Source {
+                path: None,
+                overrides: Default::default(),
+                set_log: None,
+            },
+            Default::default(),
+            as_read,
+            ctx.clone(),
+            certificate,
+        ),
+    });
+    tokio::spawn(watch_reloads(
+        reloader.clone(),
+        config.config_check,
+        shutdown.clone(),
+    ));
     let admin_stop = CancellationToken::new();
     if let (Some(listener), Some(a)) = (admin_listener, &config.admin) {
-        let admin = Admin::new(ctx.clone(), prometheus, a.token.clone(), a.ready_requires);
+        let admin = Admin::new(
+            ctx.clone(),
+            prometheus,
+            a.token.clone(),
+            a.ready_requires,
+            reloader,
+        );
         info!(listen = %a.listen, "admin endpoint ready");
         tokio::spawn(
             admin
@@ -336,45 +370,74 @@ pub async fn start(mut config: Config) -> Result<Running, AppError> {
 }
 
 /// Runs until SIGINT or SIGTERM, then drains.
-pub async fn run(config: Config) -> Result<(), AppError> {
-    let running = start(config).await?;
+pub async fn run(
+    config: Config,
+    reload: Option<(crate::reload::Source, crate::config::FileConfig)>,
+) -> Result<(), AppError> {
+    let running = start(config, reload).await?;
     wait_for_signal().await;
     info!("shutting down: draining clients");
     running.stop().await;
     Ok(())
 }
 
-/// Reloads the TLS listener's certificate when its files change (checked every `every`) and
-/// on SIGHUP; a file that does not load leaves the certificate in use, with the reason logged.
+/// Reloads the TLS listener's certificate when its files change (checked every `every`); a
+/// file that does not load leaves the certificate in use, with the reason logged. SIGHUP
+/// reloads it too ([`watch_hangup`]).
 async fn watch_certificate(
     cert: Arc<crate::tls::ServerCert>,
     every: std::time::Duration,
     shutdown: CancellationToken,
 ) {
-    #[cfg(unix)]
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        #[cfg(unix)]
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        };
+        match cert.reload(false) {
+            Ok(crate::tls::Reload::Reloaded) => info!("TLS certificate reloaded"),
+            Ok(crate::tls::Reload::Unchanged) => {}
+            Err(e) => warn!(error = %e, "TLS certificate not reloaded; keeping the one in use"),
+        }
+    }
+}
+
+/// SIGHUP, and a change of the config file seen within `check`: the configuration file and
+/// the TLS certificate are read again ([`crate::reload`]).
+async fn watch_reloads(
+    reloader: Arc<crate::reload::Reloader>,
+    check: Option<Duration>,
+    shutdown: CancellationToken,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup()).ok();
+    if hup.is_none() {
+        warn!("cannot watch SIGHUP: reloads only through the admin listener and file changes");
+    }
+    let mut tick = tokio::time::interval(check.unwrap_or(Duration::from_secs(3600)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
         let hangup = async {
             match hup.as_mut() {
                 Some(h) => h.recv().await,
                 None => std::future::pending().await,
             }
         };
-        #[cfg(not(unix))]
-        let hangup = std::future::pending::<Option<()>>();
-        let force = tokio::select! {
+        let by = tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tick.tick() => false,
-            _ = hangup => true,
+            _ = hangup => "SIGHUP",
+            _ = tick.tick() => {
+                if check.is_none() || !reloader.file_changed() {
+                    continue;
+                }
+                "file change"
+            }
         };
-        match cert.reload(force) {
-            Ok(crate::tls::Reload::Reloaded) => info!(sighup = force, "TLS certificate reloaded"),
-            Ok(crate::tls::Reload::Unchanged) => {}
-            Err(e) => warn!(error = %e, "TLS certificate not reloaded; keeping the one in use"),
-        }
+        // A SIGHUP reads the file as it is now: a change seen later is a new one.
+        let _ = reloader.file_changed();
+        let _ = crate::reload::reload_and_log(&reloader, by);
     }
 }
 

@@ -36,6 +36,9 @@ pub struct Config {
     pub discovery_timeout: Duration,
     pub startup_timeout: Duration,
     pub drain_timeout: Duration,
+    /// How often the config file is checked for a change, which reloads it (`None`: only
+    /// SIGHUP and `POST /reload` do).
+    pub config_check: Option<Duration>,
     /// The admin HTTP listener, if any.
     pub admin: Option<AdminConfig>,
     /// The TLS listener for clients, if any.
@@ -558,20 +561,32 @@ fn backend_mode(f: &FileConfig, o: &Overrides) -> Result<BackendMode, ConfigErro
 impl Config {
     /// Reads and validates a config file, with `overrides` on top.
     pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        Ok(Config::load_with_file(path, overrides)?.1)
+    }
+
+    /// [`Config::load`], with the file as read (what a reload compares with the next one).
+    pub fn load_with_file(
+        path: Option<&Path>,
+        overrides: &Overrides,
+    ) -> Result<(FileConfig, Config), ConfigError> {
         let file = match path {
-            Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|cause| ConfigError::Read {
-                    path: p.display().to_string(),
-                    cause,
-                })?;
-                toml::from_str::<FileConfig>(&text).map_err(|cause| ConfigError::Parse {
-                    path: p.display().to_string(),
-                    cause: Box::new(cause),
-                })?
-            }
+            Some(p) => Config::read_file(p)?,
             None => FileConfig::default(),
         };
-        Config::from_file(file, overrides)
+        let config = Config::from_file(file.clone(), overrides)?;
+        Ok((file, config))
+    }
+
+    /// The file at `path`, parsed (not yet checked).
+    pub fn read_file(p: &Path) -> Result<FileConfig, ConfigError> {
+        let text = std::fs::read_to_string(p).map_err(|cause| ConfigError::Read {
+            path: p.display().to_string(),
+            cause,
+        })?;
+        toml::from_str::<FileConfig>(&text).map_err(|cause| ConfigError::Parse {
+            path: p.display().to_string(),
+            cause: Box::new(cause),
+        })
     }
 
     pub fn from_file(f: FileConfig, o: &Overrides) -> Result<Config, ConfigError> {
@@ -857,6 +872,7 @@ impl Config {
             discovery_timeout: ms(t.discovery_timeout_ms, Duration::from_secs(2)),
             startup_timeout: ms(t.startup_timeout_ms, Duration::from_secs(10)),
             drain_timeout: ms(c.drain_timeout_ms, Duration::from_secs(5)),
+            config_check: zero_is_off(f.config_check_ms, Some(5000)).map(Duration::from_millis),
             admin: match o.admin.clone().or(f.admin.listen.clone()) {
                 None => None,
                 Some(a) => Some(AdminConfig {

@@ -245,7 +245,9 @@ pub struct Context {
     pub table: &'static Table,
     pub topology: Arc<TopologyHandle>,
     pub backends: Arc<Backends>,
-    pub config: SessionConfig,
+    /// The clients' settings in force: a session takes its own copy when it starts and a new
+    /// one when a reload tells it to (`tag::RECONFIGURE`); the accept path and INFO read this.
+    pub config: arc_swap::ArcSwap<SessionConfig>,
     pub stats: ProxyStats,
     pub refresh: Arc<RefreshStats>,
     pub started: Instant,
@@ -376,12 +378,13 @@ pub struct TlsDoor {
 
 /// The proxy user a client certificate names by its subject CN, when that user exists and is
 /// on; a certificate naming no such user logs nobody in (the client authenticates as usual).
+/// With the user comes the configuration its number is in, for the session to start with.
 fn certificate_user(
     tls: &TlsDoor,
     stream: &tokio_rustls::server::TlsStream<TcpStream>,
     peer: clients::Peer,
     ctx: &Context,
-) -> Option<u16> {
+) -> Option<Box<session::CertificateUser>> {
     if !tls.user_from_cn {
         return None;
     }
@@ -390,11 +393,12 @@ fn certificate_user(
         info!(%peer, "client certificate without a common name: no user from it");
         return None;
     };
-    let user = ctx.config.access.certificate_user(cn.as_bytes());
-    if user.is_none() {
+    let config = ctx.config.load_full();
+    let Some(user) = config.access.certificate_user(cn.as_bytes()) else {
         info!(%peer, cn = %cn, "client certificate names no enabled user: not logged in");
-    }
-    user
+        return None;
+    };
+    Some(Box::new(session::CertificateUser { user, config }))
 }
 
 /// The TLS handshake of a new client, bounded by the door's timeout; `None` (counted and
@@ -404,7 +408,10 @@ async fn tls_handshake(
     stream: TcpStream,
     peer: clients::Peer,
     ctx: &Context,
-) -> Option<(client_stream::ClientStream, Option<u16>)> {
+) -> Option<(
+    client_stream::ClientStream,
+    Option<Box<session::CertificateUser>>,
+)> {
     let handshake = tokio::time::timeout(tls.handshake_timeout, tls.acceptor.accept(stream));
     match handshake.await {
         Ok(Ok(stream)) => {
@@ -479,11 +486,12 @@ async fn accept_loop(
             .connections_received
             .fetch_add(1, Ordering::Relaxed);
         let current = ctx.stats.connections_current.load(Ordering::Relaxed);
-        if current >= ctx.config.max_clients as u64 {
+        let max_clients = ctx.config.load().max_clients;
+        if current >= max_clients as u64 {
             ctx.stats
                 .connections_rejected
                 .fetch_add(1, Ordering::Relaxed);
-            warn!(%peer, max = ctx.config.max_clients, "refusing client: max number of clients reached");
+            warn!(%peer, max = max_clients, "refusing client: max number of clients reached");
             tokio::spawn(stream.refuse(b"-ERR max number of clients reached\r\n"));
             continue;
         }

@@ -17,7 +17,8 @@
 //! - [`frontend`]: the listener, client sessions, locally answered commands.
 //! - [`access`]: who may log in (`requirepass`), AUTH's answers.
 //! - [`tls`]: TLS configurations from PEM files.
-//! - [`config`]: validated configuration; [`error`]: typed errors; [`app`]: wiring and shutdown.
+//! - [`config`]: validated configuration; [`reload`]: what a new config file changes live;
+//!   [`error`]: typed errors; [`app`]: wiring and shutdown.
 #![cfg_attr(
     test,
     allow(
@@ -41,6 +42,7 @@ pub mod frontend;
 pub mod mailbox;
 pub mod metrics;
 pub mod protocol;
+pub mod reload;
 pub mod router;
 pub mod tls;
 pub mod topology;

@@ -242,22 +242,38 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         println!("{}: ok", path.display());
         return Ok(());
     }
-    let config =
-        Config::load(cli.config.as_deref(), &overrides).context("invalid configuration")?;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let (file, config) = Config::load_with_file(cli.config.as_deref(), &overrides)
+        .context("invalid configuration")?;
+    let from_env = tracing_subscriber::EnvFilter::try_from_default_env();
+    // RUST_LOG, when set, chooses the filter; a reload then leaves it alone.
+    let env_chose = from_env.is_ok();
+    let filter = from_env
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log))
         .context("invalid log filter")?;
-    tracing_subscriber::fmt()
+    let subscriber = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_filter_reloading();
+    let filter_handle = subscriber.reload_handle();
+    subscriber.init();
+    let set_log: Option<slotgate::reload::SetLog> = (!env_chose).then(|| {
+        Box::new(move |f: &str| {
+            let filter = tracing_subscriber::EnvFilter::try_new(f).map_err(|e| e.to_string())?;
+            filter_handle.reload(filter).map_err(|e| e.to_string())
+        }) as slotgate::reload::SetLog
+    });
+    let reload = slotgate::reload::Source {
+        path: cli.config.clone(),
+        overrides,
+        set_log,
+    };
     // This thread's runtime is worker 0; `app` starts the other workers (thread per core).
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(slotgate::app::run(config))?;
+    runtime.block_on(slotgate::app::run(config, Some((reload, file))))?;
     Ok(())
 }

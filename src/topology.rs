@@ -354,6 +354,37 @@ impl Topology {
         }
     }
 
+    /// A copy whose nodes' zones are read from `zones` (a reload's zone map).
+    pub fn with_zones(&self, zones: Arc<ZoneMap>) -> Topology {
+        Topology {
+            epoch: self.epoch + 1,
+            created: Instant::now(),
+            masters: self.masters.clone(),
+            master_zones: self
+                .masters
+                .iter()
+                .map(|m| zone_of(&zones, m.addr()))
+                .collect(),
+            replicas: self
+                .replicas
+                .iter()
+                .map(|rs| {
+                    rs.iter()
+                        .map(|r| Replica {
+                            zone: zone_of(&zones, &r.addr),
+                            ..r.clone()
+                        })
+                        .collect()
+                })
+                .collect(),
+            zones,
+            slots: self.slots.clone(),
+            version: self.version.clone(),
+            slotted: self.slotted,
+            databases: self.databases,
+        }
+    }
+
     /// True when both snapshots route every slot to the same address and list the same replicas.
     pub fn same_routes(&self, other: &Topology) -> bool {
         if self.slotted != other.slotted
@@ -440,6 +471,12 @@ impl TopologyHandle {
             addr: hint.cloned(),
             urgent: true,
         });
+    }
+
+    /// Reads every node's zone from `zones` from now on (a reload): the current snapshot is
+    /// replaced by one with the new zones, and the refresher builds later ones from it.
+    pub fn rezone(&self, zones: Arc<ZoneMap>) {
+        self.current.rcu(|t| Arc::new(t.with_zones(zones.clone())));
     }
 
     /// Routes `slot` to `node` at once (a MOVED said so).

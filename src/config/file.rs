@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     /// Address clients connect to, e.g. "127.0.0.1:6380".
@@ -34,6 +34,7 @@ pub struct FileConfig {
     /// Worker threads (thread per core): 0 (default) uses one per CPU; 1 runs everything on one
     /// thread.
     pub threads: Option<usize>,
+    pub config_check_ms: Option<u64>,
     #[serde(default)]
     pub clients: ClientsFile,
     #[serde(default)]
@@ -58,7 +59,7 @@ pub struct FileConfig {
 }
 
 /// One zone of the zone map.
-#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ZoneFile {
     pub name: String,
@@ -67,7 +68,7 @@ pub struct ZoneFile {
 }
 
 /// One proxy user, with Redis' ACL rules.
-#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserFile {
     pub name: String,
@@ -78,7 +79,7 @@ pub struct UserFile {
 }
 
 /// The TLS listener for clients: `[tls]`.
-#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsFile {
     /// Address of the TLS listener (beside `listen`); off if unset.
@@ -99,7 +100,7 @@ pub struct TlsFile {
     pub auth_clients_user: Option<String>,
 }
 
-#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminFile {
     /// Address of the admin HTTP listener (/metrics, /health, /ready, /topology); off if unset.
@@ -114,7 +115,7 @@ pub struct AdminFile {
     pub ready_requires: Option<String>,
 }
 
-#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientsFile {
     pub max_clients: Option<usize>,
@@ -152,7 +153,7 @@ pub struct ClientsFile {
     pub requirepass: Option<String>,
 }
 
-#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackendFile {
     /// The ACL user slotgate logs in to every node as (`AUTH user password`); unset: the
@@ -175,7 +176,7 @@ pub struct BackendFile {
     pub tls: BackendTlsFile,
 }
 
-#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackendTlsFile {
     /// Connect to the nodes over TLS (their `tls-port`).
@@ -194,7 +195,7 @@ pub struct BackendTlsFile {
 }
 
 /// Where reads go: `[reads]`.
-#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReadsFile {
     /// "master" (default), "prefer-replica", "same-zone", "same-zone-or-master" or "nearest".
@@ -209,7 +210,7 @@ pub struct ReadsFile {
     pub read_your_writes_ms: Option<u64>,
 }
 
-#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TopologyFile {
     pub refresh_interval_ms: Option<u64>,
@@ -219,7 +220,7 @@ pub struct TopologyFile {
     pub startup_timeout_ms: Option<u64>,
 }
 
-#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsFile {
     pub max_bulk_bytes: Option<usize>,

@@ -20,7 +20,7 @@ use tracing::warn;
 
 use super::memory_budget::{self, MemoryBudget};
 
-use super::tag::{DRAIN, KILL, Tag, UNBLOCK};
+use super::tag::{DRAIN, KILL, RECONFIGURE, Tag, UNBLOCK};
 
 /// Wakes a session with a signal (`tag`); a session that has gone is no one's concern.
 fn signal(wake: &mailbox::Sender<BackendReply>, tag: Tag) {
@@ -340,6 +340,24 @@ impl ClientRegistry {
         let Ok(m) = self.clients.lock() else { return };
         for c in m.values() {
             signal(&c.wake, DRAIN);
+        }
+    }
+
+    /// A reload's new memory budget; clients past a lowered one are closed at once, as at
+    /// any charge past it.
+    pub fn set_memory_budget(&self, limit: Option<usize>) {
+        self.budget.set_limit(limit);
+        if self.budget.excess() > 0 {
+            self.evict();
+        }
+    }
+
+    /// Tells every session that a reload changed the configuration ([`super::Context::config`],
+    /// stored before this call). A session registered after it started with the new one.
+    pub fn reconfigure_all(&self) {
+        let Ok(m) = self.clients.lock() else { return };
+        for c in m.values() {
+            signal(&c.wake, RECONFIGURE);
         }
     }
 

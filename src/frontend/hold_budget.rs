@@ -22,8 +22,8 @@ pub const PART_OVERHEAD: usize = 128;
 /// Bytes held per shard, against one limit for each.
 #[derive(Debug)]
 pub struct HoldBudget {
-    /// `usize::MAX` when there is no limit.
-    limit: usize,
+    /// `usize::MAX` when there is no limit; a reload may change it.
+    limit: std::sync::atomic::AtomicUsize,
     /// Bytes held, by the master that failed the parts (`None`: no master was known).
     held: Mutex<HashMap<Option<NodeAddr>, usize>>,
     /// Parts failed at once because their shard's hold was full (INFO).
@@ -39,10 +39,18 @@ impl Default for HoldBudget {
 impl HoldBudget {
     pub fn new(limit: Option<usize>) -> Self {
         HoldBudget {
-            limit: limit.unwrap_or(usize::MAX),
+            limit: std::sync::atomic::AtomicUsize::new(limit.unwrap_or(usize::MAX)),
             held: Mutex::new(HashMap::new()),
             refused: AtomicU64::new(0),
         }
+    }
+
+    /// A reload's new limit, for the bytes charged from now on (those held stay held).
+    pub fn set_limit(&self, limit: Option<usize>) {
+        self.limit.store(
+            limit.unwrap_or(usize::MAX),
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 
     /// Charges `bytes` to `shard` when they fit under its limit; false (and counted) when not.
@@ -50,7 +58,8 @@ impl HoldBudget {
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         // A refusal needs bytes held already, so it leaves no empty entry behind.
         let now = held.entry(shard.cloned()).or_insert(0);
-        if !fits(*now, bytes, self.limit) {
+        let limit = self.limit.load(std::sync::atomic::Ordering::Relaxed);
+        if !fits(*now, bytes, limit) {
             self.refused.fetch_add(1, Ordering::Relaxed);
             return false;
         }

@@ -41,10 +41,15 @@ pub struct ClientState {
     /// The user the client's TLS certificate logged it in as (`[tls] auth_clients_user`):
     /// RESET returns to it rather than to `default`.
     pub certificate_user: Option<u16>,
+    /// The settings this client is served with: the users `user` and `certificate_user`
+    /// number, its limits and read policy. A reload hands the session a new one
+    /// ([`ClientState::reconfigure`]); nothing reads the shared one in between.
+    pub config: std::sync::Arc<crate::frontend::SessionConfig>,
 }
 
 impl ClientState {
-    pub fn new(id: u64, access: &crate::access::Access) -> Self {
+    pub fn new(id: u64, config: std::sync::Arc<crate::frontend::SessionConfig>) -> Self {
+        let access = &config.access;
         let authenticated = access.open_by_default();
         Self {
             id,
@@ -62,6 +67,7 @@ impl ClientState {
                 .filter(|u| !u.unrestricted()),
             peer: None,
             certificate_user: None,
+            config,
         }
     }
 
@@ -69,9 +75,9 @@ impl ClientState {
     pub fn log_in(&mut self, index: u16, ctx: &Context) {
         self.authenticated = true;
         self.user = index;
-        let user = ctx.config.access.user(index);
+        let user = self.config.access.user(index);
         self.unrestricted = user.is_some_and(|u| u.unrestricted());
-        self.rules = ctx
+        self.rules = self
             .config
             .access
             .user_shared(index)
@@ -79,6 +85,30 @@ impl ClientState {
         if let Some(u) = user {
             ctx.clients.set_user(self.id, &u.name);
         }
+    }
+
+    /// Serves the client with `config` from now on (a reload), as Redis 7.2's `ACL LOAD`
+    /// treats its clients: one logged in as a user that is gone is closed; any other keeps
+    /// its login, under its user's new rules (a user turned off or given a new password
+    /// included: those govern new logins only). A client not logged in is logged in as
+    /// `default` when `default` no longer needs a password.
+    pub fn reconfigure(
+        &mut self,
+        config: std::sync::Arc<crate::frontend::SessionConfig>,
+    ) -> Reconfigured {
+        let (old, new) = (&self.config.access, &config.access);
+        let Some(user) = remap(old, new, self.user) else {
+            return Reconfigured::UserGone;
+        };
+        self.certificate_user = self.certificate_user.and_then(|u| remap(old, new, u));
+        self.user = user;
+        if !self.authenticated && new.open_by_default() {
+            self.authenticated = true;
+        }
+        self.unrestricted = new.user(user).is_some_and(|u| u.unrestricted());
+        self.rules = new.user_shared(user).filter(|u| !u.unrestricted());
+        self.config = config;
+        Reconfigured::Kept
     }
 
     /// What the client's requests need from a shared connection: its protocol and database.
@@ -89,6 +119,20 @@ impl ClientState {
             db: self.db,
         }
     }
+}
+
+/// What a reload did to a client's login ([`ClientState::reconfigure`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reconfigured {
+    Kept,
+    /// The user it is logged in as is no longer configured: the client is to be closed.
+    UserGone,
+}
+
+/// User `index` of `old`, found by name in `new`.
+fn remap(old: &crate::access::Access, new: &crate::access::Access, index: u16) -> Option<u16> {
+    let name = old.user(index)?.name.as_bytes();
+    new.index_of(name)
 }
 
 use crate::error::CLUSTER_DISABLED;
@@ -146,7 +190,7 @@ pub fn answer(
             if !admitted(client, ctx) {
                 return;
             }
-            let access = &ctx.config.access;
+            let access = &client.config.access;
             let verdict = match req.argc() {
                 2 => access.auth_default(arg(1)),
                 3 => access.auth(arg(1), arg(2)),
@@ -165,7 +209,7 @@ pub fn answer(
                 Some(user) => client.log_in(user, ctx),
                 None => {
                     client.log_in(crate::access::DEFAULT_USER, ctx);
-                    client.authenticated = ctx.config.access.open_by_default();
+                    client.authenticated = client.config.access.open_by_default();
                 }
             }
             if client.db != 0 {
@@ -224,28 +268,28 @@ pub fn answer(
             encode::verbatim(out, client.proto, text.as_bytes());
         }
         Local::ClientKill => client_kill(req, client, ctx, out),
-        Local::AclWhoami => match ctx.config.access.user(client.user) {
+        Local::AclWhoami => match client.config.access.user(client.user) {
             Some(u) => encode::bulk(out, u.name.as_bytes()),
             None => encode::bulk(out, b"default"),
         },
         Local::AclList => {
-            let users = ctx.config.access.by_name();
+            let users = client.config.access.by_name();
             encode::array_header(out, users.len());
             for u in users {
-                encode::bulk(out, ctx.config.access.describe(u).as_bytes());
+                encode::bulk(out, client.config.access.describe(u).as_bytes());
             }
         }
         Local::AclUsers => {
-            let users = ctx.config.access.by_name();
+            let users = client.config.access.by_name();
             encode::array_header(out, users.len());
             for u in users {
                 encode::bulk(out, u.name.as_bytes());
             }
         }
-        Local::AclGetuser => match ctx.config.access.named(arg(2)) {
+        Local::AclGetuser => match client.config.access.named(arg(2)) {
             None => encode::null(out, client.proto),
             Some(u) => {
-                let d = ctx.config.access.details(u);
+                let d = client.config.access.details(u);
                 encode::map_header(out, client.proto, 6);
                 encode::bulk(out, b"flags");
                 encode::array_header(out, d.flags.len());
@@ -484,7 +528,7 @@ fn hello(req: &Request, client: &mut ClientState, ctx: &Context, out: &mut Bytes
     match auth {
         Some(_) if !admitted(client, ctx) => return,
         Some((user, password)) => {
-            if let Err(msg) = log_in(ctx.config.access.auth(user, password), client, ctx) {
+            if let Err(msg) = log_in(client.config.access.auth(user, password), client, ctx) {
                 return encode::error(out, msg);
             }
         }
@@ -529,7 +573,7 @@ pub fn proxy_info_section(ctx: &Context) -> String {
     line("proxy_version", env!("CARGO_PKG_VERSION").into());
     line(
         "proxy_zone",
-        ctx.config.zone.clone().unwrap_or_else(|| "-".into()),
+        ctx.config.load().zone.clone().unwrap_or_else(|| "-".into()),
     );
     line(
         "proxy_uptime_in_seconds",
@@ -622,7 +666,10 @@ pub fn proxy_info_section(ctx: &Context) -> String {
         "proxy_backend_errors",
         s.backend_errors.load(Ordering::Relaxed).to_string(),
     );
-    line("proxy_read_from", ctx.config.read_from.as_str().into());
+    line(
+        "proxy_read_from",
+        ctx.config.load().read_from.as_str().into(),
+    );
     for (k, v) in [
         ("proxy_reads_local_replica", &s.reads_local_replica),
         ("proxy_reads_remote_replica", &s.reads_remote_replica),

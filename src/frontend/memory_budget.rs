@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 /// The total the sessions charge, and the budget it must stay within.
 #[derive(Debug)]
 pub struct MemoryBudget {
-    /// `usize::MAX` when there is no budget.
-    limit: usize,
+    /// `usize::MAX` when there is no budget; a reload may change it.
+    limit: AtomicUsize,
     total: AtomicUsize,
     /// Bytes of clients told to close that have not closed yet.
     freeing: AtomicUsize,
@@ -33,7 +33,7 @@ impl Default for MemoryBudget {
 impl MemoryBudget {
     pub fn new(limit: Option<usize>) -> Self {
         MemoryBudget {
-            limit: limit.unwrap_or(usize::MAX),
+            limit: AtomicUsize::new(limit.unwrap_or(usize::MAX)),
             total: AtomicUsize::new(0),
             freeing: AtomicUsize::new(0),
             evicted: AtomicU64::new(0),
@@ -42,7 +42,14 @@ impl MemoryBudget {
 
     /// The budget, if there is one.
     pub fn limit(&self) -> Option<usize> {
-        (self.limit != usize::MAX).then_some(self.limit)
+        let limit = self.limit.load(Ordering::Relaxed);
+        (limit != usize::MAX).then_some(limit)
+    }
+
+    /// A reload's new budget.
+    pub fn set_limit(&self, limit: Option<usize>) {
+        self.limit
+            .store(limit.unwrap_or(usize::MAX), Ordering::Relaxed);
     }
 
     /// Bytes charged by every session now.
@@ -59,14 +66,15 @@ impl MemoryBudget {
         } else {
             self.total.fetch_sub(old - new, Ordering::Relaxed) - (old - new)
         };
-        total.saturating_sub(self.freeing.load(Ordering::Relaxed)) > self.limit
+        total.saturating_sub(self.freeing.load(Ordering::Relaxed))
+            > self.limit.load(Ordering::Relaxed)
     }
 
     /// How many bytes past the budget the clients not already closing hold.
     pub fn excess(&self) -> usize {
         self.total()
             .saturating_sub(self.freeing.load(Ordering::Relaxed))
-            .saturating_sub(self.limit)
+            .saturating_sub(self.limit.load(Ordering::Relaxed))
     }
 
     /// A client holding `bytes` was told to close.

@@ -69,7 +69,8 @@ struct Session {
     replica_reads: bool,
     /// With `read_your_writes_ms`: the slots this client wrote lately, whose reads go to the
     /// master.
-    recent_writes: Option<recent_writes::RecentWrites>,
+    /// Boxed: most sessions have none, and each idle client carries the place.
+    recent_writes: Option<Box<recent_writes::RecentWrites>>,
     client: ClientState,
     parser: RequestParser,
     queue: VecDeque<QueuePlace>,
@@ -114,8 +115,6 @@ struct Session {
     ready_bytes: usize,
     /// What CLIENT LIST shows of this session that changes per request.
     live: Arc<super::clients::Live>,
-    /// `clients.output_buffer_limit_bytes` (`usize::MAX` when there is none).
-    output_limit: usize,
     /// CLIENT REPLY OFF/SKIP: which queue places get no reply; boxed, and `None` while there
     /// are none (an idle client's memory, and the one test each reply costs).
     client_reply: Option<Box<ClientReply>>,
@@ -123,8 +122,40 @@ struct Session {
     hold: Option<Arc<hold::Hold>>,
     /// Bytes of its own buffers this session last charged to the memory budget.
     charged: usize,
+    /// Signals the poll loop acts on when it would sleep ([`Signals`]): one test there for
+    /// all of them.
+    signals: Signals,
+}
+
+/// Signals a session acts on in its poll loop rather than where their tag arrives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Signals(u8);
+
+impl Signals {
     /// slotgate is draining: read no more, answer what is owed, close.
-    drained: bool,
+    const DRAIN: u8 = 1;
+    /// A reload gave the session a new configuration: the loop takes its limits again.
+    const RECONFIGURED: u8 = 2;
+
+    #[inline(always)]
+    fn any(self) -> bool {
+        self.0 != 0
+    }
+
+    fn set(&mut self, which: u8) {
+        self.0 |= which;
+    }
+
+    fn has(self, which: u8) -> bool {
+        self.0 & which != 0
+    }
+
+    /// Whether `which` was set; it is not any more.
+    fn take(&mut self, which: u8) -> bool {
+        let had = self.has(which);
+        self.0 &= !which;
+        had
+    }
 }
 
 /// Most private connections one session keeps.
@@ -139,6 +170,13 @@ const READ_START: usize = 16 * 1024;
 /// Ready replies are held for the rest of their batch only while fewer bytes than this wait.
 const HOLD_BYTES: usize = 64 * 1024;
 
+/// The proxy user a client's TLS certificate logged it in as, with the configuration that
+/// user's number is in (boxed where it is passed: every session's future holds the place).
+pub struct CertificateUser {
+    pub user: u16,
+    pub config: Arc<super::SessionConfig>,
+}
+
 /// Runs a session until the client leaves, sends QUIT, breaks the protocol, or shutdown.
 ///
 /// One task, one hand-written poll loop: read and dispatch every buffered request, take every
@@ -149,27 +187,35 @@ pub async fn run(
     ctx: Arc<Context>,
     id: u64,
     at: super::clients::Endpoint,
-    certificate_user: Option<u16>,
+    certificate_user: Option<Box<CertificateUser>>,
 ) {
     let (tx, mut rx) = mailbox::channel();
     let live = ctx.clients.register(id, at, tx.clone());
-    // After registering: from here on a drain reaches the session as a signal (`Drain`).
+    // After registering: from here on a drain reaches the session as a signal (`Drain`), and
+    // so does a reload (`Reconfigure`); one that came before is caught up with below.
     let drained = ctx.draining.load(Ordering::SeqCst);
-    let mut client = ClientState::new(id, &ctx.config.access);
+    let config = match &certificate_user {
+        Some(c) => c.config.clone(),
+        None => ctx.config.load_full(),
+    };
+    let mut client = ClientState::new(id, config);
     client.peer = Some(at.peer.ip());
-    if let Some(user) = certificate_user {
+    if let Some(user) = certificate_user.map(|c| c.user) {
         client.certificate_user = Some(user);
         client.log_in(user, &ctx);
     }
+    let config = &client.config;
+    let replica_reads = config.read_from.uses_replicas();
+    let recent_writes = config
+        .read_your_writes
+        .filter(|_| replica_reads)
+        .map(|w| Box::new(recent_writes::RecentWrites::new(w)));
+    let parser = RequestParser::new(config.limits);
     let mut s = Session {
-        replica_reads: ctx.config.read_from.uses_replicas(),
-        recent_writes: ctx
-            .config
-            .read_your_writes
-            .filter(|_| ctx.config.read_from.uses_replicas())
-            .map(recent_writes::RecentWrites::new),
+        replica_reads,
+        recent_writes,
         client,
-        parser: RequestParser::new(ctx.config.limits),
+        parser,
         // One place is all a client that waits for each reply needs; pipelines grow it.
         queue: VecDeque::with_capacity(1),
         base: 0,
@@ -193,13 +239,16 @@ pub async fn run(
         out_mixed: false,
         ready_bytes: 0,
         live,
-        output_limit: ctx.config.output_buffer_limit.unwrap_or(usize::MAX),
         client_reply: None,
         hold: None,
         charged: 0,
-        drained,
+        signals: Signals(if drained { Signals::DRAIN } else { 0 }),
         ctx,
     };
+    if !Arc::ptr_eq(&s.client.config, &s.ctx.config.load()) {
+        // A reload came between the configuration's load and the registration.
+        s.reconfigure();
+    }
     // No buffer of the session's own until it holds a partial request or unread replies: the
     // worker lends one for each poll (`buffers`).
     let mut rbuf = BytesMut::new();
@@ -208,7 +257,7 @@ pub async fn run(
     // Byte counts are added to the shared counters in chunks and when the session goes idle,
     // not per read.
     let (mut bytes_in, mut bytes_out) = (0u64, 0u64);
-    let max_pipeline = s.ctx.config.max_pipeline.max(1);
+    let mut max_pipeline = s.client.config.max_pipeline.max(1);
     // Whether `rbuf` may hold a complete request not yet parsed: parsing again without new
     // bytes would only find the same partial request.
     let mut unparsed = false;
@@ -222,9 +271,9 @@ pub async fn run(
     // Bytes already added to the shared counters (with `bytes_in + bytes_out`, every byte the
     // socket moved: what the idle-timeout watch, when one is set, looks at).
     let mut bytes_flushed: u64 = 0;
-    let mut idle = s.ctx.config.idle_timeout.map(timeouts::IdleWatch::new);
+    let mut idle = s.client.config.idle_timeout.map(timeouts::IdleWatch::new);
     let mut request_watch = s
-        .ctx
+        .client
         .config
         .request_timeout
         .map(timeouts::RequestWatch::new);
@@ -352,10 +401,19 @@ pub async fn run(
                 || (unparsed && s.queue.len() < max_pipeline && s.out.len() < OUT_HIGH_WATER)
                 || (!read_waiting && s.may_read(eof, max_pipeline));
             if !progress {
-                // A drain comes as a signal (`Drain`): nothing to poll on every wake.
-                if s.drained && !eof {
-                    eof = true;
-                    continue;
+                // A drain and a reload come as signals: nothing to poll on every wake.
+                if s.signals.any() {
+                    if s.signals.take(Signals::RECONFIGURED) {
+                        let c = &s.client.config;
+                        max_pipeline = c.max_pipeline.max(1);
+                        idle = c.idle_timeout.map(timeouts::IdleWatch::new);
+                        request_watch = c.request_timeout.map(timeouts::RequestWatch::new);
+                        continue;
+                    }
+                    if s.signals.has(Signals::DRAIN) && !eof {
+                        eof = true;
+                        continue;
+                    }
                 }
                 if let Some(w) = &mut idle {
                     // Replies the client does not read are no reason to keep it: Redis closes
@@ -451,6 +509,38 @@ impl Session {
             .stats
             .request_timeouts
             .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A reload: the session takes the configuration now in force. The limits the poll loop
+    /// keeps are taken when it next would sleep ([`Signals::RECONFIGURED`]); a client whose
+    /// user is gone is closed, with a log line.
+    #[cold]
+    fn reconfigure(&mut self) {
+        let config = self.ctx.config.load_full();
+        if Arc::ptr_eq(&config, &self.client.config) {
+            return;
+        }
+        if self.client.reconfigure(config.clone()) == super::local::Reconfigured::UserGone {
+            warn!(
+                client = self.client.id,
+                "closing client: the user it is logged in as was removed by a reload"
+            );
+            self.abort = true;
+            self.client.closing = true;
+            return;
+        }
+        self.replica_reads = config.read_from.uses_replicas();
+        // Slots written lately stay pinned under a new window: a read right after its write
+        // must not go to a replica because a reload came between them.
+        match (
+            config.read_your_writes.filter(|_| self.replica_reads),
+            &mut self.recent_writes,
+        ) {
+            (None, r) => *r = None,
+            (Some(window), Some(r)) => r.set_window(window),
+            (Some(window), r) => *r = Some(Box::new(recent_writes::RecentWrites::new(window))),
+        }
+        self.signals.set(Signals::RECONFIGURED);
     }
 
     fn flush_bytes(&self, bytes_in: &mut u64, bytes_out: &mut u64) {
@@ -749,7 +839,7 @@ impl Session {
                     Ok(slot) => self.send_keyed(entry.id, req.into_raw(), slot, read),
                     Err(command::CrossSlot) => match entry.route {
                         Route::Split { merge, step }
-                            if self.ctx.config.multi_key == MultiKeyPolicy::Split =>
+                            if self.client.config.multi_key == MultiKeyPolicy::Split =>
                         {
                             let how = SplitOf { merge, step, read };
                             self.send_split(entry, &req, &keys, &slots, how)
@@ -848,7 +938,7 @@ impl Session {
         }
         // As on the master path: the node borrowed from the snapshot into the outbox.
         let id = self.client.id;
-        match read_target(&mut self.topo, &self.ctx.config, id, slot, None) {
+        match read_target(&mut self.topo, &self.client.config, id, slot, None) {
             Some(t) => {
                 if let Some(QueuePlace::Waiting { parts, .. }) = self.queue.back_mut()
                     && let Some(part) = parts.first_mut()
@@ -1097,7 +1187,7 @@ impl Session {
             }
             let pinned = self.pinned_to_master(Some(p.slot), read);
             let target = if read && !pinned {
-                read_target(&mut self.topo, &self.ctx.config, id, Some(p.slot), None)
+                read_target(&mut self.topo, &self.client.config, id, Some(p.slot), None)
                     .map(|t| (Some((t.at, t.placement, t.skipped)), t.node.clone()))
             } else {
                 self.route(Some(p.slot)).map(|n| (None, n))
@@ -1292,7 +1382,8 @@ impl Session {
                 self.client.closing = true;
             }
             Tagged::Unblock => self.unblocked_by_others(),
-            Tagged::Drain => self.drained = true,
+            Tagged::Drain => self.signals.set(Signals::DRAIN),
+            Tagged::Reconfigure => self.reconfigure(),
             Tagged::Forget => {}
         }
     }
@@ -1372,10 +1463,17 @@ impl Session {
         } else if let Some(slot) = self.queue.get_mut(idx) {
             self.ready_bytes += reply.len();
             *slot = QueuePlace::Ready(reply);
-            if self.out.len() + self.ready_bytes > self.output_limit {
+            if self.out.len() + self.ready_bytes > self.output_limit() {
                 self.close_for_output_limit();
             }
         }
+    }
+
+    /// `clients.output_buffer_limit_bytes` (`usize::MAX` when there is none). Read from the
+    /// configuration where it is needed, which is only past a reply already waiting in `out`.
+    #[inline]
+    fn output_limit(&self) -> usize {
+        self.client.config.output_buffer_limit.unwrap_or(usize::MAX)
     }
 
     /// The client holds more unread replies than the output buffer limit allows: it is closed
@@ -1388,7 +1486,7 @@ impl Session {
         warn!(
             client = self.client.id,
             held = self.out.len() + self.ready_bytes,
-            limit = self.output_limit,
+            limit = self.output_limit(),
             "closing client: its unread replies are past the output buffer limit (clients.output_buffer_limit_bytes)"
         );
         self.ctx
@@ -1412,7 +1510,7 @@ impl Session {
         // Past the limit, but never for the one reply a drained buffer takes: a single large
         // value still goes through.
         if !self.out.is_empty()
-            && self.out.len() + self.ready_bytes + reply.len() > self.output_limit
+            && self.out.len() + self.ready_bytes + reply.len() > self.output_limit()
         {
             self.close_for_output_limit();
         }

@@ -1,6 +1,6 @@
 //! The tags of a session's backend requests, which their replies come back with: the queue place
 //! and part a reply answers, or which of the session's own signals it is (a subscriber frame, a
-//! timer, a kill, a shard subscriber's or keyspace event connection's frame, a reply to drop). Every tag value is made and read
+//! timer, a kill, a drain, a reload, a shard subscriber's or keyspace event connection's frame, a reply to drop). Every tag value is made and read
 //! here, and [`classify`] turns one into what it means.
 //!
 //! The hot path reads a reply's place with [`is_part`] and shifts; nothing outside this module
@@ -40,6 +40,8 @@ pub const KILL: Tag = u64::MAX - 3;
 pub const UNBLOCK: Tag = u64::MAX - 4;
 /// slotgate is draining (SIGTERM): the session reads no more, answers what it owes, closes.
 pub const DRAIN: Tag = u64::MAX - 5;
+/// A reload changed the configuration: the session takes the new one.
+pub const RECONFIGURE: Tag = u64::MAX - 6;
 
 /// What a tag stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +57,7 @@ pub enum Tagged {
     Kill,
     Unblock,
     Drain,
+    Reconfigure,
     /// A frame of the shard subscriber connection with this tag ([`shard`]).
     Shard(Tag),
     /// A frame of the keyspace event connection with this tag ([`keyspace`]).
@@ -96,6 +99,7 @@ pub fn classify(tag: Tag) -> Tagged {
         KILL => Tagged::Kill,
         UNBLOCK => Tagged::Unblock,
         DRAIN => Tagged::Drain,
+        RECONFIGURE => Tagged::Reconfigure,
         t if (SHARD_BASE..SHARD_BASE + SHARD_SPAN).contains(&t) => Tagged::Shard(t),
         t if (KEYSPACE_BASE..KEYSPACE_BASE + KEYSPACE_SPAN).contains(&t) => Tagged::Keyspace(t),
         // Between the keyspace range and the named signals: no tag is made there.
@@ -105,7 +109,8 @@ pub fn classify(tag: Tag) -> Tagged {
 
 const _: () = assert!(
     SHARD_BASE + SHARD_SPAN <= KEYSPACE_BASE
-        && KEYSPACE_BASE + KEYSPACE_SPAN <= DRAIN
+        && KEYSPACE_BASE + KEYSPACE_SPAN <= RECONFIGURE
+        && RECONFIGURE < DRAIN
         && DRAIN < UNBLOCK
         && UNBLOCK < KILL
         && KILL < RESUBSCRIBE
@@ -129,6 +134,7 @@ mod tests {
         assert_eq!(classify(KILL), Tagged::Kill);
         assert_eq!(classify(UNBLOCK), Tagged::Unblock);
         assert_eq!(classify(DRAIN), Tagged::Drain);
+        assert_eq!(classify(RECONFIGURE), Tagged::Reconfigure);
         for n in [0, 1, SHARD_SPAN - 1, SHARD_SPAN, 3 * SHARD_SPAN + 5] {
             let t = shard(n);
             assert_eq!(classify(t), Tagged::Shard(t));

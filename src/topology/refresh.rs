@@ -83,13 +83,10 @@ pub async fn run<S: TopologySource>(
         stats.refreshes.fetch_add(1, Ordering::Relaxed);
         match source.discover(&candidates).await {
             Ok(layout) => {
-                let next = Topology::build(
-                    &layout,
-                    &backends,
-                    current.zones().clone(),
-                    current.epoch + 1,
-                );
+                // The zones of the snapshot now in force: a reload may have changed them
+                // while the source was asked.
                 let now = handle.load_full();
+                let next = Topology::build(&layout, &backends, now.zones().clone(), now.epoch + 1);
                 if next.same_routes(&now) {
                     debug!("topology unchanged");
                     continue;

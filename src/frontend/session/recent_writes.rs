@@ -51,6 +51,12 @@ impl RecentWrites {
         self.all_until.is_some() || self.slots.iter().any(|&(s, _)| s == slot)
     }
 
+    /// A reload's new window: slots written from now on are pinned this long; those already
+    /// pinned keep the end they have.
+    pub(super) fn set_window(&mut self, window: Duration) {
+        self.window = window;
+    }
+
     /// Forgets the windows that ended.
     fn expire(&mut self, now: Instant) {
         // At most CAPACITY entries.

@@ -101,8 +101,10 @@ impl Session {
         let Some(idx) = seq.checked_sub(self.base) else {
             return;
         };
-        let (max_redirects, max_retries) =
-            (self.ctx.config.max_redirects, self.ctx.config.max_tryagain);
+        let (max_redirects, max_retries) = (
+            self.client.config.max_redirects,
+            self.client.config.max_tryagain,
+        );
         let action;
         {
             let Some(QueuePlace::Waiting { combine, parts, .. }) = self.queue.get_mut(idx as usize)
@@ -141,7 +143,7 @@ impl Session {
                 private: part.private,
                 may_reread: part.read_at.is_some() && !part.reread,
                 may_load_script: script_body.is_some(),
-                may_hold: self.ctx.config.failover_hold.is_some()
+                may_hold: self.client.config.failover_hold.is_some()
                     && !part.private
                     && part.node.is_none()
                     && part.hold_until.is_none_or(|until| !until.passed()),
@@ -157,7 +159,7 @@ impl Session {
                 // the next candidate, if its shard has one.
                 let next = super::read_target(
                     &mut self.topo,
-                    &self.ctx.config,
+                    &self.client.config,
                     self.client.id,
                     part.slot,
                     part.read_at,
@@ -289,7 +291,7 @@ impl Session {
                         .failover_holds
                         .fetch_add(1, Ordering::Relaxed);
                     let now = tokio::time::Instant::now();
-                    let hold = self.ctx.config.failover_hold.unwrap_or_default();
+                    let hold = self.client.config.failover_hold.unwrap_or_default();
                     let until = part
                         .hold_until
                         .get_or_insert_with(|| Deadline::after(hold))
@@ -411,7 +413,7 @@ impl Session {
                 }
                 let (dialect, id, tx) = (via.dialect, self.client.id, self.tx.clone());
                 // Back off exponentially, capped: a migration batch usually moves within a few tries.
-                let delay = (self.ctx.config.tryagain_delay
+                let delay = (self.client.config.tryagain_delay
                     * 2u32.saturating_pow(u32::from(attempt.saturating_sub(1).min(6))))
                 .min(MAX_RETRY_DELAY);
                 tokio::spawn(async move {
@@ -451,7 +453,7 @@ impl Session {
         let Some(hold) = &self.hold else {
             return false;
         };
-        let until = self.ctx.config.failover_hold.unwrap_or_default();
+        let until = self.client.config.failover_hold.unwrap_or_default();
         let behind = hold.queue_behind(slot, || {
             let now = tokio::time::Instant::now();
             Held {

@@ -1,0 +1,447 @@
+//! Live reload (SIGHUP, and `POST /reload` on the admin listener): the config file is read and
+//! checked again, whole, and what can change while slotgate runs is applied at once: the
+//! clients' limits and timeouts, users and their ACL rules (and `requirepass`), the read policy
+//! among the policies that use replicas, slotgate's zone and the zone map, and the log filter.
+//! Connected clients keep their connections and nothing in flight is touched: each session
+//! takes the new settings when it is told (`tag::RECONFIGURE`). The TLS listener's certificate
+//! and key files are read again too, as their watch does.
+//!
+//! What a running slotgate cannot change (listen addresses, threads, the topology source, the
+//! backend connections' settings, ...) keeps its old value, and the reload names it in its log
+//! line. This module must never apply a file that does not validate, nor apply part of a
+//! section: a section is taken whole or, when it cannot be taken, left whole.
+//!
+//! The decisions are pure: [`plan`] says what a new file changes, [`applied`] makes the
+//! clients' settings a reload puts in force.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use tracing::{info, warn};
+
+use crate::config::{Config, ConfigError, FileConfig, Overrides};
+use crate::frontend::{Context, SessionConfig};
+
+/// What a reload can change while slotgate runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// `[clients]` limits and timeouts, `multi_key`.
+    Clients,
+    /// `[[users]]` and `clients.requirepass`.
+    Users,
+    /// `reads.from` (among the policies that use replicas), `reads.read_your_writes_ms`,
+    /// `zone`.
+    Reads,
+    /// `[[zones]]`: which zone each node is in.
+    Zones,
+    /// `log`.
+    Log,
+}
+
+impl Change {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Change::Clients => "clients",
+            Change::Users => "users",
+            Change::Reads => "reads",
+            Change::Zones => "zones",
+            Change::Log => "log",
+        }
+    }
+}
+
+/// What a new file changes: what is applied now, and what keeps its old value until a restart.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub live: Vec<Change>,
+    pub restart: Vec<&'static str>,
+}
+
+impl Plan {
+    fn live(&mut self, c: Change) {
+        if !self.live.contains(&c) {
+            self.live.push(c);
+        }
+    }
+}
+
+/// What `new` changes against `old` (both files as read, with the validated configurations
+/// they made under the same command-line flags).
+pub fn plan(old: (&FileConfig, &Config), new: (&FileConfig, &Config)) -> Plan {
+    let ((of, oc), (nf, nc)) = (old, new);
+    let mut p = Plan::default();
+    let mut fixed = |changed: bool, what: &'static str| {
+        if changed {
+            p.restart.push(what);
+        }
+    };
+    fixed(of.listen != nf.listen || oc.listen != nc.listen, "listen");
+    fixed(
+        of.unix_socket != nf.unix_socket || of.unix_socket_perm != nf.unix_socket_perm,
+        "unix_socket",
+    );
+    fixed(of.threads != nf.threads, "threads");
+    fixed(of.config_check_ms != nf.config_check_ms, "config_check_ms");
+    fixed(
+        oc.backend_mode != nc.backend_mode
+            || of.mode != nf.mode
+            || of.sentinel_username != nf.sentinel_username
+            || of.sentinel_password != nf.sentinel_password,
+        "the topology source (mode, seeds, sentinels, master_name, server)",
+    );
+    fixed(of.backend != nf.backend, "[backend]");
+    fixed(of.topology != nf.topology, "[topology]");
+    fixed(of.limits != nf.limits, "[limits]");
+    fixed(of.admin != nf.admin, "[admin]");
+    fixed(
+        of.tls != nf.tls,
+        "[tls] (the certificate files' contents are reloaded)",
+    );
+    let (oc_, nc_) = (&of.clients, &nf.clients);
+    fixed(
+        oc_.drain_timeout_ms != nc_.drain_timeout_ms,
+        "clients.drain_timeout_ms",
+    );
+    fixed(
+        oc_.deny_commands != nc_.deny_commands,
+        "clients.deny_commands",
+    );
+    fixed(oc_.fleet_writes != nc_.fleet_writes, "clients.fleet_writes");
+    let replicas_switched =
+        oc.session.read_from.uses_replicas() != nc.session.read_from.uses_replicas();
+    fixed(
+        replicas_switched,
+        "reads.from (between reads from masters only and reads from replicas)",
+    );
+    fixed(
+        of.reads.max_replica_lag_ms != nf.reads.max_replica_lag_ms
+            || of.reads.check_interval_ms != nf.reads.check_interval_ms,
+        "reads.max_replica_lag_ms, reads.check_interval_ms",
+    );
+    // The clients' section without the fields above and the password (a user's).
+    let limits = |c: &crate::config::file::ClientsFile| {
+        let mut c = c.clone();
+        c.drain_timeout_ms = None;
+        c.deny_commands = None;
+        c.fleet_writes = None;
+        c.requirepass = None;
+        c
+    };
+    if limits(oc_) != limits(nc_) || of.multi_key != nf.multi_key {
+        p.live(Change::Clients);
+    }
+    if of.users != nf.users || oc_.requirepass != nc_.requirepass {
+        p.live(Change::Users);
+    }
+    if (!replicas_switched && oc.session.read_from != nc.session.read_from)
+        || oc.session.read_your_writes != nc.session.read_your_writes
+        || oc.session.zone != nc.session.zone
+    {
+        p.live(Change::Reads);
+    }
+    if oc.zones != nc.zones {
+        p.live(Change::Zones);
+    }
+    if oc.log != nc.log {
+        p.live(Change::Log);
+    }
+    p
+}
+
+/// The clients' settings a reload puts in force: `new`'s, but for what a running slotgate
+/// cannot change (the command table's `deny_commands` and `fleet_writes`, the request limits
+/// backends share, the read policy when it would turn replica reads on or off), which stay
+/// `old`'s.
+pub fn applied(old: &SessionConfig, new: &SessionConfig) -> SessionConfig {
+    let mut s = new.clone();
+    s.deny_commands = old.deny_commands.clone();
+    s.fleet_writes = old.fleet_writes;
+    s.limits = old.limits;
+    if old.read_from.uses_replicas() != new.read_from.uses_replicas() {
+        s.read_from = old.read_from;
+        s.read_your_writes = old.read_your_writes;
+    }
+    s
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("no config file to reload (slotgate was started without --config)")]
+    NoFile,
+    #[error("{0}")]
+    Invalid(#[from] ConfigError),
+}
+
+/// Sets the log filter (the subscriber's reload handle, made by the binary).
+pub type SetLog = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// Where the configuration came from, and what a reload changes.
+pub struct Reloader {
+    path: Option<PathBuf>,
+    overrides: Overrides,
+    set_log: Option<SetLog>,
+    /// The file and configuration in force (for the next plan); one reload at a time.
+    current: Mutex<(FileConfig, Config)>,
+    ctx: Arc<Context>,
+    certificate: Option<Arc<crate::tls::ServerCert>>,
+    /// The config file as last seen by [`Reloader::file_changed`].
+    seen: Mutex<Option<Stamp>>,
+}
+
+/// What tells a changed file: its modification time, length and inode, read through links
+/// (Kubernetes replaces a mounted ConfigMap by swapping a `..data` link).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    modified: Option<std::time::SystemTime>,
+    len: u64,
+    inode: u64,
+}
+
+fn stamp(path: &std::path::Path) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some(Stamp {
+        modified: m.modified().ok(),
+        len: m.len(),
+        inode: m.ino(),
+    })
+}
+
+/// Where slotgate's configuration comes from, for reloads: the file, the flags layered on it,
+/// and how to set the log filter (`None` when `RUST_LOG` chose it).
+pub struct Source {
+    pub path: Option<PathBuf>,
+    pub overrides: Overrides,
+    pub set_log: Option<SetLog>,
+}
+
+impl Reloader {
+    pub fn new(
+        source: Source,
+        file: FileConfig,
+        config: Config,
+        ctx: Arc<Context>,
+        certificate: Option<Arc<crate::tls::ServerCert>>,
+    ) -> Reloader {
+        Reloader {
+            overrides: source.overrides,
+            set_log: source.set_log,
+            seen: Mutex::new(source.path.as_deref().and_then(stamp)),
+            path: source.path,
+            current: Mutex::new((file, config)),
+            ctx,
+            certificate,
+        }
+    }
+
+    /// Whether the config file changed since it was last seen (read, or found changed).
+    pub fn file_changed(&self) -> bool {
+        let Some(path) = self.path.as_deref() else {
+            return false;
+        };
+        let now = stamp(path);
+        let mut seen = match self.seen.lock() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        if now.is_none() || *seen == now {
+            // A file that is gone for a moment (being replaced) is looked at again next time.
+            return false;
+        }
+        *seen = now;
+        true
+    }
+
+    /// Reads the file again and applies what it changes; the file in force stays in force,
+    /// whole, when the new one does not validate.
+    pub fn reload(&self) -> Result<Plan, ReloadError> {
+        if let Some(cert) = &self.certificate {
+            match cert.reload(true) {
+                Ok(crate::tls::Reload::Reloaded) => info!("TLS certificate reloaded"),
+                Ok(crate::tls::Reload::Unchanged) => {}
+                Err(e) => warn!(error = %e, "TLS certificate not reloaded; keeping the one in use"),
+            }
+        }
+        let path = self.path.as_deref().ok_or(ReloadError::NoFile)?;
+        let mut current = match self.current.lock() {
+            Ok(c) => c,
+            Err(p) => p.into_inner(),
+        };
+        let file = Config::read_file(path)?;
+        let config = Config::from_file(file.clone(), &self.overrides)?;
+        let plan = plan((&current.0, &current.1), (&file, &config));
+        self.apply(&plan, &current.1, &config);
+        *current = (file, config);
+        Ok(plan)
+    }
+
+    fn apply(&self, plan: &Plan, old: &Config, new: &Config) {
+        let ctx = &self.ctx;
+        let clients = plan
+            .live
+            .iter()
+            .any(|c| matches!(c, Change::Clients | Change::Users | Change::Reads));
+        if clients {
+            let mut session = applied(&old.session, &new.session);
+            session.max_clients = crate::fd_limit::adjust(session.max_clients);
+            ctx.hold_budget.set_limit(session.failover_hold_max_bytes);
+            ctx.auth_throttle
+                .set_limit(session.max_auth_failures_per_minute);
+            let budget = session.memory_budget;
+            ctx.config.store(Arc::new(session));
+            // After the store: a session starting meanwhile reads the new one.
+            ctx.clients.reconfigure_all();
+            ctx.clients.set_memory_budget(budget);
+        }
+        if plan.live.contains(&Change::Zones) {
+            ctx.topology.rezone(Arc::new(new.zones.clone()));
+        }
+        if plan.live.contains(&Change::Log) {
+            match &self.set_log {
+                Some(set) => {
+                    if let Err(e) = set(&new.log) {
+                        warn!(error = %e, "log filter not changed");
+                    }
+                }
+                None => info!("log filter set by RUST_LOG; the file's log is not applied"),
+            }
+        }
+    }
+}
+
+/// Runs a reload and says what it did in the log: one line, with what was applied and what
+/// needs a restart, or why the file was refused.
+pub fn reload_and_log(reloader: &Reloader, by: &'static str) -> Result<Plan, ReloadError> {
+    match reloader.reload() {
+        Ok(plan) => {
+            let live: Vec<&str> = plan.live.iter().map(|c| c.as_str()).collect();
+            if plan.restart.is_empty() {
+                info!(by, applied = ?live, "configuration reloaded");
+            } else {
+                warn!(
+                    by,
+                    applied = ?live,
+                    needs_restart = ?plan.restart,
+                    "configuration reloaded; these changes keep their old values until a restart"
+                );
+            }
+            Ok(plan)
+        }
+        Err(ReloadError::NoFile) => {
+            info!(by, "no config file to reload (started without --config)");
+            Err(ReloadError::NoFile)
+        }
+        Err(e) => {
+            warn!(by, error = %e, "configuration not reloaded; keeping the one in force");
+            Err(e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn configs(text: &str) -> (FileConfig, Config) {
+        let f: FileConfig = toml::from_str(text).unwrap();
+        let c = Config::from_file(f.clone(), &Overrides::default()).unwrap();
+        (f, c)
+    }
+
+    const BASE: &str = "mode = \"cluster\"\nseeds = [\"127.0.0.1:7000\"]\n";
+
+    fn plan_of(old: &str, new: &str) -> Plan {
+        let (of, oc) = configs(&format!("{BASE}{old}"));
+        let (nf, nc) = configs(&format!("{BASE}{new}"));
+        plan((&of, &oc), (&nf, &nc))
+    }
+
+    #[test]
+    fn should_change_nothing_for_the_same_file() {
+        assert_eq!(plan_of("", ""), Plan::default());
+    }
+
+    #[test]
+    fn should_apply_client_limits_live() {
+        let p = plan_of("", "[clients]\nmax_clients = 20\nidle_timeout_ms = 500\n");
+        assert_eq!(p.live, vec![Change::Clients]);
+        assert!(p.restart.is_empty());
+    }
+
+    #[test]
+    fn should_apply_users_and_requirepass_live() {
+        let p = plan_of(
+            "",
+            "[clients]\nrequirepass = \"x\"\n[[users]]\nname = \"a\"\nrules = \"on >p ~* +@all\"\n",
+        );
+        assert_eq!(p.live, vec![Change::Users]);
+    }
+
+    #[test]
+    fn should_apply_a_read_policy_among_replica_policies_live() {
+        let p = plan_of(
+            "[reads]\nfrom = \"prefer-replica\"\n",
+            "zone = \"b\"\n[reads]\nfrom = \"nearest\"\nread_your_writes_ms = 100\n",
+        );
+        assert_eq!(p.live, vec![Change::Reads]);
+        assert!(p.restart.is_empty());
+    }
+
+    #[test]
+    fn should_keep_replica_reads_off_or_on_until_a_restart() {
+        let p = plan_of("", "[reads]\nfrom = \"prefer-replica\"\n");
+        assert!(p.live.is_empty());
+        assert_eq!(p.restart.len(), 1);
+        assert!(p.restart[0].starts_with("reads.from"));
+    }
+
+    #[test]
+    fn should_apply_zones_and_the_log_filter_live() {
+        let p = plan_of(
+            "",
+            "log = \"debug\"\n[[zones]]\nname = \"a\"\nnodes = [\"127.0.0.2/32\"]\n",
+        );
+        assert_eq!(p.live, vec![Change::Zones, Change::Log]);
+    }
+
+    #[test]
+    fn should_name_what_needs_a_restart() {
+        let (of, oc) = configs(BASE);
+        let (nf, nc) = configs(
+            "listen = \"127.0.0.1:7777\"\nthreads = 2\nmode = \"standalone\"\nserver = \"127.0.0.1:6379\"\n\
+             [backend]\nread_timeout_ms = 10\n[topology]\nrefresh_interval_ms = 5000\n\
+             [limits]\nmax_args = 10\n[admin]\nlisten = \"127.0.0.1:9\"\n\
+             [clients]\ndrain_timeout_ms = 5\ndeny_commands = [\"KEYS\"]\nfleet_writes = true\n\
+             [reads]\nmax_replica_lag_ms = 5\n",
+        );
+        let p = plan((&of, &oc), (&nf, &nc));
+        assert!(p.live.is_empty(), "{p:?}");
+        assert_eq!(p.restart.len(), 11, "{:?}", p.restart);
+    }
+
+    #[test]
+    fn should_keep_what_a_running_slotgate_cannot_change_in_the_applied_settings() {
+        let (_, old) = configs(BASE);
+        let (_, new) = configs(&format!(
+            "{BASE}[clients]\nmax_clients = 7\ndeny_commands = [\"KEYS\"]\nfleet_writes = true\n\
+             [limits]\nmax_args = 10\n[reads]\nfrom = \"prefer-replica\"\nread_your_writes_ms = 9\n"
+        ));
+        let s = applied(&old.session, &new.session);
+        assert_eq!(s.max_clients, 7);
+        assert_eq!(s.deny_commands, old.session.deny_commands);
+        assert_eq!(s.fleet_writes, old.session.fleet_writes);
+        assert_eq!(s.limits, old.session.limits);
+        assert_eq!(s.read_from, old.session.read_from);
+        assert_eq!(s.read_your_writes, old.session.read_your_writes);
+    }
+
+    #[test]
+    fn should_take_a_new_read_policy_among_replica_policies() {
+        let (_, old) = configs(&format!("{BASE}[reads]\nfrom = \"prefer-replica\"\n"));
+        let (_, new) = configs(&format!("{BASE}[reads]\nfrom = \"nearest\"\n"));
+        assert_eq!(
+            applied(&old.session, &new.session).read_from,
+            new.session.read_from
+        );
+    }
+}

@@ -1,0 +1,296 @@
+//! Live reload against a real 3+3 cluster: the config file is changed under a pipelined load
+//! and slotgate is told with SIGHUP or `POST /reload`. Users, passwords, client limits and the
+//! read policy change at once; connected clients keep their connections (one whose user was
+//! removed is closed, as Redis does); no request of the load fails; a file that does not
+//! validate is refused whole and the one in force stays; what needs a restart is named.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use support::{Cluster, Proxy, TempConf};
+
+/// The config file: the cluster's seeds and the admin listener, then `rest`; reloaded on
+/// SIGHUP and `POST /reload` only (no file watch).
+fn conf(cluster: &Cluster, admin: u16, rest: &str) -> String {
+    let seeds: Vec<String> = cluster.seeds().iter().map(|s| format!("\"{s}\"")).collect();
+    format!(
+        "mode = \"cluster\"\nseeds = [{}]\nconfig_check_ms = 0\n{rest}\n[admin]\nlisten = \"127.0.0.1:{admin}\"\ntoken = \"t0ken\"\n",
+        seeds.join(", ")
+    )
+}
+
+const V1: &str = "\
+[clients]
+requirepass = \"pw1\"
+max_clients = 200
+[reads]
+from = \"prefer-replica\"
+[[users]]
+name = \"alice\"
+rules = \"on >apw ~* +@all\"
+[[users]]
+name = \"carol\"
+rules = \"on >cpw ~* +@all\"
+";
+
+/// The users changed (carol removed, bob added, alice read-only), the default password
+/// rotated, a lower client limit, another read policy among the replica ones.
+const V2: &str = "\
+[clients]
+requirepass = \"pw2\"
+max_clients = 150
+[reads]
+from = \"nearest\"
+[[users]]
+name = \"alice\"
+rules = \"on >apw ~* +@read +ping\"
+[[users]]
+name = \"bob\"
+rules = \"on >bpw ~* +@all\"
+";
+
+fn log_in(proxy: &Proxy, user: &str, password: &str) -> redis::RedisResult<redis::Connection> {
+    let mut c = redis::Client::open(proxy.url())?.get_connection()?;
+    c.set_read_timeout(Some(Duration::from_secs(10)))?;
+    redis::cmd("AUTH")
+        .arg(user)
+        .arg(password)
+        .query::<()>(&mut c)?;
+    Ok(c)
+}
+
+/// Pipelines of 20 SETs and GETs as `default`, one after another, until `stop`: the number
+/// of pipelines, and every error or wrong value seen.
+fn load(
+    proxy: &Proxy,
+    stop: Arc<AtomicBool>,
+    t: usize,
+) -> std::thread::JoinHandle<(u64, Vec<String>)> {
+    let mut c = log_in(proxy, "default", "pw1").unwrap();
+    std::thread::spawn(move || {
+        let (mut rounds, mut errors) = (0u64, Vec::new());
+        while !stop.load(Ordering::Relaxed) {
+            let mut p = redis::pipe();
+            for i in 0..10 {
+                let key = format!("reload:{t}:{}", (rounds * 10 + i) % 500);
+                p.cmd("SET").arg(&key).arg(rounds).ignore();
+                p.cmd("GET").arg(&key);
+            }
+            match p.query::<Vec<u64>>(&mut c) {
+                Ok(v) if v.iter().all(|&x| x == rounds) => {}
+                Ok(v) => errors.push(format!("wrong values {v:?} in round {rounds}")),
+                Err(e) => errors.push(e.to_string()),
+            }
+            rounds += 1;
+        }
+        (rounds, errors)
+    })
+}
+
+/// INFO's `proxy_read_from`, asked as `default` with `password`.
+fn read_from(proxy: &Proxy, password: &str) -> String {
+    let info: String = redis::cmd("INFO")
+        .arg("proxy")
+        .query(&mut log_in(proxy, "default", password).unwrap())
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("proxy_read_from:"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn users_limits_and_read_policy_change_under_a_pipelined_load_without_a_client_error() {
+    let cluster = Cluster::start(3, 1);
+    cluster.wait_replicas_synced();
+    let admin = support::free_port();
+    let file = TempConf::new(&conf(&cluster, admin, V1));
+    let proxy = Proxy::spawn(&["--config".into(), file.path().into()]);
+    assert_eq!(read_from(&proxy, "pw1"), "prefer-replica");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let loads: Vec<_> = (0..4).map(|t| load(&proxy, stop.clone(), t)).collect();
+    let mut alice = log_in(&proxy, "alice", "apw").unwrap();
+    let mut carol = log_in(&proxy, "carol", "cpw").unwrap();
+    let () = redis::cmd("SET")
+        .arg("reload:a")
+        .arg(1)
+        .query(&mut alice)
+        .unwrap();
+    assert!(
+        log_in(&proxy, "bob", "bpw").is_err(),
+        "bob is not a user yet"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+
+    std::fs::write(file.path(), conf(&cluster, admin, V2)).unwrap();
+    proxy.send_signal("HUP");
+    support::wait_until("the reload logged", Duration::from_secs(10), || {
+        proxy.log().contains("configuration reloaded")
+    });
+    std::thread::sleep(Duration::from_millis(500));
+
+    // Users: bob logs in, carol's connection is closed, alice keeps hers under her new rules.
+    let mut bob = log_in(&proxy, "bob", "bpw").unwrap();
+    let () = redis::cmd("SET")
+        .arg("reload:b")
+        .arg(2)
+        .query(&mut bob)
+        .unwrap();
+    assert!(
+        redis::cmd("PING").query::<String>(&mut carol).is_err(),
+        "carol's user was removed: her connection is closed"
+    );
+    assert!(log_in(&proxy, "carol", "cpw").is_err());
+    let e = redis::cmd("SET")
+        .arg("reload:a")
+        .arg(3)
+        .query::<()>(&mut alice)
+        .unwrap_err();
+    assert_eq!(e.code(), Some("NOPERM"), "{e}");
+    assert_eq!(
+        redis::cmd("GET")
+            .arg("reload:a")
+            .query::<u64>(&mut alice)
+            .unwrap(),
+        1
+    );
+    // The default password rotated: the new one logs in, the old one no longer does.
+    assert!(log_in(&proxy, "default", "pw2").is_ok());
+    let e = log_in(&proxy, "default", "pw1").err().unwrap();
+    assert_eq!(e.code(), Some("WRONGPASS"), "{e}");
+    assert_eq!(read_from(&proxy, "pw2"), "nearest");
+
+    // A file that does not validate is refused whole: the one in force stays.
+    std::fs::write(
+        file.path(),
+        conf(
+            &cluster,
+            admin,
+            &V2.replace("max_clients = 150", "max_clients = \"many\"")
+                .replace("bpw", "new"),
+        ),
+    )
+    .unwrap();
+    proxy.send_signal("HUP");
+    support::wait_until("the refusal logged", Duration::from_secs(10), || {
+        proxy.log().contains("configuration not reloaded")
+    });
+    assert!(log_in(&proxy, "bob", "bpw").is_ok(), "the old users stay");
+    assert!(log_in(&proxy, "bob", "new").is_err());
+
+    // POST /reload: the token is needed; what needs a restart is named and keeps its value.
+    std::fs::write(
+        file.path(),
+        conf(
+            &cluster,
+            admin,
+            &format!("threads = 3\n{}", V2.replace("nearest", "prefer-replica")),
+        ),
+    )
+    .unwrap();
+    assert_eq!(support::http(admin, "POST", "/reload", None).0, 401);
+    assert_eq!(support::http(admin, "GET", "/reload", Some("t0ken")).0, 405);
+    let (status, body) = support::http(admin, "POST", "/reload", Some("t0ken"));
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"applied\":[\"reads\"]"), "{body}");
+    assert!(body.contains("threads"), "{body}");
+    assert_eq!(read_from(&proxy, "pw2"), "prefer-replica");
+
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let mut rounds = 0;
+    for l in loads {
+        let (r, errors) = l.join().unwrap();
+        assert!(errors.is_empty(), "the load saw {errors:?}");
+        rounds += r;
+    }
+    eprintln!("{rounds} pipelines of 20 requests through three reloads, no error");
+    assert!(rounds > 50, "{rounds} pipelines");
+}
+
+#[test]
+fn a_changed_file_lowers_limits_for_the_clients_already_connected_and_new_ones() {
+    // One server is enough for the clients' limits.
+    let redis = support::Redis::start(&[]);
+    // Reloaded when the file changes (checked every 100 ms), without a signal.
+    let base = format!(
+        "mode = \"standalone\"\nserver = \"{}\"\nconfig_check_ms = 100\n",
+        redis.addr()
+    );
+    let file = TempConf::new(&base);
+    let proxy = Proxy::spawn(&["--config".into(), file.path().into()]);
+    let mut c = proxy.conn();
+    let () = redis::cmd("SET")
+        .arg("big")
+        .arg(vec![b'x'; 1000])
+        .query(&mut c)
+        .unwrap();
+    // Four clients in all, `c` included, before the reload.
+    let mut held: Vec<TcpStream> = (0..3).map(|_| proxy.raw()).collect();
+    for s in &mut held {
+        s.write_all(b"PING\r\n").unwrap();
+        let mut b = [0u8; 7];
+        s.read_exact(&mut b).unwrap();
+    }
+    let reload = |text: String, n: usize| {
+        // Another length: a change seen even within the file system's time granularity.
+        std::fs::write(file.path(), format!("{text}{}\n", "#".repeat(n))).unwrap();
+        support::wait_until("the reload logged", Duration::from_secs(10), || {
+            proxy
+                .log()
+                .matches("configuration reloaded by=\"file change\"")
+                .count()
+                == n
+        });
+    };
+    reload(
+        format!("{base}[clients]\nmax_clients = 4\noutput_buffer_limit_bytes = 100000\n"),
+        1,
+    );
+    // The limit is four and four are connected: the next one gets Redis' error.
+    let mut extra = proxy.raw();
+    let mut b = [0u8; 64];
+    let n = extra.read(&mut b).unwrap_or(0);
+    let line = String::from_utf8_lossy(&b[..n]);
+    assert!(
+        line.starts_with("-ERR max number of clients reached"),
+        "{line:?}"
+    );
+    // The output buffer limit reaches a client connected before it: 300 unread replies of
+    // 1 KB close it, and the others are served.
+    let mut reader = held.pop().unwrap();
+    reader.write_all(&b"GET big\r\n".repeat(300)).unwrap();
+    support::wait_until("the output limit close", Duration::from_secs(10), || {
+        proxy.log().contains("past the output buffer limit")
+    });
+    assert_eq!(
+        redis::cmd("GET")
+            .arg("big")
+            .query::<Vec<u8>>(&mut c)
+            .unwrap()
+            .len(),
+        1000
+    );
+    // An idle timeout reaches the clients already connected.
+    reload(format!("{base}[clients]\nidle_timeout_ms = 300\n"), 2);
+    let idle = &mut held[0];
+    idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(
+        idle.read(&mut b).unwrap_or(0),
+        0,
+        "the idle client is closed"
+    );
+}
