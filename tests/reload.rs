@@ -45,8 +45,10 @@ rules = \"on >cpw ~* +@all\"
 ";
 
 /// The users changed (carol removed, bob added, alice read-only), the default password
-/// rotated, a lower client limit, another read policy among the replica ones.
+/// rotated, a lower client limit, another read policy among the replica ones, slotgate's zone
+/// and a zone map.
 const V2: &str = "\
+zone = \"here\"
 [clients]
 requirepass = \"pw2\"
 max_clients = 150
@@ -58,6 +60,9 @@ rules = \"on >apw ~* +@read +ping\"
 [[users]]
 name = \"bob\"
 rules = \"on >bpw ~* +@all\"
+[[zones]]
+name = \"here\"
+nodes = [\"127.0.0.1/32\"]
 ";
 
 fn log_in(proxy: &Proxy, user: &str, password: &str) -> redis::RedisResult<redis::Connection> {
@@ -172,6 +177,14 @@ fn users_limits_and_read_policy_change_under_a_pipelined_load_without_a_client_e
     let e = log_in(&proxy, "default", "pw1").err().unwrap();
     assert_eq!(e.code(), Some("WRONGPASS"), "{e}");
     assert_eq!(read_from(&proxy, "pw2"), "nearest");
+    // Every node INFO lists is in the new zone.
+    let info: String = redis::cmd("INFO")
+        .query(&mut log_in(&proxy, "default", "pw2").unwrap())
+        .unwrap();
+    let nodes: Vec<&str> = info.lines().filter(|l| l.contains(":addr=")).collect();
+    assert!(nodes.len() >= 3, "{info}");
+    assert!(nodes.iter().all(|l| l.ends_with("zone=here")), "{nodes:?}");
+    assert!(info.contains("proxy_zone:here"), "{info}");
 
     // A file that does not validate is refused whole: the one in force stays.
     std::fs::write(
