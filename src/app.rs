@@ -109,6 +109,37 @@ async fn first_layout(source: &AnySource, config: &Config) -> Result<Layout, App
     }
 }
 
+/// The topology source `config` names, its connections opened as the backends' are.
+fn source_for(config: &Config) -> AnySource {
+    let to_nodes = config.backend.connector.clone();
+    match &config.backend_mode {
+        BackendMode::Cluster { seeds } => AnySource::Cluster(ClusterSource::new(
+            seeds.clone(),
+            config.discovery_timeout,
+            to_nodes,
+        )),
+        BackendMode::Sentinel {
+            sentinels,
+            master_name,
+            auth,
+        } => AnySource::Sentinel(
+            SentinelSource::new(
+                sentinels.clone(),
+                master_name.clone(),
+                to_nodes.with_credentials(auth.clone()),
+                to_nodes,
+                config.discovery_timeout,
+            )
+            .with_failover_pause(config.session.failover_hold),
+        ),
+        BackendMode::Standalone { server } => AnySource::Standalone(StandaloneSource::new(
+            server.clone(),
+            config.discovery_timeout,
+            to_nodes,
+        )),
+    }
+}
+
 /// Binds, discovers and starts serving; returns once clients can connect. With `reload`
 /// (where the configuration came from, and the file as read), SIGHUP and the admin
 /// listener's `POST /reload` reload it; without, SIGHUP reloads the TLS certificate only.
@@ -174,33 +205,7 @@ pub async fn start(
         Workers::start(config.threads).map_err(AppError::Workers)?
     });
     let backends = Arc::new(Backends::new(config.backend.clone(), workers.clone()));
-    let to_nodes = config.backend.connector.clone();
-    let source = match &config.backend_mode {
-        BackendMode::Cluster { seeds } => AnySource::Cluster(ClusterSource::new(
-            seeds.clone(),
-            config.discovery_timeout,
-            to_nodes,
-        )),
-        BackendMode::Sentinel {
-            sentinels,
-            master_name,
-            auth,
-        } => AnySource::Sentinel(
-            SentinelSource::new(
-                sentinels.clone(),
-                master_name.clone(),
-                to_nodes.with_credentials(auth.clone()),
-                to_nodes,
-                config.discovery_timeout,
-            )
-            .with_failover_pause(config.session.failover_hold),
-        ),
-        BackendMode::Standalone { server } => AnySource::Standalone(StandaloneSource::new(
-            server.clone(),
-            config.discovery_timeout,
-            to_nodes,
-        )),
-    };
+    let source = source_for(&config);
     let layout = first_layout(&source, &config).await?;
     let topology = Topology::build(&layout, &backends, Arc::new(config.zones.clone()), 1);
     info!(
@@ -213,7 +218,6 @@ pub async fn start(
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     let refresh_stats = Arc::new(RefreshStats::default());
-    source.watch(handle.clone(), shutdown.clone());
     if config.session.read_from.uses_replicas() {
         info!(
             read_from = config.session.read_from.as_str(),
@@ -227,11 +231,14 @@ pub async fn start(
             shutdown.clone(),
         ));
     }
+    // A reload's new topology source, for the refresher.
+    let (switch_source, switches) = tokio::sync::mpsc::channel::<AnySource>(4);
     tokio::spawn(refresh::run(
         source,
         handle.clone(),
         backends.clone(),
         hints,
+        switches,
         config.refresh,
         refresh_stats.clone(),
         shutdown.clone(),
@@ -275,22 +282,29 @@ pub async fn start(
         },
     });
     let certificate = config.tls.as_ref().map(|t| t.cert.clone());
-    let reloader = Arc::new(match reload {
-        Some((source, file)) => {
-            crate::reload::Reloader::new(source, file, as_read, ctx.clone(), certificate)
-        }
-        None => crate::reload::Reloader::new(
-            crate::reload::Source {
-                path: None,
-                overrides: Default::default(),
-                set_log: None,
-            },
-            Default::default(),
-            as_read,
-            ctx.clone(),
-            certificate,
-        ),
+    let switch: crate::reload::SwitchSource = Box::new(move |c: &Config| {
+        let source = source_for(c);
+        info!(source = source.kind(), "the topology source changes");
+        switch_source.try_send(source).is_ok()
     });
+    let (source, file) = reload.unwrap_or_else(|| {
+        let none = crate::reload::Source {
+            path: None,
+            overrides: Default::default(),
+            set_log: None,
+        };
+        (none, Default::default())
+    });
+    let reloader = Arc::new(crate::reload::Reloader::new(
+        source,
+        file,
+        as_read,
+        crate::reload::Handles {
+            ctx: ctx.clone(),
+            certificate,
+            switch,
+        },
+    ));
     tokio::spawn(watch_reloads(
         reloader.clone(),
         config.config_check,

@@ -1,13 +1,15 @@
-//! Live reload (SIGHUP, and `POST /reload` on the admin listener): the config file is read and
-//! checked again, whole, and what can change while slotgate runs is applied at once: the
-//! clients' limits and timeouts, users and their ACL rules (and `requirepass`), the read policy
-//! among the policies that use replicas, slotgate's zone and the zone map, and the log filter.
+//! Live reload (SIGHUP, `POST /reload` on the admin listener, a change of the file): the config
+//! file is read and checked again, whole, and what can change while slotgate runs is applied at
+//! once: the clients' limits and timeouts, users and their ACL rules (and `requirepass`), the
+//! read policy among the policies that use replicas, slotgate's zone and the zone map, the log
+//! filter, and the topology source (a standalone server replaced by a cluster, another Sentinel
+//! master name: the refresher switches, and new requests go to the new backends).
 //! Connected clients keep their connections and nothing in flight is touched: each session
 //! takes the new settings when it is told (`tag::RECONFIGURE`). The TLS listener's certificate
 //! and key files are read again too, as their watch does.
 //!
-//! What a running slotgate cannot change (listen addresses, threads, the topology source, the
-//! backend connections' settings, ...) keeps its old value, and the reload names it in its log
+//! What a running slotgate cannot change (listen addresses, threads, the backend connections'
+//! settings, ...) keeps its old value, and the reload names it in its log
 //! line. This module must never apply a file that does not validate, nor apply part of a
 //! section: a section is taken whole or, when it cannot be taken, left whole.
 //!
@@ -36,6 +38,9 @@ pub enum Change {
     Zones,
     /// `log`.
     Log,
+    /// The topology source: `mode`, `seeds`, `sentinels`, `master_name`, `server`, the
+    /// Sentinels' credentials.
+    Source,
 }
 
 impl Change {
@@ -46,6 +51,7 @@ impl Change {
             Change::Reads => "reads",
             Change::Zones => "zones",
             Change::Log => "log",
+            Change::Source => "topology source",
         }
     }
 }
@@ -82,12 +88,18 @@ pub fn plan(old: (&FileConfig, &Config), new: (&FileConfig, &Config)) -> Plan {
     );
     fixed(of.threads != nf.threads, "threads");
     fixed(of.config_check_ms != nf.config_check_ms, "config_check_ms");
+    let source_changed = oc.backend_mode != nc.backend_mode
+        || of.sentinel_username != nf.sentinel_username
+        || of.sentinel_password != nf.sentinel_password;
+    // Replicas' connections differ between a cluster (READONLY first) and the other modes:
+    // with replica reads on, the backends would need new ones.
+    let is_cluster =
+        |c: &Config| matches!(c.backend_mode, crate::config::BackendMode::Cluster { .. });
+    let replica_links_change = is_cluster(oc) != is_cluster(nc)
+        && (oc.session.read_from.uses_replicas() || nc.session.read_from.uses_replicas());
     fixed(
-        oc.backend_mode != nc.backend_mode
-            || of.mode != nf.mode
-            || of.sentinel_username != nf.sentinel_username
-            || of.sentinel_password != nf.sentinel_password,
-        "the topology source (mode, seeds, sentinels, master_name, server)",
+        source_changed && replica_links_change,
+        "the topology source (between a cluster and a Sentinel or standalone server while reads use replicas)",
     );
     fixed(of.backend != nf.backend, "[backend]");
     fixed(of.topology != nf.topology, "[topology]");
@@ -145,6 +157,9 @@ pub fn plan(old: (&FileConfig, &Config), new: (&FileConfig, &Config)) -> Plan {
     if oc.log != nc.log {
         p.live(Change::Log);
     }
+    if source_changed && !replica_links_change {
+        p.live(Change::Source);
+    }
     p
 }
 
@@ -175,6 +190,18 @@ pub enum ReloadError {
 /// Sets the log filter (the subscriber's reload handle, made by the binary).
 pub type SetLog = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 
+/// Hands the refresher the topology source a configuration names; false when it could not
+/// take it (a switch already waiting).
+pub type SwitchSource = Box<dyn Fn(&Config) -> bool + Send + Sync>;
+
+/// What a reload acts on in the running slotgate.
+pub struct Handles {
+    pub ctx: Arc<Context>,
+    /// The TLS listener's certificate, read again on every reload.
+    pub certificate: Option<Arc<crate::tls::ServerCert>>,
+    pub switch: SwitchSource,
+}
+
 /// Where the configuration came from, and what a reload changes.
 pub struct Reloader {
     path: Option<PathBuf>,
@@ -182,8 +209,7 @@ pub struct Reloader {
     set_log: Option<SetLog>,
     /// The file and configuration in force (for the next plan); one reload at a time.
     current: Mutex<(FileConfig, Config)>,
-    ctx: Arc<Context>,
-    certificate: Option<Arc<crate::tls::ServerCert>>,
+    handles: Handles,
     /// The config file as last seen by [`Reloader::file_changed`].
     seen: Mutex<Option<Stamp>>,
 }
@@ -216,21 +242,14 @@ pub struct Source {
 }
 
 impl Reloader {
-    pub fn new(
-        source: Source,
-        file: FileConfig,
-        config: Config,
-        ctx: Arc<Context>,
-        certificate: Option<Arc<crate::tls::ServerCert>>,
-    ) -> Reloader {
+    pub fn new(source: Source, file: FileConfig, config: Config, handles: Handles) -> Reloader {
         Reloader {
             overrides: source.overrides,
             set_log: source.set_log,
             seen: Mutex::new(source.path.as_deref().and_then(stamp)),
             path: source.path,
             current: Mutex::new((file, config)),
-            ctx,
-            certificate,
+            handles,
         }
     }
 
@@ -255,7 +274,7 @@ impl Reloader {
     /// Reads the file again and applies what it changes; the file in force stays in force,
     /// whole, when the new one does not validate.
     pub fn reload(&self) -> Result<Plan, ReloadError> {
-        if let Some(cert) = &self.certificate {
+        if let Some(cert) = &self.handles.certificate {
             match cert.reload(true) {
                 Ok(crate::tls::Reload::Reloaded) => info!("TLS certificate reloaded"),
                 Ok(crate::tls::Reload::Unchanged) => {}
@@ -276,7 +295,7 @@ impl Reloader {
     }
 
     fn apply(&self, plan: &Plan, old: &Config, new: &Config) {
-        let ctx = &self.ctx;
+        let ctx = &self.handles.ctx;
         let clients = plan
             .live
             .iter()
@@ -292,6 +311,17 @@ impl Reloader {
             // After the store: a session starting meanwhile reads the new one.
             ctx.clients.reconfigure_all();
             ctx.clients.set_memory_budget(budget);
+        }
+        if plan.live.contains(&Change::Source) {
+            // The source's connections as the backends' stay ([backend] and [topology] need a
+            // restart): only where the topology comes from changes.
+            let mut c = new.clone();
+            c.backend = old.backend.clone();
+            c.discovery_timeout = old.discovery_timeout;
+            c.session = applied(&old.session, &new.session);
+            if !(self.handles.switch)(&c) {
+                warn!("the topology source was not switched: a switch is still waiting");
+            }
         }
         if plan.live.contains(&Change::Zones) {
             ctx.topology.rezone(Arc::new(new.zones.clone()));
@@ -415,8 +445,33 @@ mod tests {
              [reads]\nmax_replica_lag_ms = 5\n",
         );
         let p = plan((&of, &oc), (&nf, &nc));
+        assert_eq!(p.live, vec![Change::Source], "{p:?}");
+        assert_eq!(p.restart.len(), 10, "{:?}", p.restart);
+    }
+
+    #[test]
+    fn should_switch_the_topology_source_live() {
+        let (of, oc) = configs("mode = \"standalone\"\nserver = \"127.0.0.1:6379\"\n");
+        let (nf, nc) = configs(BASE);
+        let p = plan((&of, &oc), (&nf, &nc));
+        assert_eq!(p.live, vec![Change::Source]);
+        assert!(p.restart.is_empty());
+        let (nf2, nc2) = configs("mode = \"cluster\"\nseeds = [\"127.0.0.1:7001\"]\n");
+        let p = plan((&nf, &nc), (&nf2, &nc2));
+        assert_eq!(p.live, vec![Change::Source], "new seeds");
+    }
+
+    #[test]
+    fn should_keep_the_source_between_a_cluster_and_a_server_while_reads_use_replicas() {
+        let reads = "[reads]\nfrom = \"prefer-replica\"\n";
+        let (of, oc) = configs(&format!(
+            "mode = \"standalone\"\nserver = \"127.0.0.1:6379\"\n{reads}"
+        ));
+        let (nf, nc) = configs(&format!("{BASE}{reads}"));
+        let p = plan((&of, &oc), (&nf, &nc));
         assert!(p.live.is_empty(), "{p:?}");
-        assert_eq!(p.restart.len(), 11, "{:?}", p.restart);
+        assert_eq!(p.restart.len(), 1);
+        assert!(p.restart[0].starts_with("the topology source"));
     }
 
     #[test]

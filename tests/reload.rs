@@ -307,3 +307,127 @@ fn a_changed_file_lowers_limits_for_the_clients_already_connected_and_new_ones()
         "the idle client is closed"
     );
 }
+
+/// Keys the readers of the source switch read, each holding its own number.
+const SWITCH_KEYS: u64 = 500;
+
+#[test]
+fn a_standalone_server_is_replaced_by_a_cluster_under_load_without_a_client_error() {
+    let old = support::Redis::start(&[]);
+    let cluster = Cluster::start(3, 0);
+    let file = TempConf::new(&format!(
+        "mode = \"standalone\"\nserver = \"{}\"\nconfig_check_ms = 0\n",
+        old.addr()
+    ));
+    let proxy = Proxy::spawn(&["--config".into(), file.path().into()]);
+    let mut c = proxy.conn();
+    let mut mset = redis::cmd("MSET");
+    for k in 0..SWITCH_KEYS {
+        mset.arg(format!("switch:r:{k}")).arg(k);
+    }
+    let () = mset.query(&mut c).unwrap();
+    // The operator copies the data into the new cluster (the server keeps its keys).
+    let out = std::process::Command::new("redis-cli")
+        .args(["--cluster", "import", &cluster.seeds()[0]])
+        .args(["--cluster-from", &old.addr(), "--cluster-copy"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // Two readers of the copied keys and two writers of new ones, one request at a time.
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads: Vec<_> = (0..4u64)
+        .map(|t| {
+            let (stop, url) = (stop.clone(), proxy.url());
+            std::thread::spawn(move || {
+                let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+                c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+                let (mut errors, mut acked) = (Vec::new(), Vec::new());
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let sent = std::time::Instant::now();
+                    if t < 2 {
+                        let key = format!("switch:w{t}:{i}");
+                        match redis::cmd("SET").arg(&key).arg(i).query::<()>(&mut c) {
+                            Ok(()) => acked.push((sent, key, i)),
+                            Err(e) => errors.push(e.to_string()),
+                        }
+                    } else {
+                        let k = (i * 7919 + t) % SWITCH_KEYS;
+                        match redis::cmd("GET")
+                            .arg(format!("switch:r:{k}"))
+                            .query::<Option<u64>>(&mut c)
+                        {
+                            Ok(Some(v)) if v == k => {}
+                            other => errors.push(format!("switch:r:{k} read {other:?}")),
+                        }
+                    }
+                    i += 1;
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                (errors, acked)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+
+    let seeds: Vec<String> = cluster.seeds().iter().map(|s| format!("\"{s}\"")).collect();
+    std::fs::write(
+        file.path(),
+        format!(
+            "mode = \"cluster\"\nseeds = [{}]\nconfig_check_ms = 0\n",
+            seeds.join(", ")
+        ),
+    )
+    .unwrap();
+    proxy.send_signal("HUP");
+    support::wait_until("the cluster in use", Duration::from_secs(10), || {
+        proxy.log().contains("the new topology source answered")
+    });
+    let switched = std::time::Instant::now();
+    std::thread::sleep(Duration::from_millis(700));
+    stop.store(true, Ordering::Relaxed);
+
+    let mut old_conn = redis::Client::open(format!("redis://{}/", old.addr()))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let (mut after, mut before) = (0, 0);
+    for t in threads {
+        let (errors, acked) = t.join().unwrap();
+        assert!(errors.is_empty(), "clients saw {errors:?}");
+        for (sent, key, v) in acked {
+            // Through slotgate, which now routes to the cluster.
+            let got: Option<u64> = redis::cmd("GET").arg(&key).query(&mut c).unwrap();
+            if sent > switched {
+                assert_eq!(
+                    got,
+                    Some(v),
+                    "{key}, written after the switch, is on the cluster"
+                );
+                after += 1;
+            } else if got != Some(v) {
+                // Written before the switch: on the old server (moving such writes is the
+                // migration's part, not the switch's).
+                let there: Option<u64> = redis::cmd("GET").arg(&key).query(&mut old_conn).unwrap();
+                assert_eq!(there, Some(v), "{key} is on neither side");
+                before += 1;
+            }
+        }
+    }
+    eprintln!(
+        "{after} writes after the switch on the cluster, {before} before it on the old server"
+    );
+    assert!(after > 50, "{after} writes after the switch");
+    // A multi-key command across slots now meets the cluster's rule.
+    let e = redis::cmd("RENAME")
+        .arg("switch:r:1")
+        .arg("switch:r:2")
+        .query::<()>(&mut c)
+        .unwrap_err();
+    assert_eq!(e.code(), Some("CROSSSLOT"), "{e}");
+}

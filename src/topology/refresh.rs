@@ -4,6 +4,12 @@
 //! It asks the node that said MOVED first, then every node of the current snapshot, then the
 //! seeds, so losing a seed never blinds the proxy. It must never publish a map that does not
 //! cover every slot, and never run two refreshes at once.
+//!
+//! It owns the topology source and its watchers: a reload may hand it another source (a
+//! standalone server replaced by a cluster, a new Sentinel master name). The old source's
+//! watchers stop, the new source is asked with its own seeds only (the old snapshot's nodes
+//! are not its nodes), and its first layout replaces the snapshot; until it answers, the old
+//! snapshot keeps serving.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,24 +51,40 @@ pub struct RefreshStats {
     pub master_switches: AtomicU64,
 }
 
+#[allow(clippy::too_many_arguments)]
 pub async fn run<S: TopologySource>(
-    source: S,
+    mut source: S,
     handle: Arc<TopologyHandle>,
     backends: Arc<Backends>,
     mut hints: mpsc::Receiver<RefreshHint>,
+    mut switches: mpsc::Receiver<S>,
     config: RefreshConfig,
     stats: Arc<RefreshStats>,
     shutdown: CancellationToken,
 ) {
+    let mut watchers = shutdown.child_token();
+    source.watch(handle.clone(), watchers.clone());
     let mut ticker = tokio::time::interval(config.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
     let mut last = Instant::now();
+    // A source handed over by a reload that has not answered yet: asked with its own seeds
+    // only, and retried at once after a failure, until it does.
+    let mut switching = false;
     loop {
         let mut hint: Option<NodeAddr> = None;
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = ticker.tick() => {}
+            s = switches.recv(), if !switches.is_closed() => {
+                let Some(s) = s else { continue };
+                info!(seeds = ?s.seeds(), "switching the topology source");
+                watchers.cancel();
+                watchers = shutdown.child_token();
+                s.watch(handle.clone(), watchers.clone());
+                source = s;
+                switching = true;
+            }
             h = hints.recv() => {
                 let Some(h) = h else { return };
                 hint = h.addr;
@@ -78,11 +100,16 @@ pub async fn run<S: TopologySource>(
         last = Instant::now();
         let current = handle.load_full();
         let mut candidates: Vec<NodeAddr> = Vec::new();
-        candidates.extend(hint.clone());
-        candidates.extend(current.addresses());
+        if !switching {
+            candidates.extend(hint.clone());
+            candidates.extend(current.addresses());
+        }
         stats.refreshes.fetch_add(1, Ordering::Relaxed);
         match source.discover(&candidates).await {
             Ok(layout) => {
+                if std::mem::take(&mut switching) {
+                    info!(seeds = ?source.seeds(), "the new topology source answered");
+                }
                 // The zones of the snapshot now in force: a reload may have changed them
                 // while the source was asked.
                 let now = handle.load_full();
@@ -118,6 +145,11 @@ pub async fn run<S: TopologySource>(
             Err(e) => {
                 stats.failures.fetch_add(1, Ordering::Relaxed);
                 warn!(error = %e, "topology refresh failed; keeping the last good map");
+                if switching {
+                    // The new source again soon, not at the next periodic refresh.
+                    tokio::time::sleep(config.min_gap).await;
+                    handle.request_refresh_now(None);
+                }
             }
         }
     }
