@@ -50,11 +50,9 @@ pub fn probe(url: &str, timeout: Duration) -> Result<u16, ProbeError> {
     let mut s = TcpStream::connect_timeout(&target, timeout).map_err(io)?;
     s.set_read_timeout(Some(timeout)).map_err(io)?;
     s.set_write_timeout(Some(timeout)).map_err(io)?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(io)?;
+    // One write: `write!` on the socket would send each piece of the format on its own.
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(request.as_bytes()).map_err(io)?;
     // The status line is all that is read: at most 256 bytes of it.
     let mut line = Vec::new();
     std::io::BufReader::new(s.take(256))
