@@ -226,7 +226,7 @@ pub async fn start(
         );
         tokio::spawn(crate::topology::replica_health::run(
             handle.clone(),
-            backends.config().connector.clone(),
+            backends.clone(),
             config.reads,
             shutdown.clone(),
         ));

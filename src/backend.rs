@@ -701,7 +701,8 @@ impl PrivateLink {
 /// so a refresh that keeps a node in its role keeps its connections.
 #[derive(Debug)]
 pub struct Backends {
-    config: Arc<BackendConfig>,
+    /// The settings new nodes take; a reload replaces them ([`Backends::replace_config`]).
+    config: arc_swap::ArcSwap<BackendConfig>,
     workers: Arc<Workers>,
     masters: Mutex<HashMap<NodeAddr, Arc<Node>>>,
     replicas: Mutex<HashMap<NodeAddr, Arc<Node>>>,
@@ -718,7 +719,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Backends {
     pub fn new(config: BackendConfig, workers: Arc<Workers>) -> Backends {
         Backends {
-            config: Arc::new(config),
+            config: arc_swap::ArcSwap::from_pointee(config),
             workers,
             masters: Mutex::new(HashMap::new()),
             replicas: Mutex::new(HashMap::new()),
@@ -734,7 +735,7 @@ impl Backends {
     /// The replica at `addr`, created on first use; `None` when replicas get no connections
     /// (no read policy sends them anything).
     pub fn replica(&self, addr: &NodeAddr) -> Option<Arc<Node>> {
-        (self.config.replica_links != ReplicaLinks::Off)
+        (self.config.load().replica_links != ReplicaLinks::Off)
             .then(|| self.get_or_open(&self.replicas, addr, Role::Replica))
     }
 
@@ -752,7 +753,7 @@ impl Backends {
         let node = Arc::new(Node::new(
             addr.clone(),
             role,
-            self.config.clone(),
+            self.config.load_full(),
             self.stats.clone(),
             self.workers.clone(),
         ));
@@ -776,8 +777,23 @@ impl Backends {
         }
     }
 
-    pub fn config(&self) -> &BackendConfig {
-        &self.config
+    /// The settings in force.
+    pub fn config(&self) -> Arc<BackendConfig> {
+        self.config.load_full()
+    }
+
+    /// A reload's new settings: every node is forgotten and retired (its shared connections
+    /// closed once what is in flight on them is answered; a session's private connections
+    /// stay until it lets them go), so that the next snapshot's nodes are new ones, opened and
+    /// logged in with `config`. Requests that meet a retired node meanwhile fail unsent and
+    /// are held for the new one, as in a failover.
+    pub fn replace_config(&self, config: BackendConfig) {
+        self.config.store(Arc::new(config));
+        for map in [&self.masters, &self.replicas] {
+            for (_, node) in lock(map).drain() {
+                node.retire();
+            }
+        }
     }
 
     pub fn stats(&self) -> &BackendStats {

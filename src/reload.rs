@@ -2,8 +2,9 @@
 //! file is read and checked again, whole, and what can change while slotgate runs is applied at
 //! once: the clients' limits and timeouts, users and their ACL rules (and `requirepass`), the
 //! read policy among the policies that use replicas, slotgate's zone and the zone map, the log
-//! filter, and the topology source (a standalone server replaced by a cluster, another Sentinel
-//! master name: the refresher switches, and new requests go to the new backends).
+//! filter, the topology source (a standalone server replaced by a cluster, another Sentinel
+//! master name: the refresher switches, and new requests go to the new backends), and the
+//! backends' settings (a new password, pool sizes: every node is renewed).
 //! Connected clients keep their connections and nothing in flight is touched: each session
 //! takes the new settings when it is told (`tag::RECONFIGURE`). The TLS listener's certificate
 //! and key files are read again too, as their watch does.
@@ -41,6 +42,8 @@ pub enum Change {
     /// The topology source: `mode`, `seeds`, `sentinels`, `master_name`, `server`, the
     /// Sentinels' credentials.
     Source,
+    /// `[backend]`: the nodes' password and user, TLS, pool sizes, timeouts, queue bounds.
+    Backend,
 }
 
 impl Change {
@@ -52,6 +55,7 @@ impl Change {
             Change::Zones => "zones",
             Change::Log => "log",
             Change::Source => "topology source",
+            Change::Backend => "backend",
         }
     }
 }
@@ -101,7 +105,6 @@ pub fn plan(old: (&FileConfig, &Config), new: (&FileConfig, &Config)) -> Plan {
         source_changed && replica_links_change,
         "the topology source (between a cluster and a Sentinel or standalone server while reads use replicas)",
     );
-    fixed(of.backend != nf.backend, "[backend]");
     fixed(of.topology != nf.topology, "[topology]");
     fixed(of.limits != nf.limits, "[limits]");
     fixed(of.admin != nf.admin, "[admin]");
@@ -160,7 +163,23 @@ pub fn plan(old: (&FileConfig, &Config), new: (&FileConfig, &Config)) -> Plan {
     if source_changed && !replica_links_change {
         p.live(Change::Source);
     }
+    if of.backend != nf.backend {
+        p.live(Change::Backend);
+    }
     p
+}
+
+/// The backends' settings a reload puts in force: `new`'s, but for what needs a restart (the
+/// reply limits, `[limits]`) or follows a setting that does (replicas' connections, which
+/// follow whether reads use replicas), which stay `old`'s.
+pub fn backend_applied(
+    old: &crate::backend::BackendConfig,
+    new: &crate::backend::BackendConfig,
+) -> crate::backend::BackendConfig {
+    let mut b = new.clone();
+    b.limits = old.limits;
+    b.replica_links = old.replica_links;
+    b
 }
 
 /// The clients' settings a reload puts in force: `new`'s, but for what a running slotgate
@@ -312,11 +331,22 @@ impl Reloader {
             ctx.clients.reconfigure_all();
             ctx.clients.set_memory_budget(budget);
         }
-        if plan.live.contains(&Change::Source) {
-            // The source's connections as the backends' stay ([backend] and [topology] need a
-            // restart): only where the topology comes from changes.
-            let mut c = new.clone();
-            c.backend = old.backend.clone();
+        let backend = plan.live.contains(&Change::Backend);
+        if backend {
+            // New nodes with the new settings; the old ones finish what is in flight.
+            ctx.backends
+                .replace_config(backend_applied(&old.backend, &new.backend));
+            ctx.topology.renew(&ctx.backends);
+        }
+        if backend || plan.live.contains(&Change::Source) {
+            // The source opens its connections as the backends do (a new password, TLS), and
+            // keeps `[topology]`'s old timeout, which needs a restart.
+            let mut c = if plan.live.contains(&Change::Source) {
+                new.clone()
+            } else {
+                old.clone()
+            };
+            c.backend = (*ctx.backends.config()).clone();
             c.discovery_timeout = old.discovery_timeout;
             c.session = applied(&old.session, &new.session);
             if !(self.handles.switch)(&c) {
@@ -445,8 +475,27 @@ mod tests {
              [reads]\nmax_replica_lag_ms = 5\n",
         );
         let p = plan((&of, &oc), (&nf, &nc));
-        assert_eq!(p.live, vec![Change::Source], "{p:?}");
-        assert_eq!(p.restart.len(), 10, "{:?}", p.restart);
+        assert_eq!(p.live, vec![Change::Source, Change::Backend], "{p:?}");
+        assert_eq!(p.restart.len(), 9, "{:?}", p.restart);
+    }
+
+    #[test]
+    fn should_apply_backend_settings_live_but_their_limits_and_replica_links() {
+        let p = plan_of(
+            "",
+            "[backend]\npassword = \"x\"\nconnections_per_node = 2\n",
+        );
+        assert_eq!(p.live, vec![Change::Backend]);
+        assert!(p.restart.is_empty());
+        let (_, old) = configs(BASE);
+        let (_, new) = configs(&format!(
+            "{BASE}[backend]\nconnections_per_node = 3\n[limits]\nmax_args = 10\n\
+             [reads]\nfrom = \"prefer-replica\"\n"
+        ));
+        let b = backend_applied(&old.backend, &new.backend);
+        assert_eq!(b.connections_per_node, 3);
+        assert_eq!(b.limits, old.backend.limits);
+        assert_eq!(b.replica_links, old.backend.replica_links);
     }
 
     #[test]

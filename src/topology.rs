@@ -354,29 +354,63 @@ impl Topology {
         }
     }
 
+    /// A copy whose node handles are taken from `backends` again (after
+    /// [`Backends::replace_config`], new ones with the new settings): the same masters,
+    /// replicas, zones and slots.
+    pub fn renewed(&self, backends: &Backends) -> Topology {
+        let masters = self
+            .masters
+            .iter()
+            .map(|m| backends.node(m.addr()))
+            .collect();
+        let replicas = self.replicas_with(|r| Replica {
+            node: backends.replica(&r.addr),
+            ..r.clone()
+        });
+        self.next(
+            masters,
+            self.master_zones.clone(),
+            replicas,
+            self.zones.clone(),
+        )
+    }
+
     /// A copy whose nodes' zones are read from `zones` (a reload's zone map).
     pub fn with_zones(&self, zones: Arc<ZoneMap>) -> Topology {
+        let master_zones = self
+            .masters
+            .iter()
+            .map(|m| zone_of(&zones, m.addr()))
+            .collect();
+        let replicas = self.replicas_with(|r| Replica {
+            zone: zone_of(&zones, &r.addr),
+            ..r.clone()
+        });
+        self.next(self.masters.clone(), master_zones, replicas, zones)
+    }
+
+    fn replicas_with(&self, f: impl Fn(&Replica) -> Replica) -> Vec<Vec<Replica>> {
+        self.replicas
+            .iter()
+            .map(|rs| rs.iter().map(&f).collect())
+            .collect()
+    }
+
+    /// The next snapshot: these nodes and zones, this one's slots (shard by shard in the same
+    /// order) and server facts.
+    fn next(
+        &self,
+        masters: Vec<Arc<Node>>,
+        master_zones: Vec<Option<Arc<str>>>,
+        replicas: Vec<Vec<Replica>>,
+        zones: Arc<ZoneMap>,
+    ) -> Topology {
         Topology {
             epoch: self.epoch + 1,
             created: Instant::now(),
-            masters: self.masters.clone(),
-            master_zones: self
-                .masters
-                .iter()
-                .map(|m| zone_of(&zones, m.addr()))
-                .collect(),
-            replicas: self
-                .replicas
-                .iter()
-                .map(|rs| {
-                    rs.iter()
-                        .map(|r| Replica {
-                            zone: zone_of(&zones, &r.addr),
-                            ..r.clone()
-                        })
-                        .collect()
-                })
-                .collect(),
+            masters,
+            master_zones,
+            replicas,
             zones,
             slots: self.slots.clone(),
             version: self.version.clone(),
@@ -471,6 +505,12 @@ impl TopologyHandle {
             addr: hint.cloned(),
             urgent: true,
         });
+    }
+
+    /// Takes every node handle from `backends` again (a reload replaced the backends'
+    /// settings): the current snapshot is replaced by one with the new nodes.
+    pub fn renew(&self, backends: &Backends) {
+        self.current.rcu(|t| Arc::new(t.renewed(backends)));
     }
 
     /// Reads every node's zone from `zones` from now on (a reload): the current snapshot is

@@ -75,14 +75,19 @@ fn log_in(proxy: &Proxy, user: &str, password: &str) -> redis::RedisResult<redis
     Ok(c)
 }
 
-/// Pipelines of 20 SETs and GETs as `default`, one after another, until `stop`: the number
-/// of pipelines, and every error or wrong value seen.
+/// Pipelines of 20 SETs and GETs (logged in to slotgate as `default` with `password`, if
+/// any), one after another, until `stop`: the number of pipelines, and every error or wrong
+/// value seen.
 fn load(
     proxy: &Proxy,
     stop: Arc<AtomicBool>,
     t: usize,
+    password: Option<&str>,
 ) -> std::thread::JoinHandle<(u64, Vec<String>)> {
-    let mut c = log_in(proxy, "default", "pw1").unwrap();
+    let mut c = match password {
+        Some(p) => log_in(proxy, "default", p).unwrap(),
+        None => proxy.conn(),
+    };
     std::thread::spawn(move || {
         let (mut rounds, mut errors) = (0u64, Vec::new());
         while !stop.load(Ordering::Relaxed) {
@@ -101,6 +106,18 @@ fn load(
         }
         (rounds, errors)
     })
+}
+
+/// Stops the loads and asserts that none saw an error: how many pipelines they sent.
+fn stop_loads(stop: &AtomicBool, loads: Vec<std::thread::JoinHandle<(u64, Vec<String>)>>) -> u64 {
+    stop.store(true, Ordering::Relaxed);
+    let mut rounds = 0;
+    for l in loads {
+        let (r, errors) = l.join().unwrap();
+        assert!(errors.is_empty(), "the load saw {errors:?}");
+        rounds += r;
+    }
+    rounds
 }
 
 /// INFO's `proxy_read_from`, asked as `default` with `password`.
@@ -126,7 +143,9 @@ fn users_limits_and_read_policy_change_under_a_pipelined_load_without_a_client_e
     assert_eq!(read_from(&proxy, "pw1"), "prefer-replica");
 
     let stop = Arc::new(AtomicBool::new(false));
-    let loads: Vec<_> = (0..4).map(|t| load(&proxy, stop.clone(), t)).collect();
+    let loads: Vec<_> = (0..4)
+        .map(|t| load(&proxy, stop.clone(), t, Some("pw1")))
+        .collect();
     let mut alice = log_in(&proxy, "alice", "apw").unwrap();
     let mut carol = log_in(&proxy, "carol", "cpw").unwrap();
     let () = redis::cmd("SET")
@@ -223,13 +242,7 @@ fn users_limits_and_read_policy_change_under_a_pipelined_load_without_a_client_e
     assert_eq!(read_from(&proxy, "pw2"), "prefer-replica");
 
     std::thread::sleep(Duration::from_millis(300));
-    stop.store(true, Ordering::Relaxed);
-    let mut rounds = 0;
-    for l in loads {
-        let (r, errors) = l.join().unwrap();
-        assert!(errors.is_empty(), "the load saw {errors:?}");
-        rounds += r;
-    }
+    let rounds = stop_loads(&stop, loads);
     eprintln!("{rounds} pipelines of 20 requests through three reloads, no error");
     assert!(rounds > 50, "{rounds} pipelines");
 }
@@ -430,4 +443,75 @@ fn a_standalone_server_is_replaced_by_a_cluster_under_load_without_a_client_erro
         .query::<()>(&mut c)
         .unwrap_err();
     assert_eq!(e.code(), Some("CROSSSLOT"), "{e}");
+}
+
+/// Runs `cmd` on every node of `conns`.
+fn on_every_node(conns: &mut [redis::Connection], cmd: &redis::Cmd) {
+    for c in conns {
+        let _: redis::Value = cmd.query(c).unwrap();
+    }
+}
+
+#[test]
+fn the_nodes_password_is_rotated_under_a_pipelined_load_without_a_client_error() {
+    let cluster = Cluster::start_with(3, 0, &[], Some("pw1"));
+    // Opened now, with the old password, and kept: still logged in when it is gone.
+    let mut nodes: Vec<redis::Connection> = cluster.nodes.iter().map(|n| n.conn()).collect();
+    let seeds: Vec<String> = cluster.seeds().iter().map(|s| format!("\"{s}\"")).collect();
+    let conf = |password: &str, per_node: usize| {
+        format!(
+            "mode = \"cluster\"\nseeds = [{}]\nconfig_check_ms = 0\n[backend]\npassword = \"{password}\"\nconnections_per_node = {per_node}\n",
+            seeds.join(", ")
+        )
+    };
+    let file = TempConf::new(&conf("pw1", 1));
+    let proxy = Proxy::spawn(&["--config".into(), file.path().into()]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let loads: Vec<_> = (0..4)
+        .map(|t| load(&proxy, stop.clone(), t, None))
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+
+    // The operator's rotation: the nodes take both passwords, slotgate is given the new one,
+    // the nodes drop the old one.
+    on_every_node(
+        &mut nodes,
+        redis::cmd("ACL").arg("SETUSER").arg("default").arg(">pw2"),
+    );
+    std::fs::write(file.path(), conf("pw2", 2)).unwrap();
+    proxy.send_signal("HUP");
+    support::wait_until("the reload logged", Duration::from_secs(10), || {
+        proxy.log().contains("configuration reloaded")
+    });
+    assert!(proxy.log().contains("\"backend\""), "{}", proxy.log());
+    std::thread::sleep(Duration::from_millis(700));
+    on_every_node(
+        &mut nodes,
+        redis::cmd("ACL").arg("SETUSER").arg("default").arg("<pw1"),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let rounds = stop_loads(&stop, loads);
+    eprintln!("{rounds} pipelines of 20 requests through the rotation, no error");
+
+    // Every connection a node has is closed: slotgate opens new ones, which only the new
+    // password logs in.
+    on_every_node(
+        &mut nodes,
+        redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("normal")
+            .arg("SKIPME")
+            .arg("yes"),
+    );
+    // A moment for slotgate to see its connections closed (a write sent on one as it closes
+    // would fail: it may have run).
+    std::thread::sleep(Duration::from_millis(300));
+    let mut c = proxy.conn();
+    for i in 0..20 {
+        let key = format!("rotated:{i}");
+        let () = redis::cmd("SET").arg(&key).arg(i).query(&mut c).unwrap();
+        assert_eq!(redis::cmd("GET").arg(&key).query::<u32>(&mut c).unwrap(), i);
+    }
+    assert!(!proxy.log().contains("WRONGPASS"), "{}", proxy.log());
 }

@@ -134,7 +134,7 @@ const ASK_TIMEOUT: Duration = Duration::from_secs(1);
 /// Checks the replicas of the current snapshot every `cfg.check_interval` until `shutdown`.
 pub async fn run(
     handle: Arc<TopologyHandle>,
-    connector: Connector,
+    backends: Arc<crate::backend::Backends>,
     cfg: ReadsConfig,
     shutdown: CancellationToken,
 ) {
@@ -144,11 +144,20 @@ pub async fn run(
     let mut links: HashMap<NodeAddr, Control> = HashMap::new();
     // Each master's offset at the last check.
     let mut offsets: HashMap<NodeAddr, u64> = HashMap::new();
+    // The backends' settings the links were opened with: a reload's new ones (a new password)
+    // are used from the next check on.
+    let mut settings = backends.config();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
+        let now = backends.config();
+        if !Arc::ptr_eq(&now, &settings) {
+            links.clear();
+            settings = now;
+        }
+        let connector = &settings.connector;
         let topo = handle.load_full();
         let known: Vec<&str> = topo.replica_nodes().map(|(_, r)| &**r.addr()).collect();
         for (shard, master) in topo.masters().iter().enumerate() {
@@ -161,7 +170,7 @@ pub async fn run(
                 continue;
             }
             master.metrics().age_idle_latency();
-            let report = ask(&mut links, master.addr(), &connector).await;
+            let report = ask(&mut links, master.addr(), connector).await;
             let comparable = report
                 .as_ref()
                 .is_some_and(|m| m.replicas.iter().all(|r| known.contains(&r.addr.as_str())));
