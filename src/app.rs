@@ -224,13 +224,15 @@ pub async fn start(
             zone = config.session.zone.as_deref().unwrap_or("(none)"),
             "reads may go to replicas"
         );
-        tokio::spawn(crate::topology::replica_health::run(
-            handle.clone(),
-            backends.clone(),
-            config.reads,
-            shutdown.clone(),
-        ));
     }
+    // Always: a reload may turn replica reads on. Without replica nodes (no read policy that
+    // uses them) a check looks at the snapshot and asks nothing.
+    tokio::spawn(crate::topology::replica_health::run(
+        handle.clone(),
+        backends.clone(),
+        config.reads,
+        shutdown.clone(),
+    ));
     // A reload's new topology source, for the refresher.
     let (switch_source, switches) = tokio::sync::mpsc::channel::<AnySource>(4);
     tokio::spawn(refresh::run(

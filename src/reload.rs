@@ -1,18 +1,18 @@
 //! Live reload (SIGHUP, `POST /reload` on the admin listener, a change of the file): the config
 //! file is read and checked again, whole, and what can change while slotgate runs is applied at
-//! once: the clients' limits and timeouts, users and their ACL rules (and `requirepass`), the
-//! read policy among the policies that use replicas, slotgate's zone and the zone map, the log
-//! filter, the topology source (a standalone server replaced by a cluster, another Sentinel
-//! master name: the refresher switches, and new requests go to the new backends), and the
-//! backends' settings (a new password, pool sizes: every node is renewed).
-//! Connected clients keep their connections and nothing in flight is touched: each session
-//! takes the new settings when it is told (`tag::RECONFIGURE`). The TLS listener's certificate
-//! and key files are read again too, as their watch does.
+//! once: the clients' limits and timeouts and the request limits, users and their ACL rules
+//! (and `requirepass`), the read policy, slotgate's zone and the zone map, the log filter, the
+//! topology source (a standalone server replaced by a cluster, another Sentinel master name: the
+//! refresher switches, and new requests go to the new backends), and the backends' settings (a
+//! new password, pool sizes, replicas' connections: every node is renewed). Connected clients
+//! keep their connections and nothing in flight is touched: each session takes the new settings
+//! when it is told (`tag::RECONFIGURE`). The TLS listener's certificate and key files are read
+//! again too, as their watch does.
 //!
-//! What a running slotgate cannot change (listen addresses, threads, the backend connections'
-//! settings, ...) keeps its old value, and the reload names it in its log
-//! line. This module must never apply a file that does not validate, nor apply part of a
-//! section: a section is taken whole or, when it cannot be taken, left whole.
+//! What a running slotgate cannot change (listen addresses, threads, the command table, ...)
+//! keeps its old value, and the reload names it in its log line. This module must never apply a
+//! file that does not validate, nor apply part of a section: a section is taken whole or, when
+//! it cannot be taken, left whole.
 //!
 //! The decisions are pure: [`plan`] says what a new file changes, [`applied`] makes the
 //! clients' settings a reload puts in force.
@@ -28,7 +28,7 @@ use crate::frontend::{Context, SessionConfig};
 /// What a reload can change while slotgate runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {
-    /// `[clients]` limits and timeouts, `multi_key`.
+    /// `[clients]` limits and timeouts, `multi_key`, `[limits]`.
     Clients,
     /// `[[users]]` and `clients.requirepass`.
     Users,
@@ -42,7 +42,8 @@ pub enum Change {
     /// The topology source: `mode`, `seeds`, `sentinels`, `master_name`, `server`, the
     /// Sentinels' credentials.
     Source,
-    /// `[backend]`: the nodes' password and user, TLS, pool sizes, timeouts, queue bounds.
+    /// `[backend]`: the nodes' password and user, TLS, pool sizes, timeouts, queue bounds; and
+    /// new nodes for new `[limits]` or replicas' connections (replica reads on or off).
     Backend,
 }
 
@@ -95,18 +96,7 @@ pub fn plan(old: (&FileConfig, &Config), new: (&FileConfig, &Config)) -> Plan {
     let source_changed = oc.backend_mode != nc.backend_mode
         || of.sentinel_username != nf.sentinel_username
         || of.sentinel_password != nf.sentinel_password;
-    // Replicas' connections differ between a cluster (READONLY first) and the other modes:
-    // with replica reads on, the backends would need new ones.
-    let is_cluster =
-        |c: &Config| matches!(c.backend_mode, crate::config::BackendMode::Cluster { .. });
-    let replica_links_change = is_cluster(oc) != is_cluster(nc)
-        && (oc.session.read_from.uses_replicas() || nc.session.read_from.uses_replicas());
-    fixed(
-        source_changed && replica_links_change,
-        "the topology source (between a cluster and a Sentinel or standalone server while reads use replicas)",
-    );
     fixed(of.topology != nf.topology, "[topology]");
-    fixed(of.limits != nf.limits, "[limits]");
     fixed(of.admin != nf.admin, "[admin]");
     fixed(
         of.tls != nf.tls,
@@ -122,12 +112,6 @@ pub fn plan(old: (&FileConfig, &Config), new: (&FileConfig, &Config)) -> Plan {
         "clients.deny_commands",
     );
     fixed(oc_.fleet_writes != nc_.fleet_writes, "clients.fleet_writes");
-    let replicas_switched =
-        oc.session.read_from.uses_replicas() != nc.session.read_from.uses_replicas();
-    fixed(
-        replicas_switched,
-        "reads.from (between reads from masters only and reads from replicas)",
-    );
     fixed(
         of.reads.max_replica_lag_ms != nf.reads.max_replica_lag_ms
             || of.reads.check_interval_ms != nf.reads.check_interval_ms,
@@ -148,7 +132,7 @@ pub fn plan(old: (&FileConfig, &Config), new: (&FileConfig, &Config)) -> Plan {
     if of.users != nf.users || oc_.requirepass != nc_.requirepass {
         p.live(Change::Users);
     }
-    if (!replicas_switched && oc.session.read_from != nc.session.read_from)
+    if oc.session.read_from != nc.session.read_from
         || oc.session.read_your_writes != nc.session.read_your_writes
         || oc.session.zone != nc.session.zone
     {
@@ -160,41 +144,30 @@ pub fn plan(old: (&FileConfig, &Config), new: (&FileConfig, &Config)) -> Plan {
     if oc.log != nc.log {
         p.live(Change::Log);
     }
-    if source_changed && !replica_links_change {
+    if source_changed {
         p.live(Change::Source);
     }
-    if of.backend != nf.backend {
+    // Request limits are the clients' and the backends' (reply limits).
+    if of.limits != nf.limits {
+        p.live(Change::Clients);
+    }
+    // Replicas get connections only under a read policy that uses them, and in a cluster
+    // connections that send READONLY first: a change of either is new nodes.
+    if of.backend != nf.backend
+        || of.limits != nf.limits
+        || oc.backend.replica_links != nc.backend.replica_links
+    {
         p.live(Change::Backend);
     }
     p
 }
 
-/// The backends' settings a reload puts in force: `new`'s, but for what needs a restart (the
-/// reply limits, `[limits]`) or follows a setting that does (replicas' connections, which
-/// follow whether reads use replicas), which stay `old`'s.
-pub fn backend_applied(
-    old: &crate::backend::BackendConfig,
-    new: &crate::backend::BackendConfig,
-) -> crate::backend::BackendConfig {
-    let mut b = new.clone();
-    b.limits = old.limits;
-    b.replica_links = old.replica_links;
-    b
-}
-
 /// The clients' settings a reload puts in force: `new`'s, but for what a running slotgate
-/// cannot change (the command table's `deny_commands` and `fleet_writes`, the request limits
-/// backends share, the read policy when it would turn replica reads on or off), which stay
-/// `old`'s.
+/// cannot change (the command table's `deny_commands` and `fleet_writes`), which stay `old`'s.
 pub fn applied(old: &SessionConfig, new: &SessionConfig) -> SessionConfig {
     let mut s = new.clone();
     s.deny_commands = old.deny_commands.clone();
     s.fleet_writes = old.fleet_writes;
-    s.limits = old.limits;
-    if old.read_from.uses_replicas() != new.read_from.uses_replicas() {
-        s.read_from = old.read_from;
-        s.read_your_writes = old.read_your_writes;
-    }
     s
 }
 
@@ -334,8 +307,7 @@ impl Reloader {
         let backend = plan.live.contains(&Change::Backend);
         if backend {
             // New nodes with the new settings; the old ones finish what is in flight.
-            ctx.backends
-                .replace_config(backend_applied(&old.backend, &new.backend));
+            ctx.backends.replace_config(new.backend.clone());
             ctx.topology.renew(&ctx.backends);
         }
         if backend || plan.live.contains(&Change::Source) {
@@ -448,11 +420,17 @@ mod tests {
     }
 
     #[test]
-    fn should_keep_replica_reads_off_or_on_until_a_restart() {
+    fn should_turn_replica_reads_on_live_with_new_nodes() {
         let p = plan_of("", "[reads]\nfrom = \"prefer-replica\"\n");
-        assert!(p.live.is_empty());
-        assert_eq!(p.restart.len(), 1);
-        assert!(p.restart[0].starts_with("reads.from"));
+        assert_eq!(p.live, vec![Change::Reads, Change::Backend]);
+        assert!(p.restart.is_empty());
+    }
+
+    #[test]
+    fn should_apply_request_limits_to_clients_and_backends_live() {
+        let p = plan_of("", "[limits]\nmax_args = 10\n");
+        assert_eq!(p.live, vec![Change::Clients, Change::Backend]);
+        assert!(p.restart.is_empty());
     }
 
     #[test]
@@ -475,27 +453,22 @@ mod tests {
              [reads]\nmax_replica_lag_ms = 5\n",
         );
         let p = plan((&of, &oc), (&nf, &nc));
-        assert_eq!(p.live, vec![Change::Source, Change::Backend], "{p:?}");
-        assert_eq!(p.restart.len(), 9, "{:?}", p.restart);
+        assert_eq!(
+            p.live,
+            vec![Change::Source, Change::Clients, Change::Backend],
+            "{p:?}"
+        );
+        assert_eq!(p.restart.len(), 8, "{:?}", p.restart);
     }
 
     #[test]
-    fn should_apply_backend_settings_live_but_their_limits_and_replica_links() {
+    fn should_apply_backend_settings_live() {
         let p = plan_of(
             "",
             "[backend]\npassword = \"x\"\nconnections_per_node = 2\n",
         );
         assert_eq!(p.live, vec![Change::Backend]);
         assert!(p.restart.is_empty());
-        let (_, old) = configs(BASE);
-        let (_, new) = configs(&format!(
-            "{BASE}[backend]\nconnections_per_node = 3\n[limits]\nmax_args = 10\n\
-             [reads]\nfrom = \"prefer-replica\"\n"
-        ));
-        let b = backend_applied(&old.backend, &new.backend);
-        assert_eq!(b.connections_per_node, 3);
-        assert_eq!(b.limits, old.backend.limits);
-        assert_eq!(b.replica_links, old.backend.replica_links);
     }
 
     #[test]
@@ -511,20 +484,19 @@ mod tests {
     }
 
     #[test]
-    fn should_keep_the_source_between_a_cluster_and_a_server_while_reads_use_replicas() {
+    fn should_switch_between_a_cluster_and_a_server_with_new_nodes_while_reads_use_replicas() {
         let reads = "[reads]\nfrom = \"prefer-replica\"\n";
         let (of, oc) = configs(&format!(
             "mode = \"standalone\"\nserver = \"127.0.0.1:6379\"\n{reads}"
         ));
         let (nf, nc) = configs(&format!("{BASE}{reads}"));
         let p = plan((&of, &oc), (&nf, &nc));
-        assert!(p.live.is_empty(), "{p:?}");
-        assert_eq!(p.restart.len(), 1);
-        assert!(p.restart[0].starts_with("the topology source"));
+        assert_eq!(p.live, vec![Change::Source, Change::Backend], "{p:?}");
+        assert!(p.restart.is_empty());
     }
 
     #[test]
-    fn should_keep_what_a_running_slotgate_cannot_change_in_the_applied_settings() {
+    fn should_keep_the_command_table_settings_in_the_applied_settings() {
         let (_, old) = configs(BASE);
         let (_, new) = configs(&format!(
             "{BASE}[clients]\nmax_clients = 7\ndeny_commands = [\"KEYS\"]\nfleet_writes = true\n\
@@ -534,9 +506,9 @@ mod tests {
         assert_eq!(s.max_clients, 7);
         assert_eq!(s.deny_commands, old.session.deny_commands);
         assert_eq!(s.fleet_writes, old.session.fleet_writes);
-        assert_eq!(s.limits, old.session.limits);
-        assert_eq!(s.read_from, old.session.read_from);
-        assert_eq!(s.read_your_writes, old.session.read_your_writes);
+        assert_eq!(s.limits, new.session.limits);
+        assert_eq!(s.read_from, new.session.read_from);
+        assert_eq!(s.read_your_writes, new.session.read_your_writes);
     }
 
     #[test]

@@ -515,3 +515,89 @@ fn the_nodes_password_is_rotated_under_a_pipelined_load_without_a_client_error()
     }
     assert!(!proxy.log().contains("WRONGPASS"), "{}", proxy.log());
 }
+
+/// GETs each node has served (its own `INFO commandstats`), replicas' summed.
+fn replica_gets(cluster: &Cluster) -> u64 {
+    cluster
+        .nodes
+        .iter()
+        .filter(|n| n.info_field("replication", "role").as_deref() == Some("slave"))
+        .map(|n| {
+            n.info_field("commandstats", "cmdstat_get")
+                .and_then(|v| {
+                    v.split(',')
+                        .find_map(|f| f.strip_prefix("calls="))
+                        .and_then(|c| c.parse().ok())
+                })
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+#[test]
+fn replica_reads_are_turned_on_and_off_by_a_reload() {
+    let cluster = Cluster::start(3, 1);
+    cluster.wait_replicas_synced();
+    let seeds: Vec<String> = cluster.seeds().iter().map(|s| format!("\"{s}\"")).collect();
+    // Read your writes: the writers' GETs of what they just wrote stay on the masters.
+    let conf = |reads: &str| {
+        format!(
+            "mode = \"cluster\"\nseeds = [{}]\nconfig_check_ms = 0\n[reads]\nfrom = \"{reads}\"\nread_your_writes_ms = 2000\n",
+            seeds.join(", ")
+        )
+    };
+    let file = TempConf::new(&conf("master"));
+    let proxy = Proxy::spawn(&["--config".into(), file.path().into()]);
+    let mut c = proxy.conn();
+    let mut mset = redis::cmd("MSET");
+    for k in 0..200 {
+        mset.arg(format!("static:{k}")).arg(k);
+    }
+    let () = mset.query(&mut c).unwrap();
+    cluster.wait_replicas_synced();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut loads: Vec<_> = (0..2)
+        .map(|t| load(&proxy, stop.clone(), t, None))
+        .collect();
+    // A reader of keys nobody writes now: what replicas serve once reads may go there.
+    loads.push({
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (mut rounds, mut errors) = (0u64, Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                let k = rounds % 200;
+                match redis::cmd("GET")
+                    .arg(format!("static:{k}"))
+                    .query::<u64>(&mut c)
+                {
+                    Ok(v) if v == k => {}
+                    other => errors.push(format!("static:{k} read {other:?}")),
+                }
+                rounds += 1;
+            }
+            (rounds, errors)
+        })
+    });
+    let reload = |reads: &str, n: usize| {
+        std::fs::write(file.path(), conf(reads)).unwrap();
+        proxy.send_signal("HUP");
+        support::wait_until("the reload logged", Duration::from_secs(10), || {
+            proxy.log().matches("configuration reloaded").count() == n
+        });
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(replica_gets(&cluster), 0, "master-only reads");
+
+    reload("prefer-replica", 1);
+    // Once the replica checker has found them fit, the replicas take the reader's GETs.
+    support::wait_until("GETs served by replicas", Duration::from_secs(10), || {
+        replica_gets(&cluster) > 100
+    });
+    reload("master", 2);
+    std::thread::sleep(Duration::from_millis(300));
+    let before = replica_gets(&cluster);
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(replica_gets(&cluster), before, "master-only reads again");
+    let rounds = stop_loads(&stop, loads);
+    eprintln!("{rounds} pipelines and reads, replica reads on and off, no error");
+}

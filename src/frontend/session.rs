@@ -529,6 +529,7 @@ impl Session {
             self.client.closing = true;
             return;
         }
+        self.parser.set_limits(config.limits);
         self.replica_reads = config.read_from.uses_replicas();
         // Slots written lately stay pinned under a new window: a read right after its write
         // must not go to a replica because a reload came between them.

@@ -147,6 +147,12 @@ impl RequestParser {
         }
     }
 
+    /// A reload's new limits, checked from the next call on (a request partly read is held to
+    /// them too: a lowered limit can refuse it).
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
     /// How many bytes the buffer must hold before the next call can make progress, so the
     /// reader can reserve once for a large bulk string instead of growing step by step.
     pub fn want(&self) -> usize {
