@@ -145,7 +145,7 @@ fn source_for(config: &Config) -> AnySource {
 /// listener's `POST /reload` reload it; without, SIGHUP reloads the TLS certificate only.
 pub async fn start(
     mut config: Config,
-    reload: Option<(crate::reload::Source, crate::config::FileConfig)>,
+    reload: Option<(crate::reload::ConfigSource, crate::config::FileConfig)>,
 ) -> Result<Running, AppError> {
     let as_read = config.clone();
     config.session.max_clients = crate::fd_limit::adjust(config.session.max_clients);
@@ -290,7 +290,7 @@ pub async fn start(
         switch_source.try_send(source).is_ok()
     });
     let (source, file) = reload.unwrap_or_else(|| {
-        let none = crate::reload::Source {
+        let none = crate::reload::ConfigSource {
             path: None,
             overrides: Default::default(),
             set_log: None,
@@ -388,7 +388,7 @@ pub async fn start(
 /// Runs until SIGINT or SIGTERM, then drains.
 pub async fn run(
     config: Config,
-    reload: Option<(crate::reload::Source, crate::config::FileConfig)>,
+    reload: Option<(crate::reload::ConfigSource, crate::config::FileConfig)>,
 ) -> Result<(), AppError> {
     let running = start(config, reload).await?;
     wait_for_signal().await;

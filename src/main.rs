@@ -264,7 +264,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             filter_handle.reload(filter).map_err(|e| e.to_string())
         }) as slotgate::reload::SetLog
     });
-    let reload = slotgate::reload::Source {
+    let reload = slotgate::reload::ConfigSource {
         path: cli.config.clone(),
         overrides,
         set_log,

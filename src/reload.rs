@@ -162,6 +162,27 @@ pub fn plan(old: (&FileConfig, &Config), new: (&FileConfig, &Config)) -> Plan {
     p
 }
 
+/// The file as it is in force after a reload of `new`: `new`, but for the settings that need a
+/// restart, which keep `old`'s values (so that the next reload compares with what runs, and
+/// names such a setting again until it is back or slotgate restarts).
+pub fn in_force(old: &FileConfig, new: &FileConfig) -> FileConfig {
+    let mut f = new.clone();
+    f.listen = old.listen.clone();
+    f.unix_socket = old.unix_socket.clone();
+    f.unix_socket_perm = old.unix_socket_perm.clone();
+    f.threads = old.threads;
+    f.config_check_ms = old.config_check_ms;
+    f.topology = old.topology.clone();
+    f.admin = old.admin.clone();
+    f.tls = old.tls.clone();
+    f.clients.drain_timeout_ms = old.clients.drain_timeout_ms;
+    f.clients.deny_commands = old.clients.deny_commands.clone();
+    f.clients.fleet_writes = old.clients.fleet_writes;
+    f.reads.max_replica_lag_ms = old.reads.max_replica_lag_ms;
+    f.reads.check_interval_ms = old.reads.check_interval_ms;
+    f
+}
+
 /// The clients' settings a reload puts in force: `new`'s, but for what a running slotgate
 /// cannot change (the command table's `deny_commands` and `fleet_writes`), which stay `old`'s.
 pub fn applied(old: &SessionConfig, new: &SessionConfig) -> SessionConfig {
@@ -227,14 +248,19 @@ fn stamp(path: &std::path::Path) -> Option<Stamp> {
 
 /// Where slotgate's configuration comes from, for reloads: the file, the flags layered on it,
 /// and how to set the log filter (`None` when `RUST_LOG` chose it).
-pub struct Source {
+pub struct ConfigSource {
     pub path: Option<PathBuf>,
     pub overrides: Overrides,
     pub set_log: Option<SetLog>,
 }
 
 impl Reloader {
-    pub fn new(source: Source, file: FileConfig, config: Config, handles: Handles) -> Reloader {
+    pub fn new(
+        source: ConfigSource,
+        file: FileConfig,
+        config: Config,
+        handles: Handles,
+    ) -> Reloader {
         Reloader {
             overrides: source.overrides,
             set_log: source.set_log,
@@ -282,7 +308,13 @@ impl Reloader {
         let config = Config::from_file(file.clone(), &self.overrides)?;
         let plan = plan((&current.0, &current.1), (&file, &config));
         self.apply(&plan, &current.1, &config);
-        *current = (file, config);
+        // What runs: the old file's values where a restart is needed (both halves validated
+        // on their own; should the two not go together, the new file is remembered).
+        let kept = in_force(&current.0, &file);
+        *current = match Config::from_file(kept.clone(), &self.overrides) {
+            Ok(c) => (kept, c),
+            Err(_) => (file, config),
+        };
         Ok(plan)
     }
 
@@ -509,6 +541,21 @@ mod tests {
         assert_eq!(s.limits, new.session.limits);
         assert_eq!(s.read_from, new.session.read_from);
         assert_eq!(s.read_your_writes, new.session.read_your_writes);
+    }
+
+    #[test]
+    fn should_name_a_setting_that_needs_a_restart_until_it_is_back() {
+        let (of, oc) = configs(BASE);
+        let (nf, nc) = configs(&format!("{BASE}threads = 3\n[clients]\nmax_clients = 9\n"));
+        assert_eq!(plan((&of, &oc), (&nf, &nc)).restart, vec!["threads"]);
+        let kept = in_force(&of, &nf);
+        assert_eq!(kept.threads, of.threads);
+        assert_eq!(kept.clients.max_clients, Some(9));
+        let kc = Config::from_file(kept.clone(), &Overrides::default()).unwrap();
+        // The same file again: still not in force, named again.
+        assert_eq!(plan((&kept, &kc), (&nf, &nc)).restart, vec!["threads"]);
+        // Back to what runs: nothing to name.
+        assert!(plan((&kept, &kc), (&of, &oc)).restart.is_empty());
     }
 
     #[test]
