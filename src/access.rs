@@ -768,6 +768,17 @@ impl User {
         matches!(self.channels, Reach::All)
     }
 
+    /// Whether the user may stay subscribed to all of `channels` and `patterns` (a reload
+    /// changed its rules): Redis closes a subscriber that may no longer.
+    pub fn may_subscribe<'a>(
+        &self,
+        mut channels: impl Iterator<Item = &'a [u8]>,
+        mut patterns: impl Iterator<Item = &'a [u8]>,
+    ) -> bool {
+        channels.all(|c| self.channels.admits(c, READ_WRITE))
+            && patterns.all(|p| self.channels.admits_pattern(p))
+    }
+
     /// Checks a request of command `id`: may the user run it, on these keys (each with what
     /// the command does to it, [`READ`]/[`WRITE`] bits), with these channels (PSUBSCRIBE's
     /// patterns in `patterns`), in the order Redis checks them.

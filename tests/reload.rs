@@ -314,9 +314,9 @@ fn a_changed_file_lowers_limits_for_the_clients_already_connected_and_new_ones()
     reload(format!("{base}[clients]\nidle_timeout_ms = 300\n"), 2);
     let idle = &mut held[0];
     idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    assert_eq!(
-        idle.read(&mut b).unwrap_or(0),
-        0,
+    // Closed (a read of 0 bytes), not merely silent (a read that times out).
+    assert!(
+        matches!(idle.read(&mut b), Ok(0)),
         "the idle client is closed"
     );
 }
@@ -600,4 +600,58 @@ fn replica_reads_are_turned_on_and_off_by_a_reload() {
     assert_eq!(replica_gets(&cluster), before, "master-only reads again");
     let rounds = stop_loads(&stop, loads);
     eprintln!("{rounds} pipelines and reads, replica reads on and off, no error");
+}
+
+#[test]
+fn a_subscriber_whose_channel_a_reload_takes_away_is_closed_and_the_others_stay() {
+    let redis = support::Redis::start(&[]);
+    let base = format!(
+        "mode = \"standalone\"\nserver = \"{}\"\nconfig_check_ms = 0\n",
+        redis.addr()
+    );
+    let users = |channels: &str| {
+        format!("{base}[[users]]\nname = \"sub\"\nrules = \"on >spw ~* {channels} +@all\"\n")
+    };
+    let file = TempConf::new(&users("&news:*"));
+    let proxy = Proxy::spawn(&["--config".into(), file.path().into()]);
+    let subscriber = |channel: &str| {
+        let mut s = proxy.raw();
+        write!(s, "AUTH sub spw\r\nSUBSCRIBE {channel}\r\n").unwrap();
+        let mut got = Vec::new();
+        let mut b = [0u8; 256];
+        while !String::from_utf8_lossy(&got).contains(channel) {
+            let n = s.read(&mut b).unwrap();
+            assert!(n > 0, "closed before subscribing");
+            got.extend_from_slice(&b[..n]);
+        }
+        s
+    };
+    let mut kept = subscriber("news:1");
+    let mut dropped = subscriber("news:2");
+    std::fs::write(file.path(), users("&news:1")).unwrap();
+    proxy.send_signal("HUP");
+    support::wait_until("the reload logged", Duration::from_secs(10), || {
+        proxy.log().contains("configuration reloaded")
+    });
+    dropped
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut b = [0u8; 256];
+    // Closed (a read of 0 bytes), not merely silent (a read that times out).
+    assert!(
+        matches!(dropped.read(&mut b), Ok(0)),
+        "news:2 is no longer sub's: the subscriber is closed"
+    );
+    let n: u32 = redis::cmd("PUBLISH")
+        .arg("news:1")
+        .arg("hello")
+        .query(&mut proxy.conn())
+        .unwrap();
+    assert_eq!(n, 1, "the news:1 subscriber is still there");
+    let mut got = Vec::new();
+    while !String::from_utf8_lossy(&got).contains("hello") {
+        let n = kept.read(&mut b).unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&b[..n]);
+    }
 }

@@ -529,6 +529,20 @@ impl Session {
             self.client.closing = true;
             return;
         }
+        // As Redis 7.2 does: a subscriber whose user may no longer use one of its channels or
+        // patterns is closed.
+        if let (Some(rules), Some(subs)) = (&self.client.rules, &self.subs)
+            && !rules.all_channels()
+            && !rules.may_subscribe(subs.channels(), subs.patterns())
+        {
+            warn!(
+                client = self.client.id,
+                "closing client: a reload took away a channel it is subscribed to"
+            );
+            self.abort = true;
+            self.client.closing = true;
+            return;
+        }
         self.parser.set_limits(config.limits);
         self.replica_reads = config.read_from.uses_replicas();
         // Slots written lately stay pinned under a new window: a read right after its write

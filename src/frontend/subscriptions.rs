@@ -74,6 +74,16 @@ impl Subscriptions {
         true
     }
 
+    /// The channels subscribed to (SUBSCRIBE).
+    pub fn channels(&self) -> impl Iterator<Item = &[u8]> {
+        self.channels.iter().map(Vec::as_slice)
+    }
+
+    /// The patterns subscribed to (PSUBSCRIBE).
+    pub fn patterns(&self) -> impl Iterator<Item = &[u8]> {
+        self.patterns.iter().map(Vec::as_slice)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.channels.is_empty() && self.patterns.is_empty()
     }
