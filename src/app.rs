@@ -399,7 +399,7 @@ pub async fn run(
 
 /// Reloads the TLS listener's certificate when its files change (checked every `every`); a
 /// file that does not load leaves the certificate in use, with the reason logged. SIGHUP
-/// reloads it too ([`watch_hangup`]).
+/// reloads it too ([`watch_reloads`]).
 async fn watch_certificate(
     cert: Arc<crate::tls::ServerCert>,
     every: std::time::Duration,
@@ -432,8 +432,11 @@ async fn watch_reloads(
     if hup.is_none() {
         warn!("cannot watch SIGHUP: reloads only through the admin listener and file changes");
     }
-    let mut tick = tokio::time::interval(check.unwrap_or(Duration::from_secs(3600)));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = check.map(|every| {
+        let mut t = tokio::time::interval(every);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t
+    });
     loop {
         let hangup = async {
             match hup.as_mut() {
@@ -441,18 +444,22 @@ async fn watch_reloads(
                 None => std::future::pending().await,
             }
         };
+        let checked = async {
+            match tick.as_mut() {
+                Some(t) => t.tick().await,
+                None => std::future::pending().await,
+            }
+        };
         let by = tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = hangup => "SIGHUP",
-            _ = tick.tick() => {
-                if check.is_none() || !reloader.file_changed() {
+            _ = checked => {
+                if !reloader.file_changed() {
                     continue;
                 }
                 "file change"
             }
         };
-        // A SIGHUP reads the file as it is now: a change seen later is a new one.
-        let _ = reloader.file_changed();
         let _ = crate::reload::reload_and_log(&reloader, by);
     }
 }

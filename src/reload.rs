@@ -223,7 +223,7 @@ pub struct Reloader {
     /// The file and configuration in force (for the next plan); one reload at a time.
     current: Mutex<(FileConfig, Config)>,
     handles: Handles,
-    /// The config file as last seen by [`Reloader::file_changed`].
+    /// The config file as it was when last read.
     seen: Mutex<Option<Stamp>>,
 }
 
@@ -271,22 +271,21 @@ impl Reloader {
         }
     }
 
-    /// Whether the config file changed since it was last seen (read, or found changed).
+    /// Whether the config file changed since it was last read.
     pub fn file_changed(&self) -> bool {
         let Some(path) = self.path.as_deref() else {
             return false;
         };
         let now = stamp(path);
-        let mut seen = match self.seen.lock() {
+        // A file that is gone for a moment (being replaced) is looked at again next time.
+        now.is_some() && *self.seen() != now
+    }
+
+    fn seen(&self) -> std::sync::MutexGuard<'_, Option<Stamp>> {
+        match self.seen.lock() {
             Ok(s) => s,
             Err(p) => p.into_inner(),
-        };
-        if now.is_none() || *seen == now {
-            // A file that is gone for a moment (being replaced) is looked at again next time.
-            return false;
         }
-        *seen = now;
-        true
     }
 
     /// Reads the file again and applies what it changes; the file in force stays in force,
@@ -304,6 +303,8 @@ impl Reloader {
             Ok(c) => c,
             Err(p) => p.into_inner(),
         };
+        // Taken before the read: a change made while it reads is seen as a new one.
+        *self.seen() = stamp(path);
         let file = Config::read_file(path)?;
         let config = Config::from_file(file.clone(), &self.overrides)?;
         let plan = plan((&current.0, &current.1), (&file, &config));

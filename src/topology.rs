@@ -340,18 +340,7 @@ impl Topology {
         if let Some(x) = slots.get_mut(slot as usize) {
             *x = idx as u16;
         }
-        Topology {
-            epoch: self.epoch + 1,
-            created: Instant::now(),
-            masters,
-            master_zones,
-            replicas,
-            zones: self.zones.clone(),
-            slots,
-            version: self.version.clone(),
-            slotted: self.slotted,
-            databases: self.databases,
-        }
+        self.next(masters, master_zones, replicas, self.zones.clone(), slots)
     }
 
     /// A copy whose node handles are taken from `backends` again (after
@@ -372,6 +361,7 @@ impl Topology {
             self.master_zones.clone(),
             replicas,
             self.zones.clone(),
+            self.slots.clone(),
         )
     }
 
@@ -386,7 +376,13 @@ impl Topology {
             zone: zone_of(&zones, &r.addr),
             ..r.clone()
         });
-        self.next(self.masters.clone(), master_zones, replicas, zones)
+        self.next(
+            self.masters.clone(),
+            master_zones,
+            replicas,
+            zones,
+            self.slots.clone(),
+        )
     }
 
     fn replicas_with(&self, f: impl Fn(&Replica) -> Replica) -> Vec<Vec<Replica>> {
@@ -396,14 +392,14 @@ impl Topology {
             .collect()
     }
 
-    /// The next snapshot: these nodes and zones, this one's slots (shard by shard in the same
-    /// order) and server facts.
+    /// The next snapshot: these nodes, zones and slots, this one's server facts.
     fn next(
         &self,
         masters: Vec<Arc<Node>>,
         master_zones: Vec<Option<Arc<str>>>,
         replicas: Vec<Vec<Replica>>,
         zones: Arc<ZoneMap>,
+        slots: Box<[u16]>,
     ) -> Topology {
         Topology {
             epoch: self.epoch + 1,
@@ -412,7 +408,7 @@ impl Topology {
             master_zones,
             replicas,
             zones,
-            slots: self.slots.clone(),
+            slots,
             version: self.version.clone(),
             slotted: self.slotted,
             databases: self.databases,

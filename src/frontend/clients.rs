@@ -337,10 +337,7 @@ impl ClientRegistry {
     /// Tells every session that slotgate is draining. A session registered after this call
     /// sees [`super::Context::draining`] set, which is stored before it.
     pub fn drain_all(&self) {
-        let Ok(m) = self.clients.lock() else { return };
-        for c in m.values() {
-            signal(&c.wake, DRAIN);
-        }
+        self.signal_all(DRAIN);
     }
 
     /// A reload's new memory budget; clients past a lowered one are closed at once, as at
@@ -355,9 +352,13 @@ impl ClientRegistry {
     /// Tells every session that a reload changed the configuration ([`super::Context::config`],
     /// stored before this call). A session registered after it started with the new one.
     pub fn reconfigure_all(&self) {
+        self.signal_all(RECONFIGURE);
+    }
+
+    fn signal_all(&self, tag: Tag) {
         let Ok(m) = self.clients.lock() else { return };
         for c in m.values() {
-            signal(&c.wake, RECONFIGURE);
+            signal(&c.wake, tag);
         }
     }
 

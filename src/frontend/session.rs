@@ -520,27 +520,22 @@ impl Session {
         if Arc::ptr_eq(&config, &self.client.config) {
             return;
         }
-        if self.client.reconfigure(config.clone()) == super::local::Reconfigured::UserGone {
-            warn!(
-                client = self.client.id,
-                "closing client: the user it is logged in as was removed by a reload"
-            );
-            self.abort = true;
-            self.client.closing = true;
-            return;
-        }
+        let gone = self.client.reconfigure(config.clone()) == super::local::Reconfigured::UserGone;
         // As Redis 7.2 does: a subscriber whose user may no longer use one of its channels or
-        // patterns is closed.
-        if let (Some(rules), Some(subs)) = (&self.client.rules, &self.subs)
+        // patterns is closed too.
+        let why = if gone {
+            Some("the user it is logged in as was removed by a reload")
+        } else if let (Some(rules), Some(subs)) = (&self.client.rules, &self.subs)
             && !rules.all_channels()
             && !rules.may_subscribe(subs.channels(), subs.patterns())
         {
-            warn!(
-                client = self.client.id,
-                "closing client: a reload took away a channel it is subscribed to"
-            );
-            self.abort = true;
-            self.client.closing = true;
+            Some("a reload took away a channel it is subscribed to")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            warn!(client = self.client.id, "closing client: {why}");
+            self.close_now();
             return;
         }
         self.parser.set_limits(config.limits);
@@ -556,6 +551,12 @@ impl Session {
             (Some(window), r) => *r = Some(Box::new(recent_writes::RecentWrites::new(window))),
         }
         self.signals.set(Signals::RECONFIGURED);
+    }
+
+    /// Closes the client at once, its unwritten replies dropped.
+    fn close_now(&mut self) {
+        self.abort = true;
+        self.client.closing = true;
     }
 
     fn flush_bytes(&self, bytes_in: &mut u64, bytes_out: &mut u64) {
@@ -1391,11 +1392,8 @@ impl Session {
                 }
             },
             Tagged::Resubscribe => self.resubscribe(),
-            Tagged::Kill => {
-                // CLIENT KILL: close now, as Redis does.
-                self.abort = true;
-                self.client.closing = true;
-            }
+            // CLIENT KILL: close now, as Redis does.
+            Tagged::Kill => self.close_now(),
             Tagged::Unblock => self.unblocked_by_others(),
             Tagged::Drain => self.signals.set(Signals::DRAIN),
             Tagged::Reconfigure => self.reconfigure(),
@@ -1508,8 +1506,7 @@ impl Session {
             .stats
             .output_limit_closes
             .fetch_add(1, Ordering::Relaxed);
-        self.abort = true;
-        self.client.closing = true;
+        self.close_now();
     }
 
     /// Appends the reply of the entry just taken off the front of the queue to the output.
