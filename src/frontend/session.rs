@@ -540,15 +540,22 @@ impl Session {
         }
         self.parser.set_limits(config.limits);
         self.replica_reads = config.read_from.uses_replicas();
-        // Slots written lately stay pinned under a new window: a read right after its write
-        // must not go to a replica because a reload came between them.
+        // Slots written lately stay pinned under a new window, and when nothing remembered
+        // them (read your writes or replica reads just turned on) every slot is, for one
+        // window: a read right after its write must not go to a replica because a reload came
+        // between them.
         match (
             config.read_your_writes.filter(|_| self.replica_reads),
             &mut self.recent_writes,
         ) {
             (None, r) => *r = None,
             (Some(window), Some(r)) => r.set_window(window),
-            (Some(window), r) => *r = Some(Box::new(recent_writes::RecentWrites::new(window))),
+            (Some(window), r) => {
+                *r = Some(Box::new(recent_writes::RecentWrites::pinning_all(
+                    window,
+                    Instant::now(),
+                )))
+            }
         }
         self.signals.set(Signals::RECONFIGURED);
     }

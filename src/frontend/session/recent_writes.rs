@@ -30,6 +30,16 @@ impl RecentWrites {
         }
     }
 
+    /// For a client whose writes until `now` were not remembered (a reload turned read your
+    /// writes or replica reads on): every read is pinned to the master for one window, since
+    /// any slot may have been written an instant ago, even with the write still in flight.
+    pub(super) fn pinning_all(window: Duration, now: Instant) -> RecentWrites {
+        RecentWrites {
+            all_until: Some(now + window),
+            ..RecentWrites::new(window)
+        }
+    }
+
     /// The client wrote `slot` at `now`.
     pub(super) fn wrote(&mut self, slot: u16, now: Instant) {
         let until = now + self.window;
@@ -72,6 +82,14 @@ mod tests {
     use super::*;
 
     const W: Duration = Duration::from_millis(100);
+
+    #[test]
+    fn writes_not_remembered_pin_every_read_for_one_window() {
+        let t0 = Instant::now();
+        let mut r = RecentWrites::pinning_all(W, t0);
+        assert!(r.pins(3, t0 + W / 2));
+        assert!(!r.pins(3, t0 + W));
+    }
 
     #[test]
     fn a_written_slot_is_pinned_for_the_window_and_others_are_not() {
