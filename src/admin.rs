@@ -2,13 +2,15 @@
 //! `/metrics` (Prometheus text), `/health` (process alive: always 200, with the coverage as
 //! detail), `/ready` (whether slotgate can serve, decided in [`readiness`]: 503 from the moment
 //! a drain starts), `/topology` (JSON: shards, nodes, roles, slot ranges, per-node latency and
-//! health), with an optional bearer token on every path but `/health`. Also the periodic export
+//! health), with an optional bearer token on every path but `/health`; and the operator's
+//! actions, which need the token: `POST /reload`, `POST /pause` and `POST /resume` ([`pause`]). Also the periodic export
 //! of the proxy's counters and the backend INFO poller. It keeps answering through a drain and
 //! stops after it.
 //!
 //! Nothing here is on the request path: it reads counters and snapshots only. It must never
 //! block a runtime thread on rendering or on a slow backend.
 
+pub mod pause;
 pub mod probe;
 pub mod readiness;
 
@@ -89,7 +91,7 @@ impl Admin {
             .is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()))
     }
 
-    fn handle(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    async fn handle(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         let path = req.uri().path();
         if path != "/health" && !self.authorized(req) {
             counter!(names::ADMIN_UNAUTHORIZED).increment(1);
@@ -101,6 +103,16 @@ impl Admin {
         }
         if path == "/reload" {
             return self.reload(req.method());
+        }
+        if path == "/pause" || path == "/resume" {
+            if let Some(refused) = self.operator_only(req.method(), path) {
+                return refused;
+            }
+            return if path == "/pause" {
+                self.pause(req.uri().query()).await
+            } else {
+                self.resume()
+            };
         }
         if req.method() != hyper::Method::GET {
             return respond(
@@ -133,23 +145,92 @@ impl Admin {
         }
     }
 
+    /// Refuses an operator's action (`POST` only, and only with `admin.token` set: it changes
+    /// what slotgate serves, which no one without the token may do).
+    fn operator_only(&self, method: &hyper::Method, path: &str) -> Option<Response<Full<Bytes>>> {
+        if self.token.is_none() {
+            return Some(respond(
+                StatusCode::FORBIDDEN,
+                "text/plain",
+                format!("{path} over HTTP needs admin.token to be set\n"),
+            ));
+        }
+        if method != hyper::Method::POST {
+            return Some(respond(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "text/plain",
+                "POST only\n".into(),
+            ));
+        }
+        None
+    }
+
+    /// `POST /pause[?ms=N]`: every master of the topology in force paused ([`pause`]), then
+    /// 200 once what was sent to them before has been answered, with JSON
+    /// `{"paused":[addresses],"ms":N}`. 400 for a bad `ms`, 409 without a failover hold; 503
+    /// (and the masters resumed) when they did not answer within 5 s.
+    async fn pause(&self, query: Option<&str>) -> Response<Full<Bytes>> {
+        let hold = self.ctx.config.load().failover_hold;
+        let limit = match pause::limit(query, hold) {
+            Ok(limit) => limit,
+            Err(e) => {
+                let status = match e {
+                    pause::PauseRefused::NoHold => StatusCode::CONFLICT,
+                    pause::PauseRefused::BadDuration => StatusCode::BAD_REQUEST,
+                };
+                return respond(status, "text/plain", format!("{e}\n"));
+            }
+        };
+        let topo = self.ctx.topology.load_full();
+        let masters = topo.masters();
+        for m in masters {
+            m.pause(limit);
+        }
+        let addrs: Vec<String> = masters.iter().map(|m| m.addr().to_string()).collect();
+        const BARRIER: Duration = Duration::from_secs(5);
+        let mut answered = true;
+        for m in masters {
+            answered &= m.barrier(BARRIER).await;
+        }
+        if !answered {
+            for m in masters {
+                m.resume();
+            }
+            warn!(masters = ?addrs, "pause given up: a master did not answer what it was sent within 5 s");
+            return respond(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                "not paused: a master did not answer what it was sent within 5 s\n".into(),
+            );
+        }
+        warn!(masters = ?addrs, ?limit, "paused by the operator: requests are held until a reload or a resume");
+        let body = serde_json::json!({ "paused": addrs, "ms": limit.as_millis() as u64 });
+        respond(StatusCode::OK, "application/json", format!("{body}\n"))
+    }
+
+    /// `POST /resume`: ends a pause of the masters in force; 200 with JSON `{"resumed":[..]}`.
+    fn resume(&self) -> Response<Full<Bytes>> {
+        let topo = self.ctx.topology.load_full();
+        let resumed: Vec<String> = topo
+            .masters()
+            .iter()
+            .filter(|m| m.is_paused())
+            .map(|m| {
+                m.resume();
+                m.addr().to_string()
+            })
+            .collect();
+        info!(masters = ?resumed, "resumed by the operator");
+        let body = serde_json::json!({ "resumed": resumed });
+        respond(StatusCode::OK, "application/json", format!("{body}\n"))
+    }
+
     /// `POST /reload`: the config file read again, as SIGHUP does; 200 with what was applied
     /// and what needs a restart, 400 with why the file was refused. Only with `admin.token`
     /// set: a reload changes users and limits, which no one without the token may do.
     fn reload(&self, method: &hyper::Method) -> Response<Full<Bytes>> {
-        if self.token.is_none() {
-            return respond(
-                StatusCode::FORBIDDEN,
-                "text/plain",
-                "reload over HTTP needs admin.token to be set\n".into(),
-            );
-        }
-        if method != hyper::Method::POST {
-            return respond(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "text/plain",
-                "POST only\n".into(),
-            );
+        if let Some(refused) = self.operator_only(method, "reload") {
+            return refused;
         }
         match crate::reload::reload_and_log(&self.reloader, "admin") {
             Ok(plan) => {
@@ -500,7 +581,7 @@ pub async fn serve(
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<Incoming>| {
                 let admin = admin.clone();
-                async move { Ok::<_, Infallible>(admin.handle(&req)) }
+                async move { Ok::<_, Infallible>(admin.handle(&req).await) }
             });
             let http = http1::Builder::new();
             let served = match acceptor {

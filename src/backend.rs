@@ -282,9 +282,9 @@ pub struct Node {
     others: Mutex<HashMap<Dialect, Arc<Vec<Link>>>>,
     /// The node left the topology: its connections are closed and no new ones open.
     retired: AtomicBool,
-    /// A master Sentinel is failing over away from ([`Node::pause`]): sends fail fast and
-    /// unsent ([`BackendError::FailingOver`]), so the sessions' failover hold keeps them for
-    /// the new master.
+    /// A master Sentinel is failing over away from, or one a migration is moving away from
+    /// ([`Node::pause`]): sends fail fast and unsent ([`BackendError::FailingOver`]), so the
+    /// sessions' failover hold keeps them for the new master.
     paused: AtomicBool,
     /// Pauses begun, so that a pause's timer ends only its own pause.
     pauses: AtomicU64,
@@ -499,9 +499,11 @@ impl Node {
 
     /// Stops sending to this master for at most `limit`: Sentinel is failing it over (it has
     /// chosen the replica to promote), and a write it took from now on would be dropped when it
-    /// is demoted. Sends fail fast and unsent until [`Self::resume`], the limit, or the
-    /// node's retirement (the new master is published; the old one is a new `Node` if it is ever
-    /// a master again).
+    /// is demoted; or a migration (`POST /pause`) copies its last writes away. Sends fail fast
+    /// and unsent until [`Self::resume`], the limit, or the node's retirement (the new master is
+    /// published; the old one is a new `Node` if it is ever a master again). Sessions send
+    /// nothing on their private connections to it meanwhile (a blocking command or a WATCH
+    /// fails with [`BackendError::FailingOver`]: it cannot be held, being tied to this node).
     pub fn pause(self: &Arc<Self>, limit: Duration) {
         let pause = self.pauses.fetch_add(1, Ordering::Relaxed) + 1;
         self.paused.store(true, Ordering::Release);
@@ -512,7 +514,7 @@ impl Node {
                 && node.pauses.load(Ordering::Relaxed) == pause
                 && node.paused.swap(false, Ordering::AcqRel)
             {
-                warn!(node = %node.addr, ?limit, "failover not completed in time: sending to the master again");
+                warn!(node = %node.addr, ?limit, "pause not ended in time (no failover or switch came): sending to the master again");
             }
         });
     }
@@ -525,6 +527,45 @@ impl Node {
     /// Whether sends are paused for a failover.
     pub fn is_paused(&self) -> bool {
         self.paused.load(Ordering::Acquire)
+    }
+
+    /// Waits until every request queued on this node's shared connections before the call
+    /// has been answered (or has failed): a `PING` goes through each connection, in order
+    /// behind what it holds, also while the node is paused. With the node paused, nothing
+    /// reaches it through them afterwards, so once this returns `true` the node has run
+    /// everything slotgate sent it on them. `false` when `limit` passed first.
+    pub async fn barrier(&self, limit: Duration) -> bool {
+        const PING: &[u8] = b"*1\r\n$4\r\nPING\r\n";
+        let (tx, mut rx) = mailbox::channel();
+        let mut links: Vec<&mailbox::Sender<BackendRequest>> =
+            self.default.iter().map(|l| &l.tx).collect();
+        let others: Vec<Arc<Vec<Link>>> = match self.others.lock() {
+            Ok(g) => g.values().cloned().collect(),
+            Err(poisoned) => poisoned.into_inner().values().cloned().collect(),
+        };
+        links.extend(others.iter().flat_map(|ls| ls.iter().map(|l| &l.tx)));
+        let mut expected = 0usize;
+        for link in links {
+            let reply_to = ReplyTo {
+                tx: tx.clone(),
+                tag: expected as u64,
+            };
+            // A closed connection holds nothing; it hands the request back (answered at once).
+            if let Err(req) = link.send(BackendRequest::new(Bytes::from_static(PING), reply_to)) {
+                drop(req);
+                continue;
+            }
+            expected += 1;
+        }
+        drop(tx);
+        let all = async {
+            for _ in 0..expected {
+                if rx.recv().await.is_none() {
+                    break;
+                }
+            }
+        };
+        tokio::time::timeout(limit, all).await.is_ok()
     }
 
     /// Queues `req` on the connection this session uses for this node. Fails fast, handing the
@@ -690,6 +731,7 @@ impl PrivateLink {
                 .send(Err(BackendError::Lost(self.addr.clone())));
             return;
         }
+
         if let Err(req) = self.link.tx.send(req) {
             req.reply_to
                 .send(Err(BackendError::Lost(self.addr.clone())));

@@ -1330,6 +1330,14 @@ impl Session {
             let dialect = via.dialect;
             return queue_shared(&mut self.outbox, &mut self.outbox_dirty, node, dialect, req);
         }
+        if node.is_paused() {
+            // Tied to this node's connection, it cannot wait in the hold for another master.
+            return req
+                .reply_to
+                .send(Err(crate::error::BackendError::FailingOver(
+                    node.addr().clone(),
+                )));
+        }
         match self.private_link(node) {
             Ok(link) => link.send(req),
             Err(e) => req.reply_to.send(Err(e)),

@@ -107,8 +107,13 @@ impl Session {
                 if let Some(w) = watched {
                     // The WATCH lives on one private connection; if that is gone, so is the
                     // WATCH, and running the transaction would ignore it: answer as a failed
-                    // WATCH does, with a null reply, and let the client retry.
-                    let holder = self.route(w).map(|n| n.addr().clone());
+                    // WATCH does, with a null reply, and let the client retry. So too when its
+                    // node is paused (a failover or a migration is moving its slots away):
+                    // the transaction cannot run there, and nowhere else under the WATCH.
+                    let holder = self
+                        .route(w)
+                        .filter(|n| !n.is_paused())
+                        .map(|n| n.addr().clone());
                     let alive = holder.is_some_and(|a| {
                         self.privates
                             .iter()

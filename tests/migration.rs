@@ -1,0 +1,416 @@
+//! The migration from one Redis server to a 3-master cluster, as an operator does it with
+//! `deploy/migrate.py`, under a read/write load through slotgate: no client error, and every
+//! key (written before or during the migration, deleted, with a TTL, of every type) is on the
+//! cluster afterwards as the clients left it. A first attempt that fails at the reload (a
+//! broken new config) puts slotgate back on the old server without a client error either.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use support::{Cluster, Proxy, Redis, TempConf};
+
+const STRINGS: u64 = 2000;
+const HASHES: u64 = 200;
+const LISTS: u64 = 200;
+const EXPIRING: u64 = 300;
+const DOOMED: u64 = 400;
+const TOKEN: &str = "t0ken";
+
+/// What a client of the load saw: its errors, and the writes slotgate acknowledged (the key
+/// and the value it must hold; `None` for a key it deleted).
+type Seen = (Vec<String>, Vec<(String, Option<String>)>);
+
+/// One client of the load, one request at a time (`t` 0-1: SET new keys and INCR a counter;
+/// 2: read the preloaded strings; 3: delete the doomed keys and push on lists), or (`t` 4)
+/// pipelines of 10 SETs and GETs.
+fn client(url: String, t: u64, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Seen> {
+    std::thread::spawn(move || {
+        let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let (mut errors, mut acked) = (Vec::new(), Vec::new());
+        let mut i = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            match t {
+                0 | 1 if i.is_multiple_of(2) => {
+                    let key = format!("mig:w{t}:{i}");
+                    match redis::cmd("SET").arg(&key).arg(i).query::<()>(&mut c) {
+                        Ok(()) => acked.push((key, Some(i.to_string()))),
+                        Err(e) => errors.push(format!("SET {key}: {e}")),
+                    }
+                }
+                0 | 1 => {
+                    let key = format!("mig:counter:{t}");
+                    match redis::cmd("INCR").arg(&key).query::<u64>(&mut c) {
+                        Ok(v) => acked.push((key, Some(v.to_string()))),
+                        Err(e) => errors.push(format!("INCR {key}: {e}")),
+                    }
+                }
+                2 => {
+                    let k = (i * 7919) % STRINGS;
+                    match redis::cmd("GET")
+                        .arg(format!("mig:s:{k}"))
+                        .query::<Option<u64>>(&mut c)
+                    {
+                        Ok(Some(v)) if v == k => {}
+                        other => errors.push(format!("mig:s:{k} read {other:?}")),
+                    }
+                }
+                3 if i.is_multiple_of(2) && i / 2 < DOOMED => {
+                    let key = format!("mig:d:{}", i / 2);
+                    match redis::cmd("DEL").arg(&key).query::<u64>(&mut c) {
+                        Ok(1) => acked.push((key, None)),
+                        other => errors.push(format!("DEL {key}: {other:?}")),
+                    }
+                }
+                3 => {
+                    let key = format!("mig:l:{}", i % LISTS);
+                    if let Err(e) = redis::cmd("RPUSH").arg(&key).arg(i).query::<u64>(&mut c) {
+                        errors.push(format!("RPUSH {key}: {e}"));
+                    }
+                }
+                _ => {
+                    let mut p = redis::pipe();
+                    for j in 0..10 {
+                        let key = format!("mig:p:{}", (i * 10 + j) % 300);
+                        p.cmd("SET").arg(&key).arg(i).ignore();
+                        p.cmd("GET").arg(&key);
+                    }
+                    match p.query::<Vec<u64>>(&mut c) {
+                        Ok(v) if v.iter().all(|&x| x == i) => {
+                            for j in 0..10 {
+                                let key = format!("mig:p:{}", (i * 10 + j) % 300);
+                                acked.push((key, Some(i.to_string())));
+                            }
+                        }
+                        other => errors.push(format!("pipeline {i}: {other:?}")),
+                    }
+                }
+            }
+            i += 1;
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        (errors, acked)
+    })
+}
+
+fn migrate(
+    old: &Redis,
+    cluster: &Cluster,
+    admin: u16,
+    config: &str,
+    new_config: &str,
+    extra: &[&str],
+) -> std::process::Output {
+    std::process::Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/migrate.py"))
+        .args(extra)
+        .args(["--from", &old.addr(), "--to", &cluster.seeds()[0]])
+        .args(["--admin", &format!("http://127.0.0.1:{admin}")])
+        .args([
+            "--token",
+            TOKEN,
+            "--config",
+            config,
+            "--new-config",
+            new_config,
+        ])
+        .output()
+        .unwrap()
+}
+
+/// The connection to the cluster master that owns `key` (`owners`: each slot's master's port).
+fn owner<'a>(
+    masters: &'a mut HashMap<u16, redis::Connection>,
+    owners: &[u16],
+    key: &str,
+) -> &'a mut redis::Connection {
+    let slot = slotgate::router::key_slot(key.as_bytes());
+    masters.get_mut(&owners[usize::from(slot)]).unwrap()
+}
+
+fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn a_single_server_is_migrated_to_a_cluster_under_load_with_every_key_and_no_client_error() {
+    let old = Redis::start(&[]);
+    let cluster = Cluster::start(3, 0);
+    let admin = support::free_port();
+    let admin_conf = format!("[admin]\nlisten = \"127.0.0.1:{admin}\"\ntoken = \"{TOKEN}\"\n");
+    let file = TempConf::new(&format!(
+        "mode = \"standalone\"\nserver = \"{}\"\nconfig_check_ms = 0\n{admin_conf}",
+        old.addr()
+    ));
+    let seeds: Vec<String> = cluster.seeds().iter().map(|s| format!("\"{s}\"")).collect();
+    let cluster_conf = format!(
+        "mode = \"cluster\"\nseeds = [{}]\nconfig_check_ms = 0\n{admin_conf}",
+        seeds.join(", ")
+    );
+    let new_file = TempConf::new(&cluster_conf);
+    let broken_file = TempConf::new(&cluster_conf.replace("mode = \"cluster\"", "mode = \"ring\""));
+    let proxy = Proxy::spawn(&["--config".into(), file.path().into()]);
+
+    // The application's data, written through slotgate to the old server.
+    let mut c = proxy.conn();
+    let mut p = redis::pipe();
+    for k in 0..STRINGS {
+        p.cmd("SET").arg(format!("mig:s:{k}")).arg(k).ignore();
+    }
+    for k in 0..HASHES {
+        p.cmd("HSET")
+            .arg(format!("mig:h:{k}"))
+            .arg("a")
+            .arg(k)
+            .arg("b")
+            .arg(k * 2)
+            .ignore();
+    }
+    for k in 0..LISTS {
+        p.cmd("RPUSH").arg(format!("mig:l:{k}")).arg(k).ignore();
+    }
+    for k in 0..EXPIRING {
+        p.cmd("SET")
+            .arg(format!("mig:t:{k}"))
+            .arg(k)
+            .arg("EX")
+            .arg(3600)
+            .ignore();
+    }
+    for k in 0..DOOMED {
+        p.cmd("SET").arg(format!("mig:d:{k}")).arg(k).ignore();
+    }
+    let () = p.query(&mut c).unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..5)
+        .map(|t| client(proxy.url(), t, stop.clone()))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+
+    // A first attempt whose new config does not validate: slotgate goes back to the old
+    // server, which still has every write.
+    let out = migrate(&old, &cluster, admin, file.path(), broken_file.path(), &[]);
+    let said = text(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("slotgate resumed on the old server (200)"),
+        "{said}"
+    );
+    let mut oc = old.conn();
+    let calls_before: u64 = old.calls("set");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        old.calls("set") > calls_before,
+        "slotgate writes to the old server again"
+    );
+
+    // The migration, again: the cluster holds the first attempt's stale copy, which the script
+    // refuses unless told to empty it.
+    let out = migrate(&old, &cluster, admin, file.path(), new_file.path(), &[]);
+    let said = text(&out);
+    assert!(
+        !out.status.success() && said.contains("--flush-cluster"),
+        "{said}"
+    );
+    let out = migrate(
+        &old,
+        &cluster,
+        admin,
+        file.path(),
+        new_file.path(),
+        &["--flush-cluster"],
+    );
+    let said = text(&out);
+    eprintln!("{said}");
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("switched:"), "{said}");
+    let switched_calls = old.calls("set") + old.calls("incr");
+    std::thread::sleep(Duration::from_millis(700));
+    stop.store(true, Ordering::Relaxed);
+    let mut last: HashMap<String, Option<String>> = HashMap::new();
+    let mut writes = 0;
+    for t in clients {
+        let (errors, acked) = t.join().unwrap();
+        assert!(errors.is_empty(), "clients saw {errors:?}");
+        writes += acked.len();
+        for (k, v) in acked {
+            last.insert(k, v);
+        }
+    }
+    assert_eq!(
+        old.calls("set") + old.calls("incr"),
+        switched_calls,
+        "nothing reaches the old server after the switch"
+    );
+    assert!(proxy.log().contains("paused by the operator"));
+
+    // Every key as the clients left it, read from the cluster's masters directly.
+    let owners = cluster.slot_owner_ports();
+    let mut masters: HashMap<u16, redis::Connection> = cluster
+        .masters()
+        .iter()
+        .map(|m| {
+            let port = m.addr().rsplit(':').next().unwrap().parse().unwrap();
+            (port, m.conn())
+        })
+        .collect();
+    for (key, v) in &last {
+        let got: Option<String> = redis::cmd("GET")
+            .arg(key)
+            .query(owner(&mut masters, &owners, key))
+            .unwrap();
+        assert_eq!(&got, v, "{key} on the cluster");
+    }
+    for k in 0..STRINGS {
+        let key = format!("mig:s:{k}");
+        let got: Option<u64> = redis::cmd("GET")
+            .arg(&key)
+            .query(owner(&mut masters, &owners, &key))
+            .unwrap();
+        assert_eq!(got, Some(k), "{key}");
+    }
+    for k in 0..HASHES {
+        let key = format!("mig:h:{k}");
+        let got: HashMap<String, u64> = redis::cmd("HGETALL")
+            .arg(&key)
+            .query(owner(&mut masters, &owners, &key))
+            .unwrap();
+        assert_eq!(
+            got,
+            HashMap::from([("a".into(), k), ("b".into(), k * 2)]),
+            "{key}"
+        );
+    }
+    for k in 0..LISTS {
+        let key = format!("mig:l:{k}");
+        let lrange = |c: &mut redis::Connection| -> Vec<String> {
+            redis::cmd("LRANGE")
+                .arg(&key)
+                .arg(0)
+                .arg(-1)
+                .query(c)
+                .unwrap()
+        };
+        let (got, was) = (lrange(owner(&mut masters, &owners, &key)), lrange(&mut oc));
+        // Pushes after the switch are on the cluster only: the old server's list is its start.
+        assert!(
+            got.starts_with(&was) && got.len() >= was.len(),
+            "{key}: {got:?} against {was:?}"
+        );
+    }
+    for k in 0..EXPIRING {
+        let key = format!("mig:t:{k}");
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(&key)
+            .query(owner(&mut masters, &owners, &key))
+            .unwrap();
+        assert!(
+            ttl > 3_000_000 && ttl <= 3_600_000,
+            "{key} has a TTL of {ttl} ms"
+        );
+    }
+    // Every key the old server still has is on the cluster, unless a client deleted it since.
+    let old_keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut oc).unwrap();
+    for key in &old_keys {
+        let there: bool = redis::cmd("EXISTS")
+            .arg(key)
+            .query(owner(&mut masters, &owners, key))
+            .unwrap();
+        let deleted = last.get(key).is_some_and(|v| v.is_none());
+        assert_eq!(there, !deleted, "{key} of the old server on the cluster");
+    }
+    let keys = old_keys.len();
+    eprintln!(
+        "{writes} writes acknowledged under load, {} keys as last written and the old server's {keys} keys checked on the cluster",
+        last.len()
+    );
+}
+
+/// A pause meets the commands tied to one node's connection: a transaction under WATCH is
+/// aborted (a null EXEC, as when the watched key changed; it did not run), a blocking pop
+/// fails at once; a plain transaction and plain commands wait, and run when the pause ends.
+#[test]
+fn a_pause_aborts_a_watched_transaction_and_holds_plain_requests() {
+    let server = Redis::start(&[]);
+    let admin = support::free_port();
+    let file = TempConf::new(&format!(
+        "mode = \"standalone\"\nserver = \"{}\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\ntoken = \"{TOKEN}\"\n",
+        server.addr()
+    ));
+    let proxy = Proxy::spawn(&["--config".into(), file.path().into()]);
+    let (mut watcher, mut plain, mut blocker) = (proxy.conn(), proxy.conn(), proxy.conn());
+    let () = redis::cmd("WATCH").arg("w").query(&mut watcher).unwrap();
+    let () = redis::cmd("MULTI").query(&mut watcher).unwrap();
+    let () = redis::cmd("SET")
+        .arg("w")
+        .arg(1)
+        .query(&mut watcher)
+        .unwrap();
+
+    let (status, body) = support::http(admin, "POST", "/pause?ms=5000", Some(TOKEN));
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(&server.addr()), "{body}");
+    let exec: Option<Vec<String>> = redis::cmd("EXEC").query(&mut watcher).unwrap();
+    assert_eq!(exec, None, "the watched transaction is aborted");
+    let e = redis::cmd("BLPOP")
+        .arg("q")
+        .arg(1)
+        .query::<Option<Vec<String>>>(&mut blocker)
+        .unwrap_err();
+    assert!(e.to_string().contains("is being failed over"), "{e}");
+
+    let held = std::thread::spawn(move || {
+        let mut p = redis::pipe();
+        p.atomic().cmd("INCR").arg("n").cmd("INCR").arg("n");
+        let v: (u64, u64) = p.query(&mut plain).unwrap();
+        let got: u64 = redis::cmd("INCR").arg("n").query(&mut plain).unwrap();
+        (v, got)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(server.calls("incr"), 0, "nothing reaches a paused server");
+    let (status, body) = support::http(admin, "POST", "/resume", Some(TOKEN));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        held.join().unwrap(),
+        ((1, 2), 3),
+        "held requests ran in order"
+    );
+    let w: Option<String> = redis::cmd("GET")
+        .arg("w")
+        .query(&mut server.conn())
+        .unwrap();
+    assert_eq!(w, None, "the aborted transaction did not run");
+
+    // Without the token, with GET, or for no time, no pause; none without a failover hold.
+    assert_eq!(support::http(admin, "POST", "/pause", None).0, 401);
+    assert_eq!(support::http(admin, "GET", "/pause", Some(TOKEN)).0, 405);
+    let (status, _) = support::http(admin, "POST", "/pause?ms=0", Some(TOKEN));
+    assert_eq!(status, 400);
+    std::fs::write(
+        file.path(),
+        format!(
+            "mode = \"standalone\"\nserver = \"{}\"\n[clients]\nfailover_hold_ms = 0\n[admin]\nlisten = \"127.0.0.1:{admin}\"\ntoken = \"{TOKEN}\"\n",
+            server.addr()
+        ),
+    )
+    .unwrap();
+    assert_eq!(support::http(admin, "POST", "/reload", Some(TOKEN)).0, 200);
+    let (status, body) = support::http(admin, "POST", "/pause", Some(TOKEN));
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("failover_hold_ms"), "{body}");
+}
