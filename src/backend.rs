@@ -282,6 +282,10 @@ pub struct Node {
     others: Mutex<HashMap<Dialect, Arc<Vec<Link>>>>,
     /// The node left the topology: its connections are closed and no new ones open.
     retired: AtomicBool,
+    /// Cancelled with `retired`: ends the sessions' subscriber connections to the node, so
+    /// that they subscribe again where the topology in force says (after a failover, a
+    /// migration or a reload of the backends' settings).
+    retiring: tokio_util::sync::CancellationToken,
     /// A master Sentinel is failing over away from, or one a migration is moving away from
     /// ([`Node::pause`]): sends fail fast and unsent ([`BackendError::FailingOver`]), so the
     /// sessions' failover hold keeps them for the new master.
@@ -319,6 +323,7 @@ impl Node {
             default,
             others: Mutex::new(HashMap::new()),
             retired: AtomicBool::new(false),
+            retiring: tokio_util::sync::CancellationToken::new(),
             paused: AtomicBool::new(false),
             pauses: AtomicU64::new(0),
             replication: AtomicU8::new(Replication::Unknown as u8),
@@ -376,7 +381,8 @@ impl Node {
     }
 
     /// A pub/sub connection for one session: like [`Self::private`], and every frame it reads
-    /// (subscription replies, messages) goes to `pushes`. Pub/sub does not depend on the
+    /// (subscription replies, messages) goes to `pushes`; it ends as a lost one when the node
+    /// is retired, so that the session subscribes again where the topology says. Pub/sub does not depend on the
     /// database, so only the protocol is chosen.
     pub fn subscriber(&self, proto: Proto, pushes: ReplyTo) -> Result<PrivateLink, BackendError> {
         let permit = self.private_permit()?;
@@ -386,6 +392,7 @@ impl Node {
             self.config.clone(),
             self.tel.clone(),
             pushes,
+            self.retiring.clone(),
         );
         Ok(self.private_link(link, permit, Arc::default()))
     }
@@ -674,6 +681,7 @@ impl Node {
     /// follow fail fast as to a node that is down.
     fn retire(&self) {
         self.retired.store(true, Ordering::Relaxed);
+        self.retiring.cancel();
         self.warm.clear();
         for link in &self.default {
             link.tx.close();

@@ -196,6 +196,14 @@ fn a_single_server_is_migrated_to_a_cluster_under_load_with_every_key_and_no_cli
     }
     let () = p.query(&mut c).unwrap();
 
+    // A subscriber, whose subscription must follow the switch.
+    let mut sub_conn = proxy.conn();
+    sub_conn
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut sub = sub_conn.as_pubsub();
+    sub.subscribe("mig:events").unwrap();
+
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (0..5)
         .map(|t| client(proxy.url(), t, stop.clone()))
@@ -258,6 +266,24 @@ fn a_single_server_is_migrated_to_a_cluster_under_load_with_every_key_and_no_cli
         "nothing reaches the old server after the switch"
     );
     assert!(proxy.log().contains("paused by the operator"));
+
+    // The subscriber was moved to the cluster: a message published there reaches it.
+    let mut heard = None;
+    for n in 0..50 {
+        let _: u64 = redis::cmd("PUBLISH")
+            .arg("mig:events")
+            .arg(n)
+            .query(&mut c)
+            .unwrap();
+        if let Ok(msg) = sub.get_message() {
+            heard = Some(msg.get_payload::<u64>().unwrap());
+            break;
+        }
+    }
+    assert!(
+        heard.is_some(),
+        "the subscriber hears messages published after the switch"
+    );
 
     // Every key as the clients left it, read from the cluster's masters directly.
     let owners = cluster.slot_owner_ports();

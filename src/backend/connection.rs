@@ -16,6 +16,7 @@ use std::task::Poll;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::liveness::{self, Probe, Verdict};
@@ -82,6 +83,9 @@ struct Queue {
     pushes: Option<ReplyTo>,
     /// Where a private connection reports the node's `CLIENT ID` for it once open.
     backend_id: Option<Arc<AtomicU64>>,
+    /// For a subscriber connection: cancelled when its node leaves the topology, which ends
+    /// the connection as a lost one (its session subscribes again where the topology says).
+    retired: Option<CancellationToken>,
 }
 
 #[derive(Debug)]
@@ -153,6 +157,7 @@ pub(super) fn spawn_subscriber(
     config: Arc<BackendConfig>,
     tel: Telemetry,
     pushes: ReplyTo,
+    retired: CancellationToken,
 ) -> Link {
     let on = tokio::runtime::Handle::current();
     spawn_kind(
@@ -161,7 +166,7 @@ pub(super) fn spawn_subscriber(
         Open::plain(dialect),
         config,
         tel,
-        Ends::Subscriber(pushes),
+        Ends::Subscriber(pushes, retired),
     )
 }
 
@@ -170,8 +175,8 @@ enum Ends {
     Shared,
     /// The node's `CLIENT ID` for the connection goes here once it is open.
     Private(Arc<AtomicU64>),
-    /// Every frame read goes here.
-    Subscriber(ReplyTo),
+    /// Every frame read goes here; the token ends the connection when the node is retired.
+    Subscriber(ReplyTo, CancellationToken),
 }
 
 fn spawn_kind(
@@ -182,10 +187,10 @@ fn spawn_kind(
     tel: Telemetry,
     ends: Ends,
 ) -> Link {
-    let (kind, pushes, backend_id) = match ends {
-        Ends::Shared => (Kind::Shared, None, None),
-        Ends::Private(id) => (Kind::Private, None, Some(id)),
-        Ends::Subscriber(to) => (Kind::Subscriber, Some(to), None),
+    let (kind, pushes, backend_id, retired) = match ends {
+        Ends::Shared => (Kind::Shared, None, None, None),
+        Ends::Private(id) => (Kind::Private, None, Some(id), None),
+        Ends::Subscriber(to, retired) => (Kind::Subscriber, Some(to), None, Some(retired)),
     };
     let dialect = open.dialect;
     let (tx, rx) = mailbox::channel();
@@ -196,6 +201,7 @@ fn spawn_kind(
         rx,
         pushes,
         backend_id,
+        retired,
     };
     on.spawn(run(addr, open, config, queue, state.clone(), tel, kind).instrument(span));
     Link { tx, depth, state }
@@ -248,7 +254,14 @@ async fn run(
                 }
                 failures = 0;
                 debug!("connected");
-                match serve(stream, &mut rx, &addr, &config, &tel, kind).await {
+                let served = match rx.retired.clone() {
+                    Some(retired) => tokio::select! {
+                        served = serve(stream, &mut rx, &addr, &config, &tel, kind) => served,
+                        () = retired.cancelled() => Err(BackendError::Lost(addr.clone())),
+                    },
+                    None => serve(stream, &mut rx, &addr, &config, &tel, kind).await,
+                };
+                match served {
                     Ok(()) => {
                         tel.node.connected.decrement(1.0);
                         return;
