@@ -32,6 +32,10 @@ if ! python3 -c 'import redis, sys; sys.exit(0 if int(redis.__version__.split(".
   echo "== installing redis-py"
   python3 -m pip install --quiet 'redis==8.1.0'
 fi
+if ! python3 -c 'import celery, rq' 2>/dev/null; then
+  echo "== installing Celery and RQ (the key family tests)"
+  python3 -m pip install --quiet 'celery==5.7.0' 'rq==3.0.0' 'redis==8.1.0'
+fi
 if ! command -v podman >/dev/null || ! command -v runc >/dev/null; then
   echo "== installing podman and runc (the container image test)"
   $SUDO apt-get update

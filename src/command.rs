@@ -149,7 +149,9 @@ pub struct LastLookup {
 }
 
 impl LastLookup {
-    /// [`lookup`], answered from the last lookup when the name is the same bytes.
+    /// [`lookup`], answered from the last lookup when the name is the same bytes. Inlined into
+    /// the session's dispatch, whose every request starts here.
+    #[inline(always)]
     pub fn lookup(
         &mut self,
         table: &'static Table,
@@ -179,6 +181,17 @@ impl LastLookup {
 /// (the backend then reports the syntax error itself).
 pub fn key_positions(spec: &CommandSpec, req: &Request, out: &mut KeyPositions) {
     visit_keys(spec, req, |i, _| out.push(i));
+}
+
+/// The argument positions of `req`'s key names, as [`key_positions`] finds them but for names
+/// that are not keys (SPUBLISH's channel): what key families rewrite. A position found by two
+/// key specs is given once.
+pub fn key_name_positions(spec: &CommandSpec, req: &Request, out: &mut KeyPositions) {
+    visit_keys(spec, req, |i, ks| {
+        if ks.access & table::keyspec::NOT_KEY == 0 && !out.contains(&i) {
+            out.push(i);
+        }
+    });
 }
 
 /// What a command does to each of its keys, for ACL key patterns by access: argument positions

@@ -434,6 +434,24 @@ fn tls_listen(t: &TlsFile, o: &Overrides) -> Result<Option<TlsListen>, ConfigErr
     }))
 }
 
+/// The key families of `[[colocate]]`.
+fn families(
+    file: &Option<Vec<crate::config::file::ColocateFile>>,
+) -> Result<Option<Arc<crate::families::Families>>, ConfigError> {
+    let specs: Vec<crate::families::FamilySpec> = file
+        .iter()
+        .flatten()
+        .map(|c| crate::families::FamilySpec {
+            name: c.name.clone(),
+            preset: c.preset.clone(),
+            keys: c.keys.clone().unwrap_or_default(),
+        })
+        .collect();
+    crate::families::Families::compile(&specs)
+        .map(|f| f.map(Arc::new))
+        .map_err(|e| invalid("colocate", e.to_string()))
+}
+
 /// The zone map: the `--zone-map` flags if any, else the file's `[[zones]]`.
 fn zone_map(
     file: &Option<Vec<crate::config::file::ZoneFile>>,
@@ -738,6 +756,7 @@ impl Config {
                 .or(f.reads.read_your_writes_ms)
                 .filter(|&ms| ms > 0)
                 .map(Duration::from_millis),
+            families: families(&f.colocate)?,
         };
         if session.max_pipeline >= 1 << 40 {
             return Err(invalid("clients.max_pipeline", "too large"));

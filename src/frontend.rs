@@ -101,6 +101,9 @@ pub struct SessionConfig {
     /// After a client writes a slot, its reads of that slot go to the master for this long
     /// (`[reads] read_your_writes_ms`, `--read-your-writes-ms`; `None`: off).
     pub read_your_writes: Option<Duration>,
+    /// Key families (`[[colocate]]`): their keys are stored under their family's hash tag,
+    /// rewritten in requests and restored in replies; `None` without any.
+    pub families: Option<Arc<crate::families::Families>>,
 }
 
 /// A proxy serves many applications, so unlike Redis' `normal 0 0 0` the default is a bound.
@@ -144,6 +147,7 @@ impl Default for SessionConfig {
             zone: None,
             read_from: crate::router::ReadFrom::Master,
             read_your_writes: None,
+            families: None,
         }
     }
 }

@@ -37,6 +37,7 @@ pub mod backend;
 pub mod command;
 pub mod config;
 pub mod error;
+pub mod families;
 pub mod fd_limit;
 pub mod frontend;
 pub mod mailbox;

@@ -112,6 +112,8 @@ pub fn plan(old: (&FileConfig, &Config), new: (&FileConfig, &Config)) -> Plan {
         "clients.deny_commands",
     );
     fixed(oc_.fleet_writes != nc_.fleet_writes, "clients.fleet_writes");
+    // Where keys are stored: a live change would hide every key of a family from its clients.
+    fixed(of.colocate != nf.colocate, "[[colocate]]");
     fixed(
         of.reads.max_replica_lag_ms != nf.reads.max_replica_lag_ms
             || of.reads.check_interval_ms != nf.reads.check_interval_ms,
@@ -180,6 +182,7 @@ pub fn in_force(old: &FileConfig, new: &FileConfig) -> FileConfig {
     f.clients.fleet_writes = old.clients.fleet_writes;
     f.reads.max_replica_lag_ms = old.reads.max_replica_lag_ms;
     f.reads.check_interval_ms = old.reads.check_interval_ms;
+    f.colocate = old.colocate.clone();
     f
 }
 
@@ -189,6 +192,7 @@ pub fn applied(old: &SessionConfig, new: &SessionConfig) -> SessionConfig {
     let mut s = new.clone();
     s.deny_commands = old.deny_commands.clone();
     s.fleet_writes = old.fleet_writes;
+    s.families = old.families.clone();
     s
 }
 
@@ -424,6 +428,18 @@ mod tests {
     #[test]
     fn should_change_nothing_for_the_same_file() {
         assert_eq!(plan_of("", ""), Plan::default());
+    }
+
+    #[test]
+    fn should_keep_key_families_until_a_restart() {
+        let p = plan_of("", "[[colocate]]\npreset = \"rq\"\n");
+        assert_eq!(p.restart, vec!["[[colocate]]"]);
+        assert!(p.live.is_empty());
+        let (of, oc) = configs(BASE);
+        let (nf, nc) = configs(&format!("{BASE}[[colocate]]\npreset = \"rq\"\n"));
+        assert!(nc.session.families.is_some());
+        assert_eq!(applied(&oc.session, &nc.session).families, None);
+        assert_eq!(in_force(&of, &nf).colocate, None);
     }
 
     #[test]

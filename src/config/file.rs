@@ -56,6 +56,21 @@ pub struct FileConfig {
     /// The zones nodes are in: `[[zones]] name = "eu-west-1a" nodes = ["10.1.0.0/16",
     /// ".euw1a.internal"]` (address ranges, or host-name suffixes); the first match wins.
     pub zones: Option<Vec<ZoneFile>>,
+    /// Key families kept in one slot: `[[colocate]] preset = "celery"` or `[[colocate]] name =
+    /// "jobs" keys = ["queue:*", "lock:*"]` (names, `prefix*`, globs with `*` and `?`).
+    pub colocate: Option<Vec<ColocateFile>>,
+}
+
+/// One key family.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ColocateFile {
+    /// The family's name, its hash tag (`{name}`); the preset's name by default.
+    pub name: Option<String>,
+    /// A well-known library's keys: "celery" or "rq".
+    pub preset: Option<String>,
+    /// Key patterns of the family (besides the preset's).
+    pub keys: Option<Vec<String>>,
 }
 
 /// One zone of the zone map.

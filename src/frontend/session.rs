@@ -41,6 +41,7 @@ use crate::protocol::encode;
 use crate::protocol::{ReplyKind, Request, RequestParser};
 use crate::topology::Topology;
 
+mod colocate;
 mod hold;
 mod multi_exec;
 mod place;
@@ -617,7 +618,7 @@ impl Session {
                         // One request per read (pipeline 1): taken without a drain.
                         if let Some(req) = batch.pop() {
                             commands += 1;
-                            self.dispatch(req);
+                            self.dispatch_request(req);
                         }
                     } else {
                         for req in batch.drain(..) {
@@ -626,7 +627,7 @@ impl Session {
                                 break;
                             }
                             commands += 1;
-                            self.dispatch(req);
+                            self.dispatch_request(req);
                         }
                     }
                     if rbuf.is_empty() {
@@ -713,7 +714,18 @@ impl Session {
         self.base + self.queue.len() as u64
     }
 
-    fn dispatch(&mut self, req: Request) {
+    /// Runs one request: under key families through the copy of [`Self::dispatch`] that
+    /// renames their keys, else through the one that has no such step at all.
+    #[inline(always)]
+    fn dispatch_request(&mut self, req: Request) {
+        if self.client.config.families.is_some() {
+            self.dispatch::<true>(req)
+        } else {
+            self.dispatch::<false>(req)
+        }
+    }
+
+    fn dispatch<const FAMILIES: bool>(&mut self, req: Request) {
         let table = self.ctx.table;
         let entry = match self.last_lookup.lookup(table, &req) {
             Ok(e) => {
@@ -757,6 +769,47 @@ impl Session {
             };
             return self.push_refusal(entry, &msg);
         }
+        if FAMILIES {
+            // Checked for permission under the application's key names, stored under the
+            // families' (`colocate`).
+            return self.dispatch_in_families(entry, req);
+        }
+        self.route_request(entry, req);
+    }
+
+    /// A request under key families: its family keys renamed as stored, routed as any
+    /// request; a command whose reply names keys has its reply's names restored.
+    #[cold]
+    #[inline(never)]
+    fn dispatch_in_families(&mut self, entry: &'static command::Entry, req: Request) {
+        let Some(families) = self.client.config.families.clone() else {
+            return self.route_request(entry, req);
+        };
+        let req = colocate::rewrite(&families, entry, &req).unwrap_or(req);
+        let restore_at = colocate::reply_names(entry.spec.name).map(|_| self.next_seq());
+        self.route_request(entry, req);
+        if let Some(seq) = restore_at {
+            self.restore_names_of(seq);
+        }
+    }
+
+    /// The reply of the request at `seq`, if it is a single part still waiting, goes through
+    /// [`Self::complete`], which restores the key names in it, instead of out as it stands.
+    #[cold]
+    #[inline(never)]
+    fn restore_names_of(&mut self, seq: u64) {
+        if let Some(QueuePlace::Waiting { combine, .. }) =
+            self.queue.get_mut(seq.wrapping_sub(self.base) as usize)
+            && matches!(combine, Combine::Single)
+        {
+            *combine = Combine::Restore;
+        }
+    }
+
+    /// Runs a request that may run: by its route (locally, queued in a transaction, to its
+    /// slot's master, split, to every master).
+    #[inline(always)]
+    fn route_request(&mut self, entry: &'static command::Entry, req: Request) {
         let resp2 = self.client.proto == crate::protocol::encode::Proto::Resp2;
         if resp2 && self.subscribed() {
             match entry.route {
@@ -1422,8 +1475,18 @@ impl Session {
         let Some(QueuePlace::Waiting { combine, parts, .. }) = self.queue.get_mut(idx) else {
             return;
         };
+        let names = self
+            .client
+            .config
+            .families
+            .as_ref()
+            .zip(parts.first())
+            .and_then(|(f, p)| {
+                let name = self.ctx.table.name_of(p.command)?;
+                Some((f.clone(), colocate::reply_names(name)?))
+            });
         let done = match combine {
-            Combine::Single => reply,
+            Combine::Single | Combine::Restore => reply,
             Combine::Eval => {
                 if let Some(part) = parts.first() {
                     place::remember_eval(&self.ctx, part, &reply);
@@ -1456,6 +1519,11 @@ impl Session {
                 let replies = fanout.gather.take();
                 merge_fanout(&self.ctx, self.client.proto, fanout.merge, &replies, parts)
             }
+        };
+        // Key names in the reply as the application knows them.
+        let done = match names {
+            Some((families, names)) => colocate::restore(&families, names, done),
+            None => done,
         };
         // The entry is still in place: merging does not touch the queue.
         if let Some(QueuePlace::Waiting { cmd, started, .. }) = self.queue.get_mut(idx)
@@ -1803,9 +1871,13 @@ fn queue_shared(
 }
 
 /// XREAD/XREADGROUP with BLOCK would hold a shared connection, so they take a private one.
+/// The name test is inlined (every keyed request makes it); the argument scan is not.
+#[inline(always)]
 fn is_blocking_stream_read(name: &str, req: &Request) -> bool {
-    if name != "xread" && name != "xreadgroup" {
-        return false;
-    }
+    (name == "xread" || name == "xreadgroup") && has_block_argument(req)
+}
+
+#[inline(never)]
+fn has_block_argument(req: &Request) -> bool {
     (1..req.argc()).any(|i| req.arg(i).is_some_and(|a| a.eq_ignore_ascii_case(b"BLOCK")))
 }

@@ -47,7 +47,8 @@ fn nanos() -> u64 {
         .unwrap_or(0)
 }
 
-fn scratch_dir(tag: &str) -> PathBuf {
+/// A fresh directory under the system temporary directory, for one test.
+pub fn scratch_dir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "slotgate-test-{}-{tag}-{}",
         std::process::id(),

@@ -147,6 +147,9 @@ impl Via {
 #[derive(Debug)]
 pub(super) enum Combine {
     Single,
+    /// A single part whose reply names keys of key families, restored to the application's
+    /// names (`colocate`).
+    Restore,
     /// An EVAL: its reply tells whether the node cached the script (see [`remember_eval`]).
     Eval,
     Split(Box<Split>),
@@ -222,7 +225,7 @@ impl Combine {
         match self {
             Combine::Split(s) => s.gather.answered(part),
             Combine::AllMasters(f) => f.gather.answered(part),
-            Combine::Single | Combine::Eval | Combine::Scan { .. } => false,
+            Combine::Single | Combine::Restore | Combine::Eval | Combine::Scan { .. } => false,
         }
     }
 }

@@ -1,0 +1,327 @@
+//! Key families (`[[colocate]]`) against a real 3+3 cluster: Celery 5 and RQ, unchanged and with
+//! their defaults, run through slotgate with their presets (without them each fails at once with
+//! CROSSSLOT); a family's transaction, WATCH conflict, multi-key blocking pop and Lua script work
+//! as on one Redis; keys of two families still get CROSSSLOT; and the replies of commands that
+//! name keys equal a single redis-server's given the application's own names.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use support::{Cluster, Proxy, Redis, TempConf};
+
+/// A child process killed when dropped (a test that fails leaves none behind).
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn proxy(cluster: &Cluster, families: &str) -> (Proxy, TempConf) {
+    let seeds: Vec<String> = cluster.seeds().iter().map(|s| format!("\"{s}\"")).collect();
+    let file = TempConf::new(&format!("seeds = [{}]\n{families}", seeds.join(", ")));
+    let proxy = Proxy::spawn(&["--config".into(), file.path().into()]);
+    (proxy, file)
+}
+
+const PRESETS: &str = "[[colocate]]\npreset = \"celery\"\n[[colocate]]\npreset = \"rq\"\n";
+
+const CELERY_APP: &str = r#"
+import os
+from celery import Celery
+url = os.environ["BROKER"]
+app = Celery("tasks", broker=url, backend=url)
+
+@app.task
+def add(x, y):
+    return x + y
+"#;
+
+const CELERY_CLIENT: &str = r#"
+from tasks import add
+results = [add.delay(i, i) for i in range(50)]
+got = [r.get(timeout=60) for r in results]
+assert got == [2 * i for i in range(50)], got
+print("celery: 50 tasks done")
+"#;
+
+const RQ_JOBS: &str = "def add(x, y):\n    return x + y\n";
+
+const RQ_CLIENT: &str = r#"
+import os, subprocess, sys
+from redis import Redis
+from rq import Queue
+import jobs
+url = os.environ["BROKER"]
+q = Queue(connection=Redis.from_url(url))
+jobs_ = [q.enqueue(jobs.add, i, i) for i in range(50)]
+subprocess.run([sys.executable, "-m", "rq.cli", "worker", "--burst", "--url", url], check=True)
+got = [j.return_value() for j in jobs_]
+assert got == [2 * i for i in range(50)], got
+print("rq: 50 jobs done")
+"#;
+
+/// Runs `script` (in `dir`) with `BROKER` set to slotgate's URL: whether it succeeded within
+/// `timeout`, and what it printed.
+fn python(dir: &Path, script: &str, url: &str, timeout: Duration) -> (bool, String) {
+    let out_path = dir.join(format!("out-{}.log", support::free_port()));
+    let mut child = Child(
+        Command::new("python3")
+            .args(["-c", script])
+            .current_dir(dir)
+            .env("BROKER", url)
+            .stdout(std::fs::File::create(&out_path).unwrap())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    let start = std::time::Instant::now();
+    let ok = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status.success();
+        }
+        if start.elapsed() > timeout {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    drop(child);
+    (ok, std::fs::read_to_string(out_path).unwrap_or_default())
+}
+
+#[test]
+fn celery_and_rq_run_unchanged_in_front_of_a_cluster_with_their_presets() {
+    let cluster = Cluster::start(3, 1);
+    let dir = support::scratch_dir("families-apps");
+    std::fs::write(dir.join("tasks.py"), CELERY_APP).unwrap();
+    std::fs::write(dir.join("jobs.py"), RQ_JOBS).unwrap();
+
+    // Without the presets both fail at once: their keys hash to different slots.
+    let (plain, _plain_file) = proxy(&cluster, "");
+    let (ok, _) = python(&dir, RQ_CLIENT, &plain.url(), Duration::from_secs(60));
+    assert!(!ok, "RQ ran without its preset");
+    assert!(
+        plain
+            .info_field("proxy_crossslot_rejected")
+            .is_some_and(|n| n != "0")
+    );
+    for m in cluster.masters() {
+        let () = redis::cmd("FLUSHALL").query(&mut m.conn()).unwrap();
+    }
+
+    let (proxy, _file) = proxy(&cluster, PRESETS);
+    let _worker = Child(
+        Command::new("python3")
+            .args(["-m", "celery", "-A", "tasks", "worker", "--pool=solo"])
+            .args(["--loglevel=warning", "--hostname=w1@test"])
+            .current_dir(&dir)
+            .env("BROKER", proxy.url())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("worker.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let (ok, out) = python(&dir, CELERY_CLIENT, &proxy.url(), Duration::from_secs(90));
+    let log = std::fs::read_to_string(dir.join("worker.log")).unwrap_or_default();
+    assert!(ok, "{out}\nworker:\n{log}");
+    assert!(!log.contains("CROSSSLOT"), "{log}");
+    let (ok, out) = python(&dir, RQ_CLIENT, &proxy.url(), Duration::from_secs(90));
+    assert!(ok, "{out}");
+
+    // On the cluster the families' keys are stored under their tags, none under its own name.
+    let mut stored = Vec::new();
+    for m in cluster.masters() {
+        let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut m.conn()).unwrap();
+        stored.extend(keys);
+    }
+    assert!(
+        stored.iter().any(|k| k == "{celery}_kombu.binding.celery"),
+        "{stored:?}"
+    );
+    assert!(
+        stored.iter().any(|k| k.starts_with("{rq}rq:job:")),
+        "{stored:?}"
+    );
+    let untagged: Vec<&String> = stored
+        .iter()
+        .filter(|k| k.starts_with("_kombu") || k.starts_with("rq:") || k.as_str() == "unacked")
+        .collect();
+    assert!(untagged.is_empty(), "{untagged:?}");
+    // Through slotgate the application sees its own names.
+    let mut c = proxy.conn();
+    let members: Vec<String> = redis::cmd("SMEMBERS")
+        .arg("rq:queues")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(members, vec!["rq:queue:default".to_string()]);
+    let names: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut c).unwrap();
+    assert!(
+        names.iter().any(|k| k == "_kombu.binding.celery"),
+        "{names:?}"
+    );
+    assert!(!names.iter().any(|k| k.starts_with('{')), "{names:?}");
+    drop(_worker);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_family_behaves_as_one_redis_and_two_families_do_not_mix() {
+    let cluster = Cluster::start(3, 0);
+    let (proxy, _file) = proxy(&cluster, PRESETS);
+    let mut c = proxy.conn();
+    let q3 = "celery\x06\x163";
+
+    // A transaction over a family's keys (kombu's LLEN of every priority list).
+    let () = redis::cmd("RPUSH").arg(q3).arg("m1").query(&mut c).unwrap();
+    let mut p = redis::pipe();
+    p.atomic().cmd("LLEN").arg("celery").cmd("LLEN").arg(q3);
+    let lens: (u64, u64) = p.query(&mut c).unwrap();
+    assert_eq!(lens, (0, 1));
+
+    // WATCH conflict: another client changes the watched key.
+    let mut other = proxy.conn();
+    let () = redis::cmd("WATCH").arg("unacked").query(&mut c).unwrap();
+    let _: u64 = redis::cmd("HSET")
+        .arg("unacked")
+        .arg("t")
+        .arg("x")
+        .query(&mut other)
+        .unwrap();
+    let mut p = redis::pipe();
+    p.atomic()
+        .cmd("HDEL")
+        .arg("unacked")
+        .arg("t")
+        .cmd("ZREM")
+        .arg("unacked_index")
+        .arg("t");
+    let r: Option<(u64, u64)> = p.query(&mut c).unwrap();
+    assert_eq!(r, None, "the watched key changed: EXEC aborted");
+
+    // A blocking pop over the family's lists, woken by a push to one of them, names it.
+    let url = proxy.url();
+    let popper = std::thread::spawn(move || {
+        let mut b = redis::Client::open(url).unwrap().get_connection().unwrap();
+        let got: Option<(String, String)> = redis::cmd("BRPOP")
+            .arg("celery")
+            .arg("celery\x06\x166")
+            .arg(5)
+            .query(&mut b)
+            .unwrap();
+        got
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let _: u64 = redis::cmd("LPUSH")
+        .arg("celery\x06\x166")
+        .arg("m2")
+        .query(&mut other)
+        .unwrap();
+    assert_eq!(
+        popper.join().unwrap(),
+        Some(("celery\x06\x166".to_string(), "m2".to_string()))
+    );
+
+    // Lua over KEYS of one family.
+    let n: u64 = redis::cmd("EVAL")
+        .arg("return redis.call('LLEN', KEYS[1]) + redis.call('LLEN', KEYS[2])")
+        .arg(2)
+        .arg("celery")
+        .arg(q3)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(n, 1);
+
+    // Keys of two families, or of a family and no family, in one command: CROSSSLOT.
+    for (a, b) in [("celery", "rq:queue:x"), ("celery", "plain")] {
+        let e = redis::cmd("LMOVE")
+            .arg(a)
+            .arg(b)
+            .arg("LEFT")
+            .arg("LEFT")
+            .query::<Option<String>>(&mut c)
+            .unwrap_err();
+        assert_eq!(e.code(), Some("CROSSSLOT"), "{a} {b}: {e}");
+    }
+}
+
+/// The same commands through slotgate (3 masters, the presets) and on one redis-server under
+/// the application's own names give the same replies.
+#[test]
+fn replies_that_name_keys_equal_a_single_redis() {
+    let cluster = Cluster::start(3, 0);
+    let (proxy, _file) = proxy(&cluster, PRESETS);
+    let single = Redis::start(&[]);
+    let q3 = "celery\x06\x163";
+    let script: Vec<Vec<&str>> = vec![
+        vec!["RPUSH", "celery", "a", "b"],
+        vec!["RPUSH", q3, "c"],
+        vec!["ZADD", "unacked_index", "1", "t1", "2", "t2"],
+        vec!["HSET", "unacked", "t1", "x"],
+        vec![
+            "SADD",
+            "_kombu.binding.celery",
+            "celery\x06\x16\x06\x16celery",
+        ],
+        vec!["SET", "rq:job:1", "j"],
+        vec!["BLPOP", "celery", q3, "1"],
+        vec!["BRPOP", q3, "celery", "1"],
+        vec!["LMPOP", "2", "celery", q3, "LEFT"],
+        vec!["BLMPOP", "1", "2", q3, "celery", "RIGHT", "COUNT", "2"],
+        vec!["BZPOPMIN", "unacked_index", "1"],
+        vec!["ZMPOP", "1", "unacked_index", "MAX"],
+        vec!["RPUSH", "celery", "d"],
+        vec!["LMOVE", "celery", q3, "LEFT", "RIGHT"],
+        vec!["LRANGE", q3, "0", "-1"],
+        vec!["RENAME", q3, "celery"],
+        vec!["EXISTS", "celery", q3],
+        vec!["TYPE", "unacked"],
+        vec!["SMEMBERS", "_kombu.binding.celery"],
+        vec!["DEL", "celery", "unacked"],
+        vec!["RANDOMKEY"],
+        vec!["GET", "rq:job:1"],
+        vec!["DBSIZE"],
+    ];
+    let mut via = proxy.conn();
+    let mut direct = single.conn();
+    for args in &script {
+        let run = |c: &mut redis::Connection| -> String {
+            let mut cmd = redis::cmd(args[0]);
+            for a in &args[1..] {
+                cmd.arg(*a);
+            }
+            format!("{:?}", cmd.query::<redis::Value>(c))
+        };
+        let (got, want) = (run(&mut via), run(&mut direct));
+        // The one random reply: either store has one key left of each kind.
+        if args[0] == "RANDOMKEY" {
+            assert!(!got.contains('{'), "{got}");
+            continue;
+        }
+        assert_eq!(got, want, "{args:?}");
+    }
+    let mut keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut via).unwrap();
+    keys.sort();
+    let mut want: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut direct).unwrap();
+    want.sort();
+    assert_eq!(keys, want);
+    let mut scanned: Vec<String> = redis::cmd("SCAN")
+        .cursor_arg(0)
+        .clone()
+        .iter::<String>(&mut via)
+        .unwrap()
+        .map(|k| k.unwrap())
+        .collect();
+    scanned.sort();
+    assert_eq!(scanned, want);
+}
