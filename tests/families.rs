@@ -290,6 +290,28 @@ fn replies_that_name_keys_equal_a_single_redis() {
         vec!["DEL", "celery", "unacked"],
         vec!["RANDOMKEY"],
         vec!["GET", "rq:job:1"],
+        vec!["XADD", "celeryev.s", "1-1", "f", "v"],
+        vec!["XADD", "celeryev.t", "1-2", "g", "w"],
+        vec![
+            "XREAD",
+            "COUNT",
+            "5",
+            "STREAMS",
+            "celeryev.s",
+            "celeryev.t",
+            "0",
+            "0",
+        ],
+        vec!["XGROUP", "CREATE", "celeryev.t", "g", "0"],
+        vec![
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "c",
+            "STREAMS",
+            "celeryev.t",
+            ">",
+        ],
         vec!["DBSIZE"],
     ];
     let mut via = proxy.conn();
@@ -310,18 +332,44 @@ fn replies_that_name_keys_equal_a_single_redis() {
         }
         assert_eq!(got, want, "{args:?}");
     }
-    let mut keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut via).unwrap();
-    keys.sort();
-    let mut want: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut direct).unwrap();
-    want.sort();
-    assert_eq!(keys, want);
-    let mut scanned: Vec<String> = redis::cmd("SCAN")
-        .cursor_arg(0)
-        .clone()
-        .iter::<String>(&mut via)
-        .unwrap()
-        .map(|k| k.unwrap())
-        .collect();
-    scanned.sort();
-    assert_eq!(scanned, want);
+    // A plain key beside the families' keys, then KEYS and SCAN under patterns that match
+    // family keys, plain keys, both and none.
+    for c in [&mut via, &mut direct] {
+        let () = redis::cmd("SET")
+            .arg("celery-task-meta-1")
+            .arg(1)
+            .query(c)
+            .unwrap();
+    }
+    for pattern in [
+        "*",
+        "celery*",
+        "*unacked*",
+        "_kombu.binding.?elery",
+        "rq:[j]ob:*",
+        "celery-task-*",
+        "{celery}*",
+        "nothing*",
+    ] {
+        let keys = |c: &mut redis::Connection| -> Vec<String> {
+            let mut k: Vec<String> = redis::cmd("KEYS").arg(pattern).query(c).unwrap();
+            k.sort();
+            k
+        };
+        let want = keys(&mut direct);
+        assert_eq!(keys(&mut via), want, "KEYS {pattern}");
+        let mut scanned: Vec<String> = redis::cmd("SCAN")
+            .cursor_arg(0)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(3)
+            .clone()
+            .iter::<String>(&mut via)
+            .unwrap()
+            .map(|k| k.unwrap())
+            .collect();
+        scanned.sort();
+        assert_eq!(scanned, want, "SCAN MATCH {pattern}");
+    }
 }

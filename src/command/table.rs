@@ -870,12 +870,11 @@ impl Table {
              Under key families (`[[colocate]]`, README \"Key families\"), every argument a \
              command's key specs name as a key is renamed as stored (`{family}name`), and \
              the key names in the replies of BLPOP, BRPOP, BZPOPMIN, BZPOPMAX, BLMPOP, BZMPOP, \
-             LMPOP, ZMPOP, KEYS, SCAN and RANDOMKEY are restored. Not rewritten: KEYS and SCAN \
-             MATCH patterns (a family key matches a pattern under its stored name), SORT's BY \
-             and GET patterns, stream names in XREAD and XREADGROUP replies, key names inside \
-             MULTI/EXEC replies, keyspace notification channels, and key names a Lua script \
-             or function builds itself (Redis then refuses the key as undeclared or in \
-             another slot).\n\n\
+             LMPOP, ZMPOP, KEYS, SCAN, RANDOMKEY, XREAD and XREADGROUP are restored; KEYS and \
+             SCAN patterns match the application's names. Not rewritten: SORT's BY and GET \
+             patterns, key names inside MULTI/EXEC replies, keyspace notification channels, \
+             and key names a Lua script or function builds itself (Redis then refuses the key \
+             as undeclared or in another slot).\n\n\
              | command | arity | flags | what slotgate does |\n|---|---|---|---|\n",
         );
         for (name, route, spec) in rows {

@@ -786,23 +786,80 @@ impl Session {
             return self.route_request(entry, req);
         };
         let req = colocate::rewrite(&families, entry, &req).unwrap_or(req);
+        let direct = self.txn.is_none() && !self.subscribed();
+        if direct && entry.spec.name == "keys" && self.topo.load().slotted {
+            // Under the pattern as sent (keys of no family) and under each family's tag.
+            let Some(pattern) = req.arg(1) else {
+                return self.route_request(entry, req);
+            };
+            let mut frames = vec![req.raw().clone()];
+            for t in families.tags() {
+                let tagged = [t, pattern].concat();
+                frames.push(Request::from_args(&[&b"KEYS"[..], &tagged]).into_raw());
+            }
+            return self.keys_in_families(entry.id, frames);
+        }
+        // SCAN's MATCH is applied here, to the names as the application knows them.
+        let (req, matching) = match colocate::without_match(entry.spec.name, &req) {
+            Some((plain, pattern)) if direct => (plain, Some(pattern)),
+            _ => (req, None),
+        };
         let restore_at = colocate::reply_names(entry.spec.name).map(|_| self.next_seq());
         self.route_request(entry, req);
         if let Some(seq) = restore_at {
-            self.restore_names_of(seq);
+            self.restore_names_of(seq, matching);
+        }
+    }
+
+    /// KEYS under key families: each of `frames` (the pattern as sent, and under each
+    /// family's tag) on every master, the names concatenated, restored and given once.
+    #[cold]
+    fn keys_in_families(&mut self, command: u16, frames: Vec<Bytes>) {
+        let seq = self.next_seq();
+        let masters: Vec<Arc<Node>> = self.topo.load().masters().to_vec();
+        if masters.is_empty() {
+            return self.push_error("CLUSTERDOWN The cluster is down");
+        }
+        let dialect = self.client.dialect();
+        let targets: Vec<(Arc<Node>, Bytes)> = frames
+            .iter()
+            .flat_map(|f| masters.iter().map(move |m| (m.clone(), f.clone())))
+            .collect();
+        let parts: SmallVec<[PartState; 1]> = targets
+            .iter()
+            .map(|(m, f)| PartState::new(f.clone(), command, None, Some(m.clone()), dialect))
+            .collect();
+        let gather = Gather::new(parts.len());
+        self.push_waiting(
+            Combine::AllMasters(Box::new(Fanout {
+                merge: Merge::Concat,
+                gather,
+                _links: Vec::new(),
+            })),
+            parts,
+        );
+        for (i, (m, f)) in targets.into_iter().enumerate() {
+            self.send_to(&m, tag(seq, i), f, false, Via::shared(dialect));
         }
     }
 
     /// The reply of the request at `seq`, if it is a single part still waiting, goes through
     /// [`Self::complete`], which restores the key names in it, instead of out as it stands.
+    /// With `matching` (a SCAN sent without its MATCH), only the restored names that match.
     #[cold]
     #[inline(never)]
-    fn restore_names_of(&mut self, seq: u64) {
-        if let Some(QueuePlace::Waiting { combine, .. }) =
+    fn restore_names_of(&mut self, seq: u64, matching: Option<Bytes>) {
+        let Some(QueuePlace::Waiting { combine, .. }) =
             self.queue.get_mut(seq.wrapping_sub(self.base) as usize)
-            && matches!(combine, Combine::Single)
-        {
-            *combine = Combine::Restore;
+        else {
+            return;
+        };
+        match (&*combine, matching) {
+            (Combine::Single, matching) => *combine = Combine::Restore(matching.map(Box::new)),
+            (&Combine::Scan { index, masters }, Some(p)) => {
+                *combine = Combine::ScanMatch(Box::new((index, masters, p)));
+            }
+            _ => {}
         }
     }
 
@@ -1485,8 +1542,24 @@ impl Session {
                 let name = self.ctx.table.name_of(p.command)?;
                 Some((f.clone(), colocate::reply_names(name)?))
             });
+        let matching = match &*combine {
+            Combine::Restore(Some(p)) => Some((**p).clone()),
+            Combine::ScanMatch(m) => Some(m.2.clone()),
+            // KEYS: a stored name the pattern as sent found is the application's only if its
+            // own name matches too.
+            Combine::AllMasters(_) if names.is_some() => parts
+                .first()
+                .and_then(|p| crate::protocol::request::arg_of(&p.request, 1))
+                .map(Bytes::copy_from_slice),
+            _ => None,
+        };
         let done = match combine {
-            Combine::Single | Combine::Restore => reply,
+            Combine::Single | Combine::Restore(_) => reply,
+            Combine::ScanMatch(m) => {
+                let mut b = BytesMut::new();
+                multi::rewrite_scan_reply(&reply, m.0 as usize, m.1 as usize, &mut b);
+                b.freeze()
+            }
             Combine::Eval => {
                 if let Some(part) = parts.first() {
                     place::remember_eval(&self.ctx, part, &reply);
@@ -1522,7 +1595,9 @@ impl Session {
         };
         // Key names in the reply as the application knows them.
         let done = match names {
-            Some((families, names)) => colocate::restore(&families, names, done),
+            Some((families, names)) => {
+                colocate::restore(&families, names, done, matching.as_deref())
+            }
             None => done,
         };
         // The entry is still in place: merging does not touch the queue.

@@ -33,6 +33,23 @@ pub(super) fn rewrite(families: &Families, entry: &Entry, req: &Request) -> Opti
     Some(Request::from_args(&args))
 }
 
+/// SCAN without its `MATCH pattern` (the names are matched once restored), and the pattern;
+/// `None` for another command or a SCAN without MATCH.
+pub(super) fn without_match(name: &str, req: &Request) -> Option<(Request, Bytes)> {
+    if name != "scan" {
+        return None;
+    }
+    let at = (2..req.argc())
+        .step_by(2)
+        .find(|&i| req.arg(i).is_some_and(|a| a.eq_ignore_ascii_case(b"MATCH")))?;
+    let pattern = Bytes::copy_from_slice(req.arg(at + 1)?);
+    let args: Vec<&[u8]> = (0..req.argc())
+        .filter(|&i| i != at && i != at + 1)
+        .map(|i| req.arg_or_empty(i))
+        .collect();
+    Some((Request::from_args(&args), pattern))
+}
+
 /// Where a command's reply carries key names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum ReplyNames {
@@ -44,6 +61,9 @@ pub(super) enum ReplyNames {
     Scan,
     /// The reply itself (RANDOMKEY).
     One,
+    /// The stream names of XREAD and XREADGROUP: an array of `[name, entries]` pairs (RESP2)
+    /// or a map from name to entries (RESP3).
+    Streams,
 }
 
 /// Which names the reply of the command called `name` carries, if any.
@@ -55,27 +75,33 @@ pub(super) fn reply_names(name: &str) -> Option<ReplyNames> {
         "keys" => Some(ReplyNames::All),
         "scan" => Some(ReplyNames::Scan),
         "randomkey" => Some(ReplyNames::One),
+        "xread" | "xreadgroup" => Some(ReplyNames::Streams),
         _ => None,
     }
 }
 
 /// `reply` with the key names `names` says it carries restored; as it is when it has none in
-/// the expected shape (a null, an error).
-pub(super) fn restore(families: &Families, names: ReplyNames, reply: Bytes) -> Bytes {
+/// the expected shape (a null, an error). For KEYS and SCAN: a name given twice (KEYS asked
+/// under the application's pattern and under each family's) once, and with `matching`, only the
+/// names that match that pattern once restored (SCAN asked without it).
+pub(super) fn restore(
+    families: &Families,
+    names: ReplyNames,
+    reply: Bytes,
+    matching: Option<&[u8]>,
+) -> Bytes {
     let mut out = BytesMut::with_capacity(reply.len());
     let done = match names {
         ReplyNames::One => bulks(families, &reply, 0, 1, &mut out),
         ReplyNames::First => array(&reply, 0, &mut out)
             .filter(|&(n, _)| n >= 1)
             .and_then(|(_, at)| bulks(families, &reply, at, 1, &mut out)),
-        ReplyNames::All => {
-            array(&reply, 0, &mut out).and_then(|(n, at)| bulks(families, &reply, at, n, &mut out))
-        }
+        ReplyNames::All => name_set(families, &reply, 0, matching, &mut out),
         ReplyNames::Scan => array(&reply, 0, &mut out)
             .filter(|&(n, _)| n == 2)
             .and_then(|(_, at)| copy_bulk(&reply, at, &mut out))
-            .and_then(|at| array(&reply, at, &mut out))
-            .and_then(|(n, at)| bulks(families, &reply, at, n, &mut out)),
+            .and_then(|at| name_set(families, &reply, at, matching, &mut out)),
+        ReplyNames::Streams => streams(families, &reply, &mut out),
     };
     match done {
         Some(at) => {
@@ -113,6 +139,62 @@ fn copy_bulk(reply: &[u8], at: usize, out: &mut BytesMut) -> Option<usize> {
     (kind == b'$').then_some(())?;
     out.extend_from_slice(reply.get(at..end)?);
     Some(end)
+}
+
+/// An array of names at `at`, restored, each once, those that match `matching` (all without
+/// it): where the next element starts.
+fn name_set(
+    families: &Families,
+    reply: &[u8],
+    at: usize,
+    matching: Option<&[u8]>,
+    out: &mut BytesMut,
+) -> Option<usize> {
+    let (kind, n, mut at) = header(reply, at)?;
+    if kind != b'*' && kind != b'~' {
+        return None;
+    }
+    let mut names: Vec<&[u8]> = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (kind, len, start) = header(reply, at)?;
+        if kind != b'$' {
+            return None;
+        }
+        let name = reply.get(start..start.checked_add(len)?)?;
+        names.push(families.restore(name).unwrap_or(name));
+        at = start + len + 2;
+    }
+    let mut seen = std::collections::HashSet::with_capacity(names.len());
+    names.retain(|name| {
+        matching.is_none_or(|p| crate::families::redis_glob(p, name)) && seen.insert(*name)
+    });
+    out.extend_from_slice(format!("{}{}\r\n", kind as char, names.len()).as_bytes());
+    for name in names {
+        crate::protocol::encode::bulk(out, name);
+    }
+    Some(at)
+}
+
+/// XREAD's reply: each stream's name restored, its entries as they are.
+fn streams(families: &Families, reply: &[u8], out: &mut BytesMut) -> Option<usize> {
+    let (kind, n, mut at) = header(reply, 0)?;
+    out.extend_from_slice(reply.get(..at)?);
+    for _ in 0..n {
+        if kind == b'*' {
+            // RESP2: [name, entries]
+            let (_, pair) = array(reply, at, out).filter(|&(len, _)| len == 2)?;
+            at = pair;
+        } else if kind != b'%' {
+            return None;
+        }
+        at = bulks(families, reply, at, 1, out)?;
+        let len = crate::protocol::ReplyScanner::new(crate::protocol::Limits::default())
+            .scan(reply.get(at..)?)
+            .ok()??;
+        out.extend_from_slice(reply.get(at..at + len)?);
+        at += len;
+    }
+    Some(at)
 }
 
 /// `count` bulk strings from `at`, each a stored name restored: where the next element starts.
@@ -160,7 +242,7 @@ mod tests {
     }
 
     fn restored(names: ReplyNames, reply: &[u8]) -> Vec<u8> {
-        restore(&families(), names, Bytes::copy_from_slice(reply)).to_vec()
+        restore(&families(), names, Bytes::copy_from_slice(reply), None).to_vec()
     }
 
     #[test]
@@ -227,6 +309,42 @@ mod tests {
                 b"*2\r\n$14\r\n{celery}celery\r\n*1\r\n$1\r\na\r\n"
             ),
             b"*2\r\n$6\r\ncelery\r\n*1\r\n$1\r\na\r\n"
+        );
+    }
+
+    #[test]
+    fn should_restore_stream_names_and_keep_their_entries() {
+        let entries = "*1\r\n*2\r\n$3\r\n1-0\r\n*2\r\n$1\r\nf\r\n$1\r\nv\r\n";
+        let resp2 =
+            format!("*2\r\n*2\r\n$15\r\n{{celery}}unacked\r\n{entries}*2\r\n$1\r\ns\r\n{entries}");
+        let want2 = format!("*2\r\n*2\r\n$7\r\nunacked\r\n{entries}*2\r\n$1\r\ns\r\n{entries}");
+        assert_eq!(
+            restored(ReplyNames::Streams, resp2.as_bytes()),
+            want2.as_bytes()
+        );
+        let resp3 = format!("%1\r\n$15\r\n{{celery}}unacked\r\n{entries}");
+        let want3 = format!("%1\r\n$7\r\nunacked\r\n{entries}");
+        assert_eq!(
+            restored(ReplyNames::Streams, resp3.as_bytes()),
+            want3.as_bytes()
+        );
+        assert_eq!(restored(ReplyNames::Streams, b"*-1\r\n"), b"*-1\r\n");
+    }
+
+    #[test]
+    fn should_give_each_name_once_and_only_those_that_match() {
+        // KEYS asked twice (as sent, and under the family's tag) finds a family key twice.
+        let keys = b"*3\r\n$14\r\n{celery}celery\r\n$1\r\nx\r\n$14\r\n{celery}celery\r\n";
+        assert_eq!(
+            restored(ReplyNames::All, keys),
+            b"*2\r\n$6\r\ncelery\r\n$1\r\nx\r\n"
+        );
+        let scan = Bytes::from_static(
+            b"*2\r\n$1\r\n0\r\n*3\r\n$14\r\n{celery}celery\r\n$4\r\ncats\r\n$1\r\nx\r\n",
+        );
+        assert_eq!(
+            restore(&families(), ReplyNames::Scan, scan, Some(b"c*")).to_vec(),
+            b"*2\r\n$1\r\n0\r\n*2\r\n$6\r\ncelery\r\n$4\r\ncats\r\n"
         );
     }
 

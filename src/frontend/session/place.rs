@@ -148,8 +148,12 @@ impl Via {
 pub(super) enum Combine {
     Single,
     /// A single part whose reply names keys of key families, restored to the application's
-    /// names (`colocate`).
-    Restore,
+    /// names (`colocate`); with a pattern, a SCAN sent without its MATCH, whose restored names
+    /// are matched here.
+    Restore(Option<Box<Bytes>>),
+    /// A SCAN step under key families sent without its MATCH: its cursor rewritten as
+    /// [`Combine::Scan`]'s, its names restored, then matched against the pattern.
+    ScanMatch(Box<(u32, u32, Bytes)>),
     /// An EVAL: its reply tells whether the node cached the script (see [`remember_eval`]).
     Eval,
     Split(Box<Split>),
@@ -225,7 +229,11 @@ impl Combine {
         match self {
             Combine::Split(s) => s.gather.answered(part),
             Combine::AllMasters(f) => f.gather.answered(part),
-            Combine::Single | Combine::Restore | Combine::Eval | Combine::Scan { .. } => false,
+            Combine::Single
+            | Combine::Restore(_)
+            | Combine::ScanMatch(_)
+            | Combine::Eval
+            | Combine::Scan { .. } => false,
         }
     }
 }
