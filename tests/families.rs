@@ -123,7 +123,7 @@ fn celery_and_rq_run_unchanged_in_front_of_a_cluster_with_their_presets() {
     let (proxy, _file) = proxy(&cluster, PRESETS);
     let _worker = Child(
         Command::new("python3")
-            .args(["-m", "celery", "-A", "tasks", "worker", "--pool=solo"])
+            .args(["-m", "celery", "-A", "tasks", "worker"])
             .args(["--loglevel=warning", "--hostname=w1@test"])
             .current_dir(&dir)
             .env("BROKER", proxy.url())
