@@ -354,6 +354,11 @@ impl Node {
         Ok(self.private_link(link, permit, id))
     }
 
+    /// Whether the node left the topology.
+    pub fn is_retired(&self) -> bool {
+        self.retiring.is_cancelled()
+    }
+
     fn spawn_private(
         &self,
         dialect: Dialect,
@@ -365,6 +370,7 @@ impl Node {
             dialect,
             self.config.clone(),
             self.tel.clone(),
+            self.retiring.clone(),
         )
     }
 
@@ -415,6 +421,7 @@ impl Node {
             link,
             _permit: permit,
             backend_id,
+            retiring: self.retiring.clone(),
         }
     }
 
@@ -716,9 +723,17 @@ pub struct PrivateLink {
     /// The node's `CLIENT ID` for this connection once it is open (0 before; always 0 for a
     /// subscriber connection).
     backend_id: Arc<AtomicU64>,
+    /// The node's retirement ([`Node::is_retired`]).
+    retiring: tokio_util::sync::CancellationToken,
 }
 
 impl PrivateLink {
+    /// Whether its node left the topology: a command blocked on it was unblocked, and nothing
+    /// should be sent on it any more.
+    pub fn is_retired(&self) -> bool {
+        self.retiring.is_cancelled()
+    }
+
     pub fn addr(&self) -> &NodeAddr {
         &self.addr
     }

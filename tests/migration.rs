@@ -204,6 +204,18 @@ fn a_single_server_is_migrated_to_a_cluster_under_load_with_every_key_and_no_cli
     let mut sub = sub_conn.as_pubsub();
     sub.subscribe("mig:events").unwrap();
 
+    // A client blocked on the old server for as long as it takes: it must be woken by a push
+    // that reaches the cluster after the switch.
+    let url = proxy.url();
+    let blocked = std::thread::spawn(move || {
+        let mut b = redis::Client::open(url).unwrap().get_connection().unwrap();
+        b.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        redis::cmd("BLPOP")
+            .arg("mig:blocked")
+            .arg(0)
+            .query::<(String, String)>(&mut b)
+    });
+
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (0..5)
         .map(|t| client(proxy.url(), t, stop.clone()))
@@ -266,6 +278,17 @@ fn a_single_server_is_migrated_to_a_cluster_under_load_with_every_key_and_no_cli
         "nothing reaches the old server after the switch"
     );
     assert!(proxy.log().contains("paused by the operator"));
+
+    // The blocked client was moved too: a push to the cluster wakes it.
+    let _: u64 = redis::cmd("RPUSH")
+        .arg("mig:blocked")
+        .arg("after")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(
+        blocked.join().unwrap().unwrap(),
+        ("mig:blocked".to_string(), "after".to_string())
+    );
 
     // The subscriber was moved to the cluster: a message published there reaches it.
     let mut heard = None;

@@ -85,6 +85,8 @@ struct Queue {
     backend_id: Option<Arc<AtomicU64>>,
     /// For a subscriber connection: cancelled when its node leaves the topology, which ends
     /// the connection as a lost one (its session subscribes again where the topology says).
+    /// For a private one: a command blocked on it is unblocked (`CLIENT UNBLOCK id ERROR`), and
+    /// its session sends it again where the topology says.
     retired: Option<CancellationToken>,
 }
 
@@ -138,6 +140,7 @@ pub(super) fn spawn_private(
     dialect: Dialect,
     config: Arc<BackendConfig>,
     tel: Telemetry,
+    retired: CancellationToken,
 ) -> (Link, Arc<AtomicU64>) {
     let open = Open {
         // The node's id for this connection, so that CLIENT UNBLOCK can name it there.
@@ -145,7 +148,14 @@ pub(super) fn spawn_private(
         ..Open::plain(dialect)
     };
     let id = Arc::new(AtomicU64::new(0));
-    let link = spawn_kind(on, addr, open, config, tel, Ends::Private(id.clone()));
+    let link = spawn_kind(
+        on,
+        addr,
+        open,
+        config,
+        tel,
+        Ends::Private(id.clone(), retired),
+    );
     (link, id)
 }
 
@@ -173,8 +183,9 @@ pub(super) fn spawn_subscriber(
 /// What a connection of each kind reports back besides replies.
 enum Ends {
     Shared,
-    /// The node's `CLIENT ID` for the connection goes here once it is open.
-    Private(Arc<AtomicU64>),
+    /// The node's `CLIENT ID` for the connection goes here once it is open; the token unblocks
+    /// a command blocked on it when the node is retired.
+    Private(Arc<AtomicU64>, CancellationToken),
     /// Every frame read goes here; the token ends the connection when the node is retired.
     Subscriber(ReplyTo, CancellationToken),
 }
@@ -189,7 +200,7 @@ fn spawn_kind(
 ) -> Link {
     let (kind, pushes, backend_id, retired) = match ends {
         Ends::Shared => (Kind::Shared, None, None, None),
-        Ends::Private(id) => (Kind::Private, None, Some(id), None),
+        Ends::Private(id, retired) => (Kind::Private, None, Some(id), Some(retired)),
         Ends::Subscriber(to, retired) => (Kind::Subscriber, Some(to), None, Some(retired)),
     };
     let dialect = open.dialect;
@@ -254,12 +265,23 @@ async fn run(
                 }
                 failures = 0;
                 debug!("connected");
-                let served = match rx.retired.clone() {
-                    Some(retired) => tokio::select! {
-                        served = serve(stream, &mut rx, &addr, &config, &tel, kind) => served,
-                        () = retired.cancelled() => Err(BackendError::Lost(addr.clone())),
-                    },
-                    None => serve(stream, &mut rx, &addr, &config, &tel, kind).await,
+                let served = match (rx.retired.clone(), rx.backend_id.clone()) {
+                    (Some(retired), id) => {
+                        let serving = serve(stream, &mut rx, &addr, &config, &tel, kind);
+                        tokio::pin!(serving);
+                        tokio::select! {
+                            served = &mut serving => served,
+                            () = retired.cancelled() => match id {
+                                None => Err(BackendError::Lost(addr.clone())),
+                                Some(id) => {
+                                    let id = id.load(Ordering::Relaxed);
+                                    tokio::spawn(unblock(addr.clone(), id, config.clone()));
+                                    serving.await
+                                }
+                            },
+                        }
+                    }
+                    (None, _) => serve(stream, &mut rx, &addr, &config, &tel, kind).await,
                 };
                 match served {
                     Ok(()) => {
@@ -314,6 +336,37 @@ async fn run(
             }
         }
         backoff = (backoff * 2).min(config.backoff_max);
+    }
+}
+
+/// Unblocks the private connection the node knows as `id` (a command blocked there: its node
+/// left the topology, and pushes go elsewhere now), from a connection of its own: the blocked
+/// command answers `-UNBLOCKED`, and did not run. Harmless on a connection that is not blocked
+/// (the node answers 0).
+async fn unblock(addr: NodeAddr, id: u64, config: Arc<BackendConfig>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if id == 0 {
+        return;
+    }
+    let Ok((mut s, _)) = open(&addr, Open::plain(Dialect::DEFAULT), &config).await else {
+        debug!("could not unblock a private connection of a retired node");
+        return;
+    };
+    let id = id.to_string();
+    let cmd = format!(
+        "*4\r\n$6\r\nCLIENT\r\n$7\r\nUNBLOCK\r\n${}\r\n{id}\r\n$5\r\nERROR\r\n",
+        id.len()
+    );
+    let mut reply = [0u8; 64];
+    let asked = async {
+        s.write_all(cmd.as_bytes()).await?;
+        s.read(&mut reply).await
+    };
+    if let Err(e) = tokio::time::timeout(config.read_timeout, asked)
+        .await
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+    {
+        debug!(error = %e, "could not unblock a private connection of a retired node");
     }
 }
 

@@ -1266,7 +1266,8 @@ impl Session {
         &mut self,
         node: &Arc<Node>,
     ) -> Result<&PrivateLink, crate::error::BackendError> {
-        self.privates.retain(|p| p.is_usable());
+        // A connection to a node that left the topology takes nothing more.
+        self.privates.retain(|p| p.is_usable() && !p.is_retired());
         let idx = match self.privates.iter().position(|p| p.addr() == node.addr()) {
             Some(i) => i,
             None => {

@@ -84,6 +84,9 @@ pub struct PartFacts {
     pub may_hold: bool,
     /// The command only reads: running it twice changes nothing.
     pub read_only: bool,
+    /// Sent on a private connection to a node that has since left the topology: slotgate
+    /// unblocked what was blocked there (a switch to other backends, a failover).
+    pub node_left: bool,
 }
 
 /// How a request failed without a reply, as far as running it again is concerned.
@@ -155,6 +158,9 @@ pub enum PartAction {
     /// reachable (a failover, a restart), then send it there, after the session's earlier held
     /// parts; when the hold's time is up, deliver what came back.
     Hold,
+    /// A blocking command slotgate unblocked (`-UNBLOCKED`) because its node left the
+    /// topology: it did not run; send it again, as it was, to its slot's master now.
+    SendAgain,
 }
 
 /// Replies that say the master did not run the command and may serve it soon: the cluster is
@@ -186,6 +192,9 @@ pub fn next_step(outcome: Outcome<'_>, facts: PartFacts) -> PartAction {
     };
     if reply.first() != Some(&b'-') {
         return PartAction::Deliver;
+    }
+    if facts.node_left && reply.starts_with(b"-UNBLOCKED") {
+        return PartAction::SendAgain;
     }
     if facts.may_reread && replica_could_not_serve(reply) {
         return PartAction::ReadElsewhere;
@@ -237,6 +246,7 @@ mod tests {
             may_load_script: false,
             may_hold: false,
             read_only: false,
+            node_left: false,
         }
     }
 
@@ -386,6 +396,25 @@ mod tests {
             // Out of hold time (or not holdable): the failure is the client's.
             assert_eq!(next_step(unsent, b(0, 0)), PartAction::Deliver);
         }
+    }
+
+    #[test]
+    fn should_send_again_a_command_unblocked_because_its_node_left() {
+        let unblocked = Outcome::Reply(b"-UNBLOCKED client unblocked via CLIENT UNBLOCK\r\n");
+        let left = PartFacts {
+            node_left: true,
+            private: true,
+            ..b(0, 0)
+        };
+        assert_eq!(next_step(unblocked, left), PartAction::SendAgain);
+        // Unblocked by a client's own CLIENT UNBLOCK: the client's to see.
+        let here = PartFacts {
+            private: true,
+            ..b(0, 0)
+        };
+        assert_eq!(next_step(unblocked, here), PartAction::Deliver);
+        let other = Outcome::Reply(b"-ERR other\r\n");
+        assert_eq!(next_step(other, left), PartAction::Deliver);
     }
 
     #[test]

@@ -152,6 +152,8 @@ impl Session {
                     .table
                     .spec_of(part.command)
                     .is_some_and(|s| s.has(crate::command::flags::READONLY)),
+                // A session blocks on one private connection at a time.
+                node_left: part.private && self.privates.iter().any(|p| p.is_retired()),
             };
             let mut step = next_step(outcome, facts);
             if step == PartAction::ReadElsewhere {
@@ -269,6 +271,22 @@ impl Session {
                         frame: part.request.clone(),
                         asking: true,
                         via,
+                    }
+                }
+                PartAction::SendAgain => {
+                    let topo = self.ctx.topology.load_full();
+                    match crate::router::node_for(&topo, part.slot, self.client.id) {
+                        Some(node) => {
+                            part.redirects += 1;
+                            Action::Resend {
+                                tag: r.tag,
+                                node: node.clone(),
+                                frame: part.request.clone(),
+                                asking: false,
+                                via,
+                            }
+                        }
+                        None => delivered(&self.ctx, r.result),
                     }
                 }
                 PartAction::Rediscover => {
