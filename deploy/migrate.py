@@ -13,18 +13,20 @@ What it does:
  3. copies again the keys written meanwhile (DUMP on the old server, RESTORE ... REPLACE with
     their TTL on the cluster; a key gone from the old server is deleted from the cluster),
     until few are left;
- 4. pauses slotgate (`POST /pause`): it holds new requests and answers once the old server
-    has run everything it was sent; a PUBLISH on the old server then marks the end of its
-    notifications, and the last written keys are copied;
+ 4. pauses slotgate's clients (`POST /pause`): it takes no more requests (they wait in the
+    clients' sockets) and answers once the old server has run everything it was sent; a
+    PUBLISH on the old server then marks the end of its notifications, and the last written
+    keys are copied;
  5. installs the new config file (`--new-config`, cluster mode) over the one slotgate reads
-    and reloads it (`POST /reload`): slotgate sends what it held, and everything after, to the
-    cluster. It waits until slotgate's topology shows the cluster's masters.
+    and reloads it (`POST /reload`), waits until slotgate's topology shows the cluster's
+    masters, and resumes the clients (`POST /resume`): what waited, and everything after, is
+    read and sent to the cluster.
 
 If anything fails before the reload, slotgate is resumed (`POST /resume`) and keeps serving
 from the old server, which still holds every write; the cluster's copy is stale from then on,
 so the script refuses a cluster that holds keys unless told to empty it (`--flush-cluster`).
-The pause lasts as long as step 4's copy and the reload, well below `clients.failover_hold_ms`
-(20 s by default), after which held requests would fail.
+The pause lasts as long as step 4's copy and the reload, and ends by itself after `--pause-ms`
+(10 s) if the script dies.
 
 Only Python's standard library is used. Database 0 only (a cluster has no other).
 """
@@ -346,8 +348,11 @@ def main():
         while admin.masters() != cluster.masters:
             if time.monotonic() > deadline:
                 raise SystemExit(f"slotgate still routes to {admin.masters()}")
-            time.sleep(0.05)
+            time.sleep(0.01)
+        status, body = admin.request("POST", "/resume")
         paused = False
+        if status != 200:
+            log(f"slotgate did not resume ({status}): {body.strip()}; its pause ends by its limit")
         log(f"switched: {last} keys copied while paused, requests held "
             f"{(time.monotonic() - started) * 1000:.0f} ms; slotgate routes to {cluster.masters}")
     except BaseException:

@@ -165,62 +165,62 @@ impl Admin {
         None
     }
 
-    /// `POST /pause[?ms=N]`: every master of the topology in force paused ([`pause`]), then
-    /// 200 once what was sent to them before has been answered, with JSON
-    /// `{"paused":[addresses],"ms":N}`. 400 for a bad `ms`, 409 without a failover hold; 503
-    /// (and the masters resumed) when they did not answer within 5 s.
+    /// `POST /pause[?ms=N]`: every client paused ([`pause`]), then 200 once every session has
+    /// answered and every master of the topology in force has answered what it was sent, with
+    /// JSON `{"paused":[masters],"ms":N}`; the pause ends by itself after N ms (10 s by
+    /// default, 60 s at most). 400 for a bad `ms`, 409 while a pause is in force, 503 (and the
+    /// pause ended) when the sessions or the masters did not answer within 5 s.
     async fn pause(&self, query: Option<&str>) -> Response<Full<Bytes>> {
-        let hold = self.ctx.config.load().failover_hold;
-        let limit = match pause::limit(query, hold) {
+        let limit = match pause::limit(query) {
             Ok(limit) => limit,
-            Err(e) => {
-                let status = match e {
-                    pause::PauseRefused::NoHold => StatusCode::CONFLICT,
-                    pause::PauseRefused::BadDuration => StatusCode::BAD_REQUEST,
-                };
-                return respond(status, "text/plain", format!("{e}\n"));
-            }
+            Err(e) => return respond(StatusCode::BAD_REQUEST, "text/plain", format!("{e}\n")),
         };
-        let topo = self.ctx.topology.load_full();
+        let ctx = &self.ctx;
+        let Some(epoch) = ctx.client_pause.begin(&ctx.clients) else {
+            return respond(
+                StatusCode::CONFLICT,
+                "text/plain",
+                "a pause is in force already\n".into(),
+            );
+        };
+        let timer = self.ctx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(limit).await;
+            if timer.client_pause.end(&timer.clients, Some(epoch)) {
+                warn!(?limit, "the clients' pause ended by its limit");
+            }
+        });
+        const ANSWER: Duration = Duration::from_secs(5);
+        let deadline = tokio::time::Instant::now() + ANSWER;
+        while ctx.client_pause.unanswered() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let topo = ctx.topology.load_full();
         let masters = topo.masters();
+        let mut answered = ctx.client_pause.unanswered() == 0;
         for m in masters {
-            m.pause(limit);
+            answered = answered && m.barrier(ANSWER).await;
         }
         let addrs: Vec<String> = masters.iter().map(|m| m.addr().to_string()).collect();
-        const BARRIER: Duration = Duration::from_secs(5);
-        let mut answered = true;
-        for m in masters {
-            answered &= m.barrier(BARRIER).await;
-        }
         if !answered {
-            for m in masters {
-                m.resume();
-            }
-            warn!(masters = ?addrs, "pause given up: a master did not answer what it was sent within 5 s");
+            ctx.client_pause.end(&ctx.clients, Some(epoch));
+            warn!(masters = ?addrs, "pause given up: the clients or the masters did not answer within 5 s");
             return respond(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "text/plain",
-                "not paused: a master did not answer what it was sent within 5 s\n".into(),
+                "not paused: the clients or the masters did not answer within 5 s\n".into(),
             );
         }
-        warn!(masters = ?addrs, ?limit, "paused by the operator: requests are held until a reload or a resume");
+        warn!(masters = ?addrs, ?limit, "clients paused by the operator: no request is taken until a resume");
         let body = serde_json::json!({ "paused": addrs, "ms": limit.as_millis() as u64 });
         respond(StatusCode::OK, "application/json", format!("{body}\n"))
     }
 
-    /// `POST /resume`: ends a pause of the masters in force; 200 with JSON `{"resumed":[..]}`.
+    /// `POST /resume`: ends the clients' pause; 200 with JSON `{"resumed":true}` (false when
+    /// none was in force).
     fn resume(&self) -> Response<Full<Bytes>> {
-        let topo = self.ctx.topology.load_full();
-        let resumed: Vec<String> = topo
-            .masters()
-            .iter()
-            .filter(|m| m.is_paused())
-            .map(|m| {
-                m.resume();
-                m.addr().to_string()
-            })
-            .collect();
-        info!(masters = ?resumed, "resumed by the operator");
+        let resumed = self.ctx.client_pause.end(&self.ctx.clients, None);
+        info!(resumed, "clients resumed by the operator");
         let body = serde_json::json!({ "resumed": resumed });
         respond(StatusCode::OK, "application/json", format!("{body}\n"))
     }

@@ -268,6 +268,7 @@ pub async fn start(
             unix.as_ref()
                 .map(|(_, file)| file.path().display().to_string().into()),
         ),
+        client_pause: Default::default(),
         pipeline_depth: metrics::histogram!(crate::metrics::names::PIPELINE_DEPTH),
         workers: workers.clone(),
         auth_throttle: crate::access::AuthThrottle::new(

@@ -6,6 +6,7 @@
 //! `frontend/local.rs`.
 
 pub mod buffers;
+pub mod client_pause;
 pub mod client_reply;
 pub mod client_stream;
 pub mod clients;
@@ -266,6 +267,8 @@ pub struct Context {
     pub hold_budget: hold_budget::HoldBudget,
     /// slotgate's own clients, for CLIENT LIST and CLIENT KILL.
     pub clients: clients::ClientRegistry,
+    /// The operator's pause of every client (`POST /pause`).
+    pub client_pause: client_pause::ClientPause,
     /// Requests parsed from one client read: how deep clients pipeline.
     pub pipeline_depth: metrics::Histogram,
     /// The worker threads sessions are spread over.

@@ -31,8 +31,8 @@ const TOKEN: &str = "t0ken";
 type Seen = (Vec<String>, Vec<(String, Option<String>)>);
 
 /// One client of the load, one request at a time (`t` 0-1: SET new keys and INCR a counter;
-/// 2: read the preloaded strings; 3: delete the doomed keys and push on lists), or (`t` 4)
-/// pipelines of 10 SETs and GETs.
+/// 2: read the preloaded strings; 3: delete the doomed keys and push on lists; 5: MSET and MGET
+/// of two keys in different slots), or (`t` 4) pipelines of 10 SETs and GETs.
 fn client(url: String, t: u64, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Seen> {
     std::thread::spawn(move || {
         let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
@@ -76,6 +76,27 @@ fn client(url: String, t: u64, stop: Arc<AtomicBool>) -> std::thread::JoinHandle
                     let key = format!("mig:l:{}", i % LISTS);
                     if let Err(e) = redis::cmd("RPUSH").arg(&key).arg(i).query::<u64>(&mut c) {
                         errors.push(format!("RPUSH {key}: {e}"));
+                    }
+                }
+                5 => {
+                    // Two keys of different slots in one command: split on the cluster.
+                    let (a, b) = (format!("mig:ma:{i}"), format!("mig:mb:{i}"));
+                    let mset = redis::cmd("MSET")
+                        .arg(&a)
+                        .arg(i)
+                        .arg(&b)
+                        .arg(i)
+                        .query::<()>(&mut c);
+                    let mget = redis::cmd("MGET")
+                        .arg(&a)
+                        .arg(&b)
+                        .query::<Vec<Option<u64>>>(&mut c);
+                    match (mset, mget) {
+                        (Ok(()), Ok(v)) if v == vec![Some(i), Some(i)] => {
+                            acked.push((a, Some(i.to_string())));
+                            acked.push((b, Some(i.to_string())));
+                        }
+                        other => errors.push(format!("MSET/MGET {i}: {other:?}")),
                     }
                 }
                 _ => {
@@ -217,7 +238,7 @@ fn a_single_server_is_migrated_to_a_cluster_under_load_with_every_key_and_no_cli
     });
 
     let stop = Arc::new(AtomicBool::new(false));
-    let clients: Vec<_> = (0..5)
+    let clients: Vec<_> = (0..6)
         .map(|t| client(proxy.url(), t, stop.clone()))
         .collect();
     std::thread::sleep(Duration::from_millis(300));
@@ -277,7 +298,11 @@ fn a_single_server_is_migrated_to_a_cluster_under_load_with_every_key_and_no_cli
         switched_calls,
         "nothing reaches the old server after the switch"
     );
-    assert!(proxy.log().contains("paused by the operator"));
+    assert!(proxy.log().contains("clients paused by the operator"));
+    assert!(
+        !proxy.log().contains("ended by its limit"),
+        "the script resumed the clients"
+    );
 
     // The blocked client was moved too: a push to the cluster wakes it.
     let _: u64 = redis::cmd("RPUSH")
@@ -390,11 +415,12 @@ fn a_single_server_is_migrated_to_a_cluster_under_load_with_every_key_and_no_cli
     );
 }
 
-/// A pause meets the commands tied to one node's connection: a transaction under WATCH is
-/// aborted (a null EXEC, as when the watched key changed; it did not run), a blocking pop
-/// fails at once; a plain transaction and plain commands wait, and run when the pause ends.
+/// A pause holds every client's requests where they are (in its socket): a transaction under
+/// WATCH, a blocking pop, a MULTI/EXEC and plain commands all wait, nothing reaches the server,
+/// and on `/resume` they run in order, as if nothing happened; a pause ends by itself after
+/// its limit.
 #[test]
-fn a_pause_aborts_a_watched_transaction_and_holds_plain_requests() {
+fn a_pause_holds_every_request_until_it_ends() {
     let server = Redis::start(&[]);
     let admin = support::free_port();
     let file = TempConf::new(&format!(
@@ -411,18 +437,21 @@ fn a_pause_aborts_a_watched_transaction_and_holds_plain_requests() {
         .query(&mut watcher)
         .unwrap();
 
-    let (status, body) = support::http(admin, "POST", "/pause?ms=5000", Some(TOKEN));
+    let (status, body) = support::http(admin, "POST", "/pause?ms=20000", Some(TOKEN));
     assert_eq!(status, 200, "{body}");
     assert!(body.contains(&server.addr()), "{body}");
-    let exec: Option<Vec<String>> = redis::cmd("EXEC").query(&mut watcher).unwrap();
-    assert_eq!(exec, None, "the watched transaction is aborted");
-    let e = redis::cmd("BLPOP")
-        .arg("q")
-        .arg(1)
-        .query::<Option<Vec<String>>>(&mut blocker)
-        .unwrap_err();
-    assert!(e.to_string().contains("is being failed over"), "{e}");
-
+    let exec = std::thread::spawn(move || {
+        redis::cmd("EXEC")
+            .query::<Option<Vec<String>>>(&mut watcher)
+            .unwrap()
+    });
+    let popped = std::thread::spawn(move || {
+        redis::cmd("BLPOP")
+            .arg("q")
+            .arg(5)
+            .query::<Option<(String, String)>>(&mut blocker)
+            .unwrap()
+    });
     let held = std::thread::spawn(move || {
         let mut p = redis::pipe();
         p.atomic().cmd("INCR").arg("n").cmd("INCR").arg("n");
@@ -431,35 +460,55 @@ fn a_pause_aborts_a_watched_transaction_and_holds_plain_requests() {
         (v, got)
     });
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(server.calls("incr"), 0, "nothing reaches a paused server");
+    assert_eq!(
+        server.calls("incr"),
+        0,
+        "nothing reaches the server while paused"
+    );
+    assert_eq!(server.calls("exec"), 0);
+    assert_eq!(server.calls("blpop"), 0);
+    // One pause at a time.
+    assert_eq!(support::http(admin, "POST", "/pause", Some(TOKEN)).0, 409);
     let (status, body) = support::http(admin, "POST", "/resume", Some(TOKEN));
-    assert_eq!(status, 200, "{body}");
+    assert_eq!((status, body.trim()), (200, r#"{"resumed":true}"#));
     assert_eq!(
         held.join().unwrap(),
         ((1, 2), 3),
         "held requests ran in order"
     );
-    let w: Option<String> = redis::cmd("GET")
-        .arg("w")
+    assert_eq!(
+        exec.join().unwrap(),
+        Some(vec!["OK".to_string()]),
+        "the watched key did not change"
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    let _: u64 = redis::cmd("RPUSH")
+        .arg("q")
+        .arg("x")
         .query(&mut server.conn())
         .unwrap();
-    assert_eq!(w, None, "the aborted transaction did not run");
+    assert_eq!(popped.join().unwrap(), Some(("q".into(), "x".into())));
 
-    // Without the token, with GET, or for no time, no pause; none without a failover hold.
+    // A pause ends by itself after its limit.
+    let (status, _) = support::http(admin, "POST", "/pause?ms=300", Some(TOKEN));
+    assert_eq!(status, 200);
+    let started = std::time::Instant::now();
+    let _: u64 = redis::cmd("INCR")
+        .arg("n")
+        .query(&mut proxy.conn())
+        .unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(200),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(proxy.log().contains("ended by its limit"));
+
+    // Without the token, with GET, or for no time, no pause.
     assert_eq!(support::http(admin, "POST", "/pause", None).0, 401);
     assert_eq!(support::http(admin, "GET", "/pause", Some(TOKEN)).0, 405);
     let (status, _) = support::http(admin, "POST", "/pause?ms=0", Some(TOKEN));
     assert_eq!(status, 400);
-    std::fs::write(
-        file.path(),
-        format!(
-            "mode = \"standalone\"\nserver = \"{}\"\n[clients]\nfailover_hold_ms = 0\n[admin]\nlisten = \"127.0.0.1:{admin}\"\ntoken = \"{TOKEN}\"\n",
-            server.addr()
-        ),
-    )
-    .unwrap();
-    assert_eq!(support::http(admin, "POST", "/reload", Some(TOKEN)).0, 200);
-    let (status, body) = support::http(admin, "POST", "/pause", Some(TOKEN));
-    assert_eq!(status, 409, "{body}");
-    assert!(body.contains("failover_hold_ms"), "{body}");
+    let (status, body) = support::http(admin, "POST", "/resume", Some(TOKEN));
+    assert_eq!((status, body.trim()), (200, r#"{"resumed":false}"#));
 }

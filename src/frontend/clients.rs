@@ -20,7 +20,7 @@ use tracing::warn;
 
 use super::memory_budget::{self, MemoryBudget};
 
-use super::tag::{DRAIN, KILL, RECONFIGURE, Tag, UNBLOCK};
+use super::tag::{DRAIN, KILL, PAUSE, RECONFIGURE, RESUME, Tag, UNBLOCK};
 
 /// Wakes a session with a signal (`tag`); a session that has gone is no one's concern.
 fn signal(wake: &mailbox::Sender<BackendReply>, tag: Tag) {
@@ -353,6 +353,23 @@ impl ClientRegistry {
     /// stored before this call). A session registered after it started with the new one.
     pub fn reconfigure_all(&self) {
         self.signal_all(RECONFIGURE);
+    }
+
+    /// Tells every session that the clients are paused (its flag set before this call): the
+    /// ids told, for the sessions to answer (a session registered after it starts paused).
+    pub fn pause_all(&self) -> Vec<u64> {
+        let Ok(m) = self.clients.lock() else {
+            return Vec::new();
+        };
+        for c in m.values() {
+            signal(&c.wake, PAUSE);
+        }
+        m.keys().copied().collect()
+    }
+
+    /// Tells every session that the pause ended (its flag cleared before this call).
+    pub fn resume_all(&self) {
+        self.signal_all(RESUME);
     }
 
     fn signal_all(&self, tag: Tag) {

@@ -137,6 +137,13 @@ impl Signals {
     const DRAIN: u8 = 1;
     /// A reload gave the session a new configuration: the loop takes its limits again.
     const RECONFIGURED: u8 = 2;
+    /// The operator paused the clients: take no more requests, and answer the pause once
+    /// nothing but blocking commands is outstanding on a private connection.
+    const PAUSE: u8 = 4;
+    /// The pause is answered and in force: no request is taken.
+    const PAUSED: u8 = 8;
+    /// The pause ended.
+    const RESUME: u8 = 16;
 
     #[inline(always)]
     fn any(self) -> bool {
@@ -259,6 +266,11 @@ pub async fn run(
     // not per read.
     let (mut bytes_in, mut bytes_out) = (0u64, 0u64);
     let mut max_pipeline = s.client.config.max_pipeline.max(1);
+    if s.ctx.client_pause.is_paused() {
+        // Registered during a pause: not counted in it, so nothing to answer.
+        s.signals.set(Signals::PAUSED);
+        max_pipeline = 0;
+    }
     // Whether `rbuf` may hold a complete request not yet parsed: parsing again without new
     // bytes would only find the same partial request.
     let mut unparsed = false;
@@ -406,7 +418,11 @@ pub async fn run(
                 if s.signals.any() {
                     if s.signals.take(Signals::RECONFIGURED) {
                         let c = &s.client.config;
-                        max_pipeline = c.max_pipeline.max(1);
+                        max_pipeline = if s.signals.has(Signals::PAUSE | Signals::PAUSED) {
+                            0
+                        } else {
+                            c.max_pipeline.max(1)
+                        };
                         idle = c.idle_timeout.map(timeouts::IdleWatch::new);
                         request_watch = c.request_timeout.map(timeouts::RequestWatch::new);
                         continue;
@@ -414,6 +430,25 @@ pub async fn run(
                     if s.signals.has(Signals::DRAIN) && !eof {
                         eof = true;
                         continue;
+                    }
+                    if s.signals.take(Signals::RESUME) {
+                        s.signals.take(Signals::PAUSE | Signals::PAUSED);
+                        max_pipeline = s.client.config.max_pipeline.max(1);
+                        continue;
+                    }
+                    if s.signals.has(Signals::PAUSE) {
+                        // Nothing more is taken from the client from now on.
+                        if max_pipeline != 0 {
+                            max_pipeline = 0;
+                            continue;
+                        }
+                        // What it sent is on its way (the outbox is flushed): answered once
+                        // a write on its own connection (an EXEC under WATCH) came back too.
+                        if !s.writes_on_private() {
+                            s.signals.take(Signals::PAUSE);
+                            s.signals.set(Signals::PAUSED);
+                            s.ctx.client_pause.answered(s.client.id);
+                        }
                     }
                 }
                 if let Some(w) = &mut idle {
@@ -456,6 +491,8 @@ pub async fn run(
     })
     .await;
     s.ctx.clients.unregister(id);
+    // Gone: it sends nothing more, as a paused session.
+    s.ctx.client_pause.answered(id);
     s.flush_bytes(&mut bytes_in, &mut bytes_out);
     if clean {
         let _ = stream.shutdown().await;
@@ -589,6 +626,22 @@ impl Session {
     }
 
     /// Whether some outstanding request is on a private connection (a blocking command).
+    /// Whether a request other than a blocking command is outstanding on a private connection
+    /// (an EXEC under WATCH, a WATCH): one a pause waits for.
+    fn writes_on_private(&self) -> bool {
+        let table = self.ctx.table;
+        self.queue.iter().any(|slot| match slot {
+            QueuePlace::Waiting { combine, parts, .. } => parts.iter().enumerate().any(|(i, p)| {
+                p.private
+                    && !combine.answered(i)
+                    && !table
+                        .spec_of(p.command)
+                        .is_some_and(|s| s.has(command::flags::BLOCKING))
+            }),
+            QueuePlace::Ready(_) => false,
+        })
+    }
+
     fn waits_on_private(&self) -> bool {
         self.queue.iter().any(|slot| match slot {
             QueuePlace::Waiting { combine, parts, .. } => parts
@@ -1523,6 +1576,8 @@ impl Session {
             Tagged::Unblock => self.unblocked_by_others(),
             Tagged::Drain => self.signals.set(Signals::DRAIN),
             Tagged::Reconfigure => self.reconfigure(),
+            Tagged::Pause => self.signals.set(Signals::PAUSE),
+            Tagged::Resume => self.signals.set(Signals::RESUME),
             Tagged::Forget => {}
         }
     }

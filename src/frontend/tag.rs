@@ -42,6 +42,11 @@ pub const UNBLOCK: Tag = u64::MAX - 4;
 pub const DRAIN: Tag = u64::MAX - 5;
 /// A reload changed the configuration: the session takes the new one.
 pub const RECONFIGURE: Tag = u64::MAX - 6;
+/// The operator paused the clients (`POST /pause`): the session takes no more requests and
+/// says so once what it sent is on its way ([`super::client_pause`]).
+pub const PAUSE: Tag = u64::MAX - 7;
+/// The pause ended: the session takes requests again.
+pub const RESUME: Tag = u64::MAX - 8;
 
 /// What a tag stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +63,8 @@ pub enum Tagged {
     Unblock,
     Drain,
     Reconfigure,
+    Pause,
+    Resume,
     /// A frame of the shard subscriber connection with this tag ([`shard`]).
     Shard(Tag),
     /// A frame of the keyspace event connection with this tag ([`keyspace`]).
@@ -100,6 +107,8 @@ pub fn classify(tag: Tag) -> Tagged {
         UNBLOCK => Tagged::Unblock,
         DRAIN => Tagged::Drain,
         RECONFIGURE => Tagged::Reconfigure,
+        PAUSE => Tagged::Pause,
+        RESUME => Tagged::Resume,
         t if (SHARD_BASE..SHARD_BASE + SHARD_SPAN).contains(&t) => Tagged::Shard(t),
         t if (KEYSPACE_BASE..KEYSPACE_BASE + KEYSPACE_SPAN).contains(&t) => Tagged::Keyspace(t),
         // Between the keyspace range and the named signals: no tag is made there.
@@ -109,7 +118,9 @@ pub fn classify(tag: Tag) -> Tagged {
 
 const _: () = assert!(
     SHARD_BASE + SHARD_SPAN <= KEYSPACE_BASE
-        && KEYSPACE_BASE + KEYSPACE_SPAN <= RECONFIGURE
+        && KEYSPACE_BASE + KEYSPACE_SPAN <= RESUME
+        && RESUME < PAUSE
+        && PAUSE < RECONFIGURE
         && RECONFIGURE < DRAIN
         && DRAIN < UNBLOCK
         && UNBLOCK < KILL
