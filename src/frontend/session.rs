@@ -840,7 +840,7 @@ impl Session {
         };
         let req = colocate::rewrite(&families, entry, &req).unwrap_or(req);
         let direct = self.txn.is_none() && !self.subscribed();
-        if direct && entry.spec.name == "keys" && self.topo.load().slotted {
+        if direct && entry.spec.name == "keys" {
             // Under the pattern as sent (keys of no family) and under each family's tag.
             let Some(pattern) = req.arg(1) else {
                 return self.route_request(entry, req);
