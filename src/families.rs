@@ -266,6 +266,24 @@ impl Families {
         Ok((!families.is_empty()).then_some(Families { families }))
     }
 
+    /// Every family's name and key patterns as configured (presets expanded), in order.
+    pub fn describe(&self) -> Vec<(String, Vec<String>)> {
+        self.families
+            .iter()
+            .map(|f| {
+                let keys = f
+                    .patterns
+                    .iter()
+                    .map(|p| match p {
+                        Pattern::Exact(k) | Pattern::Glob(k) => String::from_utf8_lossy(k).into(),
+                        Pattern::Prefix(k) => format!("{}*", String::from_utf8_lossy(k)),
+                    })
+                    .collect();
+                (f.name.clone(), keys)
+            })
+            .collect()
+    }
+
     /// The tags of every family (`{name}`), in order.
     pub fn tags(&self) -> impl Iterator<Item = &[u8]> {
         self.families.iter().map(|f| f.tag.as_slice())

@@ -172,6 +172,11 @@ struct Cli {
     /// Print the supported-commands page (Markdown) generated from the command table and exit.
     #[arg(long)]
     commands: bool,
+
+    /// Print the key families (`[[colocate]]`, presets expanded) of a config file as JSON and
+    /// exit: what `deploy/colocate.py` moves.
+    #[arg(long, value_name = "FILE")]
+    families: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -237,6 +242,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         tls_key: cli.tls_key,
         tls_client_ca: cli.tls_client_ca,
     };
+    if let Some(path) = &cli.families {
+        let config = Config::load(Some(path), &overrides)?;
+        let families: Vec<serde_json::Value> = config
+            .session
+            .families
+            .iter()
+            .flat_map(|f| f.describe())
+            .map(|(name, keys)| serde_json::json!({ "name": name, "keys": keys }))
+            .collect();
+        println!("{}", serde_json::json!({ "families": families }));
+        return Ok(());
+    }
     if let Some(path) = cli.check_config {
         Config::load(Some(&path), &overrides)?;
         println!("{}: ok", path.display());

@@ -45,6 +45,9 @@ pub enum Change {
     /// `[backend]`: the nodes' password and user, TLS, pool sizes, timeouts, queue bounds; and
     /// new nodes for new `[limits]` or replicas' connections (replica reads on or off).
     Backend,
+    /// `[[colocate]]`: key families, changed only while the clients are paused (`POST
+    /// /pause`): no request is in flight then, and every request after it is read under them.
+    Families,
 }
 
 impl Change {
@@ -57,6 +60,7 @@ impl Change {
             Change::Log => "log",
             Change::Source => "topology source",
             Change::Backend => "backend",
+            Change::Families => "key families",
         }
     }
 }
@@ -78,7 +82,11 @@ impl Plan {
 
 /// What `new` changes against `old` (both files as read, with the validated configurations
 /// they made under the same command-line flags).
-pub fn plan(old: (&FileConfig, &Config), new: (&FileConfig, &Config)) -> Plan {
+pub fn plan(
+    old: (&FileConfig, &Config),
+    new: (&FileConfig, &Config),
+    clients_paused: bool,
+) -> Plan {
     let ((of, oc), (nf, nc)) = (old, new);
     let mut p = Plan::default();
     let mut fixed = |changed: bool, what: &'static str| {
@@ -112,8 +120,12 @@ pub fn plan(old: (&FileConfig, &Config), new: (&FileConfig, &Config)) -> Plan {
         "clients.deny_commands",
     );
     fixed(oc_.fleet_writes != nc_.fleet_writes, "clients.fleet_writes");
-    // Where keys are stored: a live change would hide every key of a family from its clients.
-    fixed(of.colocate != nf.colocate, "[[colocate]]");
+    // Where keys are stored: a change while requests run would send some under the old names
+    // and some under the new; while the clients are paused none runs.
+    fixed(
+        of.colocate != nf.colocate && !clients_paused,
+        "[[colocate]] (live only while the clients are paused: POST /pause)",
+    );
     fixed(
         of.reads.max_replica_lag_ms != nf.reads.max_replica_lag_ms
             || of.reads.check_interval_ms != nf.reads.check_interval_ms,
@@ -139,6 +151,9 @@ pub fn plan(old: (&FileConfig, &Config), new: (&FileConfig, &Config)) -> Plan {
         || oc.session.zone != nc.session.zone
     {
         p.live(Change::Reads);
+    }
+    if of.colocate != nf.colocate && clients_paused {
+        p.live(Change::Families);
     }
     if oc.zones != nc.zones {
         p.live(Change::Zones);
@@ -167,7 +182,7 @@ pub fn plan(old: (&FileConfig, &Config), new: (&FileConfig, &Config)) -> Plan {
 /// The file as it is in force after a reload of `new`: `new`, but for the settings that need a
 /// restart, which keep `old`'s values (so that the next reload compares with what runs, and
 /// names such a setting again until it is back or slotgate restarts).
-pub fn in_force(old: &FileConfig, new: &FileConfig) -> FileConfig {
+pub fn in_force(old: &FileConfig, new: &FileConfig, clients_paused: bool) -> FileConfig {
     let mut f = new.clone();
     f.listen = old.listen.clone();
     f.unix_socket = old.unix_socket.clone();
@@ -182,17 +197,22 @@ pub fn in_force(old: &FileConfig, new: &FileConfig) -> FileConfig {
     f.clients.fleet_writes = old.clients.fleet_writes;
     f.reads.max_replica_lag_ms = old.reads.max_replica_lag_ms;
     f.reads.check_interval_ms = old.reads.check_interval_ms;
-    f.colocate = old.colocate.clone();
+    if !clients_paused {
+        f.colocate = old.colocate.clone();
+    }
     f
 }
 
 /// The clients' settings a reload puts in force: `new`'s, but for what a running slotgate
-/// cannot change (the command table's `deny_commands` and `fleet_writes`), which stay `old`'s.
-pub fn applied(old: &SessionConfig, new: &SessionConfig) -> SessionConfig {
+/// cannot change (the command table's `deny_commands` and `fleet_writes`), which stay `old`'s,
+/// and the key families, which change only with `families` (the clients are paused).
+pub fn applied(old: &SessionConfig, new: &SessionConfig, families: bool) -> SessionConfig {
     let mut s = new.clone();
     s.deny_commands = old.deny_commands.clone();
     s.fleet_writes = old.fleet_writes;
-    s.families = old.families.clone();
+    if !families {
+        s.families = old.families.clone();
+    }
     s
 }
 
@@ -311,11 +331,12 @@ impl Reloader {
         *self.seen() = stamp(path);
         let file = Config::read_file(path)?;
         let config = Config::from_file(file.clone(), &self.overrides)?;
-        let plan = plan((&current.0, &current.1), (&file, &config));
+        let paused = self.handles.ctx.client_pause.is_paused();
+        let plan = plan((&current.0, &current.1), (&file, &config), paused);
         self.apply(&plan, &current.1, &config);
         // What runs: the old file's values where a restart is needed (both halves validated
         // on their own; should the two not go together, the new file is remembered).
-        let kept = in_force(&current.0, &file);
+        let kept = in_force(&current.0, &file, paused);
         *current = match Config::from_file(kept.clone(), &self.overrides) {
             Ok(c) => (kept, c),
             Err(_) => (file, config),
@@ -325,12 +346,15 @@ impl Reloader {
 
     fn apply(&self, plan: &Plan, old: &Config, new: &Config) {
         let ctx = &self.handles.ctx;
-        let clients = plan
-            .live
-            .iter()
-            .any(|c| matches!(c, Change::Clients | Change::Users | Change::Reads));
+        let clients = plan.live.iter().any(|c| {
+            matches!(
+                c,
+                Change::Clients | Change::Users | Change::Reads | Change::Families
+            )
+        });
+        let families = plan.live.contains(&Change::Families);
         if clients {
-            let mut session = applied(&old.session, &new.session);
+            let mut session = applied(&old.session, &new.session, families);
             session.max_clients = crate::fd_limit::adjust(session.max_clients);
             ctx.hold_budget.set_limit(session.failover_hold_max_bytes);
             ctx.auth_throttle
@@ -357,7 +381,7 @@ impl Reloader {
             };
             c.backend = (*ctx.backends.config()).clone();
             c.discovery_timeout = old.discovery_timeout;
-            c.session = applied(&old.session, &new.session);
+            c.session = applied(&old.session, &new.session, families);
             if !(self.handles.switch)(&c) {
                 warn!("the topology source was not switched: a switch is still waiting");
             }
@@ -422,7 +446,7 @@ mod tests {
     fn plan_of(old: &str, new: &str) -> Plan {
         let (of, oc) = configs(&format!("{BASE}{old}"));
         let (nf, nc) = configs(&format!("{BASE}{new}"));
-        plan((&of, &oc), (&nf, &nc))
+        plan((&of, &oc), (&nf, &nc), false)
     }
 
     #[test]
@@ -433,13 +457,27 @@ mod tests {
     #[test]
     fn should_keep_key_families_until_a_restart() {
         let p = plan_of("", "[[colocate]]\npreset = \"rq\"\n");
-        assert_eq!(p.restart, vec!["[[colocate]]"]);
+        assert_eq!(
+            p.restart,
+            vec!["[[colocate]] (live only while the clients are paused: POST /pause)"]
+        );
         assert!(p.live.is_empty());
         let (of, oc) = configs(BASE);
         let (nf, nc) = configs(&format!("{BASE}[[colocate]]\npreset = \"rq\"\n"));
         assert!(nc.session.families.is_some());
-        assert_eq!(applied(&oc.session, &nc.session).families, None);
-        assert_eq!(in_force(&of, &nf).colocate, None);
+        assert_eq!(applied(&oc.session, &nc.session, false).families, None);
+        assert_eq!(in_force(&of, &nf, false).colocate, None);
+    }
+
+    #[test]
+    fn should_change_key_families_while_the_clients_are_paused() {
+        let (of, oc) = configs(BASE);
+        let (nf, nc) = configs(&format!("{BASE}[[colocate]]\npreset = \"rq\"\n"));
+        let p = plan((&of, &oc), (&nf, &nc), true);
+        assert_eq!(p.live, vec![Change::Families]);
+        assert!(p.restart.is_empty());
+        assert!(applied(&oc.session, &nc.session, true).families.is_some());
+        assert_eq!(in_force(&of, &nf, true).colocate, nf.colocate);
     }
 
     #[test]
@@ -501,7 +539,7 @@ mod tests {
              [clients]\ndrain_timeout_ms = 5\ndeny_commands = [\"KEYS\"]\nfleet_writes = true\n\
              [reads]\nmax_replica_lag_ms = 5\n",
         );
-        let p = plan((&of, &oc), (&nf, &nc));
+        let p = plan((&of, &oc), (&nf, &nc), false);
         assert_eq!(
             p.live,
             vec![Change::Source, Change::Clients, Change::Backend],
@@ -524,11 +562,11 @@ mod tests {
     fn should_switch_the_topology_source_live() {
         let (of, oc) = configs("mode = \"standalone\"\nserver = \"127.0.0.1:6379\"\n");
         let (nf, nc) = configs(BASE);
-        let p = plan((&of, &oc), (&nf, &nc));
+        let p = plan((&of, &oc), (&nf, &nc), false);
         assert_eq!(p.live, vec![Change::Source]);
         assert!(p.restart.is_empty());
         let (nf2, nc2) = configs("mode = \"cluster\"\nseeds = [\"127.0.0.1:7001\"]\n");
-        let p = plan((&nf, &nc), (&nf2, &nc2));
+        let p = plan((&nf, &nc), (&nf2, &nc2), false);
         assert_eq!(p.live, vec![Change::Source], "new seeds");
     }
 
@@ -539,7 +577,7 @@ mod tests {
             "mode = \"standalone\"\nserver = \"127.0.0.1:6379\"\n{reads}"
         ));
         let (nf, nc) = configs(&format!("{BASE}{reads}"));
-        let p = plan((&of, &oc), (&nf, &nc));
+        let p = plan((&of, &oc), (&nf, &nc), false);
         assert_eq!(p.live, vec![Change::Source, Change::Backend], "{p:?}");
         assert!(p.restart.is_empty());
     }
@@ -551,7 +589,7 @@ mod tests {
             "{BASE}[clients]\nmax_clients = 7\ndeny_commands = [\"KEYS\"]\nfleet_writes = true\n\
              [limits]\nmax_args = 10\n[reads]\nfrom = \"prefer-replica\"\nread_your_writes_ms = 9\n"
         ));
-        let s = applied(&old.session, &new.session);
+        let s = applied(&old.session, &new.session, false);
         assert_eq!(s.max_clients, 7);
         assert_eq!(s.deny_commands, old.session.deny_commands);
         assert_eq!(s.fleet_writes, old.session.fleet_writes);
@@ -564,15 +602,18 @@ mod tests {
     fn should_name_a_setting_that_needs_a_restart_until_it_is_back() {
         let (of, oc) = configs(BASE);
         let (nf, nc) = configs(&format!("{BASE}threads = 3\n[clients]\nmax_clients = 9\n"));
-        assert_eq!(plan((&of, &oc), (&nf, &nc)).restart, vec!["threads"]);
-        let kept = in_force(&of, &nf);
+        assert_eq!(plan((&of, &oc), (&nf, &nc), false).restart, vec!["threads"]);
+        let kept = in_force(&of, &nf, false);
         assert_eq!(kept.threads, of.threads);
         assert_eq!(kept.clients.max_clients, Some(9));
         let kc = Config::from_file(kept.clone(), &Overrides::default()).unwrap();
         // The same file again: still not in force, named again.
-        assert_eq!(plan((&kept, &kc), (&nf, &nc)).restart, vec!["threads"]);
+        assert_eq!(
+            plan((&kept, &kc), (&nf, &nc), false).restart,
+            vec!["threads"]
+        );
         // Back to what runs: nothing to name.
-        assert!(plan((&kept, &kc), (&of, &oc)).restart.is_empty());
+        assert!(plan((&kept, &kc), (&of, &oc), false).restart.is_empty());
     }
 
     #[test]
@@ -580,7 +621,7 @@ mod tests {
         let (_, old) = configs(&format!("{BASE}[reads]\nfrom = \"prefer-replica\"\n"));
         let (_, new) = configs(&format!("{BASE}[reads]\nfrom = \"nearest\"\n"));
         assert_eq!(
-            applied(&old.session, &new.session).read_from,
+            applied(&old.session, &new.session, false).read_from,
             new.session.read_from
         );
     }

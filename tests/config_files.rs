@@ -166,6 +166,7 @@ fn the_reference_config_names_every_setting_and_every_flag() {
             "--config",
             "--check-config",
             "--commands",
+            "--families",
             "--probe",
             "--help",
             "--version",

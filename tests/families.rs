@@ -373,3 +373,171 @@ fn replies_that_name_keys_equal_a_single_redis() {
         assert_eq!(scanned, want, "SCAN MATCH {pattern}");
     }
 }
+
+/// A cluster that already holds an application's keys adopts a family under load
+/// (`deploy/colocate.py`): every key moves to its stored name with its TTL, the writes made
+/// meanwhile are all there, no client sees an error, and the family's multi-key commands work
+/// from then on.
+#[test]
+fn existing_keys_join_their_family_under_load() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let cluster = Cluster::start(3, 0);
+    let admin = support::free_port();
+    let seeds: Vec<String> = cluster.seeds().iter().map(|s| format!("\"{s}\"")).collect();
+    let base = format!(
+        "seeds = [{}]\nconfig_check_ms = 0\n[admin]\nlisten = \"127.0.0.1:{admin}\"\ntoken = \"t0ken\"\n",
+        seeds.join(", ")
+    );
+    let file = TempConf::new(&base);
+    let new_file = TempConf::new(&format!("{base}[[colocate]]\npreset = \"rq\"\n"));
+    let proxy = Proxy::spawn(&["--config".into(), file.path().into()]);
+    let mut c = proxy.conn();
+    for i in 0..200 {
+        let key = format!("rq:job:{i}");
+        let () = redis::cmd("HSET")
+            .arg(&key)
+            .arg("n")
+            .arg(i)
+            .query::<u64>(&mut c)
+            .map(|_| ())
+            .unwrap();
+        if i % 2 == 0 {
+            let _: u64 = redis::cmd("EXPIRE")
+                .arg(&key)
+                .arg(3600)
+                .query(&mut c)
+                .unwrap();
+        }
+        let () = redis::cmd("SET")
+            .arg(format!("plain:{i}"))
+            .arg(i)
+            .query(&mut c)
+            .unwrap();
+    }
+    for i in 0..100 {
+        let _: u64 = redis::cmd("RPUSH")
+            .arg("rq:queue:default")
+            .arg(i)
+            .query(&mut c)
+            .unwrap();
+    }
+
+    // A pusher, a counter and a job writer, one request at a time.
+    let stop = Arc::new(AtomicBool::new(false));
+    let load: Vec<_> = (0..3u64)
+        .map(|t| {
+            let (stop, url) = (stop.clone(), proxy.url());
+            std::thread::spawn(move || {
+                let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+                c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+                let (mut errors, mut acked) = (Vec::new(), 0u64);
+                while !stop.load(Ordering::Relaxed) {
+                    let r = match t {
+                        0 => redis::cmd("RPUSH")
+                            .arg("rq:queue:default")
+                            .arg(acked)
+                            .query::<u64>(&mut c),
+                        1 => redis::cmd("INCR").arg("rq:counter").query::<u64>(&mut c),
+                        _ => redis::cmd("HINCRBY")
+                            .arg(format!("rq:job:{}", acked % 200))
+                            .arg("w")
+                            .arg(1)
+                            .query::<u64>(&mut c),
+                    };
+                    match r {
+                        Ok(_) => acked += 1,
+                        Err(e) => errors.push(e.to_string()),
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                (errors, acked)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let out = Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/colocate.py"))
+        .args(["--seed", &cluster.seeds()[0]])
+        .args([
+            "--admin",
+            &format!("http://127.0.0.1:{admin}"),
+            "--token",
+            "t0ken",
+        ])
+        .args(["--config", file.path(), "--new-config", new_file.path()])
+        .args(["--slotgate", env!("CARGO_BIN_EXE_slotgate")])
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{said}");
+    assert!(out.status.success(), "{said}");
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let mut acked = Vec::new();
+    for t in load {
+        let (errors, n) = t.join().unwrap();
+        assert!(errors.is_empty(), "clients saw {errors:?}");
+        acked.push(n);
+    }
+
+    // On the cluster: every rq key under its tag, none under its own name.
+    let mut stored = Vec::new();
+    for m in cluster.masters() {
+        let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut m.conn()).unwrap();
+        stored.extend(keys);
+    }
+    let untagged: Vec<&String> = stored.iter().filter(|k| k.starts_with("rq:")).collect();
+    assert!(untagged.is_empty(), "{untagged:?}");
+    assert_eq!(
+        stored
+            .iter()
+            .filter(|k| k.starts_with("{rq}rq:job:"))
+            .count(),
+        200
+    );
+    assert_eq!(
+        stored.iter().filter(|k| k.starts_with("plain:")).count(),
+        200
+    );
+    // Through slotgate: every write there, TTLs kept.
+    let len: u64 = redis::cmd("LLEN")
+        .arg("rq:queue:default")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(len, 100 + acked[0], "every push is in the list");
+    let counter: u64 = redis::cmd("GET").arg("rq:counter").query(&mut c).unwrap();
+    assert_eq!(counter, acked[1]);
+    let mut incrs = 0;
+    for i in 0..200 {
+        let key = format!("rq:job:{i}");
+        let n: u64 = redis::cmd("HGET").arg(&key).arg("n").query(&mut c).unwrap();
+        assert_eq!(n, i);
+        incrs += redis::cmd("HGET")
+            .arg(&key)
+            .arg("w")
+            .query::<Option<u64>>(&mut c)
+            .unwrap()
+            .unwrap_or(0);
+        let ttl: i64 = redis::cmd("PTTL").arg(&key).query(&mut c).unwrap();
+        if i % 2 == 0 {
+            assert!(ttl > 3_000_000, "{key}: {ttl}");
+        } else {
+            assert_eq!(ttl, -1, "{key}");
+        }
+    }
+    assert_eq!(incrs, acked[2], "every HINCRBY is there");
+    // The family's keys go together now.
+    let moved: Option<String> = redis::cmd("LMOVE")
+        .arg("rq:queue:default")
+        .arg("rq:queue:other")
+        .arg("LEFT")
+        .arg("LEFT")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(moved.as_deref(), Some("0"));
+}

@@ -1,0 +1,221 @@
+#!/usr/bin/env python3
+"""Moves a live cluster's existing keys into their key families, through slotgate, with no
+client change and no client error.
+
+Before: the application runs through slotgate in front of the cluster, without `[[colocate]]`,
+with an admin listener and `admin.token`. `--new-config` is the same config file with the
+families added. Keys of a family are then stored under its tag (`rq:job:1` as `{rq}rq:job:1`);
+the ones the application already has must move there when slotgate starts using the family.
+
+What it does:
+ 1. asks slotgate which keys each family holds (`slotgate --families NEW-CONFIG`);
+ 2. records every key written on the cluster's masters from now on (keyspace notifications,
+    `KA`, on a connection of its own to each; each master's setting is put back at the end);
+ 3. copies every family key it finds (SCAN on each master) to its stored name (DUMP, then
+    RESTORE ... REPLACE with its TTL on the master of the stored name's slot; a key gone since
+    is deleted there), then the keys written meanwhile, until few are left;
+ 4. pauses slotgate's clients (`POST /pause`), marks the end of each master's notifications
+    with a PUBLISH, and copies the keys written last;
+ 5. installs the new config over the one slotgate reads and reloads it (`POST /reload`; key
+    families change live while the clients are paused), then resumes the clients: every
+    request from then on uses the stored names;
+ 6. deletes the old copies.
+
+If a step fails before the reload, slotgate is resumed and keeps the old names, which hold
+every write; the stored copies are left behind (a later run replaces them).
+"""
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from migrate import Admin, ClusterMap, Conn, RedisError, Watcher, install, key_slot  # noqa: E402
+
+START = time.monotonic()
+
+
+def log(msg):
+    print(f"colocate: {time.monotonic() - START:7.3f}s {msg}", flush=True)
+
+
+class Families:
+    """The families slotgate reads from a config file: which family holds a key, first match."""
+
+    def __init__(self, described):
+        self.families = []
+        for f in described:
+            regexes = [re.compile(b"".join(
+                b".*" if c == ord("*") else b"." if c == ord("?") else re.escape(bytes([c]))
+                for c in k.encode()) + b"\\Z", re.S) for k in f["keys"]]
+            self.families.append((f["name"].encode(), regexes))
+
+    def family_of(self, key):
+        for name, regexes in self.families:
+            if any(r.match(key) for r in regexes):
+                return name
+        return None
+
+    def stored(self, key):
+        """The stored name of a family key; None for a key in no family or a stored name."""
+        if self.restore(key) is not None:
+            return None
+        name = self.family_of(key)
+        return None if name is None else b"{" + name + b"}" + key
+
+    def restore(self, key):
+        for name, _ in self.families:
+            tag = b"{" + name + b"}"
+            if key.startswith(tag) and self.family_of(key[len(tag):]) == name:
+                return key[len(tag):]
+        return None
+
+
+def copy(keys, families, cluster, batch=500):
+    """Copies `keys` (family keys under their own names) to their stored names: how many."""
+    keys = [k for k in keys if families.stored(k) is not None]
+    for i in range(0, len(keys), batch):
+        part = keys[i:i + batch]
+        by_owner = {}
+        for k in part:
+            by_owner.setdefault(cluster.owner[key_slot(k)], []).append(k)
+        writes = {}
+        for addr, ks in by_owner.items():
+            replies = cluster.conn(addr).pipeline([c for k in ks for c in (("DUMP", k), ("PTTL", k))])
+            for j, k in enumerate(ks):
+                dump, pttl = replies[2 * j], replies[2 * j + 1]
+                for r in (dump, pttl):
+                    if isinstance(r, RedisError):
+                        raise SystemExit(f"reading {k!r} on {addr}: {r}")
+                target = families.stored(k)
+                cmd = ("DEL", target) if dump is None or pttl == -2 else \
+                    ("RESTORE", target, max(pttl, 0), dump, "REPLACE")
+                writes.setdefault(cluster.owner[key_slot(target)], []).append(cmd)
+        for addr, cmds in writes.items():
+            for cmd, r in zip(cmds, cluster.conn(addr).pipeline(cmds)):
+                if isinstance(r, RedisError):
+                    raise SystemExit(f"writing {cmd[1]!r} to {addr}: {r}")
+    return len(keys)
+
+
+def scan_all(conn):
+    cursor, keys = b"0", []
+    while True:
+        cursor, found = conn.call("SCAN", cursor, "COUNT", 1000)
+        keys.extend(found)
+        if cursor == b"0":
+            return keys
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--seed", required=True, help="any node of the cluster, host:port")
+    p.add_argument("--user")
+    p.add_argument("--password", default=os.environ.get("COLOCATE_PASSWORD"))
+    p.add_argument("--admin", required=True, help="slotgate's admin URL, http://host:port")
+    p.add_argument("--token", default=os.environ.get("SLOTGATE_ADMIN_TOKEN"))
+    p.add_argument("--config", required=True, help="the config file slotgate reads")
+    p.add_argument("--new-config", required=True, help="the same, with [[colocate]]")
+    p.add_argument("--slotgate", default="slotgate", help="the slotgate binary")
+    p.add_argument("--pause-ms", type=int, default=10000, help="the pause's upper bound")
+    p.add_argument("--settle", type=int, default=100, help="written keys left to pause at")
+    a = p.parse_args()
+    if not a.token:
+        raise SystemExit("--token (or SLOTGATE_ADMIN_TOKEN) is needed: slotgate's admin.token")
+    out = subprocess.run([a.slotgate, "--families", a.new_config], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"slotgate --families {a.new_config}: {out.stderr.strip()}")
+    families = Families(json.loads(out.stdout)["families"])
+    if not families.families:
+        raise SystemExit(f"{a.new_config} has no [[colocate]]")
+    cluster = ClusterMap(a.seed, a.user, a.password)
+    admin = Admin(a.admin, a.token)
+
+    notify = {}
+    watchers = {}
+    fence = f"slotgate-colocate-fence-{os.getpid()}-{time.time_ns()}"
+    for m in cluster.masters:
+        c = cluster.conn(m)
+        notify[m] = c.call("CONFIG", "GET", "notify-keyspace-events")[1].decode()
+        c.call("CONFIG", "SET", "notify-keyspace-events", "".join(sorted(set(notify[m]) | set("KA"))))
+        watchers[m] = Watcher(Conn(m, a.user, a.password), fence)
+        watchers[m].start()
+    with open(a.config, "rb") as f:
+        before = f.read()
+    paused = installed = False
+    moved = set()
+
+    def dirty():
+        keys = set()
+        for w in watchers.values():
+            if w.failed:
+                raise SystemExit(f"a keyspace watch failed: {w.failed}")
+            keys |= w.take()
+        return {k for k in keys if families.stored(k) is not None}
+
+    try:
+        found = [k for m in cluster.masters for k in scan_all(cluster.conn(m))
+                 if families.stored(k) is not None]
+        moved |= set(found)
+        log(f"copying {copy(found, families, cluster)} family keys to their stored names")
+        for round_ in range(20):
+            keys = dirty()
+            moved |= keys
+            copy(keys, families, cluster)
+            log(f"round {round_ + 1}: copied {len(keys)} family keys written during the copy")
+            if len(keys) <= a.settle:
+                break
+        started = time.monotonic()
+        status, body = admin.request("POST", f"/pause?ms={a.pause_ms}")
+        if status != 200:
+            raise SystemExit(f"slotgate did not pause ({status}): {body.strip()}")
+        paused = True
+        limit = json.loads(body)["ms"] / 1000.0
+        for m in cluster.masters:
+            cluster.conn(m).call("PUBLISH", fence, "end")
+        for m, w in watchers.items():
+            if not w.fenced.wait(5) or w.failed:
+                raise SystemExit(f"the keyspace watch of {m} did not see the fence: {w.failed}")
+        keys = dirty()
+        moved |= keys
+        last = copy(keys, families, cluster)
+        if time.monotonic() - started > limit * 0.5:
+            raise SystemExit("the last copy took more than half the pause: try again when the load is lower")
+        install(a.new_config, a.config)
+        installed = True
+        status, body = admin.request("POST", "/reload")
+        if status != 200 or "key families" not in json.loads(body).get("applied", []):
+            raise SystemExit(f"slotgate did not take the families ({status}): {body.strip()}")
+        status, body = admin.request("POST", "/resume")
+        paused = False
+        log(f"families in use: {last} keys copied while paused, clients waited "
+            f"{(time.monotonic() - started) * 1000:.0f} ms")
+    except BaseException:
+        if installed:
+            with open(a.config, "wb") as f:
+                f.write(before)
+            status, body = admin.request("POST", "/reload")
+            log(f"the old config file put back and reloaded ({status}): {body.strip()}")
+        if paused:
+            status, body = admin.request("POST", "/resume")
+            log(f"slotgate resumed under the old names ({status}): {body.strip()}")
+        raise
+    finally:
+        for m, flags in notify.items():
+            try:
+                cluster.conn(m).call("CONFIG", "SET", "notify-keyspace-events", flags)
+            except (OSError, ConnectionError, RedisError) as e:
+                log(f"could not put notify-keyspace-events back on {m}: {e}")
+    # Nobody asks for the old names through slotgate any more.
+    gone = 0
+    for k in moved:
+        gone += cluster.conn(cluster.owner[key_slot(k)]).call("DEL", k)
+    log(f"done: {len(moved)} family keys under their stored names, {gone} old copies deleted")
+
+
+if __name__ == "__main__":
+    main()
