@@ -28,51 +28,17 @@ every write; the stored copies are left behind (a later run replaces them).
 import argparse
 import json
 import os
-import re
-import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from migrate import Admin, ClusterMap, Conn, RedisError, Watcher, install, key_slot  # noqa: E402
+from migrate import Admin, ClusterMap, Conn, Families, RedisError, Watcher, install, key_slot, scan  # noqa: E402
 
 START = time.monotonic()
 
 
 def log(msg):
     print(f"colocate: {time.monotonic() - START:7.3f}s {msg}", flush=True)
-
-
-class Families:
-    """The families slotgate reads from a config file: which family holds a key, first match."""
-
-    def __init__(self, described):
-        self.families = []
-        for f in described:
-            regexes = [re.compile(b"".join(
-                b".*" if c == ord("*") else b"." if c == ord("?") else re.escape(bytes([c]))
-                for c in k.encode()) + b"\\Z", re.S) for k in f["keys"]]
-            self.families.append((f["name"].encode(), regexes))
-
-    def family_of(self, key):
-        for name, regexes in self.families:
-            if any(r.match(key) for r in regexes):
-                return name
-        return None
-
-    def stored(self, key):
-        """The stored name of a family key; None for a key in no family or a stored name."""
-        if self.restore(key) is not None:
-            return None
-        name = self.family_of(key)
-        return None if name is None else b"{" + name + b"}" + key
-
-    def restore(self, key):
-        for name, _ in self.families:
-            tag = b"{" + name + b"}"
-            if key.startswith(tag) and self.family_of(key[len(tag):]) == name:
-                return key[len(tag):]
-        return None
 
 
 def copy(keys, families, cluster, batch=500):
@@ -102,15 +68,6 @@ def copy(keys, families, cluster, batch=500):
     return len(keys)
 
 
-def scan_all(conn):
-    cursor, keys = b"0", []
-    while True:
-        cursor, found = conn.call("SCAN", cursor, "COUNT", 1000)
-        keys.extend(found)
-        if cursor == b"0":
-            return keys
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seed", required=True, help="any node of the cluster, host:port")
@@ -126,10 +83,7 @@ def main():
     a = p.parse_args()
     if not a.token:
         raise SystemExit("--token (or SLOTGATE_ADMIN_TOKEN) is needed: slotgate's admin.token")
-    out = subprocess.run([a.slotgate, "--families", a.new_config], capture_output=True, text=True)
-    if out.returncode != 0:
-        raise SystemExit(f"slotgate --families {a.new_config}: {out.stderr.strip()}")
-    families = Families(json.loads(out.stdout)["families"])
+    families = Families.of(a.slotgate, a.new_config)
     if not families.families:
         raise SystemExit(f"{a.new_config} has no [[colocate]]")
     cluster = ClusterMap(a.seed, a.user, a.password)
@@ -158,7 +112,7 @@ def main():
         return {k for k in keys if families.stored(k) is not None}
 
     try:
-        found = [k for m in cluster.masters for k in scan_all(cluster.conn(m))
+        found = [k for m in cluster.masters for k in scan(cluster.conn(m))
                  if families.stored(k) is not None]
         moved |= set(found)
         log(f"copying {copy(found, families, cluster)} family keys to their stored names")

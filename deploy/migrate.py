@@ -17,7 +17,8 @@ What it does:
     clients' sockets) and answers once the old server has run everything it was sent; a
     PUBLISH on the old server then marks the end of its notifications, and the last written
     keys are copied;
- 5. installs the new config file (`--new-config`, cluster mode) over the one slotgate reads
+ 5. installs the new config file (`--new-config`, cluster mode, with key families if any: their
+    keys were copied under their stored names) over the one slotgate reads
     and reloads it (`POST /reload`), waits until slotgate's topology shows the cluster's
     masters, and resumes the clients (`POST /resume`): what waited, and everything after, is
     read and sent to the cluster.
@@ -34,6 +35,7 @@ Only Python's standard library is used. Database 0 only (a cluster has no other)
 import argparse
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -132,6 +134,46 @@ def key_slot(key):
     return crc16(key) % 16384
 
 
+class Families:
+    """The families slotgate reads from a config file: which family holds a key, first match."""
+
+    def __init__(self, described):
+        self.families = []
+        for f in described:
+            regexes = [re.compile(b"".join(
+                b".*" if c == ord("*") else b"." if c == ord("?") else re.escape(bytes([c]))
+                for c in k.encode()) + b"\\Z", re.S) for k in f["keys"]]
+            self.families.append((f["name"].encode(), regexes))
+
+    @staticmethod
+    def of(slotgate, config):
+        """The families of a config file, as slotgate reads them (`slotgate --families`)."""
+        out = subprocess.run([slotgate, "--families", config], capture_output=True, text=True)
+        if out.returncode != 0:
+            raise SystemExit(f"{slotgate} --families {config}: {out.stderr.strip()}")
+        return Families(json.loads(out.stdout)["families"])
+
+    def family_of(self, key):
+        for name, regexes in self.families:
+            if any(r.match(key) for r in regexes):
+                return name
+        return None
+
+    def stored(self, key):
+        """The stored name of a family key; None for a key in no family or a stored name."""
+        if self.restore(key) is not None:
+            return None
+        name = self.family_of(key)
+        return None if name is None else b"{" + name + b"}" + key
+
+    def restore(self, key):
+        for name, _ in self.families:
+            tag = b"{" + name + b"}"
+            if key.startswith(tag) and self.family_of(key[len(tag):]) == name:
+                return key[len(tag):]
+        return None
+
+
 class ClusterMap:
     """Which cluster master owns each slot (CLUSTER SLOTS), with a connection to each."""
 
@@ -193,8 +235,10 @@ class Watcher(threading.Thread):
         return keys
 
 
-def copy_keys(keys, old, cluster, batch=500):
-    """Copies `keys` from the old server to the cluster (deleting those gone): how many."""
+def copy_keys(keys, old, cluster, families=None, batch=500):
+    """Copies `keys` from the old server to the cluster (deleting those gone): how many. A key
+    of a key family goes to its stored name, and a copy under its own name (the import's) is
+    deleted."""
     keys = list(keys)
     for i in range(0, len(keys), batch):
         part = keys[i : i + batch]
@@ -205,16 +249,29 @@ def copy_keys(keys, old, cluster, batch=500):
             for r in (dump, pttl):
                 if isinstance(r, RedisError):
                     raise SystemExit(f"reading {k!r} from the old server: {r}")
+            target = (families.stored(k) if families else None) or k
             if dump is None or pttl == -2:
-                cmd = ("DEL", k)
+                cmd = ("DEL", target)
             else:
-                cmd = ("RESTORE", k, max(pttl, 0), dump, "REPLACE")
-            by_node.setdefault(cluster.owner[key_slot(k)], []).append(cmd)
+                cmd = ("RESTORE", target, max(pttl, 0), dump, "REPLACE")
+            by_node.setdefault(cluster.owner[key_slot(target)], []).append(cmd)
+            if target != k:
+                by_node.setdefault(cluster.owner[key_slot(k)], []).append(("DEL", k))
         for addr, cmds in by_node.items():
             for cmd, r in zip(cmds, cluster.conn(addr).pipeline(cmds)):
                 if isinstance(r, RedisError):
                     raise SystemExit(f"writing {cmd[1]!r} to {addr}: {r}")
     return len(keys)
+
+
+def scan(conn):
+    """Every key of database 0 of `conn`'s server."""
+    cursor, keys = b"0", []
+    while True:
+        cursor, found = conn.call("SCAN", cursor, "COUNT", 1000)
+        keys.extend(found)
+        if cursor == b"0":
+            return keys
 
 
 class Admin:
@@ -270,10 +327,17 @@ def main():
                    help="empty the cluster first (FLUSHALL on every master): after an attempt that failed")
     p.add_argument("--pause-ms", type=int, default=10000, help="the pause's upper bound")
     p.add_argument("--settle", type=int, default=100, help="dirty keys left to pause at")
+    p.add_argument("--slotgate", default="slotgate",
+                   help="the slotgate binary, which reads --new-config's key families")
     a = p.parse_args()
     if not a.token:
         raise SystemExit("--token (or SLOTGATE_ADMIN_TOKEN) is needed: slotgate's admin.token")
 
+    # The new config is checked first (as slotgate reads it); its key families' keys go to the
+    # cluster under their stored names.
+    families = Families.of(a.slotgate, a.new_config)
+    if not families.families:
+        families = None
     old = Conn(a.old, a.from_user, a.from_password)
     keyspace = old.call("INFO", "keyspace").decode()
     others = [l.split(":")[0] for l in keyspace.splitlines() if l.startswith("db") and not l.startswith("db0:")]
@@ -317,9 +381,13 @@ def main():
         out = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if out.returncode != 0 or "[ERR]" in out.stdout:
             raise SystemExit(f"redis-cli --cluster import failed:\n{out.stdout}{out.stderr}")
+        if families:
+            # The import copied every key under its own name: the families' go to theirs.
+            found = [k for k in scan(old) if families.stored(k) is not None]
+            log(f"moved {copy_keys(found, old, cluster, families)} keys into their families")
         for round_ in range(20):
             keys = watcher.take()
-            copy_keys(keys, old, cluster)
+            copy_keys(keys, old, cluster, families)
             log(f"round {round_ + 1}: copied {len(keys)} keys written during the copy")
             if len(keys) <= a.settle:
                 break
@@ -336,7 +404,7 @@ def main():
         old.call("PUBLISH", fence, "end")
         if not watcher.fenced.wait(5) or watcher.failed:
             raise SystemExit(f"the keyspace watch did not see the fence: {watcher.failed}")
-        last = copy_keys(watcher.take(), old, cluster)
+        last = copy_keys(watcher.take(), old, cluster, families)
         if time.monotonic() - started > limit * 0.5:
             raise SystemExit("the last copy took more than half the pause: try again when the load is lower")
         install(a.new_config, a.config)
@@ -344,7 +412,8 @@ def main():
         status, body = admin.request("POST", "/reload")
         if status != 200:
             raise SystemExit(f"slotgate did not reload ({status}): {body.strip()}")
-        deadline = started + limit
+        # Before the pause's own limit: the old server must not get requests meanwhile.
+        deadline = started + limit * 0.8
         while admin.masters() != cluster.masters:
             if time.monotonic() > deadline:
                 raise SystemExit(f"slotgate still routes to {admin.masters()}")

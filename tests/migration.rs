@@ -145,6 +145,7 @@ fn migrate(
             "--new-config",
             new_config,
         ])
+        .args(["--slotgate", env!("CARGO_BIN_EXE_slotgate")])
         .output()
         .unwrap()
 }
@@ -183,7 +184,11 @@ fn a_single_server_is_migrated_to_a_cluster_under_load_with_every_key_and_no_cli
         seeds.join(", ")
     );
     let new_file = TempConf::new(&cluster_conf);
-    let broken_file = TempConf::new(&cluster_conf.replace("mode = \"cluster\"", "mode = \"ring\""));
+    // A cluster that does not answer: the switch never happens.
+    let nowhere = format!("seeds = [\"127.0.0.1:{}\"]", support::free_port());
+    let dead_file = TempConf::new(&format!(
+        "mode = \"cluster\"\n{nowhere}\nconfig_check_ms = 0\n{admin_conf}"
+    ));
     let proxy = Proxy::spawn(&["--config".into(), file.path().into()]);
 
     // The application's data, written through slotgate to the old server.
@@ -243,15 +248,31 @@ fn a_single_server_is_migrated_to_a_cluster_under_load_with_every_key_and_no_cli
         .collect();
     std::thread::sleep(Duration::from_millis(300));
 
-    // A first attempt whose new config does not validate: slotgate goes back to the old
-    // server, which still has every write.
-    let out = migrate(&old, &cluster, admin, file.path(), broken_file.path(), &[]);
+    // A first attempt whose new config names a cluster that does not answer: the script puts
+    // the old config back and slotgate goes back to the old server, which has every write.
+    let out = migrate(
+        &old,
+        &cluster,
+        admin,
+        file.path(),
+        dead_file.path(),
+        &["--pause-ms", "1500"],
+    );
     let said = text(&out);
     assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("old config file put back and reloaded (200)"),
+        "{said}"
+    );
     assert!(
         said.contains("slotgate resumed on the old server (200)"),
         "{said}"
     );
+    // A new config that does not validate is refused before anything starts.
+    let broken = TempConf::new("mode = \"ring\"\n");
+    let out = migrate(&old, &cluster, admin, file.path(), broken.path(), &[]);
+    let said = text(&out);
+    assert!(!out.status.success() && said.contains("'ring'"), "{said}");
     let mut oc = old.conn();
     let calls_before: u64 = old.calls("set");
     std::thread::sleep(Duration::from_millis(300));
@@ -268,6 +289,7 @@ fn a_single_server_is_migrated_to_a_cluster_under_load_with_every_key_and_no_cli
         !out.status.success() && said.contains("--flush-cluster"),
         "{said}"
     );
+    let log_before = proxy.log().len();
     let out = migrate(
         &old,
         &cluster,
@@ -300,7 +322,7 @@ fn a_single_server_is_migrated_to_a_cluster_under_load_with_every_key_and_no_cli
     );
     assert!(proxy.log().contains("clients paused by the operator"));
     assert!(
-        !proxy.log().contains("ended by its limit"),
+        !proxy.log()[log_before..].contains("ended by its limit"),
         "the script resumed the clients"
     );
 
@@ -511,4 +533,103 @@ fn a_pause_holds_every_request_until_it_ends() {
     assert_eq!(status, 400);
     let (status, body) = support::http(admin, "POST", "/resume", Some(TOKEN));
     assert_eq!((status, body.trim()), (200, r#"{"resumed":false}"#));
+}
+
+/// The migration applies the new config's key families as it imports: an RQ application's
+/// keys arrive under their stored names, writes made meanwhile too, and the family's multi-key
+/// commands work on the cluster from the first request after the switch.
+#[test]
+fn a_migration_applies_the_key_families_of_the_new_config() {
+    let old = Redis::start(&[]);
+    let cluster = Cluster::start(3, 0);
+    let admin = support::free_port();
+    let admin_conf = format!("[admin]\nlisten = \"127.0.0.1:{admin}\"\ntoken = \"{TOKEN}\"\n");
+    let file = TempConf::new(&format!(
+        "mode = \"standalone\"\nserver = \"{}\"\nconfig_check_ms = 0\n{admin_conf}",
+        old.addr()
+    ));
+    let seeds: Vec<String> = cluster.seeds().iter().map(|s| format!("\"{s}\"")).collect();
+    let new_file = TempConf::new(&format!(
+        "mode = \"cluster\"\nseeds = [{}]\nconfig_check_ms = 0\n{admin_conf}[[colocate]]\npreset = \"rq\"\n",
+        seeds.join(", ")
+    ));
+    let proxy = Proxy::spawn(&["--config".into(), file.path().into()]);
+    let mut c = proxy.conn();
+    for i in 0..100 {
+        let () = redis::cmd("SET")
+            .arg(format!("rq:job:{i}"))
+            .arg(i)
+            .arg("EX")
+            .arg(3600)
+            .query(&mut c)
+            .unwrap();
+        let () = redis::cmd("SET")
+            .arg(format!("plain:{i}"))
+            .arg(i)
+            .query(&mut c)
+            .unwrap();
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let pusher = {
+        let (stop, url) = (stop.clone(), proxy.url());
+        std::thread::spawn(move || {
+            let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+            let (mut errors, mut acked) = (Vec::new(), 0u64);
+            while !stop.load(Ordering::Relaxed) {
+                match redis::cmd("RPUSH")
+                    .arg("rq:queue:default")
+                    .arg(acked)
+                    .query::<u64>(&mut c)
+                {
+                    Ok(_) => acked += 1,
+                    Err(e) => errors.push(e.to_string()),
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            (errors, acked)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let out = migrate(&old, &cluster, admin, file.path(), new_file.path(), &[]);
+    let said = text(&out);
+    eprintln!("{said}");
+    assert!(out.status.success(), "{said}");
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let (errors, acked) = pusher.join().unwrap();
+    assert!(errors.is_empty(), "{errors:?}");
+
+    let mut stored = Vec::new();
+    for m in cluster.masters() {
+        let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut m.conn()).unwrap();
+        stored.extend(keys);
+    }
+    let untagged: Vec<&String> = stored.iter().filter(|k| k.starts_with("rq:")).collect();
+    assert!(untagged.is_empty(), "{untagged:?}");
+    assert_eq!(
+        stored
+            .iter()
+            .filter(|k| k.starts_with("{rq}rq:job:"))
+            .count(),
+        100
+    );
+    assert_eq!(
+        stored.iter().filter(|k| k.starts_with("plain:")).count(),
+        100
+    );
+    let len: u64 = redis::cmd("LLEN")
+        .arg("rq:queue:default")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(len, acked, "every push is on the cluster");
+    let ttl: i64 = redis::cmd("PTTL").arg("rq:job:7").query(&mut c).unwrap();
+    assert!(ttl > 3_000_000, "{ttl}");
+    let moved: Option<String> = redis::cmd("LMOVE")
+        .arg("rq:queue:default")
+        .arg("rq:queue:other")
+        .arg("LEFT")
+        .arg("LEFT")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(moved.as_deref(), Some("0"));
 }
