@@ -140,11 +140,7 @@ fn celery_and_rq_run_unchanged_in_front_of_a_cluster_with_their_presets() {
     assert!(ok, "{out}");
 
     // On the cluster the families' keys are stored under their tags, none under its own name.
-    let mut stored = Vec::new();
-    for m in cluster.masters() {
-        let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut m.conn()).unwrap();
-        stored.extend(keys);
-    }
+    let stored = cluster.all_keys();
     assert!(
         stored.iter().any(|k| k == "{celery}_kombu.binding.celery"),
         "{stored:?}"
@@ -486,24 +482,7 @@ fn existing_keys_join_their_family_under_load() {
     }
 
     // On the cluster: every rq key under its tag, none under its own name.
-    let mut stored = Vec::new();
-    for m in cluster.masters() {
-        let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut m.conn()).unwrap();
-        stored.extend(keys);
-    }
-    let untagged: Vec<&String> = stored.iter().filter(|k| k.starts_with("rq:")).collect();
-    assert!(untagged.is_empty(), "{untagged:?}");
-    assert_eq!(
-        stored
-            .iter()
-            .filter(|k| k.starts_with("{rq}rq:job:"))
-            .count(),
-        200
-    );
-    assert_eq!(
-        stored.iter().filter(|k| k.starts_with("plain:")).count(),
-        200
-    );
+    cluster.assert_in_family("rq", "rq:", "rq:job:", 200, 200);
     // Through slotgate: every write there, TTLs kept.
     let len: u64 = redis::cmd("LLEN")
         .arg("rq:queue:default")

@@ -599,24 +599,7 @@ fn a_migration_applies_the_key_families_of_the_new_config() {
     let (errors, acked) = pusher.join().unwrap();
     assert!(errors.is_empty(), "{errors:?}");
 
-    let mut stored = Vec::new();
-    for m in cluster.masters() {
-        let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut m.conn()).unwrap();
-        stored.extend(keys);
-    }
-    let untagged: Vec<&String> = stored.iter().filter(|k| k.starts_with("rq:")).collect();
-    assert!(untagged.is_empty(), "{untagged:?}");
-    assert_eq!(
-        stored
-            .iter()
-            .filter(|k| k.starts_with("{rq}rq:job:"))
-            .count(),
-        100
-    );
-    assert_eq!(
-        stored.iter().filter(|k| k.starts_with("plain:")).count(),
-        100
-    );
+    cluster.assert_in_family("rq", "rq:", "rq:job:", 100, 100);
     let len: u64 = redis::cmd("LLEN")
         .arg("rq:queue:default")
         .query(&mut c)

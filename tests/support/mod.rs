@@ -429,6 +429,42 @@ impl Cluster {
         owners
     }
 
+    /// Every key on every master (`KEYS *` on each), as stored.
+    pub fn all_keys(&self) -> Vec<String> {
+        let mut all = Vec::new();
+        for m in self.masters() {
+            let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut m.conn()).unwrap();
+            all.extend(keys);
+        }
+        all
+    }
+
+    /// Asserts that the keys of `prefix` are all stored under `{family}` (none left under their
+    /// own names), `jobs` of them starting with `{family}{jobs_prefix}`, with `plain` keys of
+    /// `plain:` beside them.
+    pub fn assert_in_family(
+        &self,
+        family: &str,
+        prefix: &str,
+        jobs_prefix: &str,
+        jobs: usize,
+        plain: usize,
+    ) {
+        let stored = self.all_keys();
+        let untagged: Vec<&String> = stored.iter().filter(|k| k.starts_with(prefix)).collect();
+        assert!(untagged.is_empty(), "{untagged:?}");
+        let tagged = format!("{{{family}}}{jobs_prefix}");
+        assert_eq!(
+            stored.iter().filter(|k| k.starts_with(&tagged)).count(),
+            jobs,
+            "{stored:?}"
+        );
+        assert_eq!(
+            stored.iter().filter(|k| k.starts_with("plain:")).count(),
+            plain
+        );
+    }
+
     /// The node that serves `slot` as master now.
     /// The slot of `key`, as the cluster computes it (`CLUSTER KEYSLOT`).
     pub fn keyslot(&self, key: &str) -> u16 {
