@@ -286,9 +286,9 @@ pub struct Node {
     /// that they subscribe again where the topology in force says (after a failover, a
     /// migration or a reload of the backends' settings).
     retiring: tokio_util::sync::CancellationToken,
-    /// A master Sentinel is failing over away from, or one a migration is moving away from
-    /// ([`Node::pause`]): sends fail fast and unsent ([`BackendError::FailingOver`]), so the
-    /// sessions' failover hold keeps them for the new master.
+    /// A master Sentinel is failing over away from ([`Node::pause`]): sends fail fast and
+    /// unsent ([`BackendError::FailingOver`]), so the sessions' failover hold keeps them for
+    /// the new master.
     paused: AtomicBool,
     /// Pauses begun, so that a pause's timer ends only its own pause.
     pauses: AtomicU64,
@@ -513,11 +513,11 @@ impl Node {
 
     /// Stops sending to this master for at most `limit`: Sentinel is failing it over (it has
     /// chosen the replica to promote), and a write it took from now on would be dropped when it
-    /// is demoted; or a migration (`POST /pause`) copies its last writes away. Sends fail fast
-    /// and unsent until [`Self::resume`], the limit, or the node's retirement (the new master is
-    /// published; the old one is a new `Node` if it is ever a master again). Sessions send
-    /// nothing on their private connections to it meanwhile (a blocking command or a WATCH
-    /// fails with [`BackendError::FailingOver`]: it cannot be held, being tied to this node).
+    /// is demoted. Sends fail fast and unsent until [`Self::resume`], the limit, or the node's
+    /// retirement (the new master is published; the old one is a new `Node` if it is ever a
+    /// master again). Sessions send nothing on their private connections to it meanwhile (a
+    /// blocking command or a WATCH fails with [`BackendError::FailingOver`]: it cannot be held,
+    /// being tied to this node).
     pub fn pause(self: &Arc<Self>, limit: Duration) {
         let pause = self.pauses.fetch_add(1, Ordering::Relaxed) + 1;
         self.paused.store(true, Ordering::Release);
@@ -545,9 +545,9 @@ impl Node {
 
     /// Waits until every request queued on this node's shared connections before the call
     /// has been answered (or has failed): a `PING` goes through each connection, in order
-    /// behind what it holds, also while the node is paused. With the node paused, nothing
-    /// reaches it through them afterwards, so once this returns `true` the node has run
-    /// everything slotgate sent it on them. `false` when `limit` passed first.
+    /// behind what it holds, also while the node is paused. With the clients paused
+    /// (`POST /pause`), nothing reaches it afterwards, so once this returns `true` the node has
+    /// run everything slotgate sent it on them. `false` when `limit` passed first.
     pub async fn barrier(&self, limit: Duration) -> bool {
         const PING: &[u8] = b"*1\r\n$4\r\nPING\r\n";
         let (tx, mut rx) = mailbox::channel();

@@ -108,7 +108,7 @@ impl Session {
                     // The WATCH lives on one private connection; if that is gone, so is the
                     // WATCH, and running the transaction would ignore it: answer as a failed
                     // WATCH does, with a null reply, and let the client retry. So too when its
-                    // node is paused (a failover or a migration is moving its slots away):
+                    // node is paused (Sentinel is failing it over):
                     // the transaction cannot run there, and nowhere else under the WATCH.
                     let holder = self
                         .route(w)
