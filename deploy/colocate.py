@@ -32,40 +32,13 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from migrate import Admin, ClusterMap, Conn, Families, RedisError, Watcher, install, key_slot, scan  # noqa: E402
+from migrate import Admin, ClusterMap, Conn, Families, KeyWatch, install, key_slot, roll_back, scan, transfer  # noqa: E402
 
 START = time.monotonic()
 
 
 def log(msg):
     print(f"colocate: {time.monotonic() - START:7.3f}s {msg}", flush=True)
-
-
-def copy(keys, families, cluster, batch=500):
-    """Copies `keys` (family keys under their own names) to their stored names: how many."""
-    keys = [k for k in keys if families.stored(k) is not None]
-    for i in range(0, len(keys), batch):
-        part = keys[i:i + batch]
-        by_owner = {}
-        for k in part:
-            by_owner.setdefault(cluster.owner[key_slot(k)], []).append(k)
-        writes = {}
-        for addr, ks in by_owner.items():
-            replies = cluster.conn(addr).pipeline([c for k in ks for c in (("DUMP", k), ("PTTL", k))])
-            for j, k in enumerate(ks):
-                dump, pttl = replies[2 * j], replies[2 * j + 1]
-                for r in (dump, pttl):
-                    if isinstance(r, RedisError):
-                        raise SystemExit(f"reading {k!r} on {addr}: {r}")
-                target = families.stored(k)
-                cmd = ("DEL", target) if dump is None or pttl == -2 else \
-                    ("RESTORE", target, max(pttl, 0), dump, "REPLACE")
-                writes.setdefault(cluster.owner[key_slot(target)], []).append(cmd)
-        for addr, cmds in writes.items():
-            for cmd, r in zip(cmds, cluster.conn(addr).pipeline(cmds)):
-                if isinstance(r, RedisError):
-                    raise SystemExit(f"writing {cmd[1]!r} to {addr}: {r}")
-    return len(keys)
 
 
 def main():
@@ -89,37 +62,30 @@ def main():
     cluster = ClusterMap(a.seed, a.user, a.password)
     admin = Admin(a.admin, a.token)
 
-    notify = {}
-    watchers = {}
     fence = f"slotgate-colocate-fence-{os.getpid()}-{time.time_ns()}"
-    for m in cluster.masters:
-        c = cluster.conn(m)
-        notify[m] = c.call("CONFIG", "GET", "notify-keyspace-events")[1].decode()
-        c.call("CONFIG", "SET", "notify-keyspace-events", "".join(sorted(set(notify[m]) | set("KA"))))
-        watchers[m] = Watcher(Conn(m, a.user, a.password), fence)
-        watchers[m].start()
+    watch = KeyWatch({m: (lambda m=m: Conn(m, a.user, a.password)) for m in cluster.masters}, fence)
     with open(a.config, "rb") as f:
         before = f.read()
     paused = installed = False
     moved = set()
 
     def dirty():
-        keys = set()
-        for w in watchers.values():
-            if w.failed:
-                raise SystemExit(f"a keyspace watch failed: {w.failed}")
-            keys |= w.take()
-        return {k for k in keys if families.stored(k) is not None}
+        return {k for k in watch.take() if families.stored(k) is not None}
+
+    def copy(keys):
+        # Read where the key is now; its old copy stays until slotgate no longer uses it.
+        owner = lambda k: cluster.conn(cluster.owner[key_slot(k)])  # noqa: E731
+        return transfer(keys, owner, families.stored, cluster)
 
     try:
         found = [k for m in cluster.masters for k in scan(cluster.conn(m))
                  if families.stored(k) is not None]
         moved |= set(found)
-        log(f"copying {copy(found, families, cluster)} family keys to their stored names")
+        log(f"copying {copy(found)} family keys to their stored names")
         for round_ in range(20):
             keys = dirty()
             moved |= keys
-            copy(keys, families, cluster)
+            copy(keys)
             log(f"round {round_ + 1}: copied {len(keys)} family keys written during the copy")
             if len(keys) <= a.settle:
                 break
@@ -129,14 +95,10 @@ def main():
             raise SystemExit(f"slotgate did not pause ({status}): {body.strip()}")
         paused = True
         limit = json.loads(body)["ms"] / 1000.0
-        for m in cluster.masters:
-            cluster.conn(m).call("PUBLISH", fence, "end")
-        for m, w in watchers.items():
-            if not w.fenced.wait(5) or w.failed:
-                raise SystemExit(f"the keyspace watch of {m} did not see the fence: {w.failed}")
+        watch.fenced()
         keys = dirty()
         moved |= keys
-        last = copy(keys, families, cluster)
+        last = copy(keys)
         if time.monotonic() - started > limit * 0.5:
             raise SystemExit("the last copy took more than half the pause: try again when the load is lower")
         install(a.new_config, a.config)
@@ -149,21 +111,10 @@ def main():
         log(f"families in use: {last} keys copied while paused, clients waited "
             f"{(time.monotonic() - started) * 1000:.0f} ms")
     except BaseException:
-        if installed:
-            with open(a.config, "wb") as f:
-                f.write(before)
-            status, body = admin.request("POST", "/reload")
-            log(f"the old config file put back and reloaded ({status}): {body.strip()}")
-        if paused:
-            status, body = admin.request("POST", "/resume")
-            log(f"slotgate resumed under the old names ({status}): {body.strip()}")
+        roll_back(admin, a.config, before, installed, paused, "under the old names")
         raise
     finally:
-        for m, flags in notify.items():
-            try:
-                cluster.conn(m).call("CONFIG", "SET", "notify-keyspace-events", flags)
-            except (OSError, ConnectionError, RedisError) as e:
-                log(f"could not put notify-keyspace-events back on {m}: {e}")
+        watch.close()
     # Nobody asks for the old names through slotgate any more.
     gone = 0
     for k in moved:

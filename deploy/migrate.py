@@ -200,7 +200,8 @@ class ClusterMap:
 
 
 class Watcher(threading.Thread):
-    """Collects the keys the old server reports as written, until stopped."""
+    """Collects the keys a server reports as written (keyspace notifications), and sees the
+    fence: the end of what was written before it."""
 
     def __init__(self, conn, fence):
         super().__init__(daemon=True)
@@ -235,29 +236,74 @@ class Watcher(threading.Thread):
         return keys
 
 
-def copy_keys(keys, old, cluster, families=None, batch=500):
-    """Copies `keys` from the old server to the cluster (deleting those gone): how many. A key
-    of a key family goes to its stored name, and a copy under its own name (the import's) is
-    deleted."""
+class KeyWatch:
+    """The keys written on `servers` (address -> a function opening a connection to it) from
+    now on: keyspace notifications (`KA`) turned on on each (their setting put back by
+    `close`), and a `Watcher` per server."""
+
+    def __init__(self, servers, fence):
+        self.fence = fence
+        self.conns, self.notify, self.watchers = {}, {}, {}
+        for addr, connect in servers.items():
+            c = self.conns[addr] = connect()
+            self.notify[addr] = c.call("CONFIG", "GET", "notify-keyspace-events")[1].decode()
+            flags = "".join(sorted(set(self.notify[addr]) | set("KA")))
+            c.call("CONFIG", "SET", "notify-keyspace-events", flags)
+            self.watchers[addr] = Watcher(connect(), fence)
+            self.watchers[addr].start()
+
+    def take(self):
+        """The keys written since the last call."""
+        keys = set()
+        for addr, w in self.watchers.items():
+            if w.failed:
+                raise SystemExit(f"the keyspace watch of {addr} failed: {w.failed}")
+            keys |= w.take()
+        return keys
+
+    def fenced(self):
+        """Marks the end of every server's notifications, and waits until each was seen: what
+        `take` returns from then on holds every write made before."""
+        for c in self.conns.values():
+            c.call("PUBLISH", self.fence, "end")
+        for addr, w in self.watchers.items():
+            if not w.fenced.wait(5) or w.failed:
+                raise SystemExit(f"the keyspace watch of {addr} did not see the fence: {w.failed}")
+
+    def close(self):
+        for addr, flags in self.notify.items():
+            try:
+                self.conns[addr].call("CONFIG", "SET", "notify-keyspace-events", flags)
+            except (OSError, ConnectionError, RedisError) as e:
+                log(f"could not put notify-keyspace-events back on {addr}: {e}")
+
+
+def transfer(keys, source, target, cluster, drop_copy=False, batch=500):
+    """Copies `keys` to the cluster under the names `target(key)` gives (DUMP where
+    `source(key)`, a connection, holds it; RESTORE ... REPLACE with its TTL on the master of the
+    target's slot; a key gone there is deleted): how many. With `drop_copy`, a copy under the
+    key's own name on the cluster (the import's) is deleted when the target is another name."""
     keys = list(keys)
     for i in range(0, len(keys), batch):
-        part = keys[i : i + batch]
-        replies = old.pipeline([c for k in part for c in (("DUMP", k), ("PTTL", k))])
-        by_node = {}
-        for j, k in enumerate(part):
-            dump, pttl = replies[2 * j], replies[2 * j + 1]
-            for r in (dump, pttl):
-                if isinstance(r, RedisError):
-                    raise SystemExit(f"reading {k!r} from the old server: {r}")
-            target = (families.stored(k) if families else None) or k
-            if dump is None or pttl == -2:
-                cmd = ("DEL", target)
-            else:
-                cmd = ("RESTORE", target, max(pttl, 0), dump, "REPLACE")
-            by_node.setdefault(cluster.owner[key_slot(target)], []).append(cmd)
-            if target != k:
-                by_node.setdefault(cluster.owner[key_slot(k)], []).append(("DEL", k))
-        for addr, cmds in by_node.items():
+        by_source = {}
+        for k in keys[i : i + batch]:
+            conn = source(k)
+            by_source.setdefault(id(conn), (conn, []))[1].append(k)
+        writes = {}
+        for conn, ks in by_source.values():
+            replies = conn.pipeline([c for k in ks for c in (("DUMP", k), ("PTTL", k))])
+            for j, k in enumerate(ks):
+                dump, pttl = replies[2 * j], replies[2 * j + 1]
+                for r in (dump, pttl):
+                    if isinstance(r, RedisError):
+                        raise SystemExit(f"reading {k!r} from {conn.addr}: {r}")
+                name = target(k)
+                cmd = ("DEL", name) if dump is None or pttl == -2 else \
+                    ("RESTORE", name, max(pttl, 0), dump, "REPLACE")
+                writes.setdefault(cluster.owner[key_slot(name)], []).append(cmd)
+                if drop_copy and name != k:
+                    writes.setdefault(cluster.owner[key_slot(k)], []).append(("DEL", k))
+        for addr, cmds in writes.items():
             for cmd, r in zip(cmds, cluster.conn(addr).pipeline(cmds)):
                 if isinstance(r, RedisError):
                     raise SystemExit(f"writing {cmd[1]!r} to {addr}: {r}")
@@ -311,6 +357,19 @@ def install(new_config, config):
     os.replace(tmp, config)
 
 
+def roll_back(admin, config, before, installed, paused, where):
+    """After a failure: the old config file back and read again (when the new one was put in
+    place), and the clients resumed (when paused), on `where`."""
+    if installed:
+        with open(config, "wb") as f:
+            f.write(before)
+        status, body = admin.request("POST", "/reload")
+        log(f"the old config file put back and reloaded ({status}): {body.strip()}")
+    if paused:
+        status, body = admin.request("POST", "/resume")
+        log(f"slotgate resumed {where} ({status}): {body.strip()}")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--from", dest="old", required=True, help="the old server, host:port")
@@ -356,12 +415,15 @@ def main():
     if admin.masters() != [a.old]:
         log(f"note: slotgate's masters are {admin.masters()}, not [{a.old}]")
 
-    notify = old.call("CONFIG", "GET", "notify-keyspace-events")[1].decode()
-    flags = "".join(sorted(set(notify) | set("KA")))
-    old.call("CONFIG", "SET", "notify-keyspace-events", flags)
     fence = f"slotgate-migrate-fence-{os.getpid()}-{time.time_ns()}"
-    watcher = Watcher(Conn(a.old, a.from_user, a.from_password), fence)
-    watcher.start()
+    watch = KeyWatch({a.old: lambda: Conn(a.old, a.from_user, a.from_password)}, fence)
+
+    def copy_keys(keys):
+        # A family key to its stored name, the import's copy under its own name deleted.
+        def target(k):
+            return (families.stored(k) if families else None) or k
+        return transfer(keys, lambda _: old, target, cluster, drop_copy=True)
+
     with open(a.config, "rb") as f:
         before = f.read()
     paused = installed = False
@@ -384,15 +446,13 @@ def main():
         if families:
             # The import copied every key under its own name: the families' go to theirs.
             found = [k for k in scan(old) if families.stored(k) is not None]
-            log(f"moved {copy_keys(found, old, cluster, families)} keys into their families")
+            log(f"moved {copy_keys(found)} keys into their families")
         for round_ in range(20):
-            keys = watcher.take()
-            copy_keys(keys, old, cluster, families)
+            keys = watch.take()
+            copy_keys(keys)
             log(f"round {round_ + 1}: copied {len(keys)} keys written during the copy")
             if len(keys) <= a.settle:
                 break
-        if watcher.failed:
-            raise SystemExit(f"the keyspace watch failed: {watcher.failed}")
 
         started = time.monotonic()
         status, body = admin.request("POST", f"/pause?ms={a.pause_ms}")
@@ -401,10 +461,8 @@ def main():
         paused = True
         limit = json.loads(body)["ms"] / 1000.0
         log(f"slotgate paused {json.loads(body)['paused']} for at most {limit:.1f} s")
-        old.call("PUBLISH", fence, "end")
-        if not watcher.fenced.wait(5) or watcher.failed:
-            raise SystemExit(f"the keyspace watch did not see the fence: {watcher.failed}")
-        last = copy_keys(watcher.take(), old, cluster, families)
+        watch.fenced()
+        last = copy_keys(watch.take())
         if time.monotonic() - started > limit * 0.5:
             raise SystemExit("the last copy took more than half the pause: try again when the load is lower")
         install(a.new_config, a.config)
@@ -425,21 +483,10 @@ def main():
         log(f"switched: {last} keys copied while paused, requests held "
             f"{(time.monotonic() - started) * 1000:.0f} ms; slotgate routes to {cluster.masters}")
     except BaseException:
-        if installed:
-            # Back to the old server: its config file again, read again.
-            with open(a.config, "wb") as f:
-                f.write(before)
-            status, body = admin.request("POST", "/reload")
-            log(f"the old config file put back and reloaded ({status}): {body.strip()}")
-        if paused:
-            status, body = admin.request("POST", "/resume")
-            log(f"slotgate resumed on the old server ({status}): {body.strip()}")
+        roll_back(admin, a.config, before, installed, paused, "on the old server")
         raise
     finally:
-        try:
-            Conn(a.old, a.from_user, a.from_password).call("CONFIG", "SET", "notify-keyspace-events", notify)
-        except (OSError, ConnectionError, RedisError) as e:
-            log(f"could not put notify-keyspace-events back to {notify!r}: {e}")
+        watch.close()
     log(f"done: the old server {a.old} keeps its data; nothing is sent to it any more")
 
 

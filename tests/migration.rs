@@ -168,8 +168,18 @@ fn text(out: &std::process::Output) -> String {
     )
 }
 
-#[test]
-fn a_single_server_is_migrated_to_a_cluster_under_load_with_every_key_and_no_client_error() {
+/// Before a migration: the old server, the new 3-master cluster, slotgate's config file in
+/// front of the server (with an admin listener) and the cluster's config (without a file).
+struct Before {
+    old: Redis,
+    cluster: Cluster,
+    admin: u16,
+    admin_conf: String,
+    file: TempConf,
+    cluster_conf: String,
+}
+
+fn before() -> Before {
     let old = Redis::start(&[]);
     let cluster = Cluster::start(3, 0);
     let admin = support::free_port();
@@ -183,6 +193,26 @@ fn a_single_server_is_migrated_to_a_cluster_under_load_with_every_key_and_no_cli
         "mode = \"cluster\"\nseeds = [{}]\nconfig_check_ms = 0\n{admin_conf}",
         seeds.join(", ")
     );
+    Before {
+        old,
+        cluster,
+        admin,
+        admin_conf,
+        file,
+        cluster_conf,
+    }
+}
+
+#[test]
+fn a_single_server_is_migrated_to_a_cluster_under_load_with_every_key_and_no_client_error() {
+    let Before {
+        old,
+        cluster,
+        admin,
+        admin_conf,
+        file,
+        cluster_conf,
+    } = before();
     let new_file = TempConf::new(&cluster_conf);
     // A cluster that does not answer: the switch never happens.
     let nowhere = format!("seeds = [\"127.0.0.1:{}\"]", support::free_port());
@@ -540,19 +570,15 @@ fn a_pause_holds_every_request_until_it_ends() {
 /// commands work on the cluster from the first request after the switch.
 #[test]
 fn a_migration_applies_the_key_families_of_the_new_config() {
-    let old = Redis::start(&[]);
-    let cluster = Cluster::start(3, 0);
-    let admin = support::free_port();
-    let admin_conf = format!("[admin]\nlisten = \"127.0.0.1:{admin}\"\ntoken = \"{TOKEN}\"\n");
-    let file = TempConf::new(&format!(
-        "mode = \"standalone\"\nserver = \"{}\"\nconfig_check_ms = 0\n{admin_conf}",
-        old.addr()
-    ));
-    let seeds: Vec<String> = cluster.seeds().iter().map(|s| format!("\"{s}\"")).collect();
-    let new_file = TempConf::new(&format!(
-        "mode = \"cluster\"\nseeds = [{}]\nconfig_check_ms = 0\n{admin_conf}[[colocate]]\npreset = \"rq\"\n",
-        seeds.join(", ")
-    ));
+    let Before {
+        old,
+        cluster,
+        admin,
+        file,
+        cluster_conf,
+        ..
+    } = before();
+    let new_file = TempConf::new(&format!("{cluster_conf}[[colocate]]\npreset = \"rq\"\n"));
     let proxy = Proxy::spawn(&["--config".into(), file.path().into()]);
     let mut c = proxy.conn();
     for i in 0..100 {

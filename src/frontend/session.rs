@@ -874,26 +874,12 @@ impl Session {
             return self.push_error("CLUSTERDOWN The cluster is down");
         }
         let dialect = self.client.dialect();
-        let targets: Vec<(Arc<Node>, Bytes)> = frames
+        let parts: SmallVec<[PartState; 1]> = frames
             .iter()
-            .flat_map(|f| masters.iter().map(move |m| (m.clone(), f.clone())))
-            .collect();
-        let parts: SmallVec<[PartState; 1]> = targets
-            .iter()
+            .flat_map(|f| masters.iter().map(move |m| (m, f)))
             .map(|(m, f)| PartState::new(f.clone(), command, None, Some(m.clone()), dialect))
             .collect();
-        let gather = Gather::new(parts.len());
-        self.push_waiting(
-            Combine::AllMasters(Box::new(Fanout {
-                merge: Merge::Concat,
-                gather,
-                _links: Vec::new(),
-            })),
-            parts,
-        );
-        for (i, (m, f)) in targets.into_iter().enumerate() {
-            self.send_to(&m, tag(seq, i), f, false, Via::shared(dialect));
-        }
+        self.send_fanout(seq, Merge::Concat, parts);
     }
 
     /// The reply of the request at `seq`, if it is a single part still waiting, goes through
@@ -1431,7 +1417,18 @@ impl Session {
         if merge == Merge::AnyOk {
             return self.kill_on_every_master(seq, &masters, frame, parts, gather);
         }
-        let frames: SmallVec<[Bytes; 8]> = parts.iter().map(|p| p.request.clone()).collect();
+        self.send_fanout(seq, merge, parts);
+    }
+
+    /// Queues the place of a fan-out whose `parts` each name their node, then sends each part
+    /// there on the shared connections.
+    fn send_fanout(&mut self, seq: u64, merge: Merge, parts: SmallVec<[PartState; 1]>) {
+        let dialect = self.client.dialect();
+        let targets: SmallVec<[(Option<Arc<Node>>, Bytes); 8]> = parts
+            .iter()
+            .map(|p| (p.node.clone(), p.request.clone()))
+            .collect();
+        let gather = Gather::new(parts.len());
         self.push_waiting(
             Combine::AllMasters(Box::new(Fanout {
                 merge,
@@ -1440,8 +1437,11 @@ impl Session {
             })),
             parts,
         );
-        for (i, (m, f)) in masters.iter().zip(frames).enumerate() {
-            self.send_to(m, tag(seq, i), f, false, Via::shared(dialect));
+        for (i, (node, frame)) in targets.into_iter().enumerate() {
+            match node {
+                Some(m) => self.send_to(&m, tag(seq, i), frame, false, Via::shared(dialect)),
+                None => self.fail_part(tag(seq, i), "CLUSTERDOWN The cluster is down"),
+            }
         }
     }
 
