@@ -303,6 +303,62 @@ impl Families {
         Some(name)
     }
 
+    /// A SORT `BY` or `GET` pattern (`weight_*`, `job:*->status`) as stored: the tag of the
+    /// family in front, when every key the pattern can form (its `*` replaced by an element)
+    /// is that family's; `None` otherwise (`#`, a pattern without `*`, which reads no key, or
+    /// keys that may be in no family or in another), and the pattern is sent as it is. Redis
+    /// forms `prefix<element>postfix`, with `->field` after the `*` naming a hash field.
+    pub fn stored_pattern(&self, pattern: &[u8]) -> Option<Vec<u8>> {
+        let star = pattern.iter().position(|&b| b == b'*')?;
+        let f = self.holding_every(pattern.get(..star)?)?;
+        Some([f.tag.as_slice(), pattern].concat())
+    }
+
+    /// A glob over key names (Redis' syntax, as a keyspace notification pattern names keys)
+    /// as stored: a plain name as [`Self::stored`] stores it, a glob with the tag of the family
+    /// in front when every key it can match is that family's; `None` otherwise.
+    pub fn stored_glob(&self, glob: &[u8]) -> Option<Vec<u8>> {
+        let Some(at) = glob
+            .iter()
+            .position(|b| matches!(b, b'*' | b'?' | b'[' | b'\\'))
+        else {
+            return self.stored(glob);
+        };
+        let f = self.holding_every(glob.get(..at)?)?;
+        Some([f.tag.as_slice(), glob].concat())
+    }
+
+    /// The application's glob for a glob [`Self::stored_glob`] made; `None` for any other.
+    pub fn restore_glob<'a>(&self, stored: &'a [u8]) -> Option<&'a [u8]> {
+        if stored.first() != Some(&b'{') {
+            return None;
+        }
+        self.families.iter().find_map(|f| {
+            let rest = stored.strip_prefix(f.tag.as_slice())?;
+            (self.stored_glob(rest).as_deref() == Some(stored)).then_some(rest)
+        })
+    }
+
+    /// The family that holds every key starting with `literal`: one of its prefixes starts it,
+    /// and no family before it (the first that holds a key is its family) may hold one.
+    fn holding_every(&self, literal: &[u8]) -> Option<&Family> {
+        let at = self.families.iter().position(|f| {
+            f.patterns
+                .iter()
+                .any(|p| matches!(p, Pattern::Prefix(q) if literal.starts_with(q)))
+        })?;
+        let claims = |p: &Pattern| match p {
+            Pattern::Exact(x) => x.starts_with(literal),
+            Pattern::Prefix(q) => q.starts_with(literal) || literal.starts_with(q),
+            Pattern::Glob(_) => true,
+        };
+        let earlier = self.families.get(..at)?;
+        if earlier.iter().any(|g| g.patterns.iter().any(claims)) {
+            return None;
+        }
+        self.families.get(at)
+    }
+
     /// The application's name for a stored name: the tag taken off when the rest is a key its
     /// family holds (a name [`Self::stored`] made); `None` for any other name, left as it is.
     pub fn restore<'a>(&self, stored: &'a [u8]) -> Option<&'a [u8]> {
@@ -317,9 +373,92 @@ impl Families {
     }
 }
 
+/// Where a command's reply carries key names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyNames {
+    /// The first element of an array (BLPOP, BZPOPMIN, BLMPOP, LMPOP ...).
+    First,
+    /// Every element of an array (KEYS).
+    All,
+    /// The second element of SCAN's reply, an array of names.
+    Scan,
+    /// The reply itself (RANDOMKEY).
+    One,
+    /// The stream names of XREAD and XREADGROUP: an array of `[name, entries]` pairs (RESP2)
+    /// or a map from name to entries (RESP3).
+    Streams,
+    /// A script's or function's reply (EVAL, FCALL ...): it names no key, but Redis' refusal
+    /// of a key the script built itself (which slotgate cannot rename into its family) is
+    /// told why.
+    Script,
+}
+
+/// Which names the reply of the command called `name` carries, if any.
+pub fn reply_names(name: &str) -> Option<ReplyNames> {
+    match name {
+        "blpop" | "brpop" | "bzpopmin" | "bzpopmax" | "blmpop" | "bzmpop" | "lmpop" | "zmpop" => {
+            Some(ReplyNames::First)
+        }
+        "keys" => Some(ReplyNames::All),
+        "scan" => Some(ReplyNames::Scan),
+        "randomkey" => Some(ReplyNames::One),
+        "xread" | "xreadgroup" => Some(ReplyNames::Streams),
+        "eval" | "evalsha" | "eval_ro" | "evalsha_ro" | "fcall" | "fcall_ro" => {
+            Some(ReplyNames::Script)
+        }
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn should_store_a_glob_only_when_every_key_it_matches_is_in_one_family() {
+        let f = families(&[("rq", Some("rq"), &[]), ("celery", Some("celery"), &[])]);
+        for (glob, stored) in [
+            (&b"rq:*"[..], &b"{rq}rq:*"[..]),
+            (b"rq:job:?", b"{rq}rq:job:?"),
+            (b"rq:[ab]*", b"{rq}rq:[ab]*"),
+            (b"celery", b"{celery}celery"),
+            (b"_kombu.binding.x*", b"{celery}_kombu.binding.x*"),
+        ] {
+            assert_eq!(f.stored_glob(glob).as_deref(), Some(stored), "{glob:?}");
+            assert_eq!(f.restore_glob(stored), Some(glob), "{stored:?}");
+        }
+        // Globs that may match keys of no family: as they are, and never restored.
+        for glob in [&b"*"[..], b"r*", b"celery*", b"x", b"[r]q:*"] {
+            assert_eq!(f.stored_glob(glob), None, "{glob:?}");
+        }
+        assert_eq!(f.restore_glob(b"{rq}x*"), None);
+        assert_eq!(f.restore_glob(b"rq:*"), None);
+    }
+
+    #[test]
+    fn should_store_a_sort_pattern_only_when_every_key_it_forms_is_in_one_family() {
+        let f = families(&[("jobs", None, &["job:*", "lock"]), ("rq", Some("rq"), &[])]);
+        assert_eq!(
+            f.stored_pattern(b"rq:job:*->status").as_deref(),
+            Some(&b"{rq}rq:job:*->status"[..])
+        );
+        assert_eq!(
+            f.stored_pattern(b"job:w_*").as_deref(),
+            Some(&b"{jobs}job:w_*"[..])
+        );
+        // `#`, a fixed key (no `*`), keys outside any family, or a prefix shorter than the
+        // family's: sent as they are.
+        for p in [&b"#"[..], b"rq:job:1", b"weight_*", b"r*", b"jo*"] {
+            assert_eq!(f.stored_pattern(p), None, "{p:?}");
+        }
+        // An earlier family that may hold some of the formed keys: not rewritten.
+        let g = families(&[("a", None, &["rq:job:7"]), ("rq", Some("rq"), &[])]);
+        assert_eq!(g.stored_pattern(b"rq:job:*"), None);
+        assert_eq!(
+            g.stored_pattern(b"rq:queue:*").as_deref(),
+            Some(&b"{rq}rq:queue:*"[..])
+        );
+    }
 
     fn families(specs: &[(&str, Option<&str>, &[&str])]) -> Families {
         let specs: Vec<FamilySpec> = specs

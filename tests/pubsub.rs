@@ -18,15 +18,7 @@ use redis_protocol::resp2::types::OwnedFrame;
 use support::{Cluster, Proxy, read_reply};
 
 fn texts(f: &OwnedFrame) -> Vec<String> {
-    match f {
-        OwnedFrame::Array(a) => a.iter().flat_map(texts).collect(),
-        OwnedFrame::BulkString(b) | OwnedFrame::SimpleString(b) => {
-            vec![String::from_utf8_lossy(b).into_owned()]
-        }
-        OwnedFrame::Integer(i) => vec![i.to_string()],
-        OwnedFrame::Null => vec!["(nil)".into()],
-        OwnedFrame::Error(e) => vec![format!("ERR:{e}")],
-    }
+    support::frame_texts(f)
 }
 
 fn send(s: &mut TcpStream, line: &str) {

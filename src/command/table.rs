@@ -867,14 +867,25 @@ impl Table {
             "# Commands through slotgate\n\n\
              Generated from slotgate's command table (`slotgate --commands`); do not edit by hand.\n\
              The table is derived from Redis 7.0's own `COMMAND` output.\n\n\
-             Under key families (`[[colocate]]`, README \"Key families\"), every argument a \
-             command's key specs name as a key is renamed as stored (`{family}name`), and \
-             the key names in the replies of BLPOP, BRPOP, BZPOPMIN, BZPOPMAX, BLMPOP, BZMPOP, \
-             LMPOP, ZMPOP, KEYS, SCAN, RANDOMKEY, XREAD and XREADGROUP are restored; KEYS and \
-             SCAN patterns match the application's names. Not rewritten: SORT's BY and GET \
-             patterns, key names inside MULTI/EXEC replies, keyspace notification channels, \
-             and key names a Lua script or function builds itself (Redis then refuses the key \
-             as undeclared or in another slot).\n\n\
+             Under key families (`[[colocate]]`, README \"Key families\"), a key of a family is \
+             renamed as stored (`{family}name`) wherever a command names it: every argument \
+             its key specs call a key, SORT's STORE key and its BY and GET patterns when every \
+             key a pattern forms is one family's (Redis Cluster refuses BY and GET patterns \
+             itself; they work in standalone and Sentinel modes), and the keyspace \
+             notification channels and patterns of SUBSCRIBE, PSUBSCRIBE and their \
+             unsubscribes. Key names are restored in the replies of BLPOP, BRPOP, BZPOPMIN, \
+             BZPOPMAX, BLMPOP, BZMPOP, LMPOP, ZMPOP, KEYS, SCAN, RANDOMKEY, XREAD and \
+             XREADGROUP, inside EXEC's reply too, and in keyspace notifications (channel, \
+             pattern, and the key a keyevent message carries); KEYS and SCAN patterns match \
+             the application's names. `tests/family_commands.rs` runs every command that \
+             names keys on a family's keys and compares the replies with a single \
+             redis-server's. Not rewritten: a keyspace pattern that may match keys outside \
+             one family (`__keyspace@0__:*` is sent as it is and its messages' channels are \
+             restored; `__keyspace@0__:r*` misses the keys of the `rq` family), shard channels \
+             (no keys), and key names a Lua script or function builds itself: Redis refuses \
+             one in another node's slot, and slotgate adds to that error that the key was not \
+             renamed into its family and belongs in KEYS; one of the same node is read under \
+             its own name, which holds nothing.\n\n\
              | command | arity | flags | what slotgate does |\n|---|---|---|---|\n",
         );
         for (name, route, spec) in rows {

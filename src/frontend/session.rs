@@ -857,7 +857,7 @@ impl Session {
             Some((plain, pattern)) if direct => (plain, Some(pattern)),
             _ => (req, None),
         };
-        let restore_at = colocate::reply_names(entry.spec.name).map(|_| self.next_seq());
+        let restore_at = crate::families::reply_names(entry.spec.name).map(|_| self.next_seq());
         self.route_request(entry, req);
         if let Some(seq) = restore_at {
             self.restore_names_of(seq, matching);
@@ -899,6 +899,23 @@ impl Session {
                 *combine = Combine::ScanMatch(Box::new((index, masters, p)));
             }
             _ => {}
+        }
+    }
+
+    /// EXEC's reply at `seq`, if it is still waiting, has the key names of the elements
+    /// `names` lists restored (`colocate::restore_exec`).
+    #[cold]
+    #[inline(never)]
+    pub(super) fn restore_exec_names(
+        &mut self,
+        seq: u64,
+        names: Vec<(u32, crate::families::ReplyNames)>,
+    ) {
+        if let Some(QueuePlace::Waiting { combine, .. }) =
+            self.queue.get_mut(seq.wrapping_sub(self.base) as usize)
+            && matches!(combine, Combine::Single)
+        {
+            *combine = Combine::RestoreExec(Box::new(place::ExecNames(names)));
         }
     }
 
@@ -1596,7 +1613,7 @@ impl Session {
             .zip(parts.first())
             .and_then(|(f, p)| {
                 let name = self.ctx.table.name_of(p.command)?;
-                Some((f.clone(), colocate::reply_names(name)?))
+                Some((f.clone(), crate::families::reply_names(name)?))
             });
         let matching = match &*combine {
             Combine::Restore(Some(p)) => Some((**p).clone()),
@@ -1611,6 +1628,10 @@ impl Session {
         };
         let done = match combine {
             Combine::Single | Combine::Restore(_) => reply,
+            Combine::RestoreExec(elements) => match &self.client.config.families {
+                Some(families) => colocate::restore_exec(families, &elements.0, reply),
+                None => reply,
+            },
             Combine::ScanMatch(m) => {
                 let mut b = BytesMut::new();
                 multi::rewrite_scan_reply(&reply, m.0 as usize, m.1 as usize, &mut b);

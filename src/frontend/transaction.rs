@@ -7,6 +7,8 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::families::ReplyNames;
+
 const MULTI: &[u8] = b"*1\r\n$5\r\nMULTI\r\n";
 const EXEC: &[u8] = b"*1\r\n$4\r\nEXEC\r\n";
 
@@ -17,6 +19,20 @@ pub struct Transaction {
     count: u32,
     slot: Option<u16>,
     aborted: bool,
+    /// The queued commands whose replies name keys of key families, by their place in the
+    /// queue: their names are restored in EXEC's reply.
+    names: Vec<(u32, ReplyNames)>,
+}
+
+/// What EXEC sends, and how its reply is read.
+#[derive(Debug)]
+pub struct Exec {
+    /// `MULTI`, the queued commands, `EXEC`: one frame.
+    pub frame: Bytes,
+    /// How many replies precede EXEC's own (MULTI's `+OK` and one `+QUEUED` per command).
+    pub skip: u32,
+    /// Elements of EXEC's reply that name keys of key families, by place.
+    pub names: Vec<(u32, ReplyNames)>,
 }
 
 /// Why a command cannot join the transaction.
@@ -56,20 +72,27 @@ impl Transaction {
         }
     }
 
-    /// Appends one command's wire bytes.
-    pub fn queue(&mut self, raw: &[u8]) {
+    /// Appends one command's wire bytes; `names` says where its reply names keys of key
+    /// families.
+    pub fn queue(&mut self, raw: &[u8], names: Option<ReplyNames>) {
+        if let Some(n) = names {
+            self.names.push((self.count, n));
+        }
         self.frames.put_slice(raw);
         self.count += 1;
     }
 
-    /// The frame to send at EXEC, and how many replies precede EXEC's own (MULTI's `+OK` and
-    /// one `+QUEUED` per command).
-    pub fn into_exec(self) -> (Bytes, u32) {
+    /// What to send at EXEC.
+    pub fn into_exec(self) -> Exec {
         let mut b = BytesMut::with_capacity(MULTI.len() + self.frames.len() + EXEC.len());
         b.put_slice(MULTI);
         b.put_slice(&self.frames);
         b.put_slice(EXEC);
-        (b.freeze(), self.count + 1)
+        Exec {
+            frame: b.freeze(),
+            skip: self.count + 1,
+            names: self.names,
+        }
     }
 }
 
@@ -80,13 +103,17 @@ mod tests {
     #[test]
     fn should_wrap_queued_commands_in_one_multi_exec_frame() {
         let mut t = Transaction::default();
-        t.queue(b"*2\r\n$4\r\nINCR\r\n$1\r\na\r\n");
-        t.queue(b"*2\r\n$3\r\nGET\r\n$1\r\na\r\n");
-        let (frame, skip) = t.into_exec();
-        assert_eq!(skip, 3);
+        t.queue(b"*2\r\n$4\r\nINCR\r\n$1\r\na\r\n", None);
+        t.queue(
+            b"*3\r\n$5\r\nBLPOP\r\n$1\r\na\r\n$1\r\n0\r\n",
+            Some(ReplyNames::First),
+        );
+        let exec = t.into_exec();
+        assert_eq!(exec.skip, 3);
+        assert_eq!(exec.names, vec![(1, ReplyNames::First)]);
         assert_eq!(
-            &frame[..],
-            b"*1\r\n$5\r\nMULTI\r\n*2\r\n$4\r\nINCR\r\n$1\r\na\r\n*2\r\n$3\r\nGET\r\n$1\r\na\r\n*1\r\n$4\r\nEXEC\r\n"
+            &exec.frame[..],
+            b"*1\r\n$5\r\nMULTI\r\n*2\r\n$4\r\nINCR\r\n$1\r\na\r\n*3\r\n$5\r\nBLPOP\r\n$1\r\na\r\n$1\r\n0\r\n*1\r\n$4\r\nEXEC\r\n"
         );
     }
 

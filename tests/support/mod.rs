@@ -662,6 +662,20 @@ impl Drop for Proxy {
     }
 }
 
+/// A RESP2 frame's strings, integers, nulls and errors in order, arrays flattened.
+pub fn frame_texts(f: &redis_protocol::resp2::types::OwnedFrame) -> Vec<String> {
+    use redis_protocol::resp2::types::OwnedFrame;
+    match f {
+        OwnedFrame::Array(a) => a.iter().flat_map(frame_texts).collect(),
+        OwnedFrame::BulkString(b) | OwnedFrame::SimpleString(b) => {
+            vec![String::from_utf8_lossy(b).into_owned()]
+        }
+        OwnedFrame::Integer(i) => vec![i.to_string()],
+        OwnedFrame::Null => vec!["(nil)".into()],
+        OwnedFrame::Error(e) => vec![format!("ERR:{e}")],
+    }
+}
+
 /// Reads exactly one RESP reply off a raw socket (test-side decoding via redis-protocol).
 pub fn read_reply(
     s: &mut TcpStream,

@@ -56,6 +56,10 @@ impl Session {
             }
             _ => None,
         };
+        // Under key families, the key names this command's reply carries are restored in
+        // EXEC's reply.
+        let names =
+            (self.client.config.families.as_ref()).and_then(|_| crate::families::reply_names(name));
         let watched = self.watching.flatten();
         let Some(txn) = &mut self.txn else { return };
         let conflict = txn
@@ -72,7 +76,7 @@ impl Session {
                 slots: format!("{a}, {b}"),
             });
         }
-        txn.queue(req.raw());
+        txn.queue(req.raw(), names);
         let mut b = BytesMut::new();
         encode::simple(&mut b, "QUEUED");
         self.push_ready(b.freeze());
@@ -103,8 +107,10 @@ impl Session {
                         .push_error("EXECABORT Transaction discarded because of previous errors.");
                 }
                 let slot = txn.slot().or(watched.flatten());
-                let (frame, skip) = txn.into_exec();
-                if let Some(w) = watched {
+                let exec = txn.into_exec();
+                // The place EXEC's reply takes.
+                let seq = self.next_seq();
+                let via = if let Some(w) = watched {
                     // The WATCH lives on one private connection; if that is gone, so is the
                     // WATCH, and running the transaction would ignore it: answer as a failed
                     // WATCH does, with a null reply, and let the client retry. So too when its
@@ -123,25 +129,15 @@ impl Session {
                         encode::null_array(&mut b, self.client.proto);
                         return self.push_ready(b.freeze());
                     }
-                    return self.send_single_via(
-                        entry.id,
-                        frame,
-                        slot,
-                        Via {
-                            skip,
-                            ..Via::private(self.client.dialect())
-                        },
-                    );
+                    Via::private(self.client.dialect())
+                } else {
+                    Via::shared(self.client.dialect())
+                };
+                let skip = exec.skip;
+                self.send_single_via(entry.id, exec.frame, slot, Via { skip, ..via });
+                if !exec.names.is_empty() {
+                    self.restore_exec_names(seq, exec.names);
                 }
-                self.send_single_via(
-                    entry.id,
-                    frame,
-                    slot,
-                    Via {
-                        skip,
-                        ..Via::shared(self.client.dialect())
-                    },
-                );
             }
             Txn::Discard => {
                 if self.txn.take().is_none() {

@@ -151,6 +151,9 @@ pub(super) enum Combine {
     /// names (`colocate`); with a pattern, a SCAN sent without its MATCH, whose restored names
     /// are matched here.
     Restore(Option<Box<Bytes>>),
+    /// EXEC under key families: the key names in the replies of the queued commands at these
+    /// places restored.
+    RestoreExec(Box<ExecNames>),
     /// A SCAN step under key families sent without its MATCH: its cursor rewritten as
     /// [`Combine::Scan`]'s, its names restored, then matched against the pattern.
     ScanMatch(Box<(u32, u32, Bytes)>),
@@ -164,6 +167,11 @@ pub(super) enum Combine {
         masters: u32,
     },
 }
+
+/// The elements of EXEC's reply that carry key names (by place among the queued commands),
+/// and where each carries them. Boxed in [`Combine`] as a thin pointer.
+#[derive(Debug)]
+pub(super) struct ExecNames(pub(super) Vec<(u32, crate::families::ReplyNames)>);
 
 /// A multi-key command split per slot.
 #[derive(Debug)]
@@ -231,6 +239,7 @@ impl Combine {
             Combine::AllMasters(f) => f.gather.answered(part),
             Combine::Single
             | Combine::Restore(_)
+            | Combine::RestoreExec(_)
             | Combine::ScanMatch(_)
             | Combine::Eval
             | Combine::Scan { .. } => false,

@@ -322,6 +322,11 @@ impl Session {
     /// Appends a subscriber connection's frame to the reply queue (after every reply to an
     /// earlier request).
     fn push_frame(&mut self, frame: Bytes) {
+        // Key names in keyspace notifications as the application knows them.
+        let frame = match &self.client.config.families {
+            Some(families) => super::colocate::restore_event(families, frame),
+            None => frame,
+        };
         // A subscriber that does not read its messages is disconnected, as Redis does with
         // `client-output-buffer-limit pubsub`: messages must not pile up without bound.
         if self.out.len() > PUBSUB_OUTPUT_LIMIT || self.queue.len() > PUBSUB_BACKLOG_LIMIT {
