@@ -12,7 +12,14 @@ request, and for slotgate the requests per backend write (INFO proxy). At pipeli
 is also driven through its Unix socket (`sg-unix`), as a sidecar's application would. Each scenario runs
 --repeat times, the proxies in turn; medians are printed. Every process it starts is stopped.
 
-    cargo build --release && python3 benches/p1.py [--requests N] [--repeat K] [--record]
+    cargo build --release && python3 benches/p1.py [--requests N] [--repeat K] [--record] [--ceiling]
+
+With --ceiling it also builds and drives `benches/forwarder` (its own package, never part of
+slotgate) three ways in front of one of the standalone servers: a byte forwarder, one backend
+connection per client and no parsing, on tokio (epoll, as slotgate's workers: `fwd-tokio`), on
+io_uring (`fwd-uring`), and on io_uring set up for one thread (`fwd-defer`: SINGLE_ISSUER,
+DEFER_TASKRUN, COOP_TASKRUN). What the io_uring forwarders save against the tokio one is about
+what an io_uring path could save slotgate's socket work.
 
 Needs `perf` and `nutcracker` (apt-get install linux-perf nutcracker), and root or
 perf_event_paranoid <= 1 for the tracepoints.
@@ -31,6 +38,7 @@ EVENTS = {
     "writev": "syscalls:sys_enter_writev",
     "sendto": "syscalls:sys_enter_sendto",
     "epoll_wait": "syscalls:sys_enter_epoll_wait",
+    "uring_enter": "syscalls:sys_enter_io_uring_enter",
 }
 
 
@@ -110,6 +118,8 @@ def main():
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--base-port", type=int, default=7500)
     ap.add_argument("--binary", default="target/release/slotgate")
+    ap.add_argument("--ceiling", action="store_true",
+                    help="also drive benches/forwarder on tokio and on io_uring")
     ap.add_argument("--record", action="store_true",
                     help="also `perf record` each proxy through one GET P1 run: top symbols")
     opts = ap.parse_args()
@@ -159,6 +169,20 @@ def main():
         procs.append(twemproxy)
         wait_ping(sg_port)
         wait_ping(tw_port)
+        forwarders = []
+        if opts.ceiling:
+            here = os.path.dirname(os.path.abspath(__file__))
+            subprocess.run(["cargo", "build", "--release", "-q", "--manifest-path",
+                            os.path.join(here, "forwarder", "Cargo.toml")], check=True)
+            fwd = os.path.join(here, "forwarder", "target", "release", "slotgate-forwarder")
+            for i, mode in enumerate(["tokio", "uring", "uring-defer"]):
+                port = base + 53 + i
+                proc = subprocess.Popen([fwd, "--mode", mode, "--listen", f"127.0.0.1:{port}",
+                                         "--backend", f"127.0.0.1:{plain_ports[0]}"])
+                procs.append(proc)
+                wait_ping(port)
+                name = {"tokio": "fwd-tokio", "uring": "fwd-uring", "uring-defer": "fwd-defer"}
+                forwarders.append((name[mode], port, proc.pid, [pids[plain_ports[0]]]))
 
         n = opts.requests
         mget = ["MGET"] + [f"key{i}:__rand_int__" for i in range(10)]
@@ -173,11 +197,12 @@ def main():
         proxies = [("slotgate", sg_port, slotgate.pid, [pids[p] for p in cluster_ports]),
                    ("twemproxy", tw_port, twemproxy.pid, [pids[p] for p in plain_ports]),
                    # A sidecar's application on the same host: no TCP on the client's side.
-                   ("sg-unix", sock, slotgate.pid, [pids[p] for p in cluster_ports])]
+                   ("sg-unix", sock, slotgate.pid, [pids[p] for p in cluster_ports])] \
+            + forwarders
         print(f"p1 profile: 50 clients, 64-byte values, medians of {opts.repeat} runs, "
               f"{os.cpu_count()} CPUs; per request: CPU in us, events as counts")
         cols = ["rps", "p50", "p99", "user_us", "sys_us", "redis_us", "cs", "sys",
-                "read", "recvfrom", "write", "writev", "sendto", "epoll_wait"]
+                "read", "recvfrom", "write", "writev", "sendto", "epoll_wait", "uring_enter"]
         print(f"{'scenario':<11} {'proxy':<10} " + " ".join(f"{c:>9}" for c in cols)
               + f" {'req/bwrite':>10}")
         med = statistics.median

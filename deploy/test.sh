@@ -57,6 +57,9 @@ cargo --version
 echo "== format and lints"
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
+# The benchmarks' io_uring forwarder (benches/p1.py --ceiling), a package of its own.
+cargo fmt --check --manifest-path benches/forwarder/Cargo.toml
+cargo clippy --locked --manifest-path benches/forwarder/Cargo.toml -- -D warnings
 
 echo "== tests (unit, end to end against real Redis)"
 cargo test --locked --no-fail-fast
