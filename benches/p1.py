@@ -14,7 +14,7 @@ is also driven through its Unix socket (`sg-unix`), as a sidecar's application w
 
     cargo build --release && python3 benches/p1.py [--requests N] [--repeat K] [--record] [--ceiling]
 
-With --ceiling it also builds and drives `benches/forwarder` (its own package, never part of
+With --ceiling it also drives slotgate with `--io uring` (`sg-uring`), and builds and drives `benches/forwarder` (its own package, never part of
 slotgate) three ways in front of one of the standalone servers: a byte forwarder, one backend
 connection per client and no parsing, on tokio (epoll, as slotgate's workers: `fwd-tokio`), on
 io_uring (`fwd-uring`), and on io_uring set up for one thread (`fwd-defer`: SINGLE_ISSUER,
@@ -171,6 +171,15 @@ def main():
         wait_ping(tw_port)
         forwarders = []
         if opts.ceiling:
+            # slotgate again, its plaintext TCP sockets on io_uring (`--io uring`).
+            sg_uring = subprocess.Popen([opts.binary, "--listen", f"127.0.0.1:{base + 56}",
+                                         "--seed", f"127.0.0.1:{base}", "--log", "warn",
+                                         "--threads", "1", "--io", "uring"],
+                                        stderr=open(os.path.join(work, "sg-uring.log"), "w"))
+            procs.append(sg_uring)
+            wait_ping(base + 56)
+            forwarders.append(("sg-uring", base + 56, sg_uring.pid,
+                               [pids[p] for p in cluster_ports]))
             here = os.path.dirname(os.path.abspath(__file__))
             subprocess.run(["cargo", "build", "--release", "-q", "--manifest-path",
                             os.path.join(here, "forwarder", "Cargo.toml")], check=True)
@@ -211,26 +220,26 @@ def main():
                 record(work, pname, port, pid, scenarios[0][1], n)
         for name, args, count in scenarios:
             results = {p[0]: [] for p in proxies}
-            batch = []
+            batch = {}
             for _ in range(max(1, opts.repeat)):
                 for pname, port, pid, redis in proxies:
                     if pname == "sg-unix" and "P1" not in name:
                         continue
-                    if pname == "slotgate":
+                    if pname in ("slotgate", "sg-uring"):
                         before = sh("redis-cli", "-p", str(port), "info", "proxy")
                     results[pname].append(run(port, args, count, pid, redis))
-                    if pname == "slotgate":
+                    if pname in ("slotgate", "sg-uring"):
                         after = sh("redis-cli", "-p", str(port), "info", "proxy")
                         field = lambda t, k: int(next(  # noqa: E731
                             l.split(":")[1] for l in t.splitlines() if l.startswith(k + ":")))
                         reqs = field(after, "backend_requests") - field(before, "backend_requests")
                         writes = field(after, "backend_writes") - field(before, "backend_writes")
-                        batch.append(reqs / max(1, writes))
+                        batch.setdefault(pname, []).append(reqs / max(1, writes))
             for pname, _, _, _ in proxies:
                 if not results[pname]:
                     continue
                 r = {c: med(x[c] for x in results[pname]) for c in cols}
-                extra = f" {med(batch):>10.2f}" if pname == "slotgate" else f" {'-':>10}"
+                extra = f" {med(batch[pname]):>10.2f}" if pname in batch else f" {'-':>10}"
                 print(f"{name:<11} {pname:<10} {r['rps']:>9.0f} " + " ".join(
                     f"{r[c]:>9.3f}" for c in cols[1:]) + extra, flush=True)
     finally:

@@ -64,6 +64,11 @@ cargo clippy --locked --manifest-path benches/forwarder/Cargo.toml -- -D warning
 echo "== tests (unit, end to end against real Redis)"
 cargo test --locked --no-fail-fast
 
+echo "== end-to-end tests again with io = \"uring\" (SLOTGATE_IO: every slotgate they start)"
+SLOTGATE_IO=uring cargo test --locked --no-fail-fast --test io_uring --test routing \
+  --test commands --test pubsub --test transactions_blocking --test client_memory \
+  --test reload --test failover --test clients --test family_commands
+
 echo "== alert rules and Prometheus config"
 "$PROMTOOL" check rules deploy/observability/slotgate-alerts.yml
 "$PROMTOOL" check config deploy/observability/prometheus.yml

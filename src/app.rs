@@ -199,6 +199,12 @@ pub async fn start(
             }
         },
     };
+    if config.io == crate::config::IoModel::Uring {
+        match crate::uring::enable() {
+            Ok(()) => tracing::info!("plaintext TCP sockets on io_uring"),
+            Err(e) => warn!(error = %e, "io_uring unavailable: plaintext TCP sockets on epoll"),
+        }
+    }
     let workers = Arc::new(if config.threads <= 1 {
         Workers::single()
     } else {

@@ -19,6 +19,15 @@ use crate::topology::refresh::RefreshConfig;
 pub use file::FileConfig;
 use file::{BackendFile, BackendTlsFile, TlsFile};
 
+/// How plaintext TCP sockets (the clients' and the nodes') are driven: tokio's reactor (epoll),
+/// or one io_uring ring per worker (`crate::uring`; epoll where the kernel refuses io_uring).
+/// TLS and Unix sockets are driven by epoll either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoModel {
+    Epoll,
+    Uring,
+}
+
 /// Everything slotgate runs with.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -30,6 +39,8 @@ pub struct Config {
     pub log: String,
     /// Runtime worker threads; 1 means a single-threaded runtime.
     pub threads: usize,
+    /// How plaintext TCP sockets are driven (decided at start).
+    pub io: IoModel,
     pub session: SessionConfig,
     pub backend: BackendConfig,
     pub refresh: RefreshConfig,
@@ -222,6 +233,7 @@ pub struct Overrides {
     pub max_clients: Option<usize>,
     pub log: Option<String>,
     pub threads: Option<usize>,
+    pub io: Option<String>,
     pub admin: Option<String>,
     pub admin_tls: bool,
     pub backend_user: Option<String>,
@@ -884,6 +896,11 @@ impl Config {
                 0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
                 n if n > 256 => return Err(invalid("threads", "must be at most 256")),
                 n => n,
+            },
+            io: match o.io.clone().or(f.io.clone()).as_deref() {
+                None | Some("epoll") => IoModel::Epoll,
+                Some("uring") => IoModel::Uring,
+                Some(_) => return Err(invalid("io", "must be \"epoll\" or \"uring\"")),
             },
             session,
             backend,

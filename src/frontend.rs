@@ -533,6 +533,15 @@ async fn accept_loop(
                 Ok(stream) => {
                     let fd = stream.fd();
                     match (stream, tls) {
+                        (Accepted::Tcp(s), None) if crate::uring::enabled() => {
+                            match crate::uring::UringTcp::from_tokio(s) {
+                                Ok(s) => Some((client_stream::ClientStream::Uring(s), fd, None)),
+                                Err(e) => {
+                                    warn!(error = %e, "cannot put the client on io_uring");
+                                    None
+                                }
+                            }
+                        }
                         (Accepted::Tcp(s), None) => {
                             Some((client_stream::ClientStream::Tcp(s), fd, None))
                         }

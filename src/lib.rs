@@ -47,5 +47,6 @@ pub mod reload;
 pub mod router;
 pub mod tls;
 pub mod topology;
+pub mod uring;
 pub mod workers;
 pub mod zones;

@@ -76,6 +76,11 @@ struct Cli {
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
 
+    /// How plaintext TCP sockets are driven: "epoll" (default) or "uring" (one io_uring ring per
+    /// worker; epoll, with a log line, where the kernel refuses io_uring).
+    #[arg(long, value_name = "epoll|uring", env = "SLOTGATE_IO")]
+    io: Option<String>,
+
     /// Admin HTTP listener: /metrics, /health, /ready, /topology.
     #[arg(long, value_name = "IP:PORT", env = "SLOTGATE_ADMIN")]
     admin: Option<String>,
@@ -223,6 +228,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         max_clients: cli.max_clients,
         log: cli.log,
         threads: cli.threads,
+        io: cli.io,
         admin: cli.admin,
         admin_tls: cli.admin_tls,
         backend_user: cli.backend_user,

@@ -100,6 +100,7 @@ pub fn plan(
         "unix_socket",
     );
     fixed(of.threads != nf.threads, "threads");
+    fixed(of.io != nf.io, "io");
     fixed(of.config_check_ms != nf.config_check_ms, "config_check_ms");
     let source_changed = oc.backend_mode != nc.backend_mode
         || of.sentinel_username != nf.sentinel_username
@@ -188,6 +189,7 @@ pub fn in_force(old: &FileConfig, new: &FileConfig, clients_paused: bool) -> Fil
     f.unix_socket = old.unix_socket.clone();
     f.unix_socket_perm = old.unix_socket_perm.clone();
     f.threads = old.threads;
+    f.io = old.io.clone();
     f.config_check_ms = old.config_check_ms;
     f.topology = old.topology.clone();
     f.admin = old.admin.clone();
@@ -603,6 +605,8 @@ mod tests {
         let (of, oc) = configs(BASE);
         let (nf, nc) = configs(&format!("{BASE}threads = 3\n[clients]\nmax_clients = 9\n"));
         assert_eq!(plan((&of, &oc), (&nf, &nc), false).restart, vec!["threads"]);
+        let (uf, uc) = configs(&format!("{BASE}io = \"uring\"\n"));
+        assert_eq!(plan((&of, &oc), (&uf, &uc), false).restart, vec!["io"]);
         let kept = in_force(&of, &nf, false);
         assert_eq!(kept.threads, of.threads);
         assert_eq!(kept.clients.max_clients, Some(9));

@@ -129,6 +129,9 @@ impl Connector {
             };
             let tcp = stream::connect_tcp(addr, self.connect_timeout).await?;
             let Some(tls) = &self.tls else {
+                if crate::uring::enabled() {
+                    return crate::uring::UringTcp::from_tokio(tcp).map(BackendStream::Uring);
+                }
                 return Ok(BackendStream::Tcp(tcp));
             };
             let host = match &tls.server_name {

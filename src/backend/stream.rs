@@ -20,6 +20,8 @@ pub enum Stream<T> {
     Tcp(TcpStream),
     Tls(Box<T>),
     Unix(UnixStream),
+    /// TCP through the worker's io_uring ring (`io = "uring"`).
+    Uring(crate::uring::UringTcp),
 }
 
 /// A connected backend stream.
@@ -56,6 +58,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Stream<T> {
             Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => tls_read(s.as_mut(), cx, buf),
             Stream::Unix(s) => unix_read(s, cx, buf),
+            Stream::Uring(s) => uring_read(s, cx, buf),
         }
     }
 }
@@ -71,6 +74,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Stream<T> {
             Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => tls_write(s.as_mut(), cx, buf),
             Stream::Unix(s) => unix_write(s, cx, buf),
+            Stream::Uring(s) => uring_write(s, cx, buf),
         }
     }
 
@@ -80,6 +84,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Stream<T> {
             Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
             Stream::Tls(s) => tls_flush(s.as_mut(), cx),
             Stream::Unix(_) => Poll::Ready(Ok(())),
+            Stream::Uring(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
@@ -88,6 +93,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Stream<T> {
             Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Uring(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }
@@ -129,5 +135,24 @@ fn unix_read(
 
 #[inline(never)]
 fn unix_write(s: &mut UnixStream, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    Pin::new(s).poll_write(cx, buf)
+}
+
+// The io_uring arms out of line as well.
+#[inline(never)]
+fn uring_read(
+    s: &mut crate::uring::UringTcp,
+    cx: &mut Context<'_>,
+    buf: &mut ReadBuf<'_>,
+) -> Poll<io::Result<()>> {
+    Pin::new(s).poll_read(cx, buf)
+}
+
+#[inline(never)]
+fn uring_write(
+    s: &mut crate::uring::UringTcp,
+    cx: &mut Context<'_>,
+    buf: &[u8],
+) -> Poll<io::Result<usize>> {
     Pin::new(s).poll_write(cx, buf)
 }

@@ -34,6 +34,8 @@ pub struct FileConfig {
     /// Worker threads (thread per core): 0 (default) uses one per CPU; 1 runs everything on one
     /// thread.
     pub threads: Option<usize>,
+    /// "epoll" (default) or "uring": how plaintext TCP sockets are driven (restart to change).
+    pub io: Option<String>,
     pub config_check_ms: Option<u64>,
     #[serde(default)]
     pub clients: ClientsFile,
