@@ -40,8 +40,11 @@ const RECV_BUF: usize = 16 * 1024;
 /// [`POOL_MAX`]): 4 MiB at first.
 const POOL_STEP: u16 = 256;
 
-/// Most buffers in a pool (64 MiB).
+/// Most buffers in a pool (64 MiB; one chunk in unit tests, which fill it).
+#[cfg(not(test))]
 const POOL_MAX: u16 = 4096;
+#[cfg(test)]
+const POOL_MAX: u16 = POOL_STEP;
 
 /// The buffer group receives pick from (one pool per ring).
 const GROUP: u16 = 0;
@@ -106,10 +109,13 @@ fn decode(ud: u64) -> (u32, u32, Op) {
 struct Socket {
     /// The socket: closed only when the slot is freed, after every operation completed.
     fd: OwnedFd,
-    /// Received bytes not yet read: bytes `rpos..rlen` of the pool's buffer `held`, which the
-    /// kernel picked for the receive (an idle stream holds no buffer: a receive in flight
-    /// has none until data arrives).
-    held: Option<u16>,
+    /// Received bytes not yet read: bytes `rpos..rlen` of the buffer `held` says (an idle
+    /// stream holds none: a receive in flight has no buffer until data arrives).
+    held: Option<Held>,
+    /// A buffer of the stream's own, for a receive when the pool is at its most and empty (so
+    /// that streams that hold the pool's buffers unread never stall the others): the kernel
+    /// writes into it while that receive is in flight; it is freed once read.
+    own: Option<Box<[u8]>>,
     rpos: usize,
     rlen: usize,
     /// A receive found the pool empty: it is sent again when a buffer comes back.
@@ -128,6 +134,15 @@ struct Socket {
     write_waker: Option<Waker>,
     /// The stream was dropped: the slot goes once no operation is in flight.
     dropped: bool,
+}
+
+/// Where a stream's received bytes are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Held {
+    /// Buffer `b` of the pool.
+    Pool(u16),
+    /// The stream's own buffer.
+    Own,
 }
 
 impl Socket {
@@ -174,7 +189,13 @@ impl Drop for Driver {
 
 impl Driver {
     fn new() -> io::Result<(Driver, OwnedFd)> {
-        let ring = IoUring::new(ENTRIES)?;
+        // One thread submits (`SINGLE_ISSUER`), and the kernel need not interrupt it to post
+        // completions while it runs (`COOP_TASKRUN`): it does when the thread next enters the
+        // kernel, and a sleeping thread is woken as before.
+        let ring = IoUring::builder()
+            .setup_single_issuer()
+            .setup_coop_taskrun()
+            .build(ENTRIES)?;
         let efd = rustix::event::eventfd(
             0,
             rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
@@ -207,7 +228,9 @@ impl Driver {
     fn push(&mut self, entry: io_uring::squeue::Entry) -> io::Result<()> {
         loop {
             // SAFETY: every entry queued here is one of: a receive on a `Socket`'s descriptor
-            // into a buffer the kernel picks from the pool; a send from a `Socket`'s `wbuf`; a
+            // into a buffer the kernel picks from the pool, or into the `Socket`'s `own`
+            // buffer (boxed, and freed only once that receive completed and was read); a
+            // send from a `Socket`'s `wbuf`; a
             // buffer of the pool handed to the kernel. A `Socket` leaves its slot only when it
             // has no operation in flight (`free_if_done`); its `wbuf` is refilled only when no
             // send is in flight, and a vector's heap buffer does not move when `self.slots`
@@ -245,6 +268,31 @@ impl Driver {
         .buf_group(GROUP)
         .build()
         .flags(io_uring::squeue::Flags::BUFFER_SELECT)
+        .user_data(user_data(slot, generation, Op::Recv));
+        self.push(e)
+    }
+
+    /// Whether the pool has all the buffers it may have.
+    fn pool_full(&self) -> bool {
+        self.pool.len() * usize::from(POOL_STEP) >= usize::from(POOL_MAX)
+    }
+
+    /// A receive into a buffer of the stream's own (the pool is at its most and empty).
+    fn submit_recv_own(&mut self, slot: u32, generation: u32) -> io::Result<()> {
+        let Some(s) = self.socket(slot, generation) else {
+            return Err(gone());
+        };
+        s.recv_in_flight = true;
+        s.starved = false;
+        let own = s
+            .own
+            .get_or_insert_with(|| vec![0u8; RECV_BUF].into_boxed_slice());
+        let e = opcode::Recv::new(
+            types::Fd(s.fd.as_raw_fd()),
+            own.as_mut_ptr(),
+            RECV_BUF as u32,
+        )
+        .build()
         .user_data(user_data(slot, generation, Op::Recv));
         self.push(e)
     }
@@ -356,6 +404,7 @@ impl Driver {
         }
         let (slot, generation, op) = decode(ud);
         let picked = io_uring::cqueue::buffer_select(flags);
+        let pool_full = self.pool_full();
         let Some(s) = self.socket(slot, generation) else {
             // Cannot be: a slot is freed only after its operations completed. A buffer picked
             // goes back all the same.
@@ -368,8 +417,12 @@ impl Driver {
             Op::Recv => {
                 s.recv_in_flight = false;
                 if res == -ENOBUFS && !s.dropped {
-                    // The pool is empty: this receive goes again when a buffer comes back (and
-                    // the pool grows, up to its most).
+                    // The pool is empty: it grows, and this receive goes again when it did or
+                    // a buffer comes back; at its most, into a buffer of the stream's own.
+                    if pool_full {
+                        let _ = self.submit_recv_own(slot, generation);
+                        return;
+                    }
                     s.starved = true;
                     self.starved.push((slot, generation));
                     if let Err(e) = self.grow_pool() {
@@ -381,7 +434,10 @@ impl Driver {
                 if res > 0 && s.dropped {
                     unused = picked;
                 } else if res > 0 {
-                    s.held = picked;
+                    s.held = match picked {
+                        Some(bid) => Some(Held::Pool(bid)),
+                        None => s.own.is_some().then_some(Held::Own),
+                    };
                     s.rlen = res as usize;
                     s.rpos = 0;
                 } else if res == 0 {
@@ -436,12 +492,15 @@ impl Driver {
         s.read_waker = None;
         s.write_waker = None;
         let held = s.held.take();
+        if held == Some(Held::Own) {
+            s.own = None;
+        }
         if s.recv_in_flight {
             // A receive waits for data that may never come: the socket is shut for reading,
             // which ends it; a send in flight still completes.
             let _ = rustix::net::shutdown(&s.fd, rustix::net::Shutdown::Read);
         }
-        if let Some(bid) = held {
+        if let Some(Held::Pool(bid)) = held {
             self.give_back(bid);
         }
         self.free_if_done(slot, generation);
@@ -466,6 +525,7 @@ impl Driver {
         let socket = Socket {
             fd,
             held: None,
+            own: None,
             rpos: 0,
             rlen: 0,
             starved: false,
@@ -604,20 +664,36 @@ impl AsyncRead for UringTcp {
             let Some(s) = d.socket(slot, generation) else {
                 return Poll::Ready(Err(gone()));
             };
-            if let Some(bid) = s.held {
+            if let Some(held) = s.held {
                 let (from, to) = (s.rpos, s.rlen);
                 let n = (to - from).min(buf.remaining());
                 let consumed = from + n == to;
                 let more = !s.eof && s.read_end.is_none();
                 s.rpos += n;
-                if consumed {
-                    s.held = None;
-                }
-                if let Some(bytes) = d.buffer(bid).and_then(|b| b.get(from..from + n)) {
+                let own = if held == Held::Own {
+                    s.own.as_deref().and_then(|b| b.get(from..from + n))
+                } else {
+                    None
+                };
+                if let Some(bytes) = own {
                     buf.put_slice(bytes);
                 }
                 if consumed {
-                    d.give_back(bid);
+                    s.held = None;
+                    if held == Held::Own {
+                        // Read: no receive is in flight, so the kernel no longer writes here.
+                        s.own = None;
+                    }
+                }
+                if let Held::Pool(bid) = held
+                    && let Some(bytes) = d.buffer(bid).and_then(|b| b.get(from..from + n))
+                {
+                    buf.put_slice(bytes);
+                }
+                if consumed {
+                    if let Held::Pool(bid) = held {
+                        d.give_back(bid);
+                    }
                     if more {
                         // Read ahead: the next receive is on its way while this one is parsed.
                         let _ = d.submit_recv(slot, generation);
@@ -773,6 +849,42 @@ mod tests {
         drop(theirs);
         let mut rest = Vec::new();
         assert_eq!(ours.read_to_end(&mut rest).await.unwrap(), 0);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn should_receive_into_a_buffer_of_its_own_when_the_pool_is_held() {
+        if IoUring::new(8).is_err() {
+            return;
+        }
+        let mut pairs = Vec::new();
+        for _ in 0..usize::from(POOL_MAX) + 20 {
+            pairs.push(pair().await);
+        }
+        // A receive in flight on every stream, then data for each, read by none: the pool's
+        // buffers are all held, and the last streams' receives find it empty.
+        for (ours, _) in &mut pairs {
+            let mut b = [0u8; 8];
+            let polled = tokio::time::timeout(std::time::Duration::ZERO, ours.read(&mut b));
+            assert!(polled.await.is_err());
+        }
+        for (i, (_, theirs)) in pairs.iter_mut().enumerate() {
+            theirs.write_all(format!("m{i}").as_bytes()).await.unwrap();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let own = with_driver(|d| {
+            d.slots
+                .iter()
+                .filter(|s| s.socket.as_ref().is_some_and(|s| s.held == Some(Held::Own)))
+                .count()
+        })
+        .unwrap();
+        assert!(own > 0, "no stream received into a buffer of its own");
+        // Every stream reads what its peer sent.
+        for (i, (ours, _)) in pairs.iter_mut().enumerate() {
+            let mut b = [0u8; 16];
+            let n = ours.read(&mut b).await.unwrap();
+            assert_eq!(&b[..n], format!("m{i}").as_bytes());
+        }
     }
 
     #[tokio::test(flavor = "current_thread")]
