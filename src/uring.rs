@@ -6,8 +6,10 @@
 //! receive and send those queue in one scheduler turn leave in one `io_uring_enter` when the
 //! task runs next. A stream keeps one receive and one send in flight at most; [`UringTcp`]
 //! is an `AsyncRead` and `AsyncWrite` like tokio's `TcpStream`, with writes buffered as a TLS
-//! stream's are (a write is taken whole into the stream's send buffer and is on its way; the
-//! next waits for it).
+//! stream's are (up to 16 KiB of a write is taken into the stream's send buffer and is on its
+//! way; the next write waits for it). Receives pick a buffer from a pool per ring that the
+//! kernel is given, so an idle stream holds none; a stream whose receive finds the pool empty
+//! and at its most receives into a buffer of its own.
 //!
 //! The ring owns every buffer and socket an operation in flight refers to: a stream dropped
 //! with operations in flight leaves them to the driver, which closes the socket once the
