@@ -32,7 +32,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from migrate import Admin, ClusterMap, Conn, Families, KeyWatch, install, key_slot, roll_back, scan, transfer  # noqa: E402
+from migrate import (Admin, ClusterMap, Conn, Families, KeyWatch, copy_until_settled,  # noqa: E402
+                     install, key_slot, roll_back, scan, transfer)
 
 START = time.monotonic()
 
@@ -82,19 +83,10 @@ def main():
                  if families.stored(k) is not None]
         moved |= set(found)
         log(f"copying {copy(found)} family keys to their stored names")
-        for round_ in range(20):
-            keys = dirty()
-            moved |= keys
-            copy(keys)
-            log(f"round {round_ + 1}: copied {len(keys)} family keys written during the copy")
-            if len(keys) <= a.settle:
-                break
+        moved |= copy_until_settled(dirty, copy, a.settle, "family keys")
         started = time.monotonic()
-        status, body = admin.request("POST", f"/pause?ms={a.pause_ms}")
-        if status != 200:
-            raise SystemExit(f"slotgate did not pause ({status}): {body.strip()}")
+        _, limit = admin.pause(a.pause_ms)
         paused = True
-        limit = json.loads(body)["ms"] / 1000.0
         watch.fenced()
         keys = dirty()
         moved |= keys

@@ -310,6 +310,20 @@ def transfer(keys, source, target, cluster, drop_copy=False, batch=500):
     return len(keys)
 
 
+def copy_until_settled(take, copy, settle, what):
+    """Copies the keys written meanwhile (`take`) with `copy`, round after round, until at most
+    `settle` were left in one (20 rounds at most): every key taken."""
+    taken = set()
+    for round_ in range(20):
+        keys = take()
+        taken |= keys
+        copy(keys)
+        log(f"round {round_ + 1}: copied {len(keys)} {what} written during the copy")
+        if len(keys) <= settle:
+            break
+    return taken
+
+
 def scan(conn):
     """Every key of database 0 of `conn`'s server."""
     cursor, keys = b"0", []
@@ -332,6 +346,15 @@ class Admin:
                 return r.status, r.read().decode()
         except urllib.error.HTTPError as e:
             return e.code, e.read().decode()
+
+    def pause(self, ms):
+        """Pauses slotgate's clients for at most `ms`: the masters it answered for, and the
+        pause's limit in seconds."""
+        status, body = self.request("POST", f"/pause?ms={ms}")
+        if status != 200:
+            raise SystemExit(f"slotgate did not pause ({status}): {body.strip()}")
+        reply = json.loads(body)
+        return reply["paused"], reply["ms"] / 1000.0
 
     def masters(self):
         status, body = self.request("GET", "/topology")
@@ -447,20 +470,12 @@ def main():
             # The import copied every key under its own name: the families' go to theirs.
             found = [k for k in scan(old) if families.stored(k) is not None]
             log(f"moved {copy_keys(found)} keys into their families")
-        for round_ in range(20):
-            keys = watch.take()
-            copy_keys(keys)
-            log(f"round {round_ + 1}: copied {len(keys)} keys written during the copy")
-            if len(keys) <= a.settle:
-                break
+        copy_until_settled(watch.take, copy_keys, a.settle, "keys")
 
         started = time.monotonic()
-        status, body = admin.request("POST", f"/pause?ms={a.pause_ms}")
-        if status != 200:
-            raise SystemExit(f"slotgate did not pause ({status}): {body.strip()}")
+        masters, limit = admin.pause(a.pause_ms)
         paused = True
-        limit = json.loads(body)["ms"] / 1000.0
-        log(f"slotgate paused {json.loads(body)['paused']} for at most {limit:.1f} s")
+        log(f"slotgate paused {masters} for at most {limit:.1f} s")
         watch.fenced()
         last = copy_keys(watch.take())
         if time.monotonic() - started > limit * 0.5:

@@ -1368,6 +1368,22 @@ mod tests {
     }
 
     #[test]
+    fn globs_match_as_keys_and_scan_patterns_do() {
+        let m = |p: &str, s: &str| glob_match(p.as_bytes(), s.as_bytes());
+        assert!(m("*", "") && m("*", "abc") && m("a*", "a") && m("a*c", "abbbc"));
+        assert!(!m("a*c", "abcd") && !m("a?c", "ac") && m("a?c", "abc"));
+        assert!(m("h[ae]llo", "hello") && m("h[ae]llo", "hallo") && !m("h[ae]llo", "hillo"));
+        assert!(m("h[^e]llo", "hallo") && !m("h[^e]llo", "hello"));
+        assert!(m("h[a-b]llo", "hbllo") && !m("h[a-b]llo", "hcllo") && m("h[b-a]llo", "hallo"));
+        assert!(m("a\\*b", "a*b") && !m("a\\*b", "axb") && m("[\\]]", "]"));
+        assert!(m("celery*", "celery\x06\x163") && !m("celery*", "{celery}celery"));
+        assert!(m("*:[0-9]*", "job:7:x") && !m("*:[0-9]", "job:x"));
+        // An unclosed class ends with the pattern, as in Redis.
+        assert!(!m("a[", "a[") && !m("a[", "ab") && m("a[b", "ab"));
+        assert!(m("**a", "ba") && m("a**", "a") && !m("", "a") && m("", ""));
+    }
+
+    #[test]
     fn globs_match_as_redis_stringmatchlen() {
         for (p, s, want) in [
             ("*", "", true),

@@ -125,82 +125,6 @@ fn glob(pattern: &[u8], key: &[u8]) -> bool {
         .all(|&c| c == b'*')
 }
 
-/// Whether `s` matches the Redis glob `p` as `KEYS` and `SCAN ... MATCH` read it (Redis'
-/// `stringmatchlen`): `*`, `?`, `[abc]`, `[^abc]`, `[a-z]`, and `\\` quoting the next byte.
-pub fn redis_glob(p: &[u8], s: &[u8]) -> bool {
-    let (mut pi, mut si) = (0usize, 0usize);
-    // After a `*`: where the pattern resumes, and the next string position to try from.
-    let mut star: Option<(usize, usize)> = None;
-    loop {
-        if si == s.len() {
-            return p.get(pi..).unwrap_or_default().iter().all(|&c| c == b'*');
-        }
-        if p.get(pi) == Some(&b'*') {
-            while p.get(pi) == Some(&b'*') {
-                pi += 1;
-            }
-            star = Some((pi, si));
-            continue;
-        }
-        if let Some(next) = s.get(si).and_then(|&c| one(p, pi, c)) {
-            pi = next;
-            si += 1;
-            continue;
-        }
-        match star {
-            Some((spi, ssi)) => {
-                star = Some((spi, ssi + 1));
-                pi = spi;
-                si = ssi + 1;
-            }
-            None => return false,
-        }
-    }
-}
-
-/// Whether the pattern element at `pi` (not a `*`) matches the byte `c`: where the next element
-/// starts, or `None`.
-fn one(p: &[u8], pi: usize, c: u8) -> Option<usize> {
-    match *p.get(pi)? {
-        b'?' => Some(pi + 1),
-        b'[' => {
-            let mut i = pi + 1;
-            let not = p.get(i) == Some(&b'^');
-            if not {
-                i += 1;
-            }
-            let mut hit = false;
-            loop {
-                match p.get(i) {
-                    // An unclosed class ends with the pattern, as in Redis.
-                    None => break,
-                    Some(b']') => {
-                        i += 1;
-                        break;
-                    }
-                    Some(b'\\') if i + 1 < p.len() => {
-                        hit |= p.get(i + 1) == Some(&c);
-                        i += 2;
-                    }
-                    Some(&lo) if p.get(i + 1) == Some(&b'-') && i + 2 < p.len() => {
-                        let hi = *p.get(i + 2)?;
-                        let (lo, hi) = if lo > hi { (hi, lo) } else { (lo, hi) };
-                        hit |= (lo..=hi).contains(&c);
-                        i += 3;
-                    }
-                    Some(&x) => {
-                        hit |= x == c;
-                        i += 1;
-                    }
-                }
-            }
-            (hit != not).then_some(i)
-        }
-        b'\\' if pi + 1 < p.len() => (p.get(pi + 1) == Some(&c)).then_some(pi + 2),
-        x => (x == c).then_some(pi + 1),
-    }
-}
-
 /// One family: its name, its hash tag (`{name}`) and its key patterns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Family {
@@ -485,22 +409,6 @@ mod tests {
         assert!(!Pattern::new(b"a?c").matches(b"ac"));
         assert!(Pattern::new(b"*x*y").matches(b"axbxcy"));
         assert!(Pattern::new(b"**").matches(b""));
-    }
-
-    #[test]
-    fn should_match_as_redis_keys_patterns_do() {
-        let m = |p: &str, s: &str| redis_glob(p.as_bytes(), s.as_bytes());
-        assert!(m("*", "") && m("*", "abc") && m("a*", "a") && m("a*c", "abbbc"));
-        assert!(!m("a*c", "abcd") && !m("a?c", "ac") && m("a?c", "abc"));
-        assert!(m("h[ae]llo", "hello") && m("h[ae]llo", "hallo") && !m("h[ae]llo", "hillo"));
-        assert!(m("h[^e]llo", "hallo") && !m("h[^e]llo", "hello"));
-        assert!(m("h[a-b]llo", "hbllo") && !m("h[a-b]llo", "hcllo") && m("h[b-a]llo", "hallo"));
-        assert!(m("a\\*b", "a*b") && !m("a\\*b", "axb") && m("[\\]]", "]"));
-        assert!(m("celery*", "celery\x06\x163") && !m("celery*", "{celery}celery"));
-        assert!(m("*:[0-9]*", "job:7:x") && !m("*:[0-9]", "job:x"));
-        // An unclosed class ends with the pattern, as in Redis.
-        assert!(!m("a[", "a[") && !m("a[", "ab") && m("a[b", "ab"));
-        assert!(m("**a", "ba") && m("a**", "a") && !m("", "a") && m("", ""));
     }
 
     #[test]

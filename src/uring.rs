@@ -151,12 +151,44 @@ impl Socket {
     fn idle(&self) -> bool {
         !self.recv_in_flight && !self.send_in_flight
     }
+
+    /// Whether a write may start: no send is in flight (else the task is woken when it
+    /// completes), and none ended with an error.
+    fn poll_sent(&mut self, cx: &Context<'_>) -> Poll<io::Result<()>> {
+        if let Some(kind) = self.write_error {
+            return Poll::Ready(Err(io::Error::from(kind)));
+        }
+        if self.send_in_flight {
+            register(&mut self.write_waker, cx);
+            return Poll::Pending;
+        }
+        Poll::Ready(Ok(()))
+    }
 }
 
 #[derive(Debug, Default)]
 struct Slot {
     generation: u32,
     socket: Option<Socket>,
+}
+
+/// Buffer `bid` of a pool.
+fn pool_buffer(pool: &mut [Box<[u8]>], bid: u16) -> Option<&mut [u8]> {
+    let chunk = pool.get_mut(usize::from(bid / POOL_STEP))?;
+    let at = usize::from(bid % POOL_STEP) * RECV_BUF;
+    chunk.get_mut(at..at + RECV_BUF)
+}
+
+/// Keeps `cx`'s waker in `waker` (unless the same task's is there already).
+fn register(waker: &mut Option<Waker>, cx: &Context<'_>) {
+    if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+        *waker = Some(cx.waker().clone());
+    }
+}
+
+/// Runs a stream's poll on this thread's driver; a stream off its worker gets an error.
+fn poll_driver<T>(f: impl FnOnce(&mut Driver) -> Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+    with_driver(f).unwrap_or_else(|e| Poll::Ready(Err(e)))
 }
 
 /// A thread's ring and the streams on it.
@@ -299,16 +331,47 @@ impl Driver {
         self.push(e)
     }
 
-    /// Where buffer `bid` of the pool starts.
-    fn buffer(&mut self, bid: u16) -> Option<&mut [u8]> {
-        let chunk = self.pool.get_mut(usize::from(bid / POOL_STEP))?;
-        let at = usize::from(bid % POOL_STEP) * RECV_BUF;
-        chunk.get_mut(at..at + RECV_BUF)
+    /// Copies into `buf` what the stream received and has not read; once it is read whole,
+    /// its buffer goes back (to the pool, or freed: no receive is in flight, so the kernel no
+    /// longer writes to it) and the next receive is sent, to be on its way while this is
+    /// parsed. `None` when the stream holds nothing received.
+    fn read_held(&mut self, slot: u32, generation: u32, buf: &mut ReadBuf<'_>) -> Option<()> {
+        let s = self
+            .slots
+            .get_mut(slot as usize)
+            .filter(|e| e.generation == generation)?
+            .socket
+            .as_mut()?;
+        let held = s.held?;
+        let (from, n) = (s.rpos, (s.rlen - s.rpos).min(buf.remaining()));
+        let source = match held {
+            Held::Own => s.own.as_deref_mut(),
+            Held::Pool(bid) => pool_buffer(&mut self.pool, bid),
+        };
+        if let Some(bytes) = source.and_then(|b| b.get(from..from + n)) {
+            buf.put_slice(bytes);
+        }
+        s.rpos += n;
+        if s.rpos < s.rlen {
+            return Some(());
+        }
+        s.held = None;
+        if held == Held::Own {
+            s.own = None;
+        }
+        let more = !s.eof && s.read_end.is_none();
+        if let Held::Pool(bid) = held {
+            self.give_back(bid);
+        }
+        if more {
+            let _ = self.submit_recv(slot, generation);
+        }
+        Some(())
     }
 
     /// Hands buffer `bid` back to the kernel, and sends again the receives that found none.
     fn give_back(&mut self, bid: u16) {
-        let Some(addr) = self.buffer(bid).map(|b| b.as_mut_ptr()) else {
+        let Some(addr) = pool_buffer(&mut self.pool, bid).map(|b| b.as_mut_ptr()) else {
             return;
         };
         let e = opcode::ProvideBuffers::new(addr, RECV_BUF as i32, 1, GROUP, bid)
@@ -662,68 +725,27 @@ impl AsyncRead for UringTcp {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let (slot, generation) = (self.slot, self.generation);
-        let r = with_driver(|d| {
+        poll_driver(|d| {
+            if d.read_held(slot, generation, buf).is_some() {
+                return Poll::Ready(Ok(()));
+            }
             let Some(s) = d.socket(slot, generation) else {
                 return Poll::Ready(Err(gone()));
             };
-            if let Some(held) = s.held {
-                let (from, to) = (s.rpos, s.rlen);
-                let n = (to - from).min(buf.remaining());
-                let consumed = from + n == to;
-                let more = !s.eof && s.read_end.is_none();
-                s.rpos += n;
-                let own = if held == Held::Own {
-                    s.own.as_deref().and_then(|b| b.get(from..from + n))
-                } else {
-                    None
-                };
-                if let Some(bytes) = own {
-                    buf.put_slice(bytes);
-                }
-                if consumed {
-                    s.held = None;
-                    if held == Held::Own {
-                        // Read: no receive is in flight, so the kernel no longer writes here.
-                        s.own = None;
-                    }
-                }
-                if let Held::Pool(bid) = held
-                    && let Some(bytes) = d.buffer(bid).and_then(|b| b.get(from..from + n))
-                {
-                    buf.put_slice(bytes);
-                }
-                if consumed {
-                    if let Held::Pool(bid) = held {
-                        d.give_back(bid);
-                    }
-                    if more {
-                        // Read ahead: the next receive is on its way while this one is parsed.
-                        let _ = d.submit_recv(slot, generation);
-                    }
-                }
-                return Poll::Ready(Ok(()));
-            }
             if let Some(kind) = s.read_end {
                 return Poll::Ready(Err(io::Error::from(kind)));
             }
             if s.eof {
                 return Poll::Ready(Ok(()));
             }
-            if !s
-                .read_waker
-                .as_ref()
-                .is_some_and(|w| w.will_wake(cx.waker()))
-            {
-                s.read_waker = Some(cx.waker().clone());
-            }
+            register(&mut s.read_waker, cx);
             if !s.recv_in_flight
                 && let Err(e) = d.submit_recv(slot, generation)
             {
                 return Poll::Ready(Err(e));
             }
             Poll::Pending
-        });
-        r.unwrap_or_else(|e| Poll::Ready(Err(e)))
+        })
     }
 }
 
@@ -734,22 +756,12 @@ impl AsyncWrite for UringTcp {
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         let (slot, generation) = (self.slot, self.generation);
-        let r = with_driver(|d| {
+        poll_driver(|d| {
             let Some(s) = d.socket(slot, generation) else {
                 return Poll::Ready(Err(gone()));
             };
-            if let Some(kind) = s.write_error {
-                return Poll::Ready(Err(io::Error::from(kind)));
-            }
-            if s.send_in_flight {
-                if !s
-                    .write_waker
-                    .as_ref()
-                    .is_some_and(|w| w.will_wake(cx.waker()))
-                {
-                    s.write_waker = Some(cx.waker().clone());
-                }
-                return Poll::Pending;
+            if let Err(e) = std::task::ready!(s.poll_sent(cx)) {
+                return Poll::Ready(Err(e));
             }
             let n = data.len().min(SEND_MAX);
             s.wbuf.clear();
@@ -758,51 +770,28 @@ impl AsyncWrite for UringTcp {
             if n == 0 {
                 return Poll::Ready(Ok(0));
             }
-            match d.submit_send(slot, generation) {
-                Ok(()) => Poll::Ready(Ok(n)),
-                Err(e) => Poll::Ready(Err(e)),
-            }
-        });
-        r.unwrap_or_else(|e| Poll::Ready(Err(e)))
+            Poll::Ready(d.submit_send(slot, generation).map(|()| n))
+        })
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let (slot, generation) = (self.slot, self.generation);
-        let r = with_driver(|d| {
-            let Some(s) = d.socket(slot, generation) else {
-                return Poll::Ready(Err(gone()));
-            };
-            if let Some(kind) = s.write_error {
-                return Poll::Ready(Err(io::Error::from(kind)));
-            }
-            if s.send_in_flight {
-                if !s
-                    .write_waker
-                    .as_ref()
-                    .is_some_and(|w| w.will_wake(cx.waker()))
-                {
-                    s.write_waker = Some(cx.waker().clone());
-                }
-                return Poll::Pending;
-            }
-            Poll::Ready(Ok(()))
-        });
-        r.unwrap_or_else(|e| Poll::Ready(Err(e)))
+        poll_driver(|d| match d.socket(slot, generation) {
+            Some(s) => s.poll_sent(cx),
+            None => Poll::Ready(Err(gone())),
+        })
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.as_mut().poll_flush(cx) {
-            Poll::Ready(Ok(())) => {}
-            other => return other,
-        }
+        std::task::ready!(self.as_mut().poll_flush(cx))?;
         let (slot, generation) = (self.slot, self.generation);
-        let r = with_driver(|d| match d.socket(slot, generation) {
-            Some(s) => {
-                rustix::net::shutdown(&s.fd, rustix::net::Shutdown::Write).map_err(io::Error::from)
-            }
-            None => Err(gone()),
-        });
-        Poll::Ready(r.and_then(|r| r))
+        poll_driver(|d| {
+            Poll::Ready(match d.socket(slot, generation) {
+                Some(s) => rustix::net::shutdown(&s.fd, rustix::net::Shutdown::Write)
+                    .map_err(io::Error::from),
+                None => Err(gone()),
+            })
+        })
     }
 }
 

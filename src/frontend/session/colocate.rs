@@ -220,13 +220,13 @@ fn restore_event_names(families: &Families, frame: &[u8]) -> Option<Bytes> {
         Some(Element::Bulk(b)) => Some(*b),
         _ => None,
     };
-    let word = bulk(0)?.to_ascii_lowercase();
-    // Which elements name what: (place, a pattern, a keyevent message's key).
-    let (channel_at, pattern_at) = match word.as_slice() {
-        b"message" => (Some(1), None),
-        b"pmessage" => (Some(2), Some(1)),
-        b"subscribe" | b"unsubscribe" => (Some(1), None),
-        b"psubscribe" | b"punsubscribe" => (None, Some(1)),
+    // Which elements name what: the channel's place, the pattern's, and whether a keyevent
+    // channel's message (a key) follows the channel. Redis spells the kinds in lower case.
+    let (channel_at, pattern_at, message) = match bulk(0)? {
+        b"message" => (Some(1), None, true),
+        b"pmessage" => (Some(2), Some(1), true),
+        b"subscribe" | b"unsubscribe" => (Some(1), None, false),
+        b"psubscribe" | b"punsubscribe" => (None, Some(1), false),
         _ => return None,
     };
     let mut names: Vec<Option<Vec<u8>>> = vec![None; n];
@@ -236,7 +236,7 @@ fn restore_event_names(families: &Families, frame: &[u8]) -> Option<Bytes> {
     if let Some(i) = channel_at {
         let channel = bulk(i)?;
         *names.get_mut(i)? = restored_channel(families, channel, false);
-        if word != b"subscribe" && word != b"unsubscribe" && channel.starts_with(KEYEVENT) {
+        if message && channel.starts_with(KEYEVENT) {
             *names.get_mut(i + 1)? = bulk(i + 1)
                 .and_then(|k| families.restore(k))
                 .map(<[u8]>::to_vec);
@@ -364,7 +364,7 @@ fn name_set(
     }
     let mut seen = std::collections::HashSet::with_capacity(names.len());
     names.retain(|name| {
-        matching.is_none_or(|p| crate::families::redis_glob(p, name)) && seen.insert(*name)
+        matching.is_none_or(|p| crate::access::glob_match(p, name)) && seen.insert(*name)
     });
     out.extend_from_slice(format!("{}{}\r\n", kind as char, names.len()).as_bytes());
     for name in names {
