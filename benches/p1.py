@@ -13,6 +13,7 @@ is also driven through its Unix socket (`sg-unix`), as a sidecar's application w
 --repeat times, the proxies in turn; medians are printed. Every process it starts is stopped.
 
     cargo build --release && python3 benches/p1.py [--requests N] [--repeat K] [--record] [--ceiling]
+        [--only slotgate,sg-uring] [--scenarios "GET P1,GET P16"]
 
 With --ceiling it also drives slotgate with `--io uring` (`sg-uring`), and builds and drives `benches/forwarder` (its own package, never part of
 slotgate) three ways in front of one of the standalone servers: a byte forwarder, one backend
@@ -122,6 +123,8 @@ def main():
                     help="also drive benches/forwarder on tokio and on io_uring")
     ap.add_argument("--record", action="store_true",
                     help="also `perf record` each proxy through one GET P1 run: top symbols")
+    ap.add_argument("--only", help="comma-separated proxies to drive (default: all)")
+    ap.add_argument("--scenarios", help="comma-separated scenario names (default: all)")
     opts = ap.parse_args()
     for tool in ("perf", "nutcracker", "redis-benchmark"):
         if not shutil.which(tool):
@@ -208,6 +211,12 @@ def main():
                    # A sidecar's application on the same host: no TCP on the client's side.
                    ("sg-unix", sock, slotgate.pid, [pids[p] for p in cluster_ports])] \
             + forwarders
+        if opts.only:
+            keep = opts.only.split(",")
+            proxies = [p for p in proxies if p[0] in keep]
+        if opts.scenarios:
+            keep = opts.scenarios.split(",")
+            scenarios = [s for s in scenarios if s[0] in keep]
         print(f"p1 profile: 50 clients, 64-byte values, medians of {opts.repeat} runs, "
               f"{os.cpu_count()} CPUs; per request: CPU in us, events as counts")
         cols = ["rps", "p50", "p99", "user_us", "sys_us", "redis_us", "cs", "sys",
