@@ -18,8 +18,9 @@ is also driven through its Unix socket (`sg-unix`), as a sidecar's application w
 With --ceiling it also drives slotgate with `--io uring` (`sg-uring`), and builds and drives `benches/forwarder` (its own package, never part of
 slotgate) three ways in front of one of the standalone servers: a byte forwarder, one backend
 connection per client and no parsing, on tokio (epoll, as slotgate's workers: `fwd-tokio`), on
-io_uring (`fwd-uring`), and on io_uring set up for one thread (`fwd-defer`: SINGLE_ISSUER,
-DEFER_TASKRUN, COOP_TASKRUN). What the io_uring forwarders save against the tokio one is about
+io_uring (`fwd-uring`), on io_uring set up for one thread (`fwd-defer`: SINGLE_ISSUER,
+DEFER_TASKRUN, COOP_TASKRUN), and on a ring set up as slotgate's with registered files and
+multishot receives into provided buffers (`fwd-multi`). What the io_uring forwarders save against the tokio one is about
 what an io_uring path could save slotgate's socket work.
 
 Needs `perf` and `nutcracker` (apt-get install linux-perf nutcracker), and root or
@@ -187,13 +188,14 @@ def main():
             subprocess.run(["cargo", "build", "--release", "-q", "--manifest-path",
                             os.path.join(here, "forwarder", "Cargo.toml")], check=True)
             fwd = os.path.join(here, "forwarder", "target", "release", "slotgate-forwarder")
-            for i, mode in enumerate(["tokio", "uring", "uring-defer"]):
-                port = base + 53 + i
+            for i, mode in enumerate(["tokio", "uring", "uring-defer", "uring-multishot"]):
+                port = base + 60 + i
                 proc = subprocess.Popen([fwd, "--mode", mode, "--listen", f"127.0.0.1:{port}",
                                          "--backend", f"127.0.0.1:{plain_ports[0]}"])
                 procs.append(proc)
                 wait_ping(port)
-                name = {"tokio": "fwd-tokio", "uring": "fwd-uring", "uring-defer": "fwd-defer"}
+                name = {"tokio": "fwd-tokio", "uring": "fwd-uring", "uring-defer": "fwd-defer",
+                        "uring-multishot": "fwd-multi"}
                 forwarders.append((name[mode], port, proc.pid, [pids[plain_ports[0]]]))
 
         n = opts.requests

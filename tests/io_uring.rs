@@ -2,8 +2,8 @@
 //! nodes') goes through the workers' io_uring rings, and a mixed load behaves as on epoll:
 //! pipelines over every master, values of megabytes both ways, MGET and MSET split over the
 //! masters, a subscriber hearing a message, a BLPOP woken by a push from another client, a
-//! transaction, clients that leave with replies in flight, and 2 workers. The rest of the
-//! suite runs on io_uring too in CI (`SLOTGATE_IO=uring`, deploy/test.sh).
+//! transaction, clients that leave with replies in flight, and 2 workers. The whole suite
+//! runs on io_uring too in CI (a second pass with `SLOTGATE_IO=uring`, deploy/test.sh).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

@@ -18,24 +18,45 @@ use std::time::{Duration, Instant};
 static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
 
 /// A port whose cluster bus port (+10000) is also free, both below the ephemeral range.
+/// Ports come from 12000..22000, or from the range `SLOTGATE_TEST_PORTS` names ("LO-HI",
+/// within it), so that test runs going on at once never race for the same port.
 pub fn free_port() -> u16 {
+    let (lo, hi) = port_range();
     if NEXT_PORT.load(Ordering::SeqCst) == 0 {
         let seed = (std::process::id() as u64)
             .wrapping_mul(2654435761)
             .wrapping_add(Instant::now().elapsed().as_nanos() as u64 ^ nanos());
-        let base = 12000 + (seed % 9000) as u16;
+        let base = lo + (seed % u64::from(hi - lo)) as u16;
         let _ = NEXT_PORT.compare_exchange(0, base, Ordering::SeqCst, Ordering::SeqCst);
     }
     loop {
         let mut p = NEXT_PORT.fetch_add(1, Ordering::SeqCst);
-        if p >= 22000 {
-            NEXT_PORT.store(12000, Ordering::SeqCst);
-            p = 12000;
+        if p >= hi {
+            NEXT_PORT.store(lo, Ordering::SeqCst);
+            p = lo;
         }
         if TcpListener::bind(("127.0.0.1", p)).is_ok()
             && TcpListener::bind(("127.0.0.1", p + 10000)).is_ok()
         {
             return p;
+        }
+    }
+}
+
+/// The ports [`free_port`] hands out: `SLOTGATE_TEST_PORTS` ("LO-HI") within 12000..22000, so
+/// that cluster bus ports stay below the ephemeral range; all of it by default.
+fn port_range() -> (u16, u16) {
+    const ALL: (u16, u16) = (12000, 22000);
+    let Ok(spec) = std::env::var("SLOTGATE_TEST_PORTS") else {
+        return ALL;
+    };
+    let parsed = spec
+        .split_once('-')
+        .and_then(|(lo, hi)| Some((lo.trim().parse().ok()?, hi.trim().parse().ok()?)));
+    match parsed {
+        Some((lo, hi)) if ALL.0 <= lo && lo + 100 <= hi && hi <= ALL.1 => (lo, hi),
+        _ => {
+            panic!("SLOTGATE_TEST_PORTS={spec:?}: want LO-HI, 100 ports or more within 12000-22000")
         }
     }
 }
