@@ -4,7 +4,8 @@
 //! worker's tokio runtime: the ring's completions signal an eventfd in the runtime's reactor,
 //! the task reaps them and wakes the sessions and connections they belong to, and every
 //! receive and send those queue in one scheduler turn leave in one `io_uring_enter` when the
-//! task runs next. A stream keeps one receive and one send in flight at most; [`UringTcp`]
+//! task runs next. A stream keeps one receive and one send in flight at most, and is a
+//! registered file of its ring while the ring's table has room; [`UringTcp`]
 //! is an `AsyncRead` and `AsyncWrite` like tokio's `TcpStream`, with writes buffered as a TLS
 //! stream's are (up to 16 KiB of a write is taken into the stream's send buffer and is on its
 //! way; the next write waits for it). Receives pick a buffer from a pool per ring that the
@@ -56,6 +57,9 @@ const PROVIDE: u64 = u64::MAX;
 
 /// `ENOBUFS`: a receive found no buffer in the pool.
 const ENOBUFS: i32 = 105;
+
+/// Registered file slots per ring at most (fewer when the process may open fewer files).
+const FILES_MAX: u64 = 65_536;
 
 /// Bytes one send takes at most from a write: what a write leaves unsent stays in the
 /// session's output buffer, where the output buffer limit and the memory budget count it, as
@@ -111,6 +115,9 @@ fn decode(ud: u64) -> (u32, u32, Op) {
 struct Socket {
     /// The socket: closed only when the slot is freed, after every operation completed.
     fd: OwnedFd,
+    /// Its slot in the ring's registered files, which entries name instead of `fd` (the kernel
+    /// then looks no descriptor up per operation).
+    fixed: Option<u32>,
     /// Received bytes not yet read: bytes `rpos..rlen` of the buffer `held` says (an idle
     /// stream holds none: a receive in flight has no buffer until data arrives).
     held: Option<Held>,
@@ -145,6 +152,23 @@ enum Held {
     Pool(u16),
     /// The stream's own buffer.
     Own,
+}
+
+/// An entry on a socket: named by its registered file slot when it has one, else by its
+/// descriptor (`$make` is called with either).
+macro_rules! on_socket {
+    ($s:expr, |$t:ident| $make:expr) => {
+        match $s.fixed {
+            Some(i) => {
+                let $t = types::Fixed(i);
+                $make
+            }
+            None => {
+                let $t = types::Fd($s.fd.as_raw_fd());
+                $make
+            }
+        }
+    };
 }
 
 impl Socket {
@@ -208,6 +232,11 @@ struct Driver {
     task: Option<Waker>,
     /// Operations the kernel has not completed.
     in_flight: usize,
+    /// Registered file slots the ring has (0: none, entries name descriptors), how many were
+    /// handed out, and those free again.
+    files: u32,
+    files_used: u32,
+    files_free: Vec<u32>,
 }
 
 impl Drop for Driver {
@@ -235,6 +264,19 @@ impl Driver {
             rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
         )?;
         ring.submitter().register_eventfd(efd.as_raw_fd())?;
+        // As many registered files as the process may open (the kernel refuses more), up to
+        // FILES_MAX; none, and descriptors in every entry, where the kernel refuses the table.
+        let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+            .current
+            .unwrap_or(FILES_MAX)
+            .min(FILES_MAX) as u32;
+        let files = match ring.submitter().register_files_sparse(limit) {
+            Ok(()) => limit,
+            Err(e) => {
+                tracing::debug!(error = %e, "io_uring: no registered files");
+                0
+            }
+        };
         Ok((
             Driver {
                 ring,
@@ -245,6 +287,9 @@ impl Driver {
                 unsubmitted: false,
                 task: None,
                 in_flight: 0,
+                files,
+                files_used: 0,
+                files_free: Vec::new(),
             },
             efd,
         ))
@@ -272,7 +317,9 @@ impl Driver {
             // buffer is read by the stream only after the kernel gave it back in a receive's
             // completion, and handed to the kernel again only after it was read. A descriptor
             // is an `OwnedFd` in its `Socket`, so it is not closed (and its number not reused)
-            // before the entry completes. If the driver is dropped with operations in flight,
+            // before the entry completes; a registered file slot holds its socket until
+            // `free_if_done` empties it, when nothing naming it is in flight (an entry not yet
+            // submitted counts), so no entry reaches a socket that took the slot later. If the driver is dropped with operations in flight,
             // its buffers are leaked, never freed (`Drop for Driver`).
             let queued = unsafe { self.ring.submission().push(&entry) };
             if queued.is_ok() {
@@ -294,13 +341,13 @@ impl Driver {
         };
         s.recv_in_flight = true;
         s.starved = false;
-        let e = opcode::Recv::new(
-            types::Fd(s.fd.as_raw_fd()),
+        let e = on_socket!(s, |t| opcode::Recv::new(
+            t,
             std::ptr::null_mut(),
-            RECV_BUF as u32,
+            RECV_BUF as u32
         )
         .buf_group(GROUP)
-        .build()
+        .build())
         .flags(io_uring::squeue::Flags::BUFFER_SELECT)
         .user_data(user_data(slot, generation, Op::Recv));
         self.push(e)
@@ -320,14 +367,10 @@ impl Driver {
         s.starved = false;
         let own = s
             .own
-            .get_or_insert_with(|| vec![0u8; RECV_BUF].into_boxed_slice());
-        let e = opcode::Recv::new(
-            types::Fd(s.fd.as_raw_fd()),
-            own.as_mut_ptr(),
-            RECV_BUF as u32,
-        )
-        .build()
-        .user_data(user_data(slot, generation, Op::Recv));
+            .get_or_insert_with(|| vec![0u8; RECV_BUF].into_boxed_slice())
+            .as_mut_ptr();
+        let e = on_socket!(s, |t| opcode::Recv::new(t, own, RECV_BUF as u32).build())
+            .user_data(user_data(slot, generation, Op::Recv));
         self.push(e)
     }
 
@@ -415,13 +458,12 @@ impl Driver {
             return Err(gone());
         };
         let rest = s.wbuf.get(s.wsent..).unwrap_or_default();
-        let e = opcode::Send::new(
-            types::Fd(s.fd.as_raw_fd()),
-            rest.as_ptr(),
-            rest.len() as u32,
-        )
-        .build()
-        .user_data(user_data(slot, generation, Op::Send));
+        let (at, len) = (rest.as_ptr(), rest.len() as u32);
+        let e = on_socket!(s, |t| opcode::Send::new(t, at, len).build()).user_data(user_data(
+            slot,
+            generation,
+            Op::Send,
+        ));
         s.send_in_flight = true;
         self.push(e)
     }
@@ -581,14 +623,46 @@ impl Driver {
         {
             return;
         }
-        entry.socket = None;
+        let fixed = entry.socket.take().and_then(|s| s.fixed);
         entry.generation = entry.generation.wrapping_add(1) & 0x7fff_ffff;
         self.free.push(slot);
+        if let Some(i) = fixed {
+            // The ring's reference to the socket goes too, or the socket would stay open.
+            match self.ring.submitter().register_files_update(i, &[-1]) {
+                Ok(_) => self.files_free.push(i),
+                Err(e) => tracing::warn!(error = %e, "io_uring: a registered file not released"),
+            }
+        }
+    }
+
+    /// A registered file slot for `fd`, when the table has room (else entries name `fd`).
+    fn register_file(&mut self, fd: &OwnedFd) -> Option<u32> {
+        let i = match self.files_free.pop() {
+            Some(i) => i,
+            None if self.files_used < self.files => {
+                self.files_used += 1;
+                self.files_used - 1
+            }
+            None => return None,
+        };
+        match self
+            .ring
+            .submitter()
+            .register_files_update(i, &[fd.as_raw_fd()])
+        {
+            Ok(_) => Some(i),
+            Err(_) => {
+                self.files_free.push(i);
+                None
+            }
+        }
     }
 
     fn insert(&mut self, fd: OwnedFd) -> io::Result<(u32, u32)> {
+        let fixed = self.register_file(&fd);
         let socket = Socket {
             fd,
+            fixed,
             held: None,
             own: None,
             rpos: 0,
@@ -889,6 +963,8 @@ mod tests {
         let read = tokio::time::timeout(std::time::Duration::from_millis(50), ours.read(&mut one));
         assert!(read.await.is_err(), "nothing was sent");
         ours.write_all(b"last words").await.unwrap();
+        let fixed = with_driver(|d| d.socket(ours.slot, ours.generation).and_then(|s| s.fixed));
+        let fixed = fixed.unwrap().expect("the socket is a registered file");
         drop(ours);
         // The peer gets every byte, then the end of the stream: the socket was closed.
         let mut got = Vec::new();
@@ -902,6 +978,9 @@ mod tests {
         assert_eq!(&got[..n], b"last words");
         let freed = with_driver(|d| d.slots.iter().all(|s| s.socket.is_none())).unwrap();
         assert!(freed, "the slot is free again");
+        // Its registered file slot too: the peer saw the end only because the ring let go.
+        let released = with_driver(|d| d.files_free.contains(&fixed)).unwrap();
+        assert!(released, "the registered file slot is free again");
     }
 
     #[test]
