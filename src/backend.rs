@@ -282,6 +282,12 @@ pub struct Node {
     others: Mutex<HashMap<Dialect, Arc<Vec<Link>>>>,
     /// The node left the topology: its connections are closed and no new ones open.
     retired: AtomicBool,
+    /// Its shared connections' place after the node it replaced (taken when it is retired, so
+    /// that only the connections still hold `ours`).
+    turn: Mutex<Option<connection::Turn>>,
+    /// Cancelled once its shared connections have all ended after it was retired: where a
+    /// node replacing it at the same address opens its own.
+    drained: tokio_util::sync::CancellationToken,
     /// Cancelled with `retired`: ends the sessions' subscriber connections to the node, so
     /// that they subscribe again where the topology in force says (after a failover, a
     /// migration or a reload of the backends' settings).
@@ -302,19 +308,35 @@ pub struct Node {
 }
 
 impl Node {
+    /// A node whose shared connections open once `after` is cancelled (the node it replaces at
+    /// this address has no shared connection left).
     fn new(
         addr: NodeAddr,
         role: Role,
         config: Arc<BackendConfig>,
         stats: Arc<BackendStats>,
         workers: Arc<Workers>,
+        after: tokio_util::sync::CancellationToken,
     ) -> Node {
         let tel = Telemetry {
             stats,
             node: Arc::new(NodeMetrics::new(&addr)),
         };
+        let drained = tokio_util::sync::CancellationToken::new();
+        let turn = connection::Turn {
+            after,
+            _ours: Arc::new(drained.clone().drop_guard()),
+        };
         let readonly = Self::readonly(role, &config);
-        let default = Self::links(&addr, Dialect::DEFAULT, readonly, &config, &tel, &workers);
+        let default = Self::links(
+            &addr,
+            Dialect::DEFAULT,
+            readonly,
+            &config,
+            &tel,
+            &workers,
+            &turn,
+        );
         let node = Node {
             private_slots: Arc::new(Semaphore::new(config.max_private_per_node.max(1))),
             warm: WarmPool::new(config.warm_private_per_node),
@@ -323,6 +345,8 @@ impl Node {
             default,
             others: Mutex::new(HashMap::new()),
             retired: AtomicBool::new(false),
+            turn: Mutex::new(Some(turn)),
+            drained,
             retiring: tokio_util::sync::CancellationToken::new(),
             paused: AtomicBool::new(false),
             pauses: AtomicU64::new(0),
@@ -438,6 +462,7 @@ impl Node {
         config: &Arc<BackendConfig>,
         tel: &Telemetry,
         workers: &Workers,
+        turn: &connection::Turn,
     ) -> Vec<Link> {
         let per = config.connections_per_node.max(1);
         (0..workers.len() * per)
@@ -449,6 +474,7 @@ impl Node {
                     config.clone(),
                     tel.clone(),
                     readonly,
+                    turn.clone(),
                 )
             })
             .collect()
@@ -643,6 +669,9 @@ impl Node {
         if self.retired.load(Ordering::Relaxed) {
             return Arc::new(Vec::new());
         }
+        let Some(turn) = lock(&self.turn).clone() else {
+            return Arc::new(Vec::new());
+        };
         guard
             .entry(dialect)
             .or_insert_with(|| {
@@ -653,6 +682,7 @@ impl Node {
                     &self.config,
                     &self.tel,
                     &self.workers,
+                    &turn,
                 ))
             })
             .clone()
@@ -688,6 +718,9 @@ impl Node {
     /// follow fail fast as to a node that is down.
     fn retire(&self) {
         self.retired.store(true, Ordering::Relaxed);
+        // From now on only the connections hold the node's place: `drained` is cancelled when
+        // the last of them ends.
+        lock(&self.turn).take();
         self.retiring.cancel();
         self.warm.clear();
         for link in &self.default {
@@ -771,6 +804,9 @@ pub struct Backends {
     workers: Arc<Workers>,
     masters: Mutex<HashMap<NodeAddr, Arc<Node>>>,
     replicas: Mutex<HashMap<NodeAddr, Arc<Node>>>,
+    /// Retired nodes whose shared connections may still answer what they hold, by address:
+    /// a new node there opens its own once they ended (see [`connection::Turn`]).
+    draining: Mutex<HashMap<NodeAddr, tokio_util::sync::CancellationToken>>,
     stats: Arc<BackendStats>,
 }
 
@@ -788,6 +824,7 @@ impl Backends {
             workers,
             masters: Mutex::new(HashMap::new()),
             replicas: Mutex::new(HashMap::new()),
+            draining: Mutex::new(HashMap::new()),
             stats: Arc::new(BackendStats::default()),
         }
     }
@@ -815,12 +852,18 @@ impl Backends {
             return n.clone();
         }
         let addr = addr.clone();
+        let after = lock(&self.draining).remove(&addr).unwrap_or_else(|| {
+            let none = tokio_util::sync::CancellationToken::new();
+            none.cancel();
+            none
+        });
         let node = Arc::new(Node::new(
             addr.clone(),
             role,
             self.config.load_full(),
             self.stats.clone(),
             self.workers.clone(),
+            after,
         ));
         nodes.insert(addr, node.clone());
         node
@@ -835,7 +878,7 @@ impl Backends {
             lock(map).retain(|addr, node| {
                 let kept = keep.iter().any(|k| k == addr);
                 if !kept {
-                    node.retire();
+                    self.retire(node);
                 }
                 kept
             });
@@ -847,18 +890,44 @@ impl Backends {
         self.config.load_full()
     }
 
-    /// A reload's new settings: every node is forgotten and retired (its shared connections
-    /// closed once what is in flight on them is answered; a session's private connections
-    /// stay until it lets them go), so that the next snapshot's nodes are new ones, opened and
-    /// logged in with `config`. Requests that meet a retired node meanwhile fail unsent and
-    /// are held for the new one, as in a failover.
-    pub fn replace_config(&self, config: BackendConfig) {
+    /// A reload's new settings: every node is forgotten, so that the next snapshot's nodes are
+    /// new ones, opened and logged in with `config`, each opening its shared connections once
+    /// the old node at its address has none left (see [`connection::Turn`]). Returns the old
+    /// nodes, for the caller to retire ([`Backends::retire_replaced`]) once the new snapshot is
+    /// in force: a session that took a node from the old snapshot an instant before still
+    /// queues to it, and the old node sends that (before the new one sends anything) instead of
+    /// refusing it to be sent again after the session's later requests. Once retired, a node's
+    /// shared connections close when what is in flight on them is answered (a session's private
+    /// connections stay until it lets them go); requests that meet a retired node fail unsent
+    /// and are held for the new one, as in a failover.
+    pub fn replace_config(&self, config: BackendConfig) -> Vec<Arc<Node>> {
         self.config.store(Arc::new(config));
+        let mut old = Vec::new();
         for map in [&self.masters, &self.replicas] {
-            for (_, node) in lock(map).drain() {
-                node.retire();
-            }
+            old.extend(lock(map).drain().map(|(_, node)| node));
         }
+        let mut draining = lock(&self.draining);
+        draining.retain(|_, drained| !drained.is_cancelled());
+        for node in &old {
+            draining.insert(node.addr.clone(), node.drained.clone());
+        }
+        old
+    }
+
+    /// Retires the nodes a reload replaced ([`Backends::replace_config`]).
+    pub fn retire_replaced(nodes: Vec<Arc<Node>>) {
+        for node in nodes {
+            node.retire();
+        }
+    }
+
+    /// Retires `node`, and remembers until its shared connections ended that a new node at its
+    /// address must wait for them.
+    fn retire(&self, node: &Node) {
+        node.retire();
+        let mut draining = lock(&self.draining);
+        draining.retain(|_, drained| !drained.is_cancelled());
+        draining.insert(node.addr.clone(), node.drained.clone());
     }
 
     pub fn stats(&self) -> &BackendStats {

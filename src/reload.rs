@@ -65,6 +65,12 @@ impl Change {
     }
 }
 
+/// How long the nodes a reload of the backends' settings replaced stay open for sessions that
+/// took them from the topology in force an instant before (a session's turn lasts
+/// microseconds), before they are closed. The new nodes send nothing until then (and until the
+/// old ones answered what they hold), so requests wait in their queues meanwhile: short.
+const REPLACED_GRACE: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// What a new file changes: what is applied now, and what keeps its old value until a restart.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Plan {
@@ -369,9 +375,20 @@ impl Reloader {
         }
         let backend = plan.live.contains(&Change::Backend);
         if backend {
-            // New nodes with the new settings; the old ones finish what is in flight.
-            ctx.backends.replace_config(new.backend.clone());
+            // New nodes with the new settings; the old ones finish what is in flight, and are
+            // closed after a grace: a session that took one from the old snapshot just before
+            // the new one came has it send what it queued there, in order.
+            let replaced = ctx.backends.replace_config(new.backend.clone());
             ctx.topology.renew(&ctx.backends);
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => {
+                    rt.spawn(async move {
+                        tokio::time::sleep(REPLACED_GRACE).await;
+                        crate::backend::Backends::retire_replaced(replaced);
+                    });
+                }
+                Err(_) => crate::backend::Backends::retire_replaced(replaced),
+            }
         }
         if backend || plan.live.contains(&Change::Source) {
             // The source opens its connections as the backends do (a new password, TLS), and

@@ -117,6 +117,7 @@ pub(super) fn spawn(
     config: Arc<BackendConfig>,
     tel: Telemetry,
     readonly: bool,
+    turn: Turn,
 ) -> Link {
     spawn_kind(
         on,
@@ -128,8 +129,21 @@ pub(super) fn spawn(
         },
         config,
         tel,
-        Ends::Shared,
+        Ends::Shared(turn),
     )
+}
+
+/// Orders a node's shared connections after those of the node it replaces at the same address
+/// (a reload's new backend settings, a node back in the topology): they open only once every
+/// shared connection of the old node has ended, having answered what it held, so that no
+/// request a client sends to the new node overtakes one it sent to the old node before.
+#[derive(Debug, Clone)]
+pub(super) struct Turn {
+    /// Cancelled once the old node's shared connections have all ended (at once: no old node).
+    pub(super) after: CancellationToken,
+    /// Held, never read, by this node's shared connections and by the node until it is
+    /// retired: when the last lets go, the successor's `after` is cancelled.
+    pub(super) _ours: Arc<tokio_util::sync::DropGuard>,
 }
 
 /// Starts a private connection: no read timeout (a blocked client may wait for ever), no
@@ -182,7 +196,7 @@ pub(super) fn spawn_subscriber(
 
 /// What a connection of each kind reports back besides replies.
 enum Ends {
-    Shared,
+    Shared(Turn),
     /// The node's `CLIENT ID` for the connection goes here once it is open; the token unblocks
     /// a command blocked on it when the node is retired.
     Private(Arc<AtomicU64>, CancellationToken),
@@ -198,14 +212,15 @@ fn spawn_kind(
     tel: Telemetry,
     ends: Ends,
 ) -> Link {
-    let (kind, pushes, backend_id, retired) = match ends {
-        Ends::Shared => (Kind::Shared, None, None, None),
-        Ends::Private(id, retired) => (Kind::Private, None, Some(id), Some(retired)),
-        Ends::Subscriber(to, retired) => (Kind::Subscriber, Some(to), None, Some(retired)),
+    let (kind, pushes, backend_id, retired, turn) = match ends {
+        Ends::Shared(turn) => (Kind::Shared, None, None, None, Some(turn)),
+        Ends::Private(id, retired) => (Kind::Private, None, Some(id), Some(retired), None),
+        Ends::Subscriber(to, retired) => (Kind::Subscriber, Some(to), None, Some(retired), None),
     };
     let dialect = open.dialect;
     let (tx, rx) = mailbox::channel();
     let state = Arc::new(AtomicU8::new(LinkState::Connecting as u8));
+    let link_state = state.clone();
     let depth = config.queue_depth.max(1);
     let span = info_span!("backend", node = %addr, proto = ?dialect.proto, db = dialect.db);
     let queue = Queue {
@@ -214,8 +229,22 @@ fn spawn_kind(
         backend_id,
         retired,
     };
-    on.spawn(run(addr, open, config, queue, state.clone(), tel, kind).instrument(span));
-    Link { tx, depth, state }
+    let connection = async move {
+        if let Some(turn) = &turn {
+            // The old node's connections answer what they hold first; a node that does not
+            // answer is not waited for longer than its requests could be.
+            let most = config.read_timeout + config.backoff_max;
+            let _ = tokio::time::timeout(most, turn.after.cancelled()).await;
+        }
+        run(addr, open, config, queue, state, tel, kind).await;
+        drop(turn);
+    };
+    on.spawn(connection.instrument(span));
+    Link {
+        tx,
+        depth,
+        state: link_state,
+    }
 }
 
 /// What a connection's handshake sets up: its dialect, and `READONLY` (a cluster replica's
