@@ -906,11 +906,7 @@ impl Backends {
         for map in [&self.masters, &self.replicas] {
             old.extend(lock(map).drain().map(|(_, node)| node));
         }
-        let mut draining = lock(&self.draining);
-        draining.retain(|_, drained| !drained.is_cancelled());
-        for node in &old {
-            draining.insert(node.addr.clone(), node.drained.clone());
-        }
+        self.draining(old.iter().map(Arc::as_ref));
         old
     }
 
@@ -925,9 +921,17 @@ impl Backends {
     /// address must wait for them.
     fn retire(&self, node: &Node) {
         node.retire();
+        self.draining([node]);
+    }
+
+    /// Remembers `nodes` as draining: a new node at one's address opens its shared connections
+    /// once that node's have ended (those that already did are forgotten).
+    fn draining<'n>(&self, nodes: impl IntoIterator<Item = &'n Node>) {
         let mut draining = lock(&self.draining);
         draining.retain(|_, drained| !drained.is_cancelled());
-        draining.insert(node.addr.clone(), node.drained.clone());
+        for node in nodes {
+            draining.insert(node.addr.clone(), node.drained.clone());
+        }
     }
 
     pub fn stats(&self) -> &BackendStats {

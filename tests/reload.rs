@@ -535,18 +535,21 @@ fn replica_gets(cluster: &Cluster) -> u64 {
         .sum()
 }
 
+/// A config file for `cluster` reading from `reads`, with read your writes (2 s).
+fn reads_conf(cluster: &Cluster, reads: &str) -> String {
+    let seeds: Vec<String> = cluster.seeds().iter().map(|s| format!("\"{s}\"")).collect();
+    format!(
+        "mode = \"cluster\"\nseeds = [{}]\nconfig_check_ms = 0\n[reads]\nfrom = \"{reads}\"\nread_your_writes_ms = 2000\n",
+        seeds.join(", ")
+    )
+}
+
 #[test]
 fn replica_reads_are_turned_on_and_off_by_a_reload() {
     let cluster = Cluster::start(3, 1);
     cluster.wait_replicas_synced();
-    let seeds: Vec<String> = cluster.seeds().iter().map(|s| format!("\"{s}\"")).collect();
     // Read your writes: the writers' GETs of what they just wrote stay on the masters.
-    let conf = |reads: &str| {
-        format!(
-            "mode = \"cluster\"\nseeds = [{}]\nconfig_check_ms = 0\n[reads]\nfrom = \"{reads}\"\nread_your_writes_ms = 2000\n",
-            seeds.join(", ")
-        )
-    };
+    let conf = |reads: &str| reads_conf(&cluster, reads);
     let file = TempConf::new(&conf("master"));
     let proxy = Proxy::spawn(&["--config".into(), file.path().into()]);
     let mut c = proxy.conn();
@@ -668,13 +671,7 @@ fn a_subscriber_whose_channel_a_reload_takes_away_is_closed_and_the_others_stay(
 fn a_reload_of_the_backends_settings_keeps_each_clients_order() {
     let cluster = Cluster::start(3, 1);
     cluster.wait_replicas_synced();
-    let seeds: Vec<String> = cluster.seeds().iter().map(|s| format!("\"{s}\"")).collect();
-    let conf = |reads: &str| {
-        format!(
-            "mode = \"cluster\"\nseeds = [{}]\nconfig_check_ms = 0\n[reads]\nfrom = \"{reads}\"\nread_your_writes_ms = 2000\n",
-            seeds.join(", ")
-        )
-    };
+    let conf = |reads: &str| reads_conf(&cluster, reads);
     let file = TempConf::new(&conf("master"));
     let proxy = Proxy::spawn(&["--config".into(), file.path().into()]);
     let stop = Arc::new(AtomicBool::new(false));
